@@ -1,0 +1,492 @@
+//! The dispy wire protocol, version 1: every message that crosses a QUIC stream.
+//!
+//! A connection has one bidirectional control stream, opened by the dialer, whose first message
+//! is a [`Hello`] answered by a [`HelloReply`]. After that the control stream carries the
+//! role-specific enums below. Bulk bytes never ride the control stream: each unidirectional
+//! stream starts with a [`StreamHeader`] frame saying what follows.
+//!
+//! These are the only `Serialize` types in the workspace; the daemons convert them at the edge.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+/// The protocol version carried in [`Hello`]; a peer with another version is refused.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// The TLS application protocol name negotiated by every dispy connection.
+pub const ALPN: &[u8] = b"dispy/1";
+
+/// Identifies a job for the lifetime of a dispatcher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct JobId(pub u64);
+
+/// Identifies one attempt at running one chunk; a retry or speculative copy gets a new one, so a
+/// late result from a superseded attempt can be recognised and dropped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct AttemptId(pub u64);
+
+/// Position of a chunk in its job's input; results are delivered in this order.
+pub type ChunkIndex = u64;
+
+/// A blake3 digest naming a payload by its content.
+#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PayloadHash(pub [u8; 32]);
+
+impl PayloadHash {
+    /// Hashes payload bytes.
+    pub fn of(bytes: &[u8]) -> Self {
+        Self(*blake3::hash(bytes).as_bytes())
+    }
+
+    /// The hash as lowercase hex, used for file names and logs.
+    pub fn to_hex(&self) -> String {
+        blake3::Hash::from_bytes(self.0).to_hex().to_string()
+    }
+}
+
+impl std::fmt::Debug for PayloadHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", &self.to_hex()[..16])
+    }
+}
+
+impl std::fmt::Display for PayloadHash {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.to_hex())
+    }
+}
+
+impl std::fmt::Display for JobId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl std::fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// Who a peer is. The dispatcher takes it from the peer's certificate, never from a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Role {
+    /// The `dispy-dispatcher` daemon.
+    Dispatcher,
+    /// A `dispy-node` worker daemon.
+    Node,
+    /// A user tool such as `dispy-submit`.
+    Client,
+}
+
+impl Role {
+    /// The lowercase name used in certificates and messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Dispatcher => "dispatcher",
+            Role::Node => "node",
+            Role::Client => "client",
+        }
+    }
+
+    /// Parses [`Role::as_str`] output.
+    pub fn parse(s: &str) -> Option<Role> {
+        match s {
+            "dispatcher" => Some(Role::Dispatcher),
+            "node" => Some(Role::Node),
+            "client" => Some(Role::Client),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The first message on a control stream, sent by the dialer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Must equal [`PROTOCOL_VERSION`].
+    pub protocol_version: u32,
+    /// The role the dialer believes it has; only used to explain a refusal, the certificate decides.
+    pub role: Role,
+    /// Software name and version, for logs.
+    pub software: String,
+}
+
+/// The dispatcher's answer to [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum HelloReply {
+    /// The connection may proceed.
+    Welcome {
+        /// The dispatcher's protocol version.
+        protocol_version: u32,
+        /// The certificate name the dispatcher saw, so a peer can tell which identity it used.
+        peer_name: String,
+    },
+    /// The connection is refused; the dispatcher closes it after sending this.
+    Refused {
+        /// Human-readable reason, shown to the user as is.
+        reason: String,
+    },
+}
+
+/// What a node tells the dispatcher about itself right after the handshake.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    /// Stable node name (the certificate name).
+    pub name: String,
+    /// Host name of the machine.
+    pub hostname: String,
+    /// Operating system, as Rust's `std::env::consts::OS`.
+    pub os: String,
+    /// CPU architecture, as Rust's `std::env::consts::ARCH`.
+    pub arch: String,
+    /// Chunk slots this node runs at once (its cores unless configured lower).
+    pub slots: u32,
+    /// Logical cores of the machine.
+    pub cores: u32,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+    /// Available memory in bytes at registration.
+    pub memory_available: u64,
+    /// `dispy-node` version.
+    pub version: String,
+    /// Payloads already in the node's cache, so the dispatcher does not ship them again.
+    pub cached_payloads: Vec<PayloadHash>,
+}
+
+/// A node's periodic health report; its arrival is also the liveness signal.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    /// One-minute load average.
+    pub load: f32,
+    /// Available memory in bytes.
+    pub memory_available: u64,
+    /// Slots currently running a chunk.
+    pub busy_slots: u32,
+}
+
+/// What kind of code a payload is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PayloadKind {
+    /// A WebAssembly module, binary or WAT text, with the dispy ABI v1 exports.
+    Wasm,
+}
+
+/// Everything a node needs to run the chunks of one job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSpec {
+    /// The job.
+    pub job: JobId,
+    /// The payload's content hash; the bytes arrive on a [`StreamHeader::Payload`] stream unless
+    /// the node already has them.
+    pub payload: PayloadHash,
+    /// How to run the payload.
+    pub kind: PayloadKind,
+    /// Argument bytes passed to `dispy_setup` and every `dispy_run`.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Memory limit per worker, in bytes.
+    pub memory_limit: u64,
+    /// Wall-clock limit per chunk, in milliseconds.
+    pub chunk_timeout_ms: u64,
+}
+
+/// Dispatcher to node, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum DispatcherToNode {
+    /// Prepare to run chunks of a job: fetch the payload from the cache or the coming payload
+    /// stream, compile it, then answer [`NodeToDispatcher::JobReady`] or `JobRejected`.
+    StartJob(JobSpec),
+    /// The job is over on this node (done, failed or cancelled): stop its chunks, free its workers.
+    EndJob {
+        /// The job.
+        job: JobId,
+    },
+    /// Stop one attempt (superseded or no longer needed) and report nothing for it.
+    CancelAttempt {
+        /// The attempt.
+        attempt: AttemptId,
+    },
+}
+
+/// Node to dispatcher, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum NodeToDispatcher {
+    /// Sent once, right after the handshake.
+    Register(NodeInfo),
+    /// Sent every heartbeat interval.
+    Heartbeat(Heartbeat),
+    /// The job's payload is compiled and its chunks can run.
+    JobReady {
+        /// The job.
+        job: JobId,
+    },
+    /// The job cannot run on this node (invalid module, missing export, ...).
+    JobRejected {
+        /// The job.
+        job: JobId,
+        /// Why, in words for the user.
+        error: String,
+    },
+}
+
+/// One chunk to run, on the dispatcher's assignment stream to a node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    /// The job, already started on this node with [`DispatcherToNode::StartJob`].
+    pub job: JobId,
+    /// The chunk's position, for logs.
+    pub chunk: ChunkIndex,
+    /// The attempt this run belongs to.
+    pub attempt: AttemptId,
+    /// The chunk's input bytes.
+    pub input: Bytes,
+}
+
+/// Why an attempt failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum FailureKind {
+    /// The payload returned this non-zero code: a deliberate error, not retried.
+    PayloadError(i32),
+    /// The WebAssembly guest trapped (unreachable, out-of-bounds access, ...).
+    Trap,
+    /// The chunk ran longer than the job's chunk timeout.
+    Timeout,
+    /// The payload tried to use more memory than the job's memory limit.
+    MemoryLimit,
+    /// The job's worker could not be set up (`dispy_setup` failed, instantiation failed).
+    Setup,
+    /// The node itself failed (a bug or a resource problem), not the payload.
+    Node,
+}
+
+impl FailureKind {
+    /// Whether another attempt could succeed; a payload's own error code is taken at its word.
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self, FailureKind::PayloadError(_))
+    }
+}
+
+/// A failed attempt, as the node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkFailure {
+    /// The class of failure.
+    pub kind: FailureKind,
+    /// A one-line explanation for the user.
+    pub message: String,
+}
+
+impl std::fmt::Display for ChunkFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+/// The outcome of one attempt, on the node's report stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ChunkReport {
+    /// The attempt.
+    pub attempt: AttemptId,
+    /// The result bytes, or why there are none.
+    pub outcome: Result<Bytes, ChunkFailure>,
+}
+
+/// How results are written on the submitter's side.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum ResultMode {
+    /// All outputs concatenated in chunk order into one file.
+    #[default]
+    Concat,
+    /// One file per chunk in an output directory.
+    Files,
+}
+
+/// A job as a client submits it; the input follows on a [`StreamHeader::JobInput`] stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSubmission {
+    /// A name for logs and listings.
+    pub name: String,
+    /// The payload's content hash; the dispatcher asks for the bytes if it lacks them.
+    pub payload: PayloadHash,
+    /// Payload size in bytes, checked against the dispatcher's limit before upload.
+    pub payload_len: u64,
+    /// How to run the payload.
+    pub kind: PayloadKind,
+    /// Argument bytes for the payload.
+    #[serde(with = "serde_bytes")]
+    pub args: Vec<u8>,
+    /// Attempts per chunk before the job fails.
+    pub max_attempts: u32,
+    /// Wall-clock limit per chunk, in milliseconds.
+    pub chunk_timeout_ms: u64,
+    /// Memory limit per worker, in bytes.
+    pub memory_limit: u64,
+    /// Higher runs first.
+    pub priority: i32,
+    /// How long the job may wait with no eligible node before it fails, in milliseconds.
+    pub placement_timeout_ms: u64,
+}
+
+/// Client to dispatcher, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientRequest {
+    /// Submit a job; the dispatcher answers [`ClientEvent::JobAccepted`] (or `NeedPayload` first).
+    Submit(JobSubmission),
+    /// List connected nodes; answered with [`ClientEvent::Nodes`].
+    ListNodes,
+}
+
+/// Progress of a running job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct JobProgress {
+    /// Chunks with an accepted result.
+    pub done: u64,
+    /// Chunks known so far (final once the input stream has ended).
+    pub total: u64,
+    /// Whether all input has arrived, so `total` is final.
+    pub input_complete: bool,
+    /// Attempts running or queued on nodes.
+    pub running: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+}
+
+/// One failed attempt in a job failure report.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptFailure {
+    /// The node's name.
+    pub node: String,
+    /// What went wrong.
+    pub failure: ChunkFailure,
+}
+
+/// Why a job failed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobFailure {
+    /// A chunk used up its attempts (or failed with a non-retryable error).
+    Chunk {
+        /// The chunk.
+        chunk: ChunkIndex,
+        /// Every failed attempt, oldest first.
+        attempts: Vec<AttemptFailure>,
+    },
+    /// No node could take the job's chunks within its placement timeout.
+    NoEligibleNode {
+        /// Why, e.g. "0 eligible nodes: 2 connected, 2 lack 4 GiB free memory".
+        reason: String,
+    },
+    /// Every node that tried refused the payload (invalid module, missing export, ...).
+    Rejected {
+        /// The node's explanation.
+        error: String,
+    },
+    /// Something else, in words.
+    Other {
+        /// What happened.
+        message: String,
+    },
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFailure::Chunk { chunk, attempts } => {
+                write!(f, "chunk {chunk} failed after {} attempt(s)", attempts.len())?;
+                for a in attempts {
+                    write!(f, "; on node {}: {}", a.node, a.failure)?;
+                }
+                Ok(())
+            }
+            JobFailure::NoEligibleNode { reason } => write!(f, "no eligible node: {reason}"),
+            JobFailure::Rejected { error } => write!(f, "payload rejected: {error}"),
+            JobFailure::Other { message } => f.write_str(message),
+        }
+    }
+}
+
+/// A node as `dispy-submit nodes` shows it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// Node name.
+    pub name: String,
+    /// Remote address as the dispatcher sees it.
+    pub address: String,
+    /// Host name the node reported.
+    pub hostname: String,
+    /// Chunk slots.
+    pub slots: u32,
+    /// Slots running a chunk at the last heartbeat.
+    pub busy: u32,
+    /// Total memory in bytes.
+    pub memory_total: u64,
+    /// Available memory in bytes at the last heartbeat.
+    pub memory_available: u64,
+    /// One-minute load average.
+    pub load: f32,
+    /// Milliseconds since the last heartbeat.
+    pub last_heartbeat_ms: u64,
+    /// Lifecycle state, e.g. "ready".
+    pub state: String,
+}
+
+/// Dispatcher to client, on the control stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ClientEvent {
+    /// The dispatcher lacks the submitted payload: send it on a [`StreamHeader::Payload`] stream.
+    NeedPayload,
+    /// The job exists; send its input on a [`StreamHeader::JobInput`] stream.
+    JobAccepted {
+        /// The new job's id.
+        job: JobId,
+    },
+    /// Progress, sent at most a few times a second.
+    Progress(JobProgress),
+    /// Every chunk succeeded; the output stream carries all results.
+    JobSucceeded {
+        /// Final counts.
+        progress: JobProgress,
+    },
+    /// The job failed; no output should be kept.
+    JobFailed {
+        /// Why.
+        failure: JobFailure,
+    },
+    /// Answer to [`ClientRequest::ListNodes`].
+    Nodes(Vec<NodeStatus>),
+    /// The request was refused.
+    Error {
+        /// Why, in words for the user.
+        message: String,
+    },
+}
+
+/// The first frame of every unidirectional stream.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum StreamHeader {
+    /// Payload bytes follow, raw, until the end of the stream.
+    Payload {
+        /// Their content hash, verified by the receiver.
+        hash: PayloadHash,
+        /// Their length, checked against the receiver's limit first.
+        len: u64,
+    },
+    /// Client to dispatcher: one raw frame per chunk input, in chunk order, then the stream ends.
+    JobInput {
+        /// The job.
+        job: JobId,
+    },
+    /// Dispatcher to client: one raw frame per chunk result, in chunk order.
+    JobOutput {
+        /// The job.
+        job: JobId,
+    },
+    /// Dispatcher to node: [`Assignment`] frames for the life of the connection.
+    Assignments,
+    /// Node to dispatcher: [`ChunkReport`] frames for the life of the connection.
+    Reports,
+}

@@ -1,0 +1,5 @@
+//! The `dispy-node` worker daemon as a library: it dials the dispatcher, advertises this machine,
+//! keeps a content-addressed payload cache and runs chunks on its slots.
+#![deny(unsafe_code)]
+
+pub mod exec;
