@@ -1,1 +1,103 @@
-//! TODO(owner writing it now).
+//! Length-prefixed framing: a big-endian `u32` length followed by that many bytes.
+//!
+//! Message frames carry MessagePack (rmp-serde); raw frames carry chunk bytes as they are. The
+//! length is checked against the caller's maximum before anything is allocated, so a peer
+//! announcing a huge frame costs us four bytes of buffer, not four gigabytes.
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+/// Bytes taken by the length prefix.
+pub const HEADER_LEN: usize = 4;
+
+/// Default maximum size of a control message frame.
+pub const DEFAULT_MAX_MESSAGE: usize = 1 << 20;
+
+/// Why a frame could not be encoded or decoded.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The peer announced a frame longer than this end accepts.
+    #[error("frame of {len} bytes exceeds the limit of {max} bytes")]
+    TooLarge {
+        /// Announced length.
+        len: usize,
+        /// Configured maximum.
+        max: usize,
+    },
+    /// The frame body is not a valid message of the expected type.
+    #[error("malformed message: {0}")]
+    Malformed(#[from] rmp_serde::decode::Error),
+    /// The message could not be serialized (a bug in the sender).
+    #[error("failed to encode message: {0}")]
+    Encode(#[from] rmp_serde::encode::Error),
+}
+
+/// Appends `msg` as one MessagePack frame to `dst`.
+///
+/// # Errors
+/// [`FrameError::Encode`] if serialization fails, [`FrameError::TooLarge`] if the encoded message
+/// does not fit a `u32` length.
+pub fn encode<T: Serialize>(msg: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+    let start = dst.len();
+    dst.put_u32(0);
+    rmp_serde::encode::write(&mut (&mut *dst).writer(), msg)?;
+    let body_len = dst.len() - start - HEADER_LEN;
+    let len = u32::try_from(body_len)
+        .map_err(|_| FrameError::TooLarge { len: body_len, max: u32::MAX as usize })?;
+    dst[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
+    Ok(())
+}
+
+/// Appends `body` as one raw frame to `dst`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] if `body` does not fit a `u32` length.
+pub fn encode_raw(body: &[u8], dst: &mut BytesMut) -> Result<(), FrameError> {
+    let len = u32::try_from(body.len())
+        .map_err(|_| FrameError::TooLarge { len: body.len(), max: u32::MAX as usize })?;
+    dst.reserve(HEADER_LEN + body.len());
+    dst.put_u32(len);
+    dst.put_slice(body);
+    Ok(())
+}
+
+/// Takes one raw frame off the front of `src`.
+///
+/// Returns `Ok(None)` when `src` does not yet hold a whole frame; in that case `src` is left as it
+/// was, with room reserved for the rest of the frame.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] when the announced length exceeds `max`; nothing is allocated.
+pub fn decode_raw(src: &mut BytesMut, max: usize) -> Result<Option<Bytes>, FrameError> {
+    let Some(header) = src.get(..HEADER_LEN) else {
+        return Ok(None);
+    };
+    // The slice is exactly HEADER_LEN bytes long, so the conversion cannot fail.
+    let len = u32::from_be_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len > max {
+        return Err(FrameError::TooLarge { len, max });
+    }
+    if src.len() < HEADER_LEN + len {
+        src.reserve(HEADER_LEN + len - src.len());
+        return Ok(None);
+    }
+    src.advance(HEADER_LEN);
+    Ok(Some(src.split_to(len).freeze()))
+}
+
+/// Takes one MessagePack frame off the front of `src` and decodes it as `T`.
+///
+/// # Errors
+/// [`FrameError::TooLarge`] as for [`decode_raw`], [`FrameError::Malformed`] when the body is not
+/// a `T`. The frame is consumed either way, so the stream stays in sync.
+pub fn decode<T: DeserializeOwned>(src: &mut BytesMut, max: usize) -> Result<Option<T>, FrameError> {
+    match decode_raw(src, max)? {
+        Some(body) => Ok(Some(rmp_serde::from_slice(&body)?)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,10 @@
 pub mod abi;
 pub mod frame;
 pub mod job;
+pub mod net;
 pub mod pki;
 pub mod proto;
+pub mod signal;
 pub mod split;
 pub mod telemetry;
 pub mod tls;

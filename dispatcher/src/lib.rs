@@ -2,4 +2,12 @@
 //! library.
 #![forbid(unsafe_code)]
 
+pub mod client;
+pub mod config;
+mod core;
+pub mod local;
+mod output;
 pub mod scheduler;
+pub mod server;
+
+pub use client::Client;

@@ -3,3 +3,7 @@
 #![deny(unsafe_code)]
 
 pub mod exec;
+pub mod cache;
+pub mod daemon;
+pub mod health;
+pub mod pool;

@@ -1,1 +1,331 @@
-fn main() {}
+//! `dispy-submit`: the user's command line. `run` submits a job (from a job file or flags) and
+//! writes its output; `--local N` first starts an embedded cluster. `nodes` lists the cluster.
+//! Everything goes through [`dispatcher::Client`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+use common::job::JobDescription;
+use common::pki::Identity;
+use common::proto::{JobProgress, NodeStatus};
+use common::split::SplitRule;
+use dispatcher::client::ClientError;
+use dispatcher::local::LocalCluster;
+use dispatcher::Client;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Exit code when a job ran and failed.
+const EXIT_JOB_FAILED: u8 = 1;
+/// Exit code for connection and I/O problems.
+const EXIT_ERROR: u8 = 2;
+/// Exit code for unusable arguments or job files.
+const EXIT_USAGE: u8 = 64;
+
+/// Submit jobs to a dispy cluster and watch it.
+#[derive(Debug, Parser)]
+#[command(name = "dispy-submit", version)]
+struct Cli {
+    /// Dispatcher address, host:port.
+    #[arg(long, global = true, env = "DISPY_DISPATCHER", default_value = "127.0.0.1:7870")]
+    dispatcher: String,
+    /// Directory with this client's ca.pem, cert.pem and key.pem (from `pki issue-client`).
+    #[arg(long, global = true, env = "DISPY_TLS_DIR", default_value = "/etc/dispy/client")]
+    tls_dir: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run a job and write its output; exits 0 only if every chunk succeeded.
+    Run(RunArgs),
+    /// List the nodes connected to the dispatcher.
+    Nodes {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, ClapArgs)]
+struct RunArgs {
+    /// A job file (TOML); flags given as well override its fields.
+    job_file: Option<PathBuf>,
+    /// Start an embedded dispatcher and N nodes in this process (no certificates needed).
+    #[arg(long, value_name = "N")]
+    local: Option<u32>,
+    /// The payload: a WebAssembly module (.wasm or .wat).
+    #[arg(long)]
+    payload: Option<PathBuf>,
+    /// Input file or directory (repeat for several).
+    #[arg(long)]
+    input: Vec<PathBuf>,
+    /// Split rule: bytes:SIZE, lines:N, files or range:START..END:STEP.
+    #[arg(long)]
+    split: Option<SplitRule>,
+    /// Output file (concat) or directory (files).
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Argument string passed to the payload.
+    #[arg(long)]
+    args: Option<String>,
+    /// concat (one file, chunk order) or files (one file per chunk).
+    #[arg(long)]
+    results: Option<String>,
+    /// Attempts per chunk before the job fails.
+    #[arg(long)]
+    max_attempts: Option<u32>,
+    /// Time limit per chunk, e.g. 30s.
+    #[arg(long)]
+    chunk_timeout: Option<String>,
+    /// Memory limit per worker, e.g. 256MiB.
+    #[arg(long)]
+    memory_limit: Option<String>,
+    /// Higher runs first.
+    #[arg(long)]
+    priority: Option<i32>,
+    /// How long to wait for an eligible node, e.g. 30s.
+    #[arg(long)]
+    placement_timeout: Option<String>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dispy-submit: failed to start the async runtime: {e}");
+            return ExitCode::from(EXIT_ERROR);
+        }
+    };
+    let result = runtime.block_on(async {
+        match &cli.command {
+            Command::Run(run_args) => run(&cli, run_args).await,
+            Command::Nodes { json } => nodes(&cli, *json).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Usage(e)) => {
+            eprintln!("dispy-submit: {e:#}");
+            ExitCode::from(EXIT_USAGE)
+        }
+        Err(Failure::Job(e)) => {
+            eprintln!("dispy-submit: {e}");
+            ExitCode::from(EXIT_JOB_FAILED)
+        }
+        Err(Failure::Other(e)) => {
+            eprintln!("dispy-submit: {e:#}");
+            ExitCode::from(EXIT_ERROR)
+        }
+    }
+}
+
+/// How a command failed, which decides the exit code.
+enum Failure {
+    Usage(anyhow::Error),
+    Job(ClientError),
+    Other(anyhow::Error),
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Self {
+        match e {
+            ClientError::JobFailed { .. } => Failure::Job(e),
+            ClientError::Payload { .. } | ClientError::Input(_) => Failure::Usage(e.into()),
+            other => Failure::Other(other.into()),
+        }
+    }
+}
+
+async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
+    let job = job_from(args).map_err(Failure::Usage)?;
+    check_payload(&job).map_err(Failure::Usage)?;
+    let local = match args.local {
+        Some(0) => return Err(Failure::Usage(anyhow::anyhow!("--local needs at least 1 node"))),
+        Some(n) => Some(LocalCluster::start(n).await.map_err(Failure::Other)?),
+        None => None,
+    };
+    let result = async {
+        let client = match &local {
+            Some(cluster) => Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?,
+            None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
+        };
+        let mut display = ProgressDisplay::new();
+        let report = client.run(&job, |p| display.update(p)).await;
+        display.finish();
+        Ok::<_, Failure>(report?)
+    }
+    .await;
+    if let Some(cluster) = local {
+        cluster.shutdown().await;
+    }
+    let report = result?;
+    eprintln!(
+        "job {} done: {} chunks, {} retries; output written to {}",
+        report.job,
+        report.progress.done,
+        report.progress.retries,
+        report.output.display()
+    );
+    Ok(())
+}
+
+/// Builds the job from a job file and/or flags, flags winning.
+fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
+    let mut job = match &args.job_file {
+        Some(path) => JobDescription::from_toml_file(path)?,
+        None => {
+            let missing = |flag: &str| anyhow::anyhow!("{flag} is required without a job file");
+            let payload = args.payload.clone().ok_or_else(|| missing("--payload"))?;
+            let split = args.split.clone().ok_or_else(|| missing("--split"))?;
+            let output = args.output.clone().ok_or_else(|| missing("--output"))?;
+            JobDescription::new(payload, split, output)
+        }
+    };
+    if let Some(payload) = &args.payload {
+        job.name = common::job::default_name(payload);
+        job.payload = payload.clone();
+    }
+    if !args.input.is_empty() {
+        job.inputs = args.input.clone();
+    }
+    if let Some(split) = &args.split {
+        job.split = split.clone();
+    }
+    if let Some(output) = &args.output {
+        job.output = output.clone();
+    }
+    if let Some(a) = &args.args {
+        job.args = a.clone().into_bytes();
+    }
+    if let Some(results) = &args.results {
+        job.results = common::job::parse_result_mode(results)
+            .ok_or_else(|| anyhow::anyhow!("--results must be concat or files, not {results:?}"))?;
+    }
+    if let Some(n) = args.max_attempts {
+        job.max_attempts = n;
+    }
+    if let Some(t) = &args.chunk_timeout {
+        job.chunk_timeout = common::units::parse_duration(t).context("--chunk-timeout")?;
+    }
+    if let Some(m) = &args.memory_limit {
+        job.memory_limit = common::units::parse_size(m).context("--memory-limit")?;
+    }
+    if let Some(p) = args.priority {
+        job.priority = p;
+    }
+    if let Some(t) = &args.placement_timeout {
+        job.placement_timeout = common::units::parse_duration(t).context("--placement-timeout")?;
+    }
+    job.validate()?;
+    Ok(job)
+}
+
+/// Compiles the payload here first, so a broken module is reported before anything is sent.
+fn check_payload(job: &JobDescription) -> anyhow::Result<()> {
+    let bytes = std::fs::read(&job.payload).with_context(|| format!("payload file {}", job.payload.display()))?;
+    let engine = node::exec::wasm::WasmEngine::new()?;
+    engine.compile(&bytes).with_context(|| format!("payload {}", job.payload.display()))?;
+    Ok(())
+}
+
+fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
+    Identity::load(&cli.tls_dir).with_context(|| {
+        format!("failed to load the client certificate (set --tls-dir or DISPY_TLS_DIR; `dispy-dispatcher pki issue-client` makes one; `run --local N` needs none)")
+    })
+}
+
+async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let identity = load_identity(cli).map_err(Failure::Usage)?;
+    let mut client = Client::connect(&cli.dispatcher, &identity).await?;
+    let nodes = client.nodes().await?;
+    if json {
+        let text = serde_json_lines(&nodes);
+        println!("{text}");
+    } else {
+        print_node_table(&nodes);
+    }
+    Ok(())
+}
+
+fn print_node_table(nodes: &[NodeStatus]) {
+    println!("{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8}", "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE");
+    for n in nodes {
+        let memory = format!(
+            "{}/{}",
+            common::units::format_size(n.memory_available),
+            common::units::format_size(n.memory_total)
+        );
+        println!(
+            "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8}",
+            n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state
+        );
+    }
+    if nodes.is_empty() {
+        println!("(no nodes connected)");
+    }
+}
+
+/// Renders nodes as a JSON array without pulling in a JSON library for one command.
+fn serde_json_lines(nodes: &[NodeStatus]) -> String {
+    let items: Vec<String> = nodes
+        .iter()
+        .map(|n| {
+            format!(
+                r#"{{"name":{:?},"address":{:?},"hostname":{:?},"slots":{},"busy":{},"memory_total":{},"memory_available":{},"load":{},"last_heartbeat_ms":{},"state":{:?}}}"#,
+                n.name, n.address, n.hostname, n.slots, n.busy, n.memory_total, n.memory_available, n.load, n.last_heartbeat_ms, n.state
+            )
+        })
+        .collect();
+    format!("[{}]", items.join(","))
+}
+
+/// A progress bar on a terminal, a plain line every few seconds otherwise.
+struct ProgressDisplay {
+    bar: Option<ProgressBar>,
+    last_line: Option<Instant>,
+}
+
+impl ProgressDisplay {
+    fn new() -> Self {
+        let bar = std::io::stderr().is_terminal().then(|| {
+            let bar = ProgressBar::new(0);
+            // The template is a constant known to be valid.
+            let style = ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} chunks {per_sec} {msg} ETA {eta}")
+                .expect("valid template")
+                .progress_chars("=> ");
+            bar.set_style(style);
+            bar.enable_steady_tick(Duration::from_millis(200));
+            bar
+        });
+        Self { bar, last_line: None }
+    }
+
+    fn update(&mut self, p: &JobProgress) {
+        match &self.bar {
+            Some(bar) => {
+                bar.set_length(p.total);
+                bar.set_position(p.done);
+                bar.set_message(format!("{} running, {} retries", p.running, p.retries));
+            }
+            None => {
+                if self.last_line.is_none_or(|t| t.elapsed() >= Duration::from_secs(2)) {
+                    self.last_line = Some(Instant::now());
+                    eprintln!("progress: {}/{} chunks done, {} running, {} retries", p.done, p.total, p.running, p.retries);
+                }
+            }
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! Framed QUIC streams: the only place that moves frames between quinn and the codec in
+//! [`crate::frame`]. A [`Connection`] is the control stream of one peer; [`FramedSend`] and
+//! [`FramedRecv`] are its halves and also serve the unidirectional bulk streams.
+
+use bytes::{Bytes, BytesMut};
+use serde::{de::DeserializeOwned, Serialize};
+use thiserror::Error;
+
+use crate::frame::{self, FrameError};
+
+/// A stream-level failure.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StreamError {
+    /// The frame was too large or malformed.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// Reading from the stream failed (connection lost, stream reset).
+    #[error("stream read failed: {0}")]
+    Read(#[from] quinn::ReadError),
+    /// Writing to the stream failed (connection lost, stream stopped).
+    #[error("stream write failed: {0}")]
+    Write(#[from] quinn::WriteError),
+    /// Opening or accepting a stream failed because the connection is gone.
+    #[error("connection lost: {0}")]
+    Connection(#[from] quinn::ConnectionError),
+    /// The peer ended the stream in the middle of a frame.
+    #[error("stream ended inside a frame")]
+    Truncated,
+    /// The peer ended the stream where a frame was required.
+    #[error("stream ended before the expected message")]
+    Ended,
+    /// The peer sent a message that is valid but not allowed here.
+    #[error("unexpected message: {0}")]
+    Unexpected(String),
+}
+
+/// The receiving half of a framed stream.
+#[derive(Debug)]
+pub struct FramedRecv {
+    stream: quinn::RecvStream,
+    buffer: BytesMut,
+    max_frame: usize,
+}
+
+impl FramedRecv {
+    /// Wraps `stream`; frames longer than `max_frame` are refused before they are buffered.
+    pub fn new(stream: quinn::RecvStream, max_frame: usize) -> Self {
+        Self { stream, buffer: BytesMut::with_capacity(8 * 1024), max_frame }
+    }
+
+    /// Changes the frame limit, e.g. after the header of a bulk stream.
+    pub fn set_max_frame(&mut self, max_frame: usize) {
+        self.max_frame = max_frame;
+    }
+
+    /// Reads one raw frame; `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// [`StreamError`] for oversize frames, a truncated stream or a transport failure.
+    pub async fn read_raw(&mut self) -> Result<Option<Bytes>, StreamError> {
+        loop {
+            if let Some(body) = frame::decode_raw(&mut self.buffer, self.max_frame)? {
+                return Ok(Some(body));
+            }
+            match self.stream.read_chunk(usize::MAX, true).await? {
+                Some(chunk) => self.buffer.extend_from_slice(&chunk.bytes),
+                None if self.buffer.is_empty() => return Ok(None),
+                None => return Err(StreamError::Truncated),
+            }
+        }
+    }
+
+    /// Reads and decodes one message frame; `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// As [`FramedRecv::read_raw`], plus [`FrameError::Malformed`] for an undecodable body.
+    pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, StreamError> {
+        match self.read_raw().await? {
+            Some(body) => Ok(Some(rmp_serde::from_slice(&body).map_err(FrameError::from)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Reads a message that must be there.
+    ///
+    /// # Errors
+    /// [`StreamError::Ended`] at end of stream, otherwise as [`FramedRecv::read_frame`].
+    pub async fn expect_frame<T: DeserializeOwned>(&mut self) -> Result<T, StreamError> {
+        self.read_frame().await?.ok_or(StreamError::Ended)
+    }
+
+    /// Reads the rest of the stream as raw bytes (after any buffered data), up to `limit` bytes.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] past `limit`, or a transport failure.
+    pub async fn read_to_end(&mut self, limit: usize) -> Result<Bytes, StreamError> {
+        let mut out = std::mem::take(&mut self.buffer);
+        while let Some(chunk) = self.stream.read_chunk(usize::MAX, true).await? {
+            if out.len() + chunk.bytes.len() > limit {
+                return Err(FrameError::TooLarge { len: out.len() + chunk.bytes.len(), max: limit }.into());
+            }
+            out.extend_from_slice(&chunk.bytes);
+        }
+        Ok(out.freeze())
+    }
+
+    /// Tells the peer to stop sending on this stream.
+    pub fn stop(&mut self, code: u32) {
+        // Stopping an already finished stream is not an error worth reporting.
+        let _ = self.stream.stop(code.into());
+    }
+}
+
+/// The sending half of a framed stream. Frames are buffered until [`FramedSend::flush`] so a
+/// burst of small messages leaves in few QUIC writes.
+#[derive(Debug)]
+pub struct FramedSend {
+    stream: quinn::SendStream,
+    buffer: BytesMut,
+}
+
+impl FramedSend {
+    /// Wraps `stream`.
+    pub fn new(stream: quinn::SendStream) -> Self {
+        Self { stream, buffer: BytesMut::with_capacity(8 * 1024) }
+    }
+
+    /// Queues one message frame.
+    ///
+    /// # Errors
+    /// [`FrameError::Encode`] if the message cannot be serialized.
+    pub fn queue_frame<T: Serialize>(&mut self, msg: &T) -> Result<(), StreamError> {
+        Ok(frame::encode(msg, &mut self.buffer)?)
+    }
+
+    /// Queues one raw frame.
+    ///
+    /// # Errors
+    /// [`FrameError::TooLarge`] for a body over 4 GiB.
+    pub fn queue_raw(&mut self, body: &[u8]) -> Result<(), StreamError> {
+        Ok(frame::encode_raw(body, &mut self.buffer)?)
+    }
+
+    /// Bytes queued and not yet flushed.
+    pub fn queued(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Writes everything queued to the stream.
+    ///
+    /// # Errors
+    /// [`StreamError::Write`] when the stream or connection is gone.
+    pub async fn flush(&mut self) -> Result<(), StreamError> {
+        if !self.buffer.is_empty() {
+            let bytes = self.buffer.split().freeze();
+            self.stream.write_chunk(bytes).await?;
+        }
+        Ok(())
+    }
+
+    /// Queues and flushes one message frame.
+    ///
+    /// # Errors
+    /// As [`FramedSend::queue_frame`] and [`FramedSend::flush`].
+    pub async fn write_frame<T: Serialize>(&mut self, msg: &T) -> Result<(), StreamError> {
+        self.queue_frame(msg)?;
+        self.flush().await
+    }
+
+    /// Writes bytes without framing (the body of a payload stream), after anything queued.
+    ///
+    /// # Errors
+    /// [`StreamError::Write`] when the stream or connection is gone.
+    pub async fn write_unframed(&mut self, bytes: Bytes) -> Result<(), StreamError> {
+        self.flush().await?;
+        self.stream.write_chunk(bytes).await?;
+        Ok(())
+    }
+
+    /// Flushes and ends the stream.
+    ///
+    /// # Errors
+    /// [`StreamError::Write`] when the stream or connection is gone.
+    pub async fn finish(&mut self) -> Result<(), StreamError> {
+        self.flush().await?;
+        // finish only fails if the stream was already finished or reset; both mean "done".
+        let _ = self.stream.finish();
+        Ok(())
+    }
+}
+
+/// The control stream of a connection: one bidirectional stream of message frames.
+#[derive(Debug)]
+pub struct Connection {
+    /// Sending half.
+    pub send: FramedSend,
+    /// Receiving half.
+    pub recv: FramedRecv,
+}
+
+impl Connection {
+    /// Opens the control stream as the dialer.
+    ///
+    /// # Errors
+    /// [`StreamError::Connection`] if the connection is gone.
+    pub async fn open(conn: &quinn::Connection, max_frame: usize) -> Result<Self, StreamError> {
+        let (send, recv) = conn.open_bi().await?;
+        Ok(Self { send: FramedSend::new(send), recv: FramedRecv::new(recv, max_frame) })
+    }
+
+    /// Accepts the control stream as the listener.
+    ///
+    /// # Errors
+    /// [`StreamError::Connection`] if the connection is gone.
+    pub async fn accept(conn: &quinn::Connection, max_frame: usize) -> Result<Self, StreamError> {
+        let (send, recv) = conn.accept_bi().await?;
+        Ok(Self { send: FramedSend::new(send), recv: FramedRecv::new(recv, max_frame) })
+    }
+
+    /// Writes one message.
+    ///
+    /// # Errors
+    /// As [`FramedSend::write_frame`].
+    pub async fn write_frame<T: Serialize>(&mut self, msg: &T) -> Result<(), StreamError> {
+        self.send.write_frame(msg).await
+    }
+
+    /// Reads one message; `Ok(None)` at a clean end of stream.
+    ///
+    /// # Errors
+    /// As [`FramedRecv::read_frame`].
+    pub async fn read_frame<T: DeserializeOwned>(&mut self) -> Result<Option<T>, StreamError> {
+        self.recv.read_frame().await
+    }
+}
+
+/// Opens a unidirectional stream and writes its header frame.
+///
+/// # Errors
+/// [`StreamError`] if the connection is gone.
+pub async fn open_uni<T: Serialize>(conn: &quinn::Connection, header: &T) -> Result<FramedSend, StreamError> {
+    let mut send = FramedSend::new(conn.open_uni().await?);
+    send.queue_frame(header)?;
+    Ok(send)
+}

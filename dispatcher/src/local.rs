@@ -1,0 +1,82 @@
+//! An embedded cluster for `dispy-submit run --local N`: an ephemeral in-memory CA, a dispatcher
+//! on a loopback port and N nodes, all in this process and still talking QUIC, so a newcomer runs
+//! a real job with no set-up.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::pki::{CertificateAuthority, Identity};
+use common::proto::Role;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use crate::config::DispatcherConfig;
+use crate::server::Dispatcher;
+
+/// A running embedded cluster; [`LocalCluster::shutdown`] stops it and removes its files.
+pub struct LocalCluster {
+    address: SocketAddr,
+    client: Identity,
+    stop: watch::Sender<bool>,
+    tasks: JoinSet<()>,
+    cache_root: PathBuf,
+}
+
+impl LocalCluster {
+    /// Starts a dispatcher and `nodes` nodes sharing this machine's cores between them.
+    ///
+    /// # Errors
+    /// When certificates cannot be made or a socket cannot be bound.
+    pub async fn start(nodes: u32) -> anyhow::Result<Self> {
+        let ca = CertificateAuthority::generate("local")?;
+        let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), ca.issue_identity(Role::Dispatcher, "dispatcher")?);
+        config.node_timeout = Duration::from_secs(5);
+        let dispatcher = Dispatcher::bind(config)?;
+        let address = dispatcher.local_addr()?;
+        let (stop, stopped) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        tasks.spawn(dispatcher.run(wait_for_stop(stopped.clone())));
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
+        let slots = (cores / nodes.max(1)).max(1);
+        let cache_root = std::env::temp_dir().join(format!("dispy-local-{}", std::process::id()));
+        for i in 1..=nodes {
+            let config = node::daemon::NodeConfig {
+                dispatcher: address.to_string(),
+                identity: ca.issue_identity(Role::Node, &format!("local-{i}"))?,
+                slots: Some(slots),
+                cache_dir: cache_root.join(format!("node-{i}")),
+                heartbeat_interval: Duration::from_secs(1),
+            };
+            let stopped = stopped.clone();
+            tasks.spawn(async move {
+                if let Err(e) = node::daemon::run(config, wait_for_stop(stopped)).await {
+                    tracing::error!(error = %e, "local node failed to start");
+                }
+            });
+        }
+        Ok(Self { address, client: ca.issue_identity(Role::Client, "local-client")?, stop, tasks, cache_root })
+    }
+
+    /// The dispatcher's address.
+    pub fn address(&self) -> SocketAddr {
+        self.address
+    }
+
+    /// A client identity trusted by this cluster.
+    pub fn client_identity(&self) -> &Identity {
+        &self.client
+    }
+
+    /// Stops every daemon and removes the nodes' caches.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        while self.tasks.join_next().await.is_some() {}
+        let _ = std::fs::remove_dir_all(&self.cache_root);
+    }
+}
+
+async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
+    // An error means the sender is gone, which also means stop.
+    let _ = stopped.wait_for(|stop| *stop).await;
+}

@@ -1,0 +1,162 @@
+//! The content-addressed payload cache: payload bytes on disk named by their blake3 hash, and
+//! compiled modules in memory, so a payload crosses the network and the compiler once per node.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use common::proto::PayloadHash;
+use thiserror::Error;
+use tokio::sync::Notify;
+
+use crate::exec::wasm::WasmPayload;
+
+/// Caps the hashes listed at registration, so the hello message stays small.
+const MAX_ADVERTISED: usize = 1024;
+
+/// A cache operation that failed.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum CacheError {
+    /// The bytes do not hash to the name they were sent under.
+    #[error("payload bytes hash to {actual}, not {expected}")]
+    HashMismatch {
+        /// The announced hash.
+        expected: PayloadHash,
+        /// The hash of what arrived.
+        actual: PayloadHash,
+    },
+    /// The cache directory could not be read or written.
+    #[error("payload cache {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        source: std::io::Error,
+    },
+}
+
+/// Payload bytes on disk plus compiled modules in memory.
+#[derive(Debug)]
+pub struct PayloadCache {
+    dir: PathBuf,
+    compiled: Mutex<HashMap<PayloadHash, WasmPayload>>,
+    arrived: Notify,
+}
+
+impl PayloadCache {
+    /// Opens (creating if needed) the cache in `dir`.
+    ///
+    /// # Errors
+    /// [`CacheError::Io`] if the directory cannot be created.
+    pub fn open(dir: &Path) -> Result<Self, CacheError> {
+        std::fs::create_dir_all(dir)
+            .map_err(|source| CacheError::Io { path: dir.to_owned(), source })?;
+        Ok(Self { dir: dir.to_owned(), compiled: Mutex::default(), arrived: Notify::new() })
+    }
+
+    /// Hashes of the payloads on disk (at most a thousand or so), for registration.
+    pub fn list(&self) -> Vec<PayloadHash> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else {
+            return Vec::new();
+        };
+        entries
+            .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_hash))
+            .take(MAX_ADVERTISED)
+            .collect()
+    }
+
+    /// Whether the payload's bytes are on disk.
+    pub fn contains(&self, hash: &PayloadHash) -> bool {
+        self.path(hash).exists()
+    }
+
+    /// Verifies and stores payload bytes, then wakes every job waiting for a payload.
+    ///
+    /// # Errors
+    /// [`CacheError::HashMismatch`] for bytes that are not what was announced, or an I/O error.
+    pub fn store(&self, hash: PayloadHash, bytes: &[u8]) -> Result<(), CacheError> {
+        let actual = PayloadHash::of(bytes);
+        if actual != hash {
+            return Err(CacheError::HashMismatch { expected: hash, actual });
+        }
+        let path = self.path(&hash);
+        let temporary = path.with_extension("partial");
+        let io = |source| CacheError::Io { path: path.clone(), source };
+        std::fs::write(&temporary, bytes).map_err(io)?;
+        std::fs::rename(&temporary, &path).map_err(io)?;
+        self.arrived.notify_waiters();
+        Ok(())
+    }
+
+    /// Reads payload bytes from disk.
+    ///
+    /// # Errors
+    /// [`CacheError::Io`] if the file is missing or unreadable.
+    pub fn read(&self, hash: &PayloadHash) -> Result<Vec<u8>, CacheError> {
+        let path = self.path(hash);
+        std::fs::read(&path).map_err(|source| CacheError::Io { path, source })
+    }
+
+    /// Waits until the payload is on disk, or `timeout` passes; returns whether it arrived.
+    pub async fn wait_for(&self, hash: &PayloadHash, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            // Register interest before checking, so an arrival in between is not missed.
+            let arrived = self.arrived.notified();
+            if self.contains(hash) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+                return self.contains(hash);
+            }
+        }
+    }
+
+    /// The compiled module for `hash`, if compiled before.
+    pub fn compiled(&self, hash: &PayloadHash) -> Option<WasmPayload> {
+        self.lock().get(hash).cloned()
+    }
+
+    /// Remembers a compiled module.
+    pub fn insert_compiled(&self, hash: PayloadHash, payload: WasmPayload) {
+        self.lock().insert(hash, payload);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PayloadHash, WasmPayload>> {
+        // Only inserts and clones happen under this lock, so a poisoned map is still consistent.
+        self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn path(&self, hash: &PayloadHash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+}
+
+fn parse_hash(name: &str) -> Option<PayloadHash> {
+    blake3::Hash::from_hex(name).ok().map(|h| PayloadHash(*h.as_bytes()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn stores_verifies_and_wakes() {
+        let dir = std::env::temp_dir().join(format!("dispy-cache-test-{}", std::process::id()));
+        let cache = PayloadCache::open(&dir).expect("open");
+        let bytes = b"(module)";
+        let hash = PayloadHash::of(bytes);
+        assert!(!cache.contains(&hash));
+        let wrong = PayloadHash::of(b"other");
+        assert!(matches!(cache.store(wrong, bytes), Err(CacheError::HashMismatch { .. })));
+        let waiter = cache.wait_for(&hash, Duration::from_secs(5));
+        let (arrived, stored) = tokio::join!(waiter, async { cache.store(hash, bytes) });
+        stored.expect("stored");
+        assert!(arrived);
+        assert_eq!(cache.list(), vec![hash]);
+        assert_eq!(cache.read(&hash).expect("read"), bytes);
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

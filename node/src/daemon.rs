@@ -1,0 +1,474 @@
+//! The node daemon: dial the dispatcher, register, heartbeat, run what it assigns, and dial again
+//! with backoff whenever the connection is lost, until shutdown.
+//!
+//! One connection is one session. Inside a session a single task selects over the control
+//! stream, the heartbeat timer, incoming unidirectional streams (assignments and payloads) and the
+//! report writer, so when any of them fails the whole session ends together and every running
+//! chunk of the session is cancelled (the dispatcher requeues them).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::frame::DEFAULT_MAX_MESSAGE;
+use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
+use common::pki::Identity;
+use common::proto::{
+    Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
+    NodeInfo, NodeToDispatcher, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
+};
+use thiserror::Error;
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::cache::PayloadCache;
+use crate::exec::wasm::{CancelFlag, WasmEngine};
+use crate::health::HealthProbe;
+use crate::pool::{JobContext, Pool, Work};
+
+/// Largest payload a node accepts.
+const MAX_PAYLOAD: usize = 256 << 20;
+/// Largest assignment frame (chunk input plus header).
+const MAX_ASSIGNMENT: usize = 1 << 30;
+/// How long a started job waits for its payload stream.
+const PAYLOAD_WAIT: Duration = Duration::from_secs(120);
+const BACKOFF_START: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Everything `dispy-node` needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Dispatcher address, `host:port`.
+    pub dispatcher: String,
+    /// This node's certificate, key and the cluster CA.
+    pub identity: Identity,
+    /// Chunk slots; `None` means one per logical core.
+    pub slots: Option<u32>,
+    /// Where payloads are cached.
+    pub cache_dir: PathBuf,
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+}
+
+/// Why a session ended.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum SessionError {
+    /// The dispatcher could not be reached.
+    #[error("failed to connect to {address}: {reason}")]
+    Connect {
+        /// Where we dialled.
+        address: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// The dispatcher refused this node.
+    #[error("dispatcher refused this node: {0}")]
+    Refused(String),
+    /// A stream failed or carried something invalid.
+    #[error(transparent)]
+    Stream(#[from] StreamError),
+}
+
+/// A start-up problem that stops the daemon before it dials.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The TLS configuration is unusable.
+    #[error(transparent)]
+    Tls(#[from] common::tls::TlsError),
+    /// The payload cache could not be opened.
+    #[error(transparent)]
+    Cache(#[from] crate::cache::CacheError),
+    /// The WebAssembly engine or the slot threads could not start.
+    #[error("failed to start the executor: {0}")]
+    Executor(String),
+    /// The UDP socket could not be bound.
+    #[error("failed to bind a UDP socket: {0}")]
+    Bind(std::io::Error),
+}
+
+/// State shared by every session of this daemon.
+struct Node {
+    config: NodeConfig,
+    name: String,
+    slots: u32,
+    engine: Arc<WasmEngine>,
+    pool: Pool,
+    cache: PayloadCache,
+    health: HealthProbe,
+    endpoint: quinn::Endpoint,
+}
+
+/// Runs the node until `shutdown` completes.
+///
+/// # Errors
+/// [`StartError`] when the node cannot start; lost connections are retried, never returned.
+pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+    let node = Arc::new(Node::start(config)?);
+    info!(name = %node.name, slots = node.slots, dispatcher = %node.config.dispatcher, "node starting");
+    tokio::select! {
+        () = shutdown => info!("shutting down"),
+        () = node.clone().dial_forever() => {}
+    }
+    node.endpoint.close(0u32.into(), b"node shutting down");
+    node.endpoint.wait_idle().await;
+    Ok(())
+}
+
+impl Node {
+    fn start(config: NodeConfig) -> Result<Self, StartError> {
+        let name = common::tls::identity_of(&config.identity.cert)?.name;
+        let engine = Arc::new(WasmEngine::new().map_err(|e| StartError::Executor(e.to_string()))?);
+        let slots = config.slots.unwrap_or_else(|| {
+            std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
+        });
+        let pool = Pool::new(Arc::clone(&engine), slots).map_err(|e| StartError::Executor(e.to_string()))?;
+        let cache = PayloadCache::open(&config.cache_dir)?;
+        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
+        endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
+        Ok(Self { config, name, slots, engine, pool, cache, health: HealthProbe::default(), endpoint })
+    }
+
+    async fn dial_forever(self: Arc<Self>) {
+        let mut backoff = BACKOFF_START;
+        loop {
+            let session = tokio::spawn({
+                let node = Arc::clone(&self);
+                async move { node.session().await }.instrument(tracing::info_span!("session"))
+            });
+            match session.await {
+                Ok(Ok(())) => info!("dispatcher closed the connection"),
+                Ok(Err(SessionError::Connect { address, reason })) => {
+                    debug!(%address, %reason, "dispatcher unreachable");
+                }
+                Ok(Err(e)) => {
+                    warn!(error = %e, "session ended");
+                    backoff = BACKOFF_START;
+                }
+                Err(e) => warn!(error = %e, "session task failed"),
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    async fn connect(&self) -> Result<quinn::Connection, SessionError> {
+        let address = self.config.dispatcher.clone();
+        let fail = |reason: String| SessionError::Connect { address: address.clone(), reason };
+        let addr = tokio::net::lookup_host(&address)
+            .await
+            .map_err(|e| fail(e.to_string()))?
+            .next()
+            .ok_or_else(|| fail("no address found".into()))?;
+        let connecting = self
+            .endpoint
+            .connect(addr, common::tls::dispatcher_server_name())
+            .map_err(|e| fail(e.to_string()))?;
+        connecting.await.map_err(|e| fail(e.to_string()))
+    }
+
+    /// One connection's life. Returns `Ok` when the dispatcher closed it cleanly.
+    async fn session(self: Arc<Self>) -> Result<(), SessionError> {
+        let conn = self.connect().await?;
+        let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
+        control
+            .write_frame(&Hello {
+                protocol_version: PROTOCOL_VERSION,
+                role: Role::Node,
+                software: format!("dispy-node {}", env!("CARGO_PKG_VERSION")),
+            })
+            .await?;
+        match control.recv.expect_frame::<HelloReply>().await? {
+            HelloReply::Welcome { .. } => {}
+            HelloReply::Refused { reason } => return Err(SessionError::Refused(reason)),
+        }
+        let health = self.health.sample();
+        control
+            .write_frame(&NodeToDispatcher::Register(NodeInfo {
+                name: self.name.clone(),
+                hostname: sysinfo::System::host_name().unwrap_or_default(),
+                os: std::env::consts::OS.into(),
+                arch: std::env::consts::ARCH.into(),
+                slots: self.slots,
+                cores: health.cores,
+                memory_total: health.memory_total,
+                memory_available: health.memory_available,
+                version: env!("CARGO_PKG_VERSION").into(),
+                cached_payloads: self.cache.list(),
+            }))
+            .await?;
+        info!(remote = %conn.remote_address(), "registered with the dispatcher");
+        let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;
+        let (to_dispatcher, outbox) = mpsc::channel(256);
+        let (reports, report_rx) = mpsc::unbounded_channel();
+        let session = Session { node: Arc::clone(&self), jobs: Arc::default(), reports };
+        let result = tokio::select! {
+            r = write_control(control.send, outbox) => r,
+            r = session.read_control(control.recv, to_dispatcher.clone()) => r,
+            r = session.heartbeat(to_dispatcher.clone()) => r,
+            r = session.accept_streams(&conn) => r,
+            r = write_reports(reports_stream, report_rx) => r,
+        };
+        session.end();
+        match result {
+            Err(SessionError::Stream(StreamError::Connection(quinn::ConnectionError::ApplicationClosed(_)))) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// A job as this node knows it within one session.
+enum JobState {
+    /// Waiting for the payload or the compiler; chunks queue here.
+    Preparing { context: Arc<PendingContext>, waiting: Vec<Assignment> },
+    /// Chunks go straight to the pool.
+    Ready(Arc<JobContext>),
+}
+
+/// What is known of a job before its payload is compiled.
+struct PendingContext {
+    spec: JobSpec,
+    cancel: CancelFlag,
+}
+
+/// Per-connection state.
+struct Session {
+    node: Arc<Node>,
+    jobs: Arc<Mutex<HashMap<JobId, JobState>>>,
+    reports: mpsc::UnboundedSender<ChunkReport>,
+}
+
+impl Session {
+    async fn read_control(
+        &self,
+        mut recv: FramedRecv,
+        to_dispatcher: mpsc::Sender<NodeToDispatcher>,
+    ) -> Result<(), SessionError> {
+        let mut preparations = JoinSet::new();
+        loop {
+            while preparations.try_join_next().is_some() {}
+            let Some(msg) = recv.read_frame::<DispatcherToNode>().await? else {
+                return Ok(());
+            };
+            debug!(?msg, "control message");
+            match msg {
+                DispatcherToNode::StartJob(spec) => {
+                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default() });
+                    let job = context.spec.job;
+                    let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
+                    self.lock().insert(job, state);
+                    let node = Arc::clone(&self.node);
+                    let jobs = Arc::clone(&self.jobs);
+                    let reports = self.reports.clone();
+                    let to_dispatcher = to_dispatcher.clone();
+                    // Tracked by the JoinSet, which aborts what is left when the session ends.
+                    preparations.spawn(async move {
+                        let prepared = prepare(&node, &context).await;
+                        let reply = finish_preparation(&node, &jobs, &reports, job, prepared);
+                        if let Some(reply) = reply {
+                            let _ = to_dispatcher.send(reply).await;
+                        }
+                    });
+                }
+                DispatcherToNode::EndJob { job } => {
+                    if let Some(state) = self.lock().remove(&job) {
+                        match state {
+                            JobState::Preparing { context, .. } => context.cancel.cancel(),
+                            JobState::Ready(context) => context.cancel.cancel(),
+                        }
+                    }
+                    self.node.pool.cancel_job(job);
+                }
+                DispatcherToNode::CancelAttempt { attempt } => self.node.pool.cancel_attempt(attempt),
+            }
+        }
+    }
+
+    async fn heartbeat(&self, to_dispatcher: mpsc::Sender<NodeToDispatcher>) -> Result<(), SessionError> {
+        let mut ticker = tokio::time::interval(self.node.config.heartbeat_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticker.tick().await;
+            let health = self.node.health.sample();
+            let beat = Heartbeat {
+                load: health.load,
+                memory_available: health.memory_available,
+                busy_slots: self.node.pool.busy(),
+            };
+            if to_dispatcher.send(NodeToDispatcher::Heartbeat(beat)).await.is_err() {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn accept_streams(&self, conn: &quinn::Connection) -> Result<(), SessionError> {
+        let mut readers = JoinSet::new();
+        loop {
+            tokio::select! {
+                stream = conn.accept_uni() => {
+                    let mut recv = FramedRecv::new(stream.map_err(StreamError::from)?, DEFAULT_MAX_MESSAGE);
+                    let header: StreamHeader = recv.expect_frame().await?;
+                    match header {
+                        StreamHeader::Assignments => {
+                            recv.set_max_frame(MAX_ASSIGNMENT);
+                            let jobs = Arc::clone(&self.jobs);
+                            let node = Arc::clone(&self.node);
+                            let reports = self.reports.clone();
+                            readers.spawn(async move { read_assignments(recv, &node, &jobs, reports).await });
+                        }
+                        StreamHeader::Payload { hash, len } => {
+                            let node = Arc::clone(&self.node);
+                            readers.spawn(async move { receive_payload(recv, &node, hash, len).await });
+                        }
+                        other => return Err(StreamError::Unexpected(format!("{other:?} stream from the dispatcher")).into()),
+                    }
+                }
+                Some(done) = readers.join_next() => {
+                    match done {
+                        Ok(result) => result?,
+                        Err(e) => warn!(error = %e, "stream reader failed"),
+                    }
+                }
+            }
+        }
+    }
+
+    /// Cancels everything this session started: the dispatcher requeues its attempts.
+    fn end(&self) {
+        for (job, state) in self.lock().drain() {
+            match state {
+                JobState::Preparing { context, .. } => context.cancel.cancel(),
+                JobState::Ready(context) => context.cancel.cancel(),
+            }
+            self.node.pool.cancel_job(job);
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobState>> {
+        // Only map operations happen under this lock; a poisoned map is still consistent.
+        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Finds the payload (cache or incoming stream), compiles it once per node, and builds the job's
+/// context. The error is the user-facing reason for `JobRejected`.
+async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobContext>, String> {
+    let spec = &pending.spec;
+    let hash = spec.payload;
+    let payload = match node.cache.compiled(&hash) {
+        Some(payload) => payload,
+        None => {
+            if !node.cache.wait_for(&hash, PAYLOAD_WAIT).await {
+                return Err(format!("payload {hash:?} did not arrive within {PAYLOAD_WAIT:?}"));
+            }
+            let bytes = node.cache.read(&hash).map_err(|e| e.to_string())?;
+            let engine = Arc::clone(&node.engine);
+            let payload = tokio::task::spawn_blocking(move || engine.compile(&bytes))
+                .await
+                .map_err(|e| format!("compiler task failed: {e}"))?
+                .map_err(|e| e.to_string())?;
+            node.cache.insert_compiled(hash, payload.clone());
+            payload
+        }
+    };
+    Ok(Arc::new(JobContext {
+        job: spec.job,
+        payload,
+        args: spec.args.clone(),
+        memory_limit: spec.memory_limit,
+        chunk_timeout: Duration::from_millis(spec.chunk_timeout_ms),
+        cancel: pending.cancel.clone(),
+    }))
+}
+
+/// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while it
+/// was being prepared. Returns the answer for the dispatcher, if it still wants one.
+fn finish_preparation(
+    node: &Node,
+    jobs: &Mutex<HashMap<JobId, JobState>>,
+    reports: &mpsc::UnboundedSender<ChunkReport>,
+    job: JobId,
+    prepared: Result<Arc<JobContext>, String>,
+) -> Option<NodeToDispatcher> {
+    let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(JobState::Preparing { waiting, .. }) = jobs.remove(&job) else {
+        return None;
+    };
+    match prepared {
+        Ok(context) => {
+            for assignment in waiting {
+                node.pool.submit(Work { job: Arc::clone(&context), assignment, reports: reports.clone() });
+            }
+            jobs.insert(job, JobState::Ready(context));
+            Some(NodeToDispatcher::JobReady { job })
+        }
+        Err(error) => {
+            warn!(%job, %error, "job rejected");
+            Some(NodeToDispatcher::JobRejected { job, error })
+        }
+    }
+}
+
+async fn read_assignments(
+    mut recv: FramedRecv,
+    node: &Node,
+    jobs: &Mutex<HashMap<JobId, JobState>>,
+    reports: mpsc::UnboundedSender<ChunkReport>,
+) -> Result<(), SessionError> {
+    while let Some(assignment) = recv.read_frame::<Assignment>().await? {
+        let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
+        match jobs.get_mut(&assignment.job) {
+            Some(JobState::Ready(context)) => {
+                node.pool.submit(Work { job: Arc::clone(context), assignment, reports: reports.clone() });
+            }
+            Some(JobState::Preparing { waiting, .. }) => waiting.push(assignment),
+            None => {
+                // The job was rejected or ended here; the dispatcher already knows.
+                debug!(job = %assignment.job, attempt = %assignment.attempt, "assignment for an unknown job dropped");
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn receive_payload(mut recv: FramedRecv, node: &Node, hash: PayloadHash, len: u64) -> Result<(), SessionError> {
+    if len > MAX_PAYLOAD as u64 {
+        recv.stop(1);
+        warn!(?hash, len, "payload larger than this node accepts");
+        return Ok(());
+    }
+    let bytes = recv.read_to_end(MAX_PAYLOAD).await?;
+    match node.cache.store(hash, &bytes) {
+        Ok(()) => debug!(?hash, len = bytes.len(), "payload cached"),
+        Err(e) => warn!(error = %e, "payload not cached"),
+    }
+    Ok(())
+}
+
+async fn write_control(mut send: FramedSend, mut outbox: mpsc::Receiver<NodeToDispatcher>) -> Result<(), SessionError> {
+    while let Some(msg) = outbox.recv().await {
+        send.queue_frame(&msg)?;
+        while let Ok(more) = outbox.try_recv() {
+            send.queue_frame(&more)?;
+        }
+        send.flush().await?;
+    }
+    Ok(())
+}
+
+async fn write_reports(mut send: FramedSend, mut reports: mpsc::UnboundedReceiver<ChunkReport>) -> Result<(), SessionError> {
+    send.flush().await?;
+    while let Some(report) = reports.recv().await {
+        send.queue_frame(&report)?;
+        while let Ok(more) = reports.try_recv() {
+            send.queue_frame(&more)?;
+        }
+        send.flush().await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,186 @@
+//! The slot pool: one OS thread per slot, each running chunks one after another.
+//!
+//! Guest code is synchronous and may spin until its deadline, so it never runs on the async
+//! runtime. Each thread keeps the [`WasmWorker`] of the job it last served, so a job's
+//! `dispy_setup` runs once per slot, not once per chunk; a thread switches instances only when the
+//! next chunk belongs to another job, and drops an instance after any failure.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+
+use common::proto::{AttemptId, Assignment, ChunkReport, FailureKind, JobId};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::exec::wasm::{CancelFlag, Limits, WasmEngine, WasmPayload, WasmWorker};
+
+/// What every chunk of one job needs to run.
+#[derive(Debug)]
+pub struct JobContext {
+    /// The job.
+    pub job: JobId,
+    /// Its compiled payload.
+    pub payload: WasmPayload,
+    /// Argument bytes for setup and run.
+    pub args: Vec<u8>,
+    /// Memory limit per worker, in bytes.
+    pub memory_limit: u64,
+    /// Wall-clock limit per chunk.
+    pub chunk_timeout: std::time::Duration,
+    /// Set when the job ends on this node; running chunks stop at the next epoch tick.
+    pub cancel: CancelFlag,
+}
+
+/// One chunk waiting for a slot.
+#[derive(Debug)]
+pub struct Work {
+    /// The job it belongs to.
+    pub job: Arc<JobContext>,
+    /// The chunk and its attempt.
+    pub assignment: Assignment,
+    /// Where the report goes.
+    pub reports: UnboundedSender<ChunkReport>,
+}
+
+/// A fixed set of slot threads fed from one queue.
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+    busy: AtomicU32,
+    engine: Arc<WasmEngine>,
+}
+
+#[derive(Debug, Default)]
+struct Queue {
+    items: VecDeque<Work>,
+    closed: bool,
+}
+
+impl Pool {
+    /// Starts `slots` slot threads.
+    ///
+    /// # Errors
+    /// When the OS refuses to start a thread.
+    pub fn new(engine: Arc<WasmEngine>, slots: u32) -> std::io::Result<Self> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+            busy: AtomicU32::new(0),
+            engine,
+        });
+        for slot in 0..slots {
+            let shared = Arc::clone(&shared);
+            // Slot threads are detached: they exit when the pool closes its queue, and a thread
+            // stuck in guest code is bounded by the chunk's epoch deadline.
+            std::thread::Builder::new()
+                .name(format!("dispy-slot-{slot}"))
+                .spawn(move || slot_loop(&shared))?;
+        }
+        Ok(Self { shared })
+    }
+
+    /// Queues a chunk; a free slot picks it up at once.
+    pub fn submit(&self, work: Work) {
+        self.lock().items.push_back(work);
+        self.shared.wake.notify_one();
+    }
+
+    /// Drops the queued chunks of `job`; its running chunks see the job's cancel flag.
+    pub fn cancel_job(&self, job: JobId) {
+        self.lock().items.retain(|w| w.job.job != job);
+    }
+
+    /// Drops one queued attempt. A running attempt finishes; the dispatcher ignores its report.
+    pub fn cancel_attempt(&self, attempt: AttemptId) {
+        self.lock().items.retain(|w| w.assignment.attempt != attempt);
+    }
+
+    /// Slots running a chunk right now.
+    pub fn busy(&self) -> u32 {
+        self.shared.busy.load(Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        lock(&self.shared.queue)
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.lock().closed = true;
+        self.shared.wake.notify_all();
+    }
+}
+
+fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
+    // A slot thread never panics while holding the lock (it only pushes and pops), so a poisoned
+    // lock still guards a consistent queue.
+    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn slot_loop(shared: &Shared) {
+    let mut current: Option<(JobId, WasmWorker)> = None;
+    loop {
+        let work = {
+            let mut queue = lock(&shared.queue);
+            loop {
+                if queue.closed {
+                    return;
+                }
+                if let Some(work) = queue.items.pop_front() {
+                    break work;
+                }
+                queue = shared.wake.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
+            }
+        };
+        if work.job.cancel.is_cancelled() {
+            continue;
+        }
+        shared.busy.fetch_add(1, Ordering::Relaxed);
+        let outcome = run_chunk(shared, &mut current, &work);
+        shared.busy.fetch_sub(1, Ordering::Relaxed);
+        if work.job.cancel.is_cancelled() {
+            // The job ended while this chunk ran; nobody wants its result.
+            continue;
+        }
+        if let Err(failure) = &outcome {
+            tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, kind = ?failure.kind, "chunk failed: {failure}");
+        }
+        // A closed channel means the session ended; the dispatcher requeues the attempt.
+        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome });
+    }
+}
+
+fn run_chunk(
+    shared: &Shared,
+    current: &mut Option<(JobId, WasmWorker)>,
+    work: &Work,
+) -> Result<bytes::Bytes, common::proto::ChunkFailure> {
+    let job = &work.job;
+    if current.as_ref().is_none_or(|(id, _)| *id != job.job) {
+        *current = None;
+        let limits = Limits { memory: job.memory_limit, chunk_timeout: job.chunk_timeout };
+        let worker = WasmWorker::new(&shared.engine, &job.payload, &job.args, limits, job.cancel.clone())?;
+        *current = Some((job.job, worker));
+    }
+    let Some((_, worker)) = current.as_mut() else {
+        unreachable!("a worker was installed just above");
+    };
+    match worker.run(&work.assignment.input) {
+        Ok(output) => Ok(output.into()),
+        Err(failure) => {
+            // A worker that failed may hold broken guest state; the next chunk gets a fresh one.
+            *current = None;
+            if failure.kind == FailureKind::Setup {
+                tracing::warn!(job = %job.job, "worker setup failed: {failure}");
+            }
+            Err(failure)
+        }
+    }
+}
