@@ -35,6 +35,19 @@ pub enum StreamError {
     Unexpected(String),
 }
 
+impl StreamError {
+    /// Whether the error only says the connection went away (closed by either side, timed out),
+    /// as opposed to a peer sending something wrong.
+    pub fn is_connection_lost(&self) -> bool {
+        matches!(
+            self,
+            StreamError::Connection(_)
+                | StreamError::Read(quinn::ReadError::ConnectionLost(_))
+                | StreamError::Write(quinn::WriteError::ConnectionLost(_))
+        )
+    }
+}
+
 /// The receiving half of a framed stream.
 #[derive(Debug)]
 pub struct FramedRecv {

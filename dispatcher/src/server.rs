@@ -159,7 +159,7 @@ async fn serve_connection(incoming: quinn::Incoming, config: Arc<DispatcherConfi
     let _enter = span.enter();
     match result {
         Ok(()) => debug!("connection done"),
-        Err(ConnError::Stream(StreamError::Connection(e))) => debug!(error = %e, "connection closed"),
+        Err(ConnError::Stream(e)) if e.is_connection_lost() => debug!(error = %e, "connection closed"),
         Err(e) => {
             warn!(error = %e, "connection failed");
             conn.close(2u32.into(), e.to_string().as_bytes());

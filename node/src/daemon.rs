@@ -142,7 +142,7 @@ impl Node {
                 async move { node.session().await }.instrument(tracing::info_span!("session"))
             });
             match session.await {
-                Ok(Ok(())) => info!("dispatcher closed the connection"),
+                Ok(Ok(())) => {}
                 Ok(Err(SessionError::Connect { address, reason })) => {
                     debug!(%address, %reason, "dispatcher unreachable");
                 }
@@ -216,7 +216,10 @@ impl Node {
         };
         session.end();
         match result {
-            Err(SessionError::Stream(StreamError::Connection(quinn::ConnectionError::ApplicationClosed(_)))) => Ok(()),
+            Err(SessionError::Stream(e)) if e.is_connection_lost() => {
+                info!(reason = %e, "lost the dispatcher");
+                Ok(())
+            }
             other => other,
         }
     }

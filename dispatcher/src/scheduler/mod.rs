@@ -1029,6 +1029,8 @@ impl Scheduler {
             for node in &j.started_on {
                 assert!(self.nodes[node].jobs.contains_key(id), "job {id} started_on {node}");
             }
+            let stuck = j.has_pending() && j.in_flight == 0 && !self.any_eligible(*id, j);
+            assert_eq!(stuck, j.placement_deadline.is_some(), "job {id} placement clock");
             if let Some(at) = j.placement_deadline {
                 clocks += 1;
                 assert!(self.timers.contains(&(at, Timer::Placement(*id))));
