@@ -16,3 +16,6 @@ pub mod split;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
+
+#[cfg(test)]
+mod tidy;

@@ -196,12 +196,17 @@ pub struct JobSpec {
     pub chunk_timeout_ms: u64,
 }
 
-/// Dispatcher to node, on the control stream.
+/// Dispatcher to node, in order on the work stream ([`StreamHeader::Work`]). Everything about
+/// jobs travels on this one stream so a node sees a job's start before its chunks and its end
+/// after them.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum DispatcherToNode {
     /// Prepare to run chunks of a job: fetch the payload from the cache or the coming payload
-    /// stream, compile it, then answer [`NodeToDispatcher::JobReady`] or `JobRejected`.
+    /// stream, compile it, then answer [`NodeToDispatcher::JobReady`] or `JobRejected`. Chunks
+    /// that follow before it is ready wait on the node.
     StartJob(JobSpec),
+    /// Run one chunk.
+    Assign(Assignment),
     /// The job is over on this node (done, failed or cancelled): stop its chunks, free its workers.
     EndJob {
         /// The job.
@@ -235,10 +240,10 @@ pub enum NodeToDispatcher {
     },
 }
 
-/// One chunk to run, on the dispatcher's assignment stream to a node.
+/// One chunk to run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
-    /// The job, already started on this node with [`DispatcherToNode::StartJob`].
+    /// The job, started on this node by an earlier [`DispatcherToNode::StartJob`].
     pub job: JobId,
     /// The chunk's position, for logs.
     pub chunk: ChunkIndex,
@@ -485,8 +490,8 @@ pub enum StreamHeader {
         /// The job.
         job: JobId,
     },
-    /// Dispatcher to node: [`Assignment`] frames for the life of the connection.
-    Assignments,
+    /// Dispatcher to node: [`DispatcherToNode`] frames for the life of the connection.
+    Work,
     /// Node to dispatcher: [`ChunkReport`] frames for the life of the connection.
     Reports,
 }

@@ -27,10 +27,8 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// What the core tells a node connection to do.
 #[derive(Debug)]
 pub(crate) enum NodeCommand {
-    /// Send on the control stream.
-    Control(DispatcherToNode),
-    /// Send on the assignment stream.
-    Assign(Assignment),
+    /// Send on the work stream.
+    Send(DispatcherToNode),
     /// Open a payload stream with these bytes.
     Payload(PayloadHash, Bytes),
     /// Close the connection.
@@ -302,17 +300,18 @@ impl Core {
                     let input = self.jobs.get(&job).and_then(|j| j.inputs.get(&chunk)).cloned();
                     match (input, self.nodes.get(&node)) {
                         (Some(input), Some(entry)) => {
-                            let _ = entry.commands.send(NodeCommand::Assign(Assignment { job, chunk, attempt, input }));
+                            let assignment = Assignment { job, chunk, attempt, input };
+                            let _ = entry.commands.send(NodeCommand::Send(DispatcherToNode::Assign(assignment)));
                         }
                         // The scheduler only assigns chunks of live jobs to live nodes.
                         _ => warn!(%job, chunk, "assignment for a job or node the core no longer has"),
                     }
                 }
                 Action::CancelAttempt { node, attempt } => {
-                    self.send_node(node, NodeCommand::Control(DispatcherToNode::CancelAttempt { attempt }));
+                    self.send_node(node, NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }));
                 }
                 Action::EndJob { node, job } => {
-                    self.send_node(node, NodeCommand::Control(DispatcherToNode::EndJob { job }));
+                    self.send_node(node, NodeCommand::Send(DispatcherToNode::EndJob { job }));
                 }
                 Action::DropNode { node, reason } => {
                     // The scheduler has already requeued the node's attempts.
@@ -352,7 +351,7 @@ impl Core {
             memory_limit: sub.memory_limit,
             chunk_timeout_ms: sub.chunk_timeout_ms,
         };
-        let _ = node_entry.commands.send(NodeCommand::Control(DispatcherToNode::StartJob(spec)));
+        let _ = node_entry.commands.send(NodeCommand::Send(DispatcherToNode::StartJob(spec)));
         if node_entry.payloads.insert(sub.payload) {
             debug!(node = %node_entry.info.name, payload = ?sub.payload, "shipping payload");
             let _ = node_entry.commands.send(NodeCommand::Payload(sub.payload, job_entry.payload.clone()));

@@ -80,3 +80,6 @@ async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {
     // An error means the sender is gone, which also means stop.
     let _ = stopped.wait_for(|stop| *stop).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -220,7 +220,7 @@ async fn serve_node(
         return Err(StreamError::Unexpected("expected the reports stream".into()).into());
     }
     reports.set_max_frame(config.max_chunk + 1024);
-    let assignments = open_uni(conn, &StreamHeader::Assignments).await?;
+    let work = open_uni(conn, &StreamHeader::Work).await?;
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (reply, node) = oneshot::channel();
     let address = conn.remote_address().to_string();
@@ -229,7 +229,7 @@ async fn serve_node(
     let result = tokio::select! {
         r = read_node_control(&mut control.recv, node, events) => r,
         r = read_reports(&mut reports, node, events) => r,
-        r = run_node_commands(conn, &mut control.send, assignments, command_rx) => r,
+        r = run_node_commands(conn, work, command_rx) => r,
     };
     let reason = match &result {
         Ok(()) => "connection closed".to_owned(),
@@ -255,18 +255,16 @@ async fn read_reports(recv: &mut FramedRecv, node: NodeId, events: &mpsc::Sender
 
 async fn run_node_commands(
     conn: &quinn::Connection,
-    control: &mut FramedSend,
-    mut assignments: FramedSend,
+    mut work: FramedSend,
     mut commands: mpsc::UnboundedReceiver<NodeCommand>,
 ) -> Result<(), ConnError> {
     let mut payloads = tokio::task::JoinSet::new();
     while let Some(first) = commands.recv().await {
         let mut next = Some(first);
-        // Batch everything already queued into one flush per stream.
+        // Batch everything already queued into one flush.
         while let Some(command) = next.take() {
             match command {
-                NodeCommand::Control(msg) => control.queue_frame(&msg)?,
-                NodeCommand::Assign(assignment) => assignments.queue_frame(&assignment)?,
+                NodeCommand::Send(msg) => work.queue_frame(&msg)?,
                 NodeCommand::Payload(hash, bytes) => {
                     let conn = conn.clone();
                     // Tracked by the JoinSet, which aborts unfinished uploads with the connection.
@@ -279,8 +277,7 @@ async fn run_node_commands(
             }
             next = commands.try_recv().ok();
         }
-        control.flush().await?;
-        assignments.flush().await?;
+        work.flush().await?;
         while let Some(done) = payloads.try_join_next() {
             if let Ok(Err(e)) = done {
                 warn!(error = %e, "payload upload to node failed");

@@ -206,12 +206,12 @@ impl Node {
         let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;
         let (to_dispatcher, outbox) = mpsc::channel(256);
         let (reports, report_rx) = mpsc::unbounded_channel();
-        let session = Session { node: Arc::clone(&self), jobs: Arc::default(), reports };
+        let session = Arc::new(Session { node: Arc::clone(&self), jobs: Mutex::default(), reports, to_dispatcher });
         let result = tokio::select! {
             r = write_control(control.send, outbox) => r,
-            r = session.read_control(control.recv, to_dispatcher.clone()) => r,
-            r = session.heartbeat(to_dispatcher.clone()) => r,
-            r = session.accept_streams(&conn) => r,
+            r = read_control(control.recv) => r,
+            r = session.heartbeat() => r,
+            r = Arc::clone(&session).accept_streams(&conn) => r,
             r = write_reports(reports_stream, report_rx) => r,
         };
         session.end();
@@ -242,57 +242,13 @@ struct PendingContext {
 /// Per-connection state.
 struct Session {
     node: Arc<Node>,
-    jobs: Arc<Mutex<HashMap<JobId, JobState>>>,
+    jobs: Mutex<HashMap<JobId, JobState>>,
     reports: mpsc::UnboundedSender<ChunkReport>,
+    to_dispatcher: mpsc::Sender<NodeToDispatcher>,
 }
 
 impl Session {
-    async fn read_control(
-        &self,
-        mut recv: FramedRecv,
-        to_dispatcher: mpsc::Sender<NodeToDispatcher>,
-    ) -> Result<(), SessionError> {
-        let mut preparations = JoinSet::new();
-        loop {
-            while preparations.try_join_next().is_some() {}
-            let Some(msg) = recv.read_frame::<DispatcherToNode>().await? else {
-                return Ok(());
-            };
-            debug!(?msg, "control message");
-            match msg {
-                DispatcherToNode::StartJob(spec) => {
-                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default() });
-                    let job = context.spec.job;
-                    let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
-                    self.lock().insert(job, state);
-                    let node = Arc::clone(&self.node);
-                    let jobs = Arc::clone(&self.jobs);
-                    let reports = self.reports.clone();
-                    let to_dispatcher = to_dispatcher.clone();
-                    // Tracked by the JoinSet, which aborts what is left when the session ends.
-                    preparations.spawn(async move {
-                        let prepared = prepare(&node, &context).await;
-                        let reply = finish_preparation(&node, &jobs, &reports, job, prepared);
-                        if let Some(reply) = reply {
-                            let _ = to_dispatcher.send(reply).await;
-                        }
-                    });
-                }
-                DispatcherToNode::EndJob { job } => {
-                    if let Some(state) = self.lock().remove(&job) {
-                        match state {
-                            JobState::Preparing { context, .. } => context.cancel.cancel(),
-                            JobState::Ready(context) => context.cancel.cancel(),
-                        }
-                    }
-                    self.node.pool.cancel_job(job);
-                }
-                DispatcherToNode::CancelAttempt { attempt } => self.node.pool.cancel_attempt(attempt),
-            }
-        }
-    }
-
-    async fn heartbeat(&self, to_dispatcher: mpsc::Sender<NodeToDispatcher>) -> Result<(), SessionError> {
+    async fn heartbeat(&self) -> Result<(), SessionError> {
         let mut ticker = tokio::time::interval(self.node.config.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -303,13 +259,13 @@ impl Session {
                 memory_available: health.memory_available,
                 busy_slots: self.node.pool.busy(),
             };
-            if to_dispatcher.send(NodeToDispatcher::Heartbeat(beat)).await.is_err() {
+            if self.to_dispatcher.send(NodeToDispatcher::Heartbeat(beat)).await.is_err() {
                 return Ok(());
             }
         }
     }
 
-    async fn accept_streams(&self, conn: &quinn::Connection) -> Result<(), SessionError> {
+    async fn accept_streams(self: Arc<Self>, conn: &quinn::Connection) -> Result<(), SessionError> {
         let mut readers = JoinSet::new();
         loop {
             tokio::select! {
@@ -317,12 +273,9 @@ impl Session {
                     let mut recv = FramedRecv::new(stream.map_err(StreamError::from)?, DEFAULT_MAX_MESSAGE);
                     let header: StreamHeader = recv.expect_frame().await?;
                     match header {
-                        StreamHeader::Assignments => {
+                        StreamHeader::Work => {
                             recv.set_max_frame(MAX_ASSIGNMENT);
-                            let jobs = Arc::clone(&self.jobs);
-                            let node = Arc::clone(&self.node);
-                            let reports = self.reports.clone();
-                            readers.spawn(async move { read_assignments(recv, &node, &jobs, reports).await });
+                            readers.spawn(Arc::clone(&self).read_work(recv));
                         }
                         StreamHeader::Payload { hash, len } => {
                             let node = Arc::clone(&self.node);
@@ -341,13 +294,79 @@ impl Session {
         }
     }
 
+    /// Handles the work stream in order: job starts, chunks, job ends, cancellations.
+    async fn read_work(self: Arc<Self>, mut recv: FramedRecv) -> Result<(), SessionError> {
+        let mut preparations = JoinSet::new();
+        while let Some(msg) = recv.read_frame::<DispatcherToNode>().await? {
+            while preparations.try_join_next().is_some() {}
+            match msg {
+                DispatcherToNode::StartJob(spec) => {
+                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default() });
+                    let job = context.spec.job;
+                    debug!(%job, payload = ?context.spec.payload, "job starting");
+                    let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
+                    self.lock().insert(job, state);
+                    let session = Arc::clone(&self);
+                    // Tracked by the JoinSet, which aborts what is left when the session ends.
+                    preparations.spawn(async move {
+                        let prepared = prepare(&session.node, &context).await;
+                        if let Some(reply) = session.finish_preparation(job, prepared) {
+                            let _ = session.to_dispatcher.send(reply).await;
+                        }
+                    });
+                }
+                DispatcherToNode::Assign(assignment) => {
+                    let mut jobs = self.lock();
+                    match jobs.get_mut(&assignment.job) {
+                        Some(JobState::Ready(context)) => self.node.pool.submit(Work {
+                            job: Arc::clone(context),
+                            assignment,
+                            reports: self.reports.clone(),
+                        }),
+                        Some(JobState::Preparing { waiting, .. }) => waiting.push(assignment),
+                        // The job was rejected here; the dispatcher already requeued the chunk.
+                        None => debug!(job = %assignment.job, attempt = %assignment.attempt, "assignment for an unknown job dropped"),
+                    }
+                }
+                DispatcherToNode::EndJob { job } => {
+                    debug!(%job, "job ended");
+                    if let Some(state) = self.lock().remove(&job) {
+                        state.cancel();
+                    }
+                    self.node.pool.cancel_job(job);
+                }
+                DispatcherToNode::CancelAttempt { attempt } => self.node.pool.cancel_attempt(attempt),
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while
+    /// it was being prepared. Returns the answer for the dispatcher, if it still wants one.
+    fn finish_preparation(&self, job: JobId, prepared: Result<Arc<JobContext>, String>) -> Option<NodeToDispatcher> {
+        let mut jobs = self.lock();
+        let Some(JobState::Preparing { waiting, .. }) = jobs.remove(&job) else {
+            return None;
+        };
+        match prepared {
+            Ok(context) => {
+                for assignment in waiting {
+                    self.node.pool.submit(Work { job: Arc::clone(&context), assignment, reports: self.reports.clone() });
+                }
+                jobs.insert(job, JobState::Ready(context));
+                Some(NodeToDispatcher::JobReady { job })
+            }
+            Err(error) => {
+                warn!(%job, %error, "job rejected");
+                Some(NodeToDispatcher::JobRejected { job, error })
+            }
+        }
+    }
+
     /// Cancels everything this session started: the dispatcher requeues its attempts.
     fn end(&self) {
         for (job, state) in self.lock().drain() {
-            match state {
-                JobState::Preparing { context, .. } => context.cancel.cancel(),
-                JobState::Ready(context) => context.cancel.cancel(),
-            }
+            state.cancel();
             self.node.pool.cancel_job(job);
         }
     }
@@ -355,6 +374,24 @@ impl Session {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobState>> {
         // Only map operations happen under this lock; a poisoned map is still consistent.
         self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl JobState {
+    fn cancel(&self) {
+        match self {
+            JobState::Preparing { context, .. } => context.cancel.cancel(),
+            JobState::Ready(context) => context.cancel.cancel(),
+        }
+    }
+}
+
+/// The dispatcher sends nothing on the control stream after the handshake; its end is the end of
+/// the session.
+async fn read_control(mut recv: FramedRecv) -> Result<(), SessionError> {
+    match recv.read_frame::<DispatcherToNode>().await? {
+        None => Ok(()),
+        Some(msg) => Err(StreamError::Unexpected(format!("{msg:?} on the control stream")).into()),
     }
 }
 
@@ -387,56 +424,6 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
         chunk_timeout: Duration::from_millis(spec.chunk_timeout_ms),
         cancel: pending.cancel.clone(),
     }))
-}
-
-/// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while it
-/// was being prepared. Returns the answer for the dispatcher, if it still wants one.
-fn finish_preparation(
-    node: &Node,
-    jobs: &Mutex<HashMap<JobId, JobState>>,
-    reports: &mpsc::UnboundedSender<ChunkReport>,
-    job: JobId,
-    prepared: Result<Arc<JobContext>, String>,
-) -> Option<NodeToDispatcher> {
-    let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
-    let Some(JobState::Preparing { waiting, .. }) = jobs.remove(&job) else {
-        return None;
-    };
-    match prepared {
-        Ok(context) => {
-            for assignment in waiting {
-                node.pool.submit(Work { job: Arc::clone(&context), assignment, reports: reports.clone() });
-            }
-            jobs.insert(job, JobState::Ready(context));
-            Some(NodeToDispatcher::JobReady { job })
-        }
-        Err(error) => {
-            warn!(%job, %error, "job rejected");
-            Some(NodeToDispatcher::JobRejected { job, error })
-        }
-    }
-}
-
-async fn read_assignments(
-    mut recv: FramedRecv,
-    node: &Node,
-    jobs: &Mutex<HashMap<JobId, JobState>>,
-    reports: mpsc::UnboundedSender<ChunkReport>,
-) -> Result<(), SessionError> {
-    while let Some(assignment) = recv.read_frame::<Assignment>().await? {
-        let mut jobs = jobs.lock().unwrap_or_else(|p| p.into_inner());
-        match jobs.get_mut(&assignment.job) {
-            Some(JobState::Ready(context)) => {
-                node.pool.submit(Work { job: Arc::clone(context), assignment, reports: reports.clone() });
-            }
-            Some(JobState::Preparing { waiting, .. }) => waiting.push(assignment),
-            None => {
-                // The job was rejected or ended here; the dispatcher already knows.
-                debug!(job = %assignment.job, attempt = %assignment.attempt, "assignment for an unknown job dropped");
-            }
-        }
-    }
-    Ok(())
 }
 
 async fn receive_payload(mut recv: FramedRecv, node: &Node, hash: PayloadHash, len: u64) -> Result<(), SessionError> {

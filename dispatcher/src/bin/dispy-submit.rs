@@ -42,7 +42,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a job and write its output; exits 0 only if every chunk succeeded.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// List the nodes connected to the dispatcher.
     Nodes {
         /// Print JSON instead of a table.
@@ -183,7 +183,7 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
         None => {
             let missing = |flag: &str| anyhow::anyhow!("{flag} is required without a job file");
             let payload = args.payload.clone().ok_or_else(|| missing("--payload"))?;
-            let split = args.split.clone().ok_or_else(|| missing("--split"))?;
+            let split = args.split.ok_or_else(|| missing("--split"))?;
             let output = args.output.clone().ok_or_else(|| missing("--output"))?;
             JobDescription::new(payload, split, output)
         }
@@ -196,7 +196,7 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
         job.inputs = args.input.clone();
     }
     if let Some(split) = &args.split {
-        job.split = split.clone();
+        job.split = *split;
     }
     if let Some(output) = &args.output {
         job.output = output.clone();
@@ -236,9 +236,10 @@ fn check_payload(job: &JobDescription) -> anyhow::Result<()> {
 }
 
 fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
-    Identity::load(&cli.tls_dir).with_context(|| {
-        format!("failed to load the client certificate (set --tls-dir or DISPY_TLS_DIR; `dispy-dispatcher pki issue-client` makes one; `run --local N` needs none)")
-    })
+    Identity::load(&cli.tls_dir).context(
+        "failed to load the client certificate (set --tls-dir or DISPY_TLS_DIR; \
+         `dispy-dispatcher pki issue-client` makes one; `run --local N` needs none)",
+    )
 }
 
 async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {

@@ -17,6 +17,7 @@
 //! held back for a node it has not failed on yet, see [`Action::Assign`]).
 
 use std::cmp::Reverse;
+use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::fmt::{self, Write as _};
 use std::ops::Bound;
@@ -250,8 +251,7 @@ impl Scheduler {
         self.timers.insert((n.deadline, Timer::Heartbeat(node)));
         let old_memory = std::mem::replace(&mut n.memory_available, memory_available);
         if old_memory == memory_available {
-            // Nothing changed for placement; only a held-back retry may still want this node.
-            self.fill_node(node);
+            // Nothing changed for placement.
             return;
         }
         // A job whose eligibility on this node flipped may have a retry held back for this
@@ -373,10 +373,11 @@ impl Scheduler {
                 self.requeue(a.job, a.chunk);
             }
         }
-        let everyone_rejected = self.jobs.get(&job).is_some_and(|j| j.rejected_live >= self.nodes.len());
+        let everyone_rejected =
+            self.jobs.get(&job).is_some_and(|j| j.rejected_live >= self.nodes.len());
         if everyone_rejected {
+            // This also offers the node's freed positions to other jobs.
             self.end_job(job, Some(Verdict::Failed(JobFailure::Rejected { error })));
-            self.fill_node(node);
             return;
         }
         self.fill_node(node);
@@ -408,10 +409,12 @@ impl Scheduler {
             job.failures.remove(&a.chunk);
         }
         if job.is_finished() {
+            // This also offers the node's freed position to other jobs.
             self.end_job(a.job, Some(Verdict::Succeeded));
+        } else {
+            self.fill_node(node);
+            self.refresh_clock(now, a.job);
         }
-        self.fill_node(node);
-        self.refresh_clock(now, a.job);
         Some((a.job, a.chunk))
     }
 
@@ -445,8 +448,8 @@ impl Scheduler {
                 .map(|f| f.report)
                 .collect();
             let failure = JobFailure::Chunk { chunk: a.chunk, attempts };
+            // This also offers the node's freed position to other jobs.
             self.end_job(a.job, Some(Verdict::Failed(failure)));
-            self.fill_node(node);
             return;
         }
         job.retries += 1;
@@ -696,25 +699,31 @@ impl Scheduler {
             let Some((key, job)) = self.next_pending(cursor) else { return };
             cursor = Some(key);
             while let Some(pick) = self.choose(job, node) {
-                self.assign(job, node, pick);
+                if self.assign(job, node, pick) {
+                    // Jobs passed over for want of memory may fit a queued position now.
+                    cursor = None;
+                }
             }
         }
     }
 
     /// Places the job's pending chunks, each on the fitting node with the most free positions.
     fn fill_job(&mut self, job: JobId) {
-        loop {
-            let Some(j) = self.jobs.get(&job) else { return };
-            if !j.has_pending() {
-                return;
-            }
+        let mut crossed = Vec::new();
+        while self.jobs.get(&job).is_some_and(Job::has_pending) {
             let chosen = self
                 .free
                 .iter()
                 .rev()
                 .find_map(|&(_, Reverse(node))| Some((node, self.choose(job, node)?)));
-            let Some((node, pick)) = chosen else { return };
-            self.assign(job, node, pick);
+            let Some((node, pick)) = chosen else { break };
+            if self.assign(job, node, pick) {
+                crossed.push(node);
+            }
+        }
+        // Nodes whose running positions filled up may now take jobs they lacked memory for.
+        for node in crossed {
+            self.fill_node(node);
         }
     }
 
@@ -751,9 +760,9 @@ impl Scheduler {
 
     /// Whether a node the chunk has not failed on could ever run it.
     fn has_alternative(&self, job: JobId, j: &Job, chunk: ChunkIndex) -> bool {
-        self.nodes.iter().any(|(&id, n)| {
-            !j.failed_on(chunk, id) && n.can_ever_run(job, j.req.memory_limit)
-        })
+        self.nodes
+            .iter()
+            .any(|(&id, n)| !j.failed_on(chunk, id) && n.can_ever_run(job, j.req.memory_limit))
     }
 
     fn any_eligible(&self, job: JobId, j: &Job) -> bool {
@@ -761,14 +770,18 @@ impl Scheduler {
     }
 
     /// Creates an attempt for a chosen chunk, starting the job on the node first if needed.
-    fn assign(&mut self, job: JobId, node: NodeId, pick: Pick) {
+    ///
+    /// Returns whether this filled the node's last running position while queued positions
+    /// remain: from then on a job only needs its own memory limit to fit (see `Node::fits`), so
+    /// jobs skipped for want of memory must be offered the node again.
+    fn assign(&mut self, job: JobId, node: NodeId, pick: Pick) -> bool {
         let (Some(j), Some(n)) = (self.jobs.get_mut(&job), self.nodes.get_mut(&node)) else {
-            return;
+            return false;
         };
         let chunk = match pick {
             Pick::Requeued(i) => {
                 // Invariant: `choose` found index `i` in this queue and nothing ran since.
-                let Some(chunk) = j.requeued.remove(i) else { return };
+                let Some(chunk) = j.requeued.remove(i) else { return false };
                 chunk
             }
             Pick::Fresh => {
@@ -780,8 +793,8 @@ impl Scheduler {
         if let Some(at) = j.placement_deadline.take() {
             self.timers.remove(&(at, Timer::Placement(job)));
         }
-        if !n.jobs.contains_key(&job) {
-            n.jobs.insert(job, NodeJob::Started);
+        if let Entry::Vacant(entry) = n.jobs.entry(job) {
+            entry.insert(NodeJob::Started);
             j.started_on.insert(node);
             self.actions.push_back(Action::StartJob { node, job });
         }
@@ -793,7 +806,9 @@ impl Scheduler {
         set_in_flight(&mut self.free, node, n, n.in_flight + 1);
         self.attempts.insert(attempt, Attempt { job, chunk, node, memory });
         self.actions.push_back(Action::Assign { node, job, chunk, attempt });
+        let crossed = n.in_flight == n.slots && n.in_flight < n.capacity;
         self.sync_pending(job);
+        crossed
     }
 
     /// Forgets a live attempt and frees its node position and job count.
@@ -980,7 +995,11 @@ impl Scheduler {
             let _ = write!(reason, ", {no_slots} {} no slots", verb(no_slots, "has", "have"));
         }
         if small > 0 {
-            let _ = write!(reason, ", {small} {} less than {size} of memory", verb(small, "has", "have"));
+            let _ = write!(
+                reason,
+                ", {small} {} less than {size} of memory",
+                verb(small, "has", "have")
+            );
         }
         if lack > 0 {
             let _ = write!(reason, ", {lack} {} {size} free memory", verb(lack, "lacks", "lack"));
@@ -1022,8 +1041,11 @@ impl Scheduler {
             assert_eq!(j.in_pending, j.has_pending(), "job {id} in_pending");
             assert_eq!(self.pending.get(&j.key) == Some(id), j.in_pending, "job {id} pending");
             assert!(j.next_fresh <= j.total);
-            assert!(j.done + j.in_flight + j.requeued.len() as u64 + (j.total - j.next_fresh) == j.total,
-                "job {id}: chunks lost or duplicated");
+            assert!(
+                j.done + j.in_flight + j.requeued.len() as u64 + (j.total - j.next_fresh)
+                    == j.total,
+                "job {id}: chunks lost or duplicated"
+            );
             let rejected = self.nodes.values().filter(|n| n.rejected(*id)).count();
             assert_eq!(j.rejected_live, rejected, "job {id} rejected_live");
             for node in &j.started_on {

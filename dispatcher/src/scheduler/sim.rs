@@ -80,7 +80,12 @@ pub(super) struct NodeSpec {
 impl NodeSpec {
     /// A healthy node with 16 GiB, all of it available.
     pub(super) fn new(slots: u32) -> Self {
-        Self { slots, memory_total: 16 * GIB, memory_available: 16 * GIB, behavior: Behavior::Healthy }
+        Self {
+            slots,
+            memory_total: 16 * GIB,
+            memory_available: 16 * GIB,
+            behavior: Behavior::Healthy,
+        }
     }
 }
 
@@ -456,7 +461,8 @@ impl Sim {
                 let Some((job, chunk)) = n.attempts.remove(&attempt) else { return };
                 let planned = self.fail_plan.get_mut(&(job, chunk)).and_then(|p| p.pop_front());
                 let kind = match (planned, &n.spec.behavior) {
-                    (Some(kind), _) | (None, Behavior::Failing(kind)) => Some(kind.clone()),
+                    (Some(kind), _) => Some(kind),
+                    (None, Behavior::Failing(kind)) => Some(kind.clone()),
                     _ => None,
                 };
                 self.try_start(id);
