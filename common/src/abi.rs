@@ -18,3 +18,83 @@ pub const EXPORT_SETUP: &str = "dispy_setup";
 pub const IMPORT_MODULE: &str = "dispy";
 /// Host function `dispy.emit(ptr: i32, len: i32)`: append bytes to the chunk's output.
 pub const IMPORT_EMIT: &str = "emit";
+
+/// Native payload symbol: `int32_t dispy_run(input, input_len, args, args_len, emit, ctx)`.
+pub const NATIVE_RUN: &str = "dispy_run";
+/// Native payload symbol: `uint32_t dispy_abi_version(void)`, must return [`ABI_VERSION`].
+pub const NATIVE_ABI_VERSION: &str = "dispy_abi_version";
+/// Optional native payload symbol: `int32_t dispy_setup(args, args_len)`.
+pub const NATIVE_SETUP: &str = "dispy_setup";
+
+/// Tells a payload's kind from its first bytes: a WebAssembly binary, an ELF shared library (with
+/// the platform it was built for), or otherwise WAT text.
+///
+/// # Errors
+/// A one-line reason when the file is an ELF object dispy cannot run (not a shared library, or
+/// an unknown machine) or truncated.
+pub fn detect_kind(bytes: &[u8]) -> Result<crate::proto::PayloadKind, String> {
+    use crate::proto::PayloadKind;
+    if bytes.starts_with(b"\0asm") || !bytes.starts_with(b"\x7fELF") {
+        return Ok(PayloadKind::Wasm);
+    }
+    let header = bytes.get(..20).ok_or("truncated ELF header")?;
+    let little_endian = match header[5] {
+        1 => true,
+        2 => false,
+        other => return Err(format!("ELF header has an unknown byte order ({other})")),
+    };
+    let read_u16 = |at: usize| {
+        let pair = [header[at], header[at + 1]];
+        if little_endian { u16::from_le_bytes(pair) } else { u16::from_be_bytes(pair) }
+    };
+    const ET_DYN: u16 = 3;
+    if read_u16(16) != ET_DYN {
+        return Err("ELF file is not a shared library (build it with -shared -fPIC)".into());
+    }
+    let class = header[4];
+    let arch = match (read_u16(18), class) {
+        (62, 2) => "x86_64",
+        (3, 1) => "x86",
+        (183, 2) => "aarch64",
+        (40, 1) => "arm",
+        (243, 2) => "riscv64",
+        (21, 2) => "powerpc64",
+        (22, 2) => "s390x",
+        (machine, class) => {
+            return Err(format!("ELF shared library for an unsupported machine (e_machine {machine}, class {class})"))
+        }
+    };
+    Ok(PayloadKind::Native { os: "linux".into(), arch: arch.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::PayloadKind;
+
+    fn elf(class: u8, data: u8, kind: u16, machine: u16) -> Vec<u8> {
+        let mut h = vec![0x7f, b'E', b'L', b'F', class, data, 1, 0];
+        h.resize(16, 0);
+        h.extend_from_slice(&kind.to_le_bytes());
+        h.extend_from_slice(&machine.to_le_bytes());
+        h.resize(64, 0);
+        h
+    }
+
+    #[track_caller]
+    fn check(bytes: &[u8], expect: Result<PayloadKind, &str>) {
+        assert_eq!(detect_kind(bytes), expect.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn kinds() {
+        check(b"\0asm\x01\0\0\0", Ok(PayloadKind::Wasm));
+        check(b"(module)", Ok(PayloadKind::Wasm));
+        let native = |arch: &str| Ok(PayloadKind::Native { os: "linux".into(), arch: arch.into() });
+        check(&elf(2, 1, 3, 62), native("x86_64"));
+        check(&elf(2, 1, 3, 183), native("aarch64"));
+        check(&elf(2, 1, 2, 62), Err("ELF file is not a shared library (build it with -shared -fPIC)"));
+        check(&elf(2, 1, 3, 9999), Err("ELF shared library for an unsupported machine (e_machine 9999, class 2)"));
+        check(b"\x7fELF\x02", Err("truncated ELF header"));
+    }
+}

@@ -171,10 +171,19 @@ pub struct Heartbeat {
 }
 
 /// What kind of code a payload is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PayloadKind {
-    /// A WebAssembly module, binary or WAT text, with the dispy ABI v1 exports.
+    /// A WebAssembly module, binary or WAT text: either the dispy ABI v1 exports or a WASI
+    /// command (`_start`) run as a stdin-to-stdout filter. The node tells them apart.
     Wasm,
+    /// A native shared library exporting the dispy C ABI v1, runnable only on nodes whose
+    /// operating system and architecture match.
+    Native {
+        /// Operating system, as Rust's `std::env::consts::OS` ("linux").
+        os: String,
+        /// CPU architecture, as Rust's `std::env::consts::ARCH` ("x86_64", "aarch64", ...).
+        arch: String,
+    },
 }
 
 /// Everything a node needs to run the chunks of one job.

@@ -15,7 +15,7 @@ use common::net::{open_uni, Connection, FramedRecv, StreamError};
 use common::pki::Identity;
 use common::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobFailure, JobId, JobProgress, JobSubmission,
-    NodeStatus, PayloadHash, PayloadKind, Role, StreamHeader, PROTOCOL_VERSION,
+    NodeStatus, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use common::split::SplitError;
 use thiserror::Error;
@@ -55,6 +55,14 @@ pub enum ClientError {
         path: PathBuf,
         /// The underlying error.
         source: std::io::Error,
+    },
+    /// The payload file is not something dispy can run.
+    #[error("payload file {path}: {reason}")]
+    BadPayload {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
     },
     /// The input could not be read or split.
     #[error(transparent)]
@@ -163,6 +171,8 @@ impl Client {
         let payload = tokio::fs::read(&job.payload)
             .await
             .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
+        let kind = common::abi::detect_kind(&payload)
+            .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
         let payload = Bytes::from(payload);
         let chunks = job.split.chunks(&job.inputs)?;
         let mut sink = OutputSink::create(&job.output, job.results)
@@ -172,7 +182,7 @@ impl Client {
             name: job.name.clone(),
             payload: hash,
             payload_len: payload.len() as u64,
-            kind: PayloadKind::Wasm,
+            kind,
             args: job.args.clone(),
             max_attempts: job.max_attempts,
             chunk_timeout_ms: job.chunk_timeout.as_millis() as u64,

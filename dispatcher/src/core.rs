@@ -346,7 +346,7 @@ impl Core {
         let spec = JobSpec {
             job,
             payload: sub.payload,
-            kind: sub.kind,
+            kind: sub.kind.clone(),
             args: sub.args.clone(),
             memory_limit: sub.memory_limit,
             chunk_timeout_ms: sub.chunk_timeout_ms,

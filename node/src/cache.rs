@@ -10,7 +10,7 @@ use common::proto::PayloadHash;
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::exec::wasm::WasmPayload;
+use crate::exec::Payload;
 
 /// Caps the hashes listed at registration, so the hello message stays small.
 const MAX_ADVERTISED: usize = 1024;
@@ -41,7 +41,7 @@ pub enum CacheError {
 #[derive(Debug)]
 pub struct PayloadCache {
     dir: PathBuf,
-    compiled: Mutex<HashMap<PayloadHash, WasmPayload>>,
+    compiled: Mutex<HashMap<PayloadHash, Payload>>,
     arrived: Notify,
 }
 
@@ -90,6 +90,11 @@ impl PayloadCache {
         Ok(())
     }
 
+    /// Where a payload's bytes live on disk.
+    pub fn path(&self, hash: &PayloadHash) -> PathBuf {
+        self.dir.join(hash.to_hex())
+    }
+
     /// Reads payload bytes from disk.
     ///
     /// # Errors
@@ -115,22 +120,18 @@ impl PayloadCache {
     }
 
     /// The compiled module for `hash`, if compiled before.
-    pub fn compiled(&self, hash: &PayloadHash) -> Option<WasmPayload> {
+    pub fn compiled(&self, hash: &PayloadHash) -> Option<Payload> {
         self.lock().get(hash).cloned()
     }
 
     /// Remembers a compiled module.
-    pub fn insert_compiled(&self, hash: PayloadHash, payload: WasmPayload) {
+    pub fn insert_compiled(&self, hash: PayloadHash, payload: Payload) {
         self.lock().insert(hash, payload);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PayloadHash, WasmPayload>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PayloadHash, Payload>> {
         // Only inserts and clones happen under this lock, so a poisoned map is still consistent.
         self.compiled.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
-    fn path(&self, hash: &PayloadHash) -> PathBuf {
-        self.dir.join(hash.to_hex())
     }
 }
 

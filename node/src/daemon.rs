@@ -26,7 +26,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cache::PayloadCache;
-use crate::exec::wasm::{CancelFlag, WasmEngine};
+use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
 use crate::pool::{JobContext, Pool, Work};
 
@@ -97,7 +97,7 @@ struct Node {
     config: NodeConfig,
     name: String,
     slots: u32,
-    engine: Arc<WasmEngine>,
+    executor: Executor,
     pool: Pool,
     cache: PayloadCache,
     health: HealthProbe,
@@ -123,15 +123,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 impl Node {
     fn start(config: NodeConfig) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
-        let engine = Arc::new(WasmEngine::new().map_err(|e| StartError::Executor(e.to_string()))?);
+        let executor = Executor::new().map_err(|e| StartError::Executor(e.to_string()))?;
         let slots = config.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
-        let pool = Pool::new(Arc::clone(&engine), slots).map_err(|e| StartError::Executor(e.to_string()))?;
+        let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
         let cache = PayloadCache::open(&config.cache_dir)?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
-        Ok(Self { config, name, slots, engine, pool, cache, health: HealthProbe::default(), endpoint })
+        Ok(Self { config, name, slots, executor, pool, cache, health: HealthProbe::default(), endpoint })
     }
 
     async fn dial_forever(self: Arc<Self>) {
@@ -407,8 +407,10 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
                 return Err(format!("payload {hash:?} did not arrive within {PAYLOAD_WAIT:?}"));
             }
             let bytes = node.cache.read(&hash).map_err(|e| e.to_string())?;
-            let engine = Arc::clone(&node.engine);
-            let payload = tokio::task::spawn_blocking(move || engine.compile(&bytes))
+            let executor = node.executor.clone();
+            let kind = spec.kind.clone();
+            let path = node.cache.path(&hash);
+            let payload = tokio::task::spawn_blocking(move || executor.load(&kind, &bytes, &path))
                 .await
                 .map_err(|e| format!("compiler task failed: {e}"))?
                 .map_err(|e| e.to_string())?;

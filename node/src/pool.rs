@@ -1,7 +1,7 @@
 //! The slot pool: one OS thread per slot, each running chunks one after another.
 //!
 //! Guest code is synchronous and may spin until its deadline, so it never runs on the async
-//! runtime. Each thread keeps the [`WasmWorker`] of the job it last served, so a job's
+//! runtime. Each thread keeps the [`Worker`] of the job it last served, so a job's
 //! `dispy_setup` runs once per slot, not once per chunk; a thread switches instances only when the
 //! next chunk belongs to another job, and drops an instance after any failure.
 
@@ -12,7 +12,7 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use common::proto::{AttemptId, Assignment, ChunkReport, FailureKind, JobId};
 use tokio::sync::mpsc::UnboundedSender;
 
-use crate::exec::wasm::{CancelFlag, Limits, WasmEngine, WasmPayload, WasmWorker};
+use crate::exec::{CancelFlag, Executor, Limits, Payload, Worker};
 
 /// What every chunk of one job needs to run.
 #[derive(Debug)]
@@ -20,7 +20,7 @@ pub struct JobContext {
     /// The job.
     pub job: JobId,
     /// Its compiled payload.
-    pub payload: WasmPayload,
+    pub payload: Payload,
     /// Argument bytes for setup and run.
     pub args: Vec<u8>,
     /// Memory limit per worker, in bytes.
@@ -53,7 +53,7 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     busy: AtomicU32,
-    engine: Arc<WasmEngine>,
+    executor: Executor,
 }
 
 #[derive(Debug, Default)]
@@ -67,12 +67,12 @@ impl Pool {
     ///
     /// # Errors
     /// When the OS refuses to start a thread.
-    pub fn new(engine: Arc<WasmEngine>, slots: u32) -> std::io::Result<Self> {
+    pub fn new(executor: Executor, slots: u32) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             busy: AtomicU32::new(0),
-            engine,
+            executor,
         });
         for slot in 0..slots {
             let shared = Arc::clone(&shared);
@@ -125,7 +125,7 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 }
 
 fn slot_loop(shared: &Shared) {
-    let mut current: Option<(JobId, WasmWorker)> = None;
+    let mut current: Option<(JobId, Worker)> = None;
     loop {
         let work = {
             let mut queue = lock(&shared.queue);
@@ -159,14 +159,14 @@ fn slot_loop(shared: &Shared) {
 
 fn run_chunk(
     shared: &Shared,
-    current: &mut Option<(JobId, WasmWorker)>,
+    current: &mut Option<(JobId, Worker)>,
     work: &Work,
 ) -> Result<bytes::Bytes, common::proto::ChunkFailure> {
     let job = &work.job;
     if current.as_ref().is_none_or(|(id, _)| *id != job.job) {
         *current = None;
         let limits = Limits { memory: job.memory_limit, chunk_timeout: job.chunk_timeout };
-        let worker = WasmWorker::new(&shared.engine, &job.payload, &job.args, limits, job.cancel.clone())?;
+        let worker = shared.executor.worker(&job.payload, &job.args, limits, job.cancel.clone())?;
         *current = Some((job.job, worker));
     }
     let Some((_, worker)) = current.as_mut() else {

@@ -137,7 +137,7 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::JobFailed { .. } => Failure::Job(e),
-            ClientError::Payload { .. } | ClientError::Input(_) => Failure::Usage(e.into()),
+            ClientError::Payload { .. } | ClientError::BadPayload { .. } | ClientError::Input(_) => Failure::Usage(e.into()),
             other => Failure::Other(other.into()),
         }
     }
@@ -230,8 +230,9 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
 /// Compiles the payload here first, so a broken module is reported before anything is sent.
 fn check_payload(job: &JobDescription) -> anyhow::Result<()> {
     let bytes = std::fs::read(&job.payload).with_context(|| format!("payload file {}", job.payload.display()))?;
-    let engine = node::exec::wasm::WasmEngine::new()?;
-    engine.compile(&bytes).with_context(|| format!("payload {}", job.payload.display()))?;
+    let kind = common::abi::detect_kind(&bytes).map_err(|e| anyhow::anyhow!("payload {}: {e}", job.payload.display()))?;
+    let executor = node::exec::Executor::new()?;
+    executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
     Ok(())
 }
 

@@ -106,6 +106,9 @@ pub enum ExecError {
         /// What went wrong.
         failure: ChunkFailure,
     },
+    /// This node cannot run this kind of payload.
+    #[error("this node cannot run {0}")]
+    Unsupported(String),
 }
 
 /// Per-worker sandbox limits, taken from the job's [`common::proto::JobSpec`].
