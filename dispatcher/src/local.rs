@@ -47,6 +47,7 @@ impl LocalCluster {
                 slots: Some(slots),
                 cache_dir: cache_root.join(format!("node-{i}")),
                 heartbeat_interval: Duration::from_secs(1),
+                health_log_interval: Duration::from_secs(30),
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

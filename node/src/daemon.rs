@@ -52,6 +52,8 @@ pub struct NodeConfig {
     pub cache_dir: PathBuf,
     /// How often to send a heartbeat.
     pub heartbeat_interval: Duration,
+    /// How often to log a health line.
+    pub health_log_interval: Duration,
 }
 
 /// Why a session ended.
@@ -114,6 +116,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
     tokio::select! {
         () = shutdown => info!("shutting down"),
         () = node.clone().dial_forever() => {}
+        () = node.log_health() => {}
     }
     node.endpoint.close(0u32.into(), b"node shutting down");
     node.endpoint.wait_idle().await;
@@ -132,6 +135,27 @@ impl Node {
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
         Ok(Self { config, name, slots, executor, pool, cache, health: HealthProbe::default(), endpoint })
+    }
+
+    /// Logs this node's health at a steady interval, connected or not, for operators following
+    /// the journal.
+    async fn log_health(&self) {
+        let mut ticker = tokio::time::interval(self.config.health_log_interval);
+        loop {
+            ticker.tick().await;
+            let health = self.health.sample();
+            let (done, failed) = self.pool.totals();
+            info!(
+                cores = health.cores,
+                slots = self.slots,
+                busy = self.pool.busy(),
+                memory_available = health.memory_available,
+                load = health.load,
+                chunks_done = done,
+                chunks_failed = failed,
+                "node health"
+            );
+        }
     }
 
     async fn dial_forever(self: Arc<Self>) {

@@ -74,5 +74,6 @@ fn config_from(args: &Args) -> anyhow::Result<NodeConfig> {
         slots: args.slots,
         cache_dir: args.cache_dir.clone(),
         heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
+        health_log_interval: Duration::from_secs(30),
     })
 }

@@ -6,7 +6,7 @@
 //! next chunk belongs to another job, and drops an instance after any failure.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use common::proto::{AttemptId, Assignment, ChunkReport, FailureKind, JobId};
@@ -53,6 +53,8 @@ struct Shared {
     queue: Mutex<Queue>,
     wake: Condvar,
     busy: AtomicU32,
+    done: AtomicU64,
+    failed: AtomicU64,
     executor: Executor,
 }
 
@@ -72,6 +74,8 @@ impl Pool {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
             busy: AtomicU32::new(0),
+            done: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
             executor,
         });
         for slot in 0..slots {
@@ -104,6 +108,11 @@ impl Pool {
     /// Slots running a chunk right now.
     pub fn busy(&self) -> u32 {
         self.shared.busy.load(Ordering::Relaxed)
+    }
+
+    /// Chunks that succeeded and failed since the pool started, for the health log.
+    pub fn totals(&self) -> (u64, u64) {
+        (self.shared.done.load(Ordering::Relaxed), self.shared.failed.load(Ordering::Relaxed))
     }
 
     fn lock(&self) -> MutexGuard<'_, Queue> {
@@ -149,6 +158,8 @@ fn slot_loop(shared: &Shared) {
             // The job ended while this chunk ran; nobody wants its result.
             continue;
         }
+        let counter = if outcome.is_ok() { &shared.done } else { &shared.failed };
+        counter.fetch_add(1, Ordering::Relaxed);
         if let Err(failure) = &outcome {
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, kind = ?failure.kind, "chunk failed: {failure}");
         }
