@@ -99,5 +99,21 @@ pub fn decode<T: DeserializeOwned>(src: &mut BytesMut, max: usize) -> Result<Opt
     }
 }
 
+/// Encodes a message without a frame header, for storage (the dispatcher's journal).
+///
+/// # Errors
+/// [`FrameError::Encode`] if serialization fails.
+pub fn to_bytes<T: Serialize>(msg: &T) -> Result<Vec<u8>, FrameError> {
+    Ok(rmp_serde::to_vec(msg)?)
+}
+
+/// Decodes a message stored with [`to_bytes`].
+///
+/// # Errors
+/// [`FrameError::Malformed`] when the bytes are not a `T`.
+pub fn from_bytes<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, FrameError> {
+    Ok(rmp_serde::from_slice(bytes)?)
+}
+
 #[cfg(test)]
 mod tests;

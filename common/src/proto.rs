@@ -344,15 +344,113 @@ pub struct JobSubmission {
     pub priority: i32,
     /// How long the job may wait with no eligible node before it fails, in milliseconds.
     pub placement_timeout_ms: u64,
+    /// Where the submitter writes the output, so `wait JOB` from another process can default to it.
+    pub output: String,
+    /// How the submitter writes results.
+    pub results: ResultMode,
 }
 
 /// Client to dispatcher, on the control stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ClientRequest {
-    /// Submit a job; the dispatcher answers [`ClientEvent::JobAccepted`] (or `NeedPayload` first).
+    /// Submit a job; the dispatcher answers [`ClientEvent::JobAccepted`] (after `NeedPayload` if
+    /// it lacks the payload), the client sends the input on a [`StreamHeader::JobInput`] stream,
+    /// and the dispatcher confirms with [`ClientEvent::InputStored`] once all of it is journaled.
     Submit(JobSubmission),
+    /// Follow a job: the dispatcher opens a [`StreamHeader::JobOutput`] stream with every result
+    /// in chunk order (from the first, even after a restart), sends progress, and ends with
+    /// `JobSucceeded` or `JobFailed`.
+    Attach {
+        /// The job.
+        job: JobId,
+    },
+    /// The client has the whole output; the dispatcher may delete the job's spooled data.
+    Release {
+        /// The job.
+        job: JobId,
+    },
+    /// Cancel a job; answered with [`ClientEvent::Status`].
+    Cancel {
+        /// The job.
+        job: JobId,
+    },
+    /// One job's state; answered with [`ClientEvent::Status`].
+    Status {
+        /// The job.
+        job: JobId,
+    },
+    /// Every job the dispatcher remembers; answered with [`ClientEvent::Jobs`].
+    ListJobs,
     /// List connected nodes; answered with [`ClientEvent::Nodes`].
     ListNodes,
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum JobState {
+    /// Input arriving or chunks running.
+    Running,
+    /// Every chunk succeeded; results are kept until released or expired.
+    Succeeded,
+    /// The job failed; no results are kept.
+    Failed(JobFailure),
+    /// A user cancelled the job.
+    Cancelled,
+}
+
+impl JobState {
+    /// Whether the job is over.
+    pub fn is_finished(&self) -> bool {
+        !matches!(self, JobState::Running)
+    }
+
+    /// A one-word name for tables.
+    pub fn name(&self) -> &'static str {
+        match self {
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed(_) => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+}
+
+/// A job as `status` and `jobs` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobSummary {
+    /// The job.
+    pub job: JobId,
+    /// Its name.
+    pub name: String,
+    /// Its state.
+    pub state: JobState,
+    /// Its counts.
+    pub progress: JobProgress,
+    /// When it was submitted, milliseconds since the Unix epoch.
+    pub submitted_unix_ms: u64,
+    /// Why it is waiting, when no node can take its chunks right now.
+    pub blocked: Option<String>,
+    /// Where its submitter asked for the output.
+    pub output: String,
+    /// How its results are to be written.
+    pub results: ResultMode,
+}
+
+/// A job as the dispatcher's journal stores it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRecord {
+    /// What was submitted.
+    pub submission: JobSubmission,
+    /// Where it is.
+    pub state: JobState,
+    /// Chunks whose input is stored.
+    pub chunks: u64,
+    /// Whether all input is stored (`chunks` is final).
+    pub input_complete: bool,
+    /// When it was submitted, milliseconds since the Unix epoch.
+    pub submitted_unix_ms: u64,
+    /// When it finished, milliseconds since the Unix epoch.
+    pub finished_unix_ms: Option<u64>,
 }
 
 /// Progress of a running job.
@@ -458,6 +556,17 @@ pub enum ClientEvent {
         /// The new job's id.
         job: JobId,
     },
+    /// All of the job's input is journaled; the client may now disconnect.
+    InputStored {
+        /// The job.
+        job: JobId,
+        /// Its number of chunks.
+        chunks: u64,
+    },
+    /// Answer to `Status` and `Cancel`.
+    Status(JobSummary),
+    /// Answer to `ListJobs`.
+    Jobs(Vec<JobSummary>),
     /// Progress, sent at most a few times a second.
     Progress(JobProgress),
     /// Every chunk succeeded; the output stream carries all results.

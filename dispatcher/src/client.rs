@@ -6,7 +6,7 @@
 //! when every chunk succeeded, so a partial output is never presented as complete.
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use common::frame::DEFAULT_MAX_MESSAGE;
@@ -15,7 +15,7 @@ use common::net::{open_uni, Connection, FramedRecv, StreamError};
 use common::pki::Identity;
 use common::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobFailure, JobId, JobProgress, JobSubmission,
-    NodeStatus, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
+    JobSummary, NodeStatus, PayloadHash, ResultMode, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use common::split::SplitError;
 use thiserror::Error;
@@ -156,6 +156,71 @@ impl Client {
         }
     }
 
+    /// Asks one question and returns the answer.
+    async fn request(&mut self, request: &ClientRequest) -> Result<ClientEvent, ClientError> {
+        self.control.write_frame(request).await?;
+        match self.control.recv.expect_frame::<ClientEvent>().await? {
+            ClientEvent::Error { message } => Err(ClientError::Refused(message)),
+            answer => Ok(answer),
+        }
+    }
+
+    /// One job's state.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] for an unknown job, or a connection problem.
+    pub async fn status(&mut self, job: JobId) -> Result<JobSummary, ClientError> {
+        match self.request(&ClientRequest::Status { job }).await? {
+            ClientEvent::Status(summary) => Ok(summary),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Cancels a job and returns its state afterwards.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] for an unknown job, or a connection problem.
+    pub async fn cancel(&mut self, job: JobId) -> Result<JobSummary, ClientError> {
+        match self.request(&ClientRequest::Cancel { job }).await? {
+            ClientEvent::Status(summary) => Ok(summary),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Every job the dispatcher remembers.
+    ///
+    /// # Errors
+    /// A connection problem.
+    pub async fn jobs(&mut self) -> Result<Vec<JobSummary>, ClientError> {
+        match self.request(&ClientRequest::ListJobs).await? {
+            ClientEvent::Jobs(jobs) => Ok(jobs),
+            other => Err(unexpected(&other)),
+        }
+    }
+
+    /// Submits a job and uploads all its input, then returns its id without waiting for it to
+    /// run: the job lives on in the dispatcher, and [`Client::wait`] fetches its output later.
+    ///
+    /// # Errors
+    /// As [`Client::run`], for everything up to the input being stored.
+    pub async fn submit(&mut self, job: &JobDescription) -> Result<JobId, ClientError> {
+        let (id, chunks) = self.start(job).await?;
+        let conn = self.conn.clone();
+        let input = send_input(&conn, id, chunks);
+        tokio::pin!(input);
+        loop {
+            tokio::select! {
+                Err(e) = &mut input => return Err(e),
+                event = self.control.recv.expect_frame::<ClientEvent>() => match event? {
+                    ClientEvent::InputStored { job, .. } if job == id => return Ok(id),
+                    ClientEvent::JobFailed { failure } => return Err(ClientError::JobFailed { job: id, failure }),
+                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                    _ => {}
+                },
+            }
+        }
+    }
+
     /// Runs a job to completion: uploads the payload if the dispatcher lacks it, streams the
     /// input while results stream back, and renames the output into place on success.
     /// `on_progress` sees every progress update.
@@ -166,8 +231,50 @@ impl Client {
     pub async fn run(
         mut self,
         job: &JobDescription,
-        mut on_progress: impl FnMut(&JobProgress),
+        on_progress: impl FnMut(&JobProgress),
     ) -> Result<JobReport, ClientError> {
+        let sink = OutputSink::create(&job.output, job.results)
+            .map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
+        let (id, chunks) = self.start(job).await?;
+        let conn = self.conn.clone();
+        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+        let report = {
+            let input = send_input(&conn, id, chunks);
+            let follow = self.follow(id, sink, &job.output, on_progress);
+            tokio::pin!(input, follow);
+            // The input sender never completes successfully; the job ends when `follow` does.
+            tokio::select! {
+                biased;
+                r = &mut follow => r?,
+                Err(e) = &mut input => return Err(e),
+            }
+        };
+        self.finish(id).await;
+        Ok(report)
+    }
+
+    /// Reattaches to a job (submitted earlier, perhaps by another process), waits for it and
+    /// writes its output to `output`.
+    ///
+    /// # Errors
+    /// As [`Client::run`].
+    pub async fn wait(
+        mut self,
+        id: JobId,
+        output: &Path,
+        results: ResultMode,
+        on_progress: impl FnMut(&JobProgress),
+    ) -> Result<JobReport, ClientError> {
+        let sink = OutputSink::create(output, results)
+            .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
+        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+        let report = self.follow(id, sink, output, on_progress).await?;
+        self.finish(id).await;
+        Ok(report)
+    }
+
+    /// Submits the job and uploads its payload if needed; returns the job id and its chunks.
+    async fn start(&mut self, job: &JobDescription) -> Result<(JobId, common::split::Chunks), ClientError> {
         let payload = tokio::fs::read(&job.payload)
             .await
             .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
@@ -175,8 +282,6 @@ impl Client {
             .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
         let payload = Bytes::from(payload);
         let chunks = job.split.chunks(&job.inputs)?;
-        let mut sink = OutputSink::create(&job.output, job.results)
-            .map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
         let hash = PayloadHash::of(&payload);
         let submission = JobSubmission {
             name: job.name.clone(),
@@ -189,9 +294,11 @@ impl Client {
             memory_limit: job.memory_limit,
             priority: job.priority,
             placement_timeout_ms: job.placement_timeout.as_millis() as u64,
+            output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
+            results: job.results,
         };
         self.control.write_frame(&ClientRequest::Submit(submission)).await?;
-        let id = loop {
+        loop {
             match self.control.recv.expect_frame::<ClientEvent>().await? {
                 ClientEvent::NeedPayload => {
                     let mut stream =
@@ -199,13 +306,24 @@ impl Client {
                     stream.write_unframed(payload.clone()).await?;
                     stream.finish().await?;
                 }
-                ClientEvent::JobAccepted { job } => break job,
+                ClientEvent::JobAccepted { job } => {
+                    tracing::info!(%job, "job accepted");
+                    return Ok((job, chunks));
+                }
                 ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                other => return Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+                other => return Err(unexpected(&other)),
             }
-        };
-        tracing::info!(job = %id, "job accepted");
-        let input = send_input(&self.conn, id, chunks);
+        }
+    }
+
+    /// Writes an attached job's results and follows its events until the verdict.
+    async fn follow(
+        &mut self,
+        id: JobId,
+        mut sink: OutputSink,
+        output_path: &Path,
+        mut on_progress: impl FnMut(&JobProgress),
+    ) -> Result<JobReport, ClientError> {
         let output = async {
             let stream = self.conn.accept_uni().await.map_err(StreamError::from)?;
             let mut recv = FramedRecv::new(stream, DEFAULT_MAX_MESSAGE);
@@ -215,14 +333,15 @@ impl Client {
             recv.set_max_frame(MAX_RESULT);
             let mut count = 0u64;
             while let Some(result) = recv.read_raw().await? {
-                sink.write(count, &result).map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
+                sink.write(count, &result).map_err(|source| ClientError::Output { path: output_path.to_owned(), source })?;
                 count += 1;
             }
-            Ok::<_, ClientError>(count)
+            Ok::<_, ClientError>((count, sink))
         };
+        let control = &mut self.control;
         let events = async {
             loop {
-                match self.control.recv.expect_frame::<ClientEvent>().await? {
+                match control.recv.expect_frame::<ClientEvent>().await? {
                     ClientEvent::Progress(progress) => on_progress(&progress),
                     ClientEvent::JobSucceeded { progress } => {
                         on_progress(&progress);
@@ -230,24 +349,32 @@ impl Client {
                     }
                     ClientEvent::JobFailed { failure } => return Err(ClientError::JobFailed { job: id, failure }),
                     ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                    other => return Err(ClientError::Protocol(format!("unexpected event {other:?}"))),
+                    ClientEvent::InputStored { .. } => {}
+                    other => return Err(unexpected(&other)),
                 }
             }
         };
-        // The input sender finishes first; then wait for both the output and the final event.
-        let (progress, written) = tokio::select! {
-            biased;
-            r = async { tokio::try_join!(events, output) } => r?,
-            Err(e) = input => return Err(e),
-        };
+        let (progress, (written, sink)) = tokio::try_join!(events, output)?;
         if written != progress.total {
             return Err(ClientError::Protocol(format!("received {written} results for {} chunks", progress.total)));
         }
-        let output = sink.commit().map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
-        self.conn.close(0u32.into(), b"done");
-        self.endpoint.wait_idle().await;
+        let output = sink.commit().map_err(|source| ClientError::Output { path: output_path.to_owned(), source })?;
         Ok(JobReport { job: id, progress, output })
     }
+
+    /// Tells the dispatcher the output is safe, then closes the connection cleanly.
+    async fn finish(mut self, id: JobId) {
+        let _ = self.control.write_frame(&ClientRequest::Release { job: id }).await;
+        let _ = self.control.send.finish().await;
+        // Give the release a moment to arrive; the dispatcher expires it anyway if it does not.
+        let _ = tokio::time::timeout(std::time::Duration::from_millis(500), self.conn.closed()).await;
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+    }
+}
+
+fn unexpected(event: &ClientEvent) -> ClientError {
+    ClientError::Protocol(format!("unexpected answer {event:?}"))
 }
 
 /// Reads chunks on a blocking thread and writes them as raw frames on the job's input stream.

@@ -1,28 +1,39 @@
-//! The dispatcher's core: one task that owns the [`Scheduler`], the node registry and every
-//! job's data, fed by a closed [`Event`] enum from the connection tasks.
+//! The dispatcher's core: one task that owns the [`Scheduler`], the node registry, the journal
+//! and every job's bookkeeping, fed by a closed [`Event`] enum from the connection tasks.
 //!
 //! Connection tasks never touch shared state: they turn what they read into events, and the core
 //! answers through each connection's unbounded command channel, so the core never waits on a slow
-//! peer. The core reads the clock once per turn and hands `now` to the scheduler.
+//! peer. Bulk bytes stay out of the core's memory: chunk inputs are spooled by the uploading
+//! connection task and read back when assigned; results are appended to the spool as they are
+//! accepted and read back by the attached client's task.
+//!
+//! Each turn (a batch of events, a timeout or a tick) ends with [`Core::commit`]: spool files are
+//! synced and the turn's journal [`Batch`] is committed in one transaction; only then are clients
+//! told about new results, stored input or a verdict, so nothing is announced that a crash could
+//! take back.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::proto::{
-    Assignment, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobId,
-    JobProgress, JobSpec, JobSubmission, NodeInfo, NodeStatus, NodeToDispatcher, PayloadHash,
+    Assignment, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
+    JobProgress, JobRecord, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
+    NodeToDispatcher, PayloadHash, PayloadKind,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::scheduler::{
-    Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig,
-};
+use crate::journal::{Batch, Journal, Recovered};
+use crate::payloads::PayloadStore;
+use crate::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
 
 /// How often running jobs' progress is sent to their clients.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
+/// How often expired jobs are purged.
+const PURGE_EVERY: u32 = 50;
 
 /// What the core tells a node connection to do.
 #[derive(Debug)]
@@ -35,15 +46,22 @@ pub(crate) enum NodeCommand {
     Close(String),
 }
 
-/// What the core tells a client connection to do.
+/// What the core tells a client's attach task to do.
 #[derive(Debug)]
 pub(crate) enum ClientCommand {
-    /// Send on the control stream.
-    Event(ClientEvent),
-    /// Append the next chunk result, in chunk order, to the output stream.
-    Output(Bytes),
+    /// Send the next result, in chunk order; its bytes are at this extent of the results spool.
+    Output(Extent),
     /// Every result has been sent; finish the output stream.
     OutputEnd,
+    /// Send on the control stream; a verdict ends the attachment.
+    Event(ClientEvent),
+}
+
+/// What an attaching client needs besides the command stream.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    /// Where the job's results are.
+    pub(crate) results: Option<Reader>,
 }
 
 /// Everything that can happen to the core.
@@ -62,22 +80,32 @@ pub(crate) enum Event {
     NodeReport { node: NodeId, report: ChunkReport },
     /// A node's connection ended.
     NodeClosed { node: NodeId, reason: String },
-    /// Does the dispatcher hold this payload?
-    HasPayload { hash: PayloadHash, reply: oneshot::Sender<bool> },
-    /// A client uploaded a (verified) payload.
-    PayloadUploaded { hash: PayloadHash, bytes: Bytes },
-    /// A client submits a job.
+    /// A client submits a job; the reply carries the job id and where to spool its input.
     Submit {
         submission: JobSubmission,
-        commands: mpsc::UnboundedSender<ClientCommand>,
-        reply: oneshot::Sender<Result<JobId, String>>,
+        submitter: mpsc::UnboundedSender<ClientEvent>,
+        reply: oneshot::Sender<Result<(JobId, Appender), String>>,
     },
-    /// The next chunk input of a job.
-    Input { job: JobId, input: Bytes },
-    /// A job's input ended.
+    /// The next chunk input of a job was spooled here.
+    Input { job: JobId, extent: Extent },
+    /// A job's input ended (and is synced to disk).
     InputEnd { job: JobId },
-    /// A job's client went away.
-    ClientGone { job: JobId },
+    /// A job's input could not be received or stored.
+    InputFailed { job: JobId, error: String },
+    /// A client follows a job.
+    Attach {
+        job: JobId,
+        commands: mpsc::UnboundedSender<ClientCommand>,
+        reply: oneshot::Sender<Result<Attachment, String>>,
+    },
+    /// A client has a job's whole output.
+    Release { job: JobId },
+    /// A client cancels a job.
+    Cancel { job: JobId, reply: oneshot::Sender<Result<JobSummary, String>> },
+    /// `dispy-submit status`.
+    Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, String>> },
+    /// `dispy-submit jobs`.
+    ListJobs { reply: oneshot::Sender<Vec<JobSummary>> },
     /// `dispy-submit nodes`.
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
 }
@@ -93,18 +121,52 @@ struct NodeEntry {
     memory_available: u64,
 }
 
-struct JobEntry {
-    submission: JobSubmission,
-    payload: Bytes,
+struct Attacher {
     commands: mpsc::UnboundedSender<ClientCommand>,
-    /// Inputs of chunks without an accepted result; dropped once accepted.
-    inputs: HashMap<ChunkIndex, Bytes>,
-    chunks: u64,
-    /// Accepted results waiting for an earlier chunk, so output leaves in order.
-    reorder: BTreeMap<ChunkIndex, Bytes>,
-    next_output: ChunkIndex,
-    /// What the client was last told, so unchanged progress is not resent.
+    /// The next chunk whose result this client has not been sent.
+    next: ChunkIndex,
+}
+
+struct JobEntry {
+    record: JobRecord,
+    /// Where each chunk's input is spooled, by chunk index.
+    inputs: Vec<Extent>,
+    input_reader: Option<Reader>,
+    /// Where each chunk's accepted result is spooled (committed or about to be).
+    results: Vec<Option<Extent>>,
+    results_appender: Option<Appender>,
+    done: u64,
+    retries: u64,
+    submitter: Option<mpsc::UnboundedSender<ClientEvent>>,
+    attachers: Vec<Attacher>,
     last_progress: Option<JobProgress>,
+}
+
+impl JobEntry {
+    fn new(record: JobRecord) -> Self {
+        Self {
+            record,
+            inputs: Vec::new(),
+            input_reader: None,
+            results: Vec::new(),
+            results_appender: None,
+            done: 0,
+            retries: 0,
+            submitter: None,
+            attachers: Vec::new(),
+            last_progress: None,
+        }
+    }
+
+    fn progress(&self, running: u64) -> JobProgress {
+        JobProgress {
+            done: self.done,
+            total: self.record.chunks,
+            input_complete: self.record.input_complete,
+            running,
+            retries: self.retries,
+        }
+    }
 }
 
 /// The core's state.
@@ -112,27 +174,93 @@ pub(crate) struct Core {
     scheduler: Scheduler,
     nodes: HashMap<NodeId, NodeEntry>,
     jobs: HashMap<JobId, JobEntry>,
-    payloads: HashMap<PayloadHash, Bytes>,
+    payloads: PayloadStore,
+    journal: Journal,
+    spool: Spool,
+    batch: Batch,
+    /// Jobs whose results, input or state changed this turn: clients hear of it after commit.
+    touched: HashSet<JobId>,
     next_node: u64,
     next_job: u64,
+    retention: Duration,
 }
 
 impl Core {
-    pub(crate) fn new(config: SchedulerConfig) -> Self {
-        Self {
+    /// Builds the core from what the journal recovered, resuming unfinished jobs.
+    pub(crate) fn new(
+        config: SchedulerConfig,
+        journal: Journal,
+        recovered: Recovered,
+        spool: Spool,
+        payloads: PayloadStore,
+        retention: Duration,
+    ) -> Self {
+        let mut core = Self {
             scheduler: Scheduler::new(config),
             nodes: HashMap::new(),
             jobs: HashMap::new(),
-            payloads: HashMap::new(),
+            payloads,
+            journal,
+            spool,
+            batch: Batch::default(),
+            touched: HashSet::new(),
             next_node: 1,
-            next_job: 1,
+            next_job: recovered.next_job,
+            retention,
+        };
+        for (job, record) in recovered.jobs {
+            core.restore(job, record);
         }
+        core.commit();
+        core
+    }
+
+    fn restore(&mut self, job: JobId, record: JobRecord) {
+        let mut entry = JobEntry::new(record);
+        if entry.record.state != JobState::Running {
+            if entry.record.state == JobState::Succeeded {
+                entry.done = entry.record.chunks;
+            }
+            self.jobs.insert(job, entry);
+            return;
+        }
+        if !entry.record.input_complete {
+            self.jobs.insert(job, entry);
+            self.finish(job, JobState::Failed(JobFailure::Other {
+                message: "the dispatcher restarted before the job's input was complete; submit it again".into(),
+            }));
+            return;
+        }
+        let loaded = self.journal.inputs(job).and_then(|inputs| Ok((inputs, self.journal.results(job)?)));
+        let (inputs, results) = match loaded {
+            Ok(loaded) => loaded,
+            Err(e) => {
+                self.jobs.insert(job, entry);
+                self.finish(job, JobState::Failed(JobFailure::Other { message: format!("cannot resume: {e}") }));
+                return;
+            }
+        };
+        entry.inputs = inputs;
+        entry.results = vec![None; entry.inputs.len()];
+        for (chunk, extent) in results {
+            if let Some(slot) = entry.results.get_mut(chunk as usize) {
+                *slot = Some(extent);
+                entry.done += 1;
+            }
+        }
+        entry.record.chunks = entry.inputs.len() as u64;
+        let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
+        info!(%job, chunks = entry.record.chunks, done = entry.done, "resuming job");
+        self.scheduler.handle_job_restored(now(), job, requirements(&entry.record.submission), &done);
+        self.jobs.insert(job, entry);
+        self.touched.insert(job);
     }
 
     /// Runs until every event sender is gone.
     pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ticks = 0u32;
         loop {
             let deadline = self.scheduler.poll_timeout().map(Instant::from_std);
             tokio::select! {
@@ -140,7 +268,7 @@ impl Core {
                     let Some(event) = event else { return };
                     self.handle_event(event);
                     // Take whatever else is already queued before acting, so a burst of reports
-                    // becomes one round of assignments.
+                    // becomes one round of assignments and one journal commit.
                     for _ in 0..1024 {
                         match events.try_recv() {
                             Ok(event) => self.handle_event(event),
@@ -149,9 +277,16 @@ impl Core {
                     }
                 }
                 () = sleep_until(deadline) => self.scheduler.handle_timeout(now()),
-                _ = progress.tick() => self.send_progress(),
+                _ = progress.tick() => {
+                    self.send_progress();
+                    ticks = ticks.wrapping_add(1);
+                    if ticks % PURGE_EVERY == 0 {
+                        self.purge_expired();
+                    }
+                }
             }
             self.apply_actions();
+            self.commit();
         }
     }
 
@@ -169,6 +304,8 @@ impl Core {
                     slots: info.slots,
                     memory_total: info.memory_total,
                     memory_available: info.memory_available,
+                    os: info.os.clone(),
+                    arch: info.arch.clone(),
                 });
                 let entry = NodeEntry {
                     payloads: info.cached_payloads.iter().copied().collect(),
@@ -191,61 +328,117 @@ impl Core {
                     self.scheduler.handle_node_lost(now, node);
                 }
             }
-            Event::HasPayload { hash, reply } => {
-                let _ = reply.send(self.payloads.contains_key(&hash));
+            Event::Submit { submission, submitter, reply } => {
+                let _ = reply.send(self.submit(now, submission, submitter));
             }
-            Event::PayloadUploaded { hash, bytes } => {
-                self.payloads.insert(hash, bytes);
-            }
-            Event::Submit { submission, commands, reply } => {
-                let Some(payload) = self.payloads.get(&submission.payload).cloned() else {
-                    let _ = reply.send(Err("payload was not uploaded".into()));
-                    return;
-                };
-                let job = JobId(self.next_job);
-                self.next_job += 1;
-                info!(%job, name = %submission.name, payload = ?submission.payload, "job submitted");
-                self.scheduler.handle_job_submitted(now, job, JobRequirements {
-                    memory_limit: submission.memory_limit,
-                    max_attempts: submission.max_attempts,
-                    priority: submission.priority,
-                    placement_timeout: Duration::from_millis(submission.placement_timeout_ms),
-                });
-                self.jobs.insert(job, JobEntry {
-                    submission,
-                    payload,
-                    commands,
-                    inputs: HashMap::new(),
-                    chunks: 0,
-                    reorder: BTreeMap::new(),
-                    next_output: 0,
-                    last_progress: None,
-                });
-                let _ = reply.send(Ok(job));
-            }
-            Event::Input { job, input } => {
-                if let Some(entry) = self.jobs.get_mut(&job) {
-                    entry.inputs.insert(entry.chunks, input);
-                    entry.chunks += 1;
+            Event::Input { job, extent } => {
+                if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+                    let chunk = entry.inputs.len() as ChunkIndex;
+                    entry.inputs.push(extent);
+                    entry.results.push(None);
+                    entry.record.chunks += 1;
+                    self.batch.put_input(job, chunk, extent);
                     self.scheduler.handle_chunks_added(now, job, 1);
                 }
             }
             Event::InputEnd { job } => {
-                if let Some(entry) = self.jobs.get(&job) {
-                    debug!(%job, chunks = entry.chunks, "input complete");
+                if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+                    debug!(%job, chunks = entry.record.chunks, "input complete");
+                    entry.record.input_complete = true;
+                    self.batch.put_job(job, entry.record.clone());
+                    self.touched.insert(job);
                     self.scheduler.handle_input_complete(now, job);
                 }
             }
-            Event::ClientGone { job } => {
-                if self.jobs.remove(&job).is_some() {
-                    info!(%job, "client went away; job cancelled");
+            Event::InputFailed { job, error } => {
+                if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
+                    warn!(%job, %error, "job input failed");
                     self.scheduler.handle_cancel(now, job);
+                    self.finish(job, JobState::Failed(JobFailure::Other { message: format!("job input failed: {error}") }));
                 }
+            }
+            Event::Attach { job, commands, reply } => {
+                let _ = reply.send(self.attach(job, commands));
+            }
+            Event::Release { job } => {
+                if self.jobs.get(&job).is_some_and(|e| e.record.state.is_finished()) {
+                    debug!(%job, "job released by its client");
+                    self.forget(job);
+                }
+            }
+            Event::Cancel { job, reply } => {
+                let known = self.jobs.get(&job).map(|e| e.record.state.clone());
+                if known == Some(JobState::Running) {
+                    info!(%job, "job cancelled");
+                    self.scheduler.handle_cancel(now, job);
+                    self.finish(job, JobState::Cancelled);
+                }
+                let _ = reply.send(self.summary(job));
+            }
+            Event::Status { job, reply } => {
+                let _ = reply.send(self.summary(job));
+            }
+            Event::ListJobs { reply } => {
+                let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
+                ids.sort_unstable();
+                let _ = reply.send(ids.into_iter().filter_map(|j| self.summary(j).ok()).collect());
             }
             Event::ListNodes { reply } => {
                 let _ = reply.send(self.node_statuses());
             }
         }
+    }
+
+    fn submit(
+        &mut self,
+        now: std::time::Instant,
+        submission: JobSubmission,
+        submitter: mpsc::UnboundedSender<ClientEvent>,
+    ) -> Result<(JobId, Appender), String> {
+        if !self.payloads.contains(&submission.payload) {
+            return Err("payload was not uploaded".into());
+        }
+        let job = JobId(self.next_job);
+        let appender = self
+            .spool
+            .appender(job, SpoolFile::Input)
+            .map_err(|e| format!("dispatcher cannot store the job's input: {e}"))?;
+        self.next_job += 1;
+        self.batch.set_next_job(self.next_job);
+        info!(%job, name = %submission.name, payload = ?submission.payload, "job submitted");
+        self.scheduler.handle_job_submitted(now, job, requirements(&submission));
+        let record = JobRecord {
+            submission,
+            state: JobState::Running,
+            chunks: 0,
+            input_complete: false,
+            submitted_unix_ms: unix_ms(),
+            finished_unix_ms: None,
+        };
+        self.batch.put_job(job, record.clone());
+        let mut entry = JobEntry::new(record);
+        entry.submitter = Some(submitter);
+        self.jobs.insert(job, entry);
+        Ok((job, appender))
+    }
+
+    fn attach(&mut self, job: JobId, commands: mpsc::UnboundedSender<ClientCommand>) -> Result<Attachment, String> {
+        let Some(entry) = self.jobs.get_mut(&job) else {
+            return Err(format!("no job {job} here (finished jobs are forgotten once fetched or expired)"));
+        };
+        let results = match entry.record.state {
+            JobState::Running | JobState::Succeeded => {
+                Some(self.spool.reader(job, SpoolFile::Results).or_else(|_| {
+                    // No result yet: create the file so the reader has something to open.
+                    entry.results_appender.get_or_insert(self.spool.appender(job, SpoolFile::Results)?);
+                    self.spool.reader(job, SpoolFile::Results)
+                }).map_err(|e| format!("cannot read the job's results: {e}"))?)
+            }
+            JobState::Failed(_) | JobState::Cancelled => None,
+        };
+        entry.attachers.push(Attacher { commands, next: 0 });
+        self.touched.insert(job);
+        Ok(Attachment { results })
     }
 
     fn handle_node_message(&mut self, now: std::time::Instant, node: NodeId, msg: NodeToDispatcher) {
@@ -265,7 +458,10 @@ impl Core {
                 self.scheduler.handle_job_rejected(now, node, job, error);
             }
             NodeToDispatcher::Register(_) => {
-                self.close_node(node, "registered twice".into());
+                if let Some(entry) = self.nodes.remove(&node) {
+                    let _ = entry.commands.send(NodeCommand::Close("registered twice".into()));
+                    self.scheduler.handle_node_lost(now, node);
+                }
             }
         }
     }
@@ -277,12 +473,12 @@ impl Core {
                     debug!(attempt = %report.attempt, "late or duplicate result discarded");
                     return;
                 };
-                let Some(entry) = self.jobs.get_mut(&job) else { return };
-                entry.inputs.remove(&chunk);
-                entry.reorder.insert(chunk, output);
-                while let Some(output) = entry.reorder.remove(&entry.next_output) {
-                    let _ = entry.commands.send(ClientCommand::Output(output));
-                    entry.next_output += 1;
+                if let Err(e) = self.store_result(job, chunk, &output) {
+                    warn!(%job, chunk, error = %e, "cannot store a result");
+                    self.scheduler.handle_cancel(now, job);
+                    self.finish(job, JobState::Failed(JobFailure::Other {
+                        message: format!("dispatcher storage failed while storing chunk {chunk}'s result: {e}"),
+                    }));
                 }
             }
             Err(failure) => {
@@ -292,21 +488,42 @@ impl Core {
         }
     }
 
+    fn store_result(&mut self, job: JobId, chunk: ChunkIndex, output: &[u8]) -> std::io::Result<()> {
+        let Some(entry) = self.jobs.get_mut(&job) else { return Ok(()) };
+        let appender = match &mut entry.results_appender {
+            Some(appender) => appender,
+            slot => slot.insert(self.spool.appender(job, SpoolFile::Results)?),
+        };
+        let extent = appender.append(output)?;
+        if let Some(slot) = entry.results.get_mut(chunk as usize) {
+            *slot = Some(extent);
+            entry.done += 1;
+        }
+        self.batch.put_result(job, chunk, extent);
+        self.touched.insert(job);
+        Ok(())
+    }
+
     fn apply_actions(&mut self) {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::StartJob { node, job } => self.start_job(node, job),
-                Action::Assign { node, job, chunk, attempt } => {
-                    let input = self.jobs.get(&job).and_then(|j| j.inputs.get(&chunk)).cloned();
-                    match (input, self.nodes.get(&node)) {
-                        (Some(input), Some(entry)) => {
-                            let assignment = Assignment { job, chunk, attempt, input };
-                            let _ = entry.commands.send(NodeCommand::Send(DispatcherToNode::Assign(assignment)));
+                Action::Assign { node, job, chunk, attempt, speculative } => match self.read_input(job, chunk) {
+                    Ok(input) => {
+                        if speculative {
+                            info!(%job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
                         }
-                        // The scheduler only assigns chunks of live jobs to live nodes.
-                        _ => warn!(%job, chunk, "assignment for a job or node the core no longer has"),
+                        let assignment = Assignment { job, chunk, attempt, input };
+                        self.send_node(node, NodeCommand::Send(DispatcherToNode::Assign(assignment)));
                     }
-                }
+                    Err(e) => {
+                        warn!(%job, chunk, error = %e, "cannot read a chunk's input");
+                        self.scheduler.handle_cancel(now(), job);
+                        self.finish(job, JobState::Failed(JobFailure::Other {
+                            message: format!("dispatcher storage failed while reading chunk {chunk}'s input: {e}"),
+                        }));
+                    }
+                },
                 Action::CancelAttempt { node, attempt } => {
                     self.send_node(node, NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }));
                 }
@@ -320,29 +537,134 @@ impl Core {
                         let _ = entry.commands.send(NodeCommand::Close(reason));
                     }
                 }
-                Action::JobSucceeded { job } => {
-                    if let Some(entry) = self.jobs.remove(&job) {
-                        info!(%job, chunks = entry.chunks, "job succeeded");
-                        let progress = JobProgress { done: entry.chunks, total: entry.chunks, input_complete: true, ..JobProgress::default() };
-                        let _ = entry.commands.send(ClientCommand::OutputEnd);
-                        let _ = entry.commands.send(ClientCommand::Event(ClientEvent::JobSucceeded { progress }));
-                    }
+                Action::NodeSuspect { node, silent } => {
+                    warn!(node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
                 }
-                Action::JobFailed { job, failure } => {
-                    if let Some(entry) = self.jobs.remove(&job) {
-                        warn!(%job, "job failed: {failure}");
-                        let _ = entry.commands.send(ClientCommand::Event(ClientEvent::JobFailed { failure }));
-                    }
+                Action::NodeRecovered { node } => info!(node = %self.node_name(node), "node recovered"),
+                Action::NodeQuarantined { node, reason } => {
+                    warn!(node = %self.node_name(node), %reason, "node quarantined");
+                }
+                Action::JobSucceeded { job, stats } => {
+                    info!(%job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
+                    self.record_stats(job, stats.retries);
+                    self.finish(job, JobState::Succeeded);
+                }
+                Action::JobFailed { job, failure, stats } => {
+                    warn!(%job, retries = stats.retries, "job failed: {failure}");
+                    self.record_stats(job, stats.retries);
+                    self.finish(job, JobState::Failed(failure));
                 }
             }
         }
+    }
+
+    fn record_stats(&mut self, job: JobId, retries: u64) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.retries = retries;
+        }
+    }
+
+    fn read_input(&mut self, job: JobId, chunk: ChunkIndex) -> std::io::Result<Bytes> {
+        let entry = self.jobs.get_mut(&job).ok_or_else(|| std::io::Error::other("unknown job"))?;
+        let extent = *entry.inputs.get(chunk as usize).ok_or_else(|| std::io::Error::other("unknown chunk"))?;
+        let reader = match &mut entry.input_reader {
+            Some(reader) => reader,
+            slot => slot.insert(self.spool.reader(job, SpoolFile::Input)?),
+        };
+        reader.read(extent)
+    }
+
+    /// Records a job's end; clients hear of it after the commit. Failed and cancelled jobs'
+    /// spooled data goes at once; a succeeded job's results stay until fetched or expired.
+    fn finish(&mut self, job: JobId, state: JobState) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if entry.record.state.is_finished() {
+            return;
+        }
+        if state != JobState::Succeeded {
+            entry.input_reader = None;
+            entry.results_appender = None;
+            entry.results.iter_mut().for_each(|r| *r = None);
+            self.spool.remove(job);
+        }
+        entry.record.state = state;
+        entry.record.finished_unix_ms = Some(unix_ms());
+        self.batch.put_job(job, entry.record.clone());
+        self.touched.insert(job);
+    }
+
+    /// Makes this turn durable, then tells clients what became durable.
+    fn commit(&mut self) {
+        if !self.batch.is_empty() {
+            let synced = self.touched.iter().try_for_each(|job| match self.jobs.get(job).and_then(|e| e.results_appender.as_ref()) {
+                Some(appender) => appender.sync(),
+                None => Ok(()),
+            });
+            let committed = synced.map_err(|e| e.to_string()).and_then(|()| self.journal.commit(&mut self.batch).map_err(|e| e.to_string()));
+            if let Err(e) = committed {
+                warn!(error = %e, "journal commit failed; failing the jobs it concerned");
+                let jobs = self.batch.touched_jobs();
+                self.batch = Batch::default();
+                for job in jobs {
+                    self.scheduler.handle_cancel(now(), job);
+                    self.finish(job, JobState::Failed(JobFailure::Other { message: format!("dispatcher storage failed: {e}") }));
+                }
+                // Try once more to record the failures; if this fails too, they are failed in memory.
+                let _ = self.journal.commit(&mut self.batch);
+                self.batch = Batch::default();
+            }
+        }
+        let touched: Vec<JobId> = self.touched.drain().collect();
+        for job in touched {
+            self.notify(job);
+        }
+    }
+
+    /// Sends a job's clients what is now durable: input stored, results in order, the verdict.
+    fn notify(&mut self, job: JobId) {
+        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if entry.record.input_complete || entry.record.state.is_finished() {
+            if let Some(submitter) = entry.submitter.take() {
+                let event = match &entry.record.state {
+                    JobState::Failed(failure) => ClientEvent::JobFailed { failure: failure.clone() },
+                    JobState::Cancelled => ClientEvent::Error { message: format!("job {job} was cancelled") },
+                    _ => ClientEvent::InputStored { job, chunks: entry.record.chunks },
+                };
+                let _ = submitter.send(event);
+            }
+        }
+        let progress = entry.progress(running);
+        let state = entry.record.state.clone();
+        let results = &entry.results;
+        entry.attachers.retain_mut(|attacher| {
+            if !matches!(state, JobState::Failed(_) | JobState::Cancelled) {
+                while let Some(Some(extent)) = results.get(attacher.next as usize) {
+                    if attacher.commands.send(ClientCommand::Output(*extent)).is_err() {
+                        return false;
+                    }
+                    attacher.next += 1;
+                }
+            }
+            let verdict = match &state {
+                JobState::Running => return true,
+                JobState::Succeeded => {
+                    let _ = attacher.commands.send(ClientCommand::OutputEnd);
+                    ClientEvent::JobSucceeded { progress }
+                }
+                JobState::Failed(failure) => ClientEvent::JobFailed { failure: failure.clone() },
+                JobState::Cancelled => ClientEvent::JobFailed { failure: JobFailure::Other { message: format!("job {job} was cancelled") } },
+            };
+            let _ = attacher.commands.send(ClientCommand::Event(verdict));
+            false
+        });
     }
 
     fn start_job(&mut self, node: NodeId, job: JobId) {
         let (Some(job_entry), Some(node_entry)) = (self.jobs.get(&job), self.nodes.get_mut(&node)) else {
             return;
         };
-        let sub = &job_entry.submission;
+        let sub = &job_entry.record.submission;
         let spec = JobSpec {
             job,
             payload: sub.payload,
@@ -352,20 +674,71 @@ impl Core {
             chunk_timeout_ms: sub.chunk_timeout_ms,
         };
         let _ = node_entry.commands.send(NodeCommand::Send(DispatcherToNode::StartJob(spec)));
-        if node_entry.payloads.insert(sub.payload) {
-            debug!(node = %node_entry.info.name, payload = ?sub.payload, "shipping payload");
-            let _ = node_entry.commands.send(NodeCommand::Payload(sub.payload, job_entry.payload.clone()));
+        if !node_entry.payloads.contains(&sub.payload) {
+            match self.payloads.load(&sub.payload) {
+                Ok(bytes) => {
+                    debug!(node = %node_entry.info.name, payload = ?sub.payload, "shipping payload");
+                    node_entry.payloads.insert(sub.payload);
+                    let _ = node_entry.commands.send(NodeCommand::Payload(sub.payload, bytes));
+                }
+                Err(e) => warn!(%job, error = %e, "cannot load the job's payload"),
+            }
         }
     }
 
     fn send_progress(&mut self) {
         for (job, entry) in &mut self.jobs {
-            let Some(progress) = self.scheduler.progress(*job) else { continue };
+            if entry.attachers.is_empty() || entry.record.state != JobState::Running {
+                continue;
+            }
+            let Some(scheduled) = self.scheduler.progress(*job) else { continue };
+            entry.retries = scheduled.retries;
+            let progress = entry.progress(scheduled.running);
             if entry.last_progress != Some(progress) {
                 entry.last_progress = Some(progress);
-                let _ = entry.commands.send(ClientCommand::Event(ClientEvent::Progress(progress)));
+                for attacher in &entry.attachers {
+                    let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Progress(progress)));
+                }
             }
         }
+    }
+
+    fn summary(&self, job: JobId) -> Result<JobSummary, String> {
+        let entry = self
+            .jobs
+            .get(&job)
+            .ok_or_else(|| format!("no job {job} here (finished jobs are forgotten once fetched or expired)"))?;
+        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        Ok(JobSummary {
+            job,
+            name: entry.record.submission.name.clone(),
+            state: entry.record.state.clone(),
+            progress: entry.progress(running),
+            submitted_unix_ms: entry.record.submitted_unix_ms,
+            blocked: None,
+            output: entry.record.submission.output.clone(),
+            results: entry.record.submission.results,
+        })
+    }
+
+    fn purge_expired(&mut self) {
+        let cutoff = unix_ms().saturating_sub(self.retention.as_millis() as u64);
+        let expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.finished_unix_ms.is_some_and(|t| t < cutoff))
+            .map(|(j, _)| *j)
+            .collect();
+        for job in expired {
+            debug!(%job, "job expired");
+            self.forget(job);
+        }
+    }
+
+    fn forget(&mut self, job: JobId) {
+        self.jobs.remove(&job);
+        self.spool.remove(job);
+        self.batch.delete_job(job);
     }
 
     fn node_statuses(&self) -> Vec<NodeStatus> {
@@ -395,21 +768,31 @@ impl Core {
         }
     }
 
-    fn close_node(&mut self, node: NodeId, reason: String) {
-        if let Some(entry) = self.nodes.remove(&node) {
-            let _ = entry.commands.send(NodeCommand::Close(reason));
-            self.scheduler.handle_node_lost(now(), node);
-        }
-    }
-
     fn node_name(&self, node: NodeId) -> String {
         self.nodes.get(&node).map_or_else(|| format!("#{}", node.0), |n| n.info.name.clone())
+    }
+}
+
+fn requirements(submission: &JobSubmission) -> JobRequirements {
+    JobRequirements {
+        memory_limit: submission.memory_limit,
+        max_attempts: submission.max_attempts,
+        priority: submission.priority,
+        placement_timeout: Duration::from_millis(submission.placement_timeout_ms),
+        platform: match &submission.kind {
+            PayloadKind::Wasm => None,
+            PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
+        },
     }
 }
 
 /// The core's clock: tokio's, so tests can pause and advance it.
 fn now() -> std::time::Instant {
     Instant::now().into_std()
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn sleep_until(deadline: Option<Instant>) {

@@ -5,9 +5,12 @@
 pub mod client;
 pub mod config;
 mod core;
+pub mod journal;
 pub mod local;
 mod output;
+pub mod payloads;
 pub mod scheduler;
 pub mod server;
+pub mod spool;
 
 pub use client::Client;

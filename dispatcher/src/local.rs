@@ -20,7 +20,8 @@ pub struct LocalCluster {
     client: Identity,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
-    cache_root: PathBuf,
+    /// Holds the dispatcher's state and the nodes' caches; removed on shutdown.
+    root: PathBuf,
 }
 
 impl LocalCluster {
@@ -30,7 +31,9 @@ impl LocalCluster {
     /// When certificates cannot be made or a socket cannot be bound.
     pub async fn start(nodes: u32) -> anyhow::Result<Self> {
         let ca = CertificateAuthority::generate("local")?;
-        let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), ca.issue_identity(Role::Dispatcher, "dispatcher")?);
+        let root = std::env::temp_dir().join(format!("dispy-local-{}-{}", std::process::id(), unique()));
+        let identity = ca.issue_identity(Role::Dispatcher, "dispatcher")?;
+        let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), identity, root.join("dispatcher"));
         config.node_timeout = Duration::from_secs(5);
         let dispatcher = Dispatcher::bind(config)?;
         let address = dispatcher.local_addr()?;
@@ -39,13 +42,12 @@ impl LocalCluster {
         tasks.spawn(dispatcher.run(wait_for_stop(stopped.clone())));
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);
         let slots = (cores / nodes.max(1)).max(1);
-        let cache_root = std::env::temp_dir().join(format!("dispy-local-{}", std::process::id()));
         for i in 1..=nodes {
             let config = node::daemon::NodeConfig {
                 dispatcher: address.to_string(),
                 identity: ca.issue_identity(Role::Node, &format!("local-{i}"))?,
                 slots: Some(slots),
-                cache_dir: cache_root.join(format!("node-{i}")),
+                cache_dir: root.join(format!("node-{i}")),
                 heartbeat_interval: Duration::from_secs(1),
                 health_log_interval: Duration::from_secs(30),
             };
@@ -56,7 +58,7 @@ impl LocalCluster {
                 }
             });
         }
-        Ok(Self { address, client: ca.issue_identity(Role::Client, "local-client")?, stop, tasks, cache_root })
+        Ok(Self { address, client: ca.issue_identity(Role::Client, "local-client")?, stop, tasks, root })
     }
 
     /// The dispatcher's address.
@@ -69,12 +71,19 @@ impl LocalCluster {
         &self.client
     }
 
-    /// Stops every daemon and removes the nodes' caches.
+    /// Stops every daemon and removes their files.
     pub async fn shutdown(mut self) {
         let _ = self.stop.send(true);
         while self.tasks.join_next().await.is_some() {}
-        let _ = std::fs::remove_dir_all(&self.cache_root);
+        let _ = std::fs::remove_dir_all(&self.root);
     }
+}
+
+/// Distinguishes clusters started by one process (tests start several).
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
 async fn wait_for_stop(mut stopped: watch::Receiver<bool>) {

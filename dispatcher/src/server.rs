@@ -16,6 +16,7 @@ use common::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobId, NodeToDispatcher, PayloadHash, Role,
     StreamHeader, PROTOCOL_VERSION,
 };
+use tokio::task::JoinSet;
 use common::tls::PeerIdentity;
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot, Semaphore};
@@ -25,7 +26,10 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::config::DispatcherConfig;
 use crate::core::{ClientCommand, Core, Event, NodeCommand};
+use crate::journal::{Journal, JournalError};
+use crate::payloads::PayloadStore;
 use crate::scheduler::{NodeId, SchedulerConfig};
+use crate::spool::{Appender, Spool};
 
 /// Connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -41,6 +45,17 @@ pub enum ServeError {
     /// The TLS configuration is unusable.
     #[error(transparent)]
     Tls(#[from] common::tls::TlsError),
+    /// The journal could not be opened (corrupt, or the state directory is unusable).
+    #[error("{0}; refusing to start (move the state directory away to start empty)")]
+    Journal(#[from] JournalError),
+    /// The state directory could not be prepared.
+    #[error("state directory {path}: {source}")]
+    State {
+        /// The directory.
+        path: String,
+        /// The underlying error.
+        source: std::io::Error,
+    },
     /// The UDP socket could not be bound.
     #[error("failed to listen on {addr}: {source}")]
     Bind {
@@ -55,6 +70,8 @@ pub enum ServeError {
 pub struct Dispatcher {
     endpoint: quinn::Endpoint,
     config: Arc<DispatcherConfig>,
+    core: Core,
+    payloads: PayloadStore,
 }
 
 impl Dispatcher {
@@ -62,11 +79,33 @@ impl Dispatcher {
     ///
     /// # Errors
     /// [`ServeError`] when TLS or the socket cannot be set up.
+    /// Opens the state directory (journal, spool, payloads), resumes unfinished jobs and binds
+    /// the QUIC endpoint.
+    ///
+    /// # Errors
+    /// [`ServeError`] when TLS, the state directory or the socket cannot be set up.
     pub fn bind(config: DispatcherConfig) -> Result<Self, ServeError> {
+        let state = |source| ServeError::State { path: config.state_dir.display().to_string(), source };
+        std::fs::create_dir_all(&config.state_dir).map_err(state)?;
+        let spool = Spool::open(&config.state_dir).map_err(state)?;
+        let payloads = PayloadStore::open(&config.state_dir).map_err(state)?;
+        let (journal, recovered) = Journal::open(&config.state_dir.join("journal.redb"))?;
+        let core = Core::new(
+            SchedulerConfig {
+                pipeline_depth: config.pipeline_depth,
+                node_timeout: config.node_timeout,
+                ..SchedulerConfig::default()
+            },
+            journal,
+            recovered,
+            spool.clone(),
+            payloads.clone(),
+            config.retention,
+        );
         let server = common::tls::server_config(&config.identity)?;
         let endpoint = quinn::Endpoint::server(server, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Self { endpoint, config: Arc::new(config) })
+        Ok(Self { endpoint, config: Arc::new(config), core, payloads })
     }
 
     /// The address actually bound (useful with port 0).
@@ -81,15 +120,13 @@ impl Dispatcher {
     /// wait for them within a grace period, close the endpoint.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let (events, event_rx) = mpsc::channel(4096);
-        let core = Core::new(SchedulerConfig {
-            pipeline_depth: self.config.pipeline_depth,
-            node_timeout: self.config.node_timeout,
-        });
-        let core_task = tokio::spawn(core.run(event_rx).instrument(tracing::info_span!("core")));
+        let addr = self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
+        let core_task = tokio::spawn(self.core.run(event_rx).instrument(tracing::info_span!("core")));
+        let shared = Arc::new(Shared { config: Arc::clone(&self.config), payloads: self.payloads });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-        info!(addr = %self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string()), "dispatcher listening");
+        info!(%addr, "dispatcher listening");
         tokio::pin!(shutdown);
         loop {
             let incoming = tokio::select! {
@@ -99,14 +136,14 @@ impl Dispatcher {
             let Some(incoming) = incoming else { break };
             let Ok(permit) = Arc::clone(&limit).acquire_owned().await else { break };
             let events = events.clone();
-            let config = Arc::clone(&self.config);
+            let shared = Arc::clone(&shared);
             let cancel = cancel.clone();
             let remote = incoming.remote_address();
             tracker.spawn(
                 async move {
                     tokio::select! {
                         () = cancel.cancelled() => {}
-                        () = serve_connection(incoming, config, events) => {}
+                        () = serve_connection(incoming, shared, events) => {}
                     }
                     drop(permit);
                 }
@@ -127,7 +164,14 @@ impl Dispatcher {
     }
 }
 
-async fn serve_connection(incoming: quinn::Incoming, config: Arc<DispatcherConfig>, events: mpsc::Sender<Event>) {
+/// What every connection task may use besides the core.
+struct Shared {
+    config: Arc<DispatcherConfig>,
+    payloads: PayloadStore,
+}
+
+async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
+    let config = &shared.config;
     let conn = match incoming.await {
         Ok(conn) => conn,
         Err(e) => {
@@ -145,12 +189,12 @@ async fn serve_connection(incoming: quinn::Incoming, config: Arc<DispatcherConfi
     };
     let span = tracing::info_span!("peer", name = %peer.name, role = %peer.role);
     let result = async {
-        let mut control = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, &config, &peer))
+        let mut control = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, config, &peer))
             .await
             .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
         match peer.role {
-            Role::Node => serve_node(&conn, &mut control, &peer, &config, &events).await,
-            Role::Client => serve_client(&conn, &mut control, &config, &events).await,
+            Role::Node => serve_node(&conn, &mut control, &peer, config, &events).await,
+            Role::Client => serve_client(&conn, control, &shared, &events).await,
             Role::Dispatcher => Err(ConnError::Refused("dispatcher certificates cannot connect as peers".into())),
         }
     }
@@ -295,48 +339,121 @@ async fn send_payload(conn: &quinn::Connection, hash: PayloadHash, bytes: Bytes)
 
 async fn serve_client(
     conn: &quinn::Connection,
-    control: &mut Connection,
-    config: &DispatcherConfig,
+    control: Connection,
+    shared: &Shared,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), ConnError> {
-    while let Some(request) = control.read_frame::<ClientRequest>().await? {
-        match request {
-            ClientRequest::ListNodes => {
-                let (reply, nodes) = oneshot::channel();
-                events.send(Event::ListNodes { reply }).await.map_err(|_| ConnError::CoreGone)?;
-                let nodes = nodes.await.map_err(|_| ConnError::CoreGone)?;
-                control.write_frame(&ClientEvent::Nodes(nodes)).await?;
+    let Connection { send, mut recv } = control;
+    let (outbox, outbox_rx) = mpsc::unbounded_channel();
+    let mut uploads = JoinSet::new();
+    let mut attachments = JoinSet::new();
+    let requests = async {
+        while let Some(request) = recv.read_frame::<ClientRequest>().await? {
+            handle_request(conn, shared, events, &outbox, &mut uploads, &mut attachments, request).await?;
+            while let Some(done) = attachments.try_join_next() {
+                if let Ok(Err(e)) = done {
+                    debug!(error = %e, "attachment ended");
+                }
             }
-            ClientRequest::Submit(submission) => {
-                if submission.payload_len > config.max_payload as u64 {
-                    let message = format!(
-                        "payload of {} exceeds the dispatcher's limit of {}",
-                        common::units::format_size(submission.payload_len),
-                        common::units::format_size(config.max_payload as u64)
-                    );
-                    control.write_frame(&ClientEvent::Error { message }).await?;
-                    continue;
+        }
+        Ok::<_, ConnError>(())
+    };
+    let result = tokio::select! {
+        r = requests => r,
+        r = write_client_events(send, outbox_rx) => r,
+    };
+    // Let uploads see the end of their streams (and report incomplete input) before going.
+    let _ = tokio::time::timeout(Duration::from_secs(5), async { while uploads.join_next().await.is_some() {} }).await;
+    result
+}
+
+async fn handle_request(
+    conn: &quinn::Connection,
+    shared: &Shared,
+    events: &mpsc::Sender<Event>,
+    outbox: &mpsc::UnboundedSender<ClientEvent>,
+    uploads: &mut JoinSet<()>,
+    attachments: &mut JoinSet<Result<(), ConnError>>,
+    request: ClientRequest,
+) -> Result<(), ConnError> {
+    let config = &shared.config;
+    let gone = |_| ConnError::CoreGone;
+    match request {
+        ClientRequest::ListNodes => {
+            let (reply, answer) = oneshot::channel();
+            events.send(Event::ListNodes { reply }).await.map_err(gone)?;
+            let _ = outbox.send(ClientEvent::Nodes(answer.await.map_err(|_| ConnError::CoreGone)?));
+        }
+        ClientRequest::ListJobs => {
+            let (reply, answer) = oneshot::channel();
+            events.send(Event::ListJobs { reply }).await.map_err(gone)?;
+            let _ = outbox.send(ClientEvent::Jobs(answer.await.map_err(|_| ConnError::CoreGone)?));
+        }
+        ClientRequest::Status { job } | ClientRequest::Cancel { job } => {
+            let (reply, answer) = oneshot::channel();
+            let event = if matches!(request, ClientRequest::Cancel { .. }) {
+                Event::Cancel { job, reply }
+            } else {
+                Event::Status { job, reply }
+            };
+            events.send(event).await.map_err(gone)?;
+            let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
+                Ok(summary) => ClientEvent::Status(summary),
+                Err(message) => ClientEvent::Error { message },
+            });
+        }
+        ClientRequest::Release { job } => events.send(Event::Release { job }).await.map_err(gone)?,
+        ClientRequest::Attach { job } => {
+            let (commands, command_rx) = mpsc::unbounded_channel();
+            let (reply, answer) = oneshot::channel();
+            events.send(Event::Attach { job, commands, reply }).await.map_err(gone)?;
+            match answer.await.map_err(|_| ConnError::CoreGone)? {
+                Ok(attachment) => {
+                    let conn = conn.clone();
+                    let outbox = outbox.clone();
+                    // Tracked by the connection's JoinSet, which aborts it with the connection.
+                    attachments.spawn(async move { stream_results(&conn, job, attachment.results, command_rx, &outbox).await });
                 }
-                let (reply, known) = oneshot::channel();
-                events.send(Event::HasPayload { hash: submission.payload, reply }).await.map_err(|_| ConnError::CoreGone)?;
-                if !known.await.map_err(|_| ConnError::CoreGone)? {
-                    control.write_frame(&ClientEvent::NeedPayload).await?;
-                    let bytes = receive_payload(conn, config, submission.payload).await?;
-                    events.send(Event::PayloadUploaded { hash: submission.payload, bytes }).await.map_err(|_| ConnError::CoreGone)?;
+                Err(message) => {
+                    let _ = outbox.send(ClientEvent::Error { message });
                 }
-                let (commands, command_rx) = mpsc::unbounded_channel();
-                let (reply, accepted) = oneshot::channel();
-                events.send(Event::Submit { submission, commands, reply }).await.map_err(|_| ConnError::CoreGone)?;
-                match accepted.await.map_err(|_| ConnError::CoreGone)? {
-                    Ok(job) => {
-                        control.write_frame(&ClientEvent::JobAccepted { job }).await?;
-                        let result = run_job(conn, control, config, events, job, command_rx).await;
-                        if result.is_err() {
-                            let _ = events.send(Event::ClientGone { job }).await;
+            }
+        }
+        ClientRequest::Submit(submission) => {
+            if submission.payload_len > config.max_payload as u64 {
+                let message = format!(
+                    "payload of {} exceeds the dispatcher's limit of {}",
+                    common::units::format_size(submission.payload_len),
+                    common::units::format_size(config.max_payload as u64)
+                );
+                let _ = outbox.send(ClientEvent::Error { message });
+                return Ok(());
+            }
+            if !shared.payloads.contains(&submission.payload) {
+                let _ = outbox.send(ClientEvent::NeedPayload);
+                let bytes = receive_payload(conn, config, submission.payload).await?;
+                if let Err(e) = shared.payloads.store(submission.payload, bytes) {
+                    let _ = outbox.send(ClientEvent::Error { message: format!("dispatcher cannot store the payload: {e}") });
+                    return Ok(());
+                }
+            }
+            let (reply, answer) = oneshot::channel();
+            events.send(Event::Submit { submission, submitter: outbox.clone(), reply }).await.map_err(gone)?;
+            match answer.await.map_err(|_| ConnError::CoreGone)? {
+                Ok((job, appender)) => {
+                    let _ = outbox.send(ClientEvent::JobAccepted { job });
+                    let input = conn.accept_uni().await.map_err(StreamError::from)?;
+                    let events = events.clone();
+                    let max_chunk = config.max_chunk;
+                    // Tracked by the connection's JoinSet; it ends with the input stream.
+                    uploads.spawn(async move {
+                        if let Err(error) = receive_input(input, max_chunk, job, appender, &events).await {
+                            let _ = events.send(Event::InputFailed { job, error }).await;
                         }
-                        return result;
-                    }
-                    Err(message) => control.write_frame(&ClientEvent::Error { message }).await?,
+                    });
+                }
+                Err(message) => {
+                    let _ = outbox.send(ClientEvent::Error { message });
                 }
             }
         }
@@ -359,61 +476,84 @@ async fn receive_payload(conn: &quinn::Connection, config: &DispatcherConfig, ex
     Ok(bytes)
 }
 
-/// Streams a job's input in and its output and events out until the job ends.
-async fn run_job(
-    conn: &quinn::Connection,
-    control: &mut Connection,
-    config: &DispatcherConfig,
-    events: &mpsc::Sender<Event>,
+/// Spools a job's input as it arrives. QUIC flow control is the backpressure: the client can send
+/// only as fast as this task writes to disk.
+async fn receive_input(
+    stream: quinn::RecvStream,
+    max_chunk: usize,
     job: JobId,
-    mut commands: mpsc::UnboundedReceiver<ClientCommand>,
-) -> Result<(), ConnError> {
-    let mut input = FramedRecv::new(conn.accept_uni().await.map_err(StreamError::from)?, config.max_message);
-    if input.expect_frame::<StreamHeader>().await? != (StreamHeader::JobInput { job }) {
-        return Err(StreamError::Unexpected("expected the job's input stream".into()).into());
+    mut appender: Appender,
+    events: &mpsc::Sender<Event>,
+) -> Result<(), String> {
+    let mut input = FramedRecv::new(stream, common::frame::DEFAULT_MAX_MESSAGE);
+    match input.expect_frame::<StreamHeader>().await {
+        Ok(StreamHeader::JobInput { job: j }) if j == job => {}
+        Ok(other) => return Err(format!("expected the job's input stream, got {other:?}")),
+        Err(e) => return Err(format!("input stream failed: {e}")),
     }
-    input.set_max_frame(config.max_chunk);
+    input.set_max_frame(max_chunk);
+    loop {
+        let chunk = match input.read_raw().await {
+            Ok(Some(chunk)) => chunk,
+            Ok(None) => break,
+            Err(e) if e.is_connection_lost() => return Err("the submitter disconnected before the input was complete".into()),
+            Err(e) => return Err(format!("bad input stream: {e}")),
+        };
+        let extent = appender.append(&chunk).map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
+        events.send(Event::Input { job, extent }).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
+    }
+    appender.sync().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
+    events.send(Event::InputEnd { job }).await.map_err(|_| "the dispatcher is shutting down".to_string())
+}
+
+/// Follows one job for one client: results in chunk order on an output stream, progress and the
+/// verdict on the control stream (through the outbox).
+async fn stream_results(
+    conn: &quinn::Connection,
+    job: JobId,
+    results: Option<crate::spool::Reader>,
+    mut commands: mpsc::UnboundedReceiver<ClientCommand>,
+    outbox: &mpsc::UnboundedSender<ClientEvent>,
+) -> Result<(), ConnError> {
     let mut output = open_uni(conn, &StreamHeader::JobOutput { job }).await?;
-    let read_input = async {
-        while let Some(chunk) = input.read_raw().await? {
-            events.send(Event::Input { job, input: chunk }).await.map_err(|_| ConnError::CoreGone)?;
-        }
-        events.send(Event::InputEnd { job }).await.map_err(|_| ConnError::CoreGone)?;
-        // Input is done; keep this branch pending so the select! waits for the job's end.
-        std::future::pending::<Result<(), ConnError>>().await
-    };
-    let forward = async {
-        while let Some(first) = commands.recv().await {
-            let mut next = Some(first);
-            while let Some(command) = next.take() {
-                match command {
-                    ClientCommand::Output(bytes) => output.queue_raw(&bytes)?,
-                    ClientCommand::OutputEnd => output.finish().await?,
-                    ClientCommand::Event(event) => {
+    output.flush().await?;
+    while let Some(first) = commands.recv().await {
+        let mut next = Some(first);
+        while let Some(command) = next.take() {
+            match command {
+                ClientCommand::Output(extent) => {
+                    let Some(reader) = &results else { continue };
+                    let bytes = reader.read(extent).map_err(|e| ConnError::Refused(format!("cannot read a stored result: {e}")))?;
+                    output.queue_raw(&bytes)?;
+                    if output.queued() >= 1 << 20 {
                         output.flush().await?;
-                        let last = matches!(event, ClientEvent::JobSucceeded { .. } | ClientEvent::JobFailed { .. });
-                        control.send.queue_frame(&event)?;
-                        if last {
-                            control.send.finish().await?;
-                            return Ok(());
-                        }
                     }
                 }
-                next = commands.try_recv().ok();
+                ClientCommand::OutputEnd => output.finish().await?,
+                ClientCommand::Event(event) => {
+                    output.flush().await?;
+                    let last = matches!(event, ClientEvent::JobSucceeded { .. } | ClientEvent::JobFailed { .. });
+                    let _ = outbox.send(event);
+                    if last {
+                        return Ok(());
+                    }
+                }
             }
-            output.flush().await?;
-            control.send.flush().await?;
+            next = commands.try_recv().ok();
         }
-        Err(ConnError::CoreGone)
-    };
-    tokio::select! {
-        r = read_input => r,
-        r = forward => {
-            if r.is_ok() {
-                // Let the client read the final event before the connection goes.
-                let _ = tokio::time::timeout(Duration::from_secs(5), conn.closed()).await;
-            }
-            r
-        }
+        output.flush().await?;
     }
+    Ok(())
+}
+
+async fn write_client_events(mut send: FramedSend, mut outbox: mpsc::UnboundedReceiver<ClientEvent>) -> Result<(), ConnError> {
+    while let Some(event) = outbox.recv().await {
+        send.queue_frame(&event)?;
+        while let Ok(more) = outbox.try_recv() {
+            send.queue_frame(&more)?;
+        }
+        send.flush().await?;
+    }
+    // Every sender is gone: nothing more to say.
+    std::future::pending().await
 }

@@ -134,7 +134,9 @@ fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
 }
 
 fn slot_loop(shared: &Shared) {
-    let mut current: Option<(JobId, Worker)> = None;
+    // Keyed by the job's context, not its id: a job restarted in a new session (same id, fresh
+    // cancel flag) must not reuse a worker bound to the old session's flag.
+    let mut current: Option<(Arc<JobContext>, Worker)> = None;
     loop {
         let work = {
             let mut queue = lock(&shared.queue);
@@ -170,15 +172,15 @@ fn slot_loop(shared: &Shared) {
 
 fn run_chunk(
     shared: &Shared,
-    current: &mut Option<(JobId, Worker)>,
+    current: &mut Option<(Arc<JobContext>, Worker)>,
     work: &Work,
 ) -> Result<bytes::Bytes, common::proto::ChunkFailure> {
     let job = &work.job;
-    if current.as_ref().is_none_or(|(id, _)| *id != job.job) {
+    if current.as_ref().is_none_or(|(context, _)| !Arc::ptr_eq(context, job)) {
         *current = None;
         let limits = Limits { memory: job.memory_limit, chunk_timeout: job.chunk_timeout };
         let worker = shared.executor.worker(&job.payload, &job.args, limits, job.cancel.clone())?;
-        *current = Some((job.job, worker));
+        *current = Some((Arc::clone(job), worker));
     }
     let Some((_, worker)) = current.as_mut() else {
         unreachable!("a worker was installed just above");

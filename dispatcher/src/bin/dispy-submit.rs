@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use common::job::JobDescription;
 use common::pki::Identity;
-use common::proto::{JobProgress, NodeStatus};
+use common::proto::{JobId, JobProgress, JobState, JobSummary, NodeStatus};
 use common::split::SplitRule;
 use dispatcher::client::ClientError;
 use dispatcher::local::LocalCluster;
@@ -43,6 +43,35 @@ struct Cli {
 enum Command {
     /// Run a job and write its output; exits 0 only if every chunk succeeded.
     Run(Box<RunArgs>),
+    /// Submit a job, upload its input, print its id and return; `wait` fetches the output later.
+    Submit(Box<RunArgs>),
+    /// Wait for a job (reattach) and write its output; exits 0 only if every chunk succeeded.
+    Wait {
+        /// The job id.
+        job: u64,
+        /// Where to write the output (default: where the submitter asked for it).
+        #[arg(long)]
+        output: Option<PathBuf>,
+    },
+    /// Show one job.
+    Status {
+        /// The job id.
+        job: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a job: its chunks stop on the nodes and no output is written.
+    Cancel {
+        /// The job id.
+        job: u64,
+    },
+    /// List the jobs the dispatcher remembers.
+    Jobs {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the nodes connected to the dispatcher.
     Nodes {
         /// Print JSON instead of a table.
@@ -106,6 +135,11 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match &cli.command {
             Command::Run(run_args) => run(&cli, run_args).await,
+            Command::Submit(run_args) => submit(&cli, run_args).await,
+            Command::Wait { job, output } => wait(&cli, JobId(*job), output.as_deref()).await,
+            Command::Status { job, json } => status(&cli, JobId(*job), false, *json).await,
+            Command::Cancel { job } => status(&cli, JobId(*job), true, false).await,
+            Command::Jobs { json } => jobs(&cli, *json).await,
             Command::Nodes { json } => nodes(&cli, *json).await,
         }
     });
@@ -176,6 +210,90 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
+async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
+    if args.local.is_some() {
+        return Err(Failure::Usage(anyhow::anyhow!("--local works with `run` only: an embedded cluster ends with the command")));
+    }
+    let job = job_from(args).map_err(Failure::Usage)?;
+    check_payload(&job).map_err(Failure::Usage)?;
+    let mut client = connect(cli).await?;
+    let id = client.submit(&job).await?;
+    println!("{id}");
+    Ok(())
+}
+
+async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result<(), Failure> {
+    let mut client = connect(cli).await?;
+    let summary = client.status(job).await?;
+    let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
+    let client = connect(cli).await?;
+    let mut display = ProgressDisplay::new();
+    let report = client.wait(job, &output, summary.results, |p| display.update(p)).await;
+    display.finish();
+    let report = report?;
+    eprintln!("job {} done: {} chunks; output written to {}", report.job, report.progress.done, report.output.display());
+    Ok(())
+}
+
+async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), Failure> {
+    let mut client = connect(cli).await?;
+    let summary = if cancel { client.cancel(job).await? } else { client.status(job).await? };
+    if json {
+        println!("{}", job_json(&summary));
+    } else {
+        print_job_table(std::slice::from_ref(&summary));
+        if let JobState::Failed(failure) = &summary.state {
+            println!("failure: {failure}");
+        }
+        if let Some(reason) = &summary.blocked {
+            println!("waiting: {reason}");
+        }
+    }
+    Ok(())
+}
+
+async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
+    let jobs = connect(cli).await?.jobs().await?;
+    if json {
+        let items: Vec<String> = jobs.iter().map(job_json).collect();
+        println!("[{}]", items.join(","));
+    } else {
+        print_job_table(&jobs);
+    }
+    Ok(())
+}
+
+async fn connect(cli: &Cli) -> Result<Client, Failure> {
+    let identity = load_identity(cli).map_err(Failure::Usage)?;
+    Ok(Client::connect(&cli.dispatcher, &identity).await?)
+}
+
+fn print_job_table(jobs: &[JobSummary]) {
+    println!("{:>6} {:<20} {:<10} {:>15} {:>8} {:>8}", "JOB", "NAME", "STATE", "DONE/TOTAL", "RUNNING", "RETRIES");
+    for j in jobs {
+        let done = format!("{}/{}{}", j.progress.done, j.progress.total, if j.progress.input_complete { "" } else { "+" });
+        println!(
+            "{:>6} {:<20} {:<10} {:>15} {:>8} {:>8}",
+            j.job, j.name, j.state.name(), done, j.progress.running, j.progress.retries
+        );
+    }
+    if jobs.is_empty() {
+        println!("(no jobs)");
+    }
+}
+
+fn job_json(j: &JobSummary) -> String {
+    let failure = match &j.state {
+        JobState::Failed(failure) => format!("{:?}", failure.to_string()),
+        _ => "null".into(),
+    };
+    format!(
+        r#"{{"job":{},"name":{:?},"state":{:?},"done":{},"total":{},"input_complete":{},"running":{},"retries":{},"submitted_unix_ms":{},"output":{:?},"failure":{}}}"#,
+        j.job, j.name, j.state.name(), j.progress.done, j.progress.total, j.progress.input_complete,
+        j.progress.running, j.progress.retries, j.submitted_unix_ms, j.output, failure
+    )
+}
+
 /// Builds the job from a job file and/or flags, flags winning.
 fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
     let mut job = match &args.job_file {
@@ -244,11 +362,9 @@ fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
 }
 
 async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
-    let identity = load_identity(cli).map_err(Failure::Usage)?;
-    let mut client = Client::connect(&cli.dispatcher, &identity).await?;
-    let nodes = client.nodes().await?;
+    let nodes = connect(cli).await?.nodes().await?;
     if json {
-        let text = serde_json_lines(&nodes);
+        let text = nodes_json(&nodes);
         println!("{text}");
     } else {
         print_node_table(&nodes);
@@ -274,8 +390,9 @@ fn print_node_table(nodes: &[NodeStatus]) {
     }
 }
 
-/// Renders nodes as a JSON array without pulling in a JSON library for one command.
-fn serde_json_lines(nodes: &[NodeStatus]) -> String {
+/// Renders nodes as a JSON array (Rust's `{:?}` of a string is a valid JSON string for the
+/// names and addresses dispy produces).
+fn nodes_json(nodes: &[NodeStatus]) -> String {
     let items: Vec<String> = nodes
         .iter()
         .map(|n| {

@@ -1,0 +1,314 @@
+//! The dispatcher's journal: a redb database in the state directory recording every job, where
+//! each chunk's input is spooled and which chunks have a stored result. It is what a restarted
+//! dispatcher resumes from.
+//!
+//! The core collects changes in a [`Batch`] during one turn and commits it in one durable
+//! transaction at the end of the turn (group commit), after syncing the spool files the batch
+//! points into, so an extent in the journal always names bytes that are on disk.
+
+use std::path::Path;
+
+use common::proto::{ChunkIndex, JobId, JobRecord};
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use thiserror::Error;
+
+use crate::spool::Extent;
+
+const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
+const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("inputs");
+const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
+const NEXT_JOB: &str = "next_job";
+
+/// A journal failure.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum JournalError {
+    /// The database could not be opened, read or written (including a full disk).
+    #[error("journal {path}: {source}")]
+    Database {
+        /// The journal file.
+        path: String,
+        /// The underlying error.
+        source: Box<redb::Error>,
+    },
+    /// A stored record could not be decoded: the journal is corrupt or from another version.
+    #[error("journal {path}: job {job} has an unreadable record: {reason}")]
+    Corrupt {
+        /// The journal file.
+        path: String,
+        /// The job.
+        job: u64,
+        /// What went wrong.
+        reason: String,
+    },
+}
+
+/// Changes to commit together.
+#[derive(Debug, Default)]
+pub struct Batch {
+    next_job: Option<u64>,
+    jobs: Vec<(JobId, JobRecord)>,
+    inputs: Vec<(JobId, ChunkIndex, Extent)>,
+    results: Vec<(JobId, ChunkIndex, Extent)>,
+    deleted: Vec<JobId>,
+}
+
+impl Batch {
+    /// Records the next job id to hand out.
+    pub fn set_next_job(&mut self, next: u64) {
+        self.next_job = Some(next);
+    }
+
+    /// Records a job's (new) record.
+    pub fn put_job(&mut self, job: JobId, record: JobRecord) {
+        self.jobs.push((job, record));
+    }
+
+    /// Records where a chunk's input is spooled.
+    pub fn put_input(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
+        self.inputs.push((job, chunk, extent));
+    }
+
+    /// Records where a chunk's accepted result is spooled.
+    pub fn put_result(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
+        self.results.push((job, chunk, extent));
+    }
+
+    /// Forgets a job entirely.
+    pub fn delete_job(&mut self, job: JobId) {
+        self.deleted.push(job);
+    }
+
+    /// Whether there is nothing to commit.
+    pub fn is_empty(&self) -> bool {
+        self.next_job.is_none()
+            && self.jobs.is_empty()
+            && self.inputs.is_empty()
+            && self.results.is_empty()
+            && self.deleted.is_empty()
+    }
+
+    /// Jobs this batch touches, so a failed commit can be charged to them.
+    pub fn touched_jobs(&self) -> Vec<JobId> {
+        let mut jobs: Vec<JobId> = self
+            .jobs
+            .iter()
+            .map(|(j, _)| *j)
+            .chain(self.inputs.iter().map(|(j, _, _)| *j))
+            .chain(self.results.iter().map(|(j, _, _)| *j))
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        jobs
+    }
+}
+
+/// What the journal held when it was opened.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The next job id to hand out.
+    pub next_job: u64,
+    /// Every remembered job.
+    pub jobs: Vec<(JobId, JobRecord)>,
+}
+
+/// The open journal.
+pub struct Journal {
+    db: Database,
+    path: String,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal").field("path", &self.path).finish()
+    }
+}
+
+impl Journal {
+    /// Opens or creates the journal at `path` and reads every job record.
+    ///
+    /// # Errors
+    /// [`JournalError`] when the file cannot be opened or is corrupt.
+    pub fn open(path: &Path) -> Result<(Self, Recovered), JournalError> {
+        let display = path.display().to_string();
+        let db = Database::create(path).map_err(|e| database_error(&display, e))?;
+        let journal = Self { db, path: display };
+        let recovered = journal.read_all()?;
+        Ok((journal, recovered))
+    }
+
+    fn read_all(&self) -> Result<Recovered, JournalError> {
+        let err = |e: redb::Error| database_error(&self.path, e);
+        // Creating the tables up front lets readers assume they exist.
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        for table in [META] {
+            txn.open_table(table).map_err(|e| err(e.into()))?;
+        }
+        txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+        txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
+        txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
+
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+        let next_job = meta.get(NEXT_JOB).map_err(|e| err(e.into()))?.map_or(1, |v| v.value());
+        let jobs_table = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+        let mut jobs = Vec::new();
+        for entry in jobs_table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            let record: JobRecord = common::frame::from_bytes(value.value()).map_err(|e| JournalError::Corrupt {
+                path: self.path.clone(),
+                job: key.value(),
+                reason: e.to_string(),
+            })?;
+            jobs.push((JobId(key.value()), record));
+        }
+        Ok(Recovered { next_job, jobs })
+    }
+
+    /// Reads the spooled inputs of a job, in chunk order.
+    ///
+    /// # Errors
+    /// [`JournalError::Database`] on a read failure.
+    pub fn inputs(&self, job: JobId) -> Result<Vec<Extent>, JournalError> {
+        Ok(self.extents(INPUTS, job)?.into_iter().map(|(_, e)| e).collect())
+    }
+
+    /// Reads the stored results of a job.
+    ///
+    /// # Errors
+    /// [`JournalError::Database`] on a read failure.
+    pub fn results(&self, job: JobId) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
+        self.extents(RESULTS, job)
+    }
+
+    fn extents(
+        &self,
+        table: TableDefinition<(u64, u64), (u64, u64)>,
+        job: JobId,
+    ) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
+        let err = |e: redb::Error| database_error(&self.path, e);
+        let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
+        let table = txn.open_table(table).map_err(|e| err(e.into()))?;
+        let mut out = Vec::new();
+        for entry in table.range((job.0, 0)..=(job.0, u64::MAX)).map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            let (offset, len) = value.value();
+            out.push((key.value().1, Extent { offset, len }));
+        }
+        Ok(out)
+    }
+
+    /// Commits a batch durably and empties it.
+    ///
+    /// # Errors
+    /// [`JournalError::Database`]; the batch is left as it was.
+    pub fn commit(&self, batch: &mut Batch) -> Result<(), JournalError> {
+        let err = |e: redb::Error| database_error(&self.path, e);
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            if let Some(next) = batch.next_job {
+                txn.open_table(META).map_err(|e| err(e.into()))?.insert(NEXT_JOB, next).map_err(|e| err(e.into()))?;
+            }
+            let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+            for (job, record) in &batch.jobs {
+                // Encoding a JobRecord cannot fail: every field is a plain value.
+                let bytes = common::frame::to_bytes(record).expect("job records encode");
+                jobs.insert(job.0, bytes.as_slice()).map_err(|e| err(e.into()))?;
+            }
+            let mut inputs = txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
+            for (job, chunk, extent) in &batch.inputs {
+                inputs.insert((job.0, *chunk), (extent.offset, extent.len)).map_err(|e| err(e.into()))?;
+            }
+            let mut results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+            for (job, chunk, extent) in &batch.results {
+                results.insert((job.0, *chunk), (extent.offset, extent.len)).map_err(|e| err(e.into()))?;
+            }
+            for job in &batch.deleted {
+                jobs.remove(job.0).map_err(|e| err(e.into()))?;
+                inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
+                results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
+            }
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        *batch = Batch::default();
+        Ok(())
+    }
+}
+
+fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
+    JournalError::Database { path: path.to_owned(), source: Box::new(e.into()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use common::proto::{JobState, JobSubmission, PayloadHash, PayloadKind, ResultMode};
+
+    use super::*;
+
+    fn record(chunks: u64) -> JobRecord {
+        JobRecord {
+            submission: JobSubmission {
+                name: "t".into(),
+                payload: PayloadHash::of(b"p"),
+                payload_len: 1,
+                kind: PayloadKind::Wasm,
+                args: Vec::new(),
+                max_attempts: 3,
+                chunk_timeout_ms: 1000,
+                memory_limit: 1 << 20,
+                priority: 0,
+                placement_timeout_ms: 1000,
+                output: "out".into(),
+                results: ResultMode::Concat,
+            },
+            state: JobState::Running,
+            chunks,
+            input_complete: true,
+            submitted_unix_ms: 1,
+            finished_unix_ms: None,
+        }
+    }
+
+    #[test]
+    fn survives_reopen_and_deletes_whole_jobs() {
+        let dir = std::env::temp_dir().join(format!("dispy-journal-test-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("journal.redb");
+        {
+            let (journal, recovered) = Journal::open(&path).expect("open");
+            assert_eq!(recovered.next_job, 1);
+            let mut batch = Batch::default();
+            batch.set_next_job(3);
+            for job in [JobId(1), JobId(2)] {
+                batch.put_job(job, record(2));
+                batch.put_input(job, 0, Extent { offset: 0, len: 5 });
+                batch.put_input(job, 1, Extent { offset: 5, len: 7 });
+                batch.put_result(job, 1, Extent { offset: 0, len: 8 });
+            }
+            journal.commit(&mut batch).expect("commit");
+            assert!(batch.is_empty());
+            batch.delete_job(JobId(1));
+            journal.commit(&mut batch).expect("delete");
+        }
+        let (journal, recovered) = Journal::open(&path).expect("reopen");
+        assert_eq!(recovered.next_job, 3);
+        assert_eq!(recovered.jobs, vec![(JobId(2), record(2))]);
+        assert_eq!(journal.inputs(JobId(2)).expect("inputs"), vec![Extent { offset: 0, len: 5 }, Extent { offset: 5, len: 7 }]);
+        assert_eq!(journal.results(JobId(2)).expect("results"), vec![(1, Extent { offset: 0, len: 8 })]);
+        assert!(journal.inputs(JobId(1)).expect("inputs").is_empty());
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    #[test]
+    fn garbage_file_is_a_clear_error() {
+        let dir = std::env::temp_dir().join(format!("dispy-journal-garbage-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("journal.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("garbage");
+        let err = Journal::open(&path).expect_err("corrupt journal refused");
+        assert!(err.to_string().contains("journal.redb"), "{err}");
+        std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+}

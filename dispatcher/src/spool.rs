@@ -1,0 +1,135 @@
+//! The dispatcher's spool: each job's chunk inputs and accepted results in append-only files under
+//! `STATE_DIR/jobs/ID/`, so memory stays bounded however large the input, and a restarted
+//! dispatcher still has them. Which bytes belong to which chunk is recorded in the
+//! [`Journal`](crate::journal::Journal) as [`Extent`]s.
+
+use std::fs::{File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::PathBuf;
+
+use bytes::Bytes;
+use common::proto::JobId;
+
+/// Where a chunk's bytes are in a spool file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Extent {
+    /// Byte offset in the file.
+    pub offset: u64,
+    /// Length in bytes.
+    pub len: u64,
+}
+
+/// Which of a job's two spool files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpoolFile {
+    /// Chunk inputs, in chunk order.
+    Input,
+    /// Accepted results, in the order they were accepted.
+    Results,
+}
+
+impl SpoolFile {
+    fn name(self) -> &'static str {
+        match self {
+            SpoolFile::Input => "input",
+            SpoolFile::Results => "results",
+        }
+    }
+}
+
+/// The spool directory.
+#[derive(Debug, Clone)]
+pub struct Spool {
+    root: PathBuf,
+}
+
+impl Spool {
+    /// Opens (creating) the spool under `state_dir`.
+    ///
+    /// # Errors
+    /// If the directory cannot be created.
+    pub fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
+        let root = state_dir.join("jobs");
+        std::fs::create_dir_all(&root)?;
+        Ok(Self { root })
+    }
+
+    /// Opens one of a job's files for appending, creating the job's directory.
+    ///
+    /// # Errors
+    /// If the file cannot be opened.
+    pub fn appender(&self, job: JobId, file: SpoolFile) -> std::io::Result<Appender> {
+        let dir = self.root.join(job.0.to_string());
+        std::fs::create_dir_all(&dir)?;
+        let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join(file.name()))?;
+        let len = file.metadata()?.len();
+        Ok(Appender { file, len })
+    }
+
+    /// Opens one of a job's files for reading extents.
+    ///
+    /// # Errors
+    /// If the file does not exist or cannot be opened.
+    pub fn reader(&self, job: JobId, file: SpoolFile) -> std::io::Result<Reader> {
+        Ok(Reader { file: File::open(self.root.join(job.0.to_string()).join(file.name()))? })
+    }
+
+    /// Deletes a job's files.
+    pub fn remove(&self, job: JobId) {
+        let dir = self.root.join(job.0.to_string());
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%job, error = %e, "failed to delete spooled data");
+            }
+        }
+    }
+}
+
+/// Appends to a spool file and says where each piece went.
+#[derive(Debug)]
+pub struct Appender {
+    file: File,
+    len: u64,
+}
+
+impl Appender {
+    /// Appends `bytes` and returns their extent.
+    ///
+    /// # Errors
+    /// If the write fails (for example the disk is full); the file may then hold a partial
+    /// piece at its end, which no extent points at.
+    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<Extent> {
+        self.file.write_all(bytes)?;
+        let extent = Extent { offset: self.len, len: bytes.len() as u64 };
+        self.len += extent.len;
+        Ok(extent)
+    }
+
+    /// Makes everything appended so far durable.
+    ///
+    /// # Errors
+    /// If the sync fails.
+    pub fn sync(&self) -> std::io::Result<()> {
+        self.file.sync_data()
+    }
+}
+
+/// Reads extents of a spool file.
+#[derive(Debug)]
+pub struct Reader {
+    file: File,
+}
+
+impl Reader {
+    /// Reads one extent.
+    ///
+    /// # Errors
+    /// If the read fails or the file is shorter than the extent.
+    pub fn read(&self, extent: Extent) -> std::io::Result<Bytes> {
+        let len = usize::try_from(extent.len).map_err(std::io::Error::other)?;
+        let mut buf = vec![0; len];
+        self.file.read_exact_at(&mut buf, extent.offset)?;
+        Ok(buf.into())
+    }
+}
