@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod abi;
+pub mod config;
 pub mod frame;
 pub mod job;
 pub mod net;

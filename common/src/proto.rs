@@ -226,6 +226,12 @@ pub enum DispatcherToNode {
         /// The attempt.
         attempt: AttemptId,
     },
+    /// These attempts' reports are durably stored; the node may forget them. Until then a node
+    /// keeps every report it sent and sends it again on its next connection.
+    Ack {
+        /// The attempts.
+        attempts: Vec<AttemptId>,
+    },
 }
 
 /// Node to dispatcher, on the control stream.
@@ -381,6 +387,16 @@ pub enum ClientRequest {
     },
     /// Every job the dispatcher remembers; answered with [`ClientEvent::Jobs`].
     ListJobs,
+    /// Stop giving a node new work (it finishes what it holds); answered with `Nodes`.
+    Drain {
+        /// The node's name.
+        node: String,
+    },
+    /// Put a drained or quarantined node back to work; answered with `Nodes`.
+    Undrain {
+        /// The node's name.
+        node: String,
+    },
     /// List connected nodes; answered with [`ClientEvent::Nodes`].
     ListNodes,
 }
@@ -569,6 +585,11 @@ pub enum ClientEvent {
     Jobs(Vec<JobSummary>),
     /// Progress, sent at most a few times a second.
     Progress(JobProgress),
+    /// The job has work that no node can take right now, and why.
+    Waiting {
+        /// E.g. "0 eligible nodes: 3 connected, 2 lack 4.0 GiB free memory, 1 drained".
+        reason: String,
+    },
     /// Every chunk succeeded; the output stream carries all results.
     JobSucceeded {
         /// Final counts.

@@ -99,6 +99,15 @@ pub struct JobReport {
     pub output: PathBuf,
 }
 
+/// Something to show the user while a job runs.
+#[derive(Debug, Clone, Copy)]
+pub enum Update<'a> {
+    /// New counts.
+    Progress(&'a JobProgress),
+    /// No node can take the job's work right now, and why.
+    Waiting(&'a str),
+}
+
 /// A connection to a dispatcher as a client.
 pub struct Client {
     endpoint: quinn::Endpoint,
@@ -187,6 +196,22 @@ impl Client {
         }
     }
 
+    /// Drains (`drain = true`) or undrains a node by name; returns the node table afterwards.
+    ///
+    /// # Errors
+    /// [`ClientError::Refused`] when no such node is connected.
+    pub async fn drain(&mut self, node: &str, drain: bool) -> Result<Vec<NodeStatus>, ClientError> {
+        let request = if drain {
+            ClientRequest::Drain { node: node.to_owned() }
+        } else {
+            ClientRequest::Undrain { node: node.to_owned() }
+        };
+        match self.request(&request).await? {
+            ClientEvent::Nodes(nodes) => Ok(nodes),
+            other => Err(unexpected(&other)),
+        }
+    }
+
     /// Every job the dispatcher remembers.
     ///
     /// # Errors
@@ -223,7 +248,7 @@ impl Client {
 
     /// Runs a job to completion: uploads the payload if the dispatcher lacks it, streams the
     /// input while results stream back, and renames the output into place on success.
-    /// `on_progress` sees every progress update.
+    /// `on_update` sees every progress update and every reason the job has to wait.
     ///
     /// # Errors
     /// [`ClientError::JobFailed`] when a chunk exhausted its attempts or no node could run the
@@ -231,7 +256,7 @@ impl Client {
     pub async fn run(
         mut self,
         job: &JobDescription,
-        on_progress: impl FnMut(&JobProgress),
+        on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
         let sink = OutputSink::create(&job.output, job.results)
             .map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
@@ -240,7 +265,7 @@ impl Client {
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let report = {
             let input = send_input(&conn, id, chunks);
-            let follow = self.follow(id, sink, &job.output, on_progress);
+            let follow = self.follow(id, sink, &job.output, on_update);
             tokio::pin!(input, follow);
             // The input sender never completes successfully; the job ends when `follow` does.
             tokio::select! {
@@ -263,12 +288,12 @@ impl Client {
         id: JobId,
         output: &Path,
         results: ResultMode,
-        on_progress: impl FnMut(&JobProgress),
+        on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
         let sink = OutputSink::create(output, results)
             .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
-        let report = self.follow(id, sink, output, on_progress).await?;
+        let report = self.follow(id, sink, output, on_update).await?;
         self.finish(id).await;
         Ok(report)
     }
@@ -322,7 +347,7 @@ impl Client {
         id: JobId,
         mut sink: OutputSink,
         output_path: &Path,
-        mut on_progress: impl FnMut(&JobProgress),
+        mut on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
         let output = async {
             let stream = self.conn.accept_uni().await.map_err(StreamError::from)?;
@@ -342,9 +367,10 @@ impl Client {
         let events = async {
             loop {
                 match control.recv.expect_frame::<ClientEvent>().await? {
-                    ClientEvent::Progress(progress) => on_progress(&progress),
+                    ClientEvent::Progress(progress) => on_update(Update::Progress(&progress)),
+                    ClientEvent::Waiting { reason } => on_update(Update::Waiting(&reason)),
                     ClientEvent::JobSucceeded { progress } => {
-                        on_progress(&progress);
+                        on_update(Update::Progress(&progress));
                         return Ok(progress);
                     }
                     ClientEvent::JobFailed { failure } => return Err(ClientError::JobFailed { job: id, failure }),

@@ -1,8 +1,15 @@
 //! The dispatcher's validated configuration.
+//!
+//! `common::config::load_dispatcher` merges the config file, `DISPY_*` variables and flags into
+//! a raw struct, `DispatcherSettings::try_from` validates every key, and
+//! `DispatcherConfig::try_from` (here) loads the TLS identity the settings point at. Tests and
+//! `--local` build a [`DispatcherConfig`] directly with [`DispatcherConfig::new`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
+use common::config::{ConfigError, DispatcherSettings};
 use common::pki::Identity;
 
 /// Everything `dispy-dispatcher` needs to run, already validated.
@@ -12,6 +19,10 @@ pub struct DispatcherConfig {
     pub listen: SocketAddr,
     /// The dispatcher's certificate, key and the cluster CA.
     pub identity: Identity,
+    /// Where the journal, spooled inputs and results, and payloads live.
+    pub state_dir: PathBuf,
+    /// How long a finished job's results are kept when nobody fetches them (default 24 h).
+    pub retention: Duration,
     /// A node silent this long is declared lost (default 5 s).
     pub node_timeout: Duration,
     /// Attempts queued per slot beyond the running one, so slots never wait for the network.
@@ -25,19 +36,41 @@ pub struct DispatcherConfig {
 }
 
 /// The dispatcher's default port.
-pub const DEFAULT_PORT: u16 = 7870;
+pub const DEFAULT_PORT: u16 = common::config::DEFAULT_PORT;
 
 impl DispatcherConfig {
-    /// A configuration with every default, listening on `listen`.
-    pub fn new(listen: SocketAddr, identity: Identity) -> Self {
+    /// A configuration with every default, listening on `listen`, keeping state in `state_dir`.
+    pub fn new(listen: SocketAddr, identity: Identity, state_dir: PathBuf) -> Self {
         Self {
             listen,
             identity,
-            node_timeout: Duration::from_secs(5),
-            pipeline_depth: 2,
-            max_message: common::frame::DEFAULT_MAX_MESSAGE,
-            max_chunk: 256 << 20,
-            max_payload: 256 << 20,
+            state_dir,
+            retention: common::config::DEFAULT_RETENTION,
+            node_timeout: common::config::DEFAULT_NODE_TIMEOUT,
+            pipeline_depth: common::config::DEFAULT_PIPELINE_DEPTH,
+            max_message: common::config::DEFAULT_MAX_MESSAGE,
+            max_chunk: common::config::DEFAULT_MAX_CHUNK,
+            max_payload: common::config::DEFAULT_MAX_PAYLOAD,
         }
+    }
+}
+
+impl TryFrom<DispatcherSettings> for DispatcherConfig {
+    type Error = ConfigError;
+
+    /// Loads the TLS identity from `tls_dir`; an unreadable or invalid one is reported as a
+    /// problem with that key, naming where it was set.
+    fn try_from(settings: DispatcherSettings) -> Result<Self, ConfigError> {
+        let identity = Identity::load(&settings.tls_dir).map_err(|e| {
+            settings.invalid("tls_dir", format!("failed to load the dispatcher's TLS identity: {e}"))
+        })?;
+        let mut config = Self::new(settings.listen, identity, settings.state_dir);
+        config.retention = settings.retention;
+        config.node_timeout = settings.node_timeout;
+        config.pipeline_depth = settings.pipeline_depth;
+        config.max_message = settings.max_message;
+        config.max_chunk = settings.max_chunk;
+        config.max_payload = settings.max_payload;
+        Ok(config)
     }
 }

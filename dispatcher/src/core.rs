@@ -17,7 +17,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::proto::{
-    Assignment, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
+    Assignment, AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
     JobProgress, JobRecord, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
     NodeToDispatcher, PayloadHash, PayloadKind,
 };
@@ -108,6 +108,8 @@ pub(crate) enum Event {
     ListJobs { reply: oneshot::Sender<Vec<JobSummary>> },
     /// `dispy-submit nodes`.
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
+    /// `dispy-submit drain` / `undrain`.
+    Drain { node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, String>> },
 }
 
 struct NodeEntry {
@@ -140,6 +142,8 @@ struct JobEntry {
     submitter: Option<mpsc::UnboundedSender<ClientEvent>>,
     attachers: Vec<Attacher>,
     last_progress: Option<JobProgress>,
+    /// Why the job last could not place its chunks, so a changed reason is sent once.
+    last_blocked: Option<String>,
 }
 
 impl JobEntry {
@@ -155,6 +159,7 @@ impl JobEntry {
             submitter: None,
             attachers: Vec::new(),
             last_progress: None,
+            last_blocked: None,
         }
     }
 
@@ -180,6 +185,8 @@ pub(crate) struct Core {
     batch: Batch,
     /// Jobs whose results, input or state changed this turn: clients hear of it after commit.
     touched: HashSet<JobId>,
+    /// Reports received this turn, acknowledged to their nodes after commit.
+    acks: HashMap<NodeId, Vec<AttemptId>>,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -204,10 +211,13 @@ impl Core {
             spool,
             batch: Batch::default(),
             touched: HashSet::new(),
+            acks: HashMap::new(),
             next_node: 1,
             next_job: recovered.next_job,
             retention,
         };
+        // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
+        core.scheduler.set_attempt_base(recovered.incarnation << 40);
         for (job, record) in recovered.jobs {
             core.restore(job, record);
         }
@@ -386,6 +396,23 @@ impl Core {
             Event::ListNodes { reply } => {
                 let _ = reply.send(self.node_statuses());
             }
+            Event::Drain { node: name, drain, reply } => {
+                let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.info.name == name).map(|(id, _)| *id).collect();
+                if ids.is_empty() {
+                    let _ = reply.send(Err(format!("no node named {name:?} is connected")));
+                    return;
+                }
+                for id in ids {
+                    if drain {
+                        info!(node = %name, "node drained by an operator");
+                        self.scheduler.handle_drain(now, id);
+                    } else {
+                        info!(node = %name, "node undrained by an operator");
+                        self.scheduler.handle_undrain(now, id);
+                    }
+                }
+                let _ = reply.send(Ok(self.node_statuses()));
+            }
         }
     }
 
@@ -397,6 +424,14 @@ impl Core {
     ) -> Result<(JobId, Appender), String> {
         if !self.payloads.contains(&submission.payload) {
             return Err("payload was not uploaded".into());
+        }
+        if let PayloadKind::Native { os, arch } = &submission.kind {
+            // A native payload for a platform no connected node has is refused now, not after
+            // its placement timeout; with no node connected yet it may still find one.
+            if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
+                let reason = self.scheduler.eligible_summary(&requirements(&submission)).err().unwrap_or_default();
+                return Err(format!("no node can run this {os}/{arch} payload: {reason}"));
+            }
         }
         let job = JobId(self.next_job);
         let appender = self
@@ -467,6 +502,7 @@ impl Core {
     }
 
     fn handle_report(&mut self, now: std::time::Instant, node: NodeId, report: ChunkReport) {
+        self.acks.entry(node).or_default().push(report.attempt);
         match report.outcome {
             Ok(output) => {
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now, node, report.attempt) else {
@@ -614,6 +650,9 @@ impl Core {
                 self.batch = Batch::default();
             }
         }
+        for (node, attempts) in std::mem::take(&mut self.acks) {
+            self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
+        }
         let touched: Vec<JobId> = self.touched.drain().collect();
         for job in touched {
             self.notify(job);
@@ -700,6 +739,15 @@ impl Core {
                     let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Progress(progress)));
                 }
             }
+            let blocked = self.scheduler.blocked_reason(*job);
+            if blocked != entry.last_blocked {
+                if let Some(reason) = &blocked {
+                    for attacher in &entry.attachers {
+                        let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Waiting { reason: reason.clone() }));
+                    }
+                }
+                entry.last_blocked = blocked;
+            }
         }
     }
 
@@ -715,7 +763,7 @@ impl Core {
             state: entry.record.state.clone(),
             progress: entry.progress(running),
             submitted_unix_ms: entry.record.submitted_unix_ms,
-            blocked: None,
+            blocked: self.scheduler.blocked_reason(job),
             output: entry.record.submission.output.clone(),
             results: entry.record.submission.results,
         })
@@ -744,8 +792,8 @@ impl Core {
     fn node_statuses(&self) -> Vec<NodeStatus> {
         let mut list: Vec<NodeStatus> = self
             .nodes
-            .values()
-            .map(|n| NodeStatus {
+            .iter()
+            .map(|(id, n)| NodeStatus {
                 name: n.info.name.clone(),
                 address: n.address.clone(),
                 hostname: n.info.hostname.clone(),
@@ -755,7 +803,7 @@ impl Core {
                 memory_available: n.memory_available,
                 load: n.load,
                 last_heartbeat_ms: n.last_heartbeat.elapsed().as_millis() as u64,
-                state: "ready".into(),
+                state: self.scheduler.node_state(*id).map_or_else(|| "unknown".into(), |s| s.to_string()),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

@@ -19,6 +19,7 @@ const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("inputs");
 const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
 const NEXT_JOB: &str = "next_job";
+const INCARNATION: &str = "incarnation";
 
 /// A journal failure.
 #[derive(Debug, Error)]
@@ -109,6 +110,9 @@ impl Batch {
 pub struct Recovered {
     /// The next job id to hand out.
     pub next_job: u64,
+    /// How many times this journal has been opened, this time included; it keeps attempt ids
+    /// of different dispatcher lifetimes apart.
+    pub incarnation: u64,
     /// Every remembered job.
     pub jobs: Vec<(JobId, JobRecord)>,
 }
@@ -142,9 +146,12 @@ impl Journal {
         let err = |e: redb::Error| database_error(&self.path, e);
         // Creating the tables up front lets readers assume they exist.
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        for table in [META] {
-            txn.open_table(table).map_err(|e| err(e.into()))?;
-        }
+        let incarnation = {
+            let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            let incarnation = meta.get(INCARNATION).map_err(|e| err(e.into()))?.map_or(0, |v| v.value()) + 1;
+            meta.insert(INCARNATION, incarnation).map_err(|e| err(e.into()))?;
+            incarnation
+        };
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
         txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
         txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
@@ -164,7 +171,7 @@ impl Journal {
             })?;
             jobs.push((JobId(key.value()), record));
         }
-        Ok(Recovered { next_job, jobs })
+        Ok(Recovered { next_job, incarnation, jobs })
     }
 
     /// Reads the spooled inputs of a job, in chunk order.
@@ -294,6 +301,7 @@ mod tests {
         }
         let (journal, recovered) = Journal::open(&path).expect("reopen");
         assert_eq!(recovered.next_job, 3);
+        assert_eq!(recovered.incarnation, 2);
         assert_eq!(recovered.jobs, vec![(JobId(2), record(2))]);
         assert_eq!(journal.inputs(JobId(2)).expect("inputs"), vec![Extent { offset: 0, len: 5 }, Extent { offset: 5, len: 7 }]);
         assert_eq!(journal.results(JobId(2)).expect("results"), vec![(1, Extent { offset: 0, len: 8 })]);

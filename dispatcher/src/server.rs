@@ -403,6 +403,8 @@ async fn handle_request(
             });
         }
         ClientRequest::Release { job } => events.send(Event::Release { job }).await.map_err(gone)?,
+        ClientRequest::Drain { node } => drain_node(events, outbox, node, true).await?,
+        ClientRequest::Undrain { node } => drain_node(events, outbox, node, false).await?,
         ClientRequest::Attach { job } => {
             let (commands, command_rx) = mpsc::unbounded_channel();
             let (reply, answer) = oneshot::channel();
@@ -458,6 +460,21 @@ async fn handle_request(
             }
         }
     }
+    Ok(())
+}
+
+async fn drain_node(
+    events: &mpsc::Sender<Event>,
+    outbox: &mpsc::UnboundedSender<ClientEvent>,
+    node: String,
+    drain: bool,
+) -> Result<(), ConnError> {
+    let (reply, answer) = oneshot::channel();
+    events.send(Event::Drain { node, drain, reply }).await.map_err(|_| ConnError::CoreGone)?;
+    let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
+        Ok(nodes) => ClientEvent::Nodes(nodes),
+        Err(message) => ClientEvent::Error { message },
+    });
     Ok(())
 }
 

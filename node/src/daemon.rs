@@ -6,18 +6,16 @@
 //! report writer, so when any of them fails the whole session ends together and every running
 //! chunk of the session is cancelled (the dispatcher requeues them).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
-use common::pki::Identity;
 use common::proto::{
-    Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
+    AttemptId, Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
     NodeInfo, NodeToDispatcher, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use thiserror::Error;
@@ -26,6 +24,7 @@ use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::cache::PayloadCache;
+pub use crate::config::NodeConfig;
 use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
 use crate::pool::{JobContext, Pool, Work};
@@ -36,25 +35,10 @@ const MAX_PAYLOAD: usize = 256 << 20;
 const MAX_ASSIGNMENT: usize = 1 << 30;
 /// How long a started job waits for its payload stream.
 const PAYLOAD_WAIT: Duration = Duration::from_secs(120);
+/// Reports kept for resending at most; beyond this the oldest are dropped.
+const MAX_UNACKED: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 const BACKOFF_MAX: Duration = Duration::from_secs(5);
-
-/// Everything `dispy-node` needs to run, already validated.
-#[derive(Debug, Clone)]
-pub struct NodeConfig {
-    /// Dispatcher address, `host:port`.
-    pub dispatcher: String,
-    /// This node's certificate, key and the cluster CA.
-    pub identity: Identity,
-    /// Chunk slots; `None` means one per logical core.
-    pub slots: Option<u32>,
-    /// Where payloads are cached.
-    pub cache_dir: PathBuf,
-    /// How often to send a heartbeat.
-    pub heartbeat_interval: Duration,
-    /// How often to log a health line.
-    pub health_log_interval: Duration,
-}
 
 /// Why a session ended.
 #[derive(Debug, Error)]
@@ -104,6 +88,9 @@ struct Node {
     cache: PayloadCache,
     health: HealthProbe,
     endpoint: quinn::Endpoint,
+    /// Reports sent but not yet acknowledged, across sessions: a report lost with a connection
+    /// is sent again on the next one.
+    unacked: Mutex<BTreeMap<AttemptId, ChunkReport>>,
 }
 
 /// Runs the node until `shutdown` completes.
@@ -134,7 +121,64 @@ impl Node {
         let cache = PayloadCache::open(&config.cache_dir)?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
-        Ok(Self { config, name, slots, executor, pool, cache, health: HealthProbe::default(), endpoint })
+        Ok(Self {
+            config,
+            name,
+            slots,
+            executor,
+            pool,
+            cache,
+            health: HealthProbe::default(),
+            endpoint,
+            unacked: Mutex::default(),
+        })
+    }
+
+    /// Sends reports, first any left unacknowledged by an earlier session, keeping each until
+    /// the dispatcher acknowledges it.
+    async fn write_reports(
+        &self,
+        mut send: FramedSend,
+        mut reports: mpsc::UnboundedReceiver<ChunkReport>,
+    ) -> Result<(), SessionError> {
+        let resend: Vec<ChunkReport> = self.unacked().values().cloned().collect();
+        if !resend.is_empty() {
+            info!(reports = resend.len(), "resending unacknowledged reports");
+        }
+        for report in &resend {
+            send.queue_frame(report)?;
+        }
+        send.flush().await?;
+        while let Some(report) = reports.recv().await {
+            let mut batch = vec![report];
+            while let Ok(more) = reports.try_recv() {
+                batch.push(more);
+            }
+            for report in &batch {
+                send.queue_frame(report)?;
+            }
+            self.remember(batch);
+            send.flush().await?;
+        }
+        Ok(())
+    }
+
+    fn remember(&self, reports: Vec<ChunkReport>) {
+        let mut unacked = self.unacked();
+        for report in reports {
+            unacked.insert(report.attempt, report);
+        }
+        while unacked.len() > MAX_UNACKED {
+            // A dispatcher that never acknowledges must not exhaust our memory.
+            if let Some((attempt, _)) = unacked.pop_first() {
+                warn!(%attempt, "dropping an unacknowledged report: too many outstanding");
+            }
+        }
+    }
+
+    fn unacked(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttemptId, ChunkReport>> {
+        // Only map operations happen under this lock; a poisoned map is still consistent.
+        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Logs this node's health at a steady interval, connected or not, for operators following
@@ -236,7 +280,7 @@ impl Node {
             r = read_control(control.recv) => r,
             r = session.heartbeat() => r,
             r = Arc::clone(&session).accept_streams(&conn) => r,
-            r = write_reports(reports_stream, report_rx) => r,
+            r = self.write_reports(reports_stream, report_rx) => r,
         };
         session.end();
         match result {
@@ -360,6 +404,12 @@ impl Session {
                     self.node.pool.cancel_job(job);
                 }
                 DispatcherToNode::CancelAttempt { attempt } => self.node.pool.cancel_attempt(attempt),
+                DispatcherToNode::Ack { attempts } => {
+                    let mut unacked = self.node.unacked();
+                    for attempt in attempts {
+                        unacked.remove(&attempt);
+                    }
+                }
             }
         }
         Ok(())
@@ -477,14 +527,3 @@ async fn write_control(mut send: FramedSend, mut outbox: mpsc::Receiver<NodeToDi
     Ok(())
 }
 
-async fn write_reports(mut send: FramedSend, mut reports: mpsc::UnboundedReceiver<ChunkReport>) -> Result<(), SessionError> {
-    send.flush().await?;
-    while let Some(report) = reports.recv().await {
-        send.queue_frame(&report)?;
-        while let Ok(more) = reports.try_recv() {
-            send.queue_frame(&more)?;
-        }
-        send.flush().await?;
-    }
-    Ok(())
-}

@@ -4,6 +4,7 @@
 
 pub mod exec;
 pub mod cache;
+pub mod config;
 pub mod daemon;
 pub mod health;
 pub mod pool;

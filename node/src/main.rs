@@ -1,49 +1,78 @@
-//! `dispy-node`: the worker daemon's command line. Parses flags, sets up logging, and runs
+//! `dispy-node`: the worker daemon's command line. Reads the settings (config file, then
+//! `DISPY_*` variables, then flags, through `common::config`), sets up logging, and runs
 //! [`node::daemon::run`] until SIGINT or SIGTERM.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
-use anyhow::Context;
 use clap::Parser;
-use common::telemetry::LogFormat;
-use node::daemon::NodeConfig;
+use common::config::{NodeSettings, Sources};
+use node::config::NodeConfig;
 
-/// Exit code for unusable configuration (EX_CONFIG-like, as sysexits' EX_USAGE).
+/// Exit code for unusable configuration or arguments (sysexits' EX_USAGE).
 const EXIT_CONFIG: u8 = 64;
 
 /// The dispy worker daemon: dials the dispatcher, advertises this machine and runs chunks.
+///
+/// Settings come from the config file, then DISPY_* environment variables (DISPY_DISPATCHER,
+/// DISPY_SLOTS, ...), then these flags; deploy/node.toml documents every key.
 #[derive(Debug, Parser)]
 #[command(name = "dispy-node", version)]
 struct Args {
-    /// Dispatcher address, host:port.
-    #[arg(long, env = "DISPY_DISPATCHER", default_value = "127.0.0.1:7870")]
-    dispatcher: String,
-    /// Directory with this node's ca.pem, cert.pem and key.pem (from `dispy-dispatcher pki issue-node`).
-    #[arg(long, env = "DISPY_TLS_DIR", default_value = "/etc/dispy/tls")]
-    tls_dir: PathBuf,
-    /// Chunk slots; defaults to the number of logical cores.
-    #[arg(long, env = "DISPY_SLOTS")]
-    slots: Option<u32>,
-    /// Payload cache directory.
-    #[arg(long, env = "DISPY_CACHE_DIR", default_value = "/var/lib/dispy-node/cache")]
-    cache_dir: PathBuf,
-    /// Heartbeat interval in milliseconds.
-    #[arg(long, default_value_t = 1000)]
-    heartbeat_ms: u64,
-    /// Log format: text or json.
-    #[arg(long, env = "DISPY_LOG_FORMAT", default_value = "text")]
-    log_format: LogFormat,
+    /// Config file [default: /etc/dispy/node.toml, which may be absent].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Dispatcher address, host:port [default: 127.0.0.1:7870].
+    #[arg(long, value_name = "HOST:PORT")]
+    dispatcher: Option<String>,
+    /// Directory with this node's ca.pem, cert.pem and key.pem (from `dispy-dispatcher pki
+    /// issue-node`) [default: /etc/dispy/node].
+    #[arg(long, value_name = "DIR")]
+    tls_dir: Option<String>,
+    /// Chunk slots [default: the number of logical cores].
+    #[arg(long, value_name = "N")]
+    slots: Option<String>,
+    /// Payload cache directory [default: /var/lib/dispy-node/cache].
+    #[arg(long, value_name = "DIR")]
+    cache_dir: Option<String>,
+    /// How often to send a heartbeat [default: 1s].
+    #[arg(long, value_name = "DURATION")]
+    heartbeat_interval: Option<String>,
+    /// How often to log a "node health" line [default: 30s].
+    #[arg(long, value_name = "DURATION")]
+    health_log_interval: Option<String>,
+    /// Log format: text or json [default: text].
+    #[arg(long, value_name = "FORMAT")]
+    log_format: Option<String>,
+    /// Log filter such as info or info,node=debug; RUST_LOG wins [default: info].
+    #[arg(long, value_name = "FILTER")]
+    log_level: Option<String>,
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
-    common::telemetry::init(args.log_format, "info");
-    let config = match config_from(&args) {
+    // A native payload worker is this binary started with a marker argument: serve and exit.
+    node::exec::native::maybe_run_worker();
+    let args = match Args::try_parse() {
+        Ok(args) => args,
+        Err(e) => {
+            let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
+            let _ = e.print();
+            return ExitCode::from(code);
+        }
+    };
+    let loaded = common::config::load_node(&sources(args));
+    let settings = match loaded.and_then(NodeSettings::try_from) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("dispy-node: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    common::telemetry::init(settings.log_format, &settings.log_level);
+    let config = match NodeConfig::try_from(settings) {
         Ok(config) => config,
         Err(e) => {
-            eprintln!("dispy-node: {e:#}");
+            eprintln!("dispy-node: {e}");
             return ExitCode::from(EXIT_CONFIG);
         }
     };
@@ -63,17 +92,17 @@ fn main() -> ExitCode {
     }
 }
 
-fn config_from(args: &Args) -> anyhow::Result<NodeConfig> {
-    if args.slots == Some(0) {
-        anyhow::bail!("--slots must be at least 1");
-    }
-    let identity = common::pki::Identity::load(&args.tls_dir).context("failed to load the node's TLS identity")?;
-    Ok(NodeConfig {
-        dispatcher: args.dispatcher.clone(),
-        identity,
-        slots: args.slots,
-        cache_dir: args.cache_dir.clone(),
-        heartbeat_interval: Duration::from_millis(args.heartbeat_ms.max(10)),
-        health_log_interval: Duration::from_secs(30),
-    })
+/// The config file, the process's `DISPY_*` variables and the flags, in rising precedence.
+fn sources(args: Args) -> Sources {
+    Sources::new()
+        .file_or_default(args.config.as_deref(), common::config::DEFAULT_NODE_FILE)
+        .env(common::config::process_env())
+        .flag("dispatcher", args.dispatcher)
+        .flag("tls_dir", args.tls_dir)
+        .flag("slots", args.slots)
+        .flag("cache_dir", args.cache_dir)
+        .flag("heartbeat_interval", args.heartbeat_interval)
+        .flag("health_log_interval", args.health_log_interval)
+        .flag("log_format", args.log_format)
+        .flag("log_level", args.log_level)
 }

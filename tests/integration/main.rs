@@ -1,1 +1,15 @@
-//! x
+//! Cross-process integration tests: real `dispy-dispatcher`, `dispy-node` and `dispy-submit`
+//! binaries on 127.0.0.1, with certificates from the real `pki` commands. One test binary with a
+//! module per concern; the harness (`tests::Cluster` and friends) lives in `tests/src/lib.rs`.
+//!
+//! - `jobs`: distributed output equals the serial run for every split rule; `nodes` listings.
+//! - `security`: certificates from another CA and certificates of the wrong role are refused.
+//! - `protocol`: hostile frames and versions end only their own connection.
+//! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
+//! - `local`: `dispy-submit run --local` runs the examples with no setup.
+
+mod failures;
+mod jobs;
+mod local;
+mod protocol;
+mod security;

@@ -11,9 +11,9 @@ use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use common::job::JobDescription;
 use common::pki::Identity;
-use common::proto::{JobId, JobProgress, JobState, JobSummary, NodeStatus};
+use common::proto::{JobId, JobState, JobSummary, NodeStatus};
 use common::split::SplitRule;
-use dispatcher::client::ClientError;
+use dispatcher::client::{ClientError, Update};
 use dispatcher::local::LocalCluster;
 use dispatcher::Client;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -72,6 +72,16 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Stop giving a node new work; it finishes what it holds.
+    Drain {
+        /// The node's name.
+        node: String,
+    },
+    /// Put a drained or quarantined node back to work.
+    Undrain {
+        /// The node's name.
+        node: String,
+    },
     /// List the nodes connected to the dispatcher.
     Nodes {
         /// Print JSON instead of a table.
@@ -123,6 +133,8 @@ struct RunArgs {
 }
 
 fn main() -> ExitCode {
+    // A native payload worker is this binary started with a marker argument: serve and exit.
+    node::exec::native::maybe_run_worker();
     let cli = Cli::parse();
     common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
     let runtime = match tokio::runtime::Runtime::new() {
@@ -140,6 +152,8 @@ fn main() -> ExitCode {
             Command::Status { job, json } => status(&cli, JobId(*job), false, *json).await,
             Command::Cancel { job } => status(&cli, JobId(*job), true, false).await,
             Command::Jobs { json } => jobs(&cli, *json).await,
+            Command::Drain { node } => drain(&cli, node, true).await,
+            Command::Undrain { node } => drain(&cli, node, false).await,
             Command::Nodes { json } => nodes(&cli, *json).await,
         }
     });
@@ -260,6 +274,12 @@ async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
     } else {
         print_job_table(&jobs);
     }
+    Ok(())
+}
+
+async fn drain(cli: &Cli, node: &str, drain: bool) -> Result<(), Failure> {
+    let nodes = connect(cli).await?.drain(node, drain).await?;
+    print_node_table(&nodes);
     Ok(())
 }
 
@@ -426,7 +446,17 @@ impl ProgressDisplay {
         Self { bar, last_line: None }
     }
 
-    fn update(&mut self, p: &JobProgress) {
+    fn update(&mut self, update: Update<'_>) {
+        let p = match update {
+            Update::Progress(p) => p,
+            Update::Waiting(reason) => {
+                match &self.bar {
+                    Some(bar) => bar.println(format!("waiting: {reason}")),
+                    None => eprintln!("waiting: {reason}"),
+                }
+                return;
+            }
+        };
         match &self.bar {
             Some(bar) => {
                 bar.set_length(p.total);

@@ -1,7 +1,8 @@
 //! A virtual-time harness for scheduler tests, after quinn-proto's `Pair`: a [`Sim`] holds a
 //! [`Scheduler`] and fake nodes that compile jobs and run assigned chunks, routes every action to
 //! them, checks the scheduler's promises on the way (capacity, exactly-once results, silence
-//! after cancel, no messages to dropped nodes) and jumps virtual time to the next event.
+//! after cancel, no messages to dropped nodes, no new work for drained, quarantined or suspect
+//! nodes, at most one speculative copy per chunk) and jumps virtual time to the next event.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -17,13 +18,15 @@ pub(super) const GIB: u64 = 1 << 30;
 /// How often fake nodes heartbeat, as real nodes do.
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
-/// Requirements used unless a test says otherwise: 1 GiB, 3 attempts, priority 0, 30 s.
+/// Requirements used unless a test says otherwise: 1 GiB, 3 attempts, priority 0, 30 s, any
+/// platform.
 pub(super) fn req() -> JobRequirements {
     JobRequirements {
         memory_limit: GIB,
         max_attempts: 3,
         priority: 0,
         placement_timeout: Duration::from_secs(30),
+        platform: None,
     }
 }
 
@@ -44,14 +47,20 @@ pub(super) fn failure(kind: FailureKind) -> ChunkFailure {
 pub(super) fn render(action: &Action) -> String {
     match action {
         Action::StartJob { node, job } => format!("start-job n{node} j{job}"),
-        Action::Assign { node, job, chunk, attempt } => {
+        Action::Assign { node, job, chunk, attempt, speculative: false } => {
             format!("assign n{node} j{job} c{chunk} a{attempt}")
+        }
+        Action::Assign { node, job, chunk, attempt, speculative: true } => {
+            format!("copy n{node} j{job} c{chunk} a{attempt}")
         }
         Action::CancelAttempt { node, attempt } => format!("cancel n{node} a{attempt}"),
         Action::EndJob { node, job } => format!("end-job n{node} j{job}"),
         Action::DropNode { node, reason } => format!("drop n{node}: {reason}"),
-        Action::JobSucceeded { job } => format!("succeeded j{job}"),
-        Action::JobFailed { job, failure } => format!("failed j{job}: {failure}"),
+        Action::NodeSuspect { node, silent } => format!("suspect n{node}: silent {silent:?}"),
+        Action::NodeRecovered { node } => format!("recovered n{node}"),
+        Action::NodeQuarantined { node, reason } => format!("quarantined n{node}: {reason}"),
+        Action::JobSucceeded { job, .. } => format!("succeeded j{job}"),
+        Action::JobFailed { job, failure, .. } => format!("failed j{job}: {failure}"),
     }
 }
 
@@ -75,16 +84,23 @@ pub(super) struct NodeSpec {
     pub(super) memory_total: u64,
     pub(super) memory_available: u64,
     pub(super) behavior: Behavior,
+    pub(super) os: &'static str,
+    pub(super) arch: &'static str,
+    /// How many times the sim's `run_time` a chunk takes here.
+    pub(super) slowdown: u32,
 }
 
 impl NodeSpec {
-    /// A healthy node with 16 GiB, all of it available.
+    /// A healthy linux/x86_64 node with 16 GiB, all of it available, running at normal speed.
     pub(super) fn new(slots: u32) -> Self {
         Self {
             slots,
             memory_total: 16 * GIB,
             memory_available: 16 * GIB,
             behavior: Behavior::Healthy,
+            os: "linux",
+            arch: "x86_64",
+            slowdown: 1,
         }
     }
 }
@@ -141,6 +157,10 @@ pub(super) struct Sim {
     nodes: BTreeMap<NodeId, FakeNode>,
     /// Nodes the scheduler dropped or the sim killed: no action may name them again.
     gone: HashSet<NodeId>,
+    /// Nodes drained or quarantined and not undrained since: no `Assign` may name them.
+    closed: HashSet<NodeId>,
+    /// Nodes the scheduler called suspect and not recovered since: no `Assign` may name them.
+    suspect: HashSet<NodeId>,
     jobs: BTreeMap<JobId, SimJob>,
     outcomes: BTreeMap<JobId, Outcome>,
     cancelled: HashSet<JobId>,
@@ -174,6 +194,8 @@ impl Sim {
             check_invariants: true,
             nodes: BTreeMap::new(),
             gone: HashSet::new(),
+            closed: HashSet::new(),
+            suspect: HashSet::new(),
             jobs: BTreeMap::new(),
             outcomes: BTreeMap::new(),
             cancelled: HashSet::new(),
@@ -202,6 +224,8 @@ impl Sim {
             slots: spec.slots,
             memory_total: spec.memory_total,
             memory_available: spec.memory_available,
+            os: spec.os.to_owned(),
+            arch: spec.arch.to_owned(),
         };
         self.nodes.insert(
             id,
@@ -227,10 +251,59 @@ impl Sim {
         self.flush();
     }
 
+    /// A frozen node comes back to life: it heartbeats again and finishes what it was running.
+    pub(super) fn thaw(&mut self, node: NodeId) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        if n.spec.behavior != Behavior::Frozen {
+            return;
+        }
+        n.spec.behavior = Behavior::Healthy;
+        let run_time = self.run_time * n.spec.slowdown;
+        let mut running: Vec<AttemptId> = n.running.iter().copied().collect();
+        running.sort_unstable();
+        let compiling: Vec<JobId> =
+            n.jobs.iter().filter(|(_, s)| **s == FakeJob::Compiling).map(|(&j, _)| j).collect();
+        self.schedule(now, Event::Heartbeat(node));
+        for attempt in running {
+            self.schedule(now + run_time, Event::Finished(node, attempt));
+        }
+        for job in compiling {
+            self.schedule(now + self.compile_time, Event::Compiled(node, job));
+        }
+        self.try_start(node);
+        self.flush();
+    }
+
+    /// An operator drains the node.
+    pub(super) fn drain(&mut self, node: NodeId) {
+        self.sched.handle_drain(self.now, node);
+        if self.nodes.contains_key(&node) {
+            self.closed.insert(node);
+        }
+        self.flush();
+    }
+
+    /// An operator undrains the node (or releases it from quarantine).
+    pub(super) fn undrain(&mut self, node: NodeId) {
+        self.sched.handle_undrain(self.now, node);
+        self.closed.remove(&node);
+        self.flush();
+    }
+
     /// The node stops answering, heartbeats included.
     pub(super) fn freeze(&mut self, node: NodeId) {
         if let Some(n) = self.nodes.get_mut(&node) {
             n.spec.behavior = Behavior::Frozen;
+        }
+    }
+
+    /// The node behaves like this from now on (a frozen node stays frozen).
+    pub(super) fn set_behavior(&mut self, node: NodeId, behavior: Behavior) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            if n.spec.behavior != Behavior::Frozen {
+                n.spec.behavior = behavior;
+            }
         }
     }
 
@@ -307,6 +380,15 @@ impl Sim {
     /// Attempts the node holds, queued or running.
     pub(super) fn in_flight(&self, node: NodeId) -> usize {
         self.nodes.get(&node).map_or(0, |n| n.attempts.len())
+    }
+
+    /// Every speculative copy assigned so far, as `(node, job, chunk)`.
+    pub(super) fn copies(&self) -> Vec<(NodeId, JobId, ChunkIndex)> {
+        let copy = |a: &Action| match *a {
+            Action::Assign { node, job, chunk, speculative: true, .. } => Some((node, job, chunk)),
+            _ => None,
+        };
+        self.actions().filter_map(copy).collect()
     }
 
     /// Attempts the node is running.
@@ -484,9 +566,9 @@ impl Sim {
 
     /// Starts queued attempts of ready jobs while the node has idle slots.
     fn try_start(&mut self, id: NodeId) {
-        let run_time = self.run_time;
         let now = self.now;
         let Some(n) = self.nodes.get_mut(&id) else { return };
+        let run_time = self.run_time * n.spec.slowdown;
         if n.spec.behavior == Behavior::Frozen {
             return;
         }
@@ -507,6 +589,8 @@ impl Sim {
     fn disconnect(&mut self, node: NodeId) {
         self.nodes.remove(&node);
         self.gone.insert(node);
+        self.closed.remove(&node);
+        self.suspect.remove(&node);
     }
 
     /// Routes every queued action, then checks the scheduler's own bookkeeping.
@@ -525,7 +609,7 @@ impl Sim {
             assert!(self.sched.poll_action().is_none(), "late loss of n{node} emitted actions");
         }
         if self.check_invariants {
-            self.sched.check_invariants();
+            self.sched.check_invariants(self.now);
         }
     }
 
@@ -542,10 +626,13 @@ impl Sim {
             Action::StartJob { job, .. }
             | Action::Assign { job, .. }
             | Action::EndJob { job, .. }
-            | Action::JobSucceeded { job }
+            | Action::JobSucceeded { job, .. }
             | Action::JobFailed { job, .. } => Some(*job),
             Action::CancelAttempt { attempt, .. } => self.attempt_jobs.get(attempt).copied(),
-            Action::DropNode { .. } => None,
+            Action::DropNode { .. }
+            | Action::NodeSuspect { .. }
+            | Action::NodeRecovered { .. }
+            | Action::NodeQuarantined { .. } => None,
         };
         if let Some(job) = job {
             assert!(!self.cancelled.contains(&job), "action for cancelled job: {action:?}");
@@ -560,7 +647,21 @@ impl Sim {
                 assert!(n.jobs.insert(*job, FakeJob::Compiling).is_none(), "second {action:?}");
                 self.schedule(now + compile_time, Event::Compiled(*node, *job));
             }
-            Action::Assign { node, job, chunk, attempt } => {
+            Action::Assign { node, job, chunk, attempt, speculative } => {
+                assert!(!self.closed.contains(node), "{action:?} to a drained or quarantined node");
+                assert!(!self.suspect.contains(node), "{action:?} to a suspect node");
+                // At most two live attempts of a chunk, and only as an original and its copy.
+                let live: Vec<NodeId> = self
+                    .nodes
+                    .iter()
+                    .filter(|(_, n)| n.attempts.values().any(|&(j, c)| (j, c) == (*job, *chunk)))
+                    .map(|(&id, _)| id)
+                    .collect();
+                match (speculative, &live[..]) {
+                    (false, []) => {}
+                    (true, [original]) => assert_ne!(original, node, "{action:?} on its own node"),
+                    _ => panic!("{action:?} while the chunk is live on {live:?}"),
+                }
                 let n = self.node_mut(*node, action);
                 assert!(n.jobs.contains_key(job), "{action:?} before StartJob");
                 assert!(
@@ -595,7 +696,19 @@ impl Sim {
                 self.node_mut(*node, action);
                 self.disconnect(*node);
             }
-            Action::JobSucceeded { job } => {
+            Action::NodeSuspect { node, .. } => {
+                self.node_mut(*node, action);
+                assert!(self.suspect.insert(*node), "{action:?} twice");
+            }
+            Action::NodeRecovered { node } => {
+                self.node_mut(*node, action);
+                assert!(self.suspect.remove(node), "{action:?} of a node not suspect");
+            }
+            Action::NodeQuarantined { node, .. } => {
+                self.node_mut(*node, action);
+                self.closed.insert(*node);
+            }
+            Action::JobSucceeded { job, .. } => {
                 let j = &self.jobs[job];
                 assert!(j.input_complete, "{action:?} before input completed");
                 for chunk in 0..j.total {
@@ -604,7 +717,7 @@ impl Sim {
                 }
                 self.outcomes.insert(*job, Ok(()));
             }
-            Action::JobFailed { job, failure } => {
+            Action::JobFailed { job, failure, .. } => {
                 self.outcomes.insert(*job, Err(failure.clone()));
             }
         }

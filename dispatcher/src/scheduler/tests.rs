@@ -1,5 +1,5 @@
 //! Scheduler tests: exact action traces for direct calls, scenarios through the virtual-time
-//! [`Sim`] harness, and a property test over random cluster histories.
+//! [`Sim`] harness, and property tests over random cluster histories.
 
 use std::time::{Duration, Instant};
 
@@ -7,10 +7,13 @@ use common::proto::{AttemptId, FailureKind, JobFailure, JobId};
 use proptest::prelude::*;
 
 use super::sim::{failure, render, req, Behavior, NodeSpec, Sim, GIB};
-use super::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use super::{
+    Action, JobRequirements, NodeId, NodeResources, NodeState, Scheduler, SchedulerConfig,
+};
 
 const N1: NodeId = NodeId(1);
 const N2: NodeId = NodeId(2);
+const N3: NodeId = NodeId(3);
 const J1: JobId = JobId(1);
 
 fn resources(name: &str, slots: u32) -> NodeResources {
@@ -19,11 +22,22 @@ fn resources(name: &str, slots: u32) -> NodeResources {
         slots,
         memory_total: 16 * GIB,
         memory_available: 16 * GIB,
+        os: "linux".to_owned(),
+        arch: "x86_64".to_owned(),
     }
 }
 
 fn config(pipeline_depth: u32) -> SchedulerConfig {
     SchedulerConfig { pipeline_depth, ..SchedulerConfig::default() }
+}
+
+/// The default configuration with speculative copies turned off.
+fn no_speculation(pipeline_depth: u32) -> SchedulerConfig {
+    SchedulerConfig { speculation_multiplier: f64::INFINITY, ..config(pipeline_depth) }
+}
+
+fn ms(millis: u64) -> Duration {
+    Duration::from_millis(millis)
 }
 
 /// Lines of `text` with indentation and blank lines removed.
@@ -280,15 +294,20 @@ fn node_loss_requeues_without_counting_attempts() {
 
 #[test]
 fn heartbeat_timeout_drops_the_node_and_requeues() {
-    let mut sim = Sim::new();
+    // Without speculation, the frozen node's chunks wait for its timeout.
+    let mut sim = Sim::with_config(no_speculation(2));
     let (a, b) = (sim.add_node(2), sim.add_node(2));
     sim.freeze(a);
     let job = sim.submit_chunks(req(), 12);
     sim.drive();
     assert_eq!(sim.outcome(job), Some(&Ok(())));
     let trace = sim.take_trace();
-    let drops: Vec<&str> = trace.lines().filter(|l| l.contains("drop")).collect();
-    assert_eq!(drops, ["[5000ms] drop n1: no heartbeat for 5s"]);
+    let drops: Vec<&str> =
+        trace.lines().filter(|l| l.contains("drop") || l.contains("suspect")).collect();
+    assert_eq!(
+        drops,
+        ["[2500ms] suspect n1: silent 2.5s", "[5000ms] drop n1: no heartbeat for 5s"]
+    );
     assert_eq!(sim.assigned(b).len(), 12);
     assert_eq!(sim.node_ids(), [b]);
     sim.check_final();
@@ -304,7 +323,11 @@ fn late_results_are_discarded() {
     s.handle_chunks_added(now, J1, 1);
     s.handle_input_complete(now, J1);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
-    // n2 keeps heartbeating; n1 falls silent and is dropped at its deadline.
+    // n2 keeps heartbeating; n1 falls silent, is suspect halfway and dropped at its deadline.
+    s.handle_heartbeat(now + Duration::from_secs(2), N2, 16 * GIB);
+    assert_eq!(s.poll_timeout(), Some(now + ms(2500)));
+    s.handle_timeout(now + ms(2500));
+    check_actions(&mut s, "suspect n1: silent 2.5s");
     s.handle_heartbeat(now + Duration::from_secs(3), N2, 16 * GIB);
     let deadline = now + Duration::from_secs(5);
     assert_eq!(s.poll_timeout(), Some(deadline));
@@ -317,14 +340,14 @@ fn late_results_are_discarded() {
          start-job n2 j1
          assign n2 j1 c0 a2",
     );
-    assert_eq!(s.handle_chunk_succeeded(deadline, N1, AttemptId(1)), None, "superseded");
     s.handle_chunk_failed(deadline, N1, AttemptId(1), failure(FailureKind::Trap));
     s.handle_node_lost(deadline, N1);
     check_actions(&mut s, "");
     assert_eq!(s.handle_chunk_succeeded(deadline, N1, AttemptId(2)), None, "wrong node");
     assert_eq!(s.handle_chunk_succeeded(deadline, N2, AttemptId(2)), Some((J1, 0)));
     check_actions(&mut s, "end-job n2 j1\nsucceeded j1");
-    assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(8)));
+    assert_eq!(s.handle_chunk_succeeded(deadline, N1, AttemptId(1)), None, "the chunk is done");
+    assert_eq!(s.poll_timeout(), Some(now + ms(5500)));
 }
 
 /// Places a 100-chunk job on one node and checks how many attempts it got.
@@ -367,25 +390,6 @@ fn heartbeat_with_more_memory_takes_more_work() {
     s.handle_heartbeat(now, N1, 8 * GIB);
     let assigned = std::iter::from_fn(|| s.poll_action()).count();
     assert_eq!(assigned, 5);
-}
-
-/// Runs a one-chunk job needing `limit_gib` on these nodes and checks the failure reason.
-#[track_caller]
-fn check_no_eligible(nodes: &[NodeSpec], limit_gib: u64, expect: &str) {
-    let mut sim = Sim::new();
-    for spec in nodes {
-        sim.add_node_with(spec.clone());
-    }
-    let req = JobRequirements {
-        memory_limit: limit_gib * GIB,
-        placement_timeout: Duration::from_secs(10),
-        ..req()
-    };
-    let job = sim.submit_chunks(req, 1);
-    sim.drive();
-    let expect = JobFailure::NoEligibleNode { reason: expect.to_owned() };
-    assert_eq!(sim.outcome(job), Some(&Err(expect)));
-    sim.check_final();
 }
 
 #[test]
@@ -548,7 +552,7 @@ fn rejected_by_every_node_fails_the_job() {
 }
 
 #[test]
-fn jobs_are_served_by_priority_then_submission_order() {
+fn jobs_are_served_by_priority_then_in_turns() {
     let now = Instant::now();
     let mut s = Scheduler::new(config(0));
     let jobs = [(JobId(1), 0, 2), (JobId(2), 5, 2), (JobId(3), 0, 1)];
@@ -565,49 +569,546 @@ fn jobs_are_served_by_priority_then_submission_order() {
     };
     finish(1, "assign n1 j2 c1 a2");
     finish(2, "end-job n1 j2\nsucceeded j2\nstart-job n1 j1\nassign n1 j1 c0 a3");
-    finish(3, "assign n1 j1 c1 a4");
-    finish(4, "end-job n1 j1\nsucceeded j1\nstart-job n1 j3\nassign n1 j3 c0 a5");
-    finish(5, "end-job n1 j3\nsucceeded j3");
+    // j1 and j3 share priority 0, so they take turns.
+    finish(3, "start-job n1 j3\nassign n1 j3 c0 a4");
+    finish(4, "end-job n1 j3\nsucceeded j3\nassign n1 j1 c1 a5");
+    finish(5, "end-job n1 j1\nsucceeded j1");
+}
+
+#[test]
+fn restored_job_runs_only_the_chunks_without_a_result() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_restored(now, J1, req(), &[true, false, true, false]);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c1 a1\nassign n1 j1 c3 a2");
+    assert_eq!(s.progress(J1).map(|p| (p.done, p.total, p.input_complete)), Some((2, 4, true)));
+    assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(1)), Some((J1, 1)));
+    assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(2)), Some((J1, 3)));
+    check_actions(&mut s, "end-job n1 j1\nsucceeded j1");
+    // Everything already done: it succeeds at once.
+    s.handle_job_restored(now, JobId(2), req(), &[true, true]);
+    check_actions(&mut s, "succeeded j2");
+}
+
+#[test]
+fn result_resent_by_a_dropped_node_completes_the_chunk_and_cancels_the_rerun() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 1);
+    s.handle_input_complete(now, J1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    s.handle_node_lost(now, N1);
+    check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c0 a2");
+    assert_eq!(s.progress(J1).map(|p| (p.done, p.running)), Some((0, 1)));
+    // n1's result was on its way when its connection closed; n1 sends it again after
+    // reconnecting (as a new session), while n2 still runs the chunk: the result completes the
+    // chunk and n2's rerun is cancelled. Either result is accepted at most once.
+    s.handle_node_joined(now, N3, resources("n1", 1));
+    assert_eq!(s.handle_chunk_succeeded(now, N3, AttemptId(1)), Some((J1, 0)));
+    check_actions(&mut s, "cancel n2 a2\nend-job n2 j1\nsucceeded j1");
+    assert_eq!(s.handle_chunk_succeeded(now, N2, AttemptId(2)), None);
+    assert_eq!(s.handle_chunk_succeeded(now, N3, AttemptId(1)), None);
+}
+
+/// Two 1-slot nodes and a 3-chunk job whose chunk 1 (attempt 2, on n2) straggles: with
+/// speculation after one sample and no age floor, n1 gets a copy of it at 30 ms, three times
+/// the 10 ms median. Returns the scheduler with its actions drained.
+fn straggler_copied_at_30ms(now: Instant) -> Scheduler {
+    let config = SchedulerConfig {
+        speculation_min_samples: 1,
+        speculation_min_age: Duration::ZERO,
+        ..config(0)
+    };
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 3);
+    s.handle_input_complete(now, J1);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         start-job n2 j1
+         assign n2 j1 c1 a2",
+    );
+    assert_eq!(s.handle_chunk_succeeded(now + ms(10), N1, AttemptId(1)), Some((J1, 0)));
+    check_actions(&mut s, "assign n1 j1 c2 a3");
+    // The queue is empty now: the oldest attempt turns straggler at 3 x 10 ms.
+    assert_eq!(s.poll_timeout(), Some(now + ms(30)));
+    assert_eq!(s.handle_chunk_succeeded(now + ms(20), N1, AttemptId(3)), Some((J1, 2)));
+    check_actions(&mut s, "");
+    s.handle_timeout(now + ms(29));
+    check_actions(&mut s, "");
+    s.handle_timeout(now + ms(30));
+    check_actions(&mut s, "copy n1 j1 c1 a4");
+    let stats = s.stats(J1).map(|s| (s.speculative, s.speculative_wins, s.median_chunk_time));
+    assert_eq!(stats, Some((1, 0, Some(ms(10)))));
+    assert_eq!(s.progress(J1).map(|p| (p.done, p.running)), Some((2, 2)));
+    s
+}
+
+#[test]
+fn straggler_is_overtaken_by_its_copy_and_cancelled() {
+    let now = Instant::now();
+    let mut s = straggler_copied_at_30ms(now);
+    assert_eq!(s.handle_chunk_succeeded(now + ms(40), N1, AttemptId(4)), Some((J1, 1)));
+    check_actions(
+        &mut s,
+        "cancel n2 a2
+         end-job n1 j1
+         end-job n2 j1
+         succeeded j1",
+    );
+    // The straggler's result crossed the cancel: discarded.
+    assert_eq!(s.handle_chunk_succeeded(now + ms(41), N2, AttemptId(2)), None);
+}
+
+#[test]
+fn copy_that_loses_is_cancelled() {
+    let now = Instant::now();
+    let mut s = straggler_copied_at_30ms(now);
+    assert_eq!(s.handle_chunk_succeeded(now + ms(35), N2, AttemptId(2)), Some((J1, 1)));
+    check_actions(&mut s, "cancel n1 a4\nend-job n1 j1\nend-job n2 j1\nsucceeded j1");
+    assert_eq!(s.handle_chunk_succeeded(now + ms(40), N1, AttemptId(4)), None);
+}
+
+#[test]
+fn copy_carries_on_alone_when_the_original_fails_or_is_lost() {
+    let now = Instant::now();
+    // A failed original is not retried while its copy runs, and is blamed once the copy wins.
+    let mut s = straggler_copied_at_30ms(now);
+    s.handle_chunk_failed(now + ms(35), N2, AttemptId(2), failure(FailureKind::Trap));
+    check_actions(&mut s, "");
+    assert_eq!(s.progress(J1).map(|p| (p.running, p.retries)), Some((1, 0)));
+    // The survivor is never copied again, however long it runs: only heartbeats are due.
+    assert_eq!(s.poll_timeout(), Some(now + ms(2500)));
+    assert_eq!(s.handle_chunk_succeeded(now + ms(1000), N1, AttemptId(4)), Some((J1, 1)));
+    check_actions(&mut s, "end-job n1 j1\nend-job n2 j1\nsucceeded j1");
+
+    // A lost original leaves the copy as the chunk's only attempt.
+    let mut s = straggler_copied_at_30ms(now);
+    s.handle_node_lost(now + ms(35), N2);
+    check_actions(&mut s, "");
+    assert_eq!(s.handle_chunk_succeeded(now + ms(40), N1, AttemptId(4)), Some((J1, 1)));
+    check_actions(&mut s, "end-job n1 j1\nsucceeded j1");
+
+    // A cancelled job forgets its pair and its wake-ups.
+    let mut s = straggler_copied_at_30ms(now);
+    s.handle_cancel(now + ms(35), J1);
+    check_actions(&mut s, "cancel n2 a2\ncancel n1 a4\nend-job n1 j1\nend-job n2 j1");
+    assert!(s.is_empty_of_jobs());
+    s.check_invariants(now + ms(35));
+}
+
+#[test]
+fn slow_node_is_overtaken_by_speculative_copies() {
+    let mut sim = Sim::with_config(config(0));
+    sim.run_time = ms(100);
+    let fast = sim.add_node(1);
+    let slow = sim.add_node_with(NodeSpec { slowdown: 50, ..NodeSpec::new(1) });
+    let job = sim.submit_chunks(req(), 7);
+    sim.drive();
+    // Six chunks took about 100 ms on n1, so chunk 1 is a straggler at the 1 s floor.
+    check_trace(
+        &mut sim,
+        "[0ms] start-job n1 j1
+         [0ms] assign n1 j1 c0 a1
+         [0ms] start-job n2 j1
+         [0ms] assign n2 j1 c1 a2
+         [101ms] assign n1 j1 c2 a3
+         [201ms] assign n1 j1 c3 a4
+         [301ms] assign n1 j1 c4 a5
+         [401ms] assign n1 j1 c5 a6
+         [501ms] assign n1 j1 c6 a7
+         [1000ms] copy n1 j1 c1 a8
+         [1100ms] cancel n2 a2
+         [1100ms] end-job n1 j1
+         [1100ms] end-job n2 j1
+         [1100ms] succeeded j1",
+    );
+    assert_eq!(sim.outcome(job), Some(&Ok(())));
+    assert_eq!(sim.copies(), [(fast, job, 1)]);
+    let stats = sim.actions().find_map(|a| match a {
+        Action::JobSucceeded { stats, .. } => Some(*stats),
+        _ => None,
+    });
+    assert_eq!(stats.map(|s| (s.speculative, s.speculative_wins)), Some((1, 1)));
+    assert!(sim.assigned(slow).len() == 1);
+    sim.check_final();
+}
+
+#[test]
+fn frozen_node_is_outrun_by_copies_before_its_timeout() {
+    let mut sim = Sim::new();
+    let (a, b) = (sim.add_node(2), sim.add_node(2));
+    sim.freeze(a);
+    let job = sim.submit_chunks(req(), 12);
+    sim.drive();
+    assert_eq!(sim.outcome(job), Some(&Ok(())));
+    // a's six attempts are copied to b once they are a second old.
+    let copies: Vec<_> = sim.copies().iter().map(|&(node, _, chunk)| (node, chunk)).collect();
+    assert_eq!(copies, [(b, 0), (b, 2), (b, 4), (b, 6), (b, 8), (b, 10)]);
+    assert!(sim.take_trace().lines().all(|l| !l.contains("drop")));
+    sim.check_final();
+}
+
+#[test]
+fn equal_jobs_share_one_node_in_turns() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    for job in [J1, JobId(2)] {
+        s.handle_job_submitted(now, job, req());
+        s.handle_chunks_added(now, job, 3);
+        s.handle_input_complete(now, job);
+    }
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    let mut finish = |attempt, expect: &str| {
+        assert!(s.handle_chunk_succeeded(now, N1, AttemptId(attempt)).is_some());
+        check_actions(&mut s, expect);
+    };
+    finish(1, "start-job n1 j2\nassign n1 j2 c0 a2");
+    finish(2, "assign n1 j1 c1 a3");
+    finish(3, "assign n1 j2 c1 a4");
+    finish(4, "assign n1 j1 c2 a5");
+    finish(5, "end-job n1 j1\nsucceeded j1\nassign n1 j2 c2 a6");
+}
+
+/// Runs a one-chunk job needing `limit_gib` and `platform` on these nodes, checks the failure
+/// reason, and that `eligible_summary` gives the same one at submission.
+#[track_caller]
+fn check_no_eligible_on(
+    nodes: &[NodeSpec],
+    limit_gib: u64,
+    platform: Option<(&str, &str)>,
+    expect: &str,
+) {
+    let mut sim = Sim::new();
+    for spec in nodes {
+        sim.add_node_with(spec.clone());
+    }
+    let req = JobRequirements {
+        memory_limit: limit_gib * GIB,
+        placement_timeout: Duration::from_secs(10),
+        platform: platform.map(|(os, arch)| (os.to_owned(), arch.to_owned())),
+        ..req()
+    };
+    // Rejections only show once a node has tried the job.
+    let rejecting = nodes.iter().any(|n| matches!(n.behavior, Behavior::Rejecting(_)));
+    if !rejecting {
+        assert_eq!(sim.sched.eligible_summary(&req), Err(expect.to_owned()));
+    }
+    let job = sim.submit_chunks(req, 1);
+    if !rejecting {
+        assert_eq!(sim.sched.blocked_reason(job).as_deref(), Some(expect));
+    }
+    sim.drive();
+    let expect = JobFailure::NoEligibleNode { reason: expect.to_owned() };
+    assert_eq!(sim.outcome(job), Some(&Err(expect)));
+    sim.check_final();
+}
+
+#[track_caller]
+fn check_no_eligible(nodes: &[NodeSpec], limit_gib: u64, expect: &str) {
+    check_no_eligible_on(nodes, limit_gib, None, expect);
+}
+
+#[test]
+fn platform_must_match() {
+    let on = |os, arch| NodeSpec { os, arch, ..NodeSpec::new(2) };
+    let aarch64 = Some(("linux", "aarch64"));
+    check_no_eligible_on(
+        &[on("linux", "x86_64"), on("linux", "x86_64")],
+        1,
+        aarch64,
+        "2 connected, 2 are linux/x86_64 but the payload needs linux/aarch64, 0 eligible",
+    );
+    let small_arm = NodeSpec { memory_available: GIB, ..on("linux", "aarch64") };
+    check_no_eligible_on(
+        &[on("macos", "aarch64"), on("linux", "x86_64"), small_arm, on("linux", "x86_64")],
+        4,
+        aarch64,
+        "4 connected, 2 are linux/x86_64 and 1 is macos/aarch64 but the payload needs \
+         linux/aarch64, 1 lacks 4.0 GiB free memory, 0 eligible",
+    );
+
+    // A native job runs only where it can; WebAssembly runs anywhere.
+    let mut sim = Sim::new();
+    let x86 = sim.add_node(2);
+    let arm = sim.add_node_with(on("linux", "aarch64"));
+    assert!(sim.sched.platform_available("linux", "aarch64"));
+    assert!(!sim.sched.platform_available("windows", "x86_64"));
+    let native = JobRequirements { platform: Some(("linux".into(), "aarch64".into())), ..req() };
+    assert_eq!(sim.sched.eligible_summary(&native), Ok(()));
+    sim.submit_chunks(native, 10);
+    sim.drive();
+    assert_eq!((sim.assigned(x86).len(), sim.assigned(arm).len()), (0, 10));
+    sim.submit_chunks(req(), 12);
+    sim.drive();
+    assert_eq!((sim.assigned(x86).len(), sim.assigned(arm).len()), (6, 16));
+    sim.check_final();
+}
+
+#[test]
+fn drained_node_finishes_its_work_and_takes_no_more() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(1));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 8);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         start-job n2 j1
+         assign n2 j1 c1 a2
+         assign n1 j1 c2 a3
+         assign n2 j1 c3 a4",
+    );
+    s.handle_drain(now, N1);
+    check_actions(&mut s, "");
+    assert_eq!(s.node_state(N1), Some(NodeState::Draining));
+    assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(1)), Some((J1, 0)));
+    check_actions(&mut s, "");
+    assert_eq!(s.handle_chunk_succeeded(now, N2, AttemptId(2)), Some((J1, 1)));
+    check_actions(&mut s, "assign n2 j1 c4 a5");
+    assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(3)), Some((J1, 2)));
+    check_actions(&mut s, "");
+    assert_eq!(s.node_state(N1), Some(NodeState::Drained));
+    assert_eq!(s.node_state(N2), Some(NodeState::Busy));
+    s.handle_undrain(now, N1);
+    check_actions(&mut s, "assign n1 j1 c5 a6\nassign n1 j1 c6 a7");
+    assert_eq!(s.node_state(N1), Some(NodeState::Busy));
+}
+
+#[test]
+fn blocked_jobs_say_why() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    let small = NodeResources { memory_available: 2 * GIB, ..resources("n2", 1) };
+    s.handle_node_joined(now, N2, small);
+    s.handle_drain(now, N1);
+    let big = JobRequirements { memory_limit: 4 * GIB, ..req() };
+    s.handle_job_submitted(now, J1, big);
+    assert_eq!(s.blocked_reason(J1), None, "nothing to place yet");
+    s.handle_chunks_added(now, J1, 2);
+    check_actions(&mut s, "");
+    let reason = "2 connected, 1 drained, 1 lacks 4.0 GiB free memory, 0 eligible";
+    assert_eq!(s.blocked_reason(J1).as_deref(), Some(reason));
+    // The placement clock started with the job stuck; undraining stops it.
+    assert_eq!(s.poll_timeout(), Some(now + ms(2500)));
+    s.handle_undrain(now, N1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    assert_eq!(s.blocked_reason(J1), None, "running");
+    // Busy eligible nodes are reported as such when a job waits behind another.
+    s.handle_node_lost(now, N2);
+    let tiny = NodeResources { memory_available: GIB / 2, ..resources("n3", 1) };
+    s.handle_node_joined(now, NodeId(3), tiny);
+    s.handle_job_submitted(now, JobId(2), req());
+    s.handle_chunks_added(now, JobId(2), 1);
+    check_actions(&mut s, "");
+    let reason = "2 connected, 1 lacks 1.0 GiB free memory, 1 eligible, all busy";
+    assert_eq!(s.blocked_reason(JobId(2)).as_deref(), Some(reason));
+
+    // With every node drained, the job fails once its placement timeout runs out.
+    let mut sim = Sim::new();
+    let node = sim.add_node(1);
+    sim.drain(node);
+    let job = sim.submit_chunks(JobRequirements { placement_timeout: ms(10_000), ..req() }, 1);
+    sim.drive();
+    let reason = "1 connected, 1 drained, 0 eligible".to_owned();
+    assert_eq!(sim.outcome(job), Some(&Err(JobFailure::NoEligibleNode { reason })));
+    assert!(sim.assigned(node).is_empty());
+    sim.check_final();
+}
+
+#[test]
+fn node_whose_failures_succeed_elsewhere_is_quarantined_until_undrained() {
+    let mut sim = Sim::with_config(config(0));
+    let trap = NodeSpec { behavior: Behavior::Failing(FailureKind::Trap), ..NodeSpec::new(1) };
+    let bad = sim.add_node_with(trap);
+    let good = sim.add_node(1);
+    let job = sim.submit_chunks(req(), 6);
+    sim.drive();
+    assert_eq!(sim.outcome(job), Some(&Ok(())));
+    // Each chunk n1 trapped on succeeds on n2; the third such chunk quarantines n1, which still
+    // reports the chunk it already held.
+    let reason = "3 attempts failed here that then succeeded on other nodes (last: job 1 chunk \
+                  3: trap)";
+    check_trace(
+        &mut sim,
+        &format!(
+            "[0ms] start-job n1 j1
+             [0ms] assign n1 j1 c0 a1
+             [0ms] start-job n2 j1
+             [0ms] assign n2 j1 c1 a2
+             [11ms] assign n1 j1 c2 a3
+             [11ms] assign n2 j1 c0 a4
+             [21ms] assign n1 j1 c3 a5
+             [21ms] assign n2 j1 c2 a6
+             [31ms] assign n1 j1 c4 a7
+             [31ms] assign n2 j1 c3 a8
+             [41ms] assign n1 j1 c5 a9
+             [41ms] quarantined n1: {reason}
+             [41ms] assign n2 j1 c4 a10
+             [51ms] assign n2 j1 c5 a11
+             [61ms] end-job n1 j1
+             [61ms] end-job n2 j1
+             [61ms] succeeded j1"
+        ),
+    );
+    let reason = reason.to_owned();
+    assert_eq!(sim.sched.node_state(bad), Some(NodeState::Quarantined { reason }));
+    let job = sim.submit_chunks(req(), 4);
+    sim.drive();
+    assert_eq!((sim.assigned(bad).len(), sim.assigned(good).len()), (5, 10));
+    // Released by an operator, the repaired node takes work again.
+    sim.set_behavior(bad, Behavior::Healthy);
+    sim.undrain(bad);
+    assert_eq!(sim.sched.node_state(bad), Some(NodeState::Ready));
+    let job2 = sim.submit_chunks(req(), 4);
+    sim.drive();
+    assert_eq!((sim.outcome(job), sim.outcome(job2)), (Some(&Ok(())), Some(&Ok(()))));
+    assert_eq!((sim.assigned(bad).len(), sim.assigned(good).len()), (7, 12));
+    sim.check_final();
+}
+
+#[test]
+fn one_chunk_that_fails_on_a_node_is_not_enough_to_quarantine_it() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, JobRequirements { max_attempts: 5, ..req() });
+    s.handle_chunks_added(now, J1, 1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    for attempt in 1..=3 {
+        s.handle_chunk_failed(now, N1, AttemptId(attempt), failure(FailureKind::Timeout));
+    }
+    check_actions(&mut s, "assign n1 j1 c0 a2\nassign n1 j1 c0 a3\nassign n1 j1 c0 a4");
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_chunks_added(now, J1, 1);
+    check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c1 a5");
+    s.handle_chunk_failed(now, N1, AttemptId(4), failure(FailureKind::Timeout));
+    // Held back from n1 for n2, where it then succeeds: four failures, but of one chunk.
+    check_actions(&mut s, "");
+    assert!(s.handle_chunk_succeeded(now, N2, AttemptId(5)).is_some());
+    check_actions(&mut s, "assign n2 j1 c0 a6");
+    assert!(s.handle_chunk_succeeded(now, N2, AttemptId(6)).is_some());
+    check_actions(&mut s, "");
+    assert_eq!(s.node_state(N1), Some(NodeState::Ready));
+}
+
+#[test]
+fn suspect_node_takes_no_work_until_it_heartbeats() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_heartbeat(now + ms(2000), N2, 16 * GIB);
+    s.handle_timeout(now + ms(2500));
+    check_actions(&mut s, "suspect n1: silent 2.5s");
+    assert_eq!(s.node_state(N1), Some(NodeState::Suspect));
+    s.handle_job_submitted(now + ms(2600), J1, req());
+    s.handle_chunks_added(now + ms(2600), J1, 3);
+    check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c0 a1");
+    s.handle_heartbeat(now + ms(3000), N1, 16 * GIB);
+    check_actions(&mut s, "recovered n1\nstart-job n1 j1\nassign n1 j1 c1 a2");
+    assert_eq!(s.node_state(N1), Some(NodeState::Busy));
+    // Silent again: suspect half a timeout after its last heartbeat, dropped a full one after.
+    s.handle_heartbeat(now + ms(4000), N2, 16 * GIB);
+    s.handle_heartbeat(now + ms(5000), N2, 16 * GIB);
+    s.handle_timeout(now + ms(5500));
+    check_actions(&mut s, "suspect n1: silent 2.5s");
+    s.handle_heartbeat(now + ms(6000), N2, 16 * GIB);
+    s.handle_heartbeat(now + ms(7000), N2, 16 * GIB);
+    s.handle_timeout(now + ms(8000));
+    check_actions(&mut s, "drop n1: no heartbeat for 5s");
+    assert_eq!(s.node_state(N1), None);
 }
 
 /// One step of a random cluster history; indices pick among existing nodes or jobs.
 #[derive(Debug, Clone)]
 enum Op {
-    AddNode { slots: u32, memory_gib: u64, behavior: u8 },
+    AddNode {
+        slots: u32,
+        memory_gib: u64,
+        behavior: u8,
+        platform: u8,
+    },
     Kill(usize),
     Freeze(usize),
+    Thaw(usize),
     SetMemory(usize, u64),
-    Submit { chunks: u64, max_attempts: u32, priority: i32, memory_gib: u64, timeout_s: u64 },
+    Drain(usize),
+    Undrain(usize),
+    Submit {
+        chunks: u64,
+        max_attempts: u32,
+        priority: i32,
+        memory_gib: u64,
+        timeout_s: u64,
+        platform: u8,
+    },
     AddChunks(usize, u64),
     Complete(usize),
     Cancel(usize),
-    FailNext { job: usize, chunk: u64, kind: u8 },
+    FailNext {
+        job: usize,
+        chunk: u64,
+        kind: u8,
+    },
     Advance(u64),
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let index = 0..8usize;
     prop_oneof![
-        3 => (0..4u32, 0..8u64, 0..10u8)
-            .prop_map(|(slots, memory_gib, behavior)| Op::AddNode { slots, memory_gib, behavior }),
+        3 => (0..4u32, 0..8u64, 0..12u8, 0..8u8).prop_map(
+            |(slots, memory_gib, behavior, platform)| Op::AddNode {
+                slots, memory_gib, behavior, platform,
+            }
+        ),
         1 => index.clone().prop_map(Op::Kill),
         1 => index.clone().prop_map(Op::Freeze),
+        1 => index.clone().prop_map(Op::Thaw),
         1 => (index.clone(), 0..8u64).prop_map(|(n, gib)| Op::SetMemory(n, gib)),
-        3 => (0..12u64, 0..4u32, -1..2i32, 0..4u64, 1..12u64).prop_map(
-            |(chunks, max_attempts, priority, memory_gib, timeout_s)| Op::Submit {
-                chunks, max_attempts, priority, memory_gib, timeout_s,
+        1 => index.clone().prop_map(Op::Drain),
+        1 => index.clone().prop_map(Op::Undrain),
+        3 => (0..12u64, 0..4u32, -1..2i32, 0..4u64, 1..12u64, 0..8u8).prop_map(
+            |(chunks, max_attempts, priority, memory_gib, timeout_s, platform)| Op::Submit {
+                chunks, max_attempts, priority, memory_gib, timeout_s, platform,
             }
         ),
         2 => (index.clone(), 0..12u64).prop_map(|(j, n)| Op::AddChunks(j, n)),
         1 => index.clone().prop_map(Op::Complete),
         1 => index.clone().prop_map(Op::Cancel),
-        2 => (index, 0..12u64, 0..3u8)
+        2 => (index, 0..12u64, 0..4u8)
             .prop_map(|(job, chunk, kind)| Op::FailNext { job, chunk, kind }),
         4 => (0..3000u64).prop_map(Op::Advance),
     ]
 }
 
-/// A healthy node able to run any job the property test submits.
+/// Speculation and quarantine settings that make both happen often in short histories.
+fn random_config() -> impl Strategy<Value = SchedulerConfig> {
+    (0..3u32, 1..6u32, 0..3u8, 0..3u8, 0..4u32).prop_map(
+        |(depth, samples, age, multiplier, quarantine)| SchedulerConfig {
+            speculation_min_samples: samples,
+            speculation_min_age: [Duration::ZERO, ms(50), ms(1000)][usize::from(age)],
+            speculation_multiplier: [1.5, 3.0, f64::INFINITY][usize::from(multiplier)],
+            quarantine_threshold: quarantine,
+            ..config(depth)
+        },
+    )
+}
+
+/// A healthy node able to run any job the property test submits, except on other platforms.
 fn big_node() -> NodeSpec {
     NodeSpec { memory_total: 64 * GIB, memory_available: 64 * GIB, ..NodeSpec::new(2) }
 }
@@ -616,31 +1117,58 @@ fn pick<T: Copy>(items: &[T], i: usize) -> Option<T> {
     (!items.is_empty()).then(|| items[i % items.len()])
 }
 
+/// Mostly linux/x86_64, sometimes something else.
+fn platform(choice: u8) -> (&'static str, &'static str) {
+    match choice {
+        0 => ("linux", "aarch64"),
+        1 => ("macos", "aarch64"),
+        _ => ("linux", "x86_64"),
+    }
+}
+
 fn apply(sim: &mut Sim, op: &Op) {
     let nodes = sim.node_ids();
     let jobs = sim.job_ids();
     match *op {
-        Op::AddNode { slots, memory_gib, behavior } => {
-            let behavior = match behavior {
-                0 => Behavior::Failing(FailureKind::Trap),
-                1 => Behavior::Rejecting("bad module".to_owned()),
-                _ => Behavior::Healthy,
+        Op::AddNode { slots, memory_gib, behavior, platform: choice } => {
+            let (behavior, slowdown) = match behavior {
+                0 => (Behavior::Failing(FailureKind::Trap), 1),
+                1 => (Behavior::Rejecting("bad module".to_owned()), 1),
+                2..=4 => (Behavior::Healthy, 30),
+                _ => (Behavior::Healthy, 1),
             };
             let memory = memory_gib * GIB;
-            let spec = NodeSpec { memory_available: memory, memory_total: memory, behavior, slots };
+            let (os, arch) = platform(choice);
+            let spec = NodeSpec {
+                memory_available: memory,
+                memory_total: memory,
+                behavior,
+                slots,
+                os,
+                arch,
+                slowdown,
+            };
             sim.add_node_with(spec);
         }
         Op::Kill(i) => pick(&nodes, i).into_iter().for_each(|n| sim.kill(n)),
         Op::Freeze(i) => pick(&nodes, i).into_iter().for_each(|n| sim.freeze(n)),
+        Op::Thaw(i) => pick(&nodes, i).into_iter().for_each(|n| sim.thaw(n)),
         Op::SetMemory(i, gib) => {
             pick(&nodes, i).into_iter().for_each(|n| sim.set_memory(n, gib * GIB))
         }
-        Op::Submit { chunks, max_attempts, priority, memory_gib, timeout_s } => {
+        Op::Drain(i) => pick(&nodes, i).into_iter().for_each(|n| sim.drain(n)),
+        Op::Undrain(i) => pick(&nodes, i).into_iter().for_each(|n| sim.undrain(n)),
+        Op::Submit { chunks, max_attempts, priority, memory_gib, timeout_s, platform: choice } => {
+            let native = choice < 3;
             let req = JobRequirements {
                 memory_limit: memory_gib * GIB,
                 max_attempts,
                 priority,
                 placement_timeout: Duration::from_secs(timeout_s),
+                platform: native.then(|| {
+                    let (os, arch) = platform(choice);
+                    (os.to_owned(), arch.to_owned())
+                }),
             };
             let job = sim.submit(req);
             sim.add_chunks(job, chunks);
@@ -665,20 +1193,21 @@ fn apply(sim: &mut Sim, op: &Op) {
 proptest! {
     // Failures print the minimal history; nothing is written next to the sources.
     #![proptest_config(ProptestConfig {
-        cases: 1000,
+        cases: 2000,
         failure_persistence: None,
         ..ProptestConfig::default()
     })]
 
     /// Whatever happens to the cluster, every job ends once a capable node is around; results
-    /// are accepted once; capacity, cancellation and bookkeeping hold throughout (the sim and
-    /// `check_invariants` assert them after every call).
+    /// are accepted once; at most two attempts of a chunk are live, and only as a speculative
+    /// pair; drained, quarantined and suspect nodes get no new work; capacity, cancellation and
+    /// bookkeeping hold throughout (the sim and `check_invariants` assert them after every call).
     #[test]
     fn random_histories_keep_the_promises(
-        depth in 0..3u32,
+        config in random_config(),
         ops in proptest::collection::vec(op(), 0..60),
     ) {
-        let mut sim = Sim::with_config(config(depth));
+        let mut sim = Sim::with_config(config);
         for op in &ops {
             apply(&mut sim, op);
         }
@@ -687,6 +1216,39 @@ proptest! {
             sim.complete_input(job);
         }
         prop_assert!(sim.drive_bounded(Duration::from_secs(3600)), "jobs never ended");
+        sim.check_final();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Two jobs of equal priority on one node take turns: after the first fill, no job gets two
+    /// placements in a row while the other still has chunks to place.
+    #[test]
+    fn equal_priorities_both_make_progress(
+        slots in 1..4u32,
+        depth in 0..3u32,
+        first in 1..40u64,
+        second in 1..40u64,
+    ) {
+        let mut sim = Sim::with_config(config(depth));
+        let node = sim.add_node(slots);
+        let jobs = [sim.submit_chunks(req(), first), sim.submit_chunks(req(), second)];
+        sim.drive();
+        let outcomes = (sim.outcome(jobs[0]), sim.outcome(jobs[1]));
+        prop_assert_eq!(outcomes, (Some(&Ok(())), Some(&Ok(()))));
+        let totals = [first, second];
+        let capacity = (slots * (1 + depth)) as usize;
+        let log = sim.assigned(node);
+        let mut placed = [0u64; 2];
+        for (i, &(job, _)) in log.iter().enumerate() {
+            let k = usize::from(job != jobs[0]);
+            if i >= capacity && log[i - 1].0 == job {
+                prop_assert_eq!(placed[1 - k], totals[1 - k], "placement {} starves a job", i);
+            }
+            placed[k] += 1;
+        }
         sim.check_final();
     }
 }

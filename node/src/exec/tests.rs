@@ -560,4 +560,7 @@ fn types_can_move_to_worker_threads() {
     send_sync::<WasmPayload>();
     send_sync::<CancelFlag>();
     send::<WasmWorker>();
+    send_sync::<crate::exec::Executor>();
+    send_sync::<crate::exec::Payload>();
+    send::<crate::exec::Worker>();
 }

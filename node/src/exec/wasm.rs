@@ -6,6 +6,10 @@
 //! chunk runs. A [`WasmWorker`] is one instance in its own `Store` (one per slot of a job): it
 //! copies the job's arguments in and runs `dispy_setup` once, then serves chunks in turn.
 //!
+//! A module that exports WASI `_start` and no `dispy_run` is a filter ([`WasmFlavour::Filter`]):
+//! `compile` hands it to [`super::wasi`], and the same [`WasmPayload`] / [`WasmWorker`] types
+//! carry it, so callers (the pool, [`run_serial`]) need not care which flavour they run.
+//!
 //! Sandboxing, per worker: a [`ResourceLimiter`] caps linear memory (and records that it denied a
 //! grow, so the resulting trap is reported as a memory failure without matching strings); every
 //! call into the guest arms an epoch deadline of one tick whose callback checks the wall-clock
@@ -13,7 +17,6 @@
 //! and caps the output of a chunk at [`MAX_OUTPUT`]. See wasmtime's `examples/epochs.rs`.
 
 use std::fmt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::Arc;
 use std::thread;
@@ -27,6 +30,10 @@ use wasmtime::{
     ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline,
 };
 
+pub use super::{CancelFlag, ExecError, Limits};
+use super::wasi::{self, FilterPayload, FilterWorker};
+use super::{cancelled, deadline_after, failure, reused, setup_failure, timed_out};
+
 /// How often the ticker thread advances the engine's epoch; the resolution of chunk timeouts and
 /// cancellation.
 pub const EPOCH_TICK: Duration = Duration::from_millis(10);
@@ -36,14 +43,14 @@ pub const EPOCH_TICK: Duration = Duration::from_millis(10);
 pub const MAX_OUTPUT: usize = 1 << 30;
 
 /// Largest linear memory a 32-bit module can have (65536 pages of 64 KiB).
-const MAX_WASM32_MEMORY: u64 = 1 << 32;
+pub(super) const MAX_WASM32_MEMORY: u64 = 1 << 32;
 
 /// Time allowed to instantiate a module and call `dispy_abi_version` while compiling.
 const ABI_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Table elements a worker may have; generous for compiled languages, small enough to bound the
 /// host memory a guest can take through `table.grow`.
-const MAX_TABLE_ELEMENTS: usize = 1 << 20;
+pub(super) const MAX_TABLE_ELEMENTS: usize = 1 << 20;
 
 /// Signatures of the ABI's functions, as [`describe_func`] writes them.
 const SIG_ALLOC: &str = "(i32) -> i32";
@@ -51,96 +58,6 @@ const SIG_RUN: &str = "(i32, i32, i32, i32) -> i32";
 const SIG_SETUP: &str = "(i32, i32) -> i32";
 const SIG_ABI_VERSION: &str = "() -> i32";
 const SIG_EMIT: &str = "(i32, i32) -> ()";
-
-/// Why a payload could not be compiled, or a serial run failed.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ExecError {
-    /// The wasmtime engine or its epoch ticker thread could not be created.
-    #[error("failed to start the WebAssembly engine: {0}")]
-    Engine(String),
-    /// The bytes are neither a valid WebAssembly binary nor valid WAT text.
-    #[error("payload is not valid WebAssembly: {0}")]
-    InvalidWasm(String),
-    /// A required export of the dispy ABI v1 is absent.
-    #[error("payload does not export `{0}`")]
-    MissingExport(&'static str),
-    /// An ABI export exists with the wrong kind or signature.
-    #[error("`{name}` has type {found} but the dispy ABI v1 needs {expected}")]
-    ExportType {
-        /// The export's name.
-        name: &'static str,
-        /// What the module has, e.g. `(i32) -> i32`.
-        found: String,
-        /// What the ABI requires.
-        expected: &'static str,
-    },
-    /// The module imports something the host does not provide.
-    #[error("payload imports `{module}.{name}`, only `dispy.emit` is provided")]
-    ForbiddenImport {
-        /// The import's module name.
-        module: String,
-        /// The import's field name.
-        name: String,
-    },
-    /// The module imports `dispy.emit` with the wrong kind or signature.
-    #[error("payload imports `dispy.emit` as {found} but the dispy ABI v1 provides {SIG_EMIT}")]
-    EmitType {
-        /// What the module asks for.
-        found: String,
-    },
-    /// `dispy_abi_version` returned something other than [`abi::ABI_VERSION`].
-    #[error("payload is built for dispy ABI v{0}, this node supports v{v}", v = abi::ABI_VERSION)]
-    AbiVersion(i32),
-    /// `dispy_abi_version` could not be called (the module's start function or the call failed).
-    #[error("calling `dispy_abi_version` failed: {0}")]
-    AbiVersionCheck(String),
-    /// A worker could not be created (setup failed, memory too large, ...).
-    #[error("{0}")]
-    Worker(ChunkFailure),
-    /// A chunk failed.
-    #[error("chunk {index} failed: {failure}")]
-    Chunk {
-        /// The chunk's position among the inputs, from 0.
-        index: u64,
-        /// What went wrong.
-        failure: ChunkFailure,
-    },
-    /// This node cannot run this kind of payload.
-    #[error("this node cannot run {0}")]
-    Unsupported(String),
-}
-
-/// Per-worker sandbox limits, taken from the job's [`common::proto::JobSpec`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
-    /// Maximum linear memory of the worker, in bytes. A guest growing past it fails its chunk with
-    /// [`common::proto::FailureKind::MemoryLimit`], so one job cannot exhaust the node's memory.
-    pub memory: u64,
-    /// Wall-clock limit for one chunk (and for a worker's setup), so a looping guest frees its
-    /// slot; exceeding it fails the chunk with [`common::proto::FailureKind::Timeout`].
-    pub chunk_timeout: Duration,
-}
-
-/// A shared flag that aborts the running chunk of a worker promptly (within about 10 ms).
-///
-/// The node sets it when an attempt is cancelled or its job ends; the interrupted chunk fails
-/// with [`common::proto::FailureKind::Node`] and the message `cancelled`, which callers ignore.
-/// A flag stays set once cancelled: work that should go on needs a worker with a fresh flag.
-#[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
-
-impl CancelFlag {
-    /// Asks the worker holding this flag to stop its current chunk and refuse further ones.
-    pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
-    }
-
-    /// Whether [`CancelFlag::cancel`] was called on this flag or a clone of it.
-    pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
-    }
-}
 
 /// The node's WebAssembly engine: one per process, shared by every job. Cheap to clone.
 ///
@@ -184,6 +101,13 @@ impl WasmEngine {
     pub fn compile(&self, bytes: &[u8]) -> Result<WasmPayload, ExecError> {
         let module =
             Module::new(&self.engine, bytes).map_err(|e| ExecError::InvalidWasm(one_line(&e)))?;
+        if wasi::is_filter(&module) {
+            let filter = wasi::compile(&self.engine, &module)?;
+            return Ok(WasmPayload {
+                memory_min: filter.initial_memory(),
+                inner: PayloadInner::Filter(filter),
+            });
+        }
         check_imports(&module)?;
         let memory_min = check_memory(&module)?;
         check_func(&module, abi::EXPORT_ALLOC, SIG_ALLOC, true)?;
@@ -199,22 +123,26 @@ impl WasmEngine {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ExecError::InvalidWasm(one_line(&e)))?;
-        let payload = WasmPayload {
-            pre,
-            has_setup,
-            memory_min,
-        };
+        let payload = AbiPayload { pre, has_setup };
         if has_version {
             let version = self.abi_version(&payload)?;
             if u32::try_from(version) != Ok(abi::ABI_VERSION) {
-                return Err(ExecError::AbiVersion(version));
+                return Err(ExecError::AbiVersion(version.into()));
             }
         }
-        Ok(payload)
+        Ok(WasmPayload {
+            memory_min,
+            inner: PayloadInner::Abi(payload),
+        })
+    }
+
+    /// The wasmtime engine, for the filter executor.
+    pub(super) fn engine(&self) -> &Engine {
+        &self.engine
     }
 
     /// Calls `dispy_abi_version` in a throwaway store.
-    fn abi_version(&self, payload: &WasmPayload) -> Result<i32, ExecError> {
+    fn abi_version(&self, payload: &AbiPayload) -> Result<i32, ExecError> {
         let limits = Limits {
             memory: MAX_WASM32_MEMORY,
             chunk_timeout: ABI_CHECK_TIMEOUT,
@@ -238,16 +166,39 @@ impl fmt::Debug for WasmEngine {
     }
 }
 
-/// A compiled and ABI-checked payload, ready to instantiate. Cheap to clone (wasmtime shares the
+/// How a WebAssembly payload talks to the host; [`WasmEngine::compile`] decides from its exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WasmFlavour {
+    /// The dispy ABI v1: `dispy_run` per chunk, output through `dispy.emit`.
+    Abi,
+    /// A WASI command (`_start`, no `dispy_run`): the chunk on stdin, the output from stdout.
+    Filter,
+}
+
+/// A compiled and checked payload, ready to instantiate. Cheap to clone (wasmtime shares the
 /// compiled code), so the node's payload cache can hand it to every worker of every job.
 #[derive(Clone)]
 pub struct WasmPayload {
+    /// Initial size of the exported memory in bytes, checked against a job's limit up front.
+    memory_min: u64,
+    /// What the module is, with what running it needs.
+    inner: PayloadInner,
+}
+
+#[derive(Clone)]
+enum PayloadInner {
+    Abi(AbiPayload),
+    Filter(FilterPayload),
+}
+
+/// An ABI module, checked.
+#[derive(Clone)]
+struct AbiPayload {
     /// The module with `dispy.emit` already resolved.
     pre: InstancePre<HostState>,
     /// Whether `dispy_setup` is exported, so workers know to call it.
     has_setup: bool,
-    /// Initial size of the exported memory in bytes, checked against a job's limit up front.
-    memory_min: u64,
 }
 
 impl WasmPayload {
@@ -255,14 +206,24 @@ impl WasmPayload {
     pub fn initial_memory(&self) -> u64 {
         self.memory_min
     }
+
+    /// Whether the module is an ABI payload or a WASI filter.
+    pub fn flavour(&self) -> WasmFlavour {
+        match self.inner {
+            PayloadInner::Abi(_) => WasmFlavour::Abi,
+            PayloadInner::Filter(_) => WasmFlavour::Filter,
+        }
+    }
 }
 
 impl fmt::Debug for WasmPayload {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WasmPayload")
-            .field("has_setup", &self.has_setup)
-            .field("initial_memory", &self.memory_min)
-            .finish_non_exhaustive()
+        let mut f = f.debug_struct("WasmPayload");
+        f.field("flavour", &self.flavour());
+        if let PayloadInner::Abi(abi) = &self.inner {
+            f.field("has_setup", &abi.has_setup);
+        }
+        f.field("initial_memory", &self.memory_min).finish_non_exhaustive()
     }
 }
 
@@ -270,19 +231,20 @@ impl fmt::Debug for WasmPayload {
 ///
 /// Creating it instantiates the module, copies the job's arguments into guest memory (the first
 /// `dispy_alloc` call, kept for the worker's life) and runs `dispy_setup` once. Guest code runs on
-/// the calling thread, so call it from a dedicated thread, never from an async task.
+/// the calling thread, so call it from a dedicated thread, never from an async task. For a WASI
+/// filter it holds what each chunk's fresh instance needs (see [`super::wasi`]).
 pub struct WasmWorker {
-    store: Store<HostState>,
-    guest: Guest,
-    chunk_timeout: Duration,
-    /// Set after any failure: the instance may be in any state, so it must not run again.
-    broken: bool,
-    /// Keeps the epoch ticking while this worker exists.
-    _ticker: Arc<Ticker>,
+    inner: WorkerInner,
+}
+
+enum WorkerInner {
+    Abi(AbiWorker),
+    Filter(FilterWorker),
 }
 
 impl WasmWorker {
-    /// Instantiates `payload` under `limits`, copies `args` in and runs `dispy_setup` if exported.
+    /// Instantiates `payload` under `limits`, copies `args` in and runs `dispy_setup` if exported;
+    /// for a filter, checks the limits and keeps `args` as its argv.
     ///
     /// # Errors
     /// A [`ChunkFailure`] of kind [`FailureKind::Setup`] when instantiation, the argument copy or
@@ -309,6 +271,74 @@ impl WasmWorker {
                 ),
             ));
         }
+        let inner = match &payload.inner {
+            PayloadInner::Abi(abi) => WorkerInner::Abi(AbiWorker::new(engine, abi, args, limits, cancel)?),
+            PayloadInner::Filter(filter) => {
+                let ticker = engine.ticker.clone();
+                WorkerInner::Filter(FilterWorker::new(engine.engine(), filter, args, limits, cancel, ticker))
+            }
+        };
+        Ok(Self { inner })
+    }
+
+    /// Runs one chunk and returns its output: everything it emitted, in order, or for a filter
+    /// what it wrote to stdout.
+    ///
+    /// # Errors
+    /// A [`ChunkFailure`]: [`FailureKind::PayloadError`] for a non-zero `dispy_run` return or
+    /// filter exit code, [`FailureKind::Trap`] for a trap or a bad `dispy.emit` / `dispy_alloc`
+    /// range, [`FailureKind::Timeout`], [`FailureKind::MemoryLimit`], or [`FailureKind::Node`]
+    /// with the message `cancelled`. After any error this worker refuses further chunks: drop it
+    /// and make a new one.
+    pub fn run(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        match &mut self.inner {
+            WorkerInner::Abi(worker) => worker.run(input),
+            WorkerInner::Filter(worker) => worker.run(input),
+        }
+    }
+
+    /// Lowers the output cap of this worker, so tests need not emit a gigabyte.
+    #[cfg(test)]
+    pub(crate) fn set_output_limit(&mut self, bytes: usize) {
+        match &mut self.inner {
+            WorkerInner::Abi(worker) => worker.store.data_mut().output_limit = bytes,
+            WorkerInner::Filter(worker) => worker.set_output_limit(bytes),
+        }
+    }
+}
+
+impl fmt::Debug for WasmWorker {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.inner {
+            WorkerInner::Abi(worker) => f
+                .debug_struct("WasmWorker")
+                .field("chunk_timeout", &worker.chunk_timeout)
+                .field("broken", &worker.broken)
+                .finish_non_exhaustive(),
+            WorkerInner::Filter(worker) => fmt::Debug::fmt(worker, f),
+        }
+    }
+}
+
+/// An instance of an ABI module.
+struct AbiWorker {
+    store: Store<HostState>,
+    guest: Guest,
+    chunk_timeout: Duration,
+    /// Set after any failure: the instance may be in any state, so it must not run again.
+    broken: bool,
+    /// Keeps the epoch ticking while this worker exists.
+    _ticker: Arc<Ticker>,
+}
+
+impl AbiWorker {
+    fn new(
+        engine: &WasmEngine,
+        payload: &AbiPayload,
+        args: &[u8],
+        limits: Limits,
+        cancel: CancelFlag,
+    ) -> Result<Self, ChunkFailure> {
         let mut store = new_store(&engine.engine, limits, cancel);
         arm(&mut store, limits.chunk_timeout);
         match instantiate(&mut store, payload, args) {
@@ -326,15 +356,7 @@ impl WasmWorker {
         }
     }
 
-    /// Runs one chunk and returns everything it emitted, in order.
-    ///
-    /// # Errors
-    /// A [`ChunkFailure`]: [`FailureKind::PayloadError`] for a non-zero `dispy_run` return,
-    /// [`FailureKind::Trap`] for a trap or a bad `dispy.emit` / `dispy_alloc` range,
-    /// [`FailureKind::Timeout`], [`FailureKind::MemoryLimit`], or [`FailureKind::Node`] with the
-    /// message `cancelled`. After any error this worker refuses further chunks: drop it and make a
-    /// new one.
-    pub fn run(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+    fn run(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
         let result = self.run_inner(input);
         if result.is_err() {
             self.broken = true;
@@ -344,10 +366,7 @@ impl WasmWorker {
 
     fn run_inner(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
         if self.broken {
-            return Err(failure(
-                FailureKind::Node,
-                "worker reused after a failed chunk".to_string(),
-            ));
+            return Err(reused());
         }
         if self.store.data().cancel.is_cancelled() {
             return Err(cancelled());
@@ -383,21 +402,6 @@ impl WasmWorker {
         let (args_ptr, args_len) = guest.args;
         let params = (in_ptr, len_i32(input.len()), args_ptr, args_len);
         Ok(guest.run.call(&mut self.store, params)?)
-    }
-
-    /// Lowers the output cap of this worker, so tests need not emit a gigabyte.
-    #[cfg(test)]
-    pub(crate) fn set_output_limit(&mut self, bytes: usize) {
-        self.store.data_mut().output_limit = bytes;
-    }
-}
-
-impl fmt::Debug for WasmWorker {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("WasmWorker")
-            .field("chunk_timeout", &self.chunk_timeout)
-            .field("broken", &self.broken)
-            .finish_non_exhaustive()
     }
 }
 
@@ -467,7 +471,7 @@ impl Stop {
 /// Instantiates the payload, copies the arguments in and runs `dispy_setup` if exported.
 fn instantiate(
     store: &mut Store<HostState>,
-    payload: &WasmPayload,
+    payload: &AbiPayload,
     args: &[u8],
 ) -> Result<Guest, Stop> {
     let instance = payload.pre.instantiate(&mut *store)?;
@@ -515,11 +519,32 @@ struct HostState {
 }
 
 /// Caps a store's memories and tables, remembering whether it refused to grow memory.
-struct GuestLimiter {
+pub(super) struct GuestLimiter {
     memory_limit: usize,
     /// Set when a memory grow was refused, so the trap that follows is reported as a memory
     /// failure.
     denied: bool,
+}
+
+impl GuestLimiter {
+    /// A limiter allowing `limits.memory` bytes of linear memory.
+    pub(super) fn new(limits: Limits) -> Self {
+        Self {
+            memory_limit: usize::try_from(limits.memory).unwrap_or(usize::MAX),
+            denied: false,
+        }
+    }
+
+    /// Whether a memory grow was refused: the guest hit its memory limit.
+    pub(super) fn denied(&self) -> bool {
+        self.denied
+    }
+
+    /// The failure of a guest that hit its memory limit.
+    pub(super) fn failure(&self) -> ChunkFailure {
+        let limit = format_size(self.memory_limit as u64);
+        failure(FailureKind::MemoryLimit, format!("payload exceeded its memory limit of {limit}"))
+    }
 }
 
 impl ResourceLimiter for GuestLimiter {
@@ -566,7 +591,7 @@ impl ResourceLimiter for GuestLimiter {
 
 /// Host-raised reasons to stop the guest, recovered from wasmtime's error by downcasting.
 #[derive(Debug)]
-enum Interrupt {
+pub(super) enum Interrupt {
     Timeout,
     Cancelled,
     MemoryLimit,
@@ -588,7 +613,7 @@ impl fmt::Display for Interrupt {
 impl std::error::Error for Interrupt {}
 
 /// The epoch ticker thread; stopped and joined on drop.
-struct Ticker {
+pub(super) struct Ticker {
     /// Dropping the sender wakes the thread and ends it.
     stop: Option<mpsc::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
@@ -625,10 +650,7 @@ impl Drop for Ticker {
 /// A store with the limiter and the epoch callback installed.
 fn new_store(engine: &Engine, limits: Limits, cancel: CancelFlag) -> Store<HostState> {
     let state = HostState {
-        limiter: GuestLimiter {
-            memory_limit: usize::try_from(limits.memory).unwrap_or(usize::MAX),
-            denied: false,
-        },
+        limiter: GuestLimiter::new(limits),
         output: Vec::new(),
         output_limit: MAX_OUTPUT,
         deadline: Instant::now(),
@@ -639,26 +661,26 @@ fn new_store(engine: &Engine, limits: Limits, cancel: CancelFlag) -> Store<HostS
     store.limiter(|state| &mut state.limiter);
     store.epoch_deadline_callback(|store| {
         let state = store.data();
-        if state.cancel.is_cancelled() {
-            Err(Interrupt::Cancelled.into())
-        } else if Instant::now() >= state.deadline {
-            Err(Interrupt::Timeout.into())
-        } else {
-            Ok(UpdateDeadline::Continue(1))
-        }
+        on_epoch(&state.cancel, state.deadline)
     });
     store
 }
 
+/// What a store's epoch callback does every tick: stop a cancelled or overdue guest, or let it
+/// run one more tick.
+pub(super) fn on_epoch(cancel: &CancelFlag, deadline: Instant) -> wasmtime::Result<UpdateDeadline> {
+    if cancel.is_cancelled() {
+        Err(Interrupt::Cancelled.into())
+    } else if Instant::now() >= deadline {
+        Err(Interrupt::Timeout.into())
+    } else {
+        Ok(UpdateDeadline::Continue(1))
+    }
+}
+
 /// Sets the wall-clock deadline of the next call into the guest and checks it every tick.
 fn arm(store: &mut Store<HostState>, timeout: Duration) {
-    let now = Instant::now();
-    // An absurd timeout that overflows `Instant` means "no limit": a year is as good.
-    let deadline = now
-        .checked_add(timeout)
-        .or_else(|| now.checked_add(Duration::from_secs(365 * 24 * 60 * 60)))
-        .unwrap_or(now);
-    store.data_mut().deadline = deadline;
+    store.data_mut().deadline = deadline_after(timeout);
     store.set_epoch_deadline(1);
 }
 
@@ -724,19 +746,20 @@ fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Resu
 
 /// Turns a wasmtime error from a call into the guest into the failure the user sees.
 fn classify(store: &Store<HostState>, error: &wasmtime::Error, timeout: Duration) -> ChunkFailure {
-    let state = store.data();
-    if state.limiter.denied || matches!(error.downcast_ref(), Some(Interrupt::MemoryLimit)) {
-        let limit = format_size(state.limiter.memory_limit as u64);
-        return failure(
-            FailureKind::MemoryLimit,
-            format!("payload exceeded its memory limit of {limit}"),
-        );
+    classify_error(&store.data().limiter, error, timeout)
+}
+
+/// [`classify`] for any store: the limiter says whether memory ran out, the error says the rest.
+pub(super) fn classify_error(
+    limiter: &GuestLimiter,
+    error: &wasmtime::Error,
+    timeout: Duration,
+) -> ChunkFailure {
+    if limiter.denied() || matches!(error.downcast_ref(), Some(Interrupt::MemoryLimit)) {
+        return limiter.failure();
     }
     match error.downcast_ref::<Interrupt>() {
-        Some(Interrupt::Timeout) => failure(
-            FailureKind::Timeout,
-            format!("chunk exceeded its time limit of {timeout:?}"),
-        ),
+        Some(Interrupt::Timeout) => timed_out(timeout),
         Some(Interrupt::Cancelled) => cancelled(),
         // `MemoryLimit` was handled above; it cannot reach this arm.
         Some(interrupt @ (Interrupt::Emit(_) | Interrupt::MemoryLimit)) => {
@@ -748,29 +771,6 @@ fn classify(store: &Store<HostState>, error: &wasmtime::Error, timeout: Duration
             None => failure(FailureKind::Trap, one_line(error)),
         },
     }
-}
-
-/// Rephrases a failure during a worker's setup: a trap there is a setup failure.
-fn setup_failure(mut failure: ChunkFailure, timeout: Duration) -> ChunkFailure {
-    match failure.kind {
-        FailureKind::Trap => {
-            failure.kind = FailureKind::Setup;
-            failure.message = format!("worker setup failed: {}", failure.message);
-        }
-        FailureKind::Timeout => {
-            failure.message = format!("worker setup exceeded its time limit of {timeout:?}");
-        }
-        _ => {}
-    }
-    failure
-}
-
-fn failure(kind: FailureKind, message: String) -> ChunkFailure {
-    ChunkFailure { kind, message }
-}
-
-fn cancelled() -> ChunkFailure {
-    failure(FailureKind::Node, "cancelled".to_string())
 }
 
 /// Checks that every import is `dispy.emit` with the ABI's type.
@@ -791,7 +791,7 @@ fn check_imports(module: &Module) -> Result<(), ExecError> {
 }
 
 /// Checks the `memory` export and returns its initial size in bytes.
-fn check_memory(module: &Module) -> Result<u64, ExecError> {
+pub(super) fn check_memory(module: &Module) -> Result<u64, ExecError> {
     match module.get_export(abi::EXPORT_MEMORY) {
         None => Err(ExecError::MissingExport(abi::EXPORT_MEMORY)),
         Some(ExternType::Memory(ty)) if !ty.is_64() && !ty.is_shared() => {
@@ -831,7 +831,7 @@ fn check_func(
 }
 
 /// Describes an import's or export's type as error messages show it, e.g. `(i32) -> i32`.
-fn describe_extern(ty: &ExternType) -> String {
+pub(super) fn describe_extern(ty: &ExternType) -> String {
     match ty {
         ExternType::Func(func) => describe_func(func),
         ExternType::Memory(mem) if mem.is_shared() => "shared memory".to_string(),
@@ -858,7 +858,7 @@ fn describe_func(func: &FuncType) -> String {
 ///
 /// WAT parse errors span several lines (message, `--> <anon>:LINE:COL`, a source snippet); they
 /// become `message (at line LINE, column COL)`.
-fn one_line(error: &wasmtime::Error) -> String {
+pub(super) fn one_line(error: &wasmtime::Error) -> String {
     let text = format!("{error:#}");
     let location = text.lines().find_map(|line| {
         let (place, column) = line.trim().strip_prefix("--> ")?.rsplit_once(':')?;

@@ -1,0 +1,232 @@
+//! `bench`: dispy's benchmark harness. `bench [--runs N] [--quick] [--json] [W1 W2 W3 W4]` runs
+//! the brief's workloads on a local cluster of real processes on loopback; `bench scale [--nodes
+//! 1000,2000,5000]` measures one real dispatcher under thousands of simulated nodes. Both print
+//! one table (or JSON) of figures: medians with their spread, never pass/fail.
+//!
+//! The crate is a single binary with modules rather than a library plus a thin `main`, because
+//! nothing else links it; `main.rs` still only parses flags and wires the modules together.
+//! See `bench/README.md` for what each figure means and `bench/RESULTS.md` for measurements.
+
+mod cluster;
+mod probe;
+mod procfs;
+mod report;
+mod scale;
+mod stats;
+mod workloads;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args as ClapArgs, Parser, Subcommand};
+
+use crate::cluster::{Binaries, Cluster, Topology};
+use crate::report::Report;
+use crate::workloads::{Bench, Sizes, Workload};
+
+/// dispy's benchmark harness.
+#[derive(Debug, Parser)]
+#[command(name = "bench", args_conflicts_with_subcommands = true)]
+struct Args {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    workloads: WorkloadArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// One real dispatcher and thousands of simulated nodes: CPU, memory, scheduling time.
+    Scale(ScaleArgs),
+}
+
+/// Flags shared by both modes.
+#[derive(Debug, ClapArgs)]
+struct Common {
+    /// Print the report as JSON instead of a table.
+    #[arg(long)]
+    json: bool,
+    /// Do not run `cargo build` for the dispy binaries first (they must exist next to `bench`).
+    #[arg(long)]
+    no_build: bool,
+    /// Keep the temporary directory (certificates, daemon logs) and print its path.
+    #[arg(long)]
+    keep: bool,
+}
+
+#[derive(Debug, ClapArgs)]
+struct WorkloadArgs {
+    /// Timed runs per workload (after one untimed warm-up run); each figure is their median.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    /// One timed run at smaller sizes: a smoke test, not a measurement.
+    #[arg(long)]
+    quick: bool,
+    /// How the 2 slots are spread: `1x2` (one node with 2 slots) or `2x1` (two nodes, 1 slot each).
+    #[arg(long, default_value = "1x2", value_parser = parse_topology)]
+    topology: Topology,
+    #[command(flatten)]
+    common: Common,
+    /// Workloads to run (default: all).
+    #[arg(value_enum, ignore_case = true)]
+    workloads: Vec<Workload>,
+}
+
+#[derive(Debug, ClapArgs)]
+struct ScaleArgs {
+    /// Node counts to measure, ascending, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1000, 2000, 5000])]
+    nodes: Vec<usize>,
+    /// Chunks (of 16 bytes) of the job run at each node count.
+    #[arg(long, default_value_t = 100_000)]
+    chunks: u64,
+    /// Timed runs of the job at each node count.
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// quinn endpoints (UDP sockets) shared by the simulated nodes.
+    #[arg(long, default_value_t = 16)]
+    endpoints: usize,
+    /// Slots each simulated node advertises.
+    #[arg(long, default_value_t = 2)]
+    slots: u32,
+    /// Seconds of the CPU measurement window.
+    #[arg(long, default_value_t = 10)]
+    window_secs: u64,
+    /// 100 and 200 nodes, 10,000 chunks, one run, a 3 s window: a smoke test.
+    #[arg(long)]
+    quick: bool,
+    #[command(flatten)]
+    common: Common,
+}
+
+fn parse_topology(text: &str) -> Result<Topology, String> {
+    let (nodes, slots) = text.split_once(['x', 'X']).ok_or("expected NODESxSLOTS, e.g. 1x2")?;
+    let parse = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0).ok_or(format!("{s:?} is not a positive number"));
+    Ok(Topology { nodes: parse(nodes)?, slots_per_node: parse(slots)? })
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("bench: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match args.command {
+            Some(Command::Scale(scale)) => run_scale(scale).await,
+            None => run_workloads(args.workloads).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("bench: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// A scratch directory, removed at the end unless `--keep`.
+fn scratch(keep: bool) -> anyhow::Result<(tempfile::TempDir, bool)> {
+    let dir = tempfile::Builder::new().prefix("dispy-bench-").tempdir().context("failed to create a temporary directory")?;
+    Ok((dir, keep))
+}
+
+fn finish_scratch(dir: tempfile::TempDir, keep: bool) {
+    if keep {
+        let path: PathBuf = dir.keep();
+        eprintln!("bench: kept {}", path.display());
+    }
+}
+
+/// Warns when the machine is busy, since other processes disturb every figure.
+fn warn_if_busy() {
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as f64;
+    if let Some(load) = procfs::load_1min() {
+        if load > 0.5 * cpus {
+            eprintln!("bench: warning: 1-minute load average {load:.2} on {cpus} CPUs; other processes will disturb the figures");
+        }
+    }
+}
+
+fn date() -> String {
+    std::process::Command::new("date")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
+    let binaries = Binaries::locate(!args.common.no_build)?;
+    let (dir, keep) = scratch(args.common.keep)?;
+    let date = date();
+    let mut workloads = args.workloads.clone();
+    if workloads.is_empty() {
+        workloads = vec![Workload::W1, Workload::W2, Workload::W3, Workload::W4];
+    }
+    workloads.sort();
+    workloads.dedup();
+    let (runs, sizes) = if args.quick { (1, Sizes::QUICK) } else { (args.runs.max(1), Sizes::FULL) };
+    eprintln!("bench: starting a cluster of {} in {}", args.topology, dir.path().display());
+    let mut cluster = Cluster::start(&binaries, dir.path(), args.topology).await?;
+    let setup = vec![
+        format!(
+            "cluster: 1 dispy-dispatcher + {} (2 slots in total), real processes on 127.0.0.1, certificates from `dispy-dispatcher pki`",
+            cluster.topology
+        ),
+        format!("binaries: {}", binaries.path("dispy-dispatcher").parent().map_or_else(String::new, |p| p.display().to_string())),
+        "client: in-process dispatcher::Client (connect + run per job); W2 also with a protocol-level probe".into(),
+        format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
+    ];
+    let engine = node::exec::wasm::WasmEngine::new()?;
+    let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes };
+    let mut rows = Vec::new();
+    for workload in workloads {
+        eprintln!("bench: running {workload:?} (load average {})", procfs::load_average());
+        warn_if_busy();
+        rows.extend(bench.run(workload).await.with_context(|| format!("{workload:?} failed"))?);
+    }
+    drop(cluster);
+    let report = Report { date, machine: procfs::Machine::describe(), setup, rows };
+    if args.common.json {
+        report.print_json()?;
+    } else {
+        report.print_table();
+    }
+    finish_scratch(dir, keep);
+    Ok(())
+}
+
+async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
+    let binaries = Binaries::locate(!args.common.no_build)?;
+    let (dir, keep) = scratch(args.common.keep)?;
+    let date = date();
+    let mut nodes = if args.quick { vec![100, 200] } else { args.nodes.clone() };
+    nodes.sort_unstable();
+    nodes.dedup();
+    let opts = scale::ScaleOptions {
+        nodes,
+        chunks: if args.quick { 10_000 } else { args.chunks },
+        job_runs: if args.quick { 1 } else { args.runs },
+        endpoints: args.endpoints,
+        slots: args.slots,
+        window: Duration::from_secs(if args.quick { 3 } else { args.window_secs.max(1) }),
+        settle: Duration::from_secs(3),
+    };
+    warn_if_busy();
+    let (rows, mut setup) = scale::run(&binaries, dir.path(), &opts).await?;
+    setup.insert(0, "scale: 1 dispy-dispatcher process; simulated nodes in the bench process over real QUIC + mTLS on 127.0.0.1".into());
+    let report = Report { date, machine: procfs::Machine::describe(), setup, rows };
+    if args.common.json {
+        report.print_json()?;
+    } else {
+        report.print_table();
+    }
+    finish_scratch(dir, keep);
+    Ok(())
+}

@@ -1,0 +1,145 @@
+//! Reading a process's CPU time and memory from Linux's `/proc`: `utime + stime` from
+//! `/proc/PID/stat` and `VmRSS` from `/proc/PID/status`, plus the machine description that goes
+//! at the top of every report.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use serde::Serialize;
+
+/// Clock ticks per second of the `utime`/`stime` fields. Linux reports them in `USER_HZ`, which
+/// is part of the kernel ABI and 100 on every architecture dispy targets.
+const USER_HZ: f64 = 100.0;
+
+/// CPU time a process has used so far (user plus system).
+///
+/// # Errors
+/// When `/proc/PID/stat` cannot be read or parsed (the process is gone, or not Linux).
+pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .with_context(|| format!("failed to read /proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
+    let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/PID/stat")?;
+    // After the name: field 3 (state) is index 0, so utime (field 14) is 11 and stime (15) is 12.
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<u64> {
+        fields.get(i).context("short /proc/PID/stat")?.parse::<u64>().context("bad tick count in /proc/PID/stat")
+    };
+    let total = ticks(11)? + ticks(12)?;
+    Ok(Duration::from_secs_f64(total as f64 / USER_HZ))
+}
+
+/// Resident memory of a process, in bytes (`VmRSS`).
+///
+/// # Errors
+/// When `/proc/PID/status` cannot be read or lacks the field.
+pub(crate) fn rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmRSS:").map(|kib| kib * 1024)
+}
+
+/// Peak resident memory of a process, in bytes (`VmHWM`).
+///
+/// # Errors
+/// When `/proc/PID/status` cannot be read or lacks the field.
+pub(crate) fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
+    status_kib(pid, "VmHWM:").map(|kib| kib * 1024)
+}
+
+fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .with_context(|| format!("failed to read /proc/{pid}/status"))?;
+    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+    line[key.len()..]
+        .split_whitespace()
+        .next()
+        .context("empty status field")?
+        .parse::<u64>()
+        .with_context(|| format!("bad {key} value"))
+}
+
+/// A CPU-usage measurement window over one process.
+pub(crate) struct CpuWindow {
+    pid: u32,
+    start_cpu: Duration,
+    start: Instant,
+}
+
+impl CpuWindow {
+    /// Starts measuring `pid` now.
+    ///
+    /// # Errors
+    /// As [`cpu_time`].
+    pub(crate) fn start(pid: u32) -> anyhow::Result<Self> {
+        Ok(Self { pid, start_cpu: cpu_time(pid)?, start: Instant::now() })
+    }
+
+    /// CPU used since the start as a percentage of one core (200 % = two cores busy).
+    ///
+    /// # Errors
+    /// As [`cpu_time`].
+    pub(crate) fn percent(&self) -> anyhow::Result<f64> {
+        let used = cpu_time(self.pid)?.saturating_sub(self.start_cpu);
+        let wall = self.start.elapsed();
+        Ok(100.0 * used.as_secs_f64() / wall.as_secs_f64().max(1e-9))
+    }
+}
+
+/// The 1-, 5- and 15-minute load averages, as `/proc/loadavg` prints them.
+pub(crate) fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
+/// The 1-minute load average as a number, for deciding whether the machine is quiet.
+pub(crate) fn load_1min() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
+}
+
+/// What the report says about the machine it ran on.
+#[derive(Debug, Clone, Serialize)]
+pub(crate) struct Machine {
+    /// Logical CPUs (`nproc`).
+    pub(crate) cpus: usize,
+    /// The first `model name` of `/proc/cpuinfo`.
+    pub(crate) cpu_model: String,
+    /// `MemTotal` of `/proc/meminfo`, bytes.
+    pub(crate) memory_bytes: u64,
+    /// The open-file limit of this process (`ulimit -n`), which bounds sockets.
+    pub(crate) open_files_limit: String,
+    /// The build profile of this binary.
+    pub(crate) profile: &'static str,
+}
+
+impl Machine {
+    /// Describes this machine.
+    pub(crate) fn describe() -> Machine {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu_model = cpuinfo
+            .lines()
+            .find(|l| l.starts_with("model name"))
+            .and_then(|l| l.split_once(':'))
+            .map_or_else(|| "unknown".to_owned(), |(_, v)| v.trim().to_owned());
+        let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+        let memory_bytes = meminfo
+            .lines()
+            .find(|l| l.starts_with("MemTotal:"))
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|v| v.parse::<u64>().ok())
+            .map_or(0, |kib| kib * 1024);
+        let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
+        let open_files_limit = limits
+            .lines()
+            .find(|l| l.starts_with("Max open files"))
+            .and_then(|l| l.split_whitespace().nth(3))
+            .unwrap_or("unknown")
+            .to_owned();
+        Machine {
+            cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            cpu_model,
+            memory_bytes,
+            open_files_limit,
+            profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+        }
+    }
+}

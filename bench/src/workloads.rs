@@ -1,0 +1,354 @@
+//! The workloads W1–W4 of the brief's performance targets, run against a [`Cluster`] of real
+//! processes with the in-process client API ([`dispatcher::Client`]).
+//!
+//! Every workload runs once untimed (the warm-up: the dispatcher receives the payload, the nodes
+//! compile it, the page cache holds the input), then `runs` timed times. Every run's output is
+//! compared with the reference computed once by [`run_serial`] in this process; a mismatch fails
+//! the benchmark. A job's time is the client-side wall time of `Client::connect` plus
+//! `Client::run`, which is what a program using the API waits for: splitting the input, the
+//! upload, scheduling, the nodes' work, the results coming back in order, the output file renamed
+//! into place, and the connection's close.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use common::job::JobDescription;
+use common::split::SplitRule;
+use dispatcher::Client;
+use node::exec::wasm::{run_serial, WasmEngine};
+
+use crate::cluster::{workspace_root, Cluster};
+use crate::probe::Probe;
+use crate::report::Row;
+use crate::stats::{percentile, Summary};
+
+/// Which workloads to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
+pub(crate) enum Workload {
+    /// 20,000 chunks of 16 bytes: chunks per second.
+    W1,
+    /// 500 sequential one-chunk jobs: latency percentiles.
+    W2,
+    /// 512 MiB in 1 MiB chunks through a checksum: MB/s.
+    W3,
+    /// Mandelbrot 1024x1024 in 64 chunks: parallel efficiency against one serial process.
+    W4,
+}
+
+/// Sizes of the workloads; `--quick` shrinks them.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sizes {
+    /// W1 chunks of 16 bytes.
+    pub(crate) w1_chunks: u64,
+    /// W2 sequential jobs.
+    pub(crate) w2_jobs: usize,
+    /// W3 input bytes.
+    pub(crate) w3_bytes: u64,
+}
+
+impl Sizes {
+    /// The brief's sizes.
+    pub(crate) const FULL: Sizes = Sizes { w1_chunks: 20_000, w2_jobs: 500, w3_bytes: 512 << 20 };
+    /// A smoke-test size for `--quick`.
+    pub(crate) const QUICK: Sizes = Sizes { w1_chunks: 2_000, w2_jobs: 50, w3_bytes: 32 << 20 };
+}
+
+/// W1 and W2 chunk size.
+const TINY_CHUNK: u64 = 16;
+/// W3 chunk size.
+const W3_CHUNK: u64 = 1 << 20;
+/// W4 image: "WIDTH HEIGHT MAX_ITER" and rows per chunk.
+const W4_ARGS: &str = "1024 1024 256";
+const W4_HEIGHT: u64 = 1024;
+const W4_ROWS: u64 = 16;
+/// Slots of the cluster; W4's ideal speed-up.
+const SLOTS: f64 = 2.0;
+
+/// Shared state of a workload session.
+pub(crate) struct Bench<'a> {
+    /// The running cluster.
+    pub(crate) cluster: &'a mut Cluster,
+    /// Scratch directory for inputs and outputs.
+    pub(crate) dir: &'a Path,
+    /// The engine for reference runs.
+    pub(crate) engine: WasmEngine,
+    /// Timed runs per workload.
+    pub(crate) runs: usize,
+    /// Workload sizes.
+    pub(crate) sizes: Sizes,
+}
+
+/// Client-side timing of one job.
+#[derive(Debug, Clone, Copy)]
+struct JobTiming {
+    /// `Client::connect`: UDP socket, QUIC and TLS handshake, `Hello`.
+    connect: Duration,
+    /// `Client::run`: submit to output renamed and connection drained.
+    run: Duration,
+}
+
+impl JobTiming {
+    fn total(&self) -> Duration {
+        self.connect + self.run
+    }
+}
+
+impl Bench<'_> {
+    /// Runs one workload and returns its table rows.
+    ///
+    /// # Errors
+    /// When a job fails, an output differs from the reference, or a process dies.
+    pub(crate) async fn run(&mut self, workload: Workload) -> anyhow::Result<Vec<Row>> {
+        let load_before = crate::procfs::load_average();
+        let mut rows = match workload {
+            Workload::W1 => self.w1().await?,
+            Workload::W2 => self.w2().await?,
+            Workload::W3 => self.w3().await?,
+            Workload::W4 => self.w4().await?,
+        };
+        self.cluster.check_alive()?;
+        let load = format!("{load_before} -> {}", crate::procfs::load_average());
+        for row in &mut rows {
+            row.load = load.clone();
+        }
+        Ok(rows)
+    }
+
+    async fn w1(&mut self) -> anyhow::Result<Vec<Row>> {
+        let chunks = self.sizes.w1_chunks;
+        let input = self.dir.join("w1.bin");
+        write_pseudo_random(&input, chunks * TINY_CHUNK, 1)?;
+        let payload = bench_payload("sum.wat");
+        let mut job = self.job(&payload, &input, SplitRule::Bytes(TINY_CHUNK), "w1.out");
+        job.name = "bench-w1".into();
+        let reference = self.reference(&job)?;
+        let mut rates = Vec::new();
+        for run in 0..=self.runs {
+            let timing = self.timed_job(&job, &reference).await?;
+            if run > 0 {
+                rates.push(chunks as f64 / timing.total().as_secs_f64());
+            }
+        }
+        Ok(vec![Row::new(
+            "W1",
+            format!("throughput, {chunks} chunks of 16 B (sum.wat)"),
+            "chunks/s",
+            Summary::of(&rates),
+            ">= 50,000",
+        )])
+    }
+
+    async fn w2(&mut self) -> anyhow::Result<Vec<Row>> {
+        let jobs = self.sizes.w2_jobs;
+        let input = self.dir.join("w2.bin");
+        write_pseudo_random(&input, TINY_CHUNK, 2)?;
+        let payload = bench_payload("sum.wat");
+        let mut job = self.job(&payload, &input, SplitRule::Bytes(TINY_CHUNK), "w2.out");
+        job.name = "bench-w2".into();
+        let reference = self.reference(&job)?;
+        let payload_bytes = std::fs::read(&payload)?;
+        let chunk = std::fs::read(&input)?;
+        // Warm-up for both clients.
+        self.timed_job(&job, &reference).await?;
+        let mut probe = Probe::connect(&self.cluster.address, &self.cluster.client).await?;
+        probe.round_trip(&payload_bytes, &chunk, &reference).await?;
+
+        let mut api = Percentiles::default();
+        let mut run_only = Percentiles::default();
+        let mut connect = Percentiles::default();
+        let mut trip = Percentiles::default();
+        for _ in 0..self.runs {
+            let mut totals = Vec::with_capacity(jobs);
+            let mut runs = Vec::with_capacity(jobs);
+            let mut connects = Vec::with_capacity(jobs);
+            for _ in 0..jobs {
+                let timing = self.timed_job(&job, &reference).await?;
+                totals.push(micros(timing.total()));
+                runs.push(micros(timing.run));
+                connects.push(micros(timing.connect));
+            }
+            api.add(&totals);
+            run_only.add(&runs);
+            connect.add(&connects);
+            let mut trips = Vec::with_capacity(jobs);
+            for _ in 0..jobs {
+                trips.push(micros(probe.round_trip(&payload_bytes, &chunk, &reference).await?));
+            }
+            trip.add(&trips);
+        }
+        probe.close().await;
+        let what = format!("{jobs} sequential 1-chunk jobs");
+        let mut rows = Vec::new();
+        rows.extend(api.rows(&format!("{what}, Client::connect + Client::run"), "p50 <= 150"));
+        rows.extend(run_only.rows(&format!("{what}, Client::run alone (excl. connect)"), ""));
+        rows.extend(connect.rows("Client::connect alone (socket + QUIC/TLS handshake + Hello)", ""));
+        rows.extend(trip.rows(&format!("{what}, job round trip on one reused connection (protocol probe: Submit -> result + JobSucceeded)"), "p50 <= 150"));
+        Ok(rows)
+    }
+
+    async fn w3(&mut self) -> anyhow::Result<Vec<Row>> {
+        let bytes = self.sizes.w3_bytes;
+        let input = self.dir.join("w3.bin");
+        write_pseudo_random(&input, bytes, 3)?;
+        let payload = workspace_root().join("examples/checksum.wat");
+        let mut job = self.job(&payload, &input, SplitRule::Bytes(W3_CHUNK), "w3.out");
+        job.name = "bench-w3".into();
+        let reference = self.reference(&job)?;
+        let mut rates = Vec::new();
+        for run in 0..=self.runs {
+            let timing = self.timed_job(&job, &reference).await?;
+            if run > 0 {
+                rates.push(bytes as f64 / 1e6 / timing.total().as_secs_f64());
+            }
+        }
+        // The input is large; do not keep it for the next workload.
+        let _ = std::fs::remove_file(&input);
+        Ok(vec![Row::new(
+            "W3",
+            format!("throughput, {} MiB in 1 MiB chunks (checksum.wat)", bytes >> 20),
+            "MB/s",
+            Summary::of(&rates),
+            ">= 800",
+        )])
+    }
+
+    async fn w4(&mut self) -> anyhow::Result<Vec<Row>> {
+        let payload = workspace_root().join("examples/mandelbrot.wat");
+        let split = SplitRule::Range { start: 0, end: W4_HEIGHT, step: W4_ROWS };
+        let mut job = JobDescription::new(payload.clone(), split, self.dir.join("w4.out"));
+        job.args = W4_ARGS.as_bytes().to_vec();
+        job.name = "bench-w4".into();
+        let payload_bytes = std::fs::read(&payload)?;
+        let inputs: Vec<Vec<u8>> = split.chunks(&[])?.collect::<Result<_, _>>()?;
+
+        // The serial baseline: run_serial, minus its compile step, which the distributed runs
+        // (after the warm-up) do not pay either.
+        let mut serial = Vec::new();
+        let mut compile = Vec::new();
+        let mut reference = Vec::new();
+        for _ in 0..self.runs.max(3) {
+            let started = Instant::now();
+            self.engine.compile(&payload_bytes)?;
+            compile.push(started.elapsed().as_secs_f64());
+            let started = Instant::now();
+            reference = run_serial(&self.engine, &payload_bytes, &job.args, inputs.clone())?;
+            serial.push(started.elapsed().as_secs_f64());
+        }
+        let compile_median = Summary::of(&compile).map_or(0.0, |s| s.median);
+        let serial_median = Summary::of(&serial).map_or(f64::NAN, |s| s.median) - compile_median;
+
+        let mut distributed = Vec::new();
+        let mut efficiency = Vec::new();
+        for run in 0..=self.runs {
+            let timing = self.timed_job(&job, &reference).await?;
+            if run > 0 {
+                let seconds = timing.total().as_secs_f64();
+                distributed.push(seconds * 1e3);
+                efficiency.push(100.0 * serial_median / (SLOTS * seconds));
+            }
+        }
+        let serial_ms: Vec<f64> = serial.iter().map(|s| (s - compile_median) * 1e3).collect();
+        Ok(vec![
+            Row::new("W4", "parallel efficiency, mandelbrot 1024x1024x256, 64 chunks".into(), "%", Summary::of(&efficiency), ">= 95"),
+            Row::new("W4", "distributed time (2 slots)".into(), "ms", Summary::of(&distributed), ""),
+            Row::new("W4", "serial time, run_serial in-process (compile excluded)".into(), "ms", Summary::of(&serial_ms), ""),
+            Row::new("W4", "compile time of mandelbrot.wat (excluded above)".into(), "ms",
+                Summary::of(&compile.iter().map(|s| s * 1e3).collect::<Vec<_>>()), ""),
+        ])
+    }
+
+    /// A job over one input file with the bench's defaults.
+    fn job(&self, payload: &Path, input: &Path, split: SplitRule, output: &str) -> JobDescription {
+        let mut job = JobDescription::new(payload.to_path_buf(), split, self.dir.join(output));
+        job.inputs = vec![input.to_path_buf()];
+        job
+    }
+
+    /// The serial output of `job`, computed in this process.
+    fn reference(&self, job: &JobDescription) -> anyhow::Result<Vec<u8>> {
+        let payload = std::fs::read(&job.payload)?;
+        let inputs: Vec<Vec<u8>> = job.split.chunks(&job.inputs)?.collect::<Result<_, _>>()?;
+        Ok(run_serial(&self.engine, &payload, &job.args, inputs)?)
+    }
+
+    /// Runs `job` through the client API, checks its output and returns its timing.
+    async fn timed_job(&mut self, job: &JobDescription, reference: &[u8]) -> anyhow::Result<JobTiming> {
+        let started = Instant::now();
+        let client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+        let connected = Instant::now();
+        let report = client.run(job, |_| {}).await.with_context(|| format!("job {} failed", job.name))?;
+        let finished = Instant::now();
+        let output = std::fs::read(&report.output)?;
+        if output != reference {
+            bail!(
+                "job {} output differs from run_serial ({} bytes, blake3 {}; expected {} bytes, blake3 {})",
+                job.name,
+                output.len(),
+                blake3::hash(&output),
+                reference.len(),
+                blake3::hash(reference)
+            );
+        }
+        let _ = std::fs::remove_file(&report.output);
+        Ok(JobTiming { connect: connected - started, run: finished - connected })
+    }
+}
+
+/// The p50 and p99 of each run of a latency series.
+#[derive(Debug, Default)]
+struct Percentiles {
+    p50: Vec<f64>,
+    p99: Vec<f64>,
+}
+
+impl Percentiles {
+    /// Adds one run's samples.
+    fn add(&mut self, samples: &[f64]) {
+        self.p50.push(percentile(samples, 50.0).unwrap_or(f64::NAN));
+        self.p99.push(percentile(samples, 99.0).unwrap_or(f64::NAN));
+    }
+
+    /// The p50 and p99 rows, each the median over runs with its spread.
+    fn rows(&self, what: &str, target: &'static str) -> [Row; 2] {
+        [
+            Row::new("W2", format!("p50 latency, {what}"), "us", Summary::of(&self.p50), target),
+            Row::new("W2", format!("p99 latency, {what}"), "us", Summary::of(&self.p99), ""),
+        ]
+    }
+}
+
+/// A payload under `bench/payloads/`.
+fn bench_payload(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("payloads").join(name)
+}
+
+fn micros(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+/// Writes `len` deterministic pseudo-random bytes (xorshift64*) to `path`.
+///
+/// # Errors
+/// When the file cannot be written.
+pub(crate) fn write_pseudo_random(path: &Path, len: u64, seed: u64) -> anyhow::Result<()> {
+    let file = std::fs::File::create(path).with_context(|| format!("failed to create {}", path.display()))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut state = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut block = vec![0u8; 1 << 20];
+    let mut left = len;
+    while left > 0 {
+        for word in block.chunks_exact_mut(8) {
+            state ^= state >> 12;
+            state ^= state << 25;
+            state ^= state >> 27;
+            word.copy_from_slice(&state.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+        }
+        let n = left.min(block.len() as u64) as usize;
+        out.write_all(&block[..n])?;
+        left -= n as u64;
+    }
+    out.flush()?;
+    Ok(())
+}

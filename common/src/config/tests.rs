@@ -1,0 +1,276 @@
+//! Tests for daemon configuration: defaults, full files, precedence of file, environment and
+//! flags, every kind of bad key (all reported at once, each with its origin), and the example
+//! files in `deploy/`, which must parse, validate and document the true defaults.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::*;
+
+const FILE: &str = "/etc/dispy/test.toml";
+
+fn dispatcher(sources: &Sources) -> Result<DispatcherSettings, ConfigError> {
+    load_dispatcher(sources).and_then(DispatcherSettings::try_from)
+}
+
+fn node(sources: &Sources) -> Result<NodeSettings, ConfigError> {
+    load_node(sources).and_then(NodeSettings::try_from)
+}
+
+/// Checks that node TOML `text` fails with exactly `problems`, one per line.
+#[track_caller]
+fn check_node_error(sources: Sources, problems: &[&str]) {
+    match node(&sources) {
+        Ok(settings) => panic!("expected problems {problems:?}, got {settings:?}"),
+        Err(error) => {
+            let expect = format!("invalid dispy-node configuration:\n  {}", problems.join("\n  "));
+            assert_eq!(error.to_string(), expect);
+        }
+    }
+}
+
+fn toml(text: &str) -> Sources {
+    Sources::new().toml(FILE, text)
+}
+
+#[test]
+fn nothing_set_gives_the_defaults() {
+    let settings = dispatcher(&Sources::new()).expect("defaults are valid");
+    assert_eq!(settings, DispatcherSettings::default());
+    assert_eq!(settings.listen.to_string(), "0.0.0.0:7870");
+    assert_eq!(settings.node_timeout, Duration::from_secs(5));
+    assert_eq!(settings.max_message, 1 << 20);
+    let settings = node(&Sources::new()).expect("defaults are valid");
+    assert_eq!(settings, NodeSettings::default());
+    assert_eq!(settings.slots, None);
+    assert_eq!(settings.origins.of("slots"), Origin::Default);
+}
+
+#[test]
+fn a_full_dispatcher_file() {
+    let settings = dispatcher(&toml(
+        r#"
+        listen = "127.0.0.1:9000"
+        tls_dir = "tls"
+        state_dir = "/srv/dispy"
+        retention = "168h"
+        node_timeout = "10s"
+        pipeline_depth = 0
+        max_message = "4MiB"
+        max_chunk = 1048576
+        max_payload = "64MiB"
+        log_format = "json"
+        log_level = "info,dispatcher=debug"
+        "#,
+    ))
+    .expect("valid");
+    let expect = DispatcherSettings {
+        listen: "127.0.0.1:9000".parse().expect("an address"),
+        tls_dir: PathBuf::from("/etc/dispy/tls"),
+        state_dir: PathBuf::from("/srv/dispy"),
+        retention: Duration::from_secs(168 * 3600),
+        node_timeout: Duration::from_secs(10),
+        pipeline_depth: 0,
+        max_message: 4 << 20,
+        max_chunk: 1 << 20,
+        max_payload: 64 << 20,
+        log_format: LogFormat::Json,
+        log_level: "info,dispatcher=debug".to_owned(),
+        origins: settings.origins.clone(),
+    };
+    assert_eq!(settings, expect);
+    assert_eq!(settings.origins.of("listen"), Origin::File(PathBuf::from(FILE)));
+}
+
+#[test]
+fn a_full_node_file() {
+    let settings = node(&toml(
+        r#"
+        dispatcher = "[::1]:7870"
+        tls_dir = "/etc/dispy/node"
+        slots = 3
+        cache_dir = "cache"
+        heartbeat_interval = "250ms"
+        health_log_interval = 60
+        log_format = "text"
+        log_level = "debug"
+        "#,
+    ))
+    .expect("valid");
+    assert_eq!(settings.dispatcher, "[::1]:7870");
+    assert_eq!(settings.slots, Some(3));
+    assert_eq!(settings.cache_dir, PathBuf::from("/etc/dispy/cache"), "relative to the file");
+    assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(settings.health_log_interval, Duration::from_secs(60));
+    assert_eq!(settings.log_level, "debug");
+}
+
+#[test]
+fn flags_beat_the_environment_which_beats_the_file() {
+    let sources = toml("slots = 1\ncache_dir = \"/file\"\nlog_level = \"warn\"")
+        .env([("DISPY_SLOTS", "2"), ("DISPY_CACHE_DIR", "cache"), ("PATH", "/bin")])
+        .flag("slots", Some("3"))
+        .flag("heartbeat_interval", None::<String>);
+    let settings = node(&sources).expect("valid");
+    assert_eq!(settings.slots, Some(3));
+    assert_eq!(settings.origins.of("slots"), Origin::Flag("--slots".to_owned()));
+    assert_eq!(settings.cache_dir, PathBuf::from("cache"), "relative to the working directory");
+    assert_eq!(settings.origins.of("cache_dir"), Origin::Env("DISPY_CACHE_DIR".to_owned()));
+    assert_eq!(settings.log_level, "warn");
+    assert_eq!(settings.origins.of("log_level"), Origin::File(PathBuf::from(FILE)));
+    assert_eq!(settings.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
+}
+
+#[test]
+fn shared_and_empty_variables_are_ignored() {
+    // A shell set up for dispy-submit, plus the node's own keys, can still start a dispatcher.
+    let sources = Sources::new().env([
+        ("DISPY_DISPATCHER", "example:7870"),
+        ("DISPY_TLS_DIR", "/tls"),
+        ("DISPY_SLOTS", "4"),
+        ("DISPY_TEST_LOG", "debug"),
+        ("DISPY_NODE_TIMEOUT", ""),
+    ]);
+    let settings = dispatcher(&sources).expect("valid");
+    assert_eq!(settings.tls_dir, PathBuf::from("/tls"));
+    assert_eq!(settings.node_timeout, DEFAULT_NODE_TIMEOUT);
+}
+
+#[test]
+fn every_bad_key_is_reported_with_its_origin() {
+    let sources = toml(
+        r#"
+        slot = 4
+        dispatcher = "nowhere"
+        heartbeat_interval = "fast"
+        health_log_interval = 1.5
+        log_format = "xml"
+
+        [extra]
+        a = 1
+        "#,
+    )
+    .env([("DISPY_SLOTS", "many"), ("DISPY_CACHEDIR", "/c")])
+    .flag("log_level", Some("info,,=x"));
+    check_node_error(
+        sources,
+        &[
+            r#"environment variable DISPY_CACHEDIR: unknown key "cachedir" (did you mean "cache_dir"?)"#,
+            r#"/etc/dispy/test.toml: unknown key "extra""#,
+            r#"/etc/dispy/test.toml: unknown key "slot" (did you mean "slots"?)"#,
+            r#"/etc/dispy/test.toml: key "dispatcher": expected host:port such as "dispatcher.example:7870", found "nowhere""#,
+            r#"environment variable DISPY_SLOTS: key "slots": expected a whole number, found string "many""#,
+            r#"/etc/dispy/test.toml: key "heartbeat_interval": invalid duration "fast": expected a number with an optional unit such as 30s"#,
+            r#"/etc/dispy/test.toml: key "health_log_interval": expected a duration such as "30s" or a number of seconds, found float 1.5"#,
+            r#"/etc/dispy/test.toml: key "log_format": unknown log format "xml": expected text or json"#,
+            r#"flag --log-level: key "log_level": invalid log filter "info,,=x": invalid filter directive"#,
+        ],
+    );
+}
+
+#[test]
+fn out_of_range_values() {
+    let problems = dispatcher(&toml(
+        r#"
+        listen = "0.0.0.0"
+        node_timeout = "500ms"
+        pipeline_depth = -1
+        max_message = "1KiB"
+        max_chunk = "2GiB"
+        max_payload = "1GiB"
+        tls_dir = ""
+        "#,
+    ))
+    .expect_err("invalid")
+    .to_string();
+    let expect = [
+        r#"key "listen": expected an IP address and port such as "0.0.0.0:7870", found "0.0.0.0""#,
+        r#"key "tls_dir": must not be empty"#,
+        r#"key "node_timeout": must be between 1s and 3600s, found 500ms"#,
+        r#"key "pipeline_depth": must be between 0 and 64, found -1"#,
+        r#"key "max_message": must be between 64KiB and 64MiB, found 1KiB"#,
+        r#"key "max_chunk": must be between 1B and 1023MiB (nodes accept assignments up to 1GiB), found 2GiB"#,
+        r#"key "max_payload": must be between 1B and 256MiB (nodes accept payloads up to 256MiB), found 1GiB"#,
+    ]
+    .map(|problem| format!("\n  {FILE}: {problem}"))
+    .concat();
+    assert_eq!(problems, format!("invalid dispy-dispatcher configuration:{expect}"));
+    check_node_error(
+        toml("slots = 0\nheartbeat_interval = \"2m\""),
+        &[
+            r#"/etc/dispy/test.toml: key "slots": must be between 1 and 4096, found 0"#,
+            r#"/etc/dispy/test.toml: key "heartbeat_interval": must be between 10ms and 60s, found 120s"#,
+        ],
+    );
+}
+
+#[test]
+fn a_later_check_names_the_key_and_its_origin() {
+    let settings = node(&Sources::new()).expect("defaults are valid");
+    assert_eq!(
+        settings.invalid("tls_dir", "no cert.pem").to_string(),
+        "invalid dispy-node configuration:\n  built-in default: key \"tls_dir\": no cert.pem"
+    );
+}
+
+#[test]
+fn files_that_cannot_be_used() {
+    let error = node(&toml("slots = ")).expect_err("not TOML");
+    assert!(matches!(&error, ConfigError::Syntax { file, .. } if file == Path::new(FILE)), "{error}");
+    assert!(error.to_string().contains("line 1"), "{error}");
+
+    let missing = Path::new("/nonexistent/dispy/node.toml");
+    let error = node(&Sources::new().file_or_default(Some(missing), DEFAULT_NODE_FILE)).expect_err("missing");
+    assert_eq!(
+        error.to_string(),
+        "failed to read config file /nonexistent/dispy/node.toml: No such file or directory"
+    );
+    let settings = node(&Sources::new().file_or_default(None, "/nonexistent/dispy/node.toml"));
+    assert_eq!(settings.expect("a missing default file is fine"), NodeSettings::default());
+}
+
+/// The example file `deploy/NAME` as it ships, and with every commented-out `# key = value`
+/// line enabled (the documented defaults).
+fn example(name: &str, keys: &[&str]) -> (Sources, Sources, Vec<String>) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut documented = Vec::new();
+    let defaults: Vec<&str> = text
+        .lines()
+        .filter_map(|line| {
+            let enabled = line.strip_prefix("# ")?;
+            let key = enabled.split(" = ").next()?;
+            keys.contains(&key).then(|| {
+                documented.push(key.to_owned());
+                enabled
+            })
+        })
+        .collect();
+    for key in keys {
+        let set = text.lines().any(|line| line.starts_with(&format!("{key} = ")));
+        assert!(set || documented.iter().any(|d| d == key), "{name} does not document {key:?}");
+    }
+    (Sources::new().toml(&path, text.clone()), Sources::new().toml(&path, defaults.join("\n")), documented)
+}
+
+#[test]
+fn the_dispatcher_example_parses_and_documents_the_defaults() {
+    let (shipped, defaults, documented) = example("dispatcher.toml", DISPATCHER_KEYS);
+    dispatcher(&shipped).unwrap_or_else(|e| panic!("{e}"));
+    let defaults = dispatcher(&defaults).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(documented.len(), DISPATCHER_KEYS.len(), "every key appears as a commented default");
+    assert_eq!(DispatcherSettings { origins: Origins::default(), ..defaults }, DispatcherSettings::default());
+}
+
+#[test]
+fn the_node_example_parses_and_documents_the_defaults() {
+    let (shipped, defaults, documented) = example("node.toml", NODE_KEYS);
+    let shipped = node(&shipped).unwrap_or_else(|e| panic!("{e}"));
+    assert_ne!(shipped.dispatcher, DEFAULT_DISPATCHER_ADDRESS, "the example names a real host");
+    let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
+    // `slots` defaults to the core count, so its commented line shows an example instead.
+    assert!(documented.iter().any(|key| key == "slots"));
+    let expect =
+        NodeSettings { slots: defaults.slots, origins: Origins::default(), ..NodeSettings::default() };
+    assert_eq!(NodeSettings { origins: Origins::default(), ..defaults }, expect);
+}

@@ -1,0 +1,168 @@
+/*
+ * dispy.h: the dispy payload ABI v1 for C authors, for native shared libraries (.so) and for
+ * WebAssembly modules (wasm32), from one source file.
+ *
+ * A payload is one function from a chunk's bytes and the job's argument bytes to output bytes.
+ * Write it with the DISPY_RUN macro and emit output with dispy_emit; the job's output for a chunk
+ * is everything emitted, concatenated in order. Return 0 for success, non-zero for a payload
+ * error (reported to the user with the code and not retried). Optionally write DISPY_SETUP, which
+ * runs once per worker before its first chunk, to parse arguments or build tables; a worker
+ * (a native worker process or a WebAssembly instance) serves many chunks of one job in turn, so
+ * state kept in static variables carries over from chunk to chunk.
+ *
+ *     #include "dispy.h"
+ *
+ *     DISPY_RUN(input, input_len, args, args_len, out) {
+ *         dispy_emit(out, input, input_len);      // echo the chunk
+ *         return 0;
+ *     }
+ *
+ * Include this header in exactly one .c file per payload: it defines the exported functions.
+ *
+ * Build (see Makefile in this directory and docs/payloads.md):
+ *     cc -O2 -shared -fPIC -o echo.so echo.c
+ *     clang --target=wasm32 -O2 -nostdlib -Wl,--no-entry -o echo.wasm echo.c
+ *
+ * ---- The native ABI (.so) -------------------------------------------------------------------
+ *     typedef void (*dispy_emit_fn)(void *ctx, const uint8_t *data, size_t len);
+ *     int32_t  dispy_run(const uint8_t *input, size_t input_len,
+ *                        const uint8_t *args, size_t args_len,
+ *                        dispy_emit_fn emit, void *ctx);
+ *     uint32_t dispy_abi_version(void);                             // returns 1
+ *     int32_t  dispy_setup(const uint8_t *args, size_t args_len);   // optional
+ * The node runs the library in a worker process of its own (never in the daemon), with an
+ * address-space limit (the job's memory limit plus a little for the worker itself), a CPU-time
+ * limit and a wall-clock timeout. A crash (SIGSEGV, abort(), ...), a call to exit(), a timeout or
+ * running out of memory fails the chunk with a message naming the cause; the chunk is retried on
+ * another worker. `input` and `args` stay valid only during the call; `emit` copies the bytes
+ * before it returns and may only be called during dispy_run, from the thread that called it.
+ * Do not read stdin; anything written to stdout or stderr goes to the node's log.
+ *
+ * ---- The WebAssembly ABI (wasm32) -----------------------------------------------------------
+ *     export memory
+ *     export dispy_alloc(len: i32) -> i32          // memory for the host to copy bytes into
+ *     export dispy_run(in_ptr, in_len, args_ptr, args_len: i32) -> i32
+ *     export dispy_abi_version() -> i32             // optional; returns 1
+ *     export dispy_setup(args_ptr, args_len: i32) -> i32   // optional
+ *     import dispy.emit(ptr: i32, len: i32)
+ * Built with -nostdlib there is no libc: no malloc, printf or memcpy (write loops, or use
+ * static buffers). This header provides dispy_alloc, a bump allocator over the memory after the
+ * program's data: the host allocates the job's arguments once per worker, then each chunk's input
+ * right before dispy_run, and the DISPY_RUN wrapper frees the input and anything allocated during
+ * the chunk when dispy_run returns. Payload code may call dispy_alloc for scratch space too.
+ */
+#ifndef DISPY_H
+#define DISPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* The ABI version dispy_abi_version returns. */
+#define DISPY_ABI_VERSION 1u
+
+/* The host's output callback on native targets. */
+typedef void (*dispy_emit_fn)(void *ctx, const uint8_t *data, size_t len);
+
+/* Where a chunk's output goes; pass the `out` of DISPY_RUN to dispy_emit. */
+typedef struct dispy_out {
+    dispy_emit_fn emit; /* the host's callback (native); unused on wasm32 */
+    void *ctx;          /* the host's context for it (native); unused on wasm32 */
+} dispy_out;
+
+#if defined(__wasm32__)
+
+#define DISPY_EXPORT(name) __attribute__((export_name(name), visibility("default")))
+
+/* The host function `dispy.emit(ptr, len)`. */
+__attribute__((import_module("dispy"), import_name("emit")))
+void dispy__host_emit(const uint8_t *data, size_t len);
+
+/* Appends `len` bytes at `data` to the chunk's output. */
+static inline void dispy_emit(dispy_out *out, const void *data, size_t len) {
+    (void)out;
+    dispy__host_emit((const uint8_t *)data, len);
+}
+
+/* The first byte after the program's static data and stack, provided by wasm-ld. */
+extern unsigned char __heap_base;
+static uintptr_t dispy__heap;
+
+/* Bump allocator: `len` bytes, 8-byte aligned, growing memory as needed; traps when memory
+ * cannot grow (the host reports that as exceeding the memory limit). */
+DISPY_EXPORT("dispy_alloc") void *dispy_alloc(size_t len) {
+    if (dispy__heap == 0) {
+        dispy__heap = (uintptr_t)&__heap_base;
+    }
+    uintptr_t ptr = (dispy__heap + 7u) & ~(uintptr_t)7u;
+    uintptr_t end = ptr + len;
+    if (ptr < dispy__heap || end < ptr) {
+        __builtin_trap();
+    }
+    /* Pages needed for [0, end), in 64 bits so a full 4 GiB memory does not overflow. */
+    unsigned long long need = ((unsigned long long)end + 65535u) >> 16;
+    unsigned long long have = __builtin_wasm_memory_size(0);
+    if (need > have && __builtin_wasm_memory_grow(0, (size_t)(need - have)) == (size_t)-1) {
+        __builtin_trap();
+    }
+    dispy__heap = end;
+    return (void *)ptr;
+}
+
+/* Frees everything allocated at or after `mark` (a pointer dispy_alloc returned). */
+static inline void dispy__release(const void *mark) {
+    if ((uintptr_t)mark >= (uintptr_t)&__heap_base && (uintptr_t)mark < dispy__heap) {
+        dispy__heap = (uintptr_t)mark;
+    }
+}
+
+/* Defines dispy_run; the body follows the macro, with the parameters named as given. The
+ * wrapper frees the chunk's input (the newest allocation, see above) and everything allocated
+ * after it once the body returns. */
+#define DISPY_RUN(input, input_len, args, args_len, out)                                         \
+    static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
+                              size_t args_len, dispy_out *out);                                  \
+    DISPY_EXPORT("dispy_run") int32_t dispy_run(const uint8_t *in_, size_t in_len_,              \
+                                                const uint8_t *args_, size_t args_len_) {        \
+        dispy_out out_ = {0, 0};                                                                 \
+        int32_t code_ = dispy__run(in_, in_len_, args_, args_len_, &out_);                       \
+        dispy__release(in_);                                                                     \
+        return code_;                                                                            \
+    }                                                                                            \
+    static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
+                              size_t args_len, dispy_out *out)
+
+#else /* native */
+
+#define DISPY_EXPORT(name) __attribute__((visibility("default")))
+
+/* Appends `len` bytes at `data` to the chunk's output. */
+static inline void dispy_emit(dispy_out *out, const void *data, size_t len) {
+    out->emit(out->ctx, (const uint8_t *)data, len);
+}
+
+/* Defines dispy_run; the body follows the macro, with the parameters named as given. */
+#define DISPY_RUN(input, input_len, args, args_len, out)                                         \
+    static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
+                              size_t args_len, dispy_out *out);                                  \
+    DISPY_EXPORT("dispy_run") int32_t dispy_run(const uint8_t *in_, size_t in_len_,              \
+                                                const uint8_t *args_, size_t args_len_,          \
+                                                dispy_emit_fn emit_, void *ctx_) {               \
+        dispy_out out_ = {emit_, ctx_};                                                          \
+        return dispy__run(in_, in_len_, args_, args_len_, &out_);                                \
+    }                                                                                            \
+    static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
+                              size_t args_len, dispy_out *out)
+
+#endif
+
+/* Defines the optional dispy_setup, run once per worker before its first chunk; the body
+ * follows the macro. Return 0, or non-zero to fail the worker's setup. */
+#define DISPY_SETUP(args, args_len)                                                              \
+    DISPY_EXPORT("dispy_setup") int32_t dispy_setup(const uint8_t *args, size_t args_len)
+
+/* Every payload reports the ABI version it was built for (required for .so payloads). */
+DISPY_EXPORT("dispy_abi_version") uint32_t dispy_abi_version(void) {
+    return DISPY_ABI_VERSION;
+}
+
+#endif /* DISPY_H */

@@ -1,0 +1,48 @@
+//! The node's validated configuration.
+//!
+//! `common::config::load_node` merges the config file, `DISPY_*` variables and flags into a raw
+//! struct, `NodeSettings::try_from` validates every key, and `NodeConfig::try_from` (here) loads
+//! the TLS identity the settings point at. `--local` and tests build a [`NodeConfig`] directly.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::config::{ConfigError, NodeSettings};
+use common::pki::Identity;
+
+/// Everything `dispy-node` needs to run, already validated.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// Dispatcher address, `host:port`.
+    pub dispatcher: String,
+    /// This node's certificate, key and the cluster CA.
+    pub identity: Identity,
+    /// Chunk slots; `None` means one per logical core.
+    pub slots: Option<u32>,
+    /// Where payloads are cached.
+    pub cache_dir: PathBuf,
+    /// How often to send a heartbeat.
+    pub heartbeat_interval: Duration,
+    /// How often to log a health line.
+    pub health_log_interval: Duration,
+}
+
+impl TryFrom<NodeSettings> for NodeConfig {
+    type Error = ConfigError;
+
+    /// Loads the TLS identity from `tls_dir`; an unreadable or invalid one is reported as a
+    /// problem with that key, naming where it was set.
+    fn try_from(settings: NodeSettings) -> Result<Self, ConfigError> {
+        let identity = Identity::load(&settings.tls_dir).map_err(|e| {
+            settings.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
+        })?;
+        Ok(Self {
+            dispatcher: settings.dispatcher,
+            identity,
+            slots: settings.slots,
+            cache_dir: settings.cache_dir,
+            heartbeat_interval: settings.heartbeat_interval,
+            health_log_interval: settings.health_log_interval,
+        })
+    }
+}

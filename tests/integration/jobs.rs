@@ -1,0 +1,95 @@
+//! Jobs on a real cluster (a dispatcher and two one-slot nodes): for every split rule the output
+//! written by `dispy-submit` equals, byte for byte, the same payload run serially in this process
+//! over the same chunks, and nothing but the output file is left in the output directory. Also
+//! the `nodes` listing in both its forms.
+
+use std::path::{Path, PathBuf};
+
+use tests::{check_same_bytes, dir_entries, example, pseudo_random_bytes, serial_output, Cluster, Job};
+
+/// Runs `payload` over `inputs` cut by `split` on `cluster` and checks the output against the
+/// serial run.
+#[track_caller]
+fn check_matches_serial(cluster: &Cluster, name: &str, payload: &Path, split: &str, args: &str, inputs: &[PathBuf]) {
+    let out_dir = cluster.output_dir(name);
+    let output = out_dir.join("result.bin");
+    let mut job = Job::new(payload, split, &output).payload_args(args);
+    for input in inputs {
+        job = job.input(input);
+    }
+    let run = cluster.run_job(&job);
+    run.check_success();
+    let got = std::fs::read(&output).unwrap_or_else(|e| panic!("no output file: {e}\n{run}"));
+    let want = serial_output(payload, args.as_bytes(), split, inputs);
+    check_same_bytes(&got, &want, &run);
+    assert_eq!(dir_entries(&out_dir), ["result.bin"], "only the output may remain\n{run}");
+}
+
+#[test]
+fn bytes_split_matches_serial_run() {
+    let cluster = Cluster::start(2);
+    // Not a multiple of the chunk size, so the last chunk is short.
+    let input = cluster.dir().join("input.bin");
+    std::fs::write(&input, pseudo_random_bytes(300_001, 1)).expect("write the input");
+    check_matches_serial(&cluster, "bytes", &example("checksum.wat"), "bytes:4KiB", "", &[input]);
+}
+
+#[test]
+fn lines_split_matches_serial_run() {
+    let cluster = Cluster::start(2);
+    // Two inputs, the second without a final newline.
+    let extra = cluster.dir().join("extra.txt");
+    std::fs::write(&extra, "one more line\nand a last one without newline").expect("write the input");
+    let inputs = [example("data/lorem.txt"), extra];
+    check_matches_serial(&cluster, "lines", &example("upper.wat"), "lines:8", "", &inputs);
+}
+
+#[test]
+fn range_split_matches_serial_run() {
+    let cluster = Cluster::start(2);
+    check_matches_serial(&cluster, "range", &example("mandelbrot.wat"), "range:0..48:5", "64 48 50", &[]);
+}
+
+#[test]
+fn files_split_matches_serial_run() {
+    let cluster = Cluster::start(2);
+    let dir = cluster.dir().join("files");
+    std::fs::create_dir_all(dir.join("nested")).expect("create the input directory");
+    let sizes = [("a-empty", 0), ("b-one", 1), ("c-page", 4096), ("d-odd", 10_007), ("nested/e-big", 200_000)];
+    for (seed, (name, size)) in (1u64..).zip(sizes) {
+        std::fs::write(dir.join(name), pseudo_random_bytes(size, seed)).expect("write an input file");
+    }
+    check_matches_serial(&cluster, "files", &example("checksum.wat"), "files", "", &[dir]);
+}
+
+#[test]
+fn consecutive_jobs_with_different_payloads_share_a_cluster() {
+    let cluster = Cluster::start(2);
+    let lorem = example("data/lorem.txt");
+    check_matches_serial(&cluster, "first", &example("mandelbrot.wat"), "range:0..48:5", "64 48 50", &[]);
+    check_matches_serial(&cluster, "second", &example("checksum.wat"), "bytes:1KiB", "", std::slice::from_ref(&lorem));
+    check_matches_serial(&cluster, "third", &example("upper.wat"), "lines:3", "", &[lorem]);
+}
+
+#[test]
+fn nodes_lists_both_nodes_as_json_and_table() {
+    let cluster = Cluster::start(2);
+    let nodes = cluster.nodes_json().unwrap_or_else(|run| panic!("`nodes --json` failed\n{run}"));
+    let mut summary: Vec<(String, u64)> = nodes
+        .iter()
+        .map(|n| (n["name"].as_str().unwrap_or("?").to_owned(), n["slots"].as_u64().unwrap_or(0)))
+        .collect();
+    summary.sort();
+    assert_eq!(summary, [("n1".to_owned(), 1), ("n2".to_owned(), 1)], "{nodes:?}");
+
+    let table = cluster.submit(&[&"nodes"]);
+    table.check_success();
+    let lines: Vec<&str> = table.stdout.lines().collect();
+    let header = lines.first().copied().unwrap_or_default();
+    for column in ["NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY", "LOAD", "HEARTBEAT", "STATE"] {
+        assert!(header.contains(column), "header lacks {column}\n{table}");
+    }
+    for name in ["n1", "n2"] {
+        assert!(lines[1..].iter().any(|l| l.split_whitespace().next() == Some(name)), "no row for {name}\n{table}");
+    }
+}
