@@ -118,4 +118,26 @@ impl Probe {
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;
     }
+
+    /// Ends the connection the way `Client::run` does after its `Release` (finish the control
+    /// stream, wait up to 500 ms for the dispatcher to close, close, `Endpoint::wait_idle`) and
+    /// times the two waits, to show where `Client::run`'s time beyond the round trip goes.
+    pub(crate) async fn close_like_client(mut self) -> Teardown {
+        let started = Instant::now();
+        let _ = self.control.send.finish().await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), self.conn.closed()).await;
+        let closed = Instant::now();
+        self.conn.close(0u32.into(), b"done");
+        self.endpoint.wait_idle().await;
+        Teardown { until_closed: closed - started, wait_idle: closed.elapsed() }
+    }
+}
+
+/// Where the end of a `Client::run` goes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Teardown {
+    /// Finishing the control stream until the dispatcher closes the connection (at most 500 ms).
+    pub(crate) until_closed: Duration,
+    /// `Endpoint::wait_idle` after closing: the QUIC draining period.
+    pub(crate) wait_idle: Duration,
 }

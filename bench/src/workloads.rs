@@ -57,6 +57,8 @@ impl Sizes {
 
 /// W1 and W2 chunk size.
 const TINY_CHUNK: u64 = 16;
+/// Fresh probe connections used to time `Client::run`'s teardown in W2.
+const TEARDOWN_SAMPLES: usize = 20;
 /// W3 chunk size.
 const W3_CHUNK: u64 = 1 << 20;
 /// W4 image: "WIDTH HEIGHT MAX_ITER" and rows per chunk.
@@ -123,7 +125,9 @@ impl Bench<'_> {
         let payload = bench_payload("sum.wat");
         let mut job = self.job(&payload, &input, SplitRule::Bytes(TINY_CHUNK), "w1.out");
         job.name = "bench-w1".into();
+        let started = Instant::now();
         let reference = self.reference(&job)?;
+        let serial = chunks as f64 / started.elapsed().as_secs_f64();
         let mut rates = Vec::new();
         for run in 0..=self.runs {
             let timing = self.timed_job(&job, &reference).await?;
@@ -131,13 +135,11 @@ impl Bench<'_> {
                 rates.push(chunks as f64 / timing.total().as_secs_f64());
             }
         }
-        Ok(vec![Row::new(
-            "W1",
-            format!("throughput, {chunks} chunks of 16 B (sum.wat)"),
-            "chunks/s",
-            Summary::of(&rates),
-            ">= 50,000",
-        )])
+        Ok(vec![
+            Row::new("W1", format!("throughput, {chunks} chunks of 16 B (sum.wat)"), "chunks/s", Summary::of(&rates), ">= 50,000"),
+            Row::new("W1", "for scale: run_serial of the same chunks in one process, 1 thread (incl. compile)".into(), "chunks/s",
+                Summary::of(&[serial]), ""),
+        ])
     }
 
     async fn w2(&mut self) -> anyhow::Result<Vec<Row>> {
@@ -179,12 +181,27 @@ impl Bench<'_> {
             trip.add(&trips);
         }
         probe.close().await;
+        // Where Client::run's time goes beyond the round trip: its teardown, on fresh connections.
+        let mut until_closed = Vec::new();
+        let mut wait_idle = Vec::new();
+        for _ in 0..TEARDOWN_SAMPLES.min(jobs) {
+            let mut probe = Probe::connect(&self.cluster.address, &self.cluster.client).await?;
+            probe.round_trip(&payload_bytes, &chunk, &reference).await?;
+            let teardown = probe.close_like_client().await;
+            until_closed.push(micros(teardown.until_closed));
+            wait_idle.push(micros(teardown.wait_idle));
+        }
         let what = format!("{jobs} sequential 1-chunk jobs");
         let mut rows = Vec::new();
         rows.extend(api.rows(&format!("{what}, Client::connect + Client::run"), "p50 <= 150"));
         rows.extend(run_only.rows(&format!("{what}, Client::run alone (excl. connect)"), ""));
         rows.extend(connect.rows("Client::connect alone (socket + QUIC/TLS handshake + Hello)", ""));
         rows.extend(trip.rows(&format!("{what}, job round trip on one reused connection (protocol probe: Submit -> result + JobSucceeded)"), "p50 <= 150"));
+        let samples = until_closed.len();
+        rows.push(Row::new("W2", format!("p50 of Client::run's teardown step 1: Release, finish, wait for the dispatcher to close (probe, {samples} samples)"),
+            "us", Summary::of(&[percentile(&until_closed, 50.0).unwrap_or(f64::NAN)]), ""));
+        rows.push(Row::new("W2", format!("p50 of Client::run's teardown step 2: close + Endpoint::wait_idle (probe, {samples} samples)"),
+            "us", Summary::of(&[percentile(&wait_idle, 50.0).unwrap_or(f64::NAN)]), ""));
         Ok(rows)
     }
 
@@ -195,7 +212,9 @@ impl Bench<'_> {
         let payload = workspace_root().join("examples/checksum.wat");
         let mut job = self.job(&payload, &input, SplitRule::Bytes(W3_CHUNK), "w3.out");
         job.name = "bench-w3".into();
+        let started = Instant::now();
         let reference = self.reference(&job)?;
+        let serial = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
         let mut rates = Vec::new();
         for run in 0..=self.runs {
             let timing = self.timed_job(&job, &reference).await?;
@@ -205,13 +224,11 @@ impl Bench<'_> {
         }
         // The input is large; do not keep it for the next workload.
         let _ = std::fs::remove_file(&input);
-        Ok(vec![Row::new(
-            "W3",
-            format!("throughput, {} MiB in 1 MiB chunks (checksum.wat)", bytes >> 20),
-            "MB/s",
-            Summary::of(&rates),
-            ">= 800",
-        )])
+        Ok(vec![
+            Row::new("W3", format!("throughput, {} MiB in 1 MiB chunks (checksum.wat)", bytes >> 20), "MB/s", Summary::of(&rates), ">= 800"),
+            Row::new("W3", "for scale: run_serial of the same chunks in one process, 1 thread (incl. reading the file)".into(), "MB/s",
+                Summary::of(&[serial]), ""),
+        ])
     }
 
     async fn w4(&mut self) -> anyhow::Result<Vec<Row>> {

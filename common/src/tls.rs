@@ -66,26 +66,33 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.keep_alive_interval(Some(KEEP_ALIVE));
     // IDLE_TIMEOUT is a small constant, well inside QUIC's varint range.
     t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits a varint")));
+    // dispy opens one control stream per connection and a handful of unidirectional ones; low
+    // limits keep one flooding peer from making us track thousands of streams.
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_uni_streams(32u32.into());
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(u64::from(CONNECTION_WINDOW));
     Arc::new(t)
 }
 
-/// The dispatcher's QUIC server configuration: presents its certificate, requires a client
-/// certificate signed by the cluster CA.
+/// The dispatcher's QUIC server configuration: presents its certificate followed by the CA's
+/// (so an enrolling node can pin the CA by fingerprint), and verifies any client certificate
+/// against the cluster CA. A peer without a certificate completes the handshake but may only
+/// enrol (the dispatcher checks [`peer_identity`]); one with a foreign certificate is refused.
 ///
 /// # Errors
 /// [`TlsError`] when the identity's certificates or key are unusable.
 pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsError> {
     let verifier =
         rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots(identity)?), provider())
+            .allow_unauthenticated()
             .build()
             .map_err(|e| TlsError::BadCa(e.to_string()))?;
     let mut tls = rustls::ServerConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_client_cert_verifier(verifier)
-        .with_single_cert(vec![identity.cert.clone()], identity.key.clone_key())?;
+        .with_single_cert(vec![identity.cert.clone(), identity.ca.clone()], identity.key.clone_key())?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // The conversion only fails for configs without TLS 1.3, which we just required.
     let quic = QuicServerConfig::try_from(tls).expect("TLS 1.3 is enabled");

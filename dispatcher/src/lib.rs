@@ -5,6 +5,7 @@
 pub mod client;
 pub mod config;
 mod core;
+pub mod enroll;
 pub mod journal;
 pub mod local;
 mod output;

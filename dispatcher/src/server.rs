@@ -35,6 +35,9 @@ use crate::spool::{Appender, Spool};
 const MAX_CONNECTIONS: usize = 10_000;
 /// How long shutdown waits for connection tasks.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+/// Connections one certificate may hold at once; more are refused so one peer cannot starve
+/// others.
+const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// How long a peer may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -122,7 +125,13 @@ impl Dispatcher {
         let (events, event_rx) = mpsc::channel(4096);
         let addr = self.local_addr().map_or_else(|e| e.to_string(), |a| a.to_string());
         let core_task = tokio::spawn(self.core.run(event_rx).instrument(tracing::info_span!("core")));
-        let shared = Arc::new(Shared { config: Arc::clone(&self.config), payloads: self.payloads });
+        let enrollment = crate::enroll::Enrollment::new(&self.config);
+        let shared = Arc::new(Shared {
+            config: Arc::clone(&self.config),
+            payloads: self.payloads,
+            enrollment,
+            peers: Default::default(),
+        });
         let cancel = CancellationToken::new();
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
@@ -168,6 +177,40 @@ impl Dispatcher {
 struct Shared {
     config: Arc<DispatcherConfig>,
     payloads: PayloadStore,
+    enrollment: crate::enroll::Enrollment,
+    /// Open connections per certificate name.
+    peers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One of a peer's connection slots, given back on drop.
+struct PeerSlot<'a> {
+    peers: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
+    name: String,
+}
+
+impl<'a> PeerSlot<'a> {
+    fn take(peers: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>, name: &str) -> Option<Self> {
+        // Only counter updates happen under this lock; a poisoned map is still consistent.
+        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
+        let count = map.entry(name.to_owned()).or_default();
+        if *count >= MAX_CONNECTIONS_PER_PEER {
+            return None;
+        }
+        *count += 1;
+        Some(Self { peers, name: name.to_owned() })
+    }
+}
+
+impl Drop for PeerSlot<'_> {
+    fn drop(&mut self) {
+        let mut map = self.peers.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.name) {
+            *count -= 1;
+            if *count == 0 {
+                map.remove(&self.name);
+            }
+        }
+    }
 }
 
 async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
@@ -181,12 +224,27 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
     };
     let peer = match common::tls::peer_identity(&conn) {
         Ok(peer) => peer,
+        Err(common::tls::TlsError::NoPeerCertificate) => {
+            // No certificate: the only thing such a peer may do is enrol with a join token.
+            crate::enroll::serve_enrollment(&conn, &shared.enrollment).await;
+            return;
+        }
         Err(e) => {
             warn!(error = %e, "refusing connection");
             conn.close(1u32.into(), b"bad certificate");
             return;
         }
     };
+    let Some(_slot) = PeerSlot::take(&shared.peers, &peer.name) else {
+        warn!(peer = %peer.name, "refusing connection: too many from this peer");
+        conn.close(5u32.into(), b"too many connections with this certificate");
+        return;
+    };
+    if peer.role == Role::Node && shared.enrollment.is_revoked(&peer.name) {
+        warn!(node = %peer.name, "refusing a revoked node");
+        conn.close(4u32.into(), b"this node's certificate is revoked");
+        return;
+    }
     let span = tracing::info_span!("peer", name = %peer.name, role = %peer.role);
     let result = async {
         let mut control = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, config, &peer))

@@ -95,9 +95,11 @@ impl Pool {
         self.shared.wake.notify_one();
     }
 
-    /// Drops the queued chunks of `job`; its running chunks see the job's cancel flag.
+    /// Drops the queued chunks of `job`; its running chunks see the job's cancel flag, and idle
+    /// slots drop its workers (the caller has set the flag).
     pub fn cancel_job(&self, job: JobId) {
         self.lock().items.retain(|w| w.job.job != job);
+        self.shared.wake.notify_all();
     }
 
     /// Drops one queued attempt. A running attempt finishes; the dispatcher ignores its report.
@@ -145,10 +147,20 @@ fn slot_loop(shared: &Shared) {
                     return;
                 }
                 if let Some(work) = queue.items.pop_front() {
-                    break work;
+                    break Some(work);
+                }
+                // A worker of an ended job goes now, not when the next job comes: a native worker
+                // is a process holding the job's memory.
+                if current.as_ref().is_some_and(|(context, _)| context.cancel.is_cancelled()) {
+                    break None;
                 }
                 queue = shared.wake.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
             }
+        };
+        let Some(work) = work else {
+            // Outside the queue lock: killing and reaping a worker process takes a moment.
+            current = None;
+            continue;
         };
         if work.job.cancel.is_cancelled() {
             continue;

@@ -322,7 +322,7 @@ pub struct Scheduler {
     attempts: HashMap<AttemptId, Attempt>,
     /// Attempts that were in flight on a node when it was lost, oldest first (bounded): a result
     /// the node sends again after reconnecting can still complete the chunk.
-    lost: VecDeque<(AttemptId, JobId, ChunkIndex)>,
+    lost: VecDeque<LostAttempt>,
     /// Nodes taking new work with at least one free pipeline position, keyed so that iterating
     /// in reverse gives the node with the most free positions first (the oldest among equals).
     free: BTreeSet<(u32, Reverse<NodeId>)>,
@@ -663,7 +663,7 @@ impl Scheduler {
         attempt: AttemptId,
     ) -> Option<(JobId, ChunkIndex)> {
         let Some(live) = self.attempts.get(&attempt) else {
-            return self.recover_lost_result(now, attempt);
+            return self.recover_lost_result(now, node, attempt);
         };
         if live.node != node {
             return None;
@@ -706,9 +706,13 @@ impl Scheduler {
     /// chunk runs again elsewhere, that attempt is cancelled and this result completes the chunk
     /// instead. If the chunk is done, or waits in the queue, the result is discarded (a queued
     /// chunk simply runs again).
-    fn recover_lost_result(&mut self, now: Instant, attempt: AttemptId) -> Option<(JobId, ChunkIndex)> {
-        let position = self.lost.iter().position(|(a, _, _)| *a == attempt)?;
-        let (_, job, chunk) = self.lost.remove(position)?;
+    ///
+    /// Only the node the attempt was assigned to (the same certificate name, in a new session)
+    /// can complete it this way.
+    fn recover_lost_result(&mut self, now: Instant, node: NodeId, attempt: AttemptId) -> Option<(JobId, ChunkIndex)> {
+        let name = &self.nodes.get(&node)?.name;
+        let position = self.lost.iter().position(|l| l.attempt == attempt && &l.node_name == name)?;
+        let LostAttempt { job, chunk, .. } = self.lost.remove(position)?;
         let (&rerun, rerun_on) =
             self.attempts.iter().find(|(_, a)| a.job == job && a.chunk == chunk).map(|(id, a)| (id, a.node))?;
         self.actions.push_back(Action::CancelAttempt { node: rerun_on, attempt: rerun });
@@ -1111,6 +1115,16 @@ impl Job {
 struct FailedAttempt {
     node: NodeId,
     report: AttemptFailure,
+}
+
+/// An attempt that was in flight on a node when the node was lost.
+#[derive(Debug)]
+struct LostAttempt {
+    attempt: AttemptId,
+    job: JobId,
+    chunk: ChunkIndex,
+    /// The certificate name of the node it ran on; only that node may complete it later.
+    node_name: String,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1547,7 +1561,7 @@ impl Scheduler {
         let mut requeue: Vec<(JobId, ChunkIndex)> = Vec::new();
         for attempt in lost {
             let Some(a) = self.release_attempt(attempt) else { continue };
-            self.lost.push_back((attempt, a.job, a.chunk));
+            self.lost.push_back(LostAttempt { attempt, job: a.job, chunk: a.chunk, node_name: n.name.clone() });
             if self.lost.len() > MAX_LOST_ATTEMPTS {
                 self.lost.pop_front();
             }

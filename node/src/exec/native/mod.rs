@@ -5,13 +5,13 @@
 //! [`WORKER_MARKER`], which [`maybe_run_worker`] (the first line of `main` in `dispy-node` and
 //! `dispy-submit`) turns into the worker loop of `worker.rs`. The worker limits itself before it
 //! loads the library: address space (`RLIMIT_AS`: its own baseline, plus the job's memory limit,
-//! plus [`worker::HEADROOM`]), CPU time (`RLIMIT_CPU`, moved up before each chunk to what it has
+//! plus `worker::HEADROOM`), CPU time (`RLIMIT_CPU`, moved up before each chunk to what it has
 //! used plus the chunk timeout plus a second or two) and no core dumps. It runs `dispy_setup`
 //! once, then serves the job's chunks in turn, kept warm from chunk to chunk, exactly as a
 //! WebAssembly instance is.
 //!
 //! The node side is synchronous, for the pool's slot threads: length-prefixed frames
-//! ([`protocol`]) over a Unix socket on the worker's stdin, non-blocking, driven by `poll(2)`
+//! (`protocol.rs`) over a Unix socket on the worker's stdin, non-blocking, driven by `poll(2)`
 //! with a 10 ms tick so the wall-clock deadline and the [`CancelFlag`] are checked promptly. On a
 //! timeout or cancellation the node kills the worker's process group with SIGKILL. The worker's
 //! stdout and stderr go to a second socket that the node drains while it waits: lines are logged
