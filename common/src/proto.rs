@@ -275,6 +275,9 @@ pub enum FailureKind {
     PayloadError(i32),
     /// The WebAssembly guest trapped (unreachable, out-of-bounds access, ...).
     Trap,
+    /// A native payload's worker process crashed (a signal such as SIGSEGV or SIGABRT) or exited
+    /// on its own (the payload called `exit`).
+    Crash,
     /// The chunk ran longer than the job's chunk timeout.
     Timeout,
     /// The payload tried to use more memory than the job's memory limit.

@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
 use common::job::JobDescription;
 use common::pki::Identity;
-use common::proto::{JobId, JobState, JobSummary, NodeStatus};
+use common::proto::{JobId, JobState, JobSummary, NodeStatus, PayloadKind};
 use common::split::SplitRule;
 use dispatcher::client::{ClientError, Update};
 use dispatcher::local::LocalCluster;
@@ -97,7 +97,7 @@ struct RunArgs {
     /// Start an embedded dispatcher and N nodes in this process (no certificates needed).
     #[arg(long, value_name = "N")]
     local: Option<u32>,
-    /// The payload: a WebAssembly module (.wasm or .wat).
+    /// The payload: a WebAssembly module (.wasm or .wat) or a native shared library (.so).
     #[arg(long)]
     payload: Option<PathBuf>,
     /// Input file or directory (repeat for several).
@@ -193,7 +193,7 @@ impl From<ClientError> for Failure {
 
 async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let job = job_from(args).map_err(Failure::Usage)?;
-    check_payload(&job).map_err(Failure::Usage)?;
+    check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = match args.local {
         Some(0) => return Err(Failure::Usage(anyhow::anyhow!("--local needs at least 1 node"))),
         Some(n) => Some(LocalCluster::start(n).await.map_err(Failure::Other)?),
@@ -229,7 +229,7 @@ async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         return Err(Failure::Usage(anyhow::anyhow!("--local works with `run` only: an embedded cluster ends with the command")));
     }
     let job = job_from(args).map_err(Failure::Usage)?;
-    check_payload(&job).map_err(Failure::Usage)?;
+    check_payload(&job, false).map_err(Failure::Usage)?;
     let mut client = connect(cli).await?;
     let id = client.submit(&job).await?;
     println!("{id}");
@@ -366,9 +366,17 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
 }
 
 /// Compiles the payload here first, so a broken module is reported before anything is sent.
-fn check_payload(job: &JobDescription) -> anyhow::Result<()> {
+fn check_payload(job: &JobDescription, local: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(&job.payload).with_context(|| format!("payload file {}", job.payload.display()))?;
     let kind = common::abi::detect_kind(&bytes).map_err(|e| anyhow::anyhow!("payload {}: {e}", job.payload.display()))?;
+    if let PayloadKind::Native { os, arch } = &kind {
+        if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) && !local {
+            // A library for another platform cannot be loaded here; the dispatcher checks that a
+            // node can run it.
+            eprintln!("note: cannot check a {os}/{arch} library on this machine; the nodes will");
+            return Ok(());
+        }
+    }
     let executor = node::exec::Executor::new()?;
     executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
     Ok(())

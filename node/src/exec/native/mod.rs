@@ -525,15 +525,14 @@ impl Process {
                         format!("chunk exceeded its CPU time limit of {}s", cpu_seconds(limits.chunk_timeout)),
                     ),
                     (Some(libc::SIGKILL), _) => failure(
-                        FailureKind::Trap,
+                        FailureKind::Crash,
                         format!("worker was killed with SIGKILL (by the out-of-memory killer or an operator){stderr}"),
                     ),
-                    // TODO(lead): `FailureKind::Crash` once the protocol has it.
                     (Some(signal), _) => {
-                        failure(FailureKind::Trap, format!("worker crashed with {}{stderr}", signal_name(signal)))
+                        failure(FailureKind::Crash, format!("worker crashed with {}{stderr}", signal_name(signal)))
                     }
-                    (None, Some(code)) => failure(FailureKind::Trap, format!("payload called exit({code}){stderr}")),
-                    (None, None) => failure(FailureKind::Trap, format!("worker ended with {status}{stderr}")),
+                    (None, Some(code)) => failure(FailureKind::Crash, format!("payload called exit({code}){stderr}")),
+                    (None, None) => failure(FailureKind::Crash, format!("worker ended with {status}{stderr}")),
                 }
             }
         }
