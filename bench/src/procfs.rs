@@ -84,6 +84,45 @@ impl CpuWindow {
     }
 }
 
+/// System-wide UDP counters from `/proc/net/snmp`: datagrams received and datagrams dropped
+/// because a socket's receive buffer was full (`RcvbufErrors`). On loopback nearly all drops
+/// are the benchmark's own, and each one costs QUIC a loss recovery.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct UdpCounters {
+    /// `InDatagrams`.
+    pub(crate) received: u64,
+    /// `RcvbufErrors`.
+    pub(crate) buffer_drops: u64,
+}
+
+impl UdpCounters {
+    /// Reads the counters now; zeros when they cannot be read.
+    pub(crate) fn read() -> UdpCounters {
+        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
+        let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
+            return UdpCounters::default();
+        };
+        let field = |name: &str| {
+            names
+                .split_whitespace()
+                .position(|n| n == name)
+                .and_then(|i| values.split_whitespace().nth(i))
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        UdpCounters { received: field("InDatagrams"), buffer_drops: field("RcvbufErrors") }
+    }
+
+    /// The counts since `earlier`.
+    pub(crate) fn since(&self, earlier: &UdpCounters) -> UdpCounters {
+        UdpCounters {
+            received: self.received.saturating_sub(earlier.received),
+            buffer_drops: self.buffer_drops.saturating_sub(earlier.buffer_drops),
+        }
+    }
+}
+
 /// The 1-, 5- and 15-minute load averages, as `/proc/loadavg` prints them.
 pub(crate) fn load_average() -> String {
     std::fs::read_to_string("/proc/loadavg")

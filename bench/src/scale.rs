@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cluster::{free_udp_port, Binaries, Daemon};
-use crate::procfs::{self, CpuWindow};
+use crate::procfs::{self, CpuWindow, UdpCounters};
 use crate::report::Row;
 use crate::stats::Summary;
 
@@ -78,6 +78,28 @@ struct SimStats {
     heartbeats: AtomicU64,
     ended: AtomicU64,
     failed: AtomicU64,
+    /// Longest gap between two heartbeats of one node since the last reset, in milliseconds:
+    /// shows whether the simulator itself kept time (a gap near 1,000 ms) or was starved.
+    max_beat_gap_ms: AtomicU64,
+    /// Heartbeats sent more than 2 s after the node's previous one, since the last reset.
+    late_beats: AtomicU64,
+}
+
+impl SimStats {
+    /// Starts a new measurement phase for the heartbeat-gap figures.
+    fn reset_gaps(&self) {
+        self.max_beat_gap_ms.store(0, Ordering::Relaxed);
+        self.late_beats.store(0, Ordering::Relaxed);
+    }
+
+    /// The heartbeat-gap figures of the phase, in words.
+    fn gaps(&self) -> String {
+        format!(
+            "sim-side max heartbeat gap {} ms, {} beats > 2 s late",
+            self.max_beat_gap_ms.load(Ordering::Relaxed),
+            self.late_beats.load(Ordering::Relaxed)
+        )
+    }
 }
 
 /// What every simulated node needs.
@@ -179,6 +201,8 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
 
         let load_before = procfs::load_average();
         let beats_before = ctx.stats.heartbeats.load(Ordering::Relaxed);
+        let udp_before = UdpCounters::read();
+        ctx.stats.reset_gaps();
         let window = CpuWindow::start(pid)?;
         let own = CpuWindow::start(bench_pid)?;
         let window_started = Instant::now();
@@ -188,6 +212,8 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
         let beat_rate = (ctx.stats.heartbeats.load(Ordering::Relaxed) - beats_before) as f64
             / window_started.elapsed().as_secs_f64();
         let rss = procfs::rss_bytes(pid)?;
+        let idle_udp = UdpCounters::read().since(&udp_before);
+        let idle_gaps = ctx.stats.gaps();
         let still_listed = lister.nodes().await.map(|n| n.len()).unwrap_or(0);
         let load = format!("{load_before} -> {}", procfs::load_average());
         eprintln!("bench: scale: {level}: dispatcher {cpu:.1} % CPU, {:.1} MiB RSS, {beat_rate:.0} heartbeats/s", mib(rss));
@@ -198,7 +224,9 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
             Row::new("scale", format!("dispatcher RSS (VmRSS), {level}"), "MiB", one(mib(rss)), "< 1,024 at 5,000"),
             Row::new("scale", format!("dispatcher RSS per node above the {:.1} MiB baseline, {level}", mib(baseline_rss)), "KiB",
                 one((rss.saturating_sub(baseline_rss)) as f64 / 1024.0 / target as f64), ""),
-            Row::new("scale", format!("bench process CPU simulating {level} ({window_note})"), "% of a core", one(own_cpu), ""),
+            Row::new("scale", format!("bench process CPU simulating {level} ({window_note}; {idle_gaps})"), "% of a core", one(own_cpu), ""),
+            Row::new("scale", format!("UDP datagrams dropped for a full receive buffer in the window, {level} (of {} received)", idle_udp.received),
+                "datagrams", one(idle_udp.buffer_drops as f64), ""),
             Row::new("scale", format!("time for nodes {}..{target} to join (handshake + Register, {JOIN_CONCURRENCY} at a time)", existing + 1), "s",
                 one(join_time.as_secs_f64()), ""),
         ];
@@ -207,13 +235,19 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
         let assigned_before = ctx.stats.assigned.load(Ordering::Relaxed);
         let mut seconds = Vec::new();
         let mut job_cpu = Vec::new();
+        let mut own_job_cpu = Vec::new();
         let mut failure = None;
+        let udp_before = UdpCounters::read();
+        let lost_before = ctx.stats.ended.load(Ordering::Relaxed) + ctx.stats.failed.load(Ordering::Relaxed);
+        ctx.stats.reset_gaps();
         for _ in 0..opts.job_runs.max(1) {
             let cpu_window = CpuWindow::start(pid)?;
+            let own_window = CpuWindow::start(bench_pid)?;
             match run_job(&address.to_string(), &client_identity, &job, &reference).await {
                 Ok(elapsed) => {
                     seconds.push(elapsed.as_secs_f64());
                     job_cpu.push(cpu_window.percent()?);
+                    own_job_cpu.push(own_window.percent()?);
                 }
                 Err(e) => {
                     failure = Some(e);
@@ -222,6 +256,9 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
             }
         }
         report_failures(&mut fleet);
+        let job_udp = UdpCounters::read().since(&udp_before);
+        let job_gaps = ctx.stats.gaps();
+        let lost = ctx.stats.ended.load(Ordering::Relaxed) + ctx.stats.failed.load(Ordering::Relaxed) - lost_before;
         let spread = ctx.stats.assigned.load(Ordering::Relaxed) - assigned_before;
         let peak = procfs::peak_rss_bytes(pid)?;
         let rates: Vec<f64> = seconds.iter().map(|s| opts.chunks as f64 / s).collect();
@@ -229,6 +266,11 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
             Row::new("scale", format!("job of {} tiny chunks across {level}: wall time (Client::connect + run)", opts.chunks), "s", Summary::of(&seconds), ""),
             Row::new("scale", format!("same job as chunks/s ({spread} assignments answered over the runs)"), "chunks/s", Summary::of(&rates), ""),
             Row::new("scale", format!("dispatcher CPU during the job, {level}"), "% of a core", Summary::of(&job_cpu), ""),
+            Row::new("scale", format!("bench process CPU during the job, {level} (client + simulated nodes; {job_gaps})"), "% of a core",
+                Summary::of(&own_job_cpu), ""),
+            Row::new("scale", format!("simulated nodes whose session ended during the job runs, {level}"), "nodes", one(lost as f64), ""),
+            Row::new("scale", format!("UDP datagrams dropped for a full receive buffer during the job runs, {level} (of {} received)", job_udp.received),
+                "datagrams", one(job_udp.buffer_drops as f64), ""),
             Row::new("scale", format!("dispatcher peak RSS (VmHWM) so far, {level}"), "MiB", one(mib(peak)), ""),
         ]);
         for row in &mut level_rows {
@@ -356,6 +398,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
     // The dispatcher's work stream appears with its first message.
     let mut work: Option<FramedRecv> = None;
     let mut drains = JoinSet::new();
+    let mut last_beat: Option<Instant> = None;
     loop {
         tokio::select! {
             biased;
@@ -394,6 +437,14 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
                 }
             }
             _ = tick.tick() => {
+                let now = Instant::now();
+                if let Some(previous) = last_beat.replace(now) {
+                    let gap = now - previous;
+                    ctx.stats.max_beat_gap_ms.fetch_max(gap.as_millis() as u64, Ordering::Relaxed);
+                    if gap > Duration::from_secs(2) {
+                        ctx.stats.late_beats.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 let beat = Heartbeat { load: 0.0, memory_available: SIM_MEMORY, busy_slots: 0 };
                 control.write_frame(&NodeToDispatcher::Heartbeat(beat)).await?;
                 ctx.stats.heartbeats.fetch_add(1, Ordering::Relaxed);

@@ -21,6 +21,7 @@ use node::exec::wasm::{run_serial, WasmEngine};
 
 use crate::cluster::{workspace_root, Cluster};
 use crate::probe::Probe;
+use crate::procfs::UdpCounters;
 use crate::report::Row;
 use crate::stats::{percentile, Summary};
 
@@ -35,6 +36,18 @@ pub(crate) enum Workload {
     W3,
     /// Mandelbrot 1024x1024 in 64 chunks: parallel efficiency against one serial process.
     W4,
+}
+
+impl Workload {
+    /// The workload's name in the report.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Workload::W1 => "W1",
+            Workload::W2 => "W2",
+            Workload::W3 => "W3",
+            Workload::W4 => "W4",
+        }
+    }
 }
 
 /// Sizes of the workloads; `--quick` shrinks them.
@@ -104,6 +117,7 @@ impl Bench<'_> {
     /// When a job fails, an output differs from the reference, or a process dies.
     pub(crate) async fn run(&mut self, workload: Workload) -> anyhow::Result<Vec<Row>> {
         let load_before = crate::procfs::load_average();
+        let udp_before = UdpCounters::read();
         let mut rows = match workload {
             Workload::W1 => self.w1().await?,
             Workload::W2 => self.w2().await?,
@@ -111,6 +125,14 @@ impl Bench<'_> {
             Workload::W4 => self.w4().await?,
         };
         self.cluster.check_alive()?;
+        let udp = UdpCounters::read().since(&udp_before);
+        rows.push(Row::new(
+            workload.label(),
+            format!("UDP datagrams dropped for a full receive buffer, whole workload incl. warm-up (of {} received)", udp.received),
+            "datagrams",
+            Summary::of(&[udp.buffer_drops as f64]),
+            "",
+        ));
         let load = format!("{load_before} -> {}", crate::procfs::load_average());
         for row in &mut rows {
             row.load = load.clone();

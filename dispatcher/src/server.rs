@@ -632,3 +632,6 @@ async fn write_client_events(mut send: FramedSend, mut outbox: mpsc::UnboundedRe
     // Every sender is gone: nothing more to say.
     std::future::pending().await
 }
+
+#[cfg(test)]
+mod tests;

@@ -35,6 +35,7 @@ pub(super) fn failure(kind: FailureKind) -> ChunkFailure {
     let message = match &kind {
         FailureKind::PayloadError(code) => format!("payload error {code}"),
         FailureKind::Trap => "trap".to_owned(),
+        FailureKind::Crash => "worker crashed".to_owned(),
         FailureKind::Timeout => "chunk timed out".to_owned(),
         FailureKind::MemoryLimit => "memory limit exceeded".to_owned(),
         FailureKind::Setup => "setup failed".to_owned(),
