@@ -290,7 +290,7 @@ impl Core {
                 _ = progress.tick() => {
                     self.send_progress();
                     ticks = ticks.wrapping_add(1);
-                    if ticks % PURGE_EVERY == 0 {
+                    if ticks.is_multiple_of(PURGE_EVERY) {
                         self.purge_expired();
                     }
                 }

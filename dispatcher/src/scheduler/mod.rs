@@ -1157,7 +1157,7 @@ impl Median {
     /// logarithmically with the job's size.
     fn insert(&mut self, n: u64, duration: Duration) {
         let stride = 1 + n / DURATION_SAMPLES;
-        if n > DURATION_SAMPLES && n % stride != 0 {
+        if n > DURATION_SAMPLES && !n.is_multiple_of(stride) {
             return;
         }
         let nanos = u64::try_from(duration.as_nanos()).unwrap_or(u64::MAX);
