@@ -7,9 +7,11 @@
 //! - `protocol`: hostile frames and versions end only their own connection.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
+//! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
 
 mod failures;
 mod jobs;
 mod local;
+mod native;
 mod protocol;
 mod security;

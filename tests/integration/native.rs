@@ -1,0 +1,86 @@
+//! Native payloads through the whole system: the same C source built as a shared library and as
+//! WebAssembly gives the same job output as the hand-written WAT on a real cluster, and a library
+//! built for another architecture is refused when it is submitted.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use tests::{check_same_bytes, example, pseudo_random_bytes, Cluster, Job};
+
+/// Compiles `source` with `compiler` and `flags` into `out`; `None` (with a printed reason) when
+/// the toolchain is missing, so the test can skip.
+fn build(compiler: &str, flags: &[&str], source: &Path, out: &Path) -> Option<PathBuf> {
+    let include = example("c");
+    let status = Command::new(compiler)
+        .args(flags)
+        .arg("-I")
+        .arg(&include)
+        .arg("-o")
+        .arg(out)
+        .arg(source)
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(out.to_owned()),
+        Ok(s) => panic!("{compiler} failed on {} ({s})", source.display()),
+        Err(e) => {
+            println!("SKIPPING: {compiler} is not available ({e})");
+            None
+        }
+    }
+}
+
+fn run_to_bytes(cluster: &Cluster, name: &str, payload: &Path, input: &Path) -> Vec<u8> {
+    let output = cluster.output_dir(name).join("sums.bin");
+    let run = cluster.run_job(&Job::new(payload, "bytes:4KiB", &output).input(input));
+    run.check_success();
+    std::fs::read(&output).unwrap_or_else(|e| panic!("no output: {e}\n{run}"))
+}
+
+#[test]
+fn c_checksum_as_so_and_wasm_matches_the_wat() {
+    let cluster = Cluster::start(2);
+    let input = cluster.dir().join("input.bin");
+    std::fs::write(&input, pseudo_random_bytes(100_003, 7)).expect("write the input");
+    let source = example("c/checksum.c");
+    let Some(library) = build("cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("checksum.so")) else {
+        return;
+    };
+    let wat = run_to_bytes(&cluster, "wat", &example("checksum.wat"), &input);
+    let native = run_to_bytes(&cluster, "so", &library, &input);
+    check_same_bytes(&native, &wat, &"native .so against WAT");
+    let wasm_flags = [
+        "--target=wasm32",
+        "-O2",
+        "-nostdlib",
+        "-Wl,--no-entry",
+        "-Wl,--export=dispy_run",
+        "-Wl,--export=dispy_alloc",
+        "-Wl,--export=dispy_abi_version",
+    ];
+    if let Some(module) = build("clang", &wasm_flags, &source, &cluster.dir().join("checksum.wasm")) {
+        let wasm = run_to_bytes(&cluster, "wasm", &module, &input);
+        check_same_bytes(&wasm, &wat, &"C compiled to wasm32 against WAT");
+    }
+}
+
+#[test]
+fn library_for_another_architecture_is_refused_at_submit() {
+    let cluster = Cluster::start(1);
+    let source = example("c/checksum.c");
+    let Some(library) = build("cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("native.so")) else {
+        return;
+    };
+    // Claim aarch64 (or x86_64 on an aarch64 host) in the ELF header's e_machine field.
+    let mut bytes = std::fs::read(&library).expect("read the library");
+    let foreign: u16 = if std::env::consts::ARCH == "aarch64" { 62 } else { 183 };
+    bytes[18..20].copy_from_slice(&foreign.to_le_bytes());
+    let foreign_library = cluster.dir().join("foreign.so");
+    std::fs::write(&foreign_library, bytes).expect("write the patched library");
+    let input = cluster.dir().join("input.bin");
+    std::fs::write(&input, b"some bytes").expect("write the input");
+    let output = cluster.output_dir("foreign").join("out.bin");
+    let run = cluster.run_job(&Job::new(&foreign_library, "bytes:4KiB", &output).input(&input));
+    assert_ne!(run.code, Some(0), "a foreign library must not run\n{run}");
+    run.check_stderr_mentions(&["linux/", "payload"]);
+    assert!(!output.exists(), "no output for a refused job\n{run}");
+}
