@@ -39,12 +39,17 @@ impl StreamError {
     /// Whether the error only says the connection went away (closed by either side, timed out),
     /// as opposed to a peer sending something wrong.
     pub fn is_connection_lost(&self) -> bool {
-        matches!(
-            self,
-            StreamError::Connection(_)
-                | StreamError::Read(quinn::ReadError::ConnectionLost(_))
-                | StreamError::Write(quinn::WriteError::ConnectionLost(_))
-        )
+        self.connection_error().is_some()
+    }
+
+    /// Why the connection went away, when that is what this error says.
+    pub fn connection_error(&self) -> Option<&quinn::ConnectionError> {
+        match self {
+            StreamError::Connection(e)
+            | StreamError::Read(quinn::ReadError::ConnectionLost(e))
+            | StreamError::Write(quinn::WriteError::ConnectionLost(e)) => Some(e),
+            _ => None,
+        }
     }
 }
 

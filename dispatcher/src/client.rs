@@ -136,19 +136,32 @@ impl Client {
             .map_err(|e| fail(e.to_string()))?
             .await
             .map_err(|e| fail(explain_connection_error(&e)))?;
-        let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
-        control
-            .write_frame(&Hello {
-                protocol_version: PROTOCOL_VERSION,
-                role: Role::Client,
-                software: format!("dispy-submit {}", env!("CARGO_PKG_VERSION")),
-            })
-            .await?;
+        let hello = Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: Role::Client,
+            software: format!("dispy-submit {}", env!("CARGO_PKG_VERSION")),
+        };
+        let opened = async {
+            let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
+            control.write_frame(&hello).await?;
+            Ok::<_, StreamError>(control)
+        };
+        let mut control = match opened.await {
+            Ok(control) => control,
+            Err(e) => match e.connection_error() {
+                Some(closed) => return Err(ClientError::Refused(explain_connection_error(closed))),
+                None => return Err(e.into()),
+            },
+        };
         match control.recv.expect_frame::<HelloReply>().await {
             Ok(HelloReply::Welcome { .. }) => Ok(Self { endpoint, conn, control }),
             Ok(HelloReply::Refused { reason }) => Err(ClientError::Refused(reason)),
-            Err(StreamError::Connection(e)) => Err(ClientError::Refused(explain_connection_error(&e))),
-            Err(e) => Err(e.into()),
+            // The dispatcher verifies our certificate after the handshake's first flight, so a
+            // refused certificate shows up here, as the connection closing.
+            Err(e) => match e.connection_error() {
+                Some(closed) => Err(ClientError::Refused(explain_connection_error(closed))),
+                None => Err(e.into()),
+            },
         }
     }
 
@@ -434,7 +447,7 @@ fn explain_connection_error(e: &quinn::ConnectionError) -> String {
         quinn::ConnectionError::TransportError(t) if t.code.to_string().contains("crypto") || t.to_string().contains("certificate") => {
             format!("TLS handshake failed ({t}): the certificates are not from this cluster's CA")
         }
-        quinn::ConnectionError::ConnectionClosed(c) if c.error_code.to_string().contains("crypto") => {
+        quinn::ConnectionError::ConnectionClosed(c) if c.error_code.to_string().contains("crypto") || c.to_string().contains("certificate") => {
             format!("the dispatcher rejected our certificate ({c})")
         }
         quinn::ConnectionError::ApplicationClosed(c) => {

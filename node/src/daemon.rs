@@ -204,19 +204,28 @@ impl Node {
 
     async fn dial_forever(self: Arc<Self>) {
         let mut backoff = BACKOFF_START;
+        let mut last_failure: Option<String> = None;
         loop {
             let session = tokio::spawn({
                 let node = Arc::clone(&self);
                 async move { node.session().await }.instrument(tracing::info_span!("session"))
             });
             match session.await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => last_failure = None,
                 Ok(Err(SessionError::Connect { address, reason })) => {
-                    debug!(%address, %reason, "dispatcher unreachable");
+                    // Say it once at warn (a wrong certificate would otherwise look like silence),
+                    // then quietly while it keeps failing the same way.
+                    if last_failure.as_deref() != Some(reason.as_str()) {
+                        warn!(%address, %reason, "cannot reach the dispatcher; retrying");
+                        last_failure = Some(reason);
+                    } else {
+                        debug!(%address, %reason, "dispatcher still unreachable");
+                    }
                 }
                 Ok(Err(e)) => {
                     warn!(error = %e, "session ended");
                     backoff = BACKOFF_START;
+                    last_failure = None;
                 }
                 Err(e) => warn!(error = %e, "session task failed"),
             }

@@ -160,7 +160,7 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
-            eprintln!("dispy-submit: {e:#}");
+            eprintln!("dispy-submit: {}", explain(&e));
             ExitCode::from(EXIT_USAGE)
         }
         Err(Failure::Job(e)) => {
@@ -168,10 +168,38 @@ fn main() -> ExitCode {
             ExitCode::from(EXIT_JOB_FAILED)
         }
         Err(Failure::Other(e)) => {
-            eprintln!("dispy-submit: {e:#}");
+            eprintln!("dispy-submit: {}", explain(&e));
             ExitCode::from(EXIT_ERROR)
         }
     }
+}
+
+/// Runs `job` until it ends or the user interrupts (SIGINT, SIGTERM); an interrupted job's
+/// future is dropped, which removes its temporary output. A job submitted to a real dispatcher
+/// keeps running there; `wait` reattaches.
+async fn interruptible<T>(
+    job: impl std::future::Future<Output = Result<T, ClientError>>,
+) -> Result<T, Failure> {
+    tokio::select! {
+        result = job => Ok(result?),
+        () = common::signal::shutdown() => Err(Failure::Other(anyhow::anyhow!(
+            "interrupted; no output was written (a job on a real dispatcher goes on there: `dispy-submit wait JOB` reattaches)"
+        ))),
+    }
+}
+
+/// An error and its causes on one line, skipping a cause whose text the message already holds
+/// (our error types quote their source).
+fn explain(e: &anyhow::Error) -> String {
+    let mut line = e.to_string();
+    for cause in e.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
 }
 
 /// How a command failed, which decides the exit code.
@@ -205,7 +233,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
             None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
         };
         let mut display = ProgressDisplay::new();
-        let report = client.run(&job, |p| display.update(p)).await;
+        let report = interruptible(client.run(&job, |p| display.update(p))).await;
         display.finish();
         Ok::<_, Failure>(report?)
     }
@@ -242,7 +270,7 @@ async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result
     let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
     let client = connect(cli).await?;
     let mut display = ProgressDisplay::new();
-    let report = client.wait(job, &output, summary.results, |p| display.update(p)).await;
+    let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p))).await;
     display.finish();
     let report = report?;
     eprintln!("job {} done: {} chunks; output written to {}", report.job, report.progress.done, report.output.display());
