@@ -7,10 +7,13 @@
 //! connection task and read back when assigned; results are appended to the spool as they are
 //! accepted and read back by the attached client's task.
 //!
-//! Each turn (a batch of events, a timeout or a tick) ends with [`Core::commit`]: spool files are
-//! synced and the turn's journal [`Batch`] is committed in one transaction; only then are clients
-//! told about new results, stored input or a verdict, so nothing is announced that a crash could
-//! take back.
+//! Each turn (a batch of events, a timeout or a tick) ends with [`Core::commit`]: the turn's
+//! journal [`Batch`] goes to the journal writer thread, which syncs the spool files it points into
+//! and commits it in one transaction, while the core goes on scheduling (group commit: one commit
+//! in flight, the next batch gathering behind it). Only when a commit is durable are nodes told
+//! that their reports are stored (`Ack`) and submitters that their input is (`InputStored`), so
+//! no promise is made that a crash could take back. Results stream to attached clients at once:
+//! a client that sees a dispatcher crash reattaches and gets them again from the spool.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -26,6 +29,53 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::journal::{Batch, Journal, Recovered};
+
+/// A batch on its way to the journal writer, with the promises to keep once it is durable.
+struct CommitRequest {
+    batch: Batch,
+    /// Spool files to sync before the commit.
+    sync: Vec<std::fs::File>,
+    promises: Promises,
+}
+
+/// What the core may tell peers once a commit is durable.
+#[derive(Default)]
+struct Promises {
+    /// Reports to acknowledge, per node.
+    acks: HashMap<NodeId, Vec<AttemptId>>,
+    /// Jobs whose input is now completely stored.
+    stored: Vec<JobId>,
+}
+
+impl Promises {
+    fn is_empty(&self) -> bool {
+        self.acks.is_empty() && self.stored.is_empty()
+    }
+}
+
+/// The journal writer's answer.
+struct Committed {
+    promises: Promises,
+    /// The failure, and the jobs the failed batch concerned.
+    failed: Option<(String, Vec<JobId>)>,
+}
+
+/// Runs on its own thread: syncs and commits each batch it is given, in order.
+fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
+    while let Some(mut request) = requests.blocking_recv() {
+        let jobs = request.batch.touched_jobs();
+        let result = request
+            .sync
+            .iter()
+            .try_for_each(std::fs::File::sync_data)
+            .map_err(|e| e.to_string())
+            .and_then(|()| journal.commit(&mut request.batch).map_err(|e| e.to_string()));
+        let committed = Committed { promises: request.promises, failed: result.err().map(|e| (e, jobs)) };
+        if done.blocking_send(committed).is_err() {
+            return;
+        }
+    }
+}
 use crate::payloads::PayloadStore;
 use crate::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
 use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
@@ -180,20 +230,28 @@ pub(crate) struct Core {
     nodes: HashMap<NodeId, NodeEntry>,
     jobs: HashMap<JobId, JobEntry>,
     payloads: PayloadStore,
-    journal: Journal,
     spool: Spool,
     batch: Batch,
-    /// Jobs whose results, input or state changed this turn: clients hear of it after commit.
+    /// Promises to keep once `batch` is durable.
+    promises: Promises,
+    /// Jobs whose results file gained bytes that `batch` points at.
+    dirty_results: HashSet<JobId>,
+    /// Jobs whose results, input or state changed this turn: their clients hear of it.
     touched: HashSet<JobId>,
-    /// Reports received this turn, acknowledged to their nodes after commit.
-    acks: HashMap<NodeId, Vec<AttemptId>>,
+    commits: mpsc::Sender<CommitRequest>,
+    committed: mpsc::Receiver<Committed>,
+    commit_in_flight: bool,
     next_node: u64,
     next_job: u64,
     retention: Duration,
 }
 
 impl Core {
-    /// Builds the core from what the journal recovered, resuming unfinished jobs.
+    /// Builds the core from what the journal recovered, resuming unfinished jobs, and starts the
+    /// journal writer thread.
+    ///
+    /// # Errors
+    /// If the thread cannot be started.
     pub(crate) fn new(
         config: SchedulerConfig,
         journal: Journal,
@@ -201,17 +259,22 @@ impl Core {
         spool: Spool,
         payloads: PayloadStore,
         retention: Duration,
-    ) -> Self {
+    ) -> std::io::Result<Self> {
+        let (commits, commit_rx) = mpsc::channel(1);
+        let (committed_tx, committed) = mpsc::channel(1);
         let mut core = Self {
             scheduler: Scheduler::new(config),
             nodes: HashMap::new(),
             jobs: HashMap::new(),
             payloads,
-            journal,
             spool,
             batch: Batch::default(),
+            promises: Promises::default(),
+            dirty_results: HashSet::new(),
             touched: HashSet::new(),
-            acks: HashMap::new(),
+            commits,
+            committed,
+            commit_in_flight: false,
             next_node: 1,
             next_job: recovered.next_job,
             retention,
@@ -219,13 +282,19 @@ impl Core {
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
         core.scheduler.set_attempt_base(recovered.incarnation << 40);
         for (job, record) in recovered.jobs {
-            core.restore(job, record);
+            core.restore(&journal, job, record);
         }
-        core.commit();
-        core
+        if let Err(e) = journal.commit(&mut core.batch) {
+            warn!(error = %e, "cannot record the jobs resumed after the restart");
+        }
+        // The writer thread ends when the core drops its request channel.
+        std::thread::Builder::new()
+            .name("dispy-journal".into())
+            .spawn(move || journal_writer(journal, commit_rx, committed_tx))?;
+        Ok(core)
     }
 
-    fn restore(&mut self, job: JobId, record: JobRecord) {
+    fn restore(&mut self, journal: &Journal, job: JobId, record: JobRecord) {
         let mut entry = JobEntry::new(record);
         if entry.record.state != JobState::Running {
             if entry.record.state == JobState::Succeeded {
@@ -241,7 +310,7 @@ impl Core {
             }));
             return;
         }
-        let loaded = self.journal.inputs(job).and_then(|inputs| Ok((inputs, self.journal.results(job)?)));
+        let loaded = journal.inputs(job).and_then(|inputs| Ok((inputs, journal.results(job)?)));
         let (inputs, results) = match loaded {
             Ok(loaded) => loaded,
             Err(e) => {
@@ -287,6 +356,7 @@ impl Core {
                     }
                 }
                 () = sleep_until(deadline) => self.scheduler.handle_timeout(now()),
+                Some(committed) = self.committed.recv() => self.handle_committed(committed),
                 _ = progress.tick() => {
                     self.send_progress();
                     ticks = ticks.wrapping_add(1);
@@ -356,6 +426,7 @@ impl Core {
                     debug!(%job, chunks = entry.record.chunks, "input complete");
                     entry.record.input_complete = true;
                     self.batch.put_job(job, entry.record.clone());
+                    self.promises.stored.push(job);
                     self.touched.insert(job);
                     self.scheduler.handle_input_complete(now, job);
                 }
@@ -502,7 +573,7 @@ impl Core {
     }
 
     fn handle_report(&mut self, now: std::time::Instant, node: NodeId, report: ChunkReport) {
-        self.acks.entry(node).or_default().push(report.attempt);
+        self.promises.acks.entry(node).or_default().push(report.attempt);
         match report.outcome {
             Ok(output) => {
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now, node, report.attempt) else {
@@ -536,6 +607,7 @@ impl Core {
             entry.done += 1;
         }
         self.batch.put_result(job, chunk, extent);
+        self.dirty_results.insert(job);
         self.touched.insert(job);
         Ok(())
     }
@@ -629,47 +701,75 @@ impl Core {
         self.touched.insert(job);
     }
 
-    /// Makes this turn durable, then tells clients what became durable.
+    /// Ends a turn: tells clients what changed, and hands the turn's journal changes to the
+    /// writer thread unless a commit is already in flight (then they wait for the next one).
     fn commit(&mut self) {
-        if !self.batch.is_empty() {
-            let synced = self.touched.iter().try_for_each(|job| match self.jobs.get(job).and_then(|e| e.results_appender.as_ref()) {
-                Some(appender) => appender.sync(),
-                None => Ok(()),
-            });
-            let committed = synced.map_err(|e| e.to_string()).and_then(|()| self.journal.commit(&mut self.batch).map_err(|e| e.to_string()));
-            if let Err(e) = committed {
-                warn!(error = %e, "journal commit failed; failing the jobs it concerned");
-                let jobs = self.batch.touched_jobs();
-                self.batch = Batch::default();
-                for job in jobs {
-                    self.scheduler.handle_cancel(now(), job);
-                    self.finish(job, JobState::Failed(JobFailure::Other { message: format!("dispatcher storage failed: {e}") }));
-                }
-                // Try once more to record the failures; if this fails too, they are failed in memory.
-                let _ = self.journal.commit(&mut self.batch);
-                self.batch = Batch::default();
-            }
-        }
-        for (node, attempts) in std::mem::take(&mut self.acks) {
-            self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
-        }
         let touched: Vec<JobId> = self.touched.drain().collect();
         for job in touched {
             self.notify(job);
         }
+        if self.commit_in_flight || (self.batch.is_empty() && self.promises.is_empty()) {
+            return;
+        }
+        let mut sync = Vec::new();
+        for job in self.dirty_results.drain() {
+            if let Some(appender) = self.jobs.get(&job).and_then(|e| e.results_appender.as_ref()) {
+                match appender.sync_handle() {
+                    Ok(file) => sync.push(file),
+                    Err(e) => warn!(%job, error = %e, "cannot sync a results file"),
+                }
+            }
+        }
+        let request = CommitRequest {
+            batch: std::mem::take(&mut self.batch),
+            sync,
+            promises: std::mem::take(&mut self.promises),
+        };
+        // The writer lives as long as the core; a full channel cannot happen with one commit in
+        // flight at a time.
+        if self.commits.try_send(request).is_ok() {
+            self.commit_in_flight = true;
+        } else {
+            warn!("the journal writer is gone; changes are no longer durable");
+        }
     }
 
-    /// Sends a job's clients what is now durable: input stored, results in order, the verdict.
+    /// A commit is durable (or failed): keep its promises, then start the next one.
+    fn handle_committed(&mut self, committed: Committed) {
+        self.commit_in_flight = false;
+        if let Some((error, jobs)) = committed.failed {
+            warn!(%error, "journal commit failed; failing the jobs it concerned");
+            for job in jobs {
+                self.scheduler.handle_cancel(now(), job);
+                self.finish(job, JobState::Failed(JobFailure::Other { message: format!("dispatcher storage failed: {error}") }));
+            }
+        }
+        for (node, attempts) in committed.promises.acks {
+            self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
+        }
+        for job in committed.promises.stored {
+            let Some(entry) = self.jobs.get_mut(&job) else { continue };
+            if entry.record.state != JobState::Running && entry.record.state != JobState::Succeeded {
+                continue;
+            }
+            if let Some(submitter) = entry.submitter.take() {
+                let _ = submitter.send(ClientEvent::InputStored { job, chunks: entry.record.chunks });
+            }
+        }
+    }
+
+    /// Sends a job's clients what changed: results in order, the verdict, and to a submitter
+    /// still waiting for `InputStored` the news that the job failed first.
     fn notify(&mut self, job: JobId) {
         let running = self.scheduler.progress(job).map_or(0, |p| p.running);
         let Some(entry) = self.jobs.get_mut(&job) else { return };
-        if entry.record.input_complete || entry.record.state.is_finished() {
+        let failed = match &entry.record.state {
+            JobState::Failed(failure) => Some(ClientEvent::JobFailed { failure: failure.clone() }),
+            JobState::Cancelled => Some(ClientEvent::Error { message: format!("job {job} was cancelled") }),
+            JobState::Running | JobState::Succeeded => None,
+        };
+        if let Some(event) = failed {
             if let Some(submitter) = entry.submitter.take() {
-                let event = match &entry.record.state {
-                    JobState::Failed(failure) => ClientEvent::JobFailed { failure: failure.clone() },
-                    JobState::Cancelled => ClientEvent::Error { message: format!("job {job} was cancelled") },
-                    _ => ClientEvent::InputStored { job, chunks: entry.record.chunks },
-                };
                 let _ = submitter.send(event);
             }
         }

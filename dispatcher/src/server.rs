@@ -104,7 +104,8 @@ impl Dispatcher {
             spool.clone(),
             payloads.clone(),
             config.retention,
-        );
+        )
+        .map_err(state)?;
         let server = common::tls::server_config(&config.identity)?;
         let endpoint = quinn::Endpoint::server(server, config.listen)
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;

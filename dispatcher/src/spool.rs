@@ -106,6 +106,14 @@ impl Appender {
         Ok(extent)
     }
 
+    /// Another handle on the file, so a different thread can sync it.
+    ///
+    /// # Errors
+    /// If the descriptor cannot be duplicated.
+    pub fn sync_handle(&self) -> std::io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Makes everything appended so far durable.
     ///
     /// # Errors
