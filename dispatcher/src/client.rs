@@ -267,7 +267,7 @@ impl Client {
     /// [`ClientError::JobFailed`] when a chunk exhausted its attempts or no node could run the
     /// job; other variants for local or connection problems. No output is left behind on error.
     pub async fn run(
-        mut self,
+        &mut self,
         job: &JobDescription,
         on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
@@ -287,7 +287,7 @@ impl Client {
                 Err(e) = &mut input => return Err(e),
             }
         };
-        self.finish(id).await;
+        self.release(id).await;
         Ok(report)
     }
 
@@ -297,7 +297,7 @@ impl Client {
     /// # Errors
     /// As [`Client::run`].
     pub async fn wait(
-        mut self,
+        &mut self,
         id: JobId,
         output: &Path,
         results: ResultMode,
@@ -307,7 +307,7 @@ impl Client {
             .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let report = self.follow(id, sink, output, on_update).await?;
-        self.finish(id).await;
+        self.release(id).await;
         Ok(report)
     }
 
@@ -401,11 +401,16 @@ impl Client {
         Ok(JobReport { job: id, progress, output })
     }
 
-    /// Tells the dispatcher the output is safe, then closes the connection cleanly.
-    async fn finish(mut self, id: JobId) {
+    /// Tells the dispatcher the output is safe, so it may delete the job's spooled data.
+    async fn release(&mut self, id: JobId) {
+        // Best effort: an unreleased job expires after the dispatcher's retention time anyway.
         let _ = self.control.write_frame(&ClientRequest::Release { job: id }).await;
+    }
+
+    /// Closes the connection cleanly, after anything sent has arrived.
+    pub async fn close(mut self) {
         let _ = self.control.send.finish().await;
-        // Give the release a moment to arrive; the dispatcher expires it anyway if it does not.
+        // Give the last messages a moment to arrive before closing.
         let _ = tokio::time::timeout(std::time::Duration::from_millis(500), self.conn.closed()).await;
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;

@@ -228,13 +228,14 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         None => None,
     };
     let result = async {
-        let client = match &local {
+        let mut client = match &local {
             Some(cluster) => Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?,
             None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
         };
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p))).await;
         display.finish();
+        client.close().await;
         Ok::<_, Failure>(report?)
     }
     .await;
@@ -268,10 +269,10 @@ async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result
     let mut client = connect(cli).await?;
     let summary = client.status(job).await?;
     let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
-    let client = connect(cli).await?;
     let mut display = ProgressDisplay::new();
     let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p))).await;
     display.finish();
+    client.close().await;
     let report = report?;
     eprintln!("job {} done: {} chunks; output written to {}", report.job, report.progress.done, report.output.display());
     Ok(())
