@@ -16,11 +16,12 @@
 //! a client that sees a dispatcher crash reattaches and gets them again from the spool.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::proto::{
-    Assignment, AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
+    AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
     JobProgress, JobRecord, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
     NodeToDispatcher, PayloadHash, PayloadKind,
 };
@@ -85,11 +86,28 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// How often expired jobs are purged.
 const PURGE_EVERY: u32 = 50;
 
+/// A chunk's input in the spool, read by the node connection task just before it is sent, so
+/// inputs waiting for a slow link take no memory.
+#[derive(Debug, Clone)]
+pub(crate) struct InputRef {
+    reader: Arc<Reader>,
+    extent: Extent,
+}
+
+impl InputRef {
+    /// Reads the input's bytes.
+    pub(crate) fn read(&self) -> std::io::Result<Bytes> {
+        self.reader.read(self.extent)
+    }
+}
+
 /// What the core tells a node connection to do.
 #[derive(Debug)]
 pub(crate) enum NodeCommand {
     /// Send on the work stream.
     Send(DispatcherToNode),
+    /// Send a chunk on the work stream, reading its input from the spool first.
+    Assign { job: JobId, chunk: ChunkIndex, attempt: AttemptId, input: InputRef },
     /// Open a payload stream with these bytes.
     Payload(PayloadHash, Bytes),
     /// Close the connection.
@@ -183,7 +201,7 @@ struct JobEntry {
     record: JobRecord,
     /// Where each chunk's input is spooled, by chunk index.
     inputs: Vec<Extent>,
-    input_reader: Option<Reader>,
+    input_reader: Option<Arc<Reader>>,
     /// Where each chunk's accepted result is spooled (committed or about to be).
     results: Vec<Option<Extent>>,
     results_appender: Option<Appender>,
@@ -616,13 +634,12 @@ impl Core {
         while let Some(action) = self.scheduler.poll_action() {
             match action {
                 Action::StartJob { node, job } => self.start_job(node, job),
-                Action::Assign { node, job, chunk, attempt, speculative } => match self.read_input(job, chunk) {
+                Action::Assign { node, job, chunk, attempt, speculative } => match self.input_ref(job, chunk) {
                     Ok(input) => {
                         if speculative {
                             info!(%job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
                         }
-                        let assignment = Assignment { job, chunk, attempt, input };
-                        self.send_node(node, NodeCommand::Send(DispatcherToNode::Assign(assignment)));
+                        self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
                     }
                     Err(e) => {
                         warn!(%job, chunk, error = %e, "cannot read a chunk's input");
@@ -672,14 +689,14 @@ impl Core {
         }
     }
 
-    fn read_input(&mut self, job: JobId, chunk: ChunkIndex) -> std::io::Result<Bytes> {
+    fn input_ref(&mut self, job: JobId, chunk: ChunkIndex) -> std::io::Result<InputRef> {
         let entry = self.jobs.get_mut(&job).ok_or_else(|| std::io::Error::other("unknown job"))?;
         let extent = *entry.inputs.get(chunk as usize).ok_or_else(|| std::io::Error::other("unknown chunk"))?;
         let reader = match &mut entry.input_reader {
             Some(reader) => reader,
-            slot => slot.insert(self.spool.reader(job, SpoolFile::Input)?),
+            slot => slot.insert(Arc::new(self.spool.reader(job, SpoolFile::Input)?)),
         };
-        reader.read(extent)
+        Ok(InputRef { reader: Arc::clone(reader), extent })
     }
 
     /// Records a job's end; clients hear of it after the commit. Failed and cancelled jobs'

@@ -13,8 +13,9 @@ use std::time::Duration;
 use bytes::Bytes;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use common::proto::{
-    ClientEvent, ClientRequest, Hello, HelloReply, JobId, NodeToDispatcher, PayloadHash, Role,
-    StreamHeader, PROTOCOL_VERSION,
+    Assignment, ChunkFailure, ChunkReport, ClientEvent, ClientRequest, DispatcherToNode,
+    FailureKind, Hello, HelloReply, JobId, NodeToDispatcher, PayloadHash, Role, StreamHeader,
+    PROTOCOL_VERSION,
 };
 use tokio::task::JoinSet;
 use common::tls::PeerIdentity;
@@ -332,7 +333,7 @@ async fn serve_node(
     let result = tokio::select! {
         r = read_node_control(&mut control.recv, node, events) => r,
         r = read_reports(&mut reports, node, events) => r,
-        r = run_node_commands(conn, work, command_rx) => r,
+        r = run_node_commands(conn, work, command_rx, node, events) => r,
     };
     let reason = match &result {
         Ok(()) => "connection closed".to_owned(),
@@ -360,6 +361,8 @@ async fn run_node_commands(
     conn: &quinn::Connection,
     mut work: FramedSend,
     mut commands: mpsc::UnboundedReceiver<NodeCommand>,
+    node: NodeId,
+    events: &mpsc::Sender<Event>,
 ) -> Result<(), ConnError> {
     let mut payloads = tokio::task::JoinSet::new();
     while let Some(first) = commands.recv().await {
@@ -368,6 +371,21 @@ async fn run_node_commands(
         while let Some(command) = next.take() {
             match command {
                 NodeCommand::Send(msg) => work.queue_frame(&msg)?,
+                NodeCommand::Assign { job, chunk, attempt, input } => match input.read() {
+                    Ok(input) => {
+                        work.queue_frame(&DispatcherToNode::Assign(Assignment { job, chunk, attempt, input }))?;
+                        // Big inputs go out one by one instead of piling up in the buffer.
+                        if work.queued() >= 1 << 20 {
+                            work.flush().await?;
+                        }
+                    }
+                    Err(e) => {
+                        // Counted as a failed attempt, so it is retried and reported.
+                        let failure = ChunkFailure { kind: FailureKind::Node, message: format!("dispatcher could not read the chunk's input: {e}") };
+                        let report = ChunkReport { attempt, outcome: Err(failure) };
+                        events.send(Event::NodeReport { node, report }).await.map_err(|_| ConnError::CoreGone)?;
+                    }
+                },
                 NodeCommand::Payload(hash, bytes) => {
                     let conn = conn.clone();
                     // Tracked by the JoinSet, which aborts unfinished uploads with the connection.
