@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod enroll;
 pub mod frame;
 pub mod job;
 pub mod net;

@@ -33,6 +33,11 @@ pub struct DispatcherConfig {
     pub max_chunk: usize,
     /// Largest payload accepted, bytes.
     pub max_payload: usize,
+    /// The `pki init` directory (`ca.pem`, `ca.key`) used to sign the certificates of nodes
+    /// that enrol with a join token; `None` (the default) turns enrolment off.
+    pub ca_dir: Option<PathBuf>,
+    /// Lifetime of certificates issued to enrolled and renewing nodes (default 7 days).
+    pub enrolled_cert_validity: Duration,
 }
 
 /// The dispatcher's default port.
@@ -51,6 +56,8 @@ impl DispatcherConfig {
             max_message: common::config::DEFAULT_MAX_MESSAGE,
             max_chunk: common::config::DEFAULT_MAX_CHUNK,
             max_payload: common::config::DEFAULT_MAX_PAYLOAD,
+            ca_dir: None,
+            enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
         }
     }
 }
@@ -58,12 +65,17 @@ impl DispatcherConfig {
 impl TryFrom<DispatcherSettings> for DispatcherConfig {
     type Error = ConfigError;
 
-    /// Loads the TLS identity from `tls_dir`; an unreadable or invalid one is reported as a
-    /// problem with that key, naming where it was set.
+    /// Loads the TLS identity from `tls_dir`, and checks the CA in `ca_dir` when set; an
+    /// unreadable or invalid one is reported as a problem with that key, naming where it was set.
     fn try_from(settings: DispatcherSettings) -> Result<Self, ConfigError> {
         let identity = Identity::load(&settings.tls_dir).map_err(|e| {
             settings.invalid("tls_dir", format!("failed to load the dispatcher's TLS identity: {e}"))
         })?;
+        if let Some(dir) = &settings.ca_dir {
+            common::enroll::CaSigner::load(dir, &identity.ca).map_err(|e| {
+                settings.invalid("ca_dir", format!("node enrolment cannot use this CA: {e}"))
+            })?;
+        }
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
         config.retention = settings.retention;
         config.node_timeout = settings.node_timeout;
@@ -71,6 +83,8 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         config.max_message = settings.max_message;
         config.max_chunk = settings.max_chunk;
         config.max_payload = settings.max_payload;
+        config.ca_dir = settings.ca_dir;
+        config.enrolled_cert_validity = settings.enrolled_cert_validity;
         Ok(config)
     }
 }

@@ -1,28 +1,318 @@
-//! Node enrolment with one-time join tokens, and node revocation.
+//! Node enrolment with one-time join tokens, certificate renewal, and node revocation: the
+//! dispatcher's side.
 //!
-//! (Being written: see the enrolment work item. Until then every enrolment attempt is refused
-//! and no node is revoked.)
+//! An operator runs `dispy-dispatcher token create`, which stores a token in the state directory
+//! ([`TokenStore`]) and prints it (format in `common::enroll`). On the new node,
+//! `dispy-node join ADDR TOKEN` makes a key, dials without a client certificate and pins our CA
+//! by the token's fingerprint. [`serve_enrollment`] then holds this conversation on the control
+//! stream, and closes the connection:
+//!
+//! ```text
+//! node → Hello { role: Node }        ← HelloReply::Welcome, or Refused (version, role, disabled)
+//! node → EnrollRequest               ← EnrollReply::Issued { cert, CA, expiry } or Refused
+//! ```
+//!
+//! The certificate is signed with the CA key in `ca_dir` (`common::enroll::CaSigner`) for the CSR's public key
+//! only: the name is the token's (or, for a token without one, the requested one), the role is
+//! always `node`, the lifetime is `enrolled_cert_validity`. A token works once: it is redeemed by
+//! an atomic rename. A connected node renews its certificate on a bidirectional stream of its
+//! own ([`watch_node`]), which also closes the connection of a node revoked while connected.
+//! Revoked names ([`RevocationList`]) are refused at connection, enrolment and renewal.
+//!
+//! Every refusal is sent to the peer with its reason and logged.
 
+mod store;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use common::enroll::{check_node_name, CaSigner, CertRequest, Issued, KeyError, SignError, TokenSecret};
+use common::net::{Connection, FramedRecv, FramedSend, StreamError};
+use common::proto::{EnrollReply, EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
+use common::tls::PeerIdentity;
+use thiserror::Error;
+use tracing::{debug, info, warn};
+
+pub use self::store::{RevocationList, StoreError, TokenProblem, TokenRecord, TokenStore};
 use crate::config::DispatcherConfig;
+
+/// How long an enrolling peer or one renewal may take.
+const CONVERSATION_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest enrolment message; a request is a few hundred bytes.
+const MAX_ENROLL_MESSAGE: usize = 64 << 10;
+/// How often a connected node's revocation is checked.
+const REVOCATION_CHECK: Duration = Duration::from_secs(2);
+/// QUIC close code for a revoked node, as `server` uses.
+const CLOSE_REVOKED: u32 = 4;
+
+/// Why a node was not given a certificate.
+#[derive(Debug, Error)]
+#[non_exhaustive]
+pub enum EnrollError {
+    /// Enrolment is switched off or cannot work on this dispatcher.
+    #[error("enrolment is disabled on this dispatcher: {0}")]
+    Disabled(String),
+    /// The token is unknown, used or expired.
+    #[error(transparent)]
+    Token(#[from] TokenProblem),
+    /// The token secret has the wrong length.
+    #[error("malformed join token: the secret must be {} bytes", common::enroll::SECRET_LEN)]
+    MalformedToken,
+    /// The certificate signing request is unusable, or signing failed.
+    #[error(transparent)]
+    Sign(#[from] SignError),
+    /// The node name is not allowed.
+    #[error(transparent)]
+    Name(#[from] KeyError),
+    /// The node is revoked.
+    #[error("node {0:?} is revoked; an operator can run `dispy-dispatcher nodes unrevoke {0}`")]
+    Revoked(String),
+    /// A peer other than a node asked for a node certificate.
+    #[error("only nodes can enrol or renew here, not a {0}")]
+    NotANode(Role),
+}
+
+impl EnrollError {
+    /// The reason given to the peer: everything but our own failures, which stay in our log.
+    fn for_peer(&self) -> String {
+        match self {
+            EnrollError::Sign(SignError::Ca { .. } | SignError::Sign(_)) | EnrollError::Token(TokenProblem::Store(_)) => {
+                "the dispatcher could not issue a certificate; its log says why".to_owned()
+            }
+            other => other.to_string(),
+        }
+    }
+}
 
 /// Enrolment state shared by the connection tasks: the CA that signs enrolled nodes, the
 /// outstanding join tokens and the revoked node names.
-#[derive(Debug, Clone)]
-pub struct Enrollment {}
+#[derive(Clone)]
+pub struct Enrollment {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    /// The CA and token store, or why enrolment is off (said to peers as is).
+    enabled: Result<(CaSigner, TokenStore), String>,
+    revoked: RevocationList,
+    validity: Duration,
+}
+
+impl fmt::Debug for Enrollment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Enrollment")
+            .field("enabled", &self.inner.enabled.as_ref().map(|(ca, _)| ca.fingerprint()))
+            .field("validity", &self.inner.validity)
+            .finish_non_exhaustive()
+    }
+}
 
 impl Enrollment {
-    /// Loads tokens, CA and revocations from the dispatcher's state directory.
-    pub fn new(_config: &DispatcherConfig) -> Self {
-        Self {}
+    /// Loads the CA from `ca_dir` and opens the token store and revocation list in the state
+    /// directory. Never fails: problems are logged and turn enrolment off (refusing enrolling
+    /// peers with the reason); the revocation list always works.
+    pub fn new(config: &DispatcherConfig) -> Self {
+        let enabled = match &config.ca_dir {
+            None => {
+                info!("node enrolment is off (no ca_dir configured)");
+                Err("no ca_dir is configured; an operator can set it in dispatcher.toml".to_owned())
+            }
+            Some(dir) => match (CaSigner::load(dir, &config.identity.ca), TokenStore::open(&config.state_dir)) {
+                (Ok(signer), Ok(tokens)) => {
+                    tokens.purge(SystemTime::now());
+                    info!(ca = %signer.fingerprint(), validity = ?config.enrolled_cert_validity, "node enrolment is on");
+                    Ok((signer, tokens))
+                }
+                (Err(e), _) => {
+                    tracing::error!(error = %e, "node enrolment is off: cannot use the CA");
+                    Err("the dispatcher cannot use its CA; its log says why".to_owned())
+                }
+                (_, Err(e)) => {
+                    tracing::error!(error = %e, "node enrolment is off: cannot use the token store");
+                    Err("the dispatcher cannot use its token store; its log says why".to_owned())
+                }
+            },
+        };
+        Self {
+            inner: Arc::new(Inner {
+                enabled,
+                revoked: RevocationList::new(&config.state_dir),
+                validity: config.enrolled_cert_validity,
+            }),
+        }
     }
 
     /// Whether the node named `name` has been revoked.
-    pub fn is_revoked(&self, _name: &str) -> bool {
-        false
+    pub fn is_revoked(&self, name: &str) -> bool {
+        self.inner.revoked.contains(name)
+    }
+
+    /// Redeems a join token for a certificate. Everything is checked before the token is
+    /// spent, so a refused request (bad CSR, revoked name) leaves the token usable.
+    ///
+    /// # Errors
+    /// [`EnrollError`] saying why nothing was issued.
+    pub fn enroll(&self, request: &EnrollRequest, now: SystemTime) -> Result<Issued, EnrollError> {
+        let (signer, tokens) = self.enabled()?;
+        let secret = TokenSecret::from_slice(&request.token_secret).ok_or(EnrollError::MalformedToken)?;
+        let record = tokens.lookup(&secret, now)?;
+        let name = record.name.clone().unwrap_or_else(|| request.name.clone());
+        check_node_name(&name)?;
+        if self.is_revoked(&name) {
+            return Err(EnrollError::Revoked(name));
+        }
+        let csr = CertRequest::parse(&request.csr_der)?;
+        tokens.claim(&secret)?;
+        let issued = signer.sign_node(&csr, &name, self.inner.validity, now)?;
+        info!(
+            node = %name,
+            requested = %request.name,
+            token = &record.id[..12],
+            valid_until = %common::enroll::format_utc(issued.valid_until),
+            "node enrolled"
+        );
+        Ok(issued)
+    }
+
+    /// Issues a new certificate, for a new key, to the connected node `peer`.
+    ///
+    /// # Errors
+    /// [`EnrollError`] saying why nothing was issued.
+    pub fn renew(&self, peer: &PeerIdentity, request: &RenewRequest, now: SystemTime) -> Result<Issued, EnrollError> {
+        let (signer, _) = self.enabled()?;
+        if peer.role != Role::Node {
+            return Err(EnrollError::NotANode(peer.role));
+        }
+        check_node_name(&peer.name)?;
+        if self.is_revoked(&peer.name) {
+            return Err(EnrollError::Revoked(peer.name.clone()));
+        }
+        let csr = CertRequest::parse(&request.csr_der)?;
+        let issued = signer.sign_node(&csr, &peer.name, self.inner.validity, now)?;
+        info!(node = %peer.name, valid_until = %common::enroll::format_utc(issued.valid_until), "node certificate renewed");
+        Ok(issued)
+    }
+
+    fn enabled(&self) -> Result<&(CaSigner, TokenStore), EnrollError> {
+        self.inner.enabled.as_ref().map_err(|reason| EnrollError::Disabled(reason.clone()))
+    }
+
+    fn reply(&self, issued: Result<Issued, EnrollError>) -> EnrollReply {
+        match (issued, self.enabled()) {
+            (Ok(issued), Ok((signer, _))) => EnrollReply::Issued {
+                cert_pem: issued.cert_pem,
+                ca_pem: signer.ca_pem().to_owned(),
+                valid_until_unix: issued.valid_until.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+            },
+            (Err(e), _) | (_, Err(e)) => EnrollReply::Refused { reason: e.for_peer() },
+        }
     }
 }
 
-/// Serves a connection that presented no certificate: it may only enrol.
-pub async fn serve_enrollment(conn: &quinn::Connection, _enrollment: &Enrollment) {
-    conn.close(1u32.into(), b"a client certificate is required");
+/// Serves a connection that presented no certificate: it may only enrol (see the module
+/// documentation). Logs the outcome and closes the connection.
+pub async fn serve_enrollment(conn: &quinn::Connection, enrollment: &Enrollment) {
+    match tokio::time::timeout(CONVERSATION_TIMEOUT, converse(conn, enrollment)).await {
+        Err(_) => {
+            warn!("enrolment refused: the peer took longer than 10 s");
+            conn.close(1u32.into(), b"enrolment timed out");
+        }
+        Ok(Err(e)) if e.is_connection_lost() => debug!(error = %e, "enrolling peer went away"),
+        Ok(Err(e)) => {
+            warn!(error = %e, "enrolment failed");
+            conn.close(1u32.into(), b"a client certificate or a join token is required");
+        }
+        Ok(Ok(())) => {
+            // Let the reply arrive: the node closes once it has it.
+            let _ = tokio::time::timeout(Duration::from_secs(2), conn.closed()).await;
+            conn.close(0u32.into(), b"enrolment done");
+        }
+    }
 }
+
+async fn converse(conn: &quinn::Connection, enrollment: &Enrollment) -> Result<(), StreamError> {
+    let mut control = Connection::accept(conn, MAX_ENROLL_MESSAGE).await?;
+    let hello: Hello = control.recv.expect_frame().await?;
+    let refusal = if hello.protocol_version != PROTOCOL_VERSION {
+        Some(format!(
+            "protocol version {} is not supported; this dispatcher speaks version {PROTOCOL_VERSION}",
+            hello.protocol_version
+        ))
+    } else if hello.role != Role::Node {
+        Some(format!(
+            "a {} needs a certificate signed by the cluster CA (only nodes can enrol with a join token)",
+            hello.role
+        ))
+    } else {
+        enrollment.enabled().err().map(|e| e.to_string())
+    };
+    if let Some(reason) = refusal {
+        warn!(role = %hello.role, software = %hello.software, %reason, "enrolment refused");
+        control.write_frame(&HelloReply::Refused { reason }).await?;
+        return control.send.finish().await;
+    }
+    control
+        .write_frame(&HelloReply::Welcome { protocol_version: PROTOCOL_VERSION, peer_name: String::new() })
+        .await?;
+    let issued = match control.recv.expect_frame::<EnrollRequest>().await {
+        Ok(request) => enrollment.enroll(&request, SystemTime::now()).inspect_err(|e| {
+            warn!(requested = %request.name, software = %hello.software, reason = %e, "enrolment refused");
+        }),
+        Err(StreamError::Frame(e)) => {
+            warn!(error = %e, "enrolment refused: not an enrolment request");
+            Err(SignError::MalformedCsr(format!("expected an enrolment request: {e}")).into())
+        }
+        Err(e) => return Err(e),
+    };
+    control.write_frame(&enrollment.reply(issued)).await?;
+    control.send.finish().await
+}
+
+/// Runs beside a connected node's session: answers its certificate renewal requests (each on a
+/// bidirectional stream the node opens: one [`RenewRequest`], one [`EnrollReply`]) and closes
+/// the connection once the node is revoked. Returns only when the connection is gone, so it can
+/// sit in the session's `select!`.
+///
+/// # Errors
+/// The [`StreamError`] that ended the connection.
+pub async fn watch_node(conn: &quinn::Connection, peer: &PeerIdentity, enrollment: &Enrollment) -> Result<(), StreamError> {
+    let mut check = tokio::time::interval(REVOCATION_CHECK);
+    check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            stream = conn.accept_bi() => {
+                let (send, recv) = stream?;
+                let mut stream = Connection { send: FramedSend::new(send), recv: FramedRecv::new(recv, MAX_ENROLL_MESSAGE) };
+                match tokio::time::timeout(CONVERSATION_TIMEOUT, renew_one(&mut stream, peer, enrollment)).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(e)) if e.is_connection_lost() => return Err(e),
+                    Ok(Err(e)) => warn!(error = %e, "renewal stream failed"),
+                    Err(_) => warn!("renewal refused: the node took longer than 10 s"),
+                }
+            }
+            _ = check.tick() => {
+                if enrollment.is_revoked(&peer.name) {
+                    warn!(node = %peer.name, "closing the connection of a revoked node");
+                    conn.close(CLOSE_REVOKED.into(), b"this node's certificate is revoked");
+                }
+            }
+        }
+    }
+}
+
+async fn renew_one(stream: &mut Connection, peer: &PeerIdentity, enrollment: &Enrollment) -> Result<(), StreamError> {
+    let issued = match stream.recv.expect_frame::<RenewRequest>().await {
+        Ok(request) => enrollment.renew(peer, &request, SystemTime::now()),
+        Err(StreamError::Frame(e)) => Err(SignError::MalformedCsr(format!("expected a renewal request: {e}")).into()),
+        Err(e) => return Err(e),
+    };
+    if let Err(e) = &issued {
+        warn!(node = %peer.name, reason = %e, "renewal refused");
+    }
+    stream.write_frame(&enrollment.reply(issued)).await?;
+    stream.send.finish().await
+}
+
+#[cfg(test)]
+mod tests;

@@ -50,6 +50,7 @@ impl LocalCluster {
                 cache_dir: root.join(format!("node-{i}")),
                 heartbeat_interval: Duration::from_secs(1),
                 health_log_interval: Duration::from_secs(30),
+                tls_dir: None,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

@@ -253,7 +253,7 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             .await
             .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
         match peer.role {
-            Role::Node => serve_node(&conn, &mut control, &peer, config, &events).await,
+            Role::Node => serve_node(&conn, &mut control, &peer, config, &events, &shared.enrollment).await,
             Role::Client => serve_client(&conn, control, &shared, &events).await,
             Role::Dispatcher => Err(ConnError::Refused("dispatcher certificates cannot connect as peers".into())),
         }
@@ -313,6 +313,7 @@ async fn serve_node(
     peer: &PeerIdentity,
     config: &DispatcherConfig,
     events: &mpsc::Sender<Event>,
+    enrollment: &crate::enroll::Enrollment,
 ) -> Result<(), ConnError> {
     let NodeToDispatcher::Register(mut info) = control.recv.expect_frame().await? else {
         return Err(StreamError::Unexpected("a node must register first".into()).into());
@@ -334,6 +335,7 @@ async fn serve_node(
         r = read_node_control(&mut control.recv, node, events) => r,
         r = read_reports(&mut reports, node, events) => r,
         r = run_node_commands(conn, work, command_rx, node, events) => r,
+        r = crate::enroll::watch_node(conn, peer, enrollment) => r.map_err(ConnError::from),
     };
     let reason = match &result {
         Ok(()) => "connection closed".to_owned(),

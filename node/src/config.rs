@@ -25,6 +25,9 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     /// How often to log a health line.
     pub health_log_interval: Duration,
+    /// Where renewed certificates are written (the identity's directory); `None` keeps them in
+    /// memory only.
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl TryFrom<NodeSettings> for NodeConfig {
@@ -43,6 +46,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             cache_dir: settings.cache_dir,
             heartbeat_interval: settings.heartbeat_interval,
             health_log_interval: settings.health_log_interval,
+            tls_dir: Some(settings.tls_dir),
         })
     }
 }

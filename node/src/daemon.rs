@@ -88,6 +88,8 @@ struct Node {
     cache: PayloadCache,
     health: HealthProbe,
     endpoint: quinn::Endpoint,
+    /// The identity presented at the next dial; certificate renewal replaces it.
+    identity: tokio::sync::watch::Sender<common::pki::Identity>,
     /// Reports sent but not yet acknowledged, across sessions: a report lost with a connection
     /// is sent again on the next one.
     unacked: Mutex<BTreeMap<AttemptId, ChunkReport>>,
@@ -121,6 +123,7 @@ impl Node {
         let cache = PayloadCache::open(&config.cache_dir)?;
         let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
+        let identity = tokio::sync::watch::Sender::new(config.identity.clone());
         Ok(Self {
             config,
             name,
@@ -130,6 +133,7 @@ impl Node {
             cache,
             health: HealthProbe::default(),
             endpoint,
+            identity,
             unacked: Mutex::default(),
         })
     }
@@ -242,9 +246,10 @@ impl Node {
             .map_err(|e| fail(e.to_string()))?
             .next()
             .ok_or_else(|| fail("no address found".into()))?;
+        let client = common::tls::client_config(&self.identity.borrow()).map_err(|e| fail(e.to_string()))?;
         let connecting = self
             .endpoint
-            .connect(addr, common::tls::dispatcher_server_name())
+            .connect_with(client, addr, common::tls::dispatcher_server_name())
             .map_err(|e| fail(e.to_string()))?;
         connecting.await.map_err(|e| fail(e.to_string()))
     }
@@ -290,6 +295,7 @@ impl Node {
             r = session.heartbeat() => r,
             r = Arc::clone(&session).accept_streams(&conn) => r,
             r = self.write_reports(reports_stream, report_rx) => r,
+            r = crate::enroll::keep_renewed(&conn, &self.identity, self.config.tls_dir.as_deref()) => r.map_err(SessionError::from),
         };
         session.end();
         match result {

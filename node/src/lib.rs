@@ -6,5 +6,6 @@ pub mod exec;
 pub mod cache;
 pub mod config;
 pub mod daemon;
+pub mod enroll;
 pub mod health;
 pub mod pool;

@@ -1,11 +1,12 @@
 //! `dispy-node`: the worker daemon's command line. Reads the settings (config file, then
 //! `DISPY_*` variables, then flags, through `common::config`), sets up logging, and runs
-//! [`node::daemon::run`] until SIGINT or SIGTERM.
+//! [`node::daemon::run`] until SIGINT or SIGTERM. `dispy-node join ADDR TOKEN` instead enrols
+//! this machine with a one-time join token ([`node::enroll::join`]) and writes its identity.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use common::config::{NodeSettings, Sources};
 use node::config::NodeConfig;
 
@@ -47,12 +48,40 @@ struct Args {
     /// Log filter such as info or info,node=debug; RUST_LOG wins [default: info].
     #[arg(long, value_name = "FILTER")]
     log_level: Option<String>,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Enrol this machine with a one-time join token from `dispy-dispatcher token create`.
+    ///
+    /// Makes this node's key here, dials the dispatcher trusting only the CA the token pins,
+    /// and writes ca.pem, cert.pem and key.pem (0600) into the TLS directory, so the daemon can
+    /// start. Run it as the user that runs dispy-node (or chown the files after).
+    Join {
+        /// The dispatcher, host:port.
+        #[arg(value_name = "HOST:PORT")]
+        address: String,
+        /// The token, dispy1.SECRET.FINGERPRINT.
+        token: String,
+        /// Where to write the identity [default: the config's tls_dir, /etc/dispy/node].
+        #[arg(long = "tls-dir", value_name = "DIR")]
+        join_tls_dir: Option<PathBuf>,
+        /// The name to ask for [default: this machine's host name]; a token made for a name
+        /// overrides it.
+        #[arg(long, value_name = "NAME")]
+        name: Option<String>,
+        /// Replace an identity already in the directory.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 fn main() -> ExitCode {
     // A native payload worker is this binary started with a marker argument: serve and exit.
     node::exec::native::maybe_run_worker();
-    let args = match Args::try_parse() {
+    let mut args = match Args::try_parse() {
         Ok(args) => args,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
@@ -60,6 +89,9 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    if let Some(Command::Join { address, token, join_tls_dir, name, force }) = args.command.take() {
+        return join(args, address, &token, join_tls_dir, name, force);
+    }
     let loaded = common::config::load_node(&sources(args));
     let settings = match loaded.and_then(NodeSettings::try_from) {
         Ok(settings) => settings,
@@ -105,4 +137,55 @@ fn sources(args: Args) -> Sources {
         .flag("health_log_interval", args.health_log_interval)
         .flag("log_format", args.log_format)
         .flag("log_level", args.log_level)
+}
+
+/// `dispy-node join`: enrol, write the identity, say how to start the daemon.
+fn join(args: Args, address: String, token: &str, tls_dir: Option<PathBuf>, name: Option<String>, force: bool) -> ExitCode {
+    let token = match token.parse::<common::enroll::JoinToken>() {
+        Ok(token) => token,
+        Err(e) => {
+            eprintln!("dispy-node: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    // The directory defaults to the daemon's tls_dir, so the daemon finds what we write.
+    let tls_dir = match tls_dir {
+        Some(dir) => dir,
+        None => match common::config::load_node(&sources(args)).and_then(NodeSettings::try_from) {
+            Ok(settings) => settings.tls_dir,
+            Err(e) => {
+                eprintln!("dispy-node: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    let Some(name) = name.or_else(sysinfo::System::host_name) else {
+        eprintln!("dispy-node: this machine's host name is unknown; pass --name NAME");
+        return ExitCode::from(EXIT_CONFIG);
+    };
+    common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
+    let options = node::enroll::JoinOptions { address, token, name, tls_dir: Some(tls_dir.clone()), replace: force };
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("dispy-node: failed to start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(node::enroll::join(&options)) {
+        Ok(enrolled) => {
+            println!(
+                "enrolled as node {:?}; certificate valid until {} (renewed automatically while connected)",
+                enrolled.name,
+                common::enroll::format_utc(enrolled.valid_until)
+            );
+            println!("wrote ca.pem, cert.pem and key.pem to {}", tls_dir.display());
+            println!("set dispatcher = \"{}\" in node.toml if it is not yet, then start the node (systemctl restart dispy-node)", options.address);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dispy-node: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

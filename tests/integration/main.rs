@@ -5,13 +5,17 @@
 //! - `jobs`: distributed output equals the serial run for every split rule; `nodes` listings.
 //! - `security`: certificates from another CA and certificates of the wrong role are refused.
 //! - `protocol`: hostile frames and versions end only their own connection.
+//! - `deploy`: systemd units verify; install scripts stage idempotently and uninstall.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
 
+mod deploy;
 mod failures;
 mod jobs;
 mod local;
 mod native;
 mod protocol;
 mod security;
+mod durability;
+mod faults;

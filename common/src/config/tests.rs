@@ -59,6 +59,8 @@ fn a_full_dispatcher_file() {
         max_message = "4MiB"
         max_chunk = 1048576
         max_payload = "64MiB"
+        ca_dir = "pki"
+        enrolled_cert_validity = "24h"
         log_format = "json"
         log_level = "info,dispatcher=debug"
         "#,
@@ -74,6 +76,8 @@ fn a_full_dispatcher_file() {
         max_message: 4 << 20,
         max_chunk: 1 << 20,
         max_payload: 64 << 20,
+        ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
+        enrolled_cert_validity: Duration::from_secs(24 * 3600),
         log_format: LogFormat::Json,
         log_level: "info,dispatcher=debug".to_owned(),
         origins: settings.origins.clone(),
@@ -259,7 +263,12 @@ fn the_dispatcher_example_parses_and_documents_the_defaults() {
     dispatcher(&shipped).unwrap_or_else(|e| panic!("{e}"));
     let defaults = dispatcher(&defaults).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(documented.len(), DISPATCHER_KEYS.len(), "every key appears as a commented default");
-    assert_eq!(DispatcherSettings { origins: Origins::default(), ..defaults }, DispatcherSettings::default());
+    // `ca_dir` has no default (enrolment is off); its commented line shows an example instead.
+    assert!(defaults.ca_dir.is_some());
+    assert_eq!(
+        DispatcherSettings { origins: Origins::default(), ca_dir: None, ..defaults },
+        DispatcherSettings::default()
+    );
 }
 
 #[test]

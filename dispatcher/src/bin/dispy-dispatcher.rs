@@ -1,5 +1,6 @@
 //! `dispy-dispatcher`: the daemon's command line, plus the `pki` commands that create the
-//! cluster CA and issue certificates. The logic lives in the `dispatcher` library; the settings
+//! cluster CA and issue certificates, the `token` commands that make one-time join tokens for
+//! new nodes, and the `nodes` commands that revoke nodes. The logic lives in the `dispatcher` library; the settings
 //! come from `common::config` (file, then `DISPY_*` variables, then these flags).
 
 use std::path::{Path, PathBuf};
@@ -55,6 +56,13 @@ struct Args {
     /// Largest payload accepted [default: 256MiB].
     #[arg(long, value_name = "SIZE")]
     max_payload: Option<String>,
+    /// The `pki init` directory (ca.pem, ca.key); turns on node enrolment with join tokens
+    /// [default: none, enrolment off].
+    #[arg(long, value_name = "DIR")]
+    ca_dir: Option<String>,
+    /// Lifetime of certificates issued to enrolled nodes [default: 168h].
+    #[arg(long, value_name = "DURATION")]
+    enrolled_cert_validity: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -71,6 +79,88 @@ enum Command {
     Pki {
         #[command(subcommand)]
         action: PkiAction,
+    },
+    /// Make one-time join tokens for new nodes (`dispy-node join ADDR TOKEN`).
+    ///
+    /// Tokens live in the state directory, so run this on the dispatcher's machine, as the
+    /// dispatcher's user (or root); the running daemon redeems them.
+    Token {
+        #[command(subcommand)]
+        action: TokenAction,
+    },
+    /// Revoke nodes: the dispatcher refuses their connections, enrolments and renewals.
+    Nodes {
+        #[command(subcommand)]
+        action: NodesAction,
+    },
+}
+
+/// Where the enrolment state is: the same settings the daemon reads.
+#[derive(Debug, clap::Args)]
+struct StateArgs {
+    /// Config file [default: /etc/dispy/dispatcher.toml, which may be absent].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// The dispatcher's state directory [default: the config's state_dir].
+    #[arg(long, value_name = "DIR")]
+    state_dir: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenAction {
+    /// Make a join token and print it (alone on standard output).
+    ///
+    /// Format: dispy1.SECRET.FINGERPRINT, the secret 32 hex digits, the fingerprint the SHA-256
+    /// of the cluster CA certificate (64 hex digits), which the node pins. Only a hash of the
+    /// secret is stored. The token works once.
+    Create {
+        /// How long the token may be used [default: 1h].
+        #[arg(long, value_name = "DURATION", default_value = "1h")]
+        ttl: String,
+        /// The node name the certificate will carry; without it the node's own choice
+        /// (`dispy-node join --name`, default its host name) is used.
+        #[arg(long, value_name = "NODE")]
+        name: Option<String>,
+        /// The `pki init` directory [default: the config's ca_dir].
+        #[arg(long, value_name = "DIR")]
+        ca_dir: Option<String>,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List the outstanding tokens (by id, a hash; their secrets are not kept).
+    List {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Delete the outstanding tokens whose id starts with ID (8 hex digits at least).
+    Delete {
+        /// The id, or its first digits, as `token list` shows.
+        id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum NodesAction {
+    /// Revoke NAME: refused from its next connection on, and it can no longer enrol or renew.
+    Revoke {
+        /// The node's name (its certificate's common name).
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Take NAME off the revocation list.
+    Unrevoke {
+        /// The node's name.
+        name: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// List the revoked node names.
+    Revoked {
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
@@ -120,6 +210,20 @@ fn main() -> ExitCode {
         return match pki(action) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
+                eprintln!("dispy-dispatcher: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(command @ (Command::Token { .. } | Command::Nodes { .. })) = &args.command {
+        common::telemetry::init(LogFormat::Text, "warn");
+        return match enrolment(&args, command) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(CommandError::Config(e)) => {
+                eprintln!("dispy-dispatcher: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+            Err(CommandError::Failed(e)) => {
                 eprintln!("dispy-dispatcher: {e:#}");
                 ExitCode::FAILURE
             }
@@ -176,6 +280,8 @@ fn sources(args: Args) -> Sources {
         .flag("max_message", args.max_message)
         .flag("max_chunk", args.max_chunk)
         .flag("max_payload", args.max_payload)
+        .flag("ca_dir", args.ca_dir)
+        .flag("enrolled_cert_validity", args.enrolled_cert_validity)
         .flag("log_format", args.log_format)
         .flag("log_level", args.log_level)
 }
@@ -203,5 +309,154 @@ fn issue(role: Role, name: &str, dir: &Path, out: Option<&Path>, folder: &str) -
     let out = out.map_or_else(|| dir.join(folder).join(name), Path::to_path_buf);
     ca.issue_to_dir(role, name, &out)?;
     println!("issued {role} certificate {name:?} into {}", out.display());
+    Ok(())
+}
+
+/// How an enrolment command failed: bad settings exit with 64, anything else with 1.
+enum CommandError {
+    Config(common::config::ConfigError),
+    Failed(anyhow::Error),
+}
+
+impl From<anyhow::Error> for CommandError {
+    fn from(e: anyhow::Error) -> Self {
+        CommandError::Failed(e)
+    }
+}
+
+impl From<dispatcher::enroll::StoreError> for CommandError {
+    fn from(e: dispatcher::enroll::StoreError) -> Self {
+        CommandError::Failed(e.into())
+    }
+}
+
+/// The daemon's settings as these commands see them: its config file and `DISPY_*` variables,
+/// then the flags given before the command, then the command's own.
+fn enrolment_settings(args: &Args, state: &StateArgs, ca_dir: Option<&String>) -> Result<DispatcherSettings, CommandError> {
+    let sources = Sources::new()
+        .file_or_default(state.config.as_deref().or(args.config.as_deref()), common::config::DEFAULT_DISPATCHER_FILE)
+        .env(common::config::process_env())
+        .flag("tls_dir", args.tls_dir.clone())
+        .flag("state_dir", state.state_dir.clone().or_else(|| args.state_dir.clone()))
+        .flag("ca_dir", ca_dir.or(args.ca_dir.as_ref()).cloned());
+    common::config::load_dispatcher(&sources).and_then(DispatcherSettings::try_from).map_err(CommandError::Config)
+}
+
+fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
+    use dispatcher::enroll::{RevocationList, TokenStore};
+    match command {
+        Command::Token { action: TokenAction::Create { ttl, name, ca_dir, state } } => {
+            let settings = enrolment_settings(args, state, ca_dir.as_ref())?;
+            create_token(&settings, ttl, name.as_deref())?;
+        }
+        Command::Token { action: TokenAction::List { state } } => {
+            let settings = enrolment_settings(args, state, None)?;
+            let tokens = TokenStore::open(&settings.state_dir)?.list()?;
+            if tokens.is_empty() {
+                eprintln!("no outstanding join tokens in {}", settings.state_dir.display());
+            }
+            let now = std::time::SystemTime::now();
+            for token in tokens {
+                let state = if token.expires <= now { "expired" } else { "valid" };
+                let name = token.name.as_deref().unwrap_or("(any name)");
+                println!("{}  {state:<7}  until {}  {name}", &token.id[..16], common::enroll::format_utc(token.expires));
+            }
+        }
+        Command::Token { action: TokenAction::Delete { id, state } } => {
+            let settings = enrolment_settings(args, state, None)?;
+            if id.len() < 8 {
+                return Err(anyhow::anyhow!("give at least 8 digits of the token id, as `token list` shows").into());
+            }
+            match TokenStore::open(&settings.state_dir)?.delete(&id.to_ascii_lowercase())? {
+                0 => return Err(anyhow::anyhow!("no outstanding token id starts with {id}").into()),
+                n => println!("deleted {n} join token(s)"),
+            }
+        }
+        Command::Nodes { action: NodesAction::Revoke { name, state } } => {
+            let settings = enrolment_settings(args, state, None)?;
+            check_list_name(name)?;
+            if RevocationList::new(&settings.state_dir).revoke(name)? {
+                println!("revoked node {name:?}: the dispatcher refuses it from its next connection on, and it cannot enrol or renew");
+            } else {
+                println!("node {name:?} was already revoked");
+            }
+        }
+        Command::Nodes { action: NodesAction::Unrevoke { name, state } } => {
+            let settings = enrolment_settings(args, state, None)?;
+            if RevocationList::new(&settings.state_dir).unrevoke(name)? {
+                println!("node {name:?} is no longer revoked");
+            } else {
+                return Err(anyhow::anyhow!("node {name:?} is not revoked").into());
+            }
+        }
+        Command::Nodes { action: NodesAction::Revoked { state } } => {
+            let settings = enrolment_settings(args, state, None)?;
+            for name in RevocationList::new(&settings.state_dir).names()? {
+                println!("{name}");
+            }
+        }
+        Command::Pki { .. } => {}
+    }
+    Ok(())
+}
+
+/// A revocation list entry is one line: refuse what would not read back as the same name.
+fn check_list_name(name: &str) -> anyhow::Result<()> {
+    if name.is_empty() || name.trim() != name || name.starts_with('#') || name.contains(['\n', '\r']) {
+        anyhow::bail!("{name:?} cannot be a node name");
+    }
+    Ok(())
+}
+
+fn create_token(settings: &DispatcherSettings, ttl: &str, name: Option<&str>) -> Result<(), CommandError> {
+    use common::enroll::{check_node_name, format_utc, Fingerprint, JoinToken, TokenSecret};
+    use rustls::pki_types::{pem::PemObject, CertificateDer};
+
+    let ttl = common::units::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    if ttl.is_zero() || ttl > std::time::Duration::from_secs(365 * 24 * 3600) {
+        return Err(anyhow::anyhow!("--ttl must be more than 0 and at most 8760h").into());
+    }
+    if let Some(name) = name {
+        check_node_name(name).map_err(anyhow::Error::from)?;
+        if dispatcher::enroll::RevocationList::new(&settings.state_dir).contains(name) {
+            return Err(anyhow::anyhow!("node {name:?} is revoked; `nodes unrevoke {name}` first").into());
+        }
+    }
+    let Some(ca_dir) = &settings.ca_dir else {
+        return Err(anyhow::anyhow!(
+            "node enrolment is off: set ca_dir (the `pki init` directory) in the dispatcher's config, restart it, then make tokens"
+        )
+        .into());
+    };
+    let read_ca = |path: &Path| -> anyhow::Result<CertificateDer<'static>> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("failed to read {}", path.display()))?;
+        CertificateDer::from_pem_slice(text.as_bytes()).with_context(|| format!("{} holds no certificate", path.display()))
+    };
+    let ca = read_ca(&ca_dir.join("ca.pem"))?;
+    // The node pins what the daemon presents: the CA in its tls_dir. They must be the same.
+    if let Ok(presented) = read_ca(&settings.tls_dir.join("ca.pem")) {
+        if presented != ca {
+            return Err(anyhow::anyhow!(
+                "{} is not the CA in {}; the dispatcher would refuse to enrol (point ca_dir at the right `pki init` directory)",
+                ca_dir.join("ca.pem").display(),
+                settings.tls_dir.display()
+            )
+            .into());
+        }
+    }
+    let secret = TokenSecret::generate().map_err(anyhow::Error::from)?;
+    let store = dispatcher::enroll::TokenStore::open(&settings.state_dir)?;
+    let now = std::time::SystemTime::now();
+    store.purge(now);
+    let record = store.create(&secret, ttl, name, now)?;
+    let token = JoinToken { secret, ca_fingerprint: Fingerprint::of(&ca) };
+    println!("{token}");
+    eprintln!(
+        "join token {} for {}, usable once until {}.\nOn the new node, as the user that runs dispy-node (or root, then chown):\n  dispy-node join <this-host>:{} TOKEN",
+        &record.id[..16],
+        name.map_or_else(|| "any node name".to_owned(), |n| format!("node {n:?}")),
+        format_utc(record.expires),
+        settings.listen.port(),
+    );
     Ok(())
 }

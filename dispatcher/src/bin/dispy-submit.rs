@@ -236,7 +236,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         let report = interruptible(client.run(&job, |p| display.update(p))).await;
         display.finish();
         client.close().await;
-        Ok::<_, Failure>(report?)
+        report
     }
     .await;
     if let Some(cluster) = local {

@@ -130,12 +130,14 @@ async fn greet(live: &Live, identity: &Identity, claimed: Role) -> Result<HelloR
         .expect("connect")
         .await
         .map_err(|e| e.to_string())?;
-    let mut control = common::net::Connection::open(&conn, 1 << 20).await.map_err(|e| e.to_string())?;
+    // A refused certificate shows up as the connection closing; its reason is the useful part.
+    let explain = |e: common::net::StreamError| e.connection_error().map_or_else(|| e.to_string(), ToString::to_string);
+    let mut control = common::net::Connection::open(&conn, 1 << 20).await.map_err(explain)?;
     control
         .write_frame(&Hello { protocol_version: PROTOCOL_VERSION, role: claimed, software: "test".into() })
         .await
-        .map_err(|e| e.to_string())?;
-    control.recv.expect_frame::<HelloReply>().await.map_err(|e| e.to_string())
+        .map_err(explain)?;
+    control.recv.expect_frame::<HelloReply>().await.map_err(explain)
 }
 
 #[track_caller]
