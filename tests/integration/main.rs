@@ -17,5 +17,3 @@ mod local;
 mod native;
 mod protocol;
 mod security;
-mod durability;
-mod faults;
