@@ -262,6 +262,8 @@ pub(crate) struct Core {
     next_node: u64,
     next_job: u64,
     retention: Duration,
+    /// Names of every node that ever registered, so a returning node is logged as rejoined.
+    seen_nodes: HashSet<String>,
 }
 
 impl Core {
@@ -296,6 +298,7 @@ impl Core {
             next_node: 1,
             next_job: recovered.next_job,
             retention,
+            seen_nodes: HashSet::new(),
         };
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
         core.scheduler.set_attempt_base(recovered.incarnation << 40);
@@ -394,9 +397,10 @@ impl Core {
             Event::NodeRegistered { info, address, commands, reply } => {
                 let node = NodeId(self.next_node);
                 self.next_node += 1;
+                let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
                 info!(node = %info.name, %address, slots = info.slots, cores = info.cores,
                     memory = %common::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
-                    "node joined");
+                    "{event}");
                 self.scheduler.handle_node_joined(now, node, NodeResources {
                     name: info.name.clone(),
                     slots: info.slots,
