@@ -424,7 +424,7 @@ fn unexpected(event: &ClientEvent) -> ClientError {
 /// Reads chunks on a blocking thread and writes them as raw frames on the job's input stream.
 /// Completes only on error; on success it stays pending so the caller's select keeps waiting.
 async fn send_input(conn: &quinn::Connection, job: JobId, chunks: common::split::Chunks) -> Result<(), ClientError> {
-    let (tx, mut rx) = mpsc::channel::<Result<Vec<u8>, SplitError>>(INPUT_QUEUE);
+    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, SplitError>>(INPUT_QUEUE);
     // The reader thread ends when the iterator does or when the receiver is dropped.
     let reader = tokio::task::spawn_blocking(move || {
         for chunk in chunks {
@@ -433,14 +433,26 @@ async fn send_input(conn: &quinn::Connection, job: JobId, chunks: common::split:
             }
         }
     });
-    let mut stream = open_uni(conn, &StreamHeader::JobInput { job }).await?;
-    while let Some(chunk) = rx.recv().await {
-        stream.queue_raw(&chunk?)?;
-        if stream.queued() >= INPUT_FLUSH || rx.is_empty() {
-            stream.flush().await?;
+    let sent = async {
+        // Owned here, so the reader thread sees the channel close when sending stops early.
+        let mut rx = rx;
+        let mut stream = open_uni(conn, &StreamHeader::JobInput { job }).await?;
+        while let Some(chunk) = rx.recv().await {
+            stream.queue_raw(&chunk?)?;
+            if stream.queued() >= INPUT_FLUSH || rx.is_empty() {
+                stream.flush().await?;
+            }
         }
+        stream.finish().await?;
+        Ok::<_, ClientError>(())
+    };
+    match sent.await {
+        Ok(()) => {}
+        // The dispatcher stopped taking input because the job failed (a full disk, say); the
+        // control stream brings the reason, so wait for it rather than report a stream error.
+        Err(ClientError::Stream(StreamError::Write(quinn::WriteError::Stopped(_)))) => {}
+        Err(e) => return Err(e),
     }
-    stream.finish().await?;
     let _ = reader.await;
     std::future::pending().await
 }

@@ -319,7 +319,19 @@ impl Core {
         let mut entry = JobEntry::new(record);
         if entry.record.state != JobState::Running {
             if entry.record.state == JobState::Succeeded {
-                entry.done = entry.record.chunks;
+                // Its results wait to be fetched: `wait` streams them from the spool.
+                match journal.results(job) {
+                    Ok(results) => {
+                        entry.results = vec![None; entry.record.chunks as usize];
+                        for (chunk, extent) in results {
+                            if let Some(slot) = entry.results.get_mut(chunk as usize) {
+                                *slot = Some(extent);
+                            }
+                        }
+                        entry.done = entry.record.chunks;
+                    }
+                    Err(e) => warn!(%job, error = %e, "cannot read a finished job's results"),
+                }
             }
             self.jobs.insert(job, entry);
             return;
@@ -642,6 +654,8 @@ impl Core {
                     Ok(input) => {
                         if speculative {
                             info!(%job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
+                        } else {
+                            debug!(%job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
                         }
                         self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
                     }

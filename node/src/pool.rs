@@ -174,6 +174,9 @@ fn slot_loop(shared: &Shared) {
         }
         let counter = if outcome.is_ok() { &shared.done } else { &shared.failed };
         counter.fetch_add(1, Ordering::Relaxed);
+        if outcome.is_ok() {
+            tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, attempt = %work.assignment.attempt, "chunk done");
+        }
         if let Err(failure) = &outcome {
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, kind = ?failure.kind, "chunk failed: {failure}");
         }

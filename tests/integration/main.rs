@@ -17,3 +17,4 @@ mod local;
 mod native;
 mod protocol;
 mod security;
+mod durability;

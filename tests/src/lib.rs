@@ -884,3 +884,4 @@ impl RawClient {
         self.endpoint.wait_idle().await;
     }
 }
+pub mod durable;
