@@ -154,6 +154,31 @@ fn warn_if_busy() {
     }
 }
 
+/// Which source the binaries were built from: HEAD and whether the working tree differs (read-only
+/// git commands), plus when the dispatcher binary was built.
+fn provenance(binaries: &Binaries) -> String {
+    let git = |args: &[&str]| {
+        std::process::Command::new("git")
+            .args(args)
+            .current_dir(cluster::workspace_root())
+            .output()
+            .ok()
+            .filter(|o| o.status.success())
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+    };
+    let head = git(&["rev-parse", "--short", "HEAD"]).map_or_else(|| "unknown".into(), |s| s.trim().to_owned());
+    let changed = git(&["status", "--porcelain"]).map_or(0, |s| s.lines().count());
+    let built = std::fs::metadata(binaries.path("dispy-dispatcher"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .and_then(|d| {
+            std::process::Command::new("date").arg("-u").arg(format!("-d@{}", d.as_secs())).output().ok()
+        })
+        .map_or_else(|| "unknown".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
+    format!("source: git HEAD {head} with {changed} changed or untracked path(s) in the working tree; dispy-dispatcher built {built}")
+}
+
 fn date() -> String {
     std::process::Command::new("date")
         .output()
@@ -180,19 +205,23 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
             cluster.topology
         ),
         format!("binaries: {}", binaries.path("dispy-dispatcher").parent().map_or_else(String::new, |p| p.display().to_string())),
+        provenance(&binaries),
         "client: in-process dispatcher::Client (connect + run per job); W2 also with a protocol-level probe".into(),
         format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
     ];
     let engine = node::exec::wasm::WasmEngine::new()?;
     let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes };
     let mut rows = Vec::new();
+    let mut notes = Vec::new();
     for workload in workloads {
         eprintln!("bench: running {workload:?} (load average {})", procfs::load_average());
         warn_if_busy();
-        rows.extend(bench.run(workload).await.with_context(|| format!("{workload:?} failed"))?);
+        let (workload_rows, note) = bench.run(workload).await.with_context(|| format!("{workload:?} failed"))?;
+        rows.extend(workload_rows);
+        notes.push(note);
     }
     drop(cluster);
-    let report = Report { date, machine: procfs::Machine::describe(), setup, rows };
+    let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
     if args.common.json {
         report.print_json()?;
     } else {
@@ -219,9 +248,10 @@ async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
         settle: Duration::from_secs(3),
     };
     warn_if_busy();
-    let (rows, mut setup) = scale::run(&binaries, dir.path(), &opts).await?;
+    let (rows, mut setup, notes) = scale::run(&binaries, dir.path(), &opts).await?;
     setup.insert(0, "scale: 1 dispy-dispatcher process; simulated nodes in the bench process over real QUIC + mTLS on 127.0.0.1".into());
-    let report = Report { date, machine: procfs::Machine::describe(), setup, rows };
+    setup.insert(1, provenance(&binaries));
+    let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
     if args.common.json {
         report.print_json()?;
     } else {

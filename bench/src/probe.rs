@@ -1,13 +1,12 @@
 //! A minimal client speaking the client protocol directly (`common::net`, `common::proto`), for
-//! the W2 figure that `dispatcher::Client` cannot give: the job round trip without connection
-//! set-up and teardown.
+//! a W2 figure below the client API: the dispatcher-and-node round trip of a one-chunk job.
 //!
-//! `Client::run` consumes its client, so every job through the API pays a new UDP socket, a QUIC
-//! and TLS handshake, and at the end a `Release`, a wait for the dispatcher to close and
-//! `Endpoint::wait_idle`. The dispatcher itself serves any number of requests on one connection,
-//! so the probe keeps one connection and, per job, times `Submit` → `JobAccepted` → `Attach` +
-//! the input stream → the result on the output stream and `JobSucceeded` on the control stream.
-//! It then sends `Release` (untimed) as the API does.
+//! `Client::run` also reads and hashes the payload file, splits the input file on a blocking
+//! thread and writes the output to a temporary file it renames into place; the probe does none of
+//! that, so the difference between the two W2 figures is the client's own file work. On one
+//! connection it times, per job, `Submit` → `JobAccepted` → `Attach` + the input stream → the
+//! result on the output stream and `JobSucceeded` on the control stream, then sends `Release`
+//! (untimed) as the API does.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -83,7 +82,7 @@ impl Probe {
                 }
                 ClientEvent::JobAccepted { job } => break job,
                 // Late news of the previous job on this connection.
-                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } => {}
+                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
                 other => bail!("unexpected answer to Submit: {other:?}"),
             }
         };
@@ -100,7 +99,7 @@ impl Probe {
         let result = output.read_raw().await?.context("the output stream ended without a result")?;
         loop {
             match self.control.recv.expect_frame::<ClientEvent>().await? {
-                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } => {}
+                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
                 ClientEvent::JobSucceeded { .. } => break,
                 other => bail!("unexpected event: {other:?}"),
             }
@@ -118,26 +117,4 @@ impl Probe {
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;
     }
-
-    /// Ends the connection the way `Client::run` does after its `Release` (finish the control
-    /// stream, wait up to 500 ms for the dispatcher to close, close, `Endpoint::wait_idle`) and
-    /// times the two waits, to show where `Client::run`'s time beyond the round trip goes.
-    pub(crate) async fn close_like_client(mut self) -> Teardown {
-        let started = Instant::now();
-        let _ = self.control.send.finish().await;
-        let _ = tokio::time::timeout(Duration::from_millis(500), self.conn.closed()).await;
-        let closed = Instant::now();
-        self.conn.close(0u32.into(), b"done");
-        self.endpoint.wait_idle().await;
-        Teardown { until_closed: closed - started, wait_idle: closed.elapsed() }
-    }
-}
-
-/// Where the end of a `Client::run` goes.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Teardown {
-    /// Finishing the control stream until the dispatcher closes the connection (at most 500 ms).
-    pub(crate) until_closed: Duration,
-    /// `Endpoint::wait_idle` after closing: the QUIC draining period.
-    pub(crate) wait_idle: Duration,
 }

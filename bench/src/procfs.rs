@@ -57,6 +57,61 @@ fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("bad {key} value"))
 }
 
+/// CPU time the whole machine has spent busy (all CPUs, from the first line of `/proc/stat`:
+/// user, nice, system, irq, softirq and steal).
+///
+/// # Errors
+/// When `/proc/stat` cannot be read or parsed.
+pub(crate) fn machine_busy() -> anyhow::Result<Duration> {
+    let stat = std::fs::read_to_string("/proc/stat").context("failed to read /proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let fields: Vec<u64> = line.split_whitespace().skip(1).map(|f| f.parse().unwrap_or(0)).collect();
+    let field = |i: usize| fields.get(i).copied().unwrap_or(0);
+    // user nice system idle iowait irq softirq steal
+    let busy = field(0) + field(1) + field(2) + field(5) + field(6) + field(7);
+    Ok(Duration::from_secs_f64(busy as f64 / USER_HZ))
+}
+
+/// Where the machine's CPU went during a measurement: the benchmark's own processes, by role,
+/// and everything else.
+pub(crate) struct CpuSplit {
+    roles: Vec<(&'static str, Vec<u32>, Duration)>,
+    machine: Duration,
+    start: Instant,
+}
+
+impl CpuSplit {
+    /// Starts measuring; `roles` names groups of process ids ("dispatcher", "nodes", ...).
+    pub(crate) fn start(roles: Vec<(&'static str, Vec<u32>)>) -> CpuSplit {
+        let roles = roles
+            .into_iter()
+            .map(|(name, pids)| {
+                let used = pids.iter().filter_map(|&pid| cpu_time(pid).ok()).sum();
+                (name, pids, used)
+            })
+            .collect();
+        CpuSplit { roles, machine: machine_busy().unwrap_or_default(), start: Instant::now() }
+    }
+
+    /// The average CPU use of each role and of other processes since the start, in % of one
+    /// core, as one line.
+    pub(crate) fn finish(&self) -> String {
+        let wall = self.start.elapsed().as_secs_f64().max(1e-9);
+        let percent = |d: Duration| 100.0 * d.as_secs_f64() / wall;
+        let mut ours = Duration::ZERO;
+        let mut parts = Vec::new();
+        for (name, pids, before) in &self.roles {
+            let now: Duration = pids.iter().filter_map(|&pid| cpu_time(pid).ok()).sum();
+            let used = now.saturating_sub(*before);
+            ours += used;
+            parts.push(format!("{name} {:.0} %", percent(used)));
+        }
+        let machine = machine_busy().unwrap_or_default().saturating_sub(self.machine);
+        parts.push(format!("other processes {:.0} %", percent(machine.saturating_sub(ours))));
+        format!("{} over {wall:.1} s (100 % = one core)", parts.join(", "))
+    }
+}
+
 /// A CPU-usage measurement window over one process.
 pub(crate) struct CpuWindow {
     pid: u32,

@@ -47,6 +47,8 @@ pub(crate) struct Report {
     pub(crate) setup: Vec<String>,
     /// The figures.
     pub(crate) rows: Vec<Row>,
+    /// Observations printed under the table (CPU split per workload, failures).
+    pub(crate) notes: Vec<String>,
 }
 
 impl Report {
@@ -81,6 +83,12 @@ impl Report {
                 "| {} | {} | {median} | {spread} | {runs} | {} | {} |",
                 row.workload, row.metric, row.target, row.load
             );
+        }
+        if !self.notes.is_empty() {
+            println!();
+            for note in &self.notes {
+                println!("- {note}");
+            }
         }
     }
 

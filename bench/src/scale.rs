@@ -110,13 +110,19 @@ struct SimContext {
     handshakes: Semaphore,
 }
 
-/// Runs the scale benchmark and returns its rows plus lines for the report's set-up section.
+/// Runs the scale benchmark and returns its rows, lines for the report's set-up section and
+/// notes for under the table.
 ///
 /// # Errors
 /// When the dispatcher cannot start or the client job fails at the first level; later levels
 /// that fail end the benchmark with the rows measured so far and a note.
-pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) -> anyhow::Result<(Vec<Row>, Vec<String>)> {
+pub(crate) async fn run(
+    binaries: &Binaries,
+    dir: &Path,
+    opts: &ScaleOptions,
+) -> anyhow::Result<(Vec<Row>, Vec<String>, Vec<String>)> {
     let mut notes = Vec::new();
+    let mut setup = Vec::new();
     let ca = CertificateAuthority::generate("bench-scale")?;
     let tls_dir = dir.join("dispatcher");
     ca.issue_to_dir(Role::Dispatcher, "dispatcher", &tls_dir)?;
@@ -135,7 +141,7 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
     let pid = dispatcher.pid();
     let mut lister = connect_client(&address.to_string(), &client_identity).await?;
     let baseline_rss = procfs::rss_bytes(pid)?;
-    notes.push(format!(
+    setup.push(format!(
         "scale: dispatcher pid {pid}, baseline RSS {:.1} MiB; simulated nodes share {} quinn endpoints, {} slots each, heartbeat every {:?}",
         mib(baseline_rss),
         opts.endpoints,
@@ -300,7 +306,7 @@ pub(crate) async fn run(binaries: &Binaries, dir: &Path, opts: &ScaleOptions) ->
     for endpoint in &endpoints {
         endpoint.close(0u32.into(), b"bench done");
     }
-    Ok((rows, notes))
+    Ok((rows, setup, notes))
 }
 
 /// Connects a client, retrying while the dispatcher starts.
