@@ -418,7 +418,15 @@ impl Session {
                     }
                     self.node.pool.cancel_job(job);
                 }
-                DispatcherToNode::CancelAttempt { attempt } => self.node.pool.cancel_attempt(attempt),
+                DispatcherToNode::CancelAttempt { attempt } => {
+                    // The attempt may still wait for its job's payload, or already be queued.
+                    for state in self.lock().values_mut() {
+                        if let JobState::Preparing { waiting, .. } = state {
+                            waiting.retain(|a| a.attempt != attempt);
+                        }
+                    }
+                    self.node.pool.cancel_attempt(attempt);
+                }
                 DispatcherToNode::Ack { attempts } => {
                     let mut unacked = self.node.unacked();
                     for attempt in attempts {

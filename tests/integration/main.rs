@@ -6,6 +6,8 @@
 //! - `security`: certificates from another CA and certificates of the wrong role are refused.
 //! - `protocol`: hostile frames and versions end only their own connection.
 //! - `deploy`: systemd units verify; install scripts stage idempotently and uninstall.
+//! - `durability`: dispatcher restarts, detached jobs, bounded memory, a full disk, retention.
+//! - `faults`: a multi-host bed in network namespaces: killed, cut-off, slow and drained nodes.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
@@ -18,3 +20,4 @@ mod native;
 mod protocol;
 mod security;
 mod durability;
+mod faults;

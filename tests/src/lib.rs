@@ -885,3 +885,4 @@ impl RawClient {
     }
 }
 pub mod durable;
+pub mod netns;

@@ -44,7 +44,7 @@ struct Args {
     /// Heartbeat silence after which a node is declared lost [default: 5s].
     #[arg(long, value_name = "DURATION")]
     node_timeout: Option<String>,
-    /// Chunks queued per slot beyond the running one [default: 2].
+    /// Chunks queued per slot beyond the running one [default: 8].
     #[arg(long, value_name = "N")]
     pipeline_depth: Option<String>,
     /// Largest control message accepted [default: 1MiB].
