@@ -704,7 +704,7 @@ where
         } else if !other_keys.contains(&top) && !SHARED_VARIABLES.contains(&name.as_str()) {
             unknown.push(KeyProblem::Unknown {
                 origin: Origin::Env(name.clone()),
-                suggestion: suggest(keys, top),
+                suggestion: crate::spelling::closest(keys, top),
                 key,
             });
         }
@@ -741,7 +741,7 @@ where
             table.remove(&name);
             unknown.push(KeyProblem::Unknown {
                 origin: file_name.clone().map_or(Origin::Default, Origin::File),
-                suggestion: suggest(keys, &name),
+                suggestion: crate::spelling::closest(keys, &name),
                 key: name,
             });
             continue;
@@ -934,31 +934,6 @@ fn log_level(_: &Origin, value: Setting) -> Result<String, String> {
 /// " (did you mean "KEY"?)" for an unknown key, if a known one is close.
 fn did_you_mean(suggestion: Option<&str>) -> String {
     suggestion.map(|key| format!(" (did you mean {key:?}?)")).unwrap_or_default()
-}
-
-/// A key of `keys` within two edits of `key`, to suggest for a typo.
-fn suggest(keys: &[&'static str], key: &str) -> Option<&'static str> {
-    keys.iter()
-        .map(|known| (edit_distance(key, known), *known))
-        .filter(|(distance, _)| *distance <= 2)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, known)| known)
-}
-
-/// Levenshtein distance between two short strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = previous + usize::from(ca != cb);
-            previous = row[j + 1];
-            row[j + 1] = substitute.min(previous + 1).min(row[j] + 1);
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

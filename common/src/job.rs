@@ -621,28 +621,7 @@ fn suggest(key: &str) -> Option<&'static str> {
         "retries" | "attempts" => Some("max_attempts"),
         _ => None,
     };
-    KEYS.iter()
-        .map(|known| (edit_distance(key, known), *known))
-        .filter(|(distance, _)| *distance <= 2)
-        .min_by_key(|(distance, _)| *distance)
-        .map(|(_, known)| known)
-        .or(alias)
-}
-
-/// Levenshtein distance between two short strings.
-fn edit_distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut previous = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let substitute = previous + usize::from(ca != cb);
-            previous = row[j + 1];
-            row[j + 1] = substitute.min(previous + 1).min(row[j] + 1);
-        }
-    }
-    row[b.len()]
+    crate::spelling::closest(KEYS, key).or(alias)
 }
 
 /// The TOML parser's message with its position as "line L, column C".

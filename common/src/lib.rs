@@ -7,6 +7,7 @@
 
 pub mod abi;
 pub mod config;
+pub mod daemon;
 pub mod enroll;
 pub mod frame;
 pub mod job;
@@ -14,6 +15,7 @@ pub mod net;
 pub mod pki;
 pub mod proto;
 pub mod signal;
+mod spelling;
 pub mod split;
 pub mod telemetry;
 pub mod tls;

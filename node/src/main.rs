@@ -8,10 +8,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 use common::config::{NodeSettings, Sources};
+use common::daemon::EXIT_CONFIG;
 use node::config::NodeConfig;
-
-/// Exit code for unusable configuration or arguments (sysexits' EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 
 /// The dispy worker daemon: dials the dispatcher, advertises this machine and runs chunks.
 ///
@@ -92,28 +90,10 @@ fn main() -> ExitCode {
     if let Some(Command::Join { address, token, join_tls_dir, name, force }) = args.command.take() {
         return join(args, address, &token, join_tls_dir, name, force);
     }
-    let loaded = common::config::load_node(&sources(args));
-    let settings = match loaded.and_then(NodeSettings::try_from) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("dispy-node: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    common::telemetry::init(settings.log_format, &settings.log_level);
-    let config = match NodeConfig::try_from(settings) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("dispy-node: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("dispy-node: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let loaded = common::config::load_node(&sources(args)).and_then(NodeSettings::try_from);
+    let (config, runtime) = match common::daemon::prepare("dispy-node", loaded, NodeConfig::try_from) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
     match runtime.block_on(node::daemon::run(config, common::signal::shutdown())) {
         Ok(()) => ExitCode::SUCCESS,

@@ -9,14 +9,12 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use common::config::{DispatcherSettings, Sources};
+use common::daemon::EXIT_CONFIG;
 use common::pki::CertificateAuthority;
 use common::proto::Role;
 use common::telemetry::LogFormat;
 use dispatcher::config::DispatcherConfig;
 use dispatcher::server::Dispatcher;
-
-/// Exit code for unusable configuration or arguments (sysexits' EX_USAGE).
-const EXIT_CONFIG: u8 = 64;
 
 /// The dispy dispatcher: schedules jobs' chunks onto nodes over QUIC.
 ///
@@ -229,28 +227,10 @@ fn main() -> ExitCode {
             }
         };
     }
-    let loaded = common::config::load_dispatcher(&sources(args));
-    let settings = match loaded.and_then(DispatcherSettings::try_from) {
-        Ok(settings) => settings,
-        Err(e) => {
-            eprintln!("dispy-dispatcher: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    common::telemetry::init(settings.log_format, &settings.log_level);
-    let config = match DispatcherConfig::try_from(settings) {
-        Ok(config) => config,
-        Err(e) => {
-            eprintln!("dispy-dispatcher: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("dispy-dispatcher: failed to start the async runtime: {e}");
-            return ExitCode::FAILURE;
-        }
+    let loaded = common::config::load_dispatcher(&sources(args)).and_then(DispatcherSettings::try_from);
+    let (config, runtime) = match common::daemon::prepare("dispy-dispatcher", loaded, DispatcherConfig::try_from) {
+        Ok(prepared) => prepared,
+        Err(code) => return code,
     };
     let served = runtime.block_on(async {
         let dispatcher = Dispatcher::bind(config)?;
