@@ -107,7 +107,7 @@ fn check_fault(source: &str, limits: Limits, kind: FailureKind, message: &str) {
 
 #[test]
 fn segfault_is_a_crash() {
-    check_fault("faults/segfault.c", roomy(), FailureKind::Trap, "worker crashed with SIGSEGV");
+    check_fault("faults/segfault.c", roomy(), FailureKind::Crash, "worker crashed with SIGSEGV");
 }
 
 #[test]
@@ -115,7 +115,7 @@ fn abort_is_a_crash_with_its_output() {
     check_fault(
         "faults/abort.c",
         roomy(),
-        FailureKind::Trap,
+        FailureKind::Crash,
         "worker crashed with SIGABRT (output: abort.c: giving up on purpose)",
     );
 }
@@ -144,7 +144,7 @@ fn hog_hits_the_memory_limit() {
 
 #[test]
 fn exit_is_reported() {
-    check_fault("faults/exit.c", roomy(), FailureKind::Trap, "payload called exit(3)");
+    check_fault("faults/exit.c", roomy(), FailureKind::Crash, "payload called exit(3)");
 }
 
 #[test]
