@@ -84,3 +84,23 @@ fn library_for_another_architecture_is_refused_at_submit() {
     run.check_stderr_mentions(&["linux/", "payload"]);
     assert!(!output.exists(), "no output for a refused job\n{run}");
 }
+
+#[test]
+fn crashing_library_fails_its_job_and_the_node_serves_the_next() {
+    let cluster = Cluster::start(1);
+    let Some(crasher) =
+        build("cc", &["-O2", "-shared", "-fPIC"], &example("c/faults/segfault.c"), &cluster.dir().join("segfault.so"))
+    else {
+        return;
+    };
+    let input = cluster.dir().join("input.bin");
+    std::fs::write(&input, pseudo_random_bytes(10_000, 3)).expect("write the input");
+    let output = cluster.output_dir("crash").join("out.bin");
+    let run = cluster.run_job(&Job::new(&crasher, "bytes:4KiB", &output).input(&input).flag("--max-attempts", "2"));
+    run.check_code(1);
+    run.check_stderr_mentions(&["SIGSEGV", "after 2 attempt"]);
+    assert!(!output.exists(), "no output for a failed job\n{run}");
+    // The node is still there and runs the next job.
+    let wat = run_to_bytes(&cluster, "after", &example("checksum.wat"), &input);
+    assert_eq!(wat.len(), 3 * 8, "one checksum per 4 KiB chunk");
+}

@@ -176,6 +176,29 @@ async fn certificates_decide_roles_and_bad_ones_are_refused() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_without_a_certificate_is_refused() {
+    let live = Live::start("certless");
+    let trusted = live.ca.issue_identity(Role::Client, "reference").expect("identity");
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(trusted.ca.clone()).expect("root");
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("TLS 1.3")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![common::proto::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS config");
+    let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
+    endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
+    let conn = endpoint.connect(live.address, common::tls::dispatcher_server_name()).expect("connect").await.expect("handshake");
+    let mut control = common::net::Connection::open(&conn, 1 << 20).await.expect("stream");
+    control.write_frame(&Hello { protocol_version: PROTOCOL_VERSION, role: Role::Client, software: "t".into() }).await.expect("hello");
+    check_refused(control.recv.expect_frame::<HelloReply>().await.map_err(|e| e.to_string()), "needs a certificate");
+    live.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_peer_cannot_hold_unbounded_connections() {
     let live = Live::start("flood");
     let client = live.ca.issue_identity(Role::Client, "flooder").expect("identity");
