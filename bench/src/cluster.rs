@@ -166,11 +166,17 @@ pub(crate) struct Topology {
     pub(crate) nodes: u32,
     /// Slots of each node (`dispy-node --slots`).
     pub(crate) slots_per_node: u32,
+    /// `dispy-dispatcher --pipeline-depth`, when not the dispatcher's default.
+    pub(crate) pipeline_depth: Option<u32>,
 }
 
 impl std::fmt::Display for Topology {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} node(s) x {} slot(s)", self.nodes, self.slots_per_node)
+        write!(f, "{} node(s) x {} slot(s)", self.nodes, self.slots_per_node)?;
+        match self.pipeline_depth {
+            Some(depth) => write!(f, ", dispatcher --pipeline-depth {depth}"),
+            None => write!(f, ", dispatcher's default pipeline depth"),
+        }
     }
 }
 
@@ -189,12 +195,17 @@ pub(crate) struct Cluster {
 }
 
 impl Cluster {
-    /// Makes a CA in `dir/pki`, starts the dispatcher and the nodes, and waits until every node
-    /// has registered.
+    /// Makes a CA in `dir/pki`, starts the dispatcher (with its state in `state_dir`) and the
+    /// nodes, and waits until every node has registered.
     ///
     /// # Errors
     /// When a command fails, a process dies or the nodes do not register in time.
-    pub(crate) async fn start(binaries: &Binaries, dir: &Path, topology: Topology) -> anyhow::Result<Cluster> {
+    pub(crate) async fn start(
+        binaries: &Binaries,
+        dir: &Path,
+        state_dir: &Path,
+        topology: Topology,
+    ) -> anyhow::Result<Cluster> {
         let pki = dir.join("pki");
         let mut init = binaries.command("dispy-dispatcher");
         init.arg("pki").arg("init").arg("--dir").arg(&pki);
@@ -212,7 +223,10 @@ impl Cluster {
             .arg("--tls-dir")
             .arg(pki.join("dispatcher"))
             .arg("--state-dir")
-            .arg(dir.join("state"));
+            .arg(state_dir);
+        if let Some(depth) = topology.pipeline_depth {
+            command.arg("--pipeline-depth").arg(depth.to_string());
+        }
         let dispatcher = Daemon::spawn(command, &dir.join("dispatcher.log"))?;
 
         let mut nodes = Vec::new();

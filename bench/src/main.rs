@@ -67,6 +67,14 @@ struct WorkloadArgs {
     /// How the 2 slots are spread: `1x2` (one node with 2 slots) or `2x1` (two nodes, 1 slot each).
     #[arg(long, default_value = "1x2", value_parser = parse_topology)]
     topology: Topology,
+    /// Pass `--pipeline-depth N` to the dispatcher (chunks queued per slot beyond the running
+    /// one), for experiments; by default the dispatcher's own default applies.
+    #[arg(long)]
+    pipeline_depth: Option<u32>,
+    /// Put the dispatcher's state directory (journal and spool) under this directory instead of
+    /// the temporary directory, e.g. on tmpfs (`/dev/shm`) to see what fsync costs.
+    #[arg(long)]
+    state_parent: Option<PathBuf>,
     #[command(flatten)]
     common: Common,
     /// Workloads to run (default: all).
@@ -104,7 +112,7 @@ struct ScaleArgs {
 fn parse_topology(text: &str) -> Result<Topology, String> {
     let (nodes, slots) = text.split_once(['x', 'X']).ok_or("expected NODESxSLOTS, e.g. 1x2")?;
     let parse = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0).ok_or(format!("{s:?} is not a positive number"));
-    Ok(Topology { nodes: parse(nodes)?, slots_per_node: parse(slots)? })
+    Ok(Topology { nodes: parse(nodes)?, slots_per_node: parse(slots)?, pipeline_depth: None })
 }
 
 fn main() -> ExitCode {
@@ -197,16 +205,23 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
     workloads.sort();
     workloads.dedup();
     let (runs, sizes) = if args.quick { (1, Sizes::QUICK) } else { (args.runs.max(1), Sizes::FULL) };
-    eprintln!("bench: starting a cluster of {} in {}", args.topology, dir.path().display());
-    let mut cluster = Cluster::start(&binaries, dir.path(), args.topology).await?;
+    eprintln!("bench: starting a cluster in {}", dir.path().display());
+    let topology = Topology { pipeline_depth: args.pipeline_depth, ..args.topology };
+    let state_dir = match &args.state_parent {
+        Some(parent) => tempfile::Builder::new().prefix("dispy-bench-state-").tempdir_in(parent)?,
+        None => tempfile::Builder::new().prefix("state-").tempdir_in(dir.path())?,
+    };
+    let mut cluster = Cluster::start(&binaries, dir.path(), state_dir.path(), topology).await?;
     let setup = vec![
         format!(
-            "cluster: 1 dispy-dispatcher + {} (2 slots in total), real processes on 127.0.0.1, certificates from `dispy-dispatcher pki`",
-            cluster.topology
+            "cluster: 1 dispy-dispatcher + {} ({} slots in total), real processes on 127.0.0.1, certificates from `dispy-dispatcher pki`",
+            cluster.topology,
+            cluster.topology.nodes * cluster.topology.slots_per_node
         ),
         format!("binaries: {}", binaries.path("dispy-dispatcher").parent().map_or_else(String::new, |p| p.display().to_string())),
         provenance(&binaries),
         "client: in-process dispatcher::Client (connect + run per job); W2 also with a protocol-level probe".into(),
+        format!("dispatcher state directory (journal, spool): {}", state_dir.path().display()),
         format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
     ];
     let engine = node::exec::wasm::WasmEngine::new()?;
@@ -221,6 +236,7 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
         notes.push(note);
     }
     drop(cluster);
+    drop(state_dir);
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
     if args.common.json {
         report.print_json()?;

@@ -38,7 +38,7 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 
 use crate::cluster::{free_udp_port, Binaries, Daemon};
-use crate::procfs::{self, CpuWindow, UdpCounters};
+use crate::procfs::{self, CpuSplit, CpuWindow, UdpCounters};
 use crate::report::Row;
 use crate::stats::Summary;
 
@@ -215,10 +215,12 @@ pub(crate) async fn run(
         ctx.stats.reset_gaps();
         let window = CpuWindow::start(pid)?;
         let own = CpuWindow::start(bench_pid)?;
+        let split = CpuSplit::start(vec![("dispatcher", vec![pid]), ("bench (simulated nodes)", vec![bench_pid])]);
         let window_started = Instant::now();
         tokio::time::sleep(opts.window).await;
         let cpu = window.percent()?;
         let own_cpu = own.percent()?;
+        notes.push(format!("{level}, heartbeat window: CPU use: {}", split.finish()));
         let beat_rate = (ctx.stats.heartbeats.load(Ordering::Relaxed) - beats_before) as f64
             / window_started.elapsed().as_secs_f64();
         let rss = procfs::rss_bytes(pid)?;
@@ -250,6 +252,7 @@ pub(crate) async fn run(
         let udp_before = UdpCounters::read();
         let lost_before = ctx.stats.ended.load(Ordering::Relaxed) + ctx.stats.failed.load(Ordering::Relaxed);
         ctx.stats.reset_gaps();
+        let split = CpuSplit::start(vec![("dispatcher", vec![pid]), ("bench (client + simulated nodes)", vec![bench_pid])]);
         for _ in 0..opts.job_runs.max(1) {
             let cpu_window = CpuWindow::start(pid)?;
             let own_window = CpuWindow::start(bench_pid)?;
@@ -265,6 +268,7 @@ pub(crate) async fn run(
                 }
             }
         }
+        notes.push(format!("{level}, job runs: CPU use: {}", split.finish()));
         report_failures(&mut fleet);
         let job_udp = UdpCounters::read().since(&udp_before);
         let job_gaps = ctx.stats.gaps();
@@ -295,7 +299,7 @@ pub(crate) async fn run(
     }
     let s = &ctx.stats;
     notes.push(format!(
-        "scale: simulated nodes: {} registered, {} assignments answered, {} heartbeats sent, {} sessions ended by the dispatcher, {} failed",
+        "scale: simulated nodes: {} registered, {} assignments answered, {} heartbeats sent; sessions ended: {} cleanly, {} with an error (the dispatcher closing a connection, e.g. `no heartbeat for 5s`, counts here)",
         s.registered.load(Ordering::Relaxed),
         s.assigned.load(Ordering::Relaxed),
         s.heartbeats.load(Ordering::Relaxed),

@@ -348,6 +348,8 @@ impl Client {
                     tracing::info!(%job, "job accepted");
                     return Ok((job, chunks));
                 }
+                // Late news of an earlier job on this connection.
+                ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. } => {}
                 ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
                 other => return Err(unexpected(&other)),
             }

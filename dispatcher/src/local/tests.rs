@@ -81,8 +81,12 @@ async fn results_match_a_serial_run_and_failures_are_reported() {
     let leftovers: Vec<_> = std::fs::read_dir(&scratch.0).expect("list").flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "only the input and the first output remain: {leftovers:?}");
 
-    // The nodes keep serving.
-    let report = client(&cluster).await.run(&job, |_| {}).await.expect("job succeeds again");
-    assert_eq!(std::fs::read(&report.output).expect("output"), serial);
+    // The nodes keep serving, and one client connection runs several jobs in turn.
+    let mut reused = client(&cluster).await;
+    for _ in 0..3 {
+        let report = reused.run(&job, |_| {}).await.expect("job succeeds again");
+        assert_eq!(std::fs::read(&report.output).expect("output"), serial);
+    }
+    reused.close().await;
     cluster.shutdown().await;
 }
