@@ -141,7 +141,8 @@ fn main() -> ExitCode {
 
 /// A scratch directory, removed at the end unless `--keep`.
 fn scratch(keep: bool) -> anyhow::Result<(tempfile::TempDir, bool)> {
-    let dir = tempfile::Builder::new().prefix("dispy-bench-").tempdir().context("failed to create a temporary directory")?;
+    let dir =
+        tempfile::Builder::new().prefix("dispy-bench-").tempdir().context("failed to create a temporary directory")?;
     Ok((dir, keep))
 }
 
@@ -180,9 +181,7 @@ fn provenance(binaries: &Binaries) -> String {
         .and_then(|m| m.modified())
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .and_then(|d| {
-            std::process::Command::new("date").arg("-u").arg(format!("-d@{}", d.as_secs())).output().ok()
-        })
+        .and_then(|d| std::process::Command::new("date").arg("-u").arg(format!("-d@{}", d.as_secs())).output().ok())
         .map_or_else(|| "unknown".into(), |o| String::from_utf8_lossy(&o.stdout).trim().to_owned());
     format!("source: git HEAD {head} with {changed} changed or untracked path(s) in the working tree; dispy-dispatcher built {built}")
 }
@@ -265,7 +264,11 @@ async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
     };
     warn_if_busy();
     let (rows, mut setup, notes) = scale::run(&binaries, dir.path(), &opts).await?;
-    setup.insert(0, "scale: 1 dispy-dispatcher process; simulated nodes in the bench process over real QUIC + mTLS on 127.0.0.1".into());
+    setup.insert(
+        0,
+        "scale: 1 dispy-dispatcher process; simulated nodes in the bench process over real QUIC + mTLS on 127.0.0.1"
+            .into(),
+    );
     setup.insert(1, provenance(&binaries));
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
     if args.common.json {

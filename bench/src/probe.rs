@@ -40,7 +40,11 @@ impl Probe {
         let conn = endpoint.connect(address, common::tls::dispatcher_server_name())?.await?;
         let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
         control
-            .write_frame(&Hello { protocol_version: PROTOCOL_VERSION, role: Role::Client, software: "dispy-bench".into() })
+            .write_frame(&Hello {
+                protocol_version: PROTOCOL_VERSION,
+                role: Role::Client,
+                software: "dispy-bench".into(),
+            })
             .await?;
         match control.recv.expect_frame::<HelloReply>().await? {
             HelloReply::Welcome { .. } => {}

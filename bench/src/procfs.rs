@@ -48,7 +48,8 @@ pub(crate) fn peak_rss_bytes(pid: u32) -> anyhow::Result<u64> {
 fn status_kib(pid: u32, key: &str) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
         .with_context(|| format!("failed to read /proc/{pid}/status"))?;
-    let line = status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
+    let line =
+        status.lines().find(|l| l.starts_with(key)).with_context(|| format!("no {key} in /proc/{pid}/status"))?;
     line[key.len()..]
         .split_whitespace()
         .next()
@@ -176,6 +177,22 @@ impl UdpCounters {
             buffer_drops: self.buffer_drops.saturating_sub(earlier.buffer_drops),
         }
     }
+}
+
+/// Datagrams the kernel dropped at the UDP socket bound to `port` on 127.0.0.1 (the `drops`
+/// column of `/proc/net/udp`), to tell which end of a connection lost them; `None` when there is
+/// no such socket.
+pub(crate) fn udp_socket_drops(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    let local = format!("0100007F:{port:04X}");
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.get(1) == Some(&local.as_str()) {
+            fields.last()?.parse().ok()
+        } else {
+            None
+        }
+    })
 }
 
 /// The 1-, 5- and 15-minute load averages, as `/proc/loadavg` prints them.

@@ -107,7 +107,7 @@ pub(crate) fn format_number(value: f64) -> String {
     if !value.is_finite() {
         return value.to_string();
     }
-    let decimals = if value.abs() >= 100.0 {
+    let decimals = if value.abs() >= 100.0 || value.fract() == 0.0 {
         0
     } else if value.abs() >= 10.0 {
         1
@@ -142,6 +142,8 @@ mod tests {
     #[test]
     fn numbers_are_grouped_and_rounded() {
         check(0.5, "0.50");
+        check(0.0, "0");
+        check(2.0, "2");
         check(12.34, "12.3");
         check(999.6, "1,000");
         check(1_234_567.0, "1,234,567");

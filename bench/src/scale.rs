@@ -166,7 +166,12 @@ pub(crate) async fn run(
     for _ in 0..opts.endpoints.max(1) {
         endpoints.push(quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0)))?);
     }
-    let ctx = Arc::new(SimContext { address, slots: opts.slots, stats: SimStats::default(), handshakes: Semaphore::new(JOIN_CONCURRENCY) });
+    let ctx = Arc::new(SimContext {
+        address,
+        slots: opts.slots,
+        stats: SimStats::default(),
+        handshakes: Semaphore::new(JOIN_CONCURRENCY),
+    });
     let mut fleet = JoinSet::new();
     let mut rows = Vec::new();
     let bench_pid = std::process::id();
@@ -228,7 +233,10 @@ pub(crate) async fn run(
         let idle_gaps = ctx.stats.gaps();
         let still_listed = lister.nodes().await.map(|n| n.len()).unwrap_or(0);
         let load = format!("{load_before} -> {}", procfs::load_average());
-        eprintln!("bench: scale: {level}: dispatcher {cpu:.1} % CPU, {:.1} MiB RSS, {beat_rate:.0} heartbeats/s", mib(rss));
+        eprintln!(
+            "bench: scale: {level}: dispatcher {cpu:.1} % CPU, {:.1} MiB RSS, {beat_rate:.0} heartbeats/s",
+            mib(rss)
+        );
         let one = |v: f64| Summary::of(&[v]);
         let window_note = format!("{} s window", opts.window.as_secs());
         let mut level_rows = vec![
@@ -250,9 +258,11 @@ pub(crate) async fn run(
         let mut own_job_cpu = Vec::new();
         let mut failure = None;
         let udp_before = UdpCounters::read();
+        let dispatcher_drops_before = procfs::udp_socket_drops(port).unwrap_or(0);
         let lost_before = ctx.stats.ended.load(Ordering::Relaxed) + ctx.stats.failed.load(Ordering::Relaxed);
         ctx.stats.reset_gaps();
-        let split = CpuSplit::start(vec![("dispatcher", vec![pid]), ("bench (client + simulated nodes)", vec![bench_pid])]);
+        let split =
+            CpuSplit::start(vec![("dispatcher", vec![pid]), ("bench (client + simulated nodes)", vec![bench_pid])]);
         for _ in 0..opts.job_runs.max(1) {
             let cpu_window = CpuWindow::start(pid)?;
             let own_window = CpuWindow::start(bench_pid)?;
@@ -271,6 +281,7 @@ pub(crate) async fn run(
         notes.push(format!("{level}, job runs: CPU use: {}", split.finish()));
         report_failures(&mut fleet);
         let job_udp = UdpCounters::read().since(&udp_before);
+        let dispatcher_drops = procfs::udp_socket_drops(port).unwrap_or(0).saturating_sub(dispatcher_drops_before);
         let job_gaps = ctx.stats.gaps();
         let lost = ctx.stats.ended.load(Ordering::Relaxed) + ctx.stats.failed.load(Ordering::Relaxed) - lost_before;
         let spread = ctx.stats.assigned.load(Ordering::Relaxed) - assigned_before;
@@ -283,7 +294,7 @@ pub(crate) async fn run(
             Row::new("scale", format!("bench process CPU during the job, {level} (client + simulated nodes; {job_gaps})"), "% of a core",
                 Summary::of(&own_job_cpu), ""),
             Row::new("scale", format!("simulated nodes whose session ended during the job runs, {level}"), "nodes", one(lost as f64), ""),
-            Row::new("scale", format!("UDP datagrams dropped for a full receive buffer during the job runs, {level} (of {} received)", job_udp.received),
+            Row::new("scale", format!("UDP datagrams dropped for a full receive buffer during the job runs, {level} (of {} received; {dispatcher_drops} of the drops at the dispatcher's socket)", job_udp.received),
                 "datagrams", one(job_udp.buffer_drops as f64), ""),
             Row::new("scale", format!("dispatcher peak RSS (VmHWM) so far, {level}"), "MiB", one(mib(peak)), ""),
         ]);
@@ -326,7 +337,12 @@ async fn connect_client(address: &str, identity: &Identity) -> anyhow::Result<Cl
 }
 
 /// Polls `ListNodes` until the dispatcher lists `want` nodes.
-async fn wait_for_nodes(lister: &mut Client, dispatcher: &mut Daemon, want: usize, timeout: Duration) -> anyhow::Result<usize> {
+async fn wait_for_nodes(
+    lister: &mut Client,
+    dispatcher: &mut Daemon,
+    want: usize,
+    timeout: Duration,
+) -> anyhow::Result<usize> {
     let deadline = Instant::now() + timeout;
     let mut listed = 0;
     loop {
@@ -359,7 +375,12 @@ fn report_failures(fleet: &mut JoinSet<Result<(), (usize, anyhow::Error)>>) {
 }
 
 /// Runs the job through the client API and checks its output.
-async fn run_job(address: &str, identity: &Identity, job: &JobDescription, reference: &[u8]) -> anyhow::Result<Duration> {
+async fn run_job(
+    address: &str,
+    identity: &Identity,
+    job: &JobDescription,
+    reference: &[u8],
+) -> anyhow::Result<Duration> {
     let started = Instant::now();
     let mut client = Client::connect(address, identity).await?;
     let report = client.run(job, |_| {}).await?;
@@ -381,7 +402,11 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
     let conn = endpoint.connect_with(config, ctx.address, common::tls::dispatcher_server_name())?.await?;
     let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
     control
-        .write_frame(&Hello { protocol_version: PROTOCOL_VERSION, role: Role::Node, software: "dispy-bench-sim".into() })
+        .write_frame(&Hello {
+            protocol_version: PROTOCOL_VERSION,
+            role: Role::Node,
+            software: "dispy-bench-sim".into(),
+        })
         .await?;
     match control.recv.expect_frame::<HelloReply>().await? {
         HelloReply::Welcome { .. } => {}
