@@ -449,10 +449,12 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
                         control.write_frame(&NodeToDispatcher::JobReady { job: spec.job }).await?;
                     }
                     Some(DispatcherToNode::Assign(assignment)) => {
+                        let started = Instant::now();
                         let sum: u64 = assignment.input.iter().map(|&b| u64::from(b)).sum();
                         let report = ChunkReport {
                             attempt: assignment.attempt,
                             outcome: Ok(Bytes::copy_from_slice(&sum.to_le_bytes())),
+                            run_nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
                         };
                         reports.queue_frame(&report)?;
                         ctx.stats.assigned.fetch_add(1, Ordering::Relaxed);

@@ -1,8 +1,8 @@
 //! Job descriptions: what `dispy-submit run` submits, built from a job TOML file or from flags.
 //!
 //! A job file has the same keys as the flags (`payload`, `input`, `split`, `output`, `results`,
-//! `args`, `max_attempts`, `chunk_timeout`, `memory_limit`, `priority`, `placement_timeout`,
-//! `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
+//! `args`, `max_attempts`, `chunk_timeout`, `chunk_target`, `memory_limit`, `priority`,
+//! `placement_timeout`, `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
 //! bad key is reported, each naming the file, the key and the reason. The defaults are public
 //! constants so the CLI flags share them.
 
@@ -22,6 +22,8 @@ use crate::units::{parse_duration, parse_size};
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
 /// Default wall-clock limit for one attempt at one chunk.
 pub const DEFAULT_CHUNK_TIMEOUT: Duration = Duration::from_secs(60);
+/// Default run time an `auto` split rule aims for per chunk.
+pub const DEFAULT_CHUNK_TARGET: Duration = Duration::from_secs(1);
 /// Default memory limit per worker: 1 GiB.
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// Default priority; higher runs first.
@@ -52,6 +54,8 @@ pub struct JobDescription {
     pub max_attempts: u32,
     /// Wall-clock limit per attempt, so a looping payload cannot hold a slot forever.
     pub chunk_timeout: Duration,
+    /// How long an `auto` split rule makes each chunk run; below `chunk_timeout`.
+    pub chunk_target: Duration,
     /// Memory limit per worker in bytes; nodes with less available memory are not used.
     pub memory_limit: u64,
     /// Higher runs first when jobs compete for slots.
@@ -75,6 +79,7 @@ impl JobDescription {
             args: Vec::new(),
             max_attempts: DEFAULT_MAX_ATTEMPTS,
             chunk_timeout: DEFAULT_CHUNK_TIMEOUT,
+            chunk_target: DEFAULT_CHUNK_TARGET,
             memory_limit: DEFAULT_MEMORY_LIMIT,
             priority: DEFAULT_PRIORITY,
             placement_timeout: DEFAULT_PLACEMENT_TIMEOUT,
@@ -128,6 +133,9 @@ impl JobDescription {
             check_max_attempts(self.max_attempts.into()).map(drop),
         );
         check("chunk_timeout", check_chunk_timeout(self.chunk_timeout));
+        if !self.chunk_timeout.is_zero() {
+            check("chunk_target", check_chunk_target(self.chunk_target, self.chunk_timeout));
+        }
         check("memory_limit", check_memory_limit(self.memory_limit));
         for input in &self.inputs {
             check("input", check_path(input));
@@ -247,6 +255,7 @@ const KEYS: &[&str] = &[
     "args",
     "max_attempts",
     "chunk_timeout",
+    "chunk_target",
     "memory_limit",
     "priority",
     "placement_timeout",
@@ -267,6 +276,7 @@ struct RawJob {
     args: Option<toml::Value>,
     max_attempts: Option<toml::Value>,
     chunk_timeout: Option<toml::Value>,
+    chunk_target: Option<toml::Value>,
     memory_limit: Option<toml::Value>,
     priority: Option<toml::Value>,
     placement_timeout: Option<toml::Value>,
@@ -309,6 +319,7 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
     let args = p.optional("args", raw.args, Parser::args);
     let max_attempts = p.optional("max_attempts", raw.max_attempts, Parser::max_attempts);
     let chunk_timeout = p.optional("chunk_timeout", raw.chunk_timeout, Parser::chunk_timeout);
+    let chunk_target = p.optional("chunk_target", raw.chunk_target, Parser::duration);
     let memory_limit = p.optional("memory_limit", raw.memory_limit, Parser::memory_limit);
     let priority = p.optional("priority", raw.priority, Parser::priority);
     let placement_timeout =
@@ -328,6 +339,14 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
         }
     }
 
+    // The target is judged against the timeout in force, given or default.
+    if let Some(target) = chunk_target {
+        let timeout = chunk_timeout.unwrap_or(DEFAULT_CHUNK_TIMEOUT);
+        if let Err(reason) = check_chunk_target(target, timeout) {
+            p.problems.push(KeyProblem::Invalid { key: "chunk_target", reason });
+        }
+    }
+
     match (payload, split, output) {
         (Some(payload), Some(split), Some(output)) if p.problems.is_empty() => {
             let mut job = JobDescription::new(payload, split, output);
@@ -337,6 +356,7 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
             job.args = args.unwrap_or_default();
             job.max_attempts = max_attempts.unwrap_or(job.max_attempts);
             job.chunk_timeout = chunk_timeout.unwrap_or(job.chunk_timeout);
+            job.chunk_target = chunk_target.unwrap_or(job.chunk_target);
             job.memory_limit = memory_limit.unwrap_or(job.memory_limit);
             job.priority = priority.unwrap_or(job.priority);
             job.placement_timeout = placement_timeout.unwrap_or(job.placement_timeout);
@@ -581,6 +601,28 @@ fn check_chunk_timeout(timeout: Duration) -> Result<(), String> {
         Err("must be greater than zero".to_owned())
     } else {
         Ok(())
+    }
+}
+
+fn check_chunk_target(target: Duration, timeout: Duration) -> Result<(), String> {
+    if target.is_zero() {
+        Err("must be greater than zero".to_owned())
+    } else if target >= timeout {
+        Err(format!(
+            "must be shorter than chunk_timeout ({}), or every chunk would time out",
+            humantime_short(timeout)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+/// A duration as users write it: whole seconds as "60s", otherwise milliseconds.
+fn humantime_short(duration: Duration) -> String {
+    if duration.subsec_nanos() == 0 {
+        format!("{}s", duration.as_secs())
+    } else {
+        format!("{}ms", duration.as_millis())
     }
 }
 

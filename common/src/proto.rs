@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -317,6 +317,8 @@ pub struct ChunkReport {
     pub attempt: AttemptId,
     /// The result bytes, or why there are none.
     pub outcome: Result<Bytes, ChunkFailure>,
+    /// How long the chunk ran on its slot, setup excluded; 0 for a failure. Sizes `auto` chunks.
+    pub run_nanos: u64,
 }
 
 /// How results are written on the submitter's side.
@@ -485,6 +487,9 @@ pub struct JobProgress {
     pub running: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// The nodes' run time over the accepted results, summed, so a submitter can size `auto`
+    /// chunks; counts only results accepted since the dispatcher started.
+    pub run_nanos: u64,
 }
 
 /// One failed attempt in a job failure report.

@@ -19,6 +19,11 @@ use thiserror::Error;
 
 use crate::units::parse_size;
 
+pub mod auto;
+
+pub use auto::AutoSize;
+use auto::Unit;
+
 /// How a job's input is cut into chunks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SplitRule {
@@ -37,6 +42,25 @@ pub enum SplitRule {
         end: u64,
         /// Numbers per chunk; the last chunk may have fewer.
         step: u64,
+    },
+    /// Chunk sizes chosen while the job runs, so each chunk runs for about a target duration
+    /// (see [`auto`]).
+    Auto(AutoSplit),
+}
+
+/// What an `auto` rule cuts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum AutoSplit {
+    /// `bytes:auto` (or plain `auto`): byte chunks of a size measured to fit the target.
+    Bytes,
+    /// `lines:auto`: whole lines, cut at the first line end after the measured size in bytes.
+    Lines,
+    /// `range:START..END:auto`: a range cut into steps measured to fit the target.
+    Range {
+        /// First number of the first chunk.
+        start: u64,
+        /// One past the last number.
+        end: u64,
     },
 }
 
@@ -106,12 +130,20 @@ pub enum SplitError {
     },
 }
 
-const ALL_FORMS: &str = "expected bytes:SIZE, lines:N, files or range:START..END:STEP";
+const ALL_FORMS: &str =
+    "expected bytes:SIZE, lines:N, files, range:START..END:STEP or auto (also bytes:auto, \
+     lines:auto, range:START..END:auto)";
 const BYTES_FORM: &str = "expected bytes:SIZE with a size such as 4MiB or 65536";
 const LINES_FORM: &str = "expected lines:N with N a whole number, such as lines:1000";
 const FILES_FORM: &str = "expected files, with no argument";
 const RANGE_FORM: &str =
     "expected range:START..END:STEP with whole numbers, such as range:0..1024:16";
+
+/// The first chunk size of `bytes:auto` and `lines:auto`.
+const PROBE: NonZeroU64 = match NonZeroU64::new(auto::PROBE_BYTES) {
+    Some(size) => size,
+    None => panic!("the probe size is not zero"),
+};
 
 /// Size of the read buffer for `bytes` and `lines` inputs.
 const READ_BUFFER: usize = 256 * 1024;
@@ -137,18 +169,22 @@ impl SplitRule {
             SplitRule::Bytes(0) => zero("chunk size"),
             SplitRule::Lines(0) => zero("lines per chunk"),
             SplitRule::Range { step: 0, .. } => zero("step"),
-            SplitRule::Range { start, end, .. } if start > end => Err(SplitError::StartAfterEnd {
-                text: self.to_string(),
-                start,
-                end,
-            }),
+            SplitRule::Range { start, end, .. } | SplitRule::Auto(AutoSplit::Range { start, end })
+                if start > end =>
+            {
+                Err(SplitError::StartAfterEnd {
+                    text: self.to_string(),
+                    start,
+                    end,
+                })
+            }
             _ => Ok(()),
         }
     }
 
     /// Whether the rule reads input paths (every rule but `range`).
     pub fn needs_input(&self) -> bool {
-        !matches!(self, SplitRule::Range { .. })
+        !matches!(self, SplitRule::Range { .. } | SplitRule::Auto(AutoSplit::Range { .. }))
     }
 
     /// The sans-IO stream cutter for `bytes` and `lines`; `None` for `files` and `range`, which
@@ -157,7 +193,11 @@ impl SplitRule {
         match *self {
             SplitRule::Bytes(size) => NonZeroU64::new(size).map(|n| ByteSplitter::new(n).into()),
             SplitRule::Lines(lines) => NonZeroU64::new(lines).map(|n| LineSplitter::new(n).into()),
-            SplitRule::Files | SplitRule::Range { .. } => None,
+            SplitRule::Auto(AutoSplit::Bytes) => Some(ByteSplitter::new(PROBE).into()),
+            SplitRule::Auto(AutoSplit::Lines) => Some(SizedLineSplitter::new(PROBE).into()),
+            SplitRule::Files | SplitRule::Range { .. } | SplitRule::Auto(AutoSplit::Range { .. }) => {
+                None
+            }
         }
     }
 
@@ -171,6 +211,8 @@ impl SplitRule {
     ///   sorted by path so the order is deterministic. An empty directory gives no chunks.
     /// - `range`: no input; each chunk's input is 16 bytes: its `[start, min(start+step, end))`
     ///   as two little-endian `u64`.
+    /// - `auto` rules cut like their fixed forms, with sizes set by [`Chunks::auto`]'s tuner:
+    ///   after a few probe chunks the iterator blocks until the tuner decides.
     ///
     /// Paths are checked here (they exist; no directory for `bytes`/`lines`) and directories are
     /// listed here; file contents are read lazily as the iterator advances.
@@ -201,15 +243,31 @@ impl SplitRule {
                     step,
                 },
                 total: Some((end - start).div_ceil(step)),
+                auto: None,
             }),
+            SplitRule::Auto(AutoSplit::Range { start, end }) => {
+                let auto = AutoSize::new(Unit::Numbers, Some(end - start));
+                Ok(Chunks {
+                    source: Source::Range {
+                        next: start,
+                        end,
+                        step: auto::Unit::Numbers.probe_size(Some(end - start)),
+                    },
+                    total: None,
+                    auto: Some(auto),
+                })
+            }
             SplitRule::Files => {
                 let files = list_files(inputs)?;
                 Ok(Chunks {
                     total: Some(files.len() as u64),
                     source: Source::Files(files.into_iter()),
+                    auto: None,
                 })
             }
-            SplitRule::Bytes(_) | SplitRule::Lines(_) => {
+            SplitRule::Bytes(_)
+            | SplitRule::Lines(_)
+            | SplitRule::Auto(AutoSplit::Bytes | AutoSplit::Lines) => {
                 let mut total_bytes = Some(0u64);
                 for path in inputs {
                     let meta = fs::metadata(path).map_err(|error| io_error(path, error))?;
@@ -232,6 +290,8 @@ impl SplitRule {
                     text: self.to_string(),
                     what: "chunk size",
                 })?;
+                let auto = matches!(self, SplitRule::Auto(_))
+                    .then(|| AutoSize::new(Unit::Bytes, total_bytes));
                 Ok(Chunks {
                     source: Source::Stream {
                         paths: Vec::from(inputs).into_iter(),
@@ -239,6 +299,7 @@ impl SplitRule {
                         splitter,
                     },
                     total,
+                    auto,
                 })
             }
         }
@@ -247,10 +308,10 @@ impl SplitRule {
     /// The rule's name without arguments: "bytes", "lines", "files" or "range".
     fn kind(&self) -> &'static str {
         match self {
-            SplitRule::Bytes(_) => "bytes",
-            SplitRule::Lines(_) => "lines",
+            SplitRule::Bytes(_) | SplitRule::Auto(AutoSplit::Bytes) => "bytes",
+            SplitRule::Lines(_) | SplitRule::Auto(AutoSplit::Lines) => "lines",
             SplitRule::Files => "files",
-            SplitRule::Range { .. } => "range",
+            SplitRule::Range { .. } | SplitRule::Auto(AutoSplit::Range { .. }) => "range",
         }
     }
 }
@@ -268,7 +329,11 @@ impl FromStr for SplitRule {
             Some((kind, arg)) => (kind.trim(), Some(arg.trim())),
             None => (trimmed, None),
         };
+        let auto = |arg: &str| arg.eq_ignore_ascii_case("auto");
         let rule = match (kind.to_ascii_lowercase().as_str(), arg) {
+            ("auto", None) => SplitRule::Auto(AutoSplit::Bytes),
+            ("bytes", Some(arg)) if auto(arg) => SplitRule::Auto(AutoSplit::Bytes),
+            ("lines", Some(arg)) if auto(arg) => SplitRule::Auto(AutoSplit::Lines),
             ("bytes", Some(arg)) => {
                 SplitRule::Bytes(parse_size(arg).map_err(|_| syntax(BYTES_FORM))?)
             }
@@ -305,6 +370,11 @@ impl fmt::Display for SplitRule {
             SplitRule::Lines(lines) => write!(f, "lines:{lines}"),
             SplitRule::Files => f.write_str("files"),
             SplitRule::Range { start, end, step } => write!(f, "range:{start}..{end}:{step}"),
+            SplitRule::Auto(AutoSplit::Bytes) => f.write_str("bytes:auto"),
+            SplitRule::Auto(AutoSplit::Lines) => f.write_str("lines:auto"),
+            SplitRule::Auto(AutoSplit::Range { start, end }) => {
+                write!(f, "range:{start}..{end}:auto")
+            }
         }
     }
 }
@@ -317,6 +387,7 @@ impl fmt::Display for SplitRule {
 pub struct Chunks {
     source: Source,
     total: Option<u64>,
+    auto: Option<AutoSize>,
 }
 
 impl Chunks {
@@ -326,12 +397,20 @@ impl Chunks {
     pub fn total_hint(&self) -> Option<u64> {
         self.total
     }
+
+    /// For an `auto` rule, the chunk size the submitter tunes (see [`AutoSize::tuner`]).
+    pub fn auto(&self) -> Option<&AutoSize> {
+        self.auto.as_ref()
+    }
 }
 
 impl Iterator for Chunks {
     type Item = Result<Vec<u8>, SplitError>;
 
     fn next(&mut self) -> Option<Self::Item> {
+        if let (Some(auto), false) = (&self.auto, matches!(self.source, Source::Done)) {
+            self.source.resize(auto.next_size());
+        }
         let item = match &mut self.source {
             Source::Done => None,
             Source::Range { next, end, step } => {
@@ -356,8 +435,10 @@ impl Iterator for Chunks {
                 splitter,
             } => next_stream_chunk(paths, reader, splitter),
         };
-        if !matches!(item, Some(Ok(_))) {
-            self.source = Source::Done;
+        match (&item, &self.auto) {
+            (Some(Ok(chunk)), Some(auto)) => auto.cut(self.source.units(chunk)),
+            (Some(Ok(_)), None) => {}
+            _ => self.source = Source::Done,
         }
         item
     }
@@ -393,6 +474,29 @@ enum Source {
     Range { next: u64, end: u64, step: u64 },
     /// Finished or failed.
     Done,
+}
+
+impl Source {
+    /// Sets the size of the next chunk, in the rule's unit (bytes, or numbers of a range).
+    fn resize(&mut self, size: u64) {
+        let size = NonZeroU64::new(size).unwrap_or(NonZeroU64::MIN);
+        match self {
+            Source::Stream { splitter, .. } => splitter.resize(size),
+            Source::Range { step, .. } => *step = size.get(),
+            Source::Files(_) | Source::Done => {}
+        }
+    }
+
+    /// A chunk's size in the rule's unit: its numbers for a range, its bytes otherwise.
+    fn units(&self, chunk: &[u8]) -> u64 {
+        match (self, chunk.get(..16)) {
+            (Source::Range { .. }, Some(bounds)) => {
+                let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
+                number(&bounds[8..]).saturating_sub(number(&bounds[..8]))
+            }
+            _ => chunk.len() as u64,
+        }
+    }
 }
 
 /// Reads the concatenated stream until the splitter completes a chunk or the input ends.
@@ -437,6 +541,8 @@ pub enum Splitter {
     Bytes(ByteSplitter),
     /// Cuts chunks of whole lines.
     Lines(LineSplitter),
+    /// Cuts chunks of whole lines of about a size in bytes (`lines:auto`).
+    SizedLines(SizedLineSplitter),
 }
 
 impl Splitter {
@@ -447,6 +553,18 @@ impl Splitter {
         match self {
             Splitter::Bytes(splitter) => splitter.feed(data),
             Splitter::Lines(splitter) => splitter.feed(data),
+            Splitter::SizedLines(splitter) => splitter.feed(data),
+        }
+    }
+
+    /// Sets the size of the next chunk in the splitter's unit (bytes, or lines for `lines`).
+    /// Call it between chunks: a chunk in progress keeps the size it started with only if no
+    /// bytes of it are pending.
+    pub fn resize(&mut self, size: NonZeroU64) {
+        match self {
+            Splitter::Bytes(splitter) => splitter.size = size,
+            Splitter::Lines(splitter) => splitter.lines = size,
+            Splitter::SizedLines(splitter) => splitter.size = size,
         }
     }
 
@@ -461,6 +579,7 @@ impl Splitter {
         match self {
             Splitter::Bytes(splitter) => splitter.finish(),
             Splitter::Lines(splitter) => splitter.finish(),
+            Splitter::SizedLines(splitter) => splitter.finish(),
         }
     }
 }
@@ -474,6 +593,12 @@ impl From<ByteSplitter> for Splitter {
 impl From<LineSplitter> for Splitter {
     fn from(splitter: LineSplitter) -> Self {
         Splitter::Lines(splitter)
+    }
+}
+
+impl From<SizedLineSplitter> for Splitter {
+    fn from(splitter: SizedLineSplitter) -> Self {
+        Splitter::SizedLines(splitter)
     }
 }
 
@@ -577,6 +702,54 @@ impl LineSplitter {
     }
 }
 
+/// Cuts a stream into chunks of whole lines: each chunk ends at the first line end at or after
+/// `size` bytes, so it is at least `size` bytes unless it is the last. A line longer than `size`
+/// is one chunk; an empty stream gives no chunk.
+#[derive(Debug, Clone)]
+pub struct SizedLineSplitter {
+    size: NonZeroU64,
+    current: Vec<u8>,
+}
+
+impl SizedLineSplitter {
+    /// A splitter for chunks of about `size` bytes.
+    pub fn new(size: NonZeroU64) -> Self {
+        Self {
+            size,
+            current: Vec::new(),
+        }
+    }
+
+    /// See [`Splitter::feed`].
+    pub fn feed(&mut self, data: &[u8]) -> (usize, Option<Vec<u8>>) {
+        if self.current.capacity() == 0 && !data.is_empty() {
+            self.current.reserve(reserve_for(self.size.get()));
+        }
+        // Bytes still needed before a line end may close the chunk; the byte that reaches the
+        // size may itself be that line end.
+        let short = usize::try_from(self.size.get() - 1)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.current.len());
+        let skip = short.min(data.len());
+        match data[skip..].iter().position(|&byte| byte == b'\n') {
+            Some(index) => {
+                let end = skip + index + 1;
+                self.current.extend_from_slice(&data[..end]);
+                (end, Some(std::mem::take(&mut self.current)))
+            }
+            None => {
+                self.current.extend_from_slice(data);
+                (data.len(), None)
+            }
+        }
+    }
+
+    /// See [`Splitter::finish`].
+    pub fn finish(&mut self) -> Option<Vec<u8>> {
+        Some(std::mem::take(&mut self.current)).filter(|chunk| !chunk.is_empty())
+    }
+}
+
 /// Feeds all of `data` through `feed`, collecting completed chunks.
 fn push_with(
     mut data: &[u8],
@@ -653,13 +826,17 @@ fn list_files(inputs: &[PathBuf]) -> Result<Vec<PathBuf>, SplitError> {
     Ok(files)
 }
 
-/// Parses `START..END:STEP`.
+/// Parses `START..END:STEP` and `START..END:auto`.
 fn parse_range(arg: &str) -> Option<SplitRule> {
     let (start, rest) = arg.split_once("..")?;
     let (end, step) = rest.split_once(':')?;
+    let (start, end) = (parse_whole(start)?, parse_whole(end)?);
+    if step.trim().eq_ignore_ascii_case("auto") {
+        return Some(SplitRule::Auto(AutoSplit::Range { start, end }));
+    }
     Some(SplitRule::Range {
-        start: parse_whole(start)?,
-        end: parse_whole(end)?,
+        start,
+        end,
         step: parse_whole(step)?,
     })
 }

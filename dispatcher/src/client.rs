@@ -17,7 +17,8 @@ use common::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobFailure, JobId, JobProgress, JobSubmission,
     JobSummary, NodeStatus, PayloadHash, ResultMode, Role, StreamHeader, PROTOCOL_VERSION,
 };
-use common::split::SplitError;
+use common::split::auto::{AutoTuner, Decision};
+use common::split::{Chunks, SplitError};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -106,6 +107,31 @@ pub enum Update<'a> {
     Progress(&'a JobProgress),
     /// No node can take the job's work right now, and why.
     Waiting(&'a str),
+    /// An `auto` split rule measured its probe chunks and chose the chunk size.
+    ChunkSize(&'a Decision),
+}
+
+/// A job this client follows: its id and, for an `auto` rule, the tuner that sizes its chunks
+/// from its progress.
+struct Started {
+    id: JobId,
+    tuner: Option<AutoTuner>,
+}
+
+impl Started {
+    /// Feeds a progress update to the tuner, if any; returns its decision when it makes one.
+    fn observe(&self, progress: &JobProgress) -> Option<Decision> {
+        let decision = self.tuner.as_ref()?.observe(progress.done, progress.run_nanos)?;
+        tracing::info!(
+            job = %self.id,
+            probes = decision.probes,
+            probe_units = decision.probe_units,
+            probe_ms = decision.probe_time.as_secs_f64() * 1e3,
+            size = decision.size,
+            "auto split: chunk size chosen"
+        );
+        Some(decision)
+    }
 }
 
 /// A connection to a dispatcher as a client.
@@ -170,20 +196,21 @@ impl Client {
     /// # Errors
     /// [`ClientError`] when the conversation fails.
     pub async fn nodes(&mut self) -> Result<Vec<NodeStatus>, ClientError> {
-        self.control.write_frame(&ClientRequest::ListNodes).await?;
-        match self.control.recv.expect_frame::<ClientEvent>().await? {
+        match self.request(&ClientRequest::ListNodes).await? {
             ClientEvent::Nodes(nodes) => Ok(nodes),
-            ClientEvent::Error { message } => Err(ClientError::Refused(message)),
-            other => Err(ClientError::Protocol(format!("unexpected answer {other:?}"))),
+            other => Err(unexpected(&other)),
         }
     }
 
-    /// Asks one question and returns the answer.
+    /// Asks one question and returns the answer, passing over late news of earlier jobs.
     async fn request(&mut self, request: &ClientRequest) -> Result<ClientEvent, ClientError> {
         self.control.write_frame(request).await?;
-        match self.control.recv.expect_frame::<ClientEvent>().await? {
-            ClientEvent::Error { message } => Err(ClientError::Refused(message)),
-            answer => Ok(answer),
+        loop {
+            match self.control.recv.expect_frame::<ClientEvent>().await? {
+                ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. } => {}
+                answer => return Ok(answer),
+            }
         }
     }
 
@@ -242,7 +269,8 @@ impl Client {
     /// # Errors
     /// As [`Client::run`], for everything up to the input being stored.
     pub async fn submit(&mut self, job: &JobDescription) -> Result<JobId, ClientError> {
-        let (id, chunks) = self.start(job).await?;
+        let (started, chunks) = self.start(job).await?;
+        let id = started.id;
         let conn = self.conn.clone();
         let input = send_input(&conn, id, chunks);
         tokio::pin!(input);
@@ -251,6 +279,9 @@ impl Client {
                 Err(e) = &mut input => return Err(e),
                 event = self.control.recv.expect_frame::<ClientEvent>() => match event? {
                     ClientEvent::InputStored { job, .. } if job == id => return Ok(id),
+                    ClientEvent::Progress(progress) => {
+                        started.observe(&progress);
+                    }
                     ClientEvent::JobFailed { failure } => return Err(ClientError::JobFailed { job: id, failure }),
                     ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
                     _ => {}
@@ -273,12 +304,13 @@ impl Client {
     ) -> Result<JobReport, ClientError> {
         let sink = OutputSink::create(&job.output, job.results)
             .map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
-        let (id, chunks) = self.start(job).await?;
+        let (started, chunks) = self.start(job).await?;
+        let id = started.id;
         let conn = self.conn.clone();
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let report = {
             let input = send_input(&conn, id, chunks);
-            let follow = self.follow(id, sink, &job.output, on_update);
+            let follow = self.follow(&started, sink, &job.output, on_update);
             tokio::pin!(input, follow);
             // The input sender never completes successfully; the job ends when `follow` does.
             tokio::select! {
@@ -306,13 +338,15 @@ impl Client {
         let sink = OutputSink::create(output, results)
             .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
-        let report = self.follow(id, sink, output, on_update).await?;
+        let started = Started { id, tuner: None };
+        let report = self.follow(&started, sink, output, on_update).await?;
         self.release(id).await;
         Ok(report)
     }
 
-    /// Submits the job and uploads its payload if needed; returns the job id and its chunks.
-    async fn start(&mut self, job: &JobDescription) -> Result<(JobId, common::split::Chunks), ClientError> {
+    /// Submits the job and uploads its payload if needed; returns the job id, its chunks and,
+    /// for an `auto` rule, their tuner.
+    async fn start(&mut self, job: &JobDescription) -> Result<(Started, Chunks), ClientError> {
         let payload = tokio::fs::read(&job.payload)
             .await
             .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
@@ -320,6 +354,14 @@ impl Client {
             .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
         let payload = Bytes::from(payload);
         let chunks = job.split.chunks(&job.inputs)?;
+        let tuner = match chunks.auto() {
+            Some(auto) => {
+                let slots = self.nodes().await?.iter().map(|node| u64::from(node.slots)).sum();
+                // A chunk shares the worker's memory with the payload's own data.
+                Some(auto.tuner(job.chunk_target, slots, job.memory_limit / 4))
+            }
+            None => None,
+        };
         let hash = PayloadHash::of(&payload);
         let submission = JobSubmission {
             name: job.name.clone(),
@@ -346,7 +388,7 @@ impl Client {
                 }
                 ClientEvent::JobAccepted { job } => {
                     tracing::info!(%job, "job accepted");
-                    return Ok((job, chunks));
+                    return Ok((Started { id: job, tuner }, chunks));
                 }
                 // Late news of an earlier job on this connection.
                 ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. } => {}
@@ -359,11 +401,12 @@ impl Client {
     /// Writes an attached job's results and follows its events until the verdict.
     async fn follow(
         &mut self,
-        id: JobId,
+        started: &Started,
         mut sink: OutputSink,
         output_path: &Path,
         mut on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
+        let id = started.id;
         let output = async {
             let stream = self.conn.accept_uni().await.map_err(StreamError::from)?;
             let mut recv = FramedRecv::new(stream, DEFAULT_MAX_MESSAGE);
@@ -382,7 +425,12 @@ impl Client {
         let events = async {
             loop {
                 match control.recv.expect_frame::<ClientEvent>().await? {
-                    ClientEvent::Progress(progress) => on_update(Update::Progress(&progress)),
+                    ClientEvent::Progress(progress) => {
+                        if let Some(decision) = started.observe(&progress) {
+                            on_update(Update::ChunkSize(&decision));
+                        }
+                        on_update(Update::Progress(&progress));
+                    }
                     ClientEvent::Waiting { reason } => on_update(Update::Waiting(&reason)),
                     ClientEvent::JobSucceeded { progress } => {
                         on_update(Update::Progress(&progress));
@@ -425,7 +473,7 @@ fn unexpected(event: &ClientEvent) -> ClientError {
 
 /// Reads chunks on a blocking thread and writes them as raw frames on the job's input stream.
 /// Completes only on error; on success it stays pending so the caller's select keeps waiting.
-async fn send_input(conn: &quinn::Connection, job: JobId, chunks: common::split::Chunks) -> Result<(), ClientError> {
+async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Result<(), ClientError> {
     let (tx, rx) = mpsc::channel::<Result<Vec<u8>, SplitError>>(INPUT_QUEUE);
     // The reader thread ends when the iterator does or when the receiver is dropped.
     let reader = tokio::task::spawn_blocking(move || {

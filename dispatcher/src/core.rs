@@ -207,6 +207,8 @@ struct JobEntry {
     results_appender: Option<Appender>,
     done: u64,
     retries: u64,
+    /// Node run time of the results accepted since this dispatcher started.
+    run_nanos: u64,
     submitter: Option<mpsc::UnboundedSender<ClientEvent>>,
     attachers: Vec<Attacher>,
     last_progress: Option<JobProgress>,
@@ -224,11 +226,17 @@ impl JobEntry {
             results_appender: None,
             done: 0,
             retries: 0,
+            run_nanos: 0,
             submitter: None,
             attachers: Vec::new(),
             last_progress: None,
             last_blocked: None,
         }
+    }
+
+    /// Whether every chunk received so far has its result while more input is to come.
+    fn awaits_input(&self) -> bool {
+        !self.record.input_complete && self.done == self.record.chunks
     }
 
     fn progress(&self, running: u64) -> JobProgress {
@@ -238,6 +246,7 @@ impl JobEntry {
             input_complete: self.record.input_complete,
             running,
             retries: self.retries,
+            run_nanos: self.run_nanos,
         }
     }
 }
@@ -614,12 +623,19 @@ impl Core {
                     debug!(attempt = %report.attempt, "late or duplicate result discarded");
                     return;
                 };
+                if let Some(entry) = self.jobs.get_mut(&job) {
+                    entry.run_nanos = entry.run_nanos.saturating_add(report.run_nanos);
+                }
                 if let Err(e) = self.store_result(job, chunk, &output) {
                     warn!(%job, chunk, error = %e, "cannot store a result");
                     self.scheduler.handle_cancel(now, job);
                     self.finish(job, JobState::Failed(JobFailure::Other {
                         message: format!("dispatcher storage failed while storing chunk {chunk}'s result: {e}"),
                     }));
+                } else if self.jobs.get(&job).is_some_and(JobEntry::awaits_input) {
+                    // Everything sent so far is done and the submitter holds the rest back (an
+                    // `auto` rule measuring its probe): tell it now rather than at the next tick.
+                    self.send_progress_of(job);
                 }
             }
             Err(failure) => {
@@ -861,28 +877,40 @@ impl Core {
     }
 
     fn send_progress(&mut self) {
-        for (job, entry) in &mut self.jobs {
-            if entry.attachers.is_empty() || entry.record.state != JobState::Running {
-                continue;
+        let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            self.send_progress_of(job);
+        }
+    }
+
+    /// Sends a running job's progress, if it changed, to its attached clients, or while it has
+    /// none to its submitter (which may be sizing `auto` chunks from it); and why it waits, if
+    /// that changed, to its attached clients.
+    fn send_progress_of(&mut self, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if (entry.attachers.is_empty() && entry.submitter.is_none()) || entry.record.state != JobState::Running {
+            return;
+        }
+        let Some(scheduled) = self.scheduler.progress(job) else { return };
+        entry.retries = scheduled.retries;
+        let progress = entry.progress(scheduled.running);
+        if entry.last_progress != Some(progress) {
+            entry.last_progress = Some(progress);
+            for attacher in &entry.attachers {
+                let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Progress(progress)));
             }
-            let Some(scheduled) = self.scheduler.progress(*job) else { continue };
-            entry.retries = scheduled.retries;
-            let progress = entry.progress(scheduled.running);
-            if entry.last_progress != Some(progress) {
-                entry.last_progress = Some(progress);
+            if let (true, Some(submitter)) = (entry.attachers.is_empty(), &entry.submitter) {
+                let _ = submitter.send(ClientEvent::Progress(progress));
+            }
+        }
+        let blocked = self.scheduler.blocked_reason(job);
+        if blocked != entry.last_blocked {
+            if let Some(reason) = &blocked {
                 for attacher in &entry.attachers {
-                    let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Progress(progress)));
+                    let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Waiting { reason: reason.clone() }));
                 }
             }
-            let blocked = self.scheduler.blocked_reason(*job);
-            if blocked != entry.last_blocked {
-                if let Some(reason) = &blocked {
-                    for attacher in &entry.attachers {
-                        let _ = attacher.commands.send(ClientCommand::Event(ClientEvent::Waiting { reason: reason.clone() }));
-                    }
-                }
-                entry.last_blocked = blocked;
-            }
+            entry.last_blocked = blocked;
         }
     }
 

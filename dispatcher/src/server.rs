@@ -384,7 +384,7 @@ async fn run_node_commands(
                     Err(e) => {
                         // Counted as a failed attempt, so it is retried and reported.
                         let failure = ChunkFailure { kind: FailureKind::Node, message: format!("dispatcher could not read the chunk's input: {e}") };
-                        let report = ChunkReport { attempt, outcome: Err(failure) };
+                        let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0 };
                         events.send(Event::NodeReport { node, report }).await.map_err(|_| ConnError::CoreGone)?;
                     }
                 },

@@ -166,7 +166,10 @@ fn slot_loop(shared: &Shared) {
             continue;
         }
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let outcome = run_chunk(shared, &mut current, &work);
+        let (outcome, run_time) = match run_chunk(shared, &mut current, &work) {
+            Ok((output, run_time)) => (Ok(output), run_time),
+            Err(failure) => (Err(failure), std::time::Duration::ZERO),
+        };
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         if work.job.cancel.is_cancelled() {
             // The job ended while this chunk ran; nobody wants its result.
@@ -181,15 +184,18 @@ fn slot_loop(shared: &Shared) {
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, kind = ?failure.kind, "chunk failed: {failure}");
         }
         // A closed channel means the session ended; the dispatcher requeues the attempt.
-        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome });
+        let run_nanos = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
+        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos });
     }
 }
 
+/// Runs one chunk, setting up the job's worker first if this slot has none; the time returned is
+/// the chunk's own run, without the setup, which is what chunk sizing wants to know.
 fn run_chunk(
     shared: &Shared,
     current: &mut Option<(Arc<JobContext>, Worker)>,
     work: &Work,
-) -> Result<bytes::Bytes, common::proto::ChunkFailure> {
+) -> Result<(bytes::Bytes, std::time::Duration), common::proto::ChunkFailure> {
     let job = &work.job;
     if current.as_ref().is_none_or(|(context, _)| !Arc::ptr_eq(context, job)) {
         *current = None;
@@ -200,8 +206,9 @@ fn run_chunk(
     let Some((_, worker)) = current.as_mut() else {
         unreachable!("a worker was installed just above");
     };
+    let started = std::time::Instant::now();
     match worker.run(&work.assignment.input) {
-        Ok(output) => Ok(output.into()),
+        Ok(output) => Ok((output.into(), started.elapsed())),
         Err(failure) => {
             // A worker that failed may hold broken guest state; the next chunk gets a fresh one.
             *current = None;

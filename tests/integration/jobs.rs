@@ -5,7 +5,7 @@
 
 use std::path::{Path, PathBuf};
 
-use tests::{check_same_bytes, dir_entries, example, pseudo_random_bytes, serial_output, Cluster, Job};
+use tests::{check_same_bytes, dir_entries, example, pseudo_random_bytes, serial_output, Cluster, Job, Run};
 
 /// Runs `payload` over `inputs` cut by `split` on `cluster` and checks the output against the
 /// serial run.
@@ -60,6 +60,57 @@ fn files_split_matches_serial_run() {
         std::fs::write(dir.join(name), pseudo_random_bytes(size, seed)).expect("write an input file");
     }
     check_matches_serial(&cluster, "files", &example("checksum.wat"), "files", "", &[dir]);
+}
+
+/// The chunk count a successful `run` reports ("job N done: C chunks; ...").
+#[track_caller]
+fn chunks_done(run: &Run) -> u64 {
+    run.stderr
+        .lines()
+        .find_map(|line| line.split(" done: ").nth(1)?.split(' ').next()?.parse().ok())
+        .unwrap_or_else(|| panic!("no \"done: N chunks\" line\n{run}"))
+}
+
+#[test]
+fn auto_split_sizes_chunks_from_their_measured_run_time() {
+    let cluster = Cluster::start(2);
+    // 6 MB of text: two 64 KiB probes (one per slot), then chunks sized for the target but no
+    // bigger than an eighth of the rest (four per slot), so 2 + 8 chunks in all (the last cuts
+    // may add one for the lines they round up), where the probe size alone would give ~90.
+    let lorem = std::fs::read(example("data/lorem.txt")).expect("read lorem");
+    let text: Vec<u8> = lorem.iter().copied().cycle().take(6_000_000).collect();
+    let input = cluster.dir().join("big.txt");
+    std::fs::write(&input, &text).expect("write the input");
+    let output = cluster.output_dir("auto-lines").join("upper.txt");
+    let job = Job::new(&example("upper.wat"), "lines:auto", &output).input(&input).flag("--chunk-target", "500ms");
+    let run = cluster.run_job(&job);
+    run.check_success();
+    run.check_stderr_mentions(&["auto split: 2 probe chunks (128."]);
+    let chunks = chunks_done(&run);
+    assert!((3..=11).contains(&chunks), "{chunks} chunks\n{run}");
+    check_same_bytes(&std::fs::read(&output).expect("output"), &text.to_ascii_uppercase(), &run);
+
+    // A range: rows are sized the same way, and the picture is the one row-by-row chunks make.
+    let output = cluster.output_dir("auto-range").join("picture.bin");
+    let job = Job::new(&example("mandelbrot.wat"), "range:0..256:auto", &output).payload_args("64 256 50");
+    let run = cluster.run_job(&job);
+    run.check_success();
+    run.check_stderr_mentions(&["auto split: 2 probe chunks (2 numbers)"]);
+    assert!((3..=11).contains(&chunks_done(&run)), "{run}");
+    let want = serial_output(&example("mandelbrot.wat"), b"64 256 50", "range:0..256:1", &[]);
+    check_same_bytes(&std::fs::read(&output).expect("output"), &want, &run);
+
+    // Detached: `submit` sizes the chunks while it uploads, before anyone waits.
+    let output = cluster.output_dir("auto-detached").join("upper.txt");
+    let mut args = Job::new(&example("upper.wat"), "auto", &output).input(&input).to_args();
+    args[0] = "submit".into();
+    let submit = cluster.submit_with(cluster.client_dir(), args, std::time::Duration::from_secs(120));
+    submit.check_success();
+    let id = submit.stdout.trim().to_owned();
+    let wait = cluster.submit(&[&"wait", &id]);
+    wait.check_success();
+    assert!((3..=11).contains(&chunks_done(&wait)), "{submit}\n{wait}");
+    check_same_bytes(&std::fs::read(&output).expect("output"), &text.to_ascii_uppercase(), &wait);
 }
 
 #[test]

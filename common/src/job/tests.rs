@@ -62,6 +62,7 @@ fn full_example() {
         args = "--pattern ERROR"
         max_attempts = 5
         chunk_timeout = "2m"
+        chunk_target = "5s"
         memory_limit = "256MiB"
         priority = -3
         placement_timeout = "250ms"
@@ -81,6 +82,7 @@ fn full_example() {
             args: b"--pattern ERROR".to_vec(),
             max_attempts: 5,
             chunk_timeout: Duration::from_secs(120),
+            chunk_target: Duration::from_secs(5),
             memory_limit: 256 << 20,
             priority: -3,
             placement_timeout: Duration::from_millis(250),
@@ -214,7 +216,8 @@ fn file_errors_name_the_file() {
     assert_eq!(
         error.to_string(),
         "job file jobs/x.toml: key \"split\": invalid split rule \"chunks:4\": expected \
-         bytes:SIZE, lines:N, files or range:START..END:STEP"
+         bytes:SIZE, lines:N, files, range:START..END:STEP or auto (also bytes:auto, lines:auto, \
+         range:START..END:auto)"
     );
     let error = parse("splt = 1", Path::new(""), Some(Path::new("x.toml"))).expect_err("bad key");
     assert!(
@@ -363,6 +366,20 @@ fn option_errors() {
         "chunk_timeout = 1.5",
         "key \"chunk_timeout\": expected a duration such as \"30s\" or a number of seconds, found \
          float 1.5",
+    );
+    check_option(
+        "chunk_target = \"0s\"",
+        "key \"chunk_target\": must be greater than zero",
+    );
+    check_option(
+        "chunk_target = \"90s\"",
+        "key \"chunk_target\": must be shorter than chunk_timeout (60s), or every chunk would \
+         time out",
+    );
+    check_option(
+        "chunk_target = \"90s\"\nchunk_timeout = \"1500ms\"",
+        "key \"chunk_target\": must be shorter than chunk_timeout (1500ms), or every chunk would \
+         time out",
     );
     check_option(
         "memory_limit = \"lots\"",

@@ -4,6 +4,7 @@
 use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use proptest::prelude::*;
 
@@ -95,6 +96,13 @@ fn rule_syntax() {
             step: 1,
         }),
     );
+    check_rule("auto", Ok(SplitRule::Auto(AutoSplit::Bytes)));
+    check_rule("bytes:auto", Ok(SplitRule::Auto(AutoSplit::Bytes)));
+    check_rule(" Lines : AUTO ", Ok(SplitRule::Auto(AutoSplit::Lines)));
+    check_rule(
+        "range:0..1024:auto",
+        Ok(SplitRule::Auto(AutoSplit::Range { start: 0, end: 1024 })),
+    );
     check_rule(
         "range:0..18446744073709551615:18446744073709551615",
         Ok(SplitRule::Range {
@@ -121,6 +129,9 @@ fn rule_display() {
     check(SplitRule::Bytes(u64::MAX), "bytes:18446744073709551615");
     check(SplitRule::Lines(7), "lines:7");
     check(SplitRule::Files, "files");
+    check(SplitRule::Auto(AutoSplit::Bytes), "bytes:auto");
+    check(SplitRule::Auto(AutoSplit::Lines), "lines:auto");
+    check(SplitRule::Auto(AutoSplit::Range { start: 3, end: 10 }), "range:3..10:auto");
     check(
         SplitRule::Range {
             start: 3,
@@ -133,7 +144,8 @@ fn rule_display() {
 
 #[test]
 fn rule_errors() {
-    let all = "expected bytes:SIZE, lines:N, files or range:START..END:STEP";
+    let all = "expected bytes:SIZE, lines:N, files, range:START..END:STEP or auto (also \
+               bytes:auto, lines:auto, range:START..END:auto)";
     check_rule(
         "chunks:4",
         Err(&format!("invalid split rule \"chunks:4\": {all}")),
@@ -726,6 +738,43 @@ proptest! {
     }
 
     #[test]
+    fn sized_lines_pieces_match_whole(
+        input in line_heavy_bytes(),
+        size in 1u64..40,
+        mut cuts in proptest::collection::vec(0usize..600, 0..20),
+    ) {
+        cuts.sort_unstable();
+        let rule = SplitRule::Auto(AutoSplit::Lines);
+        let mut splitter = rule.splitter().expect("stream rule");
+        splitter.resize(NonZeroU64::new(size).expect("size > 0"));
+        let mut whole = Vec::new();
+        splitter.push(&input, &mut whole);
+        whole.extend(splitter.finish());
+        let mut pieces = Vec::new();
+        let mut start = 0;
+        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
+            let cut = cut.clamp(start, input.len());
+            splitter.push(&input[start..cut], &mut pieces);
+            start = cut;
+        }
+        pieces.extend(splitter.finish());
+        prop_assert_eq!(&pieces, &whole);
+        prop_assert_eq!(whole.concat(), input);
+        for (index, chunk) in whole.iter().enumerate() {
+            if index + 1 < whole.len() {
+                // Whole lines, at least `size` bytes, and no earlier line end at or past `size`.
+                prop_assert_eq!(chunk.last(), Some(&b'\n'));
+                prop_assert!(chunk.len() as u64 >= size);
+                let first_end = size as usize - 1 + chunk[size as usize - 1..]
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .expect("ends with a newline");
+                prop_assert_eq!(first_end + 1, chunk.len());
+            }
+        }
+    }
+
+    #[test]
     fn bytes_pieces_match_whole(
         input in proptest::collection::vec(any::<u8>(), 0..600),
         size in 1u64..80,
@@ -787,4 +836,87 @@ fn chunks_can_move_to_another_thread() {
     assert_send::<Chunks>();
     assert_send::<SplitError>();
     assert_send::<Splitter>();
+}
+
+/// Runs an auto rule's chunks on a thread while a tuner decides from a fake run time: `nanos_per_unit`.
+fn cut_auto(rule: SplitRule, inputs: &[PathBuf], slots: u64, nanos_per_unit: u64) -> (auto::Decision, Vec<Vec<u8>>) {
+    let chunks = rule.chunks(inputs).expect("chunks");
+    let tuner = chunks.auto().expect("an auto rule").tuner(Duration::from_millis(10), slots, u64::MAX);
+    let (sent, seen) = std::sync::mpsc::channel();
+    let cutter = std::thread::spawn(move || {
+        for chunk in chunks {
+            sent.send(chunk.expect("chunk reads")).expect("receiver alive");
+        }
+    });
+    let mut got = Vec::new();
+    let mut units = 0;
+    let decision = loop {
+        while let Ok(chunk) = seen.try_recv() {
+            units += match rule {
+                SplitRule::Auto(AutoSplit::Range { .. }) => {
+                    let bound = |at: usize| u64::from_le_bytes(chunk[at..at + 8].try_into().expect("8 bytes"));
+                    bound(8) - bound(0)
+                }
+                _ => chunk.len() as u64,
+            };
+            got.push(chunk);
+        }
+        if let Some(decision) = tuner.observe(got.len() as u64, units * nanos_per_unit) {
+            break decision;
+        }
+        assert!(!cutter.is_finished(), "the cutter ended without waiting for a decision");
+        std::thread::yield_now();
+    };
+    cutter.join().expect("cutter");
+    got.extend(seen.try_iter());
+    (decision, got)
+}
+
+#[test]
+fn auto_range_sizes_steps_from_the_probe() {
+    // 1,000,000 numbers at 1 us each; a 10 ms target is 10,000 numbers a chunk.
+    let rule: SplitRule = "range:0..1000000:auto".parse().expect("rule");
+    let (decision, chunks) = cut_auto(rule, &[], 2, 1000);
+    // Two probes (the minimum) of 1000000/4096 numbers.
+    assert_eq!((decision.probes, decision.probe_units), (2, 2 * 244));
+    assert_eq!(decision.size, 10_000);
+    let mut next = 0;
+    for (index, chunk) in chunks.iter().enumerate() {
+        let bound = |at: usize| u64::from_le_bytes(chunk[at..at + 8].try_into().expect("8 bytes"));
+        assert_eq!(bound(0), next, "chunk {index} follows on");
+        let expected = if index < 2 { 244 } else { 10_000 };
+        assert_eq!(bound(8) - bound(0), expected.min(1_000_000 - next), "chunk {index}");
+        next = bound(8);
+    }
+    assert_eq!(next, 1_000_000, "the whole range is covered");
+}
+
+#[test]
+fn auto_lines_cut_whole_lines_of_the_measured_size() {
+    let dir = TempDir::new();
+    let line = b"0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz0123456789\n";
+    let input: Vec<u8> = line.iter().copied().cycle().take(line.len() * 100_000).collect();
+    let path = dir.file("lines.txt", &input);
+    // 10 ns a byte: a 10 ms target is 1 MB, below the balance bound (8.4 MB / 8 slots-worth).
+    let (decision, chunks) = cut_auto(SplitRule::Auto(AutoSplit::Lines), &[path], 2, 10);
+    assert_eq!(decision.probes, 2);
+    assert_eq!(decision.size, 1_000_000);
+    assert_eq!(chunks.concat(), input, "nothing lost or repeated");
+    for chunk in &chunks[..chunks.len() - 1] {
+        assert_eq!(chunk.last(), Some(&b'\n'), "whole lines");
+        assert!(chunk.len() % line.len() == 0);
+    }
+    assert!(chunks[2].len() >= 1_000_000 && chunks[2].len() < 1_000_000 + line.len());
+}
+
+#[test]
+fn auto_bytes_of_a_small_input_do_not_wait_for_a_decision() {
+    let dir = TempDir::new();
+    let input = vec![7u8; 100_000];
+    let path = dir.file("small.bin", &input);
+    let chunks = SplitRule::Auto(AutoSplit::Bytes).chunks(&[path]).expect("chunks");
+    let _tuner = chunks.auto().expect("auto").tuner(Duration::from_secs(1), 2, u64::MAX);
+    // Two probes cover the input; the iterator ends without anyone deciding.
+    let got: Vec<Vec<u8>> = chunks.map(|chunk| chunk.expect("reads")).collect();
+    assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [65_536, 34_464]);
 }

@@ -103,7 +103,8 @@ struct RunArgs {
     /// Input file or directory (repeat for several).
     #[arg(long)]
     input: Vec<PathBuf>,
-    /// Split rule: bytes:SIZE, lines:N, files or range:START..END:STEP.
+    /// Split rule: bytes:SIZE, lines:N, files, range:START..END:STEP, or auto (bytes:auto,
+    /// lines:auto, range:START..END:auto) to size chunks by measured run time.
     #[arg(long)]
     split: Option<SplitRule>,
     /// Output file (concat) or directory (files).
@@ -121,6 +122,10 @@ struct RunArgs {
     /// Time limit per chunk, e.g. 30s.
     #[arg(long)]
     chunk_timeout: Option<String>,
+    /// With an auto split rule (auto, bytes:auto, lines:auto, range:A..B:auto): how long each
+    /// chunk should run, e.g. 1s.
+    #[arg(long)]
+    chunk_target: Option<String>,
     /// Memory limit per worker, e.g. 256MiB.
     #[arg(long)]
     memory_limit: Option<String>,
@@ -381,6 +386,9 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
     if let Some(t) = &args.chunk_timeout {
         job.chunk_timeout = common::units::parse_duration(t).context("--chunk-timeout")?;
     }
+    if let Some(t) = &args.chunk_target {
+        job.chunk_target = common::units::parse_duration(t).context("--chunk-target")?;
+    }
     if let Some(m) = &args.memory_limit {
         job.memory_limit = common::units::parse_size(m).context("--memory-limit")?;
     }
@@ -486,13 +494,8 @@ impl ProgressDisplay {
     fn update(&mut self, update: Update<'_>) {
         let p = match update {
             Update::Progress(p) => p,
-            Update::Waiting(reason) => {
-                match &self.bar {
-                    Some(bar) => bar.println(format!("waiting: {reason}")),
-                    None => eprintln!("waiting: {reason}"),
-                }
-                return;
-            }
+            Update::Waiting(reason) => return self.note(&format!("waiting: {reason}")),
+            Update::ChunkSize(decision) => return self.note(&decision.to_string()),
         };
         match &self.bar {
             Some(bar) => {
@@ -506,6 +509,14 @@ impl ProgressDisplay {
                     eprintln!("progress: {}/{} chunks done, {} running, {} retries", p.done, p.total, p.running, p.retries);
                 }
             }
+        }
+    }
+
+    /// A line for the user, above the bar if there is one.
+    fn note(&self, line: &str) {
+        match &self.bar {
+            Some(bar) => bar.println(line),
+            None => eprintln!("{line}"),
         }
     }
 

@@ -64,7 +64,7 @@ use std::ops::Bound;
 use std::time::{Duration, Instant};
 
 use common::proto::{
-    AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, JobFailure, JobId, JobProgress,
+    AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, JobFailure, JobId,
 };
 use common::units::format_size;
 
@@ -263,7 +263,23 @@ pub enum Action {
     },
 }
 
-/// Scheduling statistics of a job, beyond [`JobProgress`].
+/// A live job's counts as the scheduler sees them (the core adds what it alone knows to make
+/// the [`common::proto::JobProgress`] clients see).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Chunks with an accepted result.
+    pub done: u64,
+    /// Chunks known so far.
+    pub total: u64,
+    /// Whether all input has arrived.
+    pub input_complete: bool,
+    /// Attempts running or queued on nodes, speculative copies included.
+    pub running: u64,
+    /// Attempts that failed and were retried.
+    pub retries: u64,
+}
+
+/// Scheduling statistics of a job, beyond [`Progress`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct JobStats {
     /// Attempts that failed and were retried.
@@ -828,9 +844,9 @@ impl Scheduler {
     /// Progress of a live job; `None` for unknown jobs and jobs that ended (the scheduler
     /// forgets them once it emits their verdict or they are cancelled). `running` counts
     /// speculative copies too.
-    pub fn progress(&self, job: JobId) -> Option<JobProgress> {
+    pub fn progress(&self, job: JobId) -> Option<Progress> {
         let j = self.jobs.get(&job)?;
-        Some(JobProgress {
+        Some(Progress {
             done: j.done,
             total: j.total,
             input_complete: j.input_complete,
