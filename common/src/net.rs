@@ -2,11 +2,33 @@
 //! [`crate::frame`]. A [`Connection`] is the control stream of one peer; [`FramedSend`] and
 //! [`FramedRecv`] are its halves and also serve the unidirectional bulk streams.
 
+use std::net::SocketAddr;
+
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
 use crate::frame::{self, FrameError};
+
+/// UDP buffer size asked of the kernel. The default (~208 KiB) overflows when thousands of nodes
+/// report at once and the dropped datagrams cost retransmissions; the kernel caps the request
+/// at `net.core.rmem_max`/`wmem_max`, which operators of large clusters raise.
+const SOCKET_BUFFER: usize = 8 << 20;
+
+/// A QUIC endpoint on `bind` with enlarged socket buffers: a server when `server` is given
+/// (which can also dial), otherwise a client.
+///
+/// # Errors
+/// When the socket cannot be bound or registered with the runtime.
+pub fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::io::Result<quinn::Endpoint> {
+    let socket = socket2::Socket::new(socket2::Domain::for_address(bind), socket2::Type::DGRAM, Some(socket2::Protocol::UDP))?;
+    // Best effort: a smaller buffer still works, it only drops more under bursts.
+    let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
+    socket.bind(&bind.into())?;
+    let runtime = std::sync::Arc::new(quinn::TokioRuntime);
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
+}
 
 /// A stream-level failure.
 #[derive(Debug, Error)]

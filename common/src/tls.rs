@@ -73,6 +73,12 @@ fn transport() -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(u64::from(CONNECTION_WINDOW));
+    // Probe for datagrams up to the largest UDP payload: loopback and jumbo-frame networks
+    // carry far more than the 1452-byte default, and each datagram costs a syscall and a
+    // decryption; on a 1500-byte path the probes simply fail and the MTU stays where it is.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
 

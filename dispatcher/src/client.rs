@@ -155,7 +155,7 @@ impl Client {
             .next()
             .ok_or_else(|| fail("no address found".into()))?;
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
-        let mut endpoint = quinn::Endpoint::client(bind).map_err(|e| fail(e.to_string()))?;
+        let mut endpoint = common::net::endpoint(bind, None).map_err(|e| fail(e.to_string()))?;
         endpoint.set_default_client_config(common::tls::client_config(identity).map_err(|e| fail(e.to_string()))?);
         let conn = endpoint
             .connect(addr, common::tls::dispatcher_server_name())

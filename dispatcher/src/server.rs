@@ -108,7 +108,7 @@ impl Dispatcher {
         )
         .map_err(state)?;
         let server = common::tls::server_config(&config.identity)?;
-        let endpoint = quinn::Endpoint::server(server, config.listen)
+        let endpoint = common::net::endpoint(config.listen, Some(server))
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
         Ok(Self { endpoint, config: Arc::new(config), core, payloads })
     }

@@ -121,7 +121,7 @@ impl Node {
         });
         let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
         let cache = PayloadCache::open(&config.cache_dir)?;
-        let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([0, 0, 0, 0], 0))).map_err(StartError::Bind)?;
+        let mut endpoint = common::net::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
         let identity = tokio::sync::watch::Sender::new(config.identity.clone());
         Ok(Self {

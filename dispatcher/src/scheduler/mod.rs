@@ -404,6 +404,7 @@ impl Scheduler {
             memory_total: resources.memory_total,
             memory_available: resources.memory_available,
             heard: now,
+            reported: now,
             timer_at,
             suspect: false,
             drained: false,
@@ -678,6 +679,7 @@ impl Scheduler {
         node: NodeId,
         attempt: AttemptId,
     ) -> Option<(JobId, ChunkIndex)> {
+        self.note_report(now, node);
         let Some(live) = self.attempts.get(&attempt) else {
             return self.recover_lost_result(now, node, attempt);
         };
@@ -753,6 +755,7 @@ impl Scheduler {
         attempt: AttemptId,
         failure: ChunkFailure,
     ) {
+        self.note_report(now, node);
         if self.attempts.get(&attempt).is_none_or(|a| a.node != node) {
             return;
         }
@@ -969,8 +972,12 @@ struct Node {
     memory_total: u64,
     /// From the last heartbeat.
     memory_available: u64,
-    /// When the node last heartbeated (or joined).
+    /// When the node last heartbeated (or joined), or, once its heartbeat timer has looked,
+    /// last reported.
     heard: Instant,
+    /// When the node last reported an attempt: proof of life as good as a heartbeat, noted
+    /// cheaply here and taken into `heard` only when the heartbeat timer fires.
+    reported: Instant,
     /// When its `Timer::Heartbeat` fires: `heard` plus half of `node_timeout`, or plus all of it
     /// once the node is suspect.
     timer_at: Instant,
@@ -1498,10 +1505,23 @@ impl Scheduler {
         }
     }
 
+    fn note_report(&mut self, now: Instant, node: NodeId) {
+        if let Some(n) = self.nodes.get_mut(&node) {
+            n.reported = now;
+        }
+    }
+
     /// The node's heartbeat timer fired: it turns suspect, or is dropped if it already was.
     fn heartbeat_missed(&mut self, now: Instant, node: NodeId) {
         let deadline = self.config.node_timeout;
         let Some(n) = self.nodes.get_mut(&node) else { return };
+        if n.reported > n.heard {
+            // Results arrived since: the node is alive, only its heartbeats are late (a busy
+            // node, or heartbeats dropped by a full socket buffer under load).
+            let (reported, memory) = (n.reported, n.memory_available);
+            self.handle_heartbeat(reported, node, memory);
+            return;
+        }
         let drop_at = n.heard + deadline;
         if !n.suspect && now < drop_at {
             n.timer_at = drop_at;

@@ -350,6 +350,28 @@ fn late_results_are_discarded() {
     assert_eq!(s.poll_timeout(), Some(now + ms(5500)));
 }
 
+#[test]
+fn reports_are_signs_of_life_when_heartbeats_are_late() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 1);
+    s.handle_chunks_added(now, J1, 1);
+    s.handle_input_complete(now, J1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nassign n1 j1 c1 a2");
+    // No heartbeat, but a result at 2 s: the timer at 2.5 s moves to 2 s + 2.5 s instead.
+    assert_eq!(s.handle_chunk_succeeded(now + ms(2000), N1, AttemptId(1)), Some((J1, 0)));
+    s.handle_timeout(now + ms(2500));
+    check_actions(&mut s, "");
+    assert_eq!(s.poll_timeout(), Some(now + ms(4500)));
+    // Silent from then on: suspect, then dropped, counted from the last report.
+    s.handle_timeout(now + ms(4500));
+    check_actions(&mut s, "suspect n1: silent 2.5s");
+    s.handle_timeout(now + ms(7000));
+    check_actions(&mut s, "drop n1: no heartbeat for 5s");
+}
+
 /// Places a 100-chunk job on one node and checks how many attempts it got.
 #[track_caller]
 fn check_memory(slots: u32, available_gib: u64, limit_gib: u64, expect: usize) {
