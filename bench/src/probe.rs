@@ -73,6 +73,7 @@ impl Probe {
             placement_timeout_ms: common::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
             output: String::new(),
             results: ResultMode::Concat,
+            shared_input: false,
         };
         let started = Instant::now();
         self.control.write_frame(&ClientRequest::Submit(submission)).await?;

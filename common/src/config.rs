@@ -103,6 +103,7 @@ pub const NODE_KEYS: &[&str] = &[
     "tls_dir",
     "slots",
     "cache_dir",
+    "shared_input_roots",
     "heartbeat_interval",
     "health_log_interval",
     "log_format",
@@ -360,6 +361,8 @@ pub struct RawNodeConfig {
     pub slots: Option<Setting>,
     /// See [`NodeSettings::cache_dir`].
     pub cache_dir: Option<Setting>,
+    /// See [`NodeSettings::shared_input_roots`].
+    pub shared_input_roots: Option<Setting>,
     /// See [`NodeSettings::heartbeat_interval`].
     pub heartbeat_interval: Option<Setting>,
     /// See [`NodeSettings::health_log_interval`].
@@ -515,6 +518,10 @@ pub struct NodeSettings {
     pub slots: Option<u32>,
     /// Where payloads are cached by hash, so each is shipped to this node once.
     pub cache_dir: PathBuf,
+    /// Directories (shared storage mounted at the same path on every node) whose files
+    /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
+    /// the default, refuses shared input.
+    pub shared_input_roots: Vec<PathBuf>,
     /// How often to send a heartbeat; keep it well under the dispatcher's `node_timeout`.
     pub heartbeat_interval: Duration,
     /// How often to log a `node health` line for operators following the journal.
@@ -534,6 +541,7 @@ impl Default for NodeSettings {
             tls_dir: PathBuf::from(DEFAULT_NODE_TLS_DIR),
             slots: None,
             cache_dir: PathBuf::from(DEFAULT_CACHE_DIR),
+            shared_input_roots: Vec::new(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             health_log_interval: DEFAULT_HEALTH_LOG_INTERVAL,
             log_format: LogFormat::Text,
@@ -561,6 +569,12 @@ impl TryFrom<RawNodeConfig> for NodeSettings {
             tls_dir: v.check("tls_dir", raw.tls_dir, d.tls_dir, Validator::path),
             slots: v.check("slots", raw.slots, d.slots, |_, s| integer_within(s, 1, 4096).map(Some)),
             cache_dir: v.check("cache_dir", raw.cache_dir, d.cache_dir, Validator::path),
+            shared_input_roots: v.check(
+                "shared_input_roots",
+                raw.shared_input_roots,
+                d.shared_input_roots,
+                absolute_paths,
+            ),
             heartbeat_interval: v.check(
                 "heartbeat_interval",
                 raw.heartbeat_interval,
@@ -836,6 +850,17 @@ fn socket_addr(_: &Origin, value: Setting) -> Result<SocketAddr, String> {
     text.trim()
         .parse()
         .map_err(|_| format!("expected an IP address and port such as \"0.0.0.0:7870\", found {text:?}"))
+}
+
+/// Absolute directories separated by `:`, like `PATH`; an empty string is an empty list.
+/// Relative ones are refused: a node's working directory says nothing about shared storage.
+fn absolute_paths(_: &Origin, value: Setting) -> Result<Vec<PathBuf>, String> {
+    let text = text(value)?;
+    let paths: Vec<PathBuf> = std::env::split_paths(&text).filter(|path| !path.as_os_str().is_empty()).collect();
+    match paths.iter().find(|path| path.is_relative()) {
+        Some(relative) => Err(format!("expected absolute directories separated by ':', found {}", relative.display())),
+        None => Ok(paths),
+    }
 }
 
 /// `host:port`, where the host is a name or an address (IPv6 in brackets).

@@ -2,7 +2,7 @@
 //!
 //! A job file has the same keys as the flags (`payload`, `input`, `split`, `output`, `results`,
 //! `args`, `max_attempts`, `chunk_timeout`, `chunk_target`, `memory_limit`, `priority`,
-//! `placement_timeout`, `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
+//! `placement_timeout`, `shared_input`, `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
 //! bad key is reported, each naming the file, the key and the reason. The defaults are public
 //! constants so the CLI flags share them.
 
@@ -63,6 +63,9 @@ pub struct JobDescription {
     /// How long to wait for an eligible node before failing, so a job that no node can run
     /// reports it instead of hanging.
     pub placement_timeout: Duration,
+    /// The inputs are on storage every node mounts at the same path: chunks travel as
+    /// references and nodes read their bytes (`bytes` rules only).
+    pub shared_input: bool,
 }
 
 impl JobDescription {
@@ -83,6 +86,7 @@ impl JobDescription {
             memory_limit: DEFAULT_MEMORY_LIMIT,
             priority: DEFAULT_PRIORITY,
             placement_timeout: DEFAULT_PLACEMENT_TIMEOUT,
+            shared_input: false,
         }
     }
 
@@ -133,6 +137,7 @@ impl JobDescription {
             check_max_attempts(self.max_attempts.into()).map(drop),
         );
         check("chunk_timeout", check_chunk_timeout(self.chunk_timeout));
+        check("shared_input", check_shared_input(self.shared_input, &self.split));
         if !self.chunk_timeout.is_zero() {
             check("chunk_target", check_chunk_target(self.chunk_target, self.chunk_timeout));
         }
@@ -259,6 +264,7 @@ const KEYS: &[&str] = &[
     "memory_limit",
     "priority",
     "placement_timeout",
+    "shared_input",
 ];
 
 /// A job file as written. Values stay TOML values so type errors can be reported per key with
@@ -280,6 +286,7 @@ struct RawJob {
     memory_limit: Option<toml::Value>,
     priority: Option<toml::Value>,
     placement_timeout: Option<toml::Value>,
+    shared_input: Option<toml::Value>,
 }
 
 /// Parses and validates job TOML, collecting every key problem.
@@ -324,6 +331,12 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
     let priority = p.optional("priority", raw.priority, Parser::priority);
     let placement_timeout =
         p.optional("placement_timeout", raw.placement_timeout, Parser::duration);
+    let shared_input = p.optional("shared_input", raw.shared_input, Parser::boolean);
+    if let (Some(true), Some(split)) = (shared_input, &split) {
+        if let Err(reason) = check_shared_input(true, split) {
+            p.problems.push(KeyProblem::Invalid { key: "shared_input", reason });
+        }
+    }
 
     // The input must agree with the rule; judge only when both were readable.
     if let Some(split) = &split {
@@ -360,6 +373,7 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
             job.memory_limit = memory_limit.unwrap_or(job.memory_limit);
             job.priority = priority.unwrap_or(job.priority);
             job.placement_timeout = placement_timeout.unwrap_or(job.placement_timeout);
+            job.shared_input = shared_input.unwrap_or(job.shared_input);
             Ok(job)
         }
         _ => {
@@ -515,6 +529,13 @@ impl<'a> Parser<'a> {
         Ok(limit)
     }
 
+    fn boolean(&self, value: toml::Value) -> Result<bool, String> {
+        match value {
+            toml::Value::Boolean(flag) => Ok(flag),
+            other => Err(format!("expected true or false, found {}", describe(&other))),
+        }
+    }
+
     fn priority(&self, value: toml::Value) -> Result<i32, String> {
         let priority = integer(value)?;
         i32::try_from(priority)
@@ -623,6 +644,16 @@ fn humantime_short(duration: Duration) -> String {
         format!("{}s", duration.as_secs())
     } else {
         format!("{}ms", duration.as_millis())
+    }
+}
+
+fn check_shared_input(shared: bool, split: &SplitRule) -> Result<(), String> {
+    match split {
+        SplitRule::Bytes(_) | SplitRule::Auto(crate::split::AutoSplit::Bytes) => Ok(()),
+        _ if !shared => Ok(()),
+        other => Err(format!(
+            "shared input needs a bytes split rule (bytes:SIZE or bytes:auto), not {other}"
+        )),
     }
 }
 

@@ -203,6 +203,8 @@ pub struct JobSpec {
     pub memory_limit: u64,
     /// Wall-clock limit per chunk, in milliseconds.
     pub chunk_timeout_ms: u64,
+    /// Chunk inputs are [`crate::split::shared::ChunkRef`]s for the node to read, not bytes.
+    pub shared_input: bool,
 }
 
 /// Dispatcher to node, in order on the work stream ([`StreamHeader::Work`]). Everything about
@@ -359,6 +361,9 @@ pub struct JobSubmission {
     pub output: String,
     /// How the submitter writes results.
     pub results: ResultMode,
+    /// Chunk inputs are [`crate::split::shared::ChunkRef`]s naming bytes on storage every node
+    /// reads at the same path, not the bytes themselves.
+    pub shared_input: bool,
 }
 
 /// Client to dispatcher, on the control stream.

@@ -20,6 +20,7 @@ use thiserror::Error;
 use crate::units::parse_size;
 
 pub mod auto;
+pub mod shared;
 
 pub use auto::AutoSize;
 use auto::Unit;
@@ -117,6 +118,15 @@ pub enum SplitError {
     /// A rule that cuts input data was given no input.
     #[error("the {rule} split rule needs an input file or directory")]
     MissingInput {
+        /// The rule, as text.
+        rule: String,
+    },
+    /// Shared input was asked for with a rule other than `bytes`.
+    #[error(
+        "shared input needs a bytes split rule (bytes:SIZE or bytes:auto), not {rule}: other \
+         rules must read the input to find where chunks end"
+    )]
+    NotShareable {
         /// The rule, as text.
         rule: String,
     },
@@ -305,6 +315,35 @@ impl SplitRule {
         }
     }
 
+    /// Like [`SplitRule::chunks`] for input every node can read at the same path: each chunk is
+    /// an encoded [`shared::ChunkRef`] naming the bytes, which nodes read themselves. Only
+    /// `bytes` rules qualify, since their cuts need no reading.
+    ///
+    /// # Errors
+    /// [`SplitError::NotShareable`] for other rules; otherwise as [`SplitRule::chunks`].
+    pub fn shared_chunks(&self, inputs: &[PathBuf]) -> Result<Chunks, SplitError> {
+        let size = match *self {
+            SplitRule::Bytes(size) => size,
+            SplitRule::Auto(AutoSplit::Bytes) => auto::PROBE_BYTES,
+            _ => return Err(SplitError::NotShareable { rule: self.to_string() }),
+        };
+        // Checks the rule and the paths as the unshared form does.
+        drop(self.chunks(inputs)?);
+        let mut files = Vec::with_capacity(inputs.len());
+        for path in inputs {
+            let canonical = fs::canonicalize(path).map_err(|error| io_error(path, error))?;
+            let len = fs::metadata(&canonical).map_err(|error| io_error(path, error))?.len();
+            files.push((canonical, len));
+        }
+        let total_bytes: u64 = files.iter().map(|(_, len)| len).sum();
+        let auto = matches!(self, SplitRule::Auto(_)).then(|| AutoSize::new(Unit::Bytes, Some(total_bytes)));
+        Ok(Chunks {
+            total: (auto.is_none()).then(|| total_bytes.div_ceil(size)),
+            source: Source::Shared { files: files.into_iter(), current: None, size },
+            auto,
+        })
+    }
+
     /// The rule's name without arguments: "bytes", "lines", "files" or "range".
     fn kind(&self) -> &'static str {
         match self {
@@ -434,6 +473,7 @@ impl Iterator for Chunks {
                 reader,
                 splitter,
             } => next_stream_chunk(paths, reader, splitter),
+            Source::Shared { files, current, size } => next_shared_chunk(files, current, *size),
         };
         match (&item, &self.auto) {
             (Some(Ok(chunk)), Some(auto)) => auto.cut(self.source.units(chunk)),
@@ -452,7 +492,7 @@ impl Iterator for Chunks {
             }
             // A read error ends the iteration early, so only the upper bound is certain.
             Source::Files(paths) => (0, Some(paths.len())),
-            Source::Stream { .. } => (0, None),
+            Source::Stream { .. } | Source::Shared { .. } => (0, None),
         }
     }
 }
@@ -468,6 +508,13 @@ enum Source {
         reader: Option<(PathBuf, BufReader<File>)>,
         splitter: Splitter,
     },
+    /// `bytes` over shared input: the files still to describe, the one being described with the
+    /// offset reached, and the chunk size.
+    Shared {
+        files: std::vec::IntoIter<(PathBuf, u64)>,
+        current: Option<(PathBuf, u64, u64)>,
+        size: u64,
+    },
     /// `files`: the files still to read, one chunk each.
     Files(std::vec::IntoIter<PathBuf>),
     /// `range`: the next chunk's start.
@@ -482,7 +529,7 @@ impl Source {
         let size = NonZeroU64::new(size).unwrap_or(NonZeroU64::MIN);
         match self {
             Source::Stream { splitter, .. } => splitter.resize(size),
-            Source::Range { step, .. } => *step = size.get(),
+            Source::Range { step, .. } | Source::Shared { size: step, .. } => *step = size.get(),
             Source::Files(_) | Source::Done => {}
         }
     }
@@ -494,9 +541,38 @@ impl Source {
                 let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
                 number(&bounds[8..]).saturating_sub(number(&bounds[..8]))
             }
+            (Source::Shared { .. }, _) => shared::ChunkRef::decode(chunk).map_or(0, |chunk| chunk.len()),
             _ => chunk.len() as u64,
         }
     }
+}
+
+/// Describes the next `size` bytes of the concatenated files (fewer at the end), or `None` when
+/// every byte is described. Empty files contribute nothing.
+fn next_shared_chunk(
+    files: &mut std::vec::IntoIter<(PathBuf, u64)>,
+    current: &mut Option<(PathBuf, u64, u64)>,
+    size: u64,
+) -> Option<Result<Vec<u8>, SplitError>> {
+    let mut chunk = shared::ChunkRef { segments: Vec::new() };
+    let mut missing = size;
+    while missing > 0 {
+        let Some((path, offset, len)) = current else {
+            let Some((path, len)) = files.next() else { break };
+            *current = Some((path, 0, len));
+            continue;
+        };
+        let take = missing.min(*len - *offset);
+        if take > 0 {
+            chunk.segments.push(shared::Segment { path: path.display().to_string(), offset: *offset, len: take });
+        }
+        *offset += take;
+        missing -= take;
+        if *offset == *len {
+            *current = None;
+        }
+    }
+    (!chunk.segments.is_empty()).then(|| Ok(chunk.encode()))
 }
 
 /// Reads the concatenated stream until the splitter completes a chunk or the input ends.

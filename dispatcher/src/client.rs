@@ -353,7 +353,7 @@ impl Client {
         let kind = common::abi::detect_kind(&payload)
             .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
         let payload = Bytes::from(payload);
-        let chunks = job.split.chunks(&job.inputs)?;
+        let chunks = if job.shared_input { job.split.shared_chunks(&job.inputs)? } else { job.split.chunks(&job.inputs)? };
         let tuner = match chunks.auto() {
             Some(auto) => {
                 let slots = self.nodes().await?.iter().map(|node| u64::from(node.slots)).sum();
@@ -376,6 +376,7 @@ impl Client {
             placement_timeout_ms: job.placement_timeout.as_millis() as u64,
             output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
             results: job.results,
+            shared_input: job.shared_input,
         };
         self.control.write_frame(&ClientRequest::Submit(submission)).await?;
         loop {

@@ -862,6 +862,7 @@ impl Core {
             args: sub.args.clone(),
             memory_limit: sub.memory_limit,
             chunk_timeout_ms: sub.chunk_timeout_ms,
+            shared_input: sub.shared_input,
         };
         let _ = node_entry.commands.send(NodeCommand::Send(DispatcherToNode::StartJob(spec)));
         if !node_entry.payloads.contains(&sub.payload) {

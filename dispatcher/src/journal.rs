@@ -269,6 +269,7 @@ mod tests {
                 placement_timeout_ms: 1000,
                 output: "out".into(),
                 results: ResultMode::Concat,
+            shared_input: false,
             },
             state: JobState::Running,
             chunks,

@@ -51,6 +51,8 @@ impl LocalCluster {
                 heartbeat_interval: Duration::from_secs(1),
                 health_log_interval: Duration::from_secs(30),
                 tls_dir: None,
+                // Every local node is this machine: whatever the submitter can name, they can read.
+                shared_input_roots: vec![std::path::PathBuf::from("/")],
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

@@ -28,6 +28,8 @@ pub struct NodeConfig {
     /// Where renewed certificates are written (the identity's directory); `None` keeps them in
     /// memory only.
     pub tls_dir: Option<PathBuf>,
+    /// Directories whose files shared-input jobs may have this node read; empty refuses them.
+    pub shared_input_roots: Vec<PathBuf>,
 }
 
 impl TryFrom<NodeSettings> for NodeConfig {
@@ -47,6 +49,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             heartbeat_interval: settings.heartbeat_interval,
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.tls_dir),
+            shared_input_roots: settings.shared_input_roots,
         })
     }
 }

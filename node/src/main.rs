@@ -34,6 +34,10 @@ struct Args {
     /// Payload cache directory [default: /var/lib/dispy-node/cache].
     #[arg(long, value_name = "DIR")]
     cache_dir: Option<String>,
+    /// Directories of shared storage whose files shared-input jobs may have this node read,
+    /// separated by ':' [default: none, shared input refused].
+    #[arg(long, value_name = "DIRS")]
+    shared_input_roots: Option<String>,
     /// How often to send a heartbeat [default: 1s].
     #[arg(long, value_name = "DURATION")]
     heartbeat_interval: Option<String>,
@@ -113,6 +117,7 @@ fn sources(args: Args) -> Sources {
         .flag("tls_dir", args.tls_dir)
         .flag("slots", args.slots)
         .flag("cache_dir", args.cache_dir)
+        .flag("shared_input_roots", args.shared_input_roots)
         .flag("heartbeat_interval", args.heartbeat_interval)
         .flag("health_log_interval", args.health_log_interval)
         .flag("log_format", args.log_format)

@@ -29,6 +29,9 @@ pub struct JobContext {
     pub chunk_timeout: std::time::Duration,
     /// Set when the job ends on this node; running chunks stop at the next epoch tick.
     pub cancel: CancelFlag,
+    /// For a shared-input job, the directories this node may read chunk bytes from (chunk
+    /// inputs are then references to them); `None` for a job whose chunks carry their bytes.
+    pub shared_input_roots: Option<Vec<std::path::PathBuf>>,
 }
 
 /// One chunk waiting for a slot.
@@ -206,8 +209,18 @@ fn run_chunk(
     let Some((_, worker)) = current.as_mut() else {
         unreachable!("a worker was installed just above");
     };
+    let shared;
+    let input: &[u8] = match &job.shared_input_roots {
+        None => &work.assignment.input,
+        Some(roots) => {
+            let node_failure = |message: String| common::proto::ChunkFailure { kind: FailureKind::Node, message };
+            let chunk = common::split::shared::ChunkRef::decode(&work.assignment.input).map_err(node_failure)?;
+            shared = chunk.read(roots, job.memory_limit).map_err(node_failure)?;
+            &shared
+        }
+    };
     let started = std::time::Instant::now();
-    match worker.run(&work.assignment.input) {
+    match worker.run(input) {
         Ok(output) => Ok((output.into(), started.elapsed())),
         Err(failure) => {
             // A worker that failed may hold broken guest state; the next chunk gets a fresh one.

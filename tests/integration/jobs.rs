@@ -114,6 +114,39 @@ fn auto_split_sizes_chunks_from_their_measured_run_time() {
 }
 
 #[test]
+fn shared_input_is_read_by_the_nodes_and_only_below_their_roots() {
+    let cluster = Cluster::start(2);
+    let (first, second) = (cluster.shared_dir().join("a.bin"), cluster.shared_dir().join("b.bin"));
+    std::fs::write(&first, pseudo_random_bytes(100_003, 7)).expect("write the input");
+    std::fs::write(&second, pseudo_random_bytes(50_000, 8)).expect("write the input");
+    let inputs = [first, second];
+    // Chunks that span the two files; the output equals the bytes-carrying run's.
+    let output = cluster.output_dir("shared").join("sums.bin");
+    let mut job = Job::new(&example("checksum.wat"), "bytes:3KiB", &output).switch("--shared-input");
+    job = inputs.iter().fold(job, |job, input| job.input(input));
+    let run = cluster.run_job(&job);
+    run.check_success();
+    let want = serial_output(&example("checksum.wat"), b"", "bytes:3KiB", &inputs);
+    check_same_bytes(&std::fs::read(&output).expect("output"), &want, &run);
+
+    // A file outside the nodes' roots is refused by every node, with the reason.
+    let outside = cluster.dir().join("outside.bin");
+    std::fs::write(&outside, b"not shared").expect("write the input");
+    let output = cluster.output_dir("refused").join("never.bin");
+    let job = Job::new(&example("checksum.wat"), "bytes:4", &output).input(&outside).flag("--max-attempts", "2");
+    let run = cluster.run_job(&job.switch("--shared-input"));
+    run.check_code(1);
+    run.check_stderr_mentions(&["outside this node's shared_input_roots"]);
+    assert!(!output.exists(), "{run}");
+
+    // lines cannot be shared: the client says so before submitting.
+    let job = Job::new(&example("upper.wat"), "lines:5", &output).input(&inputs[0]).switch("--shared-input");
+    let run = cluster.run_job(&job);
+    run.check_code(64);
+    run.check_stderr_mentions(&["shared input needs a bytes split rule"]);
+}
+
+#[test]
 fn consecutive_jobs_with_different_payloads_share_a_cluster() {
     let cluster = Cluster::start(2);
     let lorem = example("data/lorem.txt");

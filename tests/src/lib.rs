@@ -619,10 +619,19 @@ impl Cluster {
             .arg("--cache-dir")
             .arg(self.dir().join(format!("cache-{name}")))
             .arg("--slots")
-            .arg(self.slots.to_string());
+            .arg(self.slots.to_string())
+            .arg("--shared-input-roots")
+            .arg(self.shared_dir());
         let log = self.dir().join(format!("node-{name}.log"));
         self.nodes.push(Daemon::spawn(&format!("node {name}"), node, &log));
         self.nodes.len() - 1
+    }
+
+    /// The directory every node of this cluster may read shared input from (created here).
+    pub fn shared_dir(&self) -> PathBuf {
+        let dir = self.dir().join("shared");
+        std::fs::create_dir_all(&dir).expect("create the shared input directory");
+        dir
     }
 
     /// The node started `index`-th.
@@ -755,6 +764,12 @@ impl Job {
     pub fn flag(mut self, flag: &str, value: impl AsRef<OsStr>) -> Job {
         self.args.push(flag.into());
         self.args.push(value.as_ref().to_owned());
+        self
+    }
+
+    /// Adds a flag that takes no value, such as `--shared-input`.
+    pub fn switch(mut self, flag: &str) -> Job {
+        self.args.push(flag.into());
         self
     }
 

@@ -94,6 +94,7 @@ fn a_full_node_file() {
         tls_dir = "/etc/dispy/node"
         slots = 3
         cache_dir = "cache"
+        shared_input_roots = "/mnt/data:/srv/shared/"
         heartbeat_interval = "250ms"
         health_log_interval = 60
         log_format = "text"
@@ -104,6 +105,7 @@ fn a_full_node_file() {
     assert_eq!(settings.dispatcher, "[::1]:7870");
     assert_eq!(settings.slots, Some(3));
     assert_eq!(settings.cache_dir, PathBuf::from("/etc/dispy/cache"), "relative to the file");
+    assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
     assert_eq!(settings.log_level, "debug");

@@ -66,6 +66,7 @@ fn full_example() {
         memory_limit = "256MiB"
         priority = -3
         placement_timeout = "250ms"
+        shared_input = false
     "#;
     check(
         text,
@@ -86,6 +87,7 @@ fn full_example() {
             memory_limit: 256 << 20,
             priority: -3,
             placement_timeout: Duration::from_millis(250),
+            shared_input: false,
         }),
     );
 }
@@ -380,6 +382,12 @@ fn option_errors() {
         "chunk_target = \"90s\"\nchunk_timeout = \"1500ms\"",
         "key \"chunk_target\": must be shorter than chunk_timeout (1500ms), or every chunk would \
          time out",
+    );
+    check_option("shared_input = 1", "key \"shared_input\": expected true or false, found integer 1");
+    check_error(
+        &format!("{}shared_input = true", MINIMAL.replace("bytes:4MiB", "lines:10")),
+        "key \"shared_input\": shared input needs a bytes split rule (bytes:SIZE or bytes:auto), \
+         not lines:10",
     );
     check_option(
         "memory_limit = \"lots\"",

@@ -920,3 +920,32 @@ fn auto_bytes_of_a_small_input_do_not_wait_for_a_decision() {
     let got: Vec<Vec<u8>> = chunks.map(|chunk| chunk.expect("reads")).collect();
     assert_eq!(got.iter().map(Vec::len).collect::<Vec<_>>(), [65_536, 34_464]);
 }
+
+#[test]
+fn shared_chunks_describe_the_same_bytes_as_chunks() {
+    let dir = TempDir::new();
+    let a = dir.file("a.bin", &pseudo_bytes(10));
+    let empty = dir.file("empty.bin", b"");
+    let b = dir.file("b.bin", &pseudo_bytes(7));
+    let inputs = [a, empty, b];
+    let rule = SplitRule::Bytes(4);
+    let chunks = rule.shared_chunks(&inputs).expect("shared chunks");
+    assert_eq!(chunks.total_hint(), Some(5));
+    let refs: Vec<shared::ChunkRef> =
+        chunks.map(|chunk| shared::ChunkRef::decode(&chunk.expect("describes")).expect("decodes")).collect();
+    // The third chunk spans the end of a.bin and the start of b.bin.
+    let spans: Vec<Vec<(u64, u64)>> =
+        refs.iter().map(|chunk| chunk.segments.iter().map(|s| (s.offset, s.len)).collect()).collect();
+    assert_eq!(spans, [vec![(0, 4)], vec![(4, 4)], vec![(8, 2), (0, 2)], vec![(2, 4)], vec![(6, 1)]]);
+    let root = [dir.path().to_owned()];
+    let read: Vec<Vec<u8>> = refs.iter().map(|chunk| chunk.read(&root, 1 << 20).expect("reads")).collect();
+    let direct: Vec<Vec<u8>> = rule.chunks(&inputs).expect("chunks").map(|chunk| chunk.expect("reads")).collect();
+    assert_eq!(read, direct);
+
+    let refused = SplitRule::Lines(3).shared_chunks(&inputs).expect_err("lines cannot be shared");
+    assert!(refused.to_string().starts_with("shared input needs a bytes split rule"), "{refused}");
+}
+
+fn pseudo_bytes(len: u8) -> Vec<u8> {
+    (0..len).map(|i| i.wrapping_mul(37) ^ 0x5a).collect()
+}

@@ -135,6 +135,10 @@ struct RunArgs {
     /// How long to wait for an eligible node, e.g. 30s.
     #[arg(long)]
     placement_timeout: Option<String>,
+    /// The input is on storage every node mounts at the same path (listed in the nodes'
+    /// shared_input_roots): send where each chunk lies, and let nodes read the bytes.
+    #[arg(long)]
+    shared_input: bool,
 }
 
 fn main() -> ExitCode {
@@ -394,6 +398,9 @@ fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
     }
     if let Some(p) = args.priority {
         job.priority = p;
+    }
+    if args.shared_input {
+        job.shared_input = true;
     }
     if let Some(t) = &args.placement_timeout {
         job.placement_timeout = common::units::parse_duration(t).context("--placement-timeout")?;
