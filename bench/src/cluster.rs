@@ -244,7 +244,10 @@ impl Cluster {
                 .arg("--slots")
                 .arg(topology.slots_per_node.to_string())
                 .arg("--cache-dir")
-                .arg(dir.join(format!("cache-{i}")));
+                .arg(dir.join(format!("cache-{i}")))
+                // The workloads' inputs live in `dir`: on one machine it is "shared storage".
+                .arg("--shared-input-roots")
+                .arg(dir);
             nodes.push(Daemon::spawn(command, &dir.join(format!("{name}.log")))?);
         }
         let mut cluster = Cluster { address, client, dispatcher, nodes, topology };

@@ -16,7 +16,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use common::job::JobDescription;
-use common::split::SplitRule;
+use common::split::auto::Decision;
+use common::split::{AutoSplit, SplitRule};
 use dispatcher::Client;
 use node::exec::wasm::{run_serial, WasmEngine};
 
@@ -159,7 +160,7 @@ impl Bench<'_> {
         let serial = chunks as f64 / started.elapsed().as_secs_f64();
         let mut rates = Vec::new();
         for run in 0..=self.runs {
-            let timing = self.timed_job(&job, &reference).await?;
+            let timing = self.timed_job(&job, Reference::Fixed(&reference)).await?;
             if run > 0 {
                 rates.push(chunks as f64 / timing.total().as_secs_f64());
             }
@@ -193,11 +194,11 @@ impl Bench<'_> {
         let payload_bytes = std::fs::read(&payload)?;
         let chunk = std::fs::read(&input)?;
         // Warm-up for every client.
-        self.timed_job(&job, &reference).await?;
+        self.timed_job(&job, Reference::Fixed(&reference)).await?;
         let mut probe = Probe::connect(&self.cluster.address, &self.cluster.client).await?;
         probe.round_trip(&payload_bytes, &chunk, &reference).await?;
         let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
-        self.run_on(&mut client, &job, &reference).await?;
+        self.run_on(&mut client, &job, Reference::Fixed(&reference)).await?;
         // A failure of the reused client is a finding to report, not a reason to stop.
         let mut reused_failure: Option<String> = None;
         let mut reused_done = 0usize;
@@ -209,7 +210,7 @@ impl Bench<'_> {
         for _ in 0..self.runs {
             let mut samples = Vec::with_capacity(jobs);
             while reused_failure.is_none() && samples.len() < jobs {
-                match self.run_on(&mut client, &job, &reference).await {
+                match self.run_on(&mut client, &job, Reference::Fixed(&reference)).await {
                     Ok(elapsed) => samples.push(micros(elapsed)),
                     Err(e) => {
                         // The client's first job was the warm-up.
@@ -230,7 +231,7 @@ impl Bench<'_> {
                 let started = Instant::now();
                 let mut fresh_client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
                 let connected = Instant::now();
-                self.run_on(&mut fresh_client, &job, &reference).await?;
+                self.run_on(&mut fresh_client, &job, Reference::Fixed(&reference)).await?;
                 totals.push(micros(started.elapsed()));
                 connects.push(micros(connected - started));
                 // Dropped without `close`: quinn closes the connection in the background.
@@ -252,7 +253,7 @@ impl Bench<'_> {
         let mut closes = Vec::new();
         for _ in 0..CLOSE_SAMPLES.min(jobs) {
             let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
-            self.run_on(&mut client, &job, &reference).await?;
+            self.run_on(&mut client, &job, Reference::Fixed(&reference)).await?;
             let started = Instant::now();
             client.close().await;
             closes.push(micros(started.elapsed()));
@@ -294,19 +295,60 @@ impl Bench<'_> {
         let serial = bytes as f64 / 1e6 / started.elapsed().as_secs_f64();
         let mut rates = Vec::new();
         for run in 0..=self.runs {
-            let timing = self.timed_job(&job, &reference).await?;
+            let timing = self.timed_job(&job, Reference::Fixed(&reference)).await?;
             if run > 0 {
                 rates.push(bytes as f64 / 1e6 / timing.total().as_secs_f64());
             }
         }
+        // The same chunks as references the nodes read from the file themselves.
+        let mut shared = job.clone();
+        shared.shared_input = true;
+        let mut shared_rates = Vec::new();
+        for run in 0..=self.runs {
+            let timing = self.timed_job(&shared, Reference::Fixed(&reference)).await?;
+            if run > 0 {
+                shared_rates.push(bytes as f64 / 1e6 / timing.total().as_secs_f64());
+            }
+        }
+        // Chunk sizes chosen by `auto` (default 1 s target), bytes shipped and shared.
+        let mut auto_rows = Vec::new();
+        for shared_input in [false, true] {
+            let mut auto = job.clone();
+            auto.split = SplitRule::Auto(AutoSplit::Bytes);
+            auto.shared_input = shared_input;
+            let (mut rates, mut sizes) = (Vec::new(), Vec::new());
+            for run in 0..=self.runs {
+                let started = Instant::now();
+                let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
+                let connect = started.elapsed();
+                // Timed as `timed_job` times: connect plus run, not the output check after it.
+                let (elapsed, decision) = self.run_checked(&mut client, &auto, Reference::AutoBytes).await?;
+                let seconds = (connect + elapsed).as_secs_f64();
+                client.close().await;
+                if run > 0 {
+                    rates.push(bytes as f64 / 1e6 / seconds);
+                    sizes.push(decision.map_or(0.0, |d| d.size as f64 / f64::from(1 << 20)));
+                }
+            }
+            let how = if shared_input { "shared input" } else { "bytes shipped" };
+            auto_rows.push(Row::new("W3", format!("throughput with bytes:auto, {how}"), "MB/s", Summary::of(&rates), ">= 800"));
+            auto_rows.push(Row::new("W3", format!("chunk size bytes:auto chose, {how}"), "MiB", Summary::of(&sizes), ""));
+        }
         // The input is large; do not keep it for the next workload.
         let _ = std::fs::remove_file(&input);
-        Ok(vec![
+        let mut rows = vec![
             Row::new(
                 "W3",
                 format!("throughput, {} MiB in 1 MiB chunks (checksum.wat)", bytes >> 20),
                 "MB/s",
                 Summary::of(&rates),
+                ">= 800",
+            ),
+            Row::new(
+                "W3",
+                "throughput, same chunks with shared input (nodes read the file; chunks travel as references)".into(),
+                "MB/s",
+                Summary::of(&shared_rates),
                 ">= 800",
             ),
             Row::new(
@@ -317,7 +359,9 @@ impl Bench<'_> {
                 Summary::of(&[serial]),
                 "",
             ),
-        ])
+        ];
+        rows.append(&mut auto_rows);
+        Ok(rows)
     }
 
     async fn w4(&mut self) -> anyhow::Result<Vec<Row>> {
@@ -340,13 +384,17 @@ impl Bench<'_> {
         }
         let compile_median = Summary::of(&compile).map_or(0.0, |s| s.median);
         let reference = run_serial(&self.engine, &payload_bytes, &job.args, inputs.clone())?;
-        self.timed_job(&job, &reference).await?;
+        self.timed_job(&job, Reference::Fixed(&reference)).await?;
+        let mut auto = job.clone();
+        auto.split = SplitRule::Auto(AutoSplit::Range { start: 0, end: W4_HEIGHT });
+        self.timed_job(&auto, Reference::Fixed(&reference)).await?;
 
         let topology = self.cluster.topology;
         let slots = f64::from(topology.nodes * topology.slots_per_node);
         let mut serial = Vec::new();
         let mut distributed = Vec::new();
         let mut efficiency = Vec::new();
+        let mut auto_efficiency = Vec::new();
         for _ in 0..self.runs {
             let started = Instant::now();
             let output = run_serial(&self.engine, &payload_bytes, &job.args, inputs.clone())?;
@@ -354,15 +402,19 @@ impl Bench<'_> {
             if output != reference {
                 bail!("run_serial of mandelbrot is not deterministic");
             }
-            let seconds = self.timed_job(&job, &reference).await?.total().as_secs_f64();
+            let seconds = self.timed_job(&job, Reference::Fixed(&reference)).await?.total().as_secs_f64();
             serial.push(serial_seconds);
             distributed.push(seconds * 1e3);
             efficiency.push(100.0 * serial_seconds / (slots * seconds));
+            let seconds = self.timed_job(&auto, Reference::Fixed(&reference)).await?.total().as_secs_f64();
+            auto_efficiency.push(100.0 * serial_seconds / (slots * seconds));
         }
         let serial_ms: Vec<f64> = serial.iter().map(|s| s * 1e3).collect();
         Ok(vec![
             Row::new("W4", format!("parallel efficiency, mandelbrot 1024x1024x256, 64 chunks (serial / ({slots} x distributed), paired runs)"), "%",
                 Summary::of(&efficiency), ">= 95"),
+            Row::new("W4", format!("parallel efficiency with range:0..{W4_HEIGHT}:auto (same serial runs)"), "%",
+                Summary::of(&auto_efficiency), ">= 95"),
             Row::new("W4", format!("distributed time ({slots} slots)"), "ms", Summary::of(&distributed), ""),
             Row::new("W4", "serial time, run_serial in-process (compile excluded)".into(), "ms", Summary::of(&serial_ms), ""),
             Row::new("W4", "compile time of mandelbrot.wat (excluded above)".into(), "ms",
@@ -386,7 +438,7 @@ impl Bench<'_> {
 
     /// Runs `job` on a new client, checks its output and returns its timing; the client is then
     /// closed, untimed.
-    async fn timed_job(&mut self, job: &JobDescription, reference: &[u8]) -> anyhow::Result<JobTiming> {
+    async fn timed_job(&mut self, job: &JobDescription, reference: Reference<'_>) -> anyhow::Result<JobTiming> {
         let started = Instant::now();
         let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
         let connected = Instant::now();
@@ -400,12 +452,37 @@ impl Bench<'_> {
         &mut self,
         client: &mut Client,
         job: &JobDescription,
-        reference: &[u8],
+        reference: Reference<'_>,
     ) -> anyhow::Result<Duration> {
+        Ok(self.run_checked(client, job, reference).await?.0)
+    }
+
+    /// [`Self::run_on`], also returning what an `auto` rule decided.
+    async fn run_checked(
+        &mut self,
+        client: &mut Client,
+        job: &JobDescription,
+        reference: Reference<'_>,
+    ) -> anyhow::Result<(Duration, Option<Decision>)> {
         let started = Instant::now();
-        let report = client.run(job, |_| {}).await.with_context(|| format!("job {} failed", job.name))?;
+        let mut decision = None;
+        let on_update = |update: dispatcher::client::Update<'_>| {
+            if let dispatcher::client::Update::ChunkSize(chosen) = update {
+                decision = Some(*chosen);
+            }
+        };
+        let report = client.run(job, on_update).await.with_context(|| format!("job {} failed", job.name))?;
         let elapsed = started.elapsed();
         let output = std::fs::read(&report.output)?;
+        let computed;
+        let reference = match reference {
+            Reference::Fixed(bytes) => bytes,
+            Reference::AutoBytes => {
+                let decision = decision.context("the auto rule decided no chunk size")?;
+                computed = self.auto_reference(job, &decision)?;
+                &computed
+            }
+        };
         if output != reference {
             bail!(
                 "job {} output differs from run_serial ({} bytes, blake3 {}; expected {} bytes, blake3 {})",
@@ -417,8 +494,29 @@ impl Bench<'_> {
             );
         }
         let _ = std::fs::remove_file(&report.output);
-        Ok(elapsed)
+        Ok((elapsed, decision))
     }
+
+    /// The serial output of a `bytes:auto` job over one file: its probe chunks, then chunks of
+    /// the size it chose.
+    fn auto_reference(&self, job: &JobDescription, decision: &Decision) -> anyhow::Result<Vec<u8>> {
+        let data = std::fs::read(&job.inputs[0])?;
+        let probe = usize::try_from(common::split::auto::PROBE_BYTES)?;
+        let probes = usize::try_from(decision.probes)?;
+        let (head, rest) = data.split_at((probe * probes).min(data.len()));
+        let chunks = head.chunks(probe).chain(rest.chunks(usize::try_from(decision.size)?)).map(<[u8]>::to_vec);
+        let payload = std::fs::read(&job.payload)?;
+        Ok(run_serial(&self.engine, &payload, &job.args, chunks.collect::<Vec<_>>())?)
+    }
+}
+
+/// What a job's output must equal.
+#[derive(Debug, Clone, Copy)]
+enum Reference<'a> {
+    /// These bytes.
+    Fixed(&'a [u8]),
+    /// The serial run over the chunks a `bytes:auto` rule chose (see `auto_reference`).
+    AutoBytes,
 }
 
 /// The p50 and p99 of each run of a latency series.

@@ -19,11 +19,13 @@ use std::time::Duration;
 pub const PROBE_BYTES: u64 = 64 * 1024;
 /// Probe size for `range`, as a fraction of the range (at least one number).
 const PROBE_RANGE_FRACTION: u64 = 4096;
-/// Upper bound for a `bytes`/`lines` chunk whatever the measurement says.
-pub const MAX_AUTO_BYTES: u64 = 64 << 20;
+/// Upper bound for a `bytes`/`lines` chunk whatever the measurement says: bigger chunks gain
+/// nothing once a chunk's fixed cost is small, and they overlap transfer and work less (W3 in
+/// `bench/RESULTS.md` ran slower with 64 MiB chunks than with 8 MiB ones).
+pub const MAX_AUTO_BYTES: u64 = 8 << 20;
 /// Chunks per slot the remaining input is cut into at least, so no slot idles at the end while
-/// another runs a giant chunk.
-const MIN_CHUNKS_PER_SLOT: u64 = 4;
+/// another runs a giant chunk, and transfers overlap work.
+const MIN_CHUNKS_PER_SLOT: u64 = 8;
 /// Probe chunks per slot, within `MIN_PROBES..=MAX_PROBES`.
 const MIN_PROBES: u64 = 2;
 const MAX_PROBES: u64 = 16;
@@ -292,9 +294,9 @@ mod tests {
         assert_eq!(chunk_size(&slow), PROBE_BYTES, "never below the probe");
         let free = Measurement { run_nanos: 0, ..measurement() };
         assert_eq!(chunk_size(&free), MAX_AUTO_BYTES);
-        // 8 MiB left on 2 slots: at least 8 chunks of 1 MiB.
+        // 8 MiB left on 2 slots: at least 16 chunks of 512 KiB.
         let small = Measurement { remaining: Some(8 << 20), ..measurement() };
-        assert_eq!(chunk_size(&small), 1 << 20);
+        assert_eq!(chunk_size(&small), 512 << 10);
     }
 
     #[test]
@@ -310,26 +312,26 @@ mod tests {
         // The cutter pauses on its own thread; until it does, the tuner has nothing to decide.
         let decision = loop {
             assert_eq!(tuner.observe(2, 1_000_000), None, "a probe is still running");
-            if let Some(decision) = tuner.observe(3, 3_000_000) {
+            if let Some(decision) = tuner.observe(3, 24_000_000) {
                 break decision;
             }
             std::thread::yield_now();
         };
-        // 3 x 64 KiB in 3 ms: 1 s is 1000 x 64 KiB, below the balance and memory bounds.
+        // 3 x 64 KiB in 24 ms: 1 s is 125 x 64 KiB, below the balance and memory bounds.
         let expected = Decision {
             probes: 3,
             probe_units: 3 * PROBE_BYTES,
-            probe_time: Duration::from_millis(3),
-            size: 1000 * PROBE_BYTES,
+            probe_time: Duration::from_millis(24),
+            size: 125 * PROBE_BYTES,
             unit: Unit::Bytes,
         };
         assert_eq!(decision, expected);
         assert_eq!(
             decision.to_string(),
-            "auto split: 3 probe chunks (192.0 KiB) ran for 3.0 ms on the nodes; chunks of 62.5 MiB \
+            "auto split: 3 probe chunks (192.0 KiB) ran for 24.0 ms on the nodes; chunks of 7.8 MiB \
              from now on"
         );
-        assert_eq!(cutter.join().expect("cutter thread"), 1000 * PROBE_BYTES);
+        assert_eq!(cutter.join().expect("cutter thread"), 125 * PROBE_BYTES);
         assert_eq!(tuner.observe(100, 1), None, "decides once");
     }
 
