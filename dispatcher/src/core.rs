@@ -156,8 +156,9 @@ pub(crate) enum Event {
     },
     /// The next chunk input of a job was spooled here.
     Input { job: JobId, extent: Extent },
-    /// A job's input ended (and is synced to disk).
-    InputEnd { job: JobId },
+    /// A job's input ended; `sync` is its spool file, made durable by the journal writer with
+    /// the commit that records the input complete (not on the job's path: chunks already run).
+    InputEnd { job: JobId, sync: std::fs::File },
     /// A job's input could not be received or stored.
     InputFailed { job: JobId, error: String },
     /// A client follows a job.
@@ -263,6 +264,8 @@ pub(crate) struct Core {
     promises: Promises,
     /// Jobs whose results file gained bytes that `batch` points at.
     dirty_results: HashSet<JobId>,
+    /// Input spool files of jobs whose input ended this turn, to sync before `batch` commits.
+    input_syncs: Vec<std::fs::File>,
     /// Jobs whose results, input or state changed this turn: their clients hear of it.
     touched: HashSet<JobId>,
     commits: mpsc::Sender<CommitRequest>,
@@ -300,6 +303,7 @@ impl Core {
             batch: Batch::default(),
             promises: Promises::default(),
             dirty_results: HashSet::new(),
+            input_syncs: Vec::new(),
             touched: HashSet::new(),
             commits,
             committed,
@@ -390,14 +394,14 @@ impl Core {
                     self.handle_event(event);
                     // Take whatever else is already queued before acting, so a burst of reports
                     // becomes one round of assignments and one journal commit.
-                    for _ in 0..1024 {
-                        match events.try_recv() {
-                            Ok(event) => self.handle_event(event),
-                            Err(_) => break,
-                        }
-                    }
+                    self.handle_queued(&mut events);
                 }
-                () = sleep_until(deadline) => self.scheduler.handle_timeout(now()),
+                () = sleep_until(deadline) => {
+                    // Queued events came before the deadline was noticed: under load a node's
+                    // heartbeat may be among them, and must count before it is judged silent.
+                    self.handle_queued(&mut events);
+                    self.scheduler.handle_timeout(now());
+                }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
                 _ = progress.tick() => {
                     self.send_progress();
@@ -409,6 +413,16 @@ impl Core {
             }
             self.apply_actions();
             self.commit();
+        }
+    }
+
+    /// Handles events already queued, up to a bound so the rest of the loop keeps its turn.
+    fn handle_queued(&mut self, events: &mut mpsc::Receiver<Event>) {
+        for _ in 0..1024 {
+            match events.try_recv() {
+                Ok(event) => self.handle_event(event),
+                Err(_) => break,
+            }
         }
     }
 
@@ -464,8 +478,9 @@ impl Core {
                     self.scheduler.handle_chunks_added(now, job, 1);
                 }
             }
-            Event::InputEnd { job } => {
+            Event::InputEnd { job, sync } => {
                 if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+                    self.input_syncs.push(sync);
                     debug!(%job, chunks = entry.record.chunks, "input complete");
                     entry.record.input_complete = true;
                     self.batch.put_job(job, entry.record.clone());
@@ -762,7 +777,7 @@ impl Core {
         if self.commit_in_flight || (self.batch.is_empty() && self.promises.is_empty()) {
             return;
         }
-        let mut sync = Vec::new();
+        let mut sync = std::mem::take(&mut self.input_syncs);
         for job in self.dirty_results.drain() {
             if let Some(appender) = self.jobs.get(&job).and_then(|e| e.results_appender.as_ref()) {
                 match appender.sync_handle() {

@@ -598,8 +598,9 @@ async fn receive_input(
         let extent = appender.append(&chunk).map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
         events.send(Event::Input { job, extent }).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
     }
-    appender.sync().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
-    events.send(Event::InputEnd { job }).await.map_err(|_| "the dispatcher is shutting down".to_string())
+    // Made durable by the core's next journal commit, which `InputStored` waits for.
+    let sync = appender.sync_handle().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
+    events.send(Event::InputEnd { job, sync }).await.map_err(|_| "the dispatcher is shutting down".to_string())
 }
 
 /// Follows one job for one client: results in chunk order on an output stream, progress and the

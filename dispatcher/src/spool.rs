@@ -113,14 +113,6 @@ impl Appender {
     pub fn sync_handle(&self) -> std::io::Result<File> {
         self.file.try_clone()
     }
-
-    /// Makes everything appended so far durable.
-    ///
-    /// # Errors
-    /// If the sync fails.
-    pub fn sync(&self) -> std::io::Result<()> {
-        self.file.sync_data()
-    }
 }
 
 /// Reads extents of a spool file.
