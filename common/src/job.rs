@@ -138,7 +138,8 @@ impl JobDescription {
         );
         check("chunk_timeout", check_chunk_timeout(self.chunk_timeout));
         check("shared_input", check_shared_input(self.shared_input, &self.split));
-        if !self.chunk_timeout.is_zero() {
+        // The target matters only to an `auto` rule (and a zero timeout is reported already).
+        if matches!(self.split, SplitRule::Auto(_)) && !self.chunk_timeout.is_zero() {
             check("chunk_target", check_chunk_target(self.chunk_target, self.chunk_timeout));
         }
         check("memory_limit", check_memory_limit(self.memory_limit));

@@ -474,6 +474,29 @@ fn validate_flag_form() {
         );
     }
     check(|_| {}, None);
+    // A 1 s timeout with the default 1 s target is fine for a fixed rule, not for an auto one.
+    check(|job| job.chunk_timeout = Duration::from_secs(1), None);
+    check(
+        |job| {
+            job.chunk_timeout = Duration::from_secs(1);
+            job.split = SplitRule::Auto(crate::split::AutoSplit::Bytes);
+        },
+        Some(
+            "invalid job: key \"chunk_target\": must be shorter than chunk_timeout (1s), or every \
+             chunk would time out",
+        ),
+    );
+    check(|job| job.shared_input = true, None);
+    check(
+        |job| {
+            job.shared_input = true;
+            job.split = SplitRule::Lines(3);
+        },
+        Some(
+            "invalid job: key \"shared_input\": shared input needs a bytes split rule (bytes:SIZE \
+             or bytes:auto), not lines:3",
+        ),
+    );
     check(
         |job| job.max_attempts = 0,
         Some("invalid job: key \"max_attempts\": must be at least 1, found 0"),
