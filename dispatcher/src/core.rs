@@ -80,6 +80,7 @@ fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>,
         }
     }
 }
+use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
 use crate::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
 use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
@@ -147,6 +148,8 @@ pub(crate) enum Event {
         info: NodeInfo,
         address: String,
         commands: mpsc::UnboundedSender<NodeCommand>,
+        /// Stamped by the connection task as frames arrive.
+        heard: LastHeard,
         reply: oneshot::Sender<NodeId>,
     },
     /// A control message from a registered node.
@@ -193,6 +196,8 @@ struct NodeEntry {
     address: String,
     commands: mpsc::UnboundedSender<NodeCommand>,
     payloads: HashSet<PayloadHash>,
+    /// When its connection last received a frame, maybe not yet handled here.
+    heard: LastHeard,
     last_heartbeat: Instant,
     busy: u32,
     load: f32,
@@ -407,6 +412,9 @@ impl Core {
                     // Queued events came before the deadline was noticed: under load a node's
                     // heartbeat may be among them, and must count before it is judged silent.
                     self.handle_queued(&mut events);
+                    for (node, entry) in &self.nodes {
+                        self.scheduler.handle_sign_of_life(entry.heard.get(), *node);
+                    }
                     self.scheduler.handle_timeout(now());
                 }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
@@ -436,7 +444,7 @@ impl Core {
     fn handle_event(&mut self, event: Event) {
         let now = now();
         match event {
-            Event::NodeRegistered { info, address, commands, reply } => {
+            Event::NodeRegistered { info, address, commands, heard, reply } => {
                 let node = NodeId(self.next_node);
                 self.next_node += 1;
                 let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
@@ -457,6 +465,7 @@ impl Core {
                     info,
                     address,
                     commands,
+                    heard,
                     last_heartbeat: Instant::now(),
                     busy: 0,
                     load: 0.0,

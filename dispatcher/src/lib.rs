@@ -7,6 +7,7 @@ pub mod config;
 mod core;
 pub mod enroll;
 pub mod journal;
+mod liveness;
 pub mod local;
 mod output;
 pub mod payloads;

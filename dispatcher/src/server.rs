@@ -28,6 +28,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::config::DispatcherConfig;
 use crate::core::{ClientCommand, Core, Event, NodeCommand};
 use crate::journal::{Journal, JournalError};
+use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
 use crate::scheduler::{NodeId, SchedulerConfig};
 use crate::spool::{Appender, Spool};
@@ -329,11 +330,14 @@ async fn serve_node(
     let (commands, command_rx) = mpsc::unbounded_channel();
     let (reply, node) = oneshot::channel();
     let address = conn.remote_address().to_string();
-    events.send(Event::NodeRegistered { info, address, commands, reply }).await.map_err(|_| ConnError::CoreGone)?;
+    let heard = LastHeard::default();
+    heard.stamp();
+    let registered = Event::NodeRegistered { info, address, commands, heard: heard.clone(), reply };
+    events.send(registered).await.map_err(|_| ConnError::CoreGone)?;
     let node = node.await.map_err(|_| ConnError::CoreGone)?;
     let result = tokio::select! {
-        r = read_node_control(&mut control.recv, node, events) => r,
-        r = read_reports(&mut reports, node, events) => r,
+        r = read_node_control(&mut control.recv, node, &heard, events) => r,
+        r = read_reports(&mut reports, node, &heard, events) => r,
         r = run_node_commands(conn, work, command_rx, node, events) => r,
         r = crate::enroll::watch_node(conn, peer, enrollment) => r.map_err(ConnError::from),
     };
@@ -345,15 +349,17 @@ async fn serve_node(
     result
 }
 
-async fn read_node_control(recv: &mut FramedRecv, node: NodeId, events: &mpsc::Sender<Event>) -> Result<(), ConnError> {
+async fn read_node_control(recv: &mut FramedRecv, node: NodeId, heard: &LastHeard, events: &mpsc::Sender<Event>) -> Result<(), ConnError> {
     while let Some(msg) = recv.read_frame::<NodeToDispatcher>().await? {
+        heard.stamp();
         events.send(Event::NodeMessage { node, msg }).await.map_err(|_| ConnError::CoreGone)?;
     }
     Ok(())
 }
 
-async fn read_reports(recv: &mut FramedRecv, node: NodeId, events: &mpsc::Sender<Event>) -> Result<(), ConnError> {
+async fn read_reports(recv: &mut FramedRecv, node: NodeId, heard: &LastHeard, events: &mpsc::Sender<Event>) -> Result<(), ConnError> {
     while let Some(report) = recv.read_frame().await? {
+        heard.stamp();
         events.send(Event::NodeReport { node, report }).await.map_err(|_| ConnError::CoreGone)?;
     }
     Ok(())

@@ -404,7 +404,7 @@ impl Scheduler {
             memory_total: resources.memory_total,
             memory_available: resources.memory_available,
             heard: now,
-            reported: now,
+            alive_at: now,
             timer_at,
             suspect: false,
             drained: false,
@@ -679,7 +679,7 @@ impl Scheduler {
         node: NodeId,
         attempt: AttemptId,
     ) -> Option<(JobId, ChunkIndex)> {
-        self.note_report(now, node);
+        self.handle_sign_of_life(now, node);
         let Some(live) = self.attempts.get(&attempt) else {
             return self.recover_lost_result(now, node, attempt);
         };
@@ -755,7 +755,7 @@ impl Scheduler {
         attempt: AttemptId,
         failure: ChunkFailure,
     ) {
-        self.note_report(now, node);
+        self.handle_sign_of_life(now, node);
         if self.attempts.get(&attempt).is_none_or(|a| a.node != node) {
             return;
         }
@@ -973,11 +973,12 @@ struct Node {
     /// From the last heartbeat.
     memory_available: u64,
     /// When the node last heartbeated (or joined), or, once its heartbeat timer has looked,
-    /// last reported.
+    /// last showed a sign of life.
     heard: Instant,
-    /// When the node last reported an attempt: proof of life as good as a heartbeat, noted
-    /// cheaply here and taken into `heard` only when the heartbeat timer fires.
-    reported: Instant,
+    /// The node's last sign of life (a report, or any frame its connection received): proof of
+    /// life as good as a heartbeat, noted cheaply here and taken into `heard` only when the
+    /// heartbeat timer fires.
+    alive_at: Instant,
     /// When its `Timer::Heartbeat` fires: `heard` plus half of `node_timeout`, or plus all of it
     /// once the node is suspect.
     timer_at: Instant,
@@ -1505,9 +1506,12 @@ impl Scheduler {
         }
     }
 
-    fn note_report(&mut self, now: Instant, node: NodeId) {
+    /// The node was heard from at `at` (a report, or a frame its connection received): it
+    /// counts as a heartbeat when its heartbeat timer next fires. Cheap; unknown nodes are
+    /// ignored.
+    pub fn handle_sign_of_life(&mut self, at: Instant, node: NodeId) {
         if let Some(n) = self.nodes.get_mut(&node) {
-            n.reported = now;
+            n.alive_at = n.alive_at.max(at);
         }
     }
 
@@ -1515,11 +1519,11 @@ impl Scheduler {
     fn heartbeat_missed(&mut self, now: Instant, node: NodeId) {
         let deadline = self.config.node_timeout;
         let Some(n) = self.nodes.get_mut(&node) else { return };
-        if n.reported > n.heard {
-            // Results arrived since: the node is alive, only its heartbeats are late (a busy
-            // node, or heartbeats dropped by a full socket buffer under load).
-            let (reported, memory) = (n.reported, n.memory_available);
-            self.handle_heartbeat(reported, node, memory);
+        if n.alive_at > n.heard {
+            // The node showed life since: only its heartbeats are late (a busy node, heartbeats
+            // dropped by a full socket buffer, or a core behind its event queue).
+            let (alive_at, memory) = (n.alive_at, n.memory_available);
+            self.handle_heartbeat(alive_at, node, memory);
             return;
         }
         let drop_at = n.heard + deadline;

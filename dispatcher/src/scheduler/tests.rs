@@ -372,6 +372,19 @@ fn reports_are_signs_of_life_when_heartbeats_are_late() {
     check_actions(&mut s, "drop n1: no heartbeat for 5s");
 }
 
+#[test]
+fn a_frame_seen_by_the_connection_keeps_a_node_alive() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(SchedulerConfig::default());
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    // The core learns at 2.5 s, behind its queue, that a frame arrived at 2.4 s.
+    s.handle_sign_of_life(now + ms(2400), N1);
+    s.handle_sign_of_life(now + ms(100), N1);
+    s.handle_timeout(now + ms(2500));
+    check_actions(&mut s, "");
+    assert_eq!(s.poll_timeout(), Some(now + ms(4900)), "counted from the latest sign");
+}
+
 /// Places a 100-chunk job on one node and checks how many attempts it got.
 #[track_caller]
 fn check_memory(slots: u32, available_gib: u64, limit_gib: u64, expect: usize) {
