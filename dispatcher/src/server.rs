@@ -352,6 +352,15 @@ async fn serve_node(
 async fn read_node_control(recv: &mut FramedRecv, node: NodeId, heard: &LastHeard, events: &mpsc::Sender<Event>) -> Result<(), ConnError> {
     while let Some(msg) = recv.read_frame::<NodeToDispatcher>().await? {
         heard.stamp();
+        if matches!(msg, NodeToDispatcher::Heartbeat(_)) {
+            // With the core's queue full (a burst of reports), a heartbeat's news waits for the
+            // next one: the stamp above already proves life, and blocking here would stop the
+            // stamps too.
+            match events.try_send(Event::NodeMessage { node, msg }) {
+                Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => continue,
+                Err(mpsc::error::TrySendError::Closed(_)) => return Err(ConnError::CoreGone),
+            }
+        }
         events.send(Event::NodeMessage { node, msg }).await.map_err(|_| ConnError::CoreGone)?;
     }
     Ok(())

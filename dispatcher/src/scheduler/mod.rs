@@ -88,7 +88,7 @@ impl fmt::Display for NodeId {
 pub struct SchedulerConfig {
     /// Attempts queued on a node per slot beyond the one running in it, so a fast payload never
     /// waits a round trip for its next chunk. A node holds at most `slots * (1 + pipeline_depth)`
-    /// attempts. Default 2 here; the dispatcher daemon uses its `pipeline_depth` setting (16).
+    /// attempts. Default 2 here; the dispatcher daemon uses its `pipeline_depth` setting (8).
     pub pipeline_depth: u32,
     /// How long a node may stay silent (no heartbeat, join counts as one) before it is dropped
     /// and its attempts requeued; after half of it the node is suspect and takes no new work.
