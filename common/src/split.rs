@@ -204,7 +204,7 @@ impl SplitRule {
             SplitRule::Bytes(size) => NonZeroU64::new(size).map(|n| ByteSplitter::new(n).into()),
             SplitRule::Lines(lines) => NonZeroU64::new(lines).map(|n| LineSplitter::new(n).into()),
             SplitRule::Auto(AutoSplit::Bytes) => Some(ByteSplitter::new(PROBE).into()),
-            SplitRule::Auto(AutoSplit::Lines) => Some(SizedLineSplitter::new(PROBE).into()),
+            SplitRule::Auto(AutoSplit::Lines) => Some(ByteSplitter::whole_lines(PROBE).into()),
             SplitRule::Files | SplitRule::Range { .. } | SplitRule::Auto(AutoSplit::Range { .. }) => {
                 None
             }
@@ -617,8 +617,6 @@ pub enum Splitter {
     Bytes(ByteSplitter),
     /// Cuts chunks of whole lines.
     Lines(LineSplitter),
-    /// Cuts chunks of whole lines of about a size in bytes (`lines:auto`).
-    SizedLines(SizedLineSplitter),
 }
 
 impl Splitter {
@@ -629,7 +627,6 @@ impl Splitter {
         match self {
             Splitter::Bytes(splitter) => splitter.feed(data),
             Splitter::Lines(splitter) => splitter.feed(data),
-            Splitter::SizedLines(splitter) => splitter.feed(data),
         }
     }
 
@@ -640,7 +637,6 @@ impl Splitter {
         match self {
             Splitter::Bytes(splitter) => splitter.size = size,
             Splitter::Lines(splitter) => splitter.lines = size,
-            Splitter::SizedLines(splitter) => splitter.size = size,
         }
     }
 
@@ -655,7 +651,6 @@ impl Splitter {
         match self {
             Splitter::Bytes(splitter) => splitter.finish(),
             Splitter::Lines(splitter) => splitter.finish(),
-            Splitter::SizedLines(splitter) => splitter.finish(),
         }
     }
 }
@@ -672,17 +667,15 @@ impl From<LineSplitter> for Splitter {
     }
 }
 
-impl From<SizedLineSplitter> for Splitter {
-    fn from(splitter: SizedLineSplitter) -> Self {
-        Splitter::SizedLines(splitter)
-    }
-}
 
 /// Cuts a stream into chunks of exactly `size` bytes; only the last may be shorter, and an empty
-/// stream gives no chunk.
+/// stream gives no chunk. Made by [`ByteSplitter::whole_lines`], it cuts whole lines instead:
+/// each chunk ends at the first line end at or after `size` bytes (a line longer than `size` is
+/// one chunk).
 #[derive(Debug, Clone)]
 pub struct ByteSplitter {
     size: NonZeroU64,
+    whole_lines: bool,
     current: Vec<u8>,
 }
 
@@ -691,7 +684,17 @@ impl ByteSplitter {
     pub fn new(size: NonZeroU64) -> Self {
         Self {
             size,
+            whole_lines: false,
             current: Vec::new(),
+        }
+    }
+
+    /// A splitter for chunks of whole lines, at least `size` bytes each but the last
+    /// (`lines:auto`).
+    pub fn whole_lines(size: NonZeroU64) -> Self {
+        Self {
+            whole_lines: true,
+            ..Self::new(size)
         }
     }
 
@@ -700,6 +703,9 @@ impl ByteSplitter {
         if self.current.capacity() == 0 && !data.is_empty() {
             self.current.reserve(reserve_for(self.size.get()));
         }
+        if self.whole_lines {
+            return self.feed_lines(data);
+        }
         let missing = self.size.get() - self.current.len() as u64;
         let take = usize::try_from(missing).map_or(data.len(), |missing| missing.min(data.len()));
         self.current.extend_from_slice(&data[..take]);
@@ -707,6 +713,27 @@ impl ByteSplitter {
             (take, Some(std::mem::take(&mut self.current)))
         } else {
             (take, None)
+        }
+    }
+
+    /// The whole-lines form of [`ByteSplitter::feed`].
+    fn feed_lines(&mut self, data: &[u8]) -> (usize, Option<Vec<u8>>) {
+        // Bytes still needed before a line end may close the chunk; the byte that reaches the
+        // size may itself be that line end.
+        let short = usize::try_from(self.size.get() - 1)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(self.current.len());
+        let skip = short.min(data.len());
+        match data[skip..].iter().position(|&byte| byte == b'\n') {
+            Some(index) => {
+                let end = skip + index + 1;
+                self.current.extend_from_slice(&data[..end]);
+                (end, Some(std::mem::take(&mut self.current)))
+            }
+            None => {
+                self.current.extend_from_slice(data);
+                (data.len(), None)
+            }
         }
     }
 
@@ -774,54 +801,6 @@ impl LineSplitter {
     /// See [`Splitter::finish`].
     pub fn finish(&mut self) -> Option<Vec<u8>> {
         self.seen = 0;
-        Some(std::mem::take(&mut self.current)).filter(|chunk| !chunk.is_empty())
-    }
-}
-
-/// Cuts a stream into chunks of whole lines: each chunk ends at the first line end at or after
-/// `size` bytes, so it is at least `size` bytes unless it is the last. A line longer than `size`
-/// is one chunk; an empty stream gives no chunk.
-#[derive(Debug, Clone)]
-pub struct SizedLineSplitter {
-    size: NonZeroU64,
-    current: Vec<u8>,
-}
-
-impl SizedLineSplitter {
-    /// A splitter for chunks of about `size` bytes.
-    pub fn new(size: NonZeroU64) -> Self {
-        Self {
-            size,
-            current: Vec::new(),
-        }
-    }
-
-    /// See [`Splitter::feed`].
-    pub fn feed(&mut self, data: &[u8]) -> (usize, Option<Vec<u8>>) {
-        if self.current.capacity() == 0 && !data.is_empty() {
-            self.current.reserve(reserve_for(self.size.get()));
-        }
-        // Bytes still needed before a line end may close the chunk; the byte that reaches the
-        // size may itself be that line end.
-        let short = usize::try_from(self.size.get() - 1)
-            .unwrap_or(usize::MAX)
-            .saturating_sub(self.current.len());
-        let skip = short.min(data.len());
-        match data[skip..].iter().position(|&byte| byte == b'\n') {
-            Some(index) => {
-                let end = skip + index + 1;
-                self.current.extend_from_slice(&data[..end]);
-                (end, Some(std::mem::take(&mut self.current)))
-            }
-            None => {
-                self.current.extend_from_slice(data);
-                (data.len(), None)
-            }
-        }
-    }
-
-    /// See [`Splitter::finish`].
-    pub fn finish(&mut self) -> Option<Vec<u8>> {
         Some(std::mem::take(&mut self.current)).filter(|chunk| !chunk.is_empty())
     }
 }
