@@ -208,7 +208,7 @@ impl Client {
         loop {
             match self.control.recv.expect_frame::<ClientEvent>().await? {
                 ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. } => {}
+                event if is_late_news(&event) => {}
                 answer => return Ok(answer),
             }
         }
@@ -391,8 +391,7 @@ impl Client {
                     tracing::info!(%job, "job accepted");
                     return Ok((Started { id: job, tuner }, chunks));
                 }
-                // Late news of an earlier job on this connection.
-                ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. } => {}
+                event if is_late_news(&event) => {}
                 ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
                 other => return Err(unexpected(&other)),
             }
@@ -466,6 +465,12 @@ impl Client {
         self.conn.close(0u32.into(), b"done");
         self.endpoint.wait_idle().await;
     }
+}
+
+/// Whether `event` can be news of an earlier job on this connection, which a new question's
+/// answer may follow (a durable `InputStored` arrives after the verdict it backs).
+fn is_late_news(event: &ClientEvent) -> bool {
+    matches!(event, ClientEvent::InputStored { .. } | ClientEvent::Progress(_) | ClientEvent::Waiting { .. })
 }
 
 fn unexpected(event: &ClientEvent) -> ClientError {

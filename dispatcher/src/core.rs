@@ -654,10 +654,7 @@ impl Core {
                     debug!(attempt = %report.attempt, "late or duplicate result discarded");
                     return;
                 };
-                if let Some(entry) = self.jobs.get_mut(&job) {
-                    entry.run_nanos = entry.run_nanos.saturating_add(report.run_nanos);
-                }
-                if let Err(e) = self.store_result(job, chunk, &output) {
+                if let Err(e) = self.store_result(job, chunk, &output, report.run_nanos) {
                     warn!(%job, chunk, error = %e, "cannot store a result");
                     self.scheduler.handle_cancel(now, job);
                     self.finish(job, JobState::Failed(JobFailure::Other {
@@ -676,7 +673,8 @@ impl Core {
         }
     }
 
-    fn store_result(&mut self, job: JobId, chunk: ChunkIndex, output: &[u8]) -> std::io::Result<()> {
+    /// Spools an accepted result, which ran for `run_nanos` on its node.
+    fn store_result(&mut self, job: JobId, chunk: ChunkIndex, output: &[u8], run_nanos: u64) -> std::io::Result<()> {
         let Some(entry) = self.jobs.get_mut(&job) else { return Ok(()) };
         let appender = match &mut entry.results_appender {
             Some(appender) => appender,
@@ -686,6 +684,7 @@ impl Core {
         if let Some(slot) = entry.results.get_mut(chunk as usize) {
             *slot = Some(extent);
             entry.done += 1;
+            entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
         }
         self.batch.put_result(job, chunk, extent);
         self.dirty_results.insert(job);

@@ -522,7 +522,9 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
         memory_limit: spec.memory_limit,
         chunk_timeout: Duration::from_millis(spec.chunk_timeout_ms),
         cancel: pending.cancel.clone(),
-        shared_input_roots: spec.shared_input.then(|| node.config.shared_input_roots.clone()),
+        shared_input_roots: spec
+            .shared_input
+            .then(|| common::split::shared::resolve_roots(&node.config.shared_input_roots)),
     }))
 }
 

@@ -29,8 +29,9 @@ pub struct JobContext {
     pub chunk_timeout: std::time::Duration,
     /// Set when the job ends on this node; running chunks stop at the next epoch tick.
     pub cancel: CancelFlag,
-    /// For a shared-input job, the directories this node may read chunk bytes from (chunk
-    /// inputs are then references to them); `None` for a job whose chunks carry their bytes.
+    /// For a shared-input job, the directories this node may read chunk bytes from, resolved
+    /// (chunk inputs are then references to them); `None` for a job whose chunks carry their
+    /// bytes.
     pub shared_input_roots: Option<Vec<std::path::PathBuf>>,
 }
 

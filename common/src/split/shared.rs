@@ -56,8 +56,8 @@ impl ChunkRef {
         rmp_serde::from_slice(bytes).map_err(|e| format!("malformed shared-input chunk reference: {e}"))
     }
 
-    /// Reads the chunk's bytes, refusing any file that is not below one of `roots` and any
-    /// chunk larger than `max` bytes.
+    /// Reads the chunk's bytes, refusing any file that is not below one of `roots` (resolved
+    /// by [`resolve_roots`]) and any chunk larger than `max` bytes.
     ///
     /// # Errors
     /// Text for the user naming the file and why.
@@ -81,13 +81,22 @@ impl ChunkRef {
     }
 }
 
-/// `path` resolved, if it lies below one of `roots` (themselves resolved).
+/// The configured roots with `..` and symbolic links resolved, once per job rather than per
+/// chunk; roots that do not exist (yet: a share not mounted) are left out.
+pub fn resolve_roots(roots: &[PathBuf]) -> Vec<PathBuf> {
+    roots.iter().filter_map(|root| root.canonicalize().ok()).collect()
+}
+
+/// `path` resolved, if it lies below one of the resolved `roots`.
 fn allowed(path: &Path, roots: &[PathBuf]) -> Result<PathBuf, String> {
     if roots.is_empty() {
-        return Err("this node serves no shared input (its shared_input_roots setting is empty)".into());
+        return Err(
+            "this node serves no shared input (its shared_input_roots setting is empty or names no existing directory)"
+                .into(),
+        );
     }
     let resolved = path.canonicalize().map_err(|e| format!("shared input {}: {e}", path.display()))?;
-    let inside = roots.iter().any(|root| root.canonicalize().is_ok_and(|root| resolved.starts_with(root)));
+    let inside = roots.iter().any(|root| resolved.starts_with(root));
     if inside {
         Ok(resolved)
     } else {
@@ -109,7 +118,8 @@ mod tests {
         std::fs::write(inside.join("b"), b"abcdef").expect("file");
         std::fs::write(outside.join("secret"), b"secret").expect("file");
         let segment = |path: &Path, offset, len| Segment { path: path.display().to_string(), offset, len };
-        let roots = [inside.clone()];
+        let roots = resolve_roots(&[inside.clone(), dir.join("not-mounted")]);
+        assert_eq!(roots.len(), 1, "a missing root is left out");
 
         let chunk = ChunkRef { segments: vec![segment(&inside.join("a"), 7, 3), segment(&inside.join("b"), 0, 2)] };
         let chunk = ChunkRef::decode(&chunk.encode()).expect("round trip");

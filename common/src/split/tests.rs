@@ -334,7 +334,11 @@ fn cut_bytewise(rule: &SplitRule, input: &[u8]) -> Vec<Vec<u8>> {
 
 /// Cuts `input` pushed in the pieces given by `cuts` (sorted offsets).
 fn cut_pieces(rule: &SplitRule, input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
-    let mut splitter = rule.splitter().expect("stream rule");
+    cut_pieces_with(rule.splitter().expect("stream rule"), input, cuts)
+}
+
+/// [`cut_pieces`] with a given splitter.
+fn cut_pieces_with(mut splitter: Splitter, input: &[u8], cuts: &[usize]) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     let mut start = 0;
     for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
@@ -747,18 +751,8 @@ proptest! {
         let rule = SplitRule::Auto(AutoSplit::Lines);
         let mut splitter = rule.splitter().expect("stream rule");
         splitter.resize(NonZeroU64::new(size).expect("size > 0"));
-        let mut whole = Vec::new();
-        splitter.push(&input, &mut whole);
-        whole.extend(splitter.finish());
-        let mut pieces = Vec::new();
-        let mut start = 0;
-        for &cut in cuts.iter().chain(std::iter::once(&input.len())) {
-            let cut = cut.clamp(start, input.len());
-            splitter.push(&input[start..cut], &mut pieces);
-            start = cut;
-        }
-        pieces.extend(splitter.finish());
-        prop_assert_eq!(&pieces, &whole);
+        let whole = cut_pieces_with(splitter.clone(), &input, &[]);
+        prop_assert_eq!(&cut_pieces_with(splitter, &input, &cuts), &whole);
         prop_assert_eq!(whole.concat(), input);
         for (index, chunk) in whole.iter().enumerate() {
             if index + 1 < whole.len() {
@@ -937,7 +931,7 @@ fn shared_chunks_describe_the_same_bytes_as_chunks() {
     let spans: Vec<Vec<(u64, u64)>> =
         refs.iter().map(|chunk| chunk.segments.iter().map(|s| (s.offset, s.len)).collect()).collect();
     assert_eq!(spans, [vec![(0, 4)], vec![(4, 4)], vec![(8, 2), (0, 2)], vec![(2, 4)], vec![(6, 1)]]);
-    let root = [dir.path().to_owned()];
+    let root = shared::resolve_roots(&[dir.path().to_owned()]);
     let read: Vec<Vec<u8>> = refs.iter().map(|chunk| chunk.read(&root, 1 << 20).expect("reads")).collect();
     let direct: Vec<Vec<u8>> = rule.chunks(&inputs).expect("chunks").map(|chunk| chunk.expect("reads")).collect();
     assert_eq!(read, direct);
