@@ -17,7 +17,7 @@ use common::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv};
 use common::pki::Identity;
 use common::proto::{
-    ClientEvent, ClientRequest, Hello, HelloReply, JobSubmission, PayloadHash, PayloadKind, ResultMode, Role,
+    ClientEvent, ClientRequest, Hello, HelloReply, JobId, JobSubmission, PayloadHash, PayloadKind, ResultMode, Role,
     StreamHeader, PROTOCOL_VERSION,
 };
 
@@ -59,38 +59,8 @@ impl Probe {
     /// # Errors
     /// On any protocol or transport problem, or a wrong result.
     pub(crate) async fn round_trip(&mut self, payload: &[u8], chunk: &[u8], expect: &[u8]) -> anyhow::Result<Duration> {
-        let hash = PayloadHash::of(payload);
-        let submission = JobSubmission {
-            name: "bench-w2-probe".into(),
-            payload: hash,
-            payload_len: payload.len() as u64,
-            kind: PayloadKind::Wasm,
-            args: Vec::new(),
-            max_attempts: common::job::DEFAULT_MAX_ATTEMPTS,
-            chunk_timeout_ms: common::job::DEFAULT_CHUNK_TIMEOUT.as_millis() as u64,
-            memory_limit: common::job::DEFAULT_MEMORY_LIMIT,
-            priority: 0,
-            placement_timeout_ms: common::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
-            output: String::new(),
-            results: ResultMode::Concat,
-            shared_input: false,
-        };
         let started = Instant::now();
-        self.control.write_frame(&ClientRequest::Submit(submission)).await?;
-        let job = loop {
-            match self.control.recv.expect_frame::<ClientEvent>().await? {
-                ClientEvent::NeedPayload => {
-                    let header = StreamHeader::Payload { hash, len: payload.len() as u64 };
-                    let mut stream = open_uni(&self.conn, &header).await?;
-                    stream.write_unframed(Bytes::copy_from_slice(payload)).await?;
-                    stream.finish().await?;
-                }
-                ClientEvent::JobAccepted { job } => break job,
-                // Late news of the previous job on this connection.
-                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
-                other => bail!("unexpected answer to Submit: {other:?}"),
-            }
-        };
+        let job = self.submit(payload).await?;
         self.control.send.queue_frame(&ClientRequest::Attach { job })?;
         let mut input = open_uni(&self.conn, &StreamHeader::JobInput { job }).await?;
         input.queue_raw(chunk)?;
@@ -115,6 +85,84 @@ impl Probe {
             bail!("probe result {result:?} differs from run_serial's {expect:?}");
         }
         Ok(elapsed)
+    }
+
+    /// Submits a job running the WebAssembly `payload` and returns its id once accepted.
+    async fn submit(&mut self, payload: &[u8]) -> anyhow::Result<JobId> {
+        let hash = PayloadHash::of(payload);
+        let submission = JobSubmission {
+            name: "bench-w2-probe".into(),
+            payload: hash,
+            payload_len: payload.len() as u64,
+            kind: PayloadKind::Wasm,
+            args: Vec::new(),
+            max_attempts: common::job::DEFAULT_MAX_ATTEMPTS,
+            chunk_timeout_ms: common::job::DEFAULT_CHUNK_TIMEOUT.as_millis() as u64,
+            memory_limit: common::job::DEFAULT_MEMORY_LIMIT,
+            priority: 0,
+            placement_timeout_ms: common::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
+            output: String::new(),
+            results: ResultMode::Concat,
+            shared_input: false,
+        };
+        self.control.write_frame(&ClientRequest::Submit(submission)).await?;
+        loop {
+            match self.control.recv.expect_frame::<ClientEvent>().await? {
+                ClientEvent::NeedPayload => {
+                    let header = StreamHeader::Payload { hash, len: payload.len() as u64 };
+                    let mut stream = open_uni(&self.conn, &header).await?;
+                    stream.write_unframed(Bytes::copy_from_slice(payload)).await?;
+                    stream.finish().await?;
+                }
+                ClientEvent::JobAccepted { job } => return Ok(job),
+                // Late news of the previous job on this connection.
+                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
+                other => bail!("unexpected answer to Submit: {other:?}"),
+            }
+        }
+    }
+
+    /// One job whose input stays open: sends `chunks` copies of `chunk`, each after the previous
+    /// result arrived, and returns each round trip (input frame sent -> result frame received).
+    ///
+    /// # Errors
+    /// On any protocol or transport problem, or a wrong result.
+    pub(crate) async fn streamed_round_trips(
+        &mut self,
+        payload: &[u8],
+        chunk: &[u8],
+        expect: &[u8],
+        chunks: usize,
+    ) -> anyhow::Result<Vec<Duration>> {
+        let job = self.submit(payload).await?;
+        self.control.write_frame(&ClientRequest::Attach { job }).await?;
+        let mut input = open_uni(&self.conn, &StreamHeader::JobInput { job }).await?;
+        input.flush().await?;
+        let mut output = FramedRecv::new(self.conn.accept_uni().await?, DEFAULT_MAX_MESSAGE);
+        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job }) {
+            bail!("expected the job's output stream");
+        }
+        let mut trips = Vec::with_capacity(chunks);
+        for _ in 0..chunks {
+            let started = Instant::now();
+            input.queue_raw(chunk)?;
+            input.flush().await?;
+            let result = output.read_raw().await?.context("the output stream ended early")?;
+            trips.push(started.elapsed());
+            if result.as_ref() != expect {
+                bail!("streamed result {result:?} differs from run_serial's {expect:?}");
+            }
+        }
+        input.finish().await?;
+        loop {
+            match self.control.recv.expect_frame::<ClientEvent>().await? {
+                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
+                ClientEvent::JobSucceeded { .. } => break,
+                other => bail!("unexpected event: {other:?}"),
+            }
+        }
+        self.control.write_frame(&ClientRequest::Release { job }).await?;
+        Ok(trips)
     }
 
     /// Closes the connection and waits for the endpoint to drain.

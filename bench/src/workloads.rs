@@ -207,6 +207,7 @@ impl Bench<'_> {
         let mut fresh = Percentiles::default();
         let mut connect = Percentiles::default();
         let mut trip = Percentiles::default();
+        let mut streamed = Percentiles::default();
         for _ in 0..self.runs {
             let mut samples = Vec::with_capacity(jobs);
             while reused_failure.is_none() && samples.len() < jobs {
@@ -244,6 +245,8 @@ impl Bench<'_> {
                 trips.push(micros(probe.round_trip(&payload_bytes, &chunk, &reference).await?));
             }
             trip.add(&trips);
+            let trips = probe.streamed_round_trips(&payload_bytes, &chunk, &reference, jobs).await?;
+            streamed.add(&trips.into_iter().map(micros).collect::<Vec<_>>());
         }
         if reused_failure.is_none() {
             client.close().await;
@@ -271,6 +274,10 @@ impl Bench<'_> {
             &format!(
                 "{what}, protocol probe on one connection: Submit -> result + JobSucceeded (no client-side files)"
             ),
+            "p50 <= 150",
+        ));
+        rows.extend(streamed.rows(
+            &format!("{jobs} sequential chunks of one job, each sent when the previous result arrived (protocol probe)"),
             "p50 <= 150",
         ));
         rows.push(Row::new(

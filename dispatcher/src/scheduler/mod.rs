@@ -27,12 +27,15 @@
 //!   back of its priority class, so two equal jobs sharing one node alternate chunk by chunk
 //!   instead of the older one starving the newer.
 //! - **Speculation.** When a job has no pending chunks (input complete, queue empty) and one of its
-//!   attempts has been in flight longer than `max(speculation_min_age, speculation_multiplier *
+//!   attempts has been running longer than `max(speculation_min_age, speculation_multiplier *
 //!   median)`, where the median is over the durations of the job's chunks with an accepted result
 //!   (at least `speculation_min_samples` of them), a copy of that chunk is placed on another node
-//!   with an idle slot (never the same node, never a node the chunk failed on). A duration runs
-//!   from the `Assign` to the result, so it includes the time the attempt waited queued on its
-//!   node. Copies only use positions no pending chunk of any job can use. The first result wins;
+//!   with an idle slot (never the same node, never a node the chunk failed on). Nodes run their
+//!   attempts first come, first served, so an attempt is presumed running from the moment fewer
+//!   than `slots` attempts are ahead of it on its node; durations and ages count from then, not
+//!   from the `Assign` (with deep pipelines, time spent queued would make every queued attempt
+//!   look like a straggler once the job's queue empties, and copy thousands of healthy chunks).
+//!   Copies only use positions no pending chunk of any job can use. The first result wins;
 //!   the other attempt gets [`Action::CancelAttempt`]. A chunk has at most one copy: an attempt
 //!   that was copied is never copied again, even once its copy is gone; only a requeued chunk
 //!   (both attempts lost or failed) may be copied afresh. A failed or lost attempt whose copy
@@ -412,7 +415,7 @@ impl Scheduler {
             blame: Blame::default(),
             in_flight: 0,
             in_flight_memory: 0,
-            attempts: HashSet::new(),
+            attempts: BTreeSet::new(),
             jobs: HashMap::new(),
         };
         self.nodes.insert(node, new);
@@ -647,7 +650,7 @@ impl Scheduler {
             .collect();
         ours.sort_unstable();
         for attempt in ours {
-            if let Some(a) = self.release_attempt(attempt) {
+            if let Some(a) = self.release_attempt(now, attempt) {
                 if a.twin.is_none() {
                     self.requeue(a.job, a.chunk);
                 }
@@ -686,18 +689,20 @@ impl Scheduler {
         if live.node != node {
             return None;
         }
-        let a = self.release_attempt(attempt)?;
+        let a = self.release_attempt(now, attempt)?;
         // Invariant: attempts only exist for live jobs; end_job releases them.
         let job = self.jobs.get_mut(&a.job)?;
         job.done += 1;
-        job.durations.insert(job.done, now.saturating_duration_since(a.started));
+        if let Some(since) = a.running_since {
+            job.durations.insert(job.done, now.saturating_duration_since(since));
+        }
         if a.speculative {
             job.speculative_wins += 1;
         }
         let history = if job.failures.is_empty() { None } else { job.failures.remove(&a.chunk) };
         let mut loser = None;
         if let Some(twin) = a.twin {
-            if let Some(t) = self.release_attempt(twin) {
+            if let Some(t) = self.release_attempt(now, twin) {
                 self.actions.push_back(Action::CancelAttempt { node: t.node, attempt: twin });
                 loser = Some(t.node);
             }
@@ -759,7 +764,7 @@ impl Scheduler {
         if self.attempts.get(&attempt).is_none_or(|a| a.node != node) {
             return;
         }
-        let Some(a) = self.release_attempt(attempt) else { return };
+        let Some(a) = self.release_attempt(now, attempt) else { return };
         let name = self.nodes.get(&node).map(|n| n.name.clone()).unwrap_or_default();
         // Invariant: attempts only exist for live jobs; end_job releases them.
         let Some(job) = self.jobs.get_mut(&a.job) else { return };
@@ -991,7 +996,9 @@ struct Node {
     in_flight: u32,
     /// Sum of the memory limits of `attempts`.
     in_flight_memory: u64,
-    attempts: HashSet<AttemptId>,
+    /// In assignment order (ids only grow): the first `slots` are presumed running, the rest
+    /// queued behind them, as the node runs its attempts first come, first served.
+    attempts: BTreeSet<AttemptId>,
     /// Jobs the node got `StartJob` for, until they end.
     jobs: HashMap<JobId, NodeJob>,
 }
@@ -1158,8 +1165,9 @@ struct Attempt {
     node: NodeId,
     /// The job's memory limit, charged to the node while the attempt is in flight.
     memory: u64,
-    /// When it was assigned.
-    started: Instant,
+    /// Since when it is presumed running: its assignment, or the moment an attempt ahead of it
+    /// left its node's first `slots` positions; `None` while it waits queued behind them.
+    running_since: Option<Instant>,
     /// Whether it is a speculative copy.
     speculative: bool,
     /// The other live attempt of the same chunk, when one of the two is a copy.
@@ -1367,19 +1375,14 @@ impl Scheduler {
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         let memory = j.req.memory_limit;
+        // The newest attempt: it runs at once if fewer than `slots` are ahead of it.
+        let running_since = (n.attempts.len() < n.slots as usize).then_some(now);
         n.attempts.insert(attempt);
         n.in_flight_memory = n.in_flight_memory.saturating_add(memory);
         let speculative = twin.is_some();
-        // A first candidate changes the job's oldest attempt, so its wake-up may have to move.
-        let first = !speculative && j.candidates.is_empty();
         if speculative {
             j.pairs += 1;
             j.speculative += 1;
-        } else {
-            j.candidates.insert((now, attempt));
-        }
-        if first {
-            self.mark_spec(job);
         }
         self.set_in_flight(node, 1);
         let state = Attempt {
@@ -1387,12 +1390,15 @@ impl Scheduler {
             chunk,
             node,
             memory,
-            started: now,
+            running_since,
             speculative,
             twin,
-            candidate: !speculative,
+            candidate: false,
         };
         self.attempts.insert(attempt, state);
+        if running_since.is_some() && !speculative {
+            self.add_candidate(attempt);
+        }
         if let Some(t) = twin.and_then(|twin| self.attempts.get_mut(&twin)) {
             t.twin = Some(attempt);
         }
@@ -1428,11 +1434,25 @@ impl Scheduler {
     /// Forgets a live attempt, frees its node position and job count, and unpairs its twin,
     /// which stays a lone attempt that is never copied again. The caller requeues the chunk if
     /// the returned attempt had no twin and needs running again.
-    fn release_attempt(&mut self, attempt: AttemptId) -> Option<Attempt> {
+    fn release_attempt(&mut self, now: Instant, attempt: AttemptId) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
+        let mut promoted = None;
         if let Some(n) = self.nodes.get_mut(&a.node) {
             n.attempts.remove(&attempt);
             n.in_flight_memory = n.in_flight_memory.saturating_sub(a.memory);
+            if a.running_since.is_some() {
+                // The first attempt queued behind the running ones takes the freed slot.
+                promoted = n.attempts.iter().nth((n.slots as usize).saturating_sub(1)).copied();
+            }
+        }
+        if let Some(next) = promoted.and_then(|id| self.attempts.get_mut(&id).map(|b| (id, b))) {
+            let (id, b) = next;
+            if b.running_since.is_none() {
+                b.running_since = Some(now);
+                if !b.speculative {
+                    self.add_candidate(id);
+                }
+            }
         }
         self.set_in_flight(a.node, -1);
         if let Some(t) = a.twin.and_then(|twin| self.attempts.get_mut(&twin)) {
@@ -1443,14 +1463,28 @@ impl Scheduler {
             if a.twin.is_some() {
                 j.pairs = j.pairs.saturating_sub(1);
             }
-            if a.candidate {
-                j.candidates.remove(&(a.started, attempt));
+            if let (true, Some(since)) = (a.candidate, a.running_since) {
+                j.candidates.remove(&(since, attempt));
             }
         }
         if a.candidate {
             self.mark_spec(a.job);
         }
         Some(a)
+    }
+
+    /// Makes a running original attempt a candidate for a speculative copy.
+    fn add_candidate(&mut self, attempt: AttemptId) {
+        let Some(a) = self.attempts.get_mut(&attempt) else { return };
+        let (Some(since), Some(j)) = (a.running_since, self.jobs.get_mut(&a.job)) else { return };
+        a.candidate = true;
+        // A first candidate changes the job's oldest attempt, so its wake-up may have to move.
+        let first = j.candidates.is_empty();
+        j.candidates.insert((since, attempt));
+        if first {
+            let job = a.job;
+            self.mark_spec(job);
+        }
     }
 
     fn requeue(&mut self, job: JobId, chunk: ChunkIndex) {
@@ -1600,7 +1634,7 @@ impl Scheduler {
         lost.sort_unstable();
         let mut requeue: Vec<(JobId, ChunkIndex)> = Vec::new();
         for attempt in lost {
-            let Some(a) = self.release_attempt(attempt) else { continue };
+            let Some(a) = self.release_attempt(now, attempt) else { continue };
             self.lost.push_back(LostAttempt { attempt, job: a.job, chunk: a.chunk, node_name: n.name.clone() });
             if self.lost.len() > MAX_LOST_ATTEMPTS {
                 self.lost.pop_front();
@@ -1658,7 +1692,7 @@ impl Scheduler {
         }
         cancelled.sort_unstable();
         for attempt in cancelled {
-            if let Some(a) = self.release_attempt(attempt) {
+            if let Some(a) = self.release_attempt(now, attempt) {
                 self.actions.push_back(Action::CancelAttempt { node: a.node, attempt });
             }
         }
@@ -1840,9 +1874,9 @@ impl Scheduler {
     fn launch_copy(&mut self, now: Instant, attempt: AttemptId, node: NodeId) {
         let Some(a) = self.attempts.get_mut(&attempt) else { return };
         a.candidate = false;
-        let (job, chunk, started) = (a.job, a.chunk, a.started);
-        if let Some(j) = self.jobs.get_mut(&job) {
-            j.candidates.remove(&(started, attempt));
+        let (job, chunk, since) = (a.job, a.chunk, a.running_since);
+        if let (Some(j), Some(since)) = (self.jobs.get_mut(&job), since) {
+            j.candidates.remove(&(since, attempt));
         }
         if self.place(now, job, chunk, node, Some(attempt)) {
             // Jobs passed over for want of memory may fit a queued position now.
@@ -1940,7 +1974,8 @@ impl Scheduler {
             *job_in_flight.entry(a.job).or_default() += 1;
             per_chunk.entry((a.job, a.chunk)).or_default().push(*id);
             let j = &self.jobs[&a.job];
-            assert_eq!(a.candidate, j.candidates.contains(&(a.started, *id)), "attempt {id}");
+            let listed = a.running_since.is_some_and(|since| j.candidates.contains(&(since, *id)));
+            assert_eq!(a.candidate, listed, "attempt {id}");
             assert!(!a.candidate || (!a.speculative && a.twin.is_none()), "attempt {id}");
             if let Some(twin) = a.twin {
                 let t = &self.attempts[&twin];
@@ -1961,6 +1996,10 @@ impl Scheduler {
         }
         for (id, n) in &self.nodes {
             assert_eq!(n.in_flight as usize, n.attempts.len(), "node {id} in_flight");
+            for (position, attempt) in n.attempts.iter().enumerate() {
+                let running = self.attempts[attempt].running_since.is_some();
+                assert_eq!(running, position < n.slots as usize, "node {id} attempt {attempt}");
+            }
             assert!(n.in_flight <= n.capacity, "node {id} over capacity");
             let memory: u64 = n.attempts.iter().map(|a| self.attempts[a].memory).sum();
             assert_eq!(n.in_flight_memory, memory, "node {id} in_flight_memory");

@@ -740,6 +740,49 @@ fn copy_carries_on_alone_when_the_original_fails_or_is_lost() {
     s.check_invariants(now + ms(35));
 }
 
+/// With a deep pipeline a node holds attempts queued behind its running ones; their age counts
+/// from when they could start, so a queue that empties does not turn them all into stragglers.
+#[test]
+fn attempts_age_from_when_they_reach_a_slot() {
+    let now = Instant::now();
+    let config = SchedulerConfig {
+        speculation_min_samples: 1,
+        speculation_min_age: Duration::ZERO,
+        ..config(3)
+    };
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 4);
+    s.handle_input_complete(now, J1);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         assign n1 j1 c1 a2
+         assign n1 j1 c2 a3
+         assign n1 j1 c3 a4",
+    );
+    // An idle node that could take copies.
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    check_actions(&mut s, "");
+    // Each chunk runs 10 ms in turn. Counted from the assignment, a3 and a4 would be 30 ms old,
+    // three medians, at 30 ms and be copied; counted from their slot, none ever straggles.
+    for (k, attempt) in [1, 2, 3].into_iter().enumerate() {
+        let at = now + ms(10 * (k as u64 + 1));
+        s.handle_timeout(at);
+        check_actions(&mut s, "");
+        assert_eq!(s.handle_chunk_succeeded(at, N1, AttemptId(attempt)), Some((J1, k as u64)));
+    }
+    // a4 reached the slot at 30 ms: it straggles at 30 + 3 x 10 ms.
+    assert_eq!(s.poll_timeout(), Some(now + ms(60)));
+    s.handle_timeout(now + ms(59));
+    check_actions(&mut s, "");
+    s.handle_timeout(now + ms(60));
+    check_actions(&mut s, "start-job n2 j1\ncopy n2 j1 c3 a5");
+    s.check_invariants(now + ms(60));
+}
+
 #[test]
 fn slow_node_is_overtaken_by_speculative_copies() {
     let mut sim = Sim::with_config(config(0));
