@@ -345,6 +345,9 @@ pub struct Scheduler {
     /// Nodes taking new work with at least one free pipeline position, keyed so that iterating
     /// in reverse gives the node with the most free positions first (the oldest among equals).
     free: BTreeSet<(u32, Reverse<NodeId>)>,
+    /// The part of `free` with an idle slot (fewer attempts than slots), where speculative
+    /// copies go; kept apart so finding one never scans the busy nodes.
+    idle: BTreeSet<(u32, Reverse<NodeId>)>,
     /// Jobs with pending chunks, in service order.
     pending: BTreeMap<JobKey, JobId>,
     /// Heartbeat deadlines, placement clocks and speculation wake-ups, soonest first.
@@ -374,6 +377,7 @@ impl Scheduler {
             attempts: HashMap::new(),
             lost: VecDeque::new(),
             free: BTreeSet::new(),
+            idle: BTreeSet::new(),
             pending: BTreeMap::new(),
             timers: BTreeSet::new(),
             spec_waiting: BTreeSet::new(),
@@ -397,6 +401,7 @@ impl Scheduler {
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
         if capacity > 0 {
             self.free.insert((capacity, Reverse(node)));
+            self.idle.insert((capacity, Reverse(node)));
         }
         let new = Node {
             name: resources.name,
@@ -1023,6 +1028,11 @@ impl Node {
     }
 
     /// Positions new work may take now; what keys `Scheduler::free`.
+    /// Open with an idle slot: it could start a speculative copy at once.
+    fn is_idle(&self) -> bool {
+        self.free_positions() > 0 && self.in_flight < self.slots
+    }
+
     fn free_positions(&self) -> u32 {
         if self.open() {
             self.capacity.saturating_sub(self.in_flight)
@@ -1415,9 +1425,17 @@ impl Scheduler {
     /// that appeared for waiting speculative copies.
     fn update_node(&mut self, id: NodeId, change: impl FnOnce(&mut Node)) {
         let Some(node) = self.nodes.get_mut(&id) else { return };
-        let old_free = node.free_positions();
+        let (old_free, old_idle) = (node.free_positions(), node.is_idle());
         change(node);
-        let new_free = node.free_positions();
+        let (new_free, new_idle) = (node.free_positions(), node.is_idle());
+        if (old_free, old_idle) != (new_free, new_idle) {
+            if old_idle {
+                self.idle.remove(&(old_free, Reverse(id)));
+            }
+            if new_idle {
+                self.idle.insert((new_free, Reverse(id)));
+            }
+        }
         if old_free != new_free {
             if old_free > 0 {
                 self.free.remove(&(old_free, Reverse(id)));
@@ -1629,6 +1647,9 @@ impl Scheduler {
         let free = n.free_positions();
         if free > 0 {
             self.free.remove(&(free, Reverse(node)));
+        }
+        if n.is_idle() {
+            self.idle.remove(&(free, Reverse(node)));
         }
         let mut lost: Vec<AttemptId> = n.attempts.iter().copied().collect();
         lost.sort_unstable();
@@ -1860,12 +1881,9 @@ impl Scheduler {
     fn copy_target(&self, attempt: AttemptId) -> Option<NodeId> {
         let a = self.attempts.get(&attempt)?;
         let j = self.jobs.get(&a.job)?;
-        self.free.iter().rev().map(|&(_, Reverse(node))| node).find(|&node| {
+        self.idle.iter().rev().map(|&(_, Reverse(node))| node).find(|&node| {
             node != a.node
-                && self
-                    .nodes
-                    .get(&node)
-                    .is_some_and(|n| n.in_flight < n.slots && n.fits(a.job, &j.req))
+                && self.nodes.get(&node).is_some_and(|n| n.fits(a.job, &j.req))
                 && !j.failed_on(a.chunk, node)
         })
     }
@@ -2005,6 +2023,7 @@ impl Scheduler {
             assert_eq!(n.in_flight_memory, memory, "node {id} in_flight_memory");
             let free = n.free_positions();
             assert_eq!(self.free.contains(&(free, Reverse(*id))), free > 0, "node {id} free");
+            assert_eq!(self.idle.contains(&(free, Reverse(*id))), n.is_idle(), "node {id} idle");
             assert!(self.timers.contains(&(n.timer_at, Timer::Heartbeat(*id))));
             let expect = if n.suspect { self.config.node_timeout } else { self.suspect_after() };
             assert_eq!(n.timer_at, n.heard + expect, "node {id} heartbeat timer");
@@ -2015,6 +2034,8 @@ impl Scheduler {
         }
         let nodes_with_room = self.nodes.values().filter(|n| n.free_positions() > 0).count();
         assert_eq!(self.free.len(), nodes_with_room, "stale free entries");
+        let idle_nodes = self.nodes.values().filter(|n| n.is_idle()).count();
+        assert_eq!(self.idle.len(), idle_nodes, "stale idle entries");
         let (mut clocks, mut wakeups) = (0, 0);
         for (id, j) in &self.jobs {
             assert_eq!(j.in_flight, job_in_flight.get(id).copied().unwrap_or(0), "job {id}");
