@@ -122,49 +122,6 @@ impl Probe {
         }
     }
 
-    /// One job whose input stays open: sends `chunks` copies of `chunk`, each after the previous
-    /// result arrived, and returns each round trip (input frame sent -> result frame received).
-    ///
-    /// # Errors
-    /// On any protocol or transport problem, or a wrong result.
-    pub(crate) async fn streamed_round_trips(
-        &mut self,
-        payload: &[u8],
-        chunk: &[u8],
-        expect: &[u8],
-        chunks: usize,
-    ) -> anyhow::Result<Vec<Duration>> {
-        let job = self.submit(payload).await?;
-        self.control.write_frame(&ClientRequest::Attach { job }).await?;
-        let mut input = open_uni(&self.conn, &StreamHeader::JobInput { job }).await?;
-        input.flush().await?;
-        let mut output = FramedRecv::new(self.conn.accept_uni().await?, DEFAULT_MAX_MESSAGE);
-        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job }) {
-            bail!("expected the job's output stream");
-        }
-        let mut trips = Vec::with_capacity(chunks);
-        for _ in 0..chunks {
-            let started = Instant::now();
-            input.queue_raw(chunk)?;
-            input.flush().await?;
-            let result = output.read_raw().await?.context("the output stream ended early")?;
-            trips.push(started.elapsed());
-            if result.as_ref() != expect {
-                bail!("streamed result {result:?} differs from run_serial's {expect:?}");
-            }
-        }
-        input.finish().await?;
-        loop {
-            match self.control.recv.expect_frame::<ClientEvent>().await? {
-                ClientEvent::Progress(_) | ClientEvent::InputStored { .. } | ClientEvent::Waiting { .. } => {}
-                ClientEvent::JobSucceeded { .. } => break,
-                other => bail!("unexpected event: {other:?}"),
-            }
-        }
-        self.control.write_frame(&ClientRequest::Release { job }).await?;
-        Ok(trips)
-    }
-
     /// Closes the connection and waits for the endpoint to drain.
     pub(crate) async fn close(self) {
         self.conn.close(0u32.into(), b"done");

@@ -245,8 +245,7 @@ impl Bench<'_> {
                 trips.push(micros(probe.round_trip(&payload_bytes, &chunk, &reference).await?));
             }
             trip.add(&trips);
-            let trips = probe.streamed_round_trips(&payload_bytes, &chunk, &reference, jobs).await?;
-            streamed.add(&trips.into_iter().map(micros).collect::<Vec<_>>());
+            streamed.add(&streamed_round_trips(&mut client, &job, &chunk, &reference, jobs).await?);
         }
         if reused_failure.is_none() {
             client.close().await;
@@ -277,7 +276,7 @@ impl Bench<'_> {
             "p50 <= 150",
         ));
         rows.extend(streamed.rows(
-            &format!("{jobs} sequential chunks of one job, each sent when the previous result arrived (protocol probe)"),
+            &format!("{jobs} sequential chunks of one job, each sent when the previous result arrived (Client::open, JobStream send then recv)"),
             "p50 <= 150",
         ));
         rows.push(Row::new(
@@ -402,6 +401,7 @@ impl Bench<'_> {
         let mut distributed = Vec::new();
         let mut efficiency = Vec::new();
         let mut auto_efficiency = Vec::new();
+        let mut ceiling = Vec::new();
         for _ in 0..self.runs {
             let started = Instant::now();
             let output = run_serial(&self.engine, &payload_bytes, &job.args, inputs.clone())?;
@@ -415,6 +415,8 @@ impl Bench<'_> {
             efficiency.push(100.0 * serial_seconds / (slots * seconds));
             let seconds = self.timed_job(&auto, Reference::Fixed(&reference)).await?.total().as_secs_f64();
             auto_efficiency.push(100.0 * serial_seconds / (slots * seconds));
+            let seconds = self.threads_in_process(&payload_bytes, &job.args, &inputs, topology.nodes * topology.slots_per_node)?;
+            ceiling.push(100.0 * serial_seconds / (slots * (seconds - compile_median)));
         }
         let serial_ms: Vec<f64> = serial.iter().map(|s| s * 1e3).collect();
         Ok(vec![
@@ -422,6 +424,8 @@ impl Bench<'_> {
                 Summary::of(&efficiency), ">= 95"),
             Row::new("W4", format!("parallel efficiency with range:0..{W4_HEIGHT}:auto (same serial runs)"), "%",
                 Summary::of(&auto_efficiency), ">= 95"),
+            Row::new("W4", format!("machine ceiling: the same chunks on {slots} threads of one process, no dispy (serial / ({slots} x that))"), "%",
+                Summary::of(&ceiling), ""),
             Row::new("W4", format!("distributed time ({slots} slots)"), "ms", Summary::of(&distributed), ""),
             Row::new("W4", "serial time, run_serial in-process (compile excluded)".into(), "ms", Summary::of(&serial_ms), ""),
             Row::new("W4", "compile time of mandelbrot.wat (excluded above)".into(), "ms",
@@ -430,6 +434,27 @@ impl Bench<'_> {
     }
 
     /// A job over one input file with the bench's defaults.
+    /// Seconds for `threads` threads of this process to run `inputs` (chunk `i` on thread
+    /// `i % threads`) with `run_serial`, compile included: what the machine's cores give a
+    /// CPU-bound payload with no dispy in the way.
+    fn threads_in_process(&self, payload: &[u8], args: &[u8], inputs: &[Vec<u8>], threads: u32) -> anyhow::Result<f64> {
+        let threads = threads.max(1) as usize;
+        let started = Instant::now();
+        std::thread::scope(|scope| {
+            let runs: Vec<_> = (0..threads)
+                .map(|t| {
+                    let mine = inputs.iter().skip(t).step_by(threads).cloned();
+                    scope.spawn(move || run_serial(&self.engine, payload, args, mine))
+                })
+                .collect();
+            runs.into_iter().try_for_each(|run| match run.join() {
+                Ok(result) => result.map(drop).map_err(anyhow::Error::from),
+                Err(_) => Err(anyhow::anyhow!("a run_serial thread panicked")),
+            })
+        })?;
+        Ok(started.elapsed().as_secs_f64())
+    }
+
     fn job(&self, payload: &Path, input: &Path, split: SplitRule, output: &str) -> JobDescription {
         let mut job = JobDescription::new(payload.to_path_buf(), split, self.dir.join(output));
         job.inputs = vec![input.to_path_buf()];
@@ -550,6 +575,33 @@ impl Percentiles {
 }
 
 /// A payload under `bench/payloads/`.
+/// One job fed through [`Client::open`]: sends `chunk` `count` times, each after the previous
+/// result arrived and was checked, and returns each round trip (send to result) in µs.
+async fn streamed_round_trips(
+    client: &mut Client,
+    job: &JobDescription,
+    chunk: &[u8],
+    expect: &[u8],
+    count: usize,
+) -> anyhow::Result<Vec<f64>> {
+    let mut stream = client.open(job).await?;
+    let mut trips = Vec::with_capacity(count);
+    for _ in 0..count {
+        let started = Instant::now();
+        stream.send(chunk).await?;
+        let result = stream.recv().await?.context("a chunk sent but no result awaited")?;
+        trips.push(micros(started.elapsed()));
+        if result.as_ref() != expect {
+            bail!("streamed result {result:?} differs from run_serial's {expect:?}");
+        }
+    }
+    let (rest, progress) = stream.finish().await?;
+    if !rest.is_empty() || progress.done != count as u64 {
+        bail!("streamed job ended with {} unread results and {} of {count} chunks done", rest.len(), progress.done);
+    }
+    Ok(trips)
+}
+
 fn bench_payload(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("payloads").join(name)
 }

@@ -24,6 +24,9 @@ use tokio::sync::mpsc;
 
 use crate::output::OutputSink;
 
+mod stream;
+pub use stream::JobStream;
+
 /// Largest result frame the client accepts.
 const MAX_RESULT: usize = 1 << 30;
 /// Chunks read ahead of the network.
@@ -84,6 +87,10 @@ pub enum ClientError {
         /// Why.
         failure: JobFailure,
     },
+    /// A [`JobStream`] of this client was dropped before its job's verdict, which would be taken
+    /// for the answer to this request.
+    #[error("job {0} was abandoned unfinished on this connection; connect again")]
+    Abandoned(JobId),
     /// The dispatcher broke the protocol.
     #[error("protocol error: {0}")]
     Protocol(String),
@@ -139,6 +146,9 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     control: Connection,
+    /// A job whose [`JobStream`] was dropped before its verdict: that verdict is still due on
+    /// the control stream, where it would be taken for the answer to a later request.
+    abandoned: Option<JobId>,
 }
 
 impl Client {
@@ -180,7 +190,7 @@ impl Client {
             },
         };
         match control.recv.expect_frame::<HelloReply>().await {
-            Ok(HelloReply::Welcome { .. }) => Ok(Self { endpoint, conn, control }),
+            Ok(HelloReply::Welcome { .. }) => Ok(Self { endpoint, conn, control, abandoned: None }),
             Ok(HelloReply::Refused { reason }) => Err(ClientError::Refused(reason)),
             // The dispatcher verifies our certificate after the handshake's first flight, so a
             // refused certificate shows up here, as the connection closing.
@@ -204,6 +214,7 @@ impl Client {
 
     /// Asks one question and returns the answer, passing over late news of earlier jobs.
     async fn request(&mut self, request: &ClientRequest) -> Result<ClientEvent, ClientError> {
+        self.check_usable()?;
         self.control.write_frame(request).await?;
         loop {
             match self.control.recv.expect_frame::<ClientEvent>().await? {
@@ -337,6 +348,7 @@ impl Client {
     ) -> Result<JobReport, ClientError> {
         let sink = OutputSink::create(output, results)
             .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
+        self.check_usable()?;
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let started = Started { id, tuner: None };
         let report = self.follow(&started, sink, output, on_update).await?;
@@ -347,12 +359,7 @@ impl Client {
     /// Submits the job and uploads its payload if needed; returns the job id, its chunks and,
     /// for an `auto` rule, their tuner.
     async fn start(&mut self, job: &JobDescription) -> Result<(Started, Chunks), ClientError> {
-        let payload = tokio::fs::read(&job.payload)
-            .await
-            .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
-        let kind = common::abi::detect_kind(&payload)
-            .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
-        let payload = Bytes::from(payload);
+        let (submission, payload) = submission(job).await?;
         let chunks = if job.shared_input { job.split.shared_chunks(&job.inputs)? } else { job.split.chunks(&job.inputs)? };
         let tuner = match chunks.auto() {
             Some(auto) => {
@@ -362,22 +369,15 @@ impl Client {
             }
             None => None,
         };
-        let hash = PayloadHash::of(&payload);
-        let submission = JobSubmission {
-            name: job.name.clone(),
-            payload: hash,
-            payload_len: payload.len() as u64,
-            kind,
-            args: job.args.clone(),
-            max_attempts: job.max_attempts,
-            chunk_timeout_ms: job.chunk_timeout.as_millis() as u64,
-            memory_limit: job.memory_limit,
-            priority: job.priority,
-            placement_timeout_ms: job.placement_timeout.as_millis() as u64,
-            output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
-            results: job.results,
-            shared_input: job.shared_input,
-        };
+        let id = self.send_submission(submission, payload).await?;
+        Ok((Started { id, tuner }, chunks))
+    }
+
+    /// Sends `Submit`, uploads the payload if the dispatcher asks for it, and returns the new
+    /// job's id.
+    async fn send_submission(&mut self, submission: JobSubmission, payload: Bytes) -> Result<JobId, ClientError> {
+        self.check_usable()?;
+        let hash = submission.payload;
         self.control.write_frame(&ClientRequest::Submit(submission)).await?;
         loop {
             match self.control.recv.expect_frame::<ClientEvent>().await? {
@@ -389,7 +389,7 @@ impl Client {
                 }
                 ClientEvent::JobAccepted { job } => {
                     tracing::info!(%job, "job accepted");
-                    return Ok((Started { id: job, tuner }, chunks));
+                    return Ok(job);
                 }
                 event if is_late_news(&event) => {}
                 ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
@@ -451,6 +451,14 @@ impl Client {
         Ok(JobReport { job: id, progress, output })
     }
 
+    /// Refuses requests after a [`JobStream`] was dropped before its verdict.
+    fn check_usable(&self) -> Result<(), ClientError> {
+        match self.abandoned {
+            None => Ok(()),
+            Some(job) => Err(ClientError::Abandoned(job)),
+        }
+    }
+
     /// Tells the dispatcher the output is safe, so it may delete the job's spooled data.
     async fn release(&mut self, id: JobId) {
         // Best effort: an unreleased job expires after the dispatcher's retention time anyway.
@@ -475,6 +483,31 @@ fn is_late_news(event: &ClientEvent) -> bool {
 
 fn unexpected(event: &ClientEvent) -> ClientError {
     ClientError::Protocol(format!("unexpected answer {event:?}"))
+}
+
+/// Reads the job's payload and describes the job for `Submit`.
+async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), ClientError> {
+    let payload = tokio::fs::read(&job.payload)
+        .await
+        .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
+    let kind = common::abi::detect_kind(&payload)
+        .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
+    let submission = JobSubmission {
+        name: job.name.clone(),
+        payload: PayloadHash::of(&payload),
+        payload_len: payload.len() as u64,
+        kind,
+        args: job.args.clone(),
+        max_attempts: job.max_attempts,
+        chunk_timeout_ms: job.chunk_timeout.as_millis() as u64,
+        memory_limit: job.memory_limit,
+        priority: job.priority,
+        placement_timeout_ms: job.placement_timeout.as_millis() as u64,
+        output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
+        results: job.results,
+        shared_input: job.shared_input,
+    };
+    Ok((submission, Bytes::from(payload)))
 }
 
 /// Reads chunks on a blocking thread and writes them as raw frames on the job's input stream.

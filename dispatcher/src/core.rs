@@ -175,6 +175,8 @@ pub(crate) enum Event {
     Attach {
         job: JobId,
         commands: mpsc::UnboundedSender<ClientCommand>,
+        /// The connection's events, the same channel a submitter on it gave.
+        client: mpsc::UnboundedSender<ClientEvent>,
         reply: oneshot::Sender<Result<Attachment, String>>,
     },
     /// A client has a job's whole output.
@@ -206,6 +208,8 @@ struct NodeEntry {
 
 struct Attacher {
     commands: mpsc::UnboundedSender<ClientCommand>,
+    /// The attaching connection's event channel, to tell a submitter that follows its own job.
+    client: mpsc::UnboundedSender<ClientEvent>,
     /// The next chunk whose result this client has not been sent.
     next: ChunkIndex,
 }
@@ -512,8 +516,8 @@ impl Core {
                     self.finish(job, JobState::Failed(JobFailure::Other { message: format!("job input failed: {error}") }));
                 }
             }
-            Event::Attach { job, commands, reply } => {
-                let _ = reply.send(self.attach(job, commands));
+            Event::Attach { job, commands, client, reply } => {
+                let _ = reply.send(self.attach(job, commands, client));
             }
             Event::Release { job } => {
                 if self.jobs.get(&job).is_some_and(|e| e.record.state.is_finished()) {
@@ -602,7 +606,12 @@ impl Core {
         Ok((job, appender))
     }
 
-    fn attach(&mut self, job: JobId, commands: mpsc::UnboundedSender<ClientCommand>) -> Result<Attachment, String> {
+    fn attach(
+        &mut self,
+        job: JobId,
+        commands: mpsc::UnboundedSender<ClientCommand>,
+        client: mpsc::UnboundedSender<ClientEvent>,
+    ) -> Result<Attachment, String> {
         let Some(entry) = self.jobs.get_mut(&job) else {
             return Err(format!("no job {job} here (finished jobs are forgotten once fetched or expired)"));
         };
@@ -616,7 +625,7 @@ impl Core {
             }
             JobState::Failed(_) | JobState::Cancelled => None,
         };
-        entry.attachers.push(Attacher { commands, next: 0 });
+        entry.attachers.push(Attacher { commands, client, next: 0 });
         self.touched.insert(job);
         Ok(Attachment { results })
     }
@@ -851,7 +860,10 @@ impl Core {
         };
         if let Some(event) = failed {
             if let Some(submitter) = entry.submitter.take() {
-                let _ = submitter.send(event);
+                // A submitter following its own job hears the verdict once, from the attachment.
+                if !entry.attachers.iter().any(|a| a.client.same_channel(&submitter)) {
+                    let _ = submitter.send(event);
+                }
             }
         }
         let progress = entry.progress(running);

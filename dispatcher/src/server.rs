@@ -502,7 +502,7 @@ async fn handle_request(
         ClientRequest::Attach { job } => {
             let (commands, command_rx) = mpsc::unbounded_channel();
             let (reply, answer) = oneshot::channel();
-            events.send(Event::Attach { job, commands, reply }).await.map_err(gone)?;
+            events.send(Event::Attach { job, commands, client: outbox.clone(), reply }).await.map_err(gone)?;
             match answer.await.map_err(|_| ConnError::CoreGone)? {
                 Ok(attachment) => {
                     let conn = conn.clone();

@@ -11,6 +11,7 @@
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
+//! - `stream`: jobs fed chunk by chunk through `Client::open`.
 
 mod deploy;
 mod failures;
@@ -19,5 +20,6 @@ mod local;
 mod native;
 mod protocol;
 mod security;
+mod stream;
 mod durability;
 mod faults;

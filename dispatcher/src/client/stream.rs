@@ -1,0 +1,193 @@
+//! Jobs fed chunk by chunk: [`Client::open`] submits a job whose input stream stays open, the
+//! caller sends each chunk when it has it ([`JobStream::send`]) and takes the results as they come
+//! back, in chunk order ([`JobStream::recv`]). This is the shape of request-and-response use (send
+//! one chunk, wait for its result, send the next) and of producers that make input as they go.
+//!
+//! Results are handed to the caller as they arrive instead of going to an output file, so nothing
+//! here is renamed into place: a caller that needs all-or-nothing output uses [`Client::run`].
+
+use bytes::Bytes;
+use common::frame::DEFAULT_MAX_MESSAGE;
+use common::job::JobDescription;
+use common::net::{open_uni, FramedRecv, FramedSend, StreamError};
+use common::proto::{ClientEvent, ClientRequest, JobId, JobProgress, StreamHeader};
+
+use super::{is_late_news, submission, unexpected, Client, ClientError, MAX_RESULT};
+
+/// A running job whose input the caller sends chunk by chunk; see [`Client::open`].
+///
+/// End it with [`JobStream::finish`]. Dropping it before the job's verdict arrived ends the input
+/// where it is (the job finishes the chunks already sent) but leaves that verdict unread on the
+/// connection, so the client refuses further requests: connect again.
+pub struct JobStream<'c> {
+    client: &'c mut Client,
+    id: JobId,
+    input: FramedSend,
+    output: FramedRecv,
+    /// Chunks sent whose results have not been received yet.
+    outstanding: u64,
+    /// Whether the job's verdict was read.
+    ended: bool,
+    /// The job's success, when it arrived before the last results (they travel on another
+    /// stream).
+    succeeded: Option<JobProgress>,
+}
+
+impl Client {
+    /// Submits `job` (its payload, arguments and limits; its input files and split rule are not
+    /// used) with an input that stays open for [`JobStream::send`].
+    ///
+    /// # Errors
+    /// As [`Client::run`] for the payload and the submission.
+    pub async fn open(&mut self, job: &JobDescription) -> Result<JobStream<'_>, ClientError> {
+        let (submission, payload) = submission(job).await?;
+        let id = self.send_submission(submission, payload).await?;
+        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+        let mut input = open_uni(&self.conn, &StreamHeader::JobInput { job: id }).await?;
+        input.flush().await?;
+        let output = loop {
+            tokio::select! {
+                stream = self.conn.accept_uni() => break stream.map_err(StreamError::from)?,
+                event = self.control.recv.expect_frame::<ClientEvent>() => match event? {
+                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                    event if is_late_news(&event) => {}
+                    other => return Err(unexpected(&other)),
+                },
+            }
+        };
+        let mut output = FramedRecv::new(output, DEFAULT_MAX_MESSAGE);
+        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job: id }) {
+            return Err(ClientError::Protocol("expected the job's output stream".into()));
+        }
+        output.set_max_frame(MAX_RESULT);
+        Ok(JobStream { client: self, id, input, output, outstanding: 0, ended: false, succeeded: None })
+    }
+}
+
+impl JobStream<'_> {
+    /// The job's id.
+    pub fn id(&self) -> JobId {
+        self.id
+    }
+
+    /// Sends the next chunk's input; it is scheduled as soon as the dispatcher has spooled it.
+    ///
+    /// # Errors
+    /// [`ClientError::JobFailed`] when the job already failed (the dispatcher stopped taking
+    /// input), [`ClientError::Stream`] when the connection fails.
+    pub async fn send(&mut self, chunk: &[u8]) -> Result<(), ClientError> {
+        self.input.queue_raw(chunk)?;
+        match self.input.flush().await {
+            Ok(()) => {
+                self.outstanding += 1;
+                Ok(())
+            }
+            // The dispatcher stopped the input because the job ended; the control stream says why.
+            Err(StreamError::Write(quinn::WriteError::Stopped(_))) => Err(self.verdict_error().await),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// The result of the oldest chunk sent and not yet received; `Ok(None)` when every chunk
+    /// sent has its result.
+    ///
+    /// # Errors
+    /// [`ClientError::JobFailed`] when a chunk exhausted its attempts (or no node can run the
+    /// job); [`ClientError::Stream`] when the connection fails.
+    pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
+        if self.outstanding == 0 {
+            return Ok(None);
+        }
+        loop {
+            // Both reads keep partial frames in their buffers, so the one that loses the race
+            // loses nothing.
+            tokio::select! {
+                result = self.output.read_raw() => match result? {
+                    Some(result) => {
+                        self.outstanding -= 1;
+                        return Ok(Some(result));
+                    }
+                    None => return Err(ClientError::Protocol("the output stream ended before the results".into())),
+                },
+                event = self.client.control.recv.expect_frame::<ClientEvent>() => {
+                    if let Some(error) = self.failure(event?) {
+                        return Err(error);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Ends the input, waits for the job to succeed and releases it. Returns the results not
+    /// received yet, in chunk order, and the job's final counts.
+    ///
+    /// # Errors
+    /// As [`JobStream::recv`].
+    pub async fn finish(mut self) -> Result<(Vec<Bytes>, JobProgress), ClientError> {
+        match self.input.finish().await {
+            Ok(()) => {}
+            Err(StreamError::Write(quinn::WriteError::Stopped(_))) => return Err(self.verdict_error().await),
+            Err(e) => return Err(e.into()),
+        }
+        let mut rest = Vec::new();
+        while let Some(result) = self.recv().await? {
+            rest.push(result);
+        }
+        let progress = loop {
+            if let Some(progress) = self.succeeded {
+                break progress;
+            }
+            let event = self.client.control.recv.expect_frame::<ClientEvent>().await?;
+            if let Some(error) = self.failure(event) {
+                return Err(error);
+            }
+        };
+        self.client.release(self.id).await;
+        Ok((rest, progress))
+    }
+
+    /// What a control event means while results are awaited: `None` to keep waiting.
+    fn failure(&mut self, event: ClientEvent) -> Option<ClientError> {
+        match event {
+            // Only after the input ended; `finish` collects the results still on their way.
+            ClientEvent::JobSucceeded { progress } => {
+                self.ended = true;
+                self.succeeded = Some(progress);
+                None
+            }
+            ClientEvent::JobFailed { failure } => {
+                self.ended = true;
+                Some(ClientError::JobFailed { job: self.id, failure })
+            }
+            ClientEvent::Error { message } => Some(ClientError::Refused(message)),
+            ClientEvent::Waiting { reason } => {
+                tracing::info!(job = %self.id, %reason, "waiting for a node");
+                None
+            }
+            event if is_late_news(&event) => None,
+            other => Some(unexpected(&other)),
+        }
+    }
+
+    /// Reads control events until the one that explains why the job stopped taking input.
+    async fn verdict_error(&mut self) -> ClientError {
+        loop {
+            match self.client.control.recv.expect_frame::<ClientEvent>().await {
+                Ok(event) => {
+                    if let Some(error) = self.failure(event) {
+                        return error;
+                    }
+                }
+                Err(e) => return e.into(),
+            }
+        }
+    }
+}
+
+impl Drop for JobStream<'_> {
+    fn drop(&mut self) {
+        if !self.ended {
+            self.client.abandoned = Some(self.id);
+        }
+    }
+}
