@@ -8,6 +8,7 @@
 //! See `bench/README.md` for what each figure means and `bench/RESULTS.md` for measurements.
 
 mod cluster;
+mod echo;
 mod probe;
 mod procfs;
 mod report;
@@ -40,6 +41,13 @@ struct Args {
 enum Command {
     /// One real dispatcher and thousands of simulated nodes: CPU, memory, scheduling time.
     Scale(ScaleArgs),
+    /// The QUIC echo server W2 measures the transport floor with (started by the bench itself).
+    #[command(hide = true)]
+    EchoServer {
+        /// Directory with the server identity (the dispatcher's).
+        #[arg(long)]
+        tls_dir: PathBuf,
+    },
 }
 
 /// Flags shared by both modes.
@@ -127,6 +135,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             Some(Command::Scale(scale)) => run_scale(scale).await,
+            Some(Command::EchoServer { tls_dir }) => echo::serve(&tls_dir).await,
             None => run_workloads(args.workloads).await,
         }
     });

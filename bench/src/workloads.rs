@@ -22,6 +22,7 @@ use dispatcher::Client;
 use node::exec::wasm::{run_serial, WasmEngine};
 
 use crate::cluster::{workspace_root, Cluster, Daemon};
+use crate::echo::Echo;
 use crate::probe::Probe;
 use crate::procfs::{CpuSplit, UdpCounters};
 use crate::report::Row;
@@ -208,6 +209,8 @@ impl Bench<'_> {
         let mut connect = Percentiles::default();
         let mut trip = Percentiles::default();
         let mut streamed = Percentiles::default();
+        let mut floor = Percentiles::default();
+        let echo = Echo::spawn(&self.dir.join("pki/dispatcher"))?;
         for _ in 0..self.runs {
             let mut samples = Vec::with_capacity(jobs);
             while reused_failure.is_none() && samples.len() < jobs {
@@ -246,6 +249,7 @@ impl Bench<'_> {
             }
             trip.add(&trips);
             streamed.add(&streamed_round_trips(&mut client, &job, &chunk, &reference, jobs).await?);
+            floor.add(&echo.round_trips(&self.cluster.client, &chunk, jobs).await?);
         }
         if reused_failure.is_none() {
             client.close().await;
@@ -278,6 +282,10 @@ impl Bench<'_> {
         rows.extend(streamed.rows(
             &format!("{jobs} sequential chunks of one job, each sent when the previous result arrived (Client::open, JobStream send then recv)"),
             "p50 <= 150",
+        ));
+        rows.extend(floor.rows(
+            "floor: one QUIC round trip between two processes (echo of the chunk, same TLS, transport and framing; a chunk crosses two)",
+            "",
         ));
         rows.push(Row::new(
             "W2",
@@ -606,7 +614,7 @@ fn bench_payload(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("payloads").join(name)
 }
 
-fn micros(d: Duration) -> f64 {
+pub(crate) fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
 }
 
