@@ -659,6 +659,8 @@ impl Core {
         self.promises.acks.entry(node).or_default().push(report.attempt);
         match report.outcome {
             Ok(output) => {
+                let ran = std::time::Duration::from_nanos(report.run_nanos);
+                self.scheduler.handle_run_time(now, node, ran);
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now, node, report.attempt) else {
                     debug!(attempt = %report.attempt, "late or duplicate result discarded");
                     return;

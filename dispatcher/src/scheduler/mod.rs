@@ -9,9 +9,10 @@
 //! - call [`Scheduler::handle_timeout`] once [`Scheduler::poll_timeout`] has passed (re-reading
 //!   `poll_timeout` after every call, since any input may move it).
 //!
-//! Model: each node offers `slots * (1 + pipeline_depth)` *pipeline positions*: `slots` attempts
-//! run while the rest wait queued on the node, so a slot never waits a round trip for its next
-//! chunk. Pending chunks of a job sit in a queue (requeued chunks first, then fresh ones, which
+//! Model: each node offers `slots * (1 + depth)` *pipeline positions*: `slots` attempts run while
+//! the rest wait queued on the node, so a slot never waits a round trip for its next chunk. The
+//! depth is `pipeline_depth`, or, under a `pipeline_budget`, follows the node's measured chunk run
+//! times (deep for tiny chunks, one for long ones). Pending chunks of a job sit in a queue (requeued chunks first, then fresh ones, which
 //! are only a counter). Work is placed eagerly whenever capacity or work appears, and the
 //! scheduler keeps one invariant between calls: no pending chunk fits any node with a free
 //! position (except a retry held back for a node it has not failed on yet, see
@@ -91,8 +92,16 @@ impl fmt::Display for NodeId {
 pub struct SchedulerConfig {
     /// Attempts queued on a node per slot beyond the one running in it, so a fast payload never
     /// waits a round trip for its next chunk. A node holds at most `slots * (1 + pipeline_depth)`
-    /// attempts. Default 2 here; the dispatcher daemon uses its `pipeline_depth` setting (8).
+    /// attempts. Default 2 here; the dispatcher daemon uses its `pipeline_depth` setting. With
+    /// `pipeline_budget` this is the most a node's depth adapts to.
     pub pipeline_depth: u32,
+    /// When set, each node's depth follows its chunks' measured run time
+    /// ([`Scheduler::handle_run_time`]): enough queued chunks per slot to cover this much work,
+    /// between 1 and `pipeline_depth`, starting at 1. Tiny chunks get deep queues (a slot never
+    /// waits a round trip), long ones shallow queues (the end of a job is not stuck in one node's
+    /// queue while others idle, and queued inputs take little memory). `None` (the default here)
+    /// keeps every node at `pipeline_depth`.
+    pub pipeline_budget: Option<Duration>,
     /// How long a node may stay silent (no heartbeat, join counts as one) before it is dropped
     /// and its attempts requeued; after half of it the node is suspect and takes no new work.
     /// Nodes heartbeat every second. Default 5 s.
@@ -116,6 +125,7 @@ impl Default for SchedulerConfig {
     fn default() -> Self {
         Self {
             pipeline_depth: 2,
+            pipeline_budget: None,
             node_timeout: Duration::from_secs(5),
             speculation_multiplier: 3.0,
             speculation_min_samples: 5,
@@ -396,7 +406,11 @@ impl Scheduler {
         if self.nodes.contains_key(&node) {
             return;
         }
-        let capacity = resources.slots.saturating_mul(self.config.pipeline_depth.saturating_add(1));
+        let depth = match self.config.pipeline_budget {
+            Some(_) => self.config.pipeline_depth.min(1),
+            None => self.config.pipeline_depth,
+        };
+        let capacity = resources.slots.saturating_mul(depth.saturating_add(1));
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
         if capacity > 0 {
@@ -408,6 +422,8 @@ impl Scheduler {
             os: resources.os,
             arch: resources.arch,
             slots: resources.slots,
+            depth,
+            run_nanos: None,
             capacity,
             memory_total: resources.memory_total,
             memory_available: resources.memory_available,
@@ -670,6 +686,34 @@ impl Scheduler {
             self.fill_node(now, node);
             self.fill_job(now, job);
             self.refresh_clock(now, job);
+        }
+        self.settle(now);
+    }
+
+    /// A node measured how long one of its chunks ran (setup excluded). Under
+    /// `pipeline_budget` this sets the node's depth: `budget / average run time` queued chunks per
+    /// slot, between 1 and `pipeline_depth`; room that appears is filled at once. Call it before
+    /// the report's [`Scheduler::handle_chunk_succeeded`]. Without a budget it does nothing.
+    pub fn handle_run_time(&mut self, now: Instant, node: NodeId, run: Duration) {
+        let Some(budget) = self.config.pipeline_budget else { return };
+        let max = self.config.pipeline_depth;
+        let Some(n) = self.nodes.get_mut(&node) else { return };
+        let sample = u64::try_from(run.as_nanos()).unwrap_or(u64::MAX).max(1);
+        // An average over about the last eight chunks: steady, yet quick to follow a new job.
+        let average = n.run_nanos.map_or(sample, |old| old - old / 8 + sample / 8).max(1);
+        n.run_nanos = Some(average);
+        let wanted = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX) / average;
+        let depth = u32::try_from(wanted).unwrap_or(u32::MAX).clamp(max.min(1), max);
+        if depth == n.depth {
+            return;
+        }
+        let grew = depth > n.depth;
+        self.update_node(node, |n| {
+            n.depth = depth;
+            n.capacity = n.slots.saturating_mul(depth.saturating_add(1));
+        });
+        if grew {
+            self.fill_node(now, node);
         }
         self.settle(now);
     }
@@ -977,7 +1021,14 @@ struct Node {
     os: String,
     arch: String,
     slots: u32,
-    /// `slots * (1 + pipeline_depth)`: the most attempts the node holds.
+    /// Attempts queued per slot beyond the running one: `pipeline_depth`, or what the node's run
+    /// times call for under `pipeline_budget`.
+    depth: u32,
+    /// Moving average of the node's chunk run times (as it measures them), under
+    /// `pipeline_budget`.
+    run_nanos: Option<u64>,
+    /// `slots * (1 + depth)`: the most attempts the node takes. A node whose depth just shrank
+    /// may hold more until they finish.
     capacity: u32,
     memory_total: u64,
     /// From the last heartbeat.
@@ -2018,7 +2069,12 @@ impl Scheduler {
                 let running = self.attempts[attempt].running_since.is_some();
                 assert_eq!(running, position < n.slots as usize, "node {id} attempt {attempt}");
             }
-            assert!(n.in_flight <= n.capacity, "node {id} over capacity");
+            let most = n.slots * (1 + self.config.pipeline_depth);
+            assert!(n.in_flight <= most, "node {id} over capacity");
+            assert_eq!(n.capacity, n.slots * (1 + n.depth), "node {id} capacity");
+            if self.config.pipeline_budget.is_none() {
+                assert_eq!(n.depth, self.config.pipeline_depth, "node {id} depth");
+            }
             let memory: u64 = n.attempts.iter().map(|a| self.attempts[a].memory).sum();
             assert_eq!(n.in_flight_memory, memory, "node {id} in_flight_memory");
             let free = n.free_positions();

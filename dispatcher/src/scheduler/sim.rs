@@ -542,6 +542,7 @@ impl Sim {
                     return;
                 }
                 let Some((job, chunk)) = n.attempts.remove(&attempt) else { return };
+                let ran = self.run_time * n.spec.slowdown;
                 let planned = self.fail_plan.get_mut(&(job, chunk)).and_then(|p| p.pop_front());
                 let kind = match (planned, &n.spec.behavior) {
                     (Some(kind), _) => Some(kind),
@@ -552,6 +553,8 @@ impl Sim {
                 match kind {
                     Some(kind) => self.sched.handle_chunk_failed(now, id, attempt, failure(kind)),
                     None => {
+                        // As the core does: the node's measured run time first.
+                        self.sched.handle_run_time(now, id, ran);
                         let accepted = self.sched.handle_chunk_succeeded(now, id, attempt);
                         // The scheduler never forgets an attempt without telling the node.
                         assert_eq!(accepted, Some((job, chunk)), "live attempt {attempt} refused");

@@ -740,6 +740,36 @@ fn copy_carries_on_alone_when_the_original_fails_or_is_lost() {
     s.check_invariants(now + ms(35));
 }
 
+/// Under a pipeline budget a node's queue follows its chunks' run time: one queued chunk until
+/// something is measured, deep for tiny chunks, shallow again once they turn long (what is
+/// queued stays; no more is added until the queue is below the new depth).
+#[test]
+fn pipeline_depth_follows_the_measured_run_time() {
+    let now = Instant::now();
+    let config = SchedulerConfig { pipeline_budget: Some(ms(2)), ..no_speculation(4) };
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 20);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nassign n1 j1 c1 a2");
+    // 100 µs chunks: 2 ms of them is 20, capped at 4 queued behind the running one.
+    s.handle_run_time(now, N1, Duration::from_micros(100));
+    check_actions(&mut s, "assign n1 j1 c2 a3\nassign n1 j1 c3 a4\nassign n1 j1 c4 a5");
+    assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(1)), Some((J1, 0)));
+    check_actions(&mut s, "assign n1 j1 c5 a6");
+    // A 50 ms chunk lifts the average to ~6.3 ms: depth 1, while 5 attempts are on the node.
+    s.handle_run_time(now, N1, ms(50));
+    check_actions(&mut s, "");
+    for attempt in 2..=4 {
+        assert!(s.handle_chunk_succeeded(now, N1, AttemptId(attempt)).is_some());
+        check_actions(&mut s, "");
+    }
+    // Down to one running and none queued: the node takes one more.
+    assert!(s.handle_chunk_succeeded(now, N1, AttemptId(5)).is_some());
+    check_actions(&mut s, "assign n1 j1 c6 a7");
+    s.check_invariants(now);
+}
+
 /// With a deep pipeline a node holds attempts queued behind its running ones; their age counts
 /// from when they could start, so a queue that empties does not turn them all into stragglers.
 #[test]
@@ -1175,8 +1205,10 @@ fn op() -> impl Strategy<Value = Op> {
 
 /// Speculation and quarantine settings that make both happen often in short histories.
 fn random_config() -> impl Strategy<Value = SchedulerConfig> {
-    (0..3u32, 1..6u32, 0..3u8, 0..3u8, 0..4u32).prop_map(
-        |(depth, samples, age, multiplier, quarantine)| SchedulerConfig {
+    (0..4u32, 1..6u32, 0..3u8, 0..3u8, 0..4u32, 0..3u8).prop_map(
+        |(depth, samples, age, multiplier, quarantine, budget)| SchedulerConfig {
+            // With the sim's 10 ms chunks: depth 1, the maximum, or something between.
+            pipeline_budget: [None, Some(ms(1)), Some(ms(25))][usize::from(budget)],
             speculation_min_samples: samples,
             speculation_min_age: [Duration::ZERO, ms(50), ms(1000)][usize::from(age)],
             speculation_multiplier: [1.5, 3.0, f64::INFINITY][usize::from(multiplier)],
