@@ -103,6 +103,18 @@ struct JobTiming {
     connect: Duration,
     /// `Client::run`: submit to output renamed into place and the job released.
     run: Duration,
+    /// The chunks' run times as the nodes measured them, summed.
+    node_run: Duration,
+}
+
+/// A job run and checked by [`Bench::run_checked`].
+struct Checked {
+    /// How long `Client::run` took.
+    elapsed: Duration,
+    /// What an `auto` rule decided.
+    decision: Option<Decision>,
+    /// The chunks' run times as the nodes measured them, summed.
+    node_run: Duration,
 }
 
 impl JobTiming {
@@ -336,7 +348,7 @@ impl Bench<'_> {
                 let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
                 let connect = started.elapsed();
                 // Timed as `timed_job` times: connect plus run, not the output check after it.
-                let (elapsed, decision) = self.run_checked(&mut client, &auto, Reference::AutoBytes).await?;
+                let Checked { elapsed, decision, .. } = self.run_checked(&mut client, &auto, Reference::AutoBytes).await?;
                 let seconds = (connect + elapsed).as_secs_f64();
                 client.close().await;
                 if run > 0 {
@@ -410,6 +422,7 @@ impl Bench<'_> {
         let mut efficiency = Vec::new();
         let mut auto_efficiency = Vec::new();
         let mut ceiling = Vec::new();
+        let mut node_slowdown = Vec::new();
         for _ in 0..self.runs {
             let started = Instant::now();
             let output = run_serial(&self.engine, &payload_bytes, &job.args, inputs.clone())?;
@@ -417,7 +430,9 @@ impl Bench<'_> {
             if output != reference {
                 bail!("run_serial of mandelbrot is not deterministic");
             }
-            let seconds = self.timed_job(&job, Reference::Fixed(&reference)).await?.total().as_secs_f64();
+            let timing = self.timed_job(&job, Reference::Fixed(&reference)).await?;
+            let seconds = timing.total().as_secs_f64();
+            node_slowdown.push(100.0 * timing.node_run.as_secs_f64() / serial_seconds);
             serial.push(serial_seconds);
             distributed.push(seconds * 1e3);
             efficiency.push(100.0 * serial_seconds / (slots * seconds));
@@ -434,6 +449,8 @@ impl Bench<'_> {
                 Summary::of(&auto_efficiency), ">= 95"),
             Row::new("W4", format!("machine ceiling: the same chunks on {slots} threads of one process, no dispy (serial / ({slots} x that))"), "%",
                 Summary::of(&ceiling), ""),
+            Row::new("W4", "the chunks' run time on the node (dispy_run only, as the node measures it, summed) against the serial time".into(), "%",
+                Summary::of(&node_slowdown), ""),
             Row::new("W4", format!("distributed time ({slots} slots)"), "ms", Summary::of(&distributed), ""),
             Row::new("W4", "serial time, run_serial in-process (compile excluded)".into(), "ms", Summary::of(&serial_ms), ""),
             Row::new("W4", "compile time of mandelbrot.wat (excluded above)".into(), "ms",
@@ -482,9 +499,9 @@ impl Bench<'_> {
         let started = Instant::now();
         let mut client = Client::connect(&self.cluster.address, &self.cluster.client).await?;
         let connected = Instant::now();
-        let run = self.run_on(&mut client, job, reference).await?;
+        let checked = self.run_checked(&mut client, job, reference).await?;
         client.close().await;
-        Ok(JobTiming { connect: connected - started, run })
+        Ok(JobTiming { connect: connected - started, run: checked.elapsed, node_run: checked.node_run })
     }
 
     /// Runs `job` on `client`, checks its output and returns how long `Client::run` took.
@@ -494,16 +511,16 @@ impl Bench<'_> {
         job: &JobDescription,
         reference: Reference<'_>,
     ) -> anyhow::Result<Duration> {
-        Ok(self.run_checked(client, job, reference).await?.0)
+        Ok(self.run_checked(client, job, reference).await?.elapsed)
     }
 
-    /// [`Self::run_on`], also returning what an `auto` rule decided.
+    /// [`Self::run_on`], also returning what an `auto` rule decided and the nodes' run time.
     async fn run_checked(
         &mut self,
         client: &mut Client,
         job: &JobDescription,
         reference: Reference<'_>,
-    ) -> anyhow::Result<(Duration, Option<Decision>)> {
+    ) -> anyhow::Result<Checked> {
         let started = Instant::now();
         let mut decision = None;
         let on_update = |update: dispatcher::client::Update<'_>| {
@@ -534,7 +551,7 @@ impl Bench<'_> {
             );
         }
         let _ = std::fs::remove_file(&report.output);
-        Ok((elapsed, decision))
+        Ok(Checked { elapsed, decision, node_run: Duration::from_nanos(report.progress.run_nanos) })
     }
 
     /// The serial output of a `bytes:auto` job over one file: its probe chunks, then chunks of
