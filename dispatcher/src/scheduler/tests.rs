@@ -83,19 +83,7 @@ fn two_nodes_share_work_and_every_slot_is_pipelined() {
 #[test]
 fn results_in_any_order_are_accepted_exactly_once() {
     let now = Instant::now();
-    let mut s = Scheduler::new(SchedulerConfig::default());
-    s.handle_node_joined(now, N1, resources("n1", 4));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 4);
-    s.handle_input_complete(now, J1);
-    check_actions(
-        &mut s,
-        "start-job n1 j1
-         assign n1 j1 c0 a1
-         assign n1 j1 c1 a2
-         assign n1 j1 c2 a3
-         assign n1 j1 c3 a4",
-    );
+    let mut s = four_chunks_on_n1(now, SchedulerConfig::default(), 4);
     for (attempt, chunk) in [(3, 2), (1, 0), (4, 3)] {
         assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(attempt)), Some((J1, chunk)));
     }
@@ -172,9 +160,7 @@ fn retry_waits_for_a_busy_node_it_has_not_failed_on() {
     let mut s = Scheduler::new(config(0));
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_node_joined(now, N2, resources("n2", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 3);
-    s.handle_input_complete(now, J1);
+    submit_whole_job(&mut s, now, 3);
     check_actions(
         &mut s,
         "start-job n1 j1
@@ -319,9 +305,7 @@ fn late_results_are_discarded() {
     let mut s = Scheduler::new(SchedulerConfig::default());
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_node_joined(now, N2, resources("n2", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 1);
-    s.handle_input_complete(now, J1);
+    submit_whole_job(&mut s, now, 1);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
     // n2 keeps heartbeating; n1 falls silent, is suspect halfway and dropped at its deadline.
     s.handle_heartbeat(now + Duration::from_secs(2), N2, 16 * GIB);
@@ -632,9 +616,7 @@ fn result_resent_by_a_dropped_node_completes_the_chunk_and_cancels_the_rerun() {
     let mut s = Scheduler::new(config(0));
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_node_joined(now, N2, resources("n2", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 1);
-    s.handle_input_complete(now, J1);
+    submit_whole_job(&mut s, now, 1);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
     s.handle_node_lost(now, N1);
     check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c0 a2");
@@ -649,21 +631,43 @@ fn result_resent_by_a_dropped_node_completes_the_chunk_and_cancels_the_rerun() {
     assert_eq!(s.handle_chunk_succeeded(now, N3, AttemptId(1)), None);
 }
 
+/// Node n1 with `slots` slots and a 4-chunk job J1, all of it placed on n1 at once (the config
+/// must leave room for four); returns the scheduler with its actions checked and drained.
+fn four_chunks_on_n1(now: Instant, config: SchedulerConfig, slots: u32) -> Scheduler {
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", slots));
+    submit_whole_job(&mut s, now, 4);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         assign n1 j1 c1 a2
+         assign n1 j1 c2 a3
+         assign n1 j1 c3 a4",
+    );
+    s
+}
+
+/// Speculation after one sample and with no age floor.
+fn eager_speculation(pipeline_depth: u32) -> SchedulerConfig {
+    SchedulerConfig { speculation_min_samples: 1, speculation_min_age: Duration::ZERO, ..config(pipeline_depth) }
+}
+
+/// Submits job J1 with `chunks` chunks and its input complete.
+fn submit_whole_job(s: &mut Scheduler, now: Instant, chunks: u64) {
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, chunks);
+    s.handle_input_complete(now, J1);
+}
+
 /// Two 1-slot nodes and a 3-chunk job whose chunk 1 (attempt 2, on n2) straggles: with
 /// speculation after one sample and no age floor, n1 gets a copy of it at 30 ms, three times
 /// the 10 ms median. Returns the scheduler with its actions drained.
 fn straggler_copied_at_30ms(now: Instant) -> Scheduler {
-    let config = SchedulerConfig {
-        speculation_min_samples: 1,
-        speculation_min_age: Duration::ZERO,
-        ..config(0)
-    };
-    let mut s = Scheduler::new(config);
+    let mut s = Scheduler::new(eager_speculation(0));
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_node_joined(now, N2, resources("n2", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 3);
-    s.handle_input_complete(now, J1);
+    submit_whole_job(&mut s, now, 3);
     check_actions(
         &mut s,
         "start-job n1 j1
@@ -775,24 +779,7 @@ fn pipeline_depth_follows_the_measured_run_time() {
 #[test]
 fn attempts_age_from_when_they_reach_a_slot() {
     let now = Instant::now();
-    let config = SchedulerConfig {
-        speculation_min_samples: 1,
-        speculation_min_age: Duration::ZERO,
-        ..config(3)
-    };
-    let mut s = Scheduler::new(config);
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 4);
-    s.handle_input_complete(now, J1);
-    check_actions(
-        &mut s,
-        "start-job n1 j1
-         assign n1 j1 c0 a1
-         assign n1 j1 c1 a2
-         assign n1 j1 c2 a3
-         assign n1 j1 c3 a4",
-    );
+    let mut s = four_chunks_on_n1(now, eager_speculation(3), 1);
     // An idle node that could take copies.
     s.handle_node_joined(now, N2, resources("n2", 1));
     check_actions(&mut s, "");
