@@ -12,8 +12,8 @@
 //! Model: each node offers `slots * (1 + depth)` *pipeline positions*: `slots` attempts run while
 //! the rest wait queued on the node, so a slot never waits a round trip for its next chunk. The
 //! depth is `pipeline_depth`, or, under a `pipeline_budget`, follows the node's measured chunk run
-//! times (deep for tiny chunks, one for long ones). Pending chunks of a job sit in a queue (requeued chunks first, then fresh ones, which
-//! are only a counter). Work is placed eagerly whenever capacity or work appears, and the
+//! times (deep for tiny chunks, one for long ones). Pending chunks of a job sit in a queue
+//! (requeued chunks first, then fresh ones, which are only a counter). Work is placed eagerly whenever capacity or work appears, and the
 //! scheduler keeps one invariant between calls: no pending chunk fits any node with a free
 //! position (except a retry held back for a node it has not failed on yet, see
 //! [`Action::Assign`]).
@@ -1078,12 +1078,12 @@ impl Node {
         !self.drained && !self.suspect && self.quarantine.is_none()
     }
 
-    /// Positions new work may take now; what keys `Scheduler::free`.
     /// Open with an idle slot: it could start a speculative copy at once.
     fn is_idle(&self) -> bool {
         self.free_positions() > 0 && self.in_flight < self.slots
     }
 
+    /// Positions new work may take now; what keys `Scheduler::free`.
     fn free_positions(&self) -> u32 {
         if self.open() {
             self.capacity.saturating_sub(self.in_flight)
@@ -1702,8 +1702,8 @@ impl Scheduler {
         if n.is_idle() {
             self.idle.remove(&(free, Reverse(node)));
         }
-        let mut lost: Vec<AttemptId> = n.attempts.iter().copied().collect();
-        lost.sort_unstable();
+        // Oldest first: `attempts` is ordered.
+        let lost: Vec<AttemptId> = n.attempts.iter().copied().collect();
         let mut requeue: Vec<(JobId, ChunkIndex)> = Vec::new();
         for attempt in lost {
             let Some(a) = self.release_attempt(now, attempt) else { continue };
