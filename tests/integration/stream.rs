@@ -107,3 +107,28 @@ fn a_failing_chunk_fails_the_stream_and_an_abandoned_stream_retires_the_client()
         fresh.close().await;
     });
 }
+
+/// A job every node rejects fails at once, often before the client's `Attach` arrives; either
+/// way the connection hears the failure once, so the same client goes on to the next request.
+#[test]
+fn a_rejected_payload_fails_each_job_once() {
+    let cluster = Cluster::start(1);
+    block_on(async {
+        let mut client = connect(&cluster).await;
+        for _ in 0..10 {
+            let mut stream =
+                client.open(&streamed_job(&cluster, fixture("no_run_export.wat"))).await.expect("open a stream");
+            match stream.send(b"input").await {
+                Ok(()) => match stream.recv().await {
+                    Err(ClientError::JobFailed { .. }) => {}
+                    other => panic!("expected the job to fail, got {other:?}"),
+                },
+                Err(ClientError::JobFailed { .. }) => {}
+                Err(other) => panic!("expected the job to fail, got {other:?}"),
+            }
+            drop(stream);
+            assert_eq!(client.nodes().await.expect("list nodes").len(), 1);
+        }
+        client.close().await;
+    });
+}

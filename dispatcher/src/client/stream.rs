@@ -107,7 +107,8 @@ impl JobStream<'_> {
                         self.outstanding -= 1;
                         return Ok(Some(result));
                     }
-                    None => return Err(ClientError::Protocol("the output stream ended before the results".into())),
+                    // The job ended early (it failed); the control stream says why.
+                    None => return Err(self.verdict_error().await),
                 },
                 event = self.client.control.recv.expect_frame::<ClientEvent>() => {
                     if let Some(error) = self.failure(event?) {
@@ -169,16 +170,19 @@ impl JobStream<'_> {
         }
     }
 
-    /// Reads control events until the one that explains why the job stopped taking input.
+    /// Reads control events until the one that explains why the job ended before its results
+    /// or its input did.
     async fn verdict_error(&mut self) -> ClientError {
         loop {
-            match self.client.control.recv.expect_frame::<ClientEvent>().await {
-                Ok(event) => {
-                    if let Some(error) = self.failure(event) {
-                        return error;
-                    }
-                }
+            let event = match self.client.control.recv.expect_frame::<ClientEvent>().await {
+                Ok(event) => event,
                 Err(e) => return e.into(),
+            };
+            if let Some(error) = self.failure(event) {
+                return error;
+            }
+            if self.succeeded.is_some() {
+                return ClientError::Protocol("the job succeeded without the results of every chunk sent".into());
             }
         }
     }
