@@ -56,8 +56,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/dispy-dispatcher";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Default `node_timeout`: heartbeat silence after which a node is lost.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
-/// Default `pipeline_depth`: the most attempts queued per slot beyond the running one (the depth
-/// adapts to chunk run times below it).
+/// Default `pipeline_depth`: the most attempts queued per slot beyond the running one (each job's
+/// depth on a node adapts to its chunk run times below it).
 pub const DEFAULT_PIPELINE_DEPTH: u32 = 32;
 /// Default `max_message`: largest control message, bytes.
 pub const DEFAULT_MAX_MESSAGE: usize = crate::frame::DEFAULT_MAX_MESSAGE;

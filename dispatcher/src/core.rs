@@ -660,7 +660,7 @@ impl Core {
         match report.outcome {
             Ok(output) => {
                 let ran = std::time::Duration::from_nanos(report.run_nanos);
-                self.scheduler.handle_run_time(now, node, ran);
+                self.scheduler.handle_run_time(now, node, report.attempt, ran);
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now, node, report.attempt) else {
                     debug!(attempt = %report.attempt, "late or duplicate result discarded");
                     return;

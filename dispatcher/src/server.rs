@@ -42,9 +42,9 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// How long a peer may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
-/// Work each slot has queued behind its running chunk (see `SchedulerConfig::pipeline_budget`):
-/// several loopback round trips of a busy dispatcher, so tiny chunks never leave a slot waiting,
-/// while a queue of chunks that take seconds stays one deep.
+/// Work each slot has queued behind its running chunk, per job (see
+/// `SchedulerConfig::pipeline_budget`): several loopback round trips of a busy dispatcher, so tiny
+/// chunks never leave a slot waiting, while a queue of chunks that take seconds stays one deep.
 const PIPELINE_BUDGET: Duration = Duration::from_millis(2);
 
 /// A start-up failure of the dispatcher.

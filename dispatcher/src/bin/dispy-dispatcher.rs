@@ -42,8 +42,8 @@ struct Args {
     /// Heartbeat silence after which a node is declared lost [default: 5s].
     #[arg(long, value_name = "DURATION")]
     node_timeout: Option<String>,
-    /// The most chunks queued per slot beyond the running one; the depth adapts below it
-    /// [default: 32].
+    /// The most chunks queued per slot beyond the running one; each job's depth adapts to its
+    /// chunk run times below it [default: 32].
     #[arg(long, value_name = "N")]
     pipeline_depth: Option<String>,
     /// Largest control message accepted [default: 1MiB].

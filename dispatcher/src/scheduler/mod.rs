@@ -9,11 +9,12 @@
 //! - call [`Scheduler::handle_timeout`] once [`Scheduler::poll_timeout`] has passed (re-reading
 //!   `poll_timeout` after every call, since any input may move it).
 //!
-//! Model: each node offers `slots * (1 + depth)` *pipeline positions*: `slots` attempts run while
-//! the rest wait queued on the node, so a slot never waits a round trip for its next chunk. The
-//! depth is `pipeline_depth`, or, under a `pipeline_budget`, follows the node's measured chunk run
-//! times (deep for tiny chunks, one for long ones). Pending chunks of a job sit in a queue
-//! (requeued chunks first, then fresh ones, which are only a counter). Work is placed eagerly whenever capacity or work appears, and the
+//! Model: each node offers `slots * (1 + pipeline_depth)` *pipeline positions*: `slots` attempts
+//! run while the rest wait queued on the node, so a slot never waits a round trip for its next
+//! chunk. Under a `pipeline_budget` each job's share of a node follows the run times the node
+//! measured for that job's chunks (deep for tiny chunks, one queued per slot for long ones).
+//! Pending chunks of a job sit in a queue (requeued chunks first, then fresh ones, which are only
+//! a counter). Work is placed eagerly whenever capacity or work appears, and the
 //! scheduler keeps one invariant between calls: no pending chunk fits any node with a free
 //! position (except a retry held back for a node it has not failed on yet, see
 //! [`Action::Assign`]).
@@ -93,14 +94,16 @@ pub struct SchedulerConfig {
     /// Attempts queued on a node per slot beyond the one running in it, so a fast payload never
     /// waits a round trip for its next chunk. A node holds at most `slots * (1 + pipeline_depth)`
     /// attempts. Default 2 here; the dispatcher daemon uses its `pipeline_depth` setting. With
-    /// `pipeline_budget` this is the most a node's depth adapts to.
+    /// `pipeline_budget`, also the most a job's depth on a node adapts to.
     pub pipeline_depth: u32,
-    /// When set, each node's depth follows its chunks' measured run time
+    /// When set, a job's attempts on a node are limited to `slots * (1 + depth)`, where the depth
+    /// follows the run times the node measured for the job's chunks
     /// ([`Scheduler::handle_run_time`]): enough queued chunks per slot to cover this much work,
-    /// between 1 and `pipeline_depth`, starting at 1. Tiny chunks get deep queues (a slot never
-    /// waits a round trip), long ones shallow queues (the end of a job is not stuck in one node's
-    /// queue while others idle, and queued inputs take little memory). `None` (the default here)
-    /// keeps every node at `pipeline_depth`.
+    /// between 1 and `pipeline_depth`, and 1 until something is measured. Tiny chunks get deep
+    /// queues (a slot never waits a round trip), long ones shallow queues (the end of a job is not
+    /// stuck in one node's queue while others idle, queued inputs take little memory, and a node
+    /// that just ran tiny chunks does not take dozens of long ones). `None` (the default here)
+    /// lets every job use all of a node's positions.
     pub pipeline_budget: Option<Duration>,
     /// How long a node may stay silent (no heartbeat, join counts as one) before it is dropped
     /// and its attempts requeued; after half of it the node is suspect and takes no new work.
@@ -406,11 +409,7 @@ impl Scheduler {
         if self.nodes.contains_key(&node) {
             return;
         }
-        let depth = match self.config.pipeline_budget {
-            Some(_) => self.config.pipeline_depth.min(1),
-            None => self.config.pipeline_depth,
-        };
-        let capacity = resources.slots.saturating_mul(depth.saturating_add(1));
+        let capacity = resources.slots.saturating_mul(self.config.pipeline_depth.saturating_add(1));
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
         if capacity > 0 {
@@ -422,8 +421,6 @@ impl Scheduler {
             os: resources.os,
             arch: resources.arch,
             slots: resources.slots,
-            depth,
-            run_nanos: None,
             capacity,
             memory_total: resources.memory_total,
             memory_available: resources.memory_available,
@@ -438,6 +435,7 @@ impl Scheduler {
             in_flight_memory: 0,
             attempts: BTreeSet::new(),
             jobs: HashMap::new(),
+            shares: HashMap::new(),
         };
         self.nodes.insert(node, new);
         self.freed = true;
@@ -690,32 +688,35 @@ impl Scheduler {
         self.settle(now);
     }
 
-    /// A node measured how long one of its chunks ran (setup excluded). Under
-    /// `pipeline_budget` this sets the node's depth: `budget / average run time` queued chunks per
-    /// slot, between 1 and `pipeline_depth`; room that appears is filled at once. Call it before
-    /// the report's [`Scheduler::handle_chunk_succeeded`]. Without a budget it does nothing.
-    pub fn handle_run_time(&mut self, now: Instant, node: NodeId, run: Duration) {
+    /// A node measured how long one of its attempts ran (setup excluded). Under
+    /// `pipeline_budget` this sets the limit of the attempt's job on the node: `budget / average
+    /// run time` queued chunks per slot, between 1 and `pipeline_depth`; room that appears is
+    /// filled at once. Call it before the report's [`Scheduler::handle_chunk_succeeded`] (it needs
+    /// the attempt live). Without a budget, or for an attempt not live on the node, it does
+    /// nothing.
+    pub fn handle_run_time(&mut self, now: Instant, node: NodeId, attempt: AttemptId, run: Duration) {
         let Some(budget) = self.config.pipeline_budget else { return };
         let max = self.config.pipeline_depth;
+        let Some(job) = self.attempts.get(&attempt).filter(|a| a.node == node).map(|a| a.job) else { return };
         let Some(n) = self.nodes.get_mut(&node) else { return };
+        let slots = n.slots;
+        let Some(share) = n.shares.get_mut(&job) else { return };
         let sample = u64::try_from(run.as_nanos()).unwrap_or(u64::MAX).max(1);
-        // An average over about the last eight chunks: steady, yet quick to follow a new job.
-        let average = n.run_nanos.map_or(sample, |old| old - old / 8 + sample / 8).max(1);
-        n.run_nanos = Some(average);
+        // An average over about the last eight chunks: steady, yet quick to follow a change.
+        let average = share.run_nanos.map_or(sample, |old| old - old / 8 + sample / 8).max(1);
+        share.run_nanos = Some(average);
         let wanted = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX) / average;
         let depth = u32::try_from(wanted).unwrap_or(u32::MAX).clamp(max.min(1), max);
-        if depth == n.depth {
+        let limit = slots.saturating_mul(depth.saturating_add(1));
+        if limit == share.limit {
             return;
         }
-        let grew = depth > n.depth;
-        self.update_node(node, |n| {
-            n.depth = depth;
-            n.capacity = n.slots.saturating_mul(depth.saturating_add(1));
-        });
+        let grew = limit > share.limit;
+        share.limit = limit;
         if grew {
             self.fill_node(now, node);
+            self.settle(now);
         }
-        self.settle(now);
     }
 
     /// A node reports a result. Returns `Some((job, chunk))` when the result is accepted: the
@@ -1021,14 +1022,7 @@ struct Node {
     os: String,
     arch: String,
     slots: u32,
-    /// Attempts queued per slot beyond the running one: `pipeline_depth`, or what the node's run
-    /// times call for under `pipeline_budget`.
-    depth: u32,
-    /// Moving average of the node's chunk run times (as it measures them), under
-    /// `pipeline_budget`.
-    run_nanos: Option<u64>,
-    /// `slots * (1 + depth)`: the most attempts the node takes. A node whose depth just shrank
-    /// may hold more until they finish.
+    /// `slots * (1 + pipeline_depth)`: the most attempts the node holds.
     capacity: u32,
     memory_total: u64,
     /// From the last heartbeat.
@@ -1057,6 +1051,20 @@ struct Node {
     attempts: BTreeSet<AttemptId>,
     /// Jobs the node got `StartJob` for, until they end.
     jobs: HashMap<JobId, NodeJob>,
+    /// Each of those jobs' part of the node's pipeline.
+    shares: HashMap<JobId, Share>,
+}
+
+/// A job's part of one node's pipeline.
+#[derive(Debug)]
+struct Share {
+    /// The job's attempts on the node.
+    in_flight: u32,
+    /// The most it may have there: the node's capacity, or under `pipeline_budget` what its run
+    /// times there call for. A limit that just shrank may be exceeded until attempts finish.
+    limit: u32,
+    /// Moving average of the job's chunk run times on the node, under `pipeline_budget`.
+    run_nanos: Option<u64>,
 }
 
 /// Failures on a node of chunks that then succeeded elsewhere.
@@ -1100,6 +1108,9 @@ impl Node {
     /// Whether one more attempt of the job may be placed here now.
     fn fits(&self, job: JobId, req: &JobRequirements) -> bool {
         if self.free_positions() == 0 || self.rejected(job) || !self.runs(req) {
+            return false;
+        }
+        if self.shares.get(&job).is_some_and(|share| share.in_flight >= share.limit) {
             return false;
         }
         if self.in_flight < self.slots {
@@ -1433,6 +1444,11 @@ impl Scheduler {
             j.started_on.insert(node);
             self.actions.push_back(Action::StartJob { node, job });
         }
+        let first_limit = match self.config.pipeline_budget {
+            Some(_) => n.slots.saturating_mul(self.config.pipeline_depth.min(1).saturating_add(1)),
+            None => n.capacity,
+        };
+        n.shares.entry(job).or_insert(Share { in_flight: 0, limit: first_limit, run_nanos: None }).in_flight += 1;
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         let memory = j.req.memory_limit;
@@ -1509,6 +1525,9 @@ impl Scheduler {
         if let Some(n) = self.nodes.get_mut(&a.node) {
             n.attempts.remove(&attempt);
             n.in_flight_memory = n.in_flight_memory.saturating_sub(a.memory);
+            if let Some(share) = n.shares.get_mut(&a.job) {
+                share.in_flight = share.in_flight.saturating_sub(1);
+            }
             if a.running_since.is_some() {
                 // The first attempt queued behind the running ones takes the freed slot.
                 promoted = n.attempts.iter().nth((n.slots as usize).saturating_sub(1)).copied();
@@ -1784,6 +1803,7 @@ impl Scheduler {
         for &node in &nodes {
             if let Some(n) = self.nodes.get_mut(&node) {
                 n.jobs.remove(&job);
+                n.shares.remove(&job);
             }
             self.actions.push_back(Action::EndJob { node, job });
         }
@@ -2069,11 +2089,18 @@ impl Scheduler {
                 let running = self.attempts[attempt].running_since.is_some();
                 assert_eq!(running, position < n.slots as usize, "node {id} attempt {attempt}");
             }
-            let most = n.slots * (1 + self.config.pipeline_depth);
-            assert!(n.in_flight <= most, "node {id} over capacity");
-            assert_eq!(n.capacity, n.slots * (1 + n.depth), "node {id} capacity");
-            if self.config.pipeline_budget.is_none() {
-                assert_eq!(n.depth, self.config.pipeline_depth, "node {id} depth");
+            assert!(n.in_flight <= n.capacity, "node {id} over capacity");
+            let mut shares: Vec<&JobId> = n.shares.keys().collect();
+            let mut jobs: Vec<&JobId> = n.jobs.keys().collect();
+            shares.sort_unstable();
+            jobs.sort_unstable();
+            assert_eq!(shares, jobs, "node {id} shares");
+            for (job, share) in &n.shares {
+                let count = n.attempts.iter().filter(|a| self.attempts[a].job == *job).count();
+                assert_eq!(share.in_flight as usize, count, "node {id} job {job} in_flight");
+                if self.config.pipeline_budget.is_none() {
+                    assert_eq!(share.limit, n.capacity, "node {id} job {job} limit");
+                }
             }
             let memory: u64 = n.attempts.iter().map(|a| self.attempts[a].memory).sum();
             assert_eq!(n.in_flight_memory, memory, "node {id} in_flight_memory");

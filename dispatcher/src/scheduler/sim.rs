@@ -554,7 +554,7 @@ impl Sim {
                     Some(kind) => self.sched.handle_chunk_failed(now, id, attempt, failure(kind)),
                     None => {
                         // As the core does: the node's measured run time first.
-                        self.sched.handle_run_time(now, id, ran);
+                        self.sched.handle_run_time(now, id, attempt, ran);
                         let accepted = self.sched.handle_chunk_succeeded(now, id, attempt);
                         // The scheduler never forgets an attempt without telling the node.
                         assert_eq!(accepted, Some((job, chunk)), "live attempt {attempt} refused");

@@ -744,25 +744,25 @@ fn copy_carries_on_alone_when_the_original_fails_or_is_lost() {
     s.check_invariants(now + ms(35));
 }
 
-/// Under a pipeline budget a node's queue follows its chunks' run time: one queued chunk until
-/// something is measured, deep for tiny chunks, shallow again once they turn long (what is
-/// queued stays; no more is added until the queue is below the new depth).
+/// Under a pipeline budget a job's queue on a node follows its chunks' run time there: one queued
+/// chunk until something is measured, deep for tiny chunks, shallow again once they turn long
+/// (what is queued stays; no more is added until the queue is below the new depth). A job that
+/// starts on the node later starts from one queued chunk, however tiny the first job's were.
 #[test]
-fn pipeline_depth_follows_the_measured_run_time() {
+fn pipeline_depth_follows_the_measured_run_time_of_each_job() {
     let now = Instant::now();
     let config = SchedulerConfig { pipeline_budget: Some(ms(2)), ..no_speculation(4) };
     let mut s = Scheduler::new(config);
     s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 20);
+    submit_whole_job(&mut s, now, 20);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nassign n1 j1 c1 a2");
     // 100 µs chunks: 2 ms of them is 20, capped at 4 queued behind the running one.
-    s.handle_run_time(now, N1, Duration::from_micros(100));
+    s.handle_run_time(now, N1, AttemptId(1), Duration::from_micros(100));
     check_actions(&mut s, "assign n1 j1 c2 a3\nassign n1 j1 c3 a4\nassign n1 j1 c4 a5");
     assert_eq!(s.handle_chunk_succeeded(now, N1, AttemptId(1)), Some((J1, 0)));
     check_actions(&mut s, "assign n1 j1 c5 a6");
     // A 50 ms chunk lifts the average to ~6.3 ms: depth 1, while 5 attempts are on the node.
-    s.handle_run_time(now, N1, ms(50));
+    s.handle_run_time(now, N1, AttemptId(2), ms(50));
     check_actions(&mut s, "");
     for attempt in 2..=4 {
         assert!(s.handle_chunk_succeeded(now, N1, AttemptId(attempt)).is_some());
@@ -771,6 +771,23 @@ fn pipeline_depth_follows_the_measured_run_time() {
     // Down to one running and none queued: the node takes one more.
     assert!(s.handle_chunk_succeeded(now, N1, AttemptId(5)).is_some());
     check_actions(&mut s, "assign n1 j1 c6 a7");
+    s.check_invariants(now);
+
+    // Back to tiny chunks for J1, then J2 arrives: it gets one running and one queued position
+    // next to J1's, not J1's depth.
+    s.handle_run_time(now, N1, AttemptId(6), Duration::ZERO);
+    for _ in 0..20 {
+        s.handle_run_time(now, N1, AttemptId(6), Duration::from_micros(1));
+    }
+    check_actions(&mut s, "assign n1 j1 c7 a8\nassign n1 j1 c8 a9\nassign n1 j1 c9 a10");
+    assert!(s.handle_chunk_succeeded(now, N1, AttemptId(6)).is_some());
+    check_actions(&mut s, "assign n1 j1 c10 a11");
+    s.handle_cancel(now, J1);
+    check_actions(&mut s, "cancel n1 a7\ncancel n1 a8\ncancel n1 a9\ncancel n1 a10\ncancel n1 a11\nend-job n1 j1");
+    let j2 = JobId(2);
+    s.handle_job_submitted(now, j2, req());
+    s.handle_chunks_added(now, j2, 10);
+    check_actions(&mut s, "start-job n1 j2\nassign n1 j2 c0 a12\nassign n1 j2 c1 a13");
     s.check_invariants(now);
 }
 
