@@ -372,6 +372,9 @@ pub struct Scheduler {
     spec_dirty: Vec<JobId>,
     /// Whether the current call freed a position or otherwise made room, for `spec_waiting`.
     freed: bool,
+    /// Nodes where a job's share or the capacity grew during the current call: work that fits
+    /// there now is placed before the call returns.
+    grown: Vec<NodeId>,
     actions: VecDeque<Action>,
     next_attempt: u64,
     /// Numbers jobs in submission order.
@@ -396,6 +399,7 @@ impl Scheduler {
             spec_waiting: BTreeSet::new(),
             spec_dirty: Vec::new(),
             freed: false,
+            grown: Vec::new(),
             actions: VecDeque::new(),
             next_attempt: 1,
             next_seq: 0,
@@ -409,7 +413,7 @@ impl Scheduler {
         if self.nodes.contains_key(&node) {
             return;
         }
-        let capacity = resources.slots.saturating_mul(self.config.pipeline_depth.saturating_add(1));
+        let capacity = self.base_capacity(resources.slots);
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
         if capacity > 0 {
@@ -576,6 +580,7 @@ impl Scheduler {
                 in_pending: false,
                 candidates: BTreeSet::new(),
                 durations: Median::default(),
+                first_run: None,
                 spec_deadline: None,
                 spec_waiting: false,
                 spec_dirty: false,
@@ -698,6 +703,9 @@ impl Scheduler {
         let Some(budget) = self.config.pipeline_budget else { return };
         let max = self.config.pipeline_depth;
         let Some(job) = self.attempts.get(&attempt).filter(|a| a.node == node).map(|a| a.job) else { return };
+        if self.jobs.get(&job).is_some_and(|j| j.first_run.is_none()) {
+            self.first_run_time(now, job, run);
+        }
         let Some(n) = self.nodes.get_mut(&node) else { return };
         let slots = n.slots;
         let Some(share) = n.shares.get_mut(&job) else { return };
@@ -705,17 +713,67 @@ impl Scheduler {
         // An average over about the last eight chunks: steady, yet quick to follow a change.
         let average = share.run_nanos.map_or(sample, |old| old - old / 8 + sample / 8).max(1);
         share.run_nanos = Some(average);
-        let wanted = u64::try_from(budget.as_nanos()).unwrap_or(u64::MAX) / average;
-        let depth = u32::try_from(wanted).unwrap_or(u32::MAX).clamp(max.min(1), max);
+        let depth = pipeline_depth(budget, Some(Duration::from_nanos(average)), max);
         let limit = slots.saturating_mul(depth.saturating_add(1));
         if limit == share.limit {
             return;
         }
         let grew = limit > share.limit;
         share.limit = limit;
+        self.refresh_capacity(node);
         if grew {
-            self.fill_node(now, node);
+            self.grown.push(node);
             self.settle(now);
+        }
+    }
+
+    /// The job's first measured chunk: its shares of nodes that have measured nothing of it yet
+    /// grow (never shrink) to the depth it calls for, so a job of tiny chunks fills the cluster's
+    /// pipelines in one pass instead of node by node as each reports.
+    fn first_run_time(&mut self, now: Instant, job: JobId, run: Duration) {
+        let (Some(budget), Some(j)) = (self.config.pipeline_budget, self.jobs.get_mut(&job)) else { return };
+        j.first_run = Some(run);
+        let depth = pipeline_depth(budget, Some(run), self.config.pipeline_depth);
+        let mut grown = Vec::new();
+        for &node in &j.started_on {
+            let Some(n) = self.nodes.get_mut(&node) else { continue };
+            let limit = n.slots.saturating_mul(depth.saturating_add(1));
+            if let Some(share) = n.shares.get_mut(&job).filter(|share| share.run_nanos.is_none() && share.limit < limit) {
+                share.limit = limit;
+                grown.push(node);
+            }
+        }
+        if grown.is_empty() {
+            return;
+        }
+        grown.sort_unstable();
+        for node in grown {
+            self.refresh_capacity(node);
+        }
+        // Spread over the nodes, most room first; `settle` then offers grown capacity to others.
+        self.fill_job(now, job);
+        self.settle(now);
+    }
+
+    /// A node's capacity with no job's share asking for more.
+    fn base_capacity(&self, slots: u32) -> u32 {
+        let depth = match self.config.pipeline_budget {
+            Some(_) => self.config.pipeline_depth.min(1),
+            None => self.config.pipeline_depth,
+        };
+        slots.saturating_mul(depth.saturating_add(1))
+    }
+
+    /// Sets a node's capacity to what its jobs' shares allow (at least its base capacity), so
+    /// the free-position index only lists nodes where some job may still place work.
+    fn refresh_capacity(&mut self, node: NodeId) {
+        let Some(n) = self.nodes.get(&node) else { return };
+        let wanted = n.shares.values().map(|share| share.limit).fold(self.base_capacity(n.slots), u32::max);
+        if wanted != n.capacity {
+            if wanted > n.capacity {
+                self.grown.push(node);
+            }
+            self.update_node(node, |n| n.capacity = wanted);
         }
     }
 
@@ -1007,6 +1065,16 @@ enum Pick {
     Fresh,
 }
 
+/// Queued chunks per slot that cover `budget` of work at `run` per chunk, between 1 and `max`
+/// (`max` itself when it is 0); 1 when nothing is measured.
+fn pipeline_depth(budget: Duration, run: Option<Duration>, max: u32) -> u32 {
+    let wanted = match run {
+        Some(run) => budget.as_nanos() / run.as_nanos().max(1),
+        None => 1,
+    };
+    u32::try_from(wanted).unwrap_or(u32::MAX).clamp(max.min(1), max)
+}
+
 /// How far into a job's requeue a node looks for a chunk that did not fail on it.
 const REQUEUE_SCAN: usize = 16;
 
@@ -1022,7 +1090,9 @@ struct Node {
     os: String,
     arch: String,
     slots: u32,
-    /// `slots * (1 + pipeline_depth)`: the most attempts the node holds.
+    /// The most attempts the node takes: `slots * (1 + pipeline_depth)`, or under
+    /// `pipeline_budget` the largest of its jobs' share limits (at least `slots * 2`). A capacity
+    /// that just shrank may be exceeded until attempts finish.
     capacity: u32,
     memory_total: u64,
     /// From the last heartbeat.
@@ -1183,6 +1253,9 @@ struct Job {
     candidates: BTreeSet<(Instant, AttemptId)>,
     /// Durations of chunks with an accepted result.
     durations: Median,
+    /// The run time of the job's first measured chunk, under `pipeline_budget`: where its shares
+    /// of nodes that have measured nothing yet start.
+    first_run: Option<Duration>,
     /// The job's `Timer::Speculate`, if set.
     spec_deadline: Option<Instant>,
     /// Whether the job is in `Scheduler::spec_waiting`.
@@ -1445,9 +1518,10 @@ impl Scheduler {
             self.actions.push_back(Action::StartJob { node, job });
         }
         let first_limit = match self.config.pipeline_budget {
-            Some(_) => n.slots.saturating_mul(self.config.pipeline_depth.min(1).saturating_add(1)),
+            Some(budget) => n.slots.saturating_mul(pipeline_depth(budget, j.first_run, self.config.pipeline_depth).saturating_add(1)),
             None => n.capacity,
         };
+        let new_share = !n.shares.contains_key(&job);
         n.shares.entry(job).or_insert(Share { in_flight: 0, limit: first_limit, run_nanos: None }).in_flight += 1;
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
@@ -1460,6 +1534,9 @@ impl Scheduler {
         if speculative {
             j.pairs += 1;
             j.speculative += 1;
+        }
+        if new_share {
+            self.refresh_capacity(node);
         }
         self.set_in_flight(node, 1);
         let state = Attempt {
@@ -1805,6 +1882,7 @@ impl Scheduler {
                 n.jobs.remove(&job);
                 n.shares.remove(&job);
             }
+            self.refresh_capacity(node);
             self.actions.push_back(Action::EndJob { node, job });
         }
         let stats = j.stats();
@@ -1833,6 +1911,10 @@ impl Scheduler {
     /// Finishes a call: reconsiders speculation for the jobs whose state changed, and for the
     /// jobs waiting for room if room appeared. Every `handle_*` ends with it.
     fn settle(&mut self, now: Instant) {
+        // Filling a node may start a job there whose share raises the node's capacity again.
+        while let Some(node) = self.grown.pop() {
+            self.fill_node(now, node);
+        }
         self.speculate_dirty(now);
         if std::mem::take(&mut self.freed) {
             let mut cursor = None;
@@ -2089,7 +2171,10 @@ impl Scheduler {
                 let running = self.attempts[attempt].running_since.is_some();
                 assert_eq!(running, position < n.slots as usize, "node {id} attempt {attempt}");
             }
-            assert!(n.in_flight <= n.capacity, "node {id} over capacity");
+            let most = n.slots * (1 + self.config.pipeline_depth);
+            assert!(n.in_flight <= most, "node {id} over capacity");
+            let wanted = n.shares.values().map(|share| share.limit).fold(self.base_capacity(n.slots), u32::max);
+            assert_eq!(n.capacity, wanted, "node {id} capacity");
             let mut shares: Vec<&JobId> = n.shares.keys().collect();
             let mut jobs: Vec<&JobId> = n.jobs.keys().collect();
             shares.sort_unstable();

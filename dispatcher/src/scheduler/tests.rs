@@ -791,6 +791,38 @@ fn pipeline_depth_follows_the_measured_run_time_of_each_job() {
     s.check_invariants(now);
 }
 
+/// A job's first measured chunk sets the depth of its shares everywhere nothing was measured yet:
+/// tiny chunks fill every node's pipeline at once, not node by node as each reports.
+#[test]
+fn first_measured_chunk_deepens_every_unmeasured_share() {
+    let now = Instant::now();
+    let config = SchedulerConfig { pipeline_budget: Some(ms(2)), ..no_speculation(4) };
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    submit_whole_job(&mut s, now, 40);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         start-job n2 j1
+         assign n2 j1 c1 a2
+         assign n1 j1 c2 a3
+         assign n2 j1 c3 a4",
+    );
+    s.handle_run_time(now, N1, AttemptId(1), Duration::from_micros(100));
+    check_actions(
+        &mut s,
+        "assign n1 j1 c4 a5
+         assign n2 j1 c5 a6
+         assign n1 j1 c6 a7
+         assign n2 j1 c7 a8
+         assign n1 j1 c8 a9
+         assign n2 j1 c9 a10",
+    );
+    s.check_invariants(now);
+}
+
 /// With a deep pipeline a node holds attempts queued behind its running ones; their age counts
 /// from when they could start, so a queue that empties does not turn them all into stragglers.
 #[test]
