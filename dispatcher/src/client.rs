@@ -33,6 +33,8 @@ const MAX_RESULT: usize = 1 << 30;
 const INPUT_QUEUE: usize = 64;
 /// Queued input bytes that trigger a flush.
 const INPUT_FLUSH: usize = 1 << 20;
+/// How long `close` lets the endpoint send its last packets.
+const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// What can go wrong for a client.
 #[derive(Debug, Error)]
@@ -471,7 +473,9 @@ impl Client {
         // Give the last messages a moment to arrive before closing.
         let _ = tokio::time::timeout(std::time::Duration::from_millis(500), self.conn.closed()).await;
         self.conn.close(0u32.into(), b"done");
-        self.endpoint.wait_idle().await;
+        // Long enough for our close to leave the socket; waiting out QUIC's draining period
+        // (three probe timeouts, ~80 ms) would only delay every `dispy-submit` command's exit.
+        let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
     }
 }
 
