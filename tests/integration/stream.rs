@@ -2,12 +2,17 @@
 //! cluster: results come back in chunk order whether the caller waits for each one or sends
 //! ahead, equal to the serial run of the same chunks; a failing chunk surfaces as the job's
 //! failure and leaves the client usable; an abandoned stream makes the client refuse requests.
+//! And `dispy-submit stream`, which pipes standard input through such a job.
 
 use common::job::JobDescription;
 use common::pki::Identity;
 use common::proto::JobState;
 use common::split::SplitRule;
 use dispatcher::client::{Client, ClientError};
+use std::io::{BufRead, BufReader, Write};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
 use tests::{block_on, example, fixture, pseudo_random_bytes, serial_output, Cluster};
 
 /// A job description for `payload`; the split rule and output are not used by a stream.
@@ -131,4 +136,65 @@ fn a_rejected_payload_fails_each_job_once() {
         }
         client.close().await;
     });
+}
+
+/// `dispy-submit stream` answers each line of its standard input on its standard output before
+/// the next line is even written: chunks go out as they are cut and results come back at once.
+#[test]
+fn dispy_submit_stream_answers_each_line_before_the_next() {
+    let cluster = Cluster::start(1);
+    let mut child = tests::command("dispy-submit")
+        .arg("--dispatcher")
+        .arg(cluster.address())
+        .arg("--tls-dir")
+        .arg(cluster.client_dir())
+        .arg("stream")
+        .arg("--payload")
+        .arg(example("upper.wat"))
+        .args(["--split", "lines:1"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start dispy-submit stream");
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let stdout = child.stdout.take().expect("piped stdout");
+    // Lines are read on a thread, so a missing answer fails the test instead of hanging it.
+    let (answers, answer) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            if answers.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    for word in ["alpha", "beta", "gamma delta"] {
+        writeln!(stdin, "{word}").and_then(|()| stdin.flush()).expect("write a line");
+        let got = answer.recv_timeout(Duration::from_secs(30)).expect("an answer before the next line").expect("a line");
+        assert_eq!(got, word.to_uppercase());
+    }
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("poll dispy-submit") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("dispy-submit stream did not end after its input did");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    assert!(status.success(), "dispy-submit stream exited {status}");
+}
+
+#[test]
+fn dispy_submit_stream_refuses_rules_and_flags_that_need_files() {
+    let cluster = Cluster::start(1);
+    let upper = example("upper.wat");
+    let run = cluster.submit(&[&"stream", &"--payload", &upper, &"--split", &"files"]);
+    run.check_code(64);
+    run.check_stderr_mentions(&["cannot cut a stream", "bytes:SIZE or lines:N"]);
+    let run = cluster.submit(&[&"stream", &"--payload", &upper, &"--split", &"lines:1", &"--output", &"out.txt"]);
+    run.check_code(64);
+    run.check_stderr_mentions(&["standard output", "--output"]);
 }

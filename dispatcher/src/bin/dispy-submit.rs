@@ -1,6 +1,7 @@
 //! `dispy-submit`: the user's command line. `run` submits a job (from a job file or flags) and
-//! writes its output; `--local N` first starts an embedded cluster. `nodes` lists the cluster.
-//! Everything goes through [`dispatcher::Client`].
+//! writes its output; `--local N` first starts an embedded cluster. `stream` runs a job over
+//! standard input as it arrives. `nodes` lists the cluster. Everything goes through
+//! [`dispatcher::Client`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -12,11 +13,12 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use common::job::JobDescription;
 use common::pki::Identity;
 use common::proto::{JobId, JobState, JobSummary, NodeStatus, PayloadKind};
-use common::split::SplitRule;
+use common::split::{SplitError, SplitRule};
 use dispatcher::client::{ClientError, Update};
 use dispatcher::local::LocalCluster;
 use dispatcher::Client;
 use indicatif::{ProgressBar, ProgressStyle};
+use tokio::io::AsyncWriteExt;
 
 /// Exit code when a job ran and failed.
 const EXIT_JOB_FAILED: u8 = 1;
@@ -45,6 +47,10 @@ enum Command {
     Run(Box<RunArgs>),
     /// Submit a job, upload its input, print its id and return; `wait` fetches the output later.
     Submit(Box<RunArgs>),
+    /// Run a job over standard input as it arrives (split rule bytes:SIZE or lines:N): each
+    /// chunk is sent as soon as it is cut, each result written to standard output as soon as it
+    /// and those before it are back. A job file's input and output are not used.
+    Stream(Box<RunArgs>),
     /// Wait for a job (reattach) and write its output; exits 0 only if every chunk succeeded.
     Wait {
         /// The job id.
@@ -157,6 +163,7 @@ fn main() -> ExitCode {
         match &cli.command {
             Command::Run(run_args) => run(&cli, run_args).await,
             Command::Submit(run_args) => submit(&cli, run_args).await,
+            Command::Stream(run_args) => stream(&cli, run_args).await,
             Command::Wait { job, output } => wait(&cli, JobId(*job), output.as_deref()).await,
             Command::Status { job, json } => status(&cli, JobId(*job), false, *json).await,
             Command::Cancel { job } => status(&cli, JobId(*job), true, false).await,
@@ -228,19 +235,29 @@ impl From<ClientError> for Failure {
     }
 }
 
+/// Starts the embedded cluster `--local N` asks for, if any.
+async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure> {
+    match local {
+        Some(0) => Err(Failure::Usage(anyhow::anyhow!("--local needs at least 1 node"))),
+        Some(n) => Ok(Some(LocalCluster::start(n).await.map_err(Failure::Other)?)),
+        None => Ok(None),
+    }
+}
+
+/// Connects to the embedded cluster if there is one, else to `--dispatcher`.
+async fn connect_to(cli: &Cli, local: Option<&LocalCluster>) -> Result<Client, Failure> {
+    match local {
+        Some(cluster) => Ok(Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?),
+        None => connect(cli).await,
+    }
+}
+
 async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
-    let local = match args.local {
-        Some(0) => return Err(Failure::Usage(anyhow::anyhow!("--local needs at least 1 node"))),
-        Some(n) => Some(LocalCluster::start(n).await.map_err(Failure::Other)?),
-        None => None,
-    };
+    let local = start_local(args.local).await?;
     let result = async {
-        let mut client = match &local {
-            Some(cluster) => Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?,
-            None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
-        };
+        let mut client = connect_to(cli, local.as_ref()).await?;
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p))).await;
         display.finish();
@@ -272,6 +289,103 @@ async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let id = client.submit(&job).await?;
     println!("{id}");
     Ok(())
+}
+
+/// `stream`: standard input, cut by the job's rule as it arrives, through a [`JobStream`];
+/// results to standard output in chunk order as they come back.
+async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
+    let usage = |message: &str| Failure::Usage(anyhow::anyhow!("stream: {message}"));
+    if !args.input.is_empty() || args.output.is_some() || args.results.is_some() {
+        return Err(usage("it reads standard input and writes standard output; drop --input, --output and --results"));
+    }
+    if args.shared_input {
+        return Err(usage("--shared-input needs files every node can read, not standard input"));
+    }
+    let job = job_with_io(args, Some(("/dev/stdin".into(), "/dev/stdout".into()))).map_err(Failure::Usage)?;
+    let splitter = match job.split {
+        SplitRule::Bytes(_) | SplitRule::Lines(_) => job.split.splitter(),
+        _ => None,
+    };
+    let Some(splitter) = splitter else {
+        return Err(usage(&format!("split rule {} cannot cut a stream; use bytes:SIZE or lines:N", job.split)));
+    };
+    check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
+    let local = start_local(args.local).await?;
+    let result = async {
+        let mut client = connect_to(cli, local.as_ref()).await?;
+        let done = interruptible(pipe_through(&mut client, &job, splitter)).await;
+        client.close().await;
+        done
+    }
+    .await;
+    if let Some(cluster) = local {
+        cluster.shutdown().await;
+    }
+    let (id, progress) = result?;
+    eprintln!("job {id} done: {} chunks, {} retries", progress.done, progress.retries);
+    Ok(())
+}
+
+/// Feeds standard input, cut by `splitter`, to a new job and writes its results to standard
+/// output, each as soon as it and those before it are back.
+async fn pipe_through(
+    client: &mut Client,
+    job: &JobDescription,
+    mut splitter: common::split::Splitter,
+) -> Result<(JobId, common::proto::JobProgress), ClientError> {
+    let (tx, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(64);
+    // Blocking reads on their own thread; it ends at end of input or when the receiver is gone.
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin().lock();
+        let mut buffer = vec![0u8; 64 * 1024];
+        let mut cut = Vec::new();
+        loop {
+            match std::io::Read::read(&mut stdin, &mut buffer) {
+                Ok(0) => break,
+                Ok(n) => splitter.push(&buffer[..n], &mut cut),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    let _ = tx.blocking_send(Err(e));
+                    return;
+                }
+            }
+            for chunk in cut.drain(..) {
+                if tx.blocking_send(Ok(chunk)).is_err() {
+                    return;
+                }
+            }
+        }
+        if let Some(last) = splitter.finish() {
+            let _ = tx.blocking_send(Ok(last));
+        }
+    });
+    let stdout_error = |source| ClientError::Output { path: "standard output".into(), source };
+    let mut stdout = tokio::io::stdout();
+    let mut stream = client.open(job).await?;
+    let id = stream.id();
+    let mut input_open = true;
+    loop {
+        tokio::select! {
+            chunk = chunks.recv(), if input_open => match chunk {
+                Some(Ok(chunk)) => stream.send(&chunk).await?,
+                Some(Err(error)) => return Err(SplitError::Io { path: "standard input".into(), error }.into()),
+                None => input_open = false,
+            },
+            result = stream.recv(), if stream.awaiting() > 0 => {
+                if let Some(result) = result? {
+                    stdout.write_all(&result).await.map_err(stdout_error)?;
+                    stdout.flush().await.map_err(stdout_error)?;
+                }
+            }
+            else => break,
+        }
+    }
+    let (rest, progress) = stream.finish().await?;
+    for result in rest {
+        stdout.write_all(&result).await.map_err(stdout_error)?;
+    }
+    stdout.flush().await.map_err(stdout_error)?;
+    Ok((id, progress))
 }
 
 async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result<(), Failure> {
@@ -354,16 +468,29 @@ fn job_json(j: &JobSummary) -> String {
 
 /// Builds the job from a job file and/or flags, flags winning.
 fn job_from(args: &RunArgs) -> anyhow::Result<JobDescription> {
+    job_with_io(args, None)
+}
+
+/// [`job_from`] with the input and output replaced by `io` (for `stream`: standard input and
+/// output), so neither is required.
+fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result<JobDescription> {
     let mut job = match &args.job_file {
         Some(path) => JobDescription::from_toml_file(path)?,
         None => {
             let missing = |flag: &str| anyhow::anyhow!("{flag} is required without a job file");
             let payload = args.payload.clone().ok_or_else(|| missing("--payload"))?;
             let split = args.split.ok_or_else(|| missing("--split"))?;
-            let output = args.output.clone().ok_or_else(|| missing("--output"))?;
+            let output = match (&io, &args.output) {
+                (Some((_, output)), _) => output.clone(),
+                (None, output) => output.clone().ok_or_else(|| missing("--output"))?,
+            };
             JobDescription::new(payload, split, output)
         }
     };
+    if let Some((input, output)) = io {
+        job.inputs = vec![input];
+        job.output = output;
+    }
     if let Some(payload) = &args.payload {
         job.name = common::job::default_name(payload);
         job.payload = payload.clone();

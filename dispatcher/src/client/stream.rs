@@ -70,6 +70,11 @@ impl JobStream<'_> {
         self.id
     }
 
+    /// Chunks sent whose results have not been received yet.
+    pub fn awaiting(&self) -> u64 {
+        self.outstanding
+    }
+
     /// Sends the next chunk's input; it is scheduled as soon as the dispatcher has spooled it.
     ///
     /// # Errors
