@@ -648,6 +648,26 @@ fn four_chunks_on_n1(now: Instant, config: SchedulerConfig, slots: u32) -> Sched
     s
 }
 
+/// Two one-slot nodes n1 and n2, then `submit` (job J1 with more than four chunks): each node
+/// gets one running and one queued (the config must allow exactly that). Returns the scheduler
+/// with those actions checked and drained.
+fn two_chunks_on_each_of_two_nodes(now: Instant, config: SchedulerConfig, submit: impl FnOnce(&mut Scheduler)) -> Scheduler {
+    let mut s = Scheduler::new(config);
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    submit(&mut s);
+    check_actions(
+        &mut s,
+        "start-job n1 j1
+         assign n1 j1 c0 a1
+         start-job n2 j1
+         assign n2 j1 c1 a2
+         assign n1 j1 c2 a3
+         assign n2 j1 c3 a4",
+    );
+    s
+}
+
 /// Speculation after one sample and with no age floor.
 fn eager_speculation(pipeline_depth: u32) -> SchedulerConfig {
     SchedulerConfig { speculation_min_samples: 1, speculation_min_age: Duration::ZERO, ..config(pipeline_depth) }
@@ -797,19 +817,7 @@ fn pipeline_depth_follows_the_measured_run_time_of_each_job() {
 fn first_measured_chunk_deepens_every_unmeasured_share() {
     let now = Instant::now();
     let config = SchedulerConfig { pipeline_budget: Some(ms(2)), ..no_speculation(4) };
-    let mut s = Scheduler::new(config);
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_node_joined(now, N2, resources("n2", 1));
-    submit_whole_job(&mut s, now, 40);
-    check_actions(
-        &mut s,
-        "start-job n1 j1
-         assign n1 j1 c0 a1
-         start-job n2 j1
-         assign n2 j1 c1 a2
-         assign n1 j1 c2 a3
-         assign n2 j1 c3 a4",
-    );
+    let mut s = two_chunks_on_each_of_two_nodes(now, config, |s| submit_whole_job(s, now, 40));
     s.handle_run_time(now, N1, AttemptId(1), Duration::from_micros(100));
     check_actions(
         &mut s,
@@ -1001,20 +1009,10 @@ fn platform_must_match() {
 #[test]
 fn drained_node_finishes_its_work_and_takes_no_more() {
     let now = Instant::now();
-    let mut s = Scheduler::new(config(1));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_node_joined(now, N2, resources("n2", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 8);
-    check_actions(
-        &mut s,
-        "start-job n1 j1
-         assign n1 j1 c0 a1
-         start-job n2 j1
-         assign n2 j1 c1 a2
-         assign n1 j1 c2 a3
-         assign n2 j1 c3 a4",
-    );
+    let mut s = two_chunks_on_each_of_two_nodes(now, config(1), |s| {
+        s.handle_job_submitted(now, J1, req());
+        s.handle_chunks_added(now, J1, 8);
+    });
     s.handle_drain(now, N1);
     check_actions(&mut s, "");
     assert_eq!(s.node_state(N1), Some(NodeState::Draining));
