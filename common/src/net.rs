@@ -64,6 +64,11 @@ impl StreamError {
         self.connection_error().is_some()
     }
 
+    /// Whether the peer stopped the stream this error came from writing to (it wants no more).
+    pub fn is_stopped(&self) -> bool {
+        matches!(self, StreamError::Write(quinn::WriteError::Stopped(_)))
+    }
+
     /// Why the connection went away, when that is what this error says.
     pub fn connection_error(&self) -> Option<&quinn::ConnectionError> {
         match self {

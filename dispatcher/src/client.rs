@@ -514,18 +514,24 @@ async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), Clie
     Ok((submission, Bytes::from(payload)))
 }
 
-/// Reads chunks on a blocking thread and writes them as raw frames on the job's input stream.
-/// Completes only on error; on success it stays pending so the caller's select keeps waiting.
-async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Result<(), ClientError> {
-    let (tx, rx) = mpsc::channel::<Result<Vec<u8>, SplitError>>(INPUT_QUEUE);
-    // The reader thread ends when the iterator does or when the receiver is dropped.
-    let reader = tokio::task::spawn_blocking(move || {
+/// Reads `chunks` on a blocking thread, at most a few dozen ahead of the receiver; the thread
+/// ends when the chunks do or the receiver is dropped.
+pub fn read_ahead(chunks: Chunks) -> mpsc::Receiver<Result<Vec<u8>, SplitError>> {
+    let (tx, rx) = mpsc::channel(INPUT_QUEUE);
+    tokio::task::spawn_blocking(move || {
         for chunk in chunks {
             if tx.blocking_send(chunk).is_err() {
                 break;
             }
         }
     });
+    rx
+}
+
+/// Writes `chunks` as raw frames on the job's input stream. Completes only on error; on success
+/// it stays pending so the caller's select keeps waiting.
+async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Result<(), ClientError> {
+    let rx = read_ahead(chunks);
     let sent = async {
         // Owned here, so the reader thread sees the channel close when sending stops early.
         let mut rx = rx;
@@ -543,10 +549,9 @@ async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Res
         Ok(()) => {}
         // The dispatcher stopped taking input because the job failed (a full disk, say); the
         // control stream brings the reason, so wait for it rather than report a stream error.
-        Err(ClientError::Stream(StreamError::Write(quinn::WriteError::Stopped(_)))) => {}
+        Err(ClientError::Stream(e)) if e.is_stopped() => {}
         Err(e) => return Err(e),
     }
-    let _ = reader.await;
     std::future::pending().await
 }
 

@@ -98,7 +98,7 @@ fn a_failing_chunk_fails_the_stream_and_an_abandoned_stream_retires_the_client()
         }
         // A new client sees the abandoned job run its one chunk to the end.
         let mut fresh = connect(&cluster).await;
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let summary = fresh.status(job).await.expect("status");
             match summary.state {
@@ -106,8 +106,8 @@ fn a_failing_chunk_fails_the_stream_and_an_abandoned_stream_retires_the_client()
                 JobState::Succeeded => break,
                 other => panic!("job {job} ended {other:?}"),
             }
-            assert!(std::time::Instant::now() < deadline, "job {job} still running: {summary:?}");
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            assert!(Instant::now() < deadline, "job {job} still running: {summary:?}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         fresh.close().await;
     });

@@ -13,7 +13,7 @@ use clap::{Args as ClapArgs, Parser, Subcommand};
 use common::job::JobDescription;
 use common::pki::Identity;
 use common::proto::{JobId, JobState, JobSummary, NodeStatus, PayloadKind};
-use common::split::{SplitError, SplitRule};
+use common::split::SplitRule;
 use dispatcher::client::{ClientError, Update};
 use dispatcher::local::LocalCluster;
 use dispatcher::Client;
@@ -173,6 +173,8 @@ fn main() -> ExitCode {
             Command::Nodes { json } => nodes(&cli, *json).await,
         }
     });
+    // An input reader may still be blocked in a read of standard input; nothing waits for it.
+    runtime.shutdown_background();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Usage(e)) => {
@@ -190,17 +192,20 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `job` until it ends or the user interrupts (SIGINT, SIGTERM); an interrupted job's
-/// future is dropped, which removes its temporary output. A job submitted to a real dispatcher
-/// keeps running there; `wait` reattaches.
+/// What an interrupted `run` or `wait` leaves: its future is dropped, which removes its
+/// temporary output, and a job submitted to a real dispatcher keeps running there.
+const INTERRUPTED_RUN: &str =
+    "interrupted; no output was written (a job on a real dispatcher goes on there: `dispy-submit wait JOB` reattaches)";
+
+/// Runs `job` until it ends or the user interrupts (SIGINT, SIGTERM), which fails with
+/// `interrupted` and drops the job's future.
 async fn interruptible<T>(
     job: impl std::future::Future<Output = Result<T, ClientError>>,
+    interrupted: &str,
 ) -> Result<T, Failure> {
     tokio::select! {
         result = job => Ok(result?),
-        () = common::signal::shutdown() => Err(Failure::Other(anyhow::anyhow!(
-            "interrupted; no output was written (a job on a real dispatcher goes on there: `dispy-submit wait JOB` reattaches)"
-        ))),
+        () = common::signal::shutdown() => Err(Failure::Other(anyhow::anyhow!("{interrupted}"))),
     }
 }
 
@@ -259,7 +264,7 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let result = async {
         let mut client = connect_to(cli, local.as_ref()).await?;
         let mut display = ProgressDisplay::new();
-        let report = interruptible(client.run(&job, |p| display.update(p))).await;
+        let report = interruptible(client.run(&job, |p| display.update(p)), INTERRUPTED_RUN).await;
         display.finish();
         client.close().await;
         report
@@ -302,18 +307,18 @@ async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         return Err(usage("--shared-input needs files every node can read, not standard input"));
     }
     let job = job_with_io(args, Some(("/dev/stdin".into(), "/dev/stdout".into()))).map_err(Failure::Usage)?;
-    let splitter = match job.split {
-        SplitRule::Bytes(_) | SplitRule::Lines(_) => job.split.splitter(),
-        _ => None,
-    };
-    let Some(splitter) = splitter else {
+    if !matches!(job.split, SplitRule::Bytes(_) | SplitRule::Lines(_)) {
         return Err(usage(&format!("split rule {} cannot cut a stream; use bytes:SIZE or lines:N", job.split)));
-    };
+    }
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local).await?;
     let result = async {
         let mut client = connect_to(cli, local.as_ref()).await?;
-        let done = interruptible(pipe_through(&mut client, &job, splitter)).await;
+        let done = interruptible(
+            pipe_through(&mut client, &job),
+            "interrupted; the results written so far stand, and the job's input ends where it was",
+        )
+        .await;
         client.close().await;
         done
     }
@@ -326,39 +331,10 @@ async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     Ok(())
 }
 
-/// Feeds standard input, cut by `splitter`, to a new job and writes its results to standard
-/// output, each as soon as it and those before it are back.
-async fn pipe_through(
-    client: &mut Client,
-    job: &JobDescription,
-    mut splitter: common::split::Splitter,
-) -> Result<(JobId, common::proto::JobProgress), ClientError> {
-    let (tx, mut chunks) = tokio::sync::mpsc::channel::<std::io::Result<Vec<u8>>>(64);
-    // Blocking reads on their own thread; it ends at end of input or when the receiver is gone.
-    std::thread::spawn(move || {
-        let mut stdin = std::io::stdin().lock();
-        let mut buffer = vec![0u8; 64 * 1024];
-        let mut cut = Vec::new();
-        loop {
-            match std::io::Read::read(&mut stdin, &mut buffer) {
-                Ok(0) => break,
-                Ok(n) => splitter.push(&buffer[..n], &mut cut),
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => {
-                    let _ = tx.blocking_send(Err(e));
-                    return;
-                }
-            }
-            for chunk in cut.drain(..) {
-                if tx.blocking_send(Ok(chunk)).is_err() {
-                    return;
-                }
-            }
-        }
-        if let Some(last) = splitter.finish() {
-            let _ = tx.blocking_send(Ok(last));
-        }
-    });
+/// Feeds the job's input (standard input), cut by its rule as it arrives, to a new job and writes
+/// its results to standard output, each as soon as it and those before it are back.
+async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobId, common::proto::JobProgress), ClientError> {
+    let mut chunks = dispatcher::client::read_ahead(job.split.chunks(&job.inputs)?);
     let stdout_error = |source| ClientError::Output { path: "standard output".into(), source };
     let mut stdout = tokio::io::stdout();
     let mut stream = client.open(job).await?;
@@ -367,8 +343,7 @@ async fn pipe_through(
     loop {
         tokio::select! {
             chunk = chunks.recv(), if input_open => match chunk {
-                Some(Ok(chunk)) => stream.send(&chunk).await?,
-                Some(Err(error)) => return Err(SplitError::Io { path: "standard input".into(), error }.into()),
+                Some(chunk) => stream.send(&chunk?).await?,
                 None => input_open = false,
             },
             result = stream.recv(), if stream.awaiting() > 0 => {
@@ -393,7 +368,7 @@ async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result
     let summary = client.status(job).await?;
     let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
     let mut display = ProgressDisplay::new();
-    let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p))).await;
+    let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p)), INTERRUPTED_RUN).await;
     display.finish();
     client.close().await;
     let report = report?;

@@ -88,7 +88,7 @@ impl JobStream<'_> {
                 Ok(())
             }
             // The dispatcher stopped the input because the job ended; the control stream says why.
-            Err(StreamError::Write(quinn::WriteError::Stopped(_))) => Err(self.verdict_error().await),
+            Err(e) if e.is_stopped() => Err(self.verdict_error().await),
             Err(e) => Err(e.into()),
         }
     }
@@ -116,7 +116,7 @@ impl JobStream<'_> {
                     None => return Err(self.verdict_error().await),
                 },
                 event = self.client.control.recv.expect_frame::<ClientEvent>() => {
-                    if let Some(error) = self.failure(event?) {
+                    if let Some(error) = self.on_event(event?) {
                         return Err(error);
                     }
                 }
@@ -132,7 +132,7 @@ impl JobStream<'_> {
     pub async fn finish(mut self) -> Result<(Vec<Bytes>, JobProgress), ClientError> {
         match self.input.finish().await {
             Ok(()) => {}
-            Err(StreamError::Write(quinn::WriteError::Stopped(_))) => return Err(self.verdict_error().await),
+            Err(e) if e.is_stopped() => return Err(self.verdict_error().await),
             Err(e) => return Err(e.into()),
         }
         let mut rest = Vec::new();
@@ -144,7 +144,7 @@ impl JobStream<'_> {
                 break progress;
             }
             let event = self.client.control.recv.expect_frame::<ClientEvent>().await?;
-            if let Some(error) = self.failure(event) {
+            if let Some(error) = self.on_event(event) {
                 return Err(error);
             }
         };
@@ -153,7 +153,7 @@ impl JobStream<'_> {
     }
 
     /// What a control event means while results are awaited: `None` to keep waiting.
-    fn failure(&mut self, event: ClientEvent) -> Option<ClientError> {
+    fn on_event(&mut self, event: ClientEvent) -> Option<ClientError> {
         match event {
             // Only after the input ended; `finish` collects the results still on their way.
             ClientEvent::JobSucceeded { progress } => {
@@ -183,7 +183,7 @@ impl JobStream<'_> {
                 Ok(event) => event,
                 Err(e) => return e.into(),
             };
-            if let Some(error) = self.failure(event) {
+            if let Some(error) = self.on_event(event) {
                 return error;
             }
             if self.succeeded.is_some() {

@@ -413,7 +413,7 @@ impl Scheduler {
         if self.nodes.contains_key(&node) {
             return;
         }
-        let capacity = self.base_capacity(resources.slots);
+        let capacity = share_limit(&self.config, resources.slots, None);
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
         if capacity > 0 {
@@ -700,8 +700,9 @@ impl Scheduler {
     /// the attempt live). Without a budget, or for an attempt not live on the node, it does
     /// nothing.
     pub fn handle_run_time(&mut self, now: Instant, node: NodeId, attempt: AttemptId, run: Duration) {
-        let Some(budget) = self.config.pipeline_budget else { return };
-        let max = self.config.pipeline_depth;
+        if self.config.pipeline_budget.is_none() {
+            return;
+        }
         let Some(job) = self.attempts.get(&attempt).filter(|a| a.node == node).map(|a| a.job) else { return };
         if self.jobs.get(&job).is_some_and(|j| j.first_run.is_none()) {
             self.first_run_time(now, job, run);
@@ -713,8 +714,7 @@ impl Scheduler {
         // An average over about the last eight chunks: steady, yet quick to follow a change.
         let average = share.run_nanos.map_or(sample, |old| old - old / 8 + sample / 8).max(1);
         share.run_nanos = Some(average);
-        let depth = pipeline_depth(budget, Some(Duration::from_nanos(average)), max);
-        let limit = slots.saturating_mul(depth.saturating_add(1));
+        let limit = share_limit(&self.config, slots, Some(Duration::from_nanos(average)));
         if limit == share.limit {
             return;
         }
@@ -731,13 +731,12 @@ impl Scheduler {
     /// grow (never shrink) to the depth it calls for, so a job of tiny chunks fills the cluster's
     /// pipelines in one pass instead of node by node as each reports.
     fn first_run_time(&mut self, now: Instant, job: JobId, run: Duration) {
-        let (Some(budget), Some(j)) = (self.config.pipeline_budget, self.jobs.get_mut(&job)) else { return };
+        let Some(j) = self.jobs.get_mut(&job) else { return };
         j.first_run = Some(run);
-        let depth = pipeline_depth(budget, Some(run), self.config.pipeline_depth);
         let mut grown = Vec::new();
         for &node in &j.started_on {
             let Some(n) = self.nodes.get_mut(&node) else { continue };
-            let limit = n.slots.saturating_mul(depth.saturating_add(1));
+            let limit = share_limit(&self.config, n.slots, Some(run));
             if let Some(share) = n.shares.get_mut(&job).filter(|share| share.run_nanos.is_none() && share.limit < limit) {
                 share.limit = limit;
                 grown.push(node);
@@ -755,20 +754,12 @@ impl Scheduler {
         self.settle(now);
     }
 
-    /// A node's capacity with no job's share asking for more.
-    fn base_capacity(&self, slots: u32) -> u32 {
-        let depth = match self.config.pipeline_budget {
-            Some(_) => self.config.pipeline_depth.min(1),
-            None => self.config.pipeline_depth,
-        };
-        slots.saturating_mul(depth.saturating_add(1))
-    }
-
     /// Sets a node's capacity to what its jobs' shares allow (at least its base capacity), so
     /// the free-position index only lists nodes where some job may still place work.
     fn refresh_capacity(&mut self, node: NodeId) {
         let Some(n) = self.nodes.get(&node) else { return };
-        let wanted = n.shares.values().map(|share| share.limit).fold(self.base_capacity(n.slots), u32::max);
+        let least = share_limit(&self.config, n.slots, None);
+        let wanted = n.shares.values().map(|share| share.limit).fold(least, u32::max);
         if wanted != n.capacity {
             if wanted > n.capacity {
                 self.grown.push(node);
@@ -1065,14 +1056,20 @@ enum Pick {
     Fresh,
 }
 
-/// Queued chunks per slot that cover `budget` of work at `run` per chunk, between 1 and `max`
-/// (`max` itself when it is 0); 1 when nothing is measured.
-fn pipeline_depth(budget: Duration, run: Option<Duration>, max: u32) -> u32 {
-    let wanted = match run {
-        Some(run) => budget.as_nanos() / run.as_nanos().max(1),
-        None => 1,
+/// The most attempts of one job a node with `slots` slots may hold: `slots * (1 + depth)`, the
+/// depth being `pipeline_depth` without a budget, and under one the queued chunks per slot that
+/// cover the budget at `run` per chunk, between 1 and `pipeline_depth` (1 when nothing is
+/// measured). With no job asking for more, also a node's capacity.
+fn share_limit(config: &SchedulerConfig, slots: u32, run: Option<Duration>) -> u32 {
+    let max = config.pipeline_depth;
+    let depth = match (config.pipeline_budget, run) {
+        (None, _) => max,
+        (Some(_), None) => max.min(1),
+        (Some(budget), Some(run)) => {
+            u32::try_from(budget.as_nanos() / run.as_nanos().max(1)).unwrap_or(u32::MAX).clamp(max.min(1), max)
+        }
     };
-    u32::try_from(wanted).unwrap_or(u32::MAX).clamp(max.min(1), max)
+    slots.saturating_mul(depth.saturating_add(1))
 }
 
 /// How far into a job's requeue a node looks for a chunk that did not fail on it.
@@ -1517,12 +1514,9 @@ impl Scheduler {
             j.started_on.insert(node);
             self.actions.push_back(Action::StartJob { node, job });
         }
-        let first_limit = match self.config.pipeline_budget {
-            Some(budget) => n.slots.saturating_mul(pipeline_depth(budget, j.first_run, self.config.pipeline_depth).saturating_add(1)),
-            None => n.capacity,
-        };
         let new_share = !n.shares.contains_key(&job);
-        n.shares.entry(job).or_insert(Share { in_flight: 0, limit: first_limit, run_nanos: None }).in_flight += 1;
+        let limit = share_limit(&self.config, n.slots, j.first_run);
+        n.shares.entry(job).or_insert(Share { in_flight: 0, limit, run_nanos: None }).in_flight += 1;
         let attempt = AttemptId(self.next_attempt);
         self.next_attempt += 1;
         let memory = j.req.memory_limit;
@@ -2173,7 +2167,8 @@ impl Scheduler {
             }
             let most = n.slots * (1 + self.config.pipeline_depth);
             assert!(n.in_flight <= most, "node {id} over capacity");
-            let wanted = n.shares.values().map(|share| share.limit).fold(self.base_capacity(n.slots), u32::max);
+            let least = share_limit(&self.config, n.slots, None);
+            let wanted = n.shares.values().map(|share| share.limit).fold(least, u32::max);
             assert_eq!(n.capacity, wanted, "node {id} capacity");
             let mut shares: Vec<&JobId> = n.shares.keys().collect();
             let mut jobs: Vec<&JobId> = n.jobs.keys().collect();
