@@ -168,6 +168,8 @@ pub(crate) struct Topology {
     pub(crate) slots_per_node: u32,
     /// `dispy-dispatcher --pipeline-depth`, when not the dispatcher's default.
     pub(crate) pipeline_depth: Option<u32>,
+    /// `dispy-dispatcher --async-threads`, when not the dispatcher's default.
+    pub(crate) dispatcher_async_threads: Option<u32>,
 }
 
 impl std::fmt::Display for Topology {
@@ -176,6 +178,10 @@ impl std::fmt::Display for Topology {
         match self.pipeline_depth {
             Some(depth) => write!(f, ", dispatcher --pipeline-depth {depth}"),
             None => write!(f, ", dispatcher's default pipeline depth"),
+        }?;
+        match self.dispatcher_async_threads {
+            Some(threads) => write!(f, ", dispatcher --async-threads {threads}"),
+            None => write!(f, " and async threads"),
         }
     }
 }
@@ -226,6 +232,9 @@ impl Cluster {
             .arg(state_dir);
         if let Some(depth) = topology.pipeline_depth {
             command.arg("--pipeline-depth").arg(depth.to_string());
+        }
+        if let Some(threads) = topology.dispatcher_async_threads {
+            command.arg("--async-threads").arg(threads.to_string());
         }
         let dispatcher = Daemon::spawn(command, &dir.join("dispatcher.log"))?;
 

@@ -79,6 +79,10 @@ struct WorkloadArgs {
     /// one), for experiments; by default the dispatcher's own default applies.
     #[arg(long)]
     pipeline_depth: Option<u32>,
+    /// Pass `--async-threads N` to the dispatcher (1: all its network and scheduling work on one
+    /// thread); by default the dispatcher's own default (one per core) applies.
+    #[arg(long)]
+    dispatcher_async_threads: Option<u32>,
     /// Put the dispatcher's state directory (journal and spool) under this directory instead of
     /// the temporary directory, e.g. on tmpfs (`/dev/shm`) to see what fsync costs.
     #[arg(long)]
@@ -120,12 +124,18 @@ struct ScaleArgs {
 fn parse_topology(text: &str) -> Result<Topology, String> {
     let (nodes, slots) = text.split_once(['x', 'X']).ok_or("expected NODESxSLOTS, e.g. 1x2")?;
     let parse = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0).ok_or(format!("{s:?} is not a positive number"));
-    Ok(Topology { nodes: parse(nodes)?, slots_per_node: parse(slots)?, pipeline_depth: None })
+    Ok(Topology { nodes: parse(nodes)?, slots_per_node: parse(slots)?, pipeline_depth: None, dispatcher_async_threads: None })
 }
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The workloads' client runs on one thread, as in dispy-submit; the scale benchmark's
+    // thousands of simulated nodes need more.
+    let threads = match args.command {
+        Some(Command::Scale(_)) => None,
+        _ => Some(1),
+    };
+    let runtime = match common::daemon::runtime(threads) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("bench: failed to start the async runtime: {e}");
@@ -214,7 +224,11 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
     workloads.dedup();
     let (runs, sizes) = if args.quick { (1, Sizes::QUICK) } else { (args.runs.max(1), Sizes::FULL) };
     eprintln!("bench: starting a cluster in {}", dir.path().display());
-    let topology = Topology { pipeline_depth: args.pipeline_depth, ..args.topology };
+    let topology = Topology {
+        pipeline_depth: args.pipeline_depth,
+        dispatcher_async_threads: args.dispatcher_async_threads,
+        ..args.topology
+    };
     let state_dir = match &args.state_parent {
         Some(parent) => tempfile::Builder::new().prefix("dispy-bench-state-").tempdir_in(parent)?,
         None => tempfile::Builder::new().prefix("state-").tempdir_in(dir.path())?,

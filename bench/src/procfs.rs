@@ -220,6 +220,10 @@ pub(crate) struct Machine {
     pub(crate) open_files_limit: String,
     /// The build profile of this binary.
     pub(crate) profile: &'static str,
+    /// The cpuidle driver and, under `haltpoll`, how long an idle virtual CPU polls before it
+    /// halts: 0 makes every wake-up of an idle process an interrupt from the hypervisor, which
+    /// W2's round trips feel (docs/operations.md, "Latency").
+    pub(crate) idle: String,
 }
 
 impl Machine {
@@ -245,12 +249,21 @@ impl Machine {
             .and_then(|l| l.split_whitespace().nth(3))
             .unwrap_or("unknown")
             .to_owned();
+        let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned());
+        let idle = match read("/sys/devices/system/cpu/cpuidle/current_driver") {
+            Err(_) => "unknown".to_owned(),
+            Ok(driver) => match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
+                Ok(ns) if driver == "haltpoll" => format!("haltpoll, guest_halt_poll_ns {ns}"),
+                _ => driver,
+            },
+        };
         Machine {
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             cpu_model,
             memory_bytes,
             open_files_limit,
             profile: if cfg!(debug_assertions) { "debug" } else { "release" },
+            idle,
         }
     }
 }

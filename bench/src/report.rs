@@ -57,11 +57,12 @@ impl Report {
         let m = &self.machine;
         println!("date: {}", self.date);
         println!(
-            "machine: {} CPUs, {}, {:.1} GiB RAM, open files limit {}, {} build",
+            "machine: {} CPUs, {}, {:.1} GiB RAM, open files limit {}, cpuidle {}, {} build",
             m.cpus,
             m.cpu_model,
             m.memory_bytes as f64 / f64::from(1u32 << 30),
             m.open_files_limit,
+            m.idle,
             m.profile
         );
         for line in &self.setup {

@@ -78,6 +78,9 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `health_log_interval`.
 pub const DEFAULT_HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// The node's default `async_threads`: its network work is light (chunks run on slot threads of
+/// their own), and one thread answers an assignment without waking another.
+pub const DEFAULT_NODE_ASYNC_THREADS: u32 = 1;
 /// Default `log_level` (an `EnvFilter` directive; `RUST_LOG` wins when set).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
 
@@ -94,6 +97,7 @@ pub const DISPATCHER_KEYS: &[&str] = &[
     "max_payload",
     "ca_dir",
     "enrolled_cert_validity",
+    "async_threads",
     "log_format",
     "log_level",
 ];
@@ -107,6 +111,7 @@ pub const NODE_KEYS: &[&str] = &[
     "shared_input_roots",
     "heartbeat_interval",
     "health_log_interval",
+    "async_threads",
     "log_format",
     "log_level",
 ];
@@ -337,6 +342,8 @@ pub struct RawDispatcherConfig {
     pub ca_dir: Option<Setting>,
     /// See [`DispatcherSettings::enrolled_cert_validity`].
     pub enrolled_cert_validity: Option<Setting>,
+    /// See [`DispatcherSettings::async_threads`].
+    pub async_threads: Option<Setting>,
     /// See [`DispatcherSettings::log_format`].
     pub log_format: Option<Setting>,
     /// See [`DispatcherSettings::log_level`].
@@ -368,6 +375,8 @@ pub struct RawNodeConfig {
     pub heartbeat_interval: Option<Setting>,
     /// See [`NodeSettings::health_log_interval`].
     pub health_log_interval: Option<Setting>,
+    /// See [`NodeSettings::async_threads`].
+    pub async_threads: Option<Setting>,
     /// See [`NodeSettings::log_format`].
     pub log_format: Option<Setting>,
     /// See [`NodeSettings::log_level`].
@@ -429,6 +438,10 @@ pub struct DispatcherSettings {
     /// Lifetime of certificates issued to enrolled (and renewing) nodes; short, because nodes
     /// renew on their own and a short life bounds what a stolen key is worth.
     pub enrolled_cert_validity: Duration,
+    /// Threads of the async runtime (network, scheduling); `None` means one per logical core.
+    /// One thread answers a chunk without waking another (lowest latency, for small clusters);
+    /// more keep a dispatcher with thousands of nodes draining its socket.
+    pub async_threads: Option<u32>,
     /// Text for a terminal, JSON for journald and jq.
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `info,dispatcher=debug`; `RUST_LOG` wins.
@@ -451,6 +464,7 @@ impl Default for DispatcherSettings {
             max_payload: DEFAULT_MAX_PAYLOAD,
             ca_dir: None,
             enrolled_cert_validity: DEFAULT_ENROLLED_CERT_VALIDITY,
+            async_threads: None,
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             origins: Origins::default(),
@@ -500,6 +514,7 @@ impl TryFrom<RawDispatcherConfig> for DispatcherSettings {
                 d.enrolled_cert_validity,
                 |_, s| duration_within(s, Duration::from_secs(3600), Duration::from_secs(365 * 86_400)),
             ),
+            async_threads: v.check("async_threads", raw.async_threads, d.async_threads, async_threads),
             log_format: v.check("log_format", raw.log_format, d.log_format, log_format),
             log_level: v.check("log_level", raw.log_level, d.log_level, log_level),
             origins: raw.origins.clone(),
@@ -527,6 +542,9 @@ pub struct NodeSettings {
     pub heartbeat_interval: Duration,
     /// How often to log a `node health` line for operators following the journal.
     pub health_log_interval: Duration,
+    /// Threads of the async runtime (the dispatcher session, payload transfers); `None` means
+    /// one per logical core. Chunks run on slot threads whatever this is.
+    pub async_threads: Option<u32>,
     /// Text for a terminal, JSON for journald and jq.
     pub log_format: LogFormat,
     /// An `EnvFilter` directive such as `info` or `info,node=debug`; `RUST_LOG` wins.
@@ -545,6 +563,7 @@ impl Default for NodeSettings {
             shared_input_roots: Vec::new(),
             heartbeat_interval: DEFAULT_HEARTBEAT_INTERVAL,
             health_log_interval: DEFAULT_HEALTH_LOG_INTERVAL,
+            async_threads: Some(DEFAULT_NODE_ASYNC_THREADS),
             log_format: LogFormat::Text,
             log_level: DEFAULT_LOG_LEVEL.to_owned(),
             origins: Origins::default(),
@@ -588,6 +607,7 @@ impl TryFrom<RawNodeConfig> for NodeSettings {
                 d.health_log_interval,
                 |_, s| duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400)),
             ),
+            async_threads: v.check("async_threads", raw.async_threads, d.async_threads, async_threads),
             log_format: v.check("log_format", raw.log_format, d.log_format, log_format),
             log_level: v.check("log_level", raw.log_level, d.log_level, log_level),
             origins: raw.origins.clone(),
@@ -943,6 +963,11 @@ fn exact_size(bytes: u64) -> String {
 
 fn log_format(_: &Origin, value: Setting) -> Result<LogFormat, String> {
     text(value)?.parse()
+}
+
+/// A thread count for the async runtime.
+fn async_threads(_: &Origin, value: Setting) -> Result<Option<u32>, String> {
+    integer_within(value, 1, 1024).map(Some)
 }
 
 /// An `EnvFilter` directive, checked now so a typo is refused rather than logging nothing.

@@ -44,6 +44,10 @@ struct Args {
     /// How often to log a "node health" line [default: 30s].
     #[arg(long, value_name = "DURATION")]
     health_log_interval: Option<String>,
+    /// Threads for the node's network work; chunks run on slot threads of their own
+    /// [default: 1].
+    #[arg(long, value_name = "N")]
+    async_threads: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -120,6 +124,7 @@ fn sources(args: Args) -> Sources {
         .flag("shared_input_roots", args.shared_input_roots)
         .flag("heartbeat_interval", args.heartbeat_interval)
         .flag("health_log_interval", args.health_log_interval)
+        .flag("async_threads", args.async_threads)
         .flag("log_format", args.log_format)
         .flag("log_level", args.log_level)
 }

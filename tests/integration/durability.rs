@@ -205,9 +205,16 @@ fn dispatcher_killed_mid_job_resumes_without_rerunning_stored_chunks() {
     );
 }
 
+/// Also the test of a dispatcher on one async thread (the journal writer still has its own).
 #[test]
 fn finished_job_survives_a_restart_until_fetched() {
-    let mut cluster = DurableCluster::builder().nodes(1).start();
+    let mut cluster = DurableCluster::builder().nodes(1).dispatcher_async_threads(1).start();
+    let started = log_events(&cluster.dispatcher_log(1));
+    assert!(
+        started.iter().any(|e| e["message"] == "async runtime started" && field_u64(e, "threads") == Some(1)),
+        "the dispatcher did not start on one async thread\n{}",
+        cluster.logs()
+    );
     let output = cluster.path("early.bin");
     let split = "range:0..8:1";
     let job = cluster.submit_detached(&[

@@ -53,6 +53,12 @@ impl DurableBuilder {
         self
     }
 
+    /// Passes `--async-threads N` to the dispatcher.
+    pub fn dispatcher_async_threads(mut self, threads: u32) -> Self {
+        self.dispatcher_args.extend(["--async-threads".into(), threads.to_string().into()]);
+        self
+    }
+
     /// Puts the dispatcher's state directory on a tmpfs of `size` (as `mount -o size=` takes
     /// it, e.g. `64m`), so the disk can be filled. Needs root; see [`DurableBuilder::try_start`].
     pub fn state_on_tmpfs(mut self, size: &str) -> Self {

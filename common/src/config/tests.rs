@@ -61,6 +61,7 @@ fn a_full_dispatcher_file() {
         max_payload = "64MiB"
         ca_dir = "pki"
         enrolled_cert_validity = "24h"
+        async_threads = 4
         log_format = "json"
         log_level = "info,dispatcher=debug"
         "#,
@@ -78,6 +79,7 @@ fn a_full_dispatcher_file() {
         max_payload: 64 << 20,
         ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
         enrolled_cert_validity: Duration::from_secs(24 * 3600),
+        async_threads: Some(4),
         log_format: LogFormat::Json,
         log_level: "info,dispatcher=debug".to_owned(),
         origins: settings.origins.clone(),
@@ -97,6 +99,7 @@ fn a_full_node_file() {
         shared_input_roots = "/mnt/data:/srv/shared/"
         heartbeat_interval = "250ms"
         health_log_interval = 60
+        async_threads = 2
         log_format = "text"
         log_level = "debug"
         "#,
@@ -108,6 +111,7 @@ fn a_full_node_file() {
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
+    assert_eq!(settings.async_threads, Some(2));
     assert_eq!(settings.log_level, "debug");
 }
 
@@ -202,10 +206,11 @@ fn out_of_range_values() {
     .concat();
     assert_eq!(problems, format!("invalid dispy-dispatcher configuration:{expect}"));
     check_node_error(
-        toml("slots = 0\nheartbeat_interval = \"2m\""),
+        toml("slots = 0\nheartbeat_interval = \"2m\"\nasync_threads = 0"),
         &[
             r#"/etc/dispy/test.toml: key "slots": must be between 1 and 4096, found 0"#,
             r#"/etc/dispy/test.toml: key "heartbeat_interval": must be between 10ms and 60s, found 120s"#,
+            r#"/etc/dispy/test.toml: key "async_threads": must be between 1 and 1024, found 0"#,
         ],
     );
 }
@@ -265,10 +270,11 @@ fn the_dispatcher_example_parses_and_documents_the_defaults() {
     dispatcher(&shipped).unwrap_or_else(|e| panic!("{e}"));
     let defaults = dispatcher(&defaults).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(documented.len(), DISPATCHER_KEYS.len(), "every key appears as a commented default");
-    // `ca_dir` has no default (enrolment is off); its commented line shows an example instead.
-    assert!(defaults.ca_dir.is_some());
+    // `ca_dir` has no default (enrolment is off) and `async_threads` defaults to the core count;
+    // their commented lines show examples instead.
+    assert!(defaults.ca_dir.is_some() && defaults.async_threads.is_some());
     assert_eq!(
-        DispatcherSettings { origins: Origins::default(), ca_dir: None, ..defaults },
+        DispatcherSettings { origins: Origins::default(), ca_dir: None, async_threads: None, ..defaults },
         DispatcherSettings::default()
     );
 }

@@ -62,6 +62,10 @@ struct Args {
     /// Lifetime of certificates issued to enrolled nodes [default: 168h].
     #[arg(long, value_name = "DURATION")]
     enrolled_cert_validity: Option<String>,
+    /// Threads for network and scheduling work; 1 gives the lowest latency on a small cluster,
+    /// more keep thousands of nodes served [default: one per logical core].
+    #[arg(long, value_name = "N")]
+    async_threads: Option<String>,
     /// Log format: text or json [default: text].
     #[arg(long, value_name = "FORMAT")]
     log_format: Option<String>,
@@ -263,6 +267,7 @@ fn sources(args: Args) -> Sources {
         .flag("max_payload", args.max_payload)
         .flag("ca_dir", args.ca_dir)
         .flag("enrolled_cert_validity", args.enrolled_cert_validity)
+        .flag("async_threads", args.async_threads)
         .flag("log_format", args.log_format)
         .flag("log_level", args.log_level)
 }

@@ -152,7 +152,8 @@ fn main() -> ExitCode {
     node::exec::native::maybe_run_worker();
     let cli = Cli::parse();
     common::telemetry::init(common::telemetry::LogFormat::Text, "warn");
-    let runtime = match tokio::runtime::Runtime::new() {
+    // One thread: a client waits on one connection, and an answer read there is handled there.
+    let runtime = match common::daemon::runtime(Some(1)) {
         Ok(runtime) => runtime,
         Err(e) => {
             eprintln!("dispy-submit: failed to start the async runtime: {e}");
