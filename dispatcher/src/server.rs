@@ -533,7 +533,14 @@ async fn handle_request(
             if !shared.payloads.contains(&submission.payload) {
                 let _ = outbox.send(ClientEvent::NeedPayload);
                 let bytes = receive_payload(conn, config, submission.payload).await?;
-                if let Err(e) = shared.payloads.store(submission.payload, bytes) {
+                // Writing and syncing up to 256 MiB stays off the runtime, which may be the
+                // dispatcher's only thread (`async_threads = 1`) and must keep serving nodes.
+                let payloads = shared.payloads.clone();
+                let hash = submission.payload;
+                let stored = tokio::task::spawn_blocking(move || payloads.store(hash, bytes))
+                    .await
+                    .unwrap_or_else(|e| Err(std::io::Error::other(e)));
+                if let Err(e) = stored {
                     let _ = outbox.send(ClientEvent::Error { message: format!("dispatcher cannot store the payload: {e}") });
                     return Ok(());
                 }

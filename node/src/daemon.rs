@@ -362,7 +362,7 @@ impl Session {
                         }
                         StreamHeader::Payload { hash, len } => {
                             let node = Arc::clone(&self.node);
-                            readers.spawn(async move { receive_payload(recv, &node, hash, len).await });
+                            readers.spawn(receive_payload(recv, node, hash, len));
                         }
                         other => return Err(StreamError::Unexpected(format!("{other:?} stream from the dispatcher")).into()),
                     }
@@ -503,14 +503,16 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
             if !node.cache.wait_for(&hash, PAYLOAD_WAIT).await {
                 return Err(format!("payload {hash:?} did not arrive within {PAYLOAD_WAIT:?}"));
             }
-            let bytes = node.cache.read(&hash).map_err(|e| e.to_string())?;
-            let executor = node.executor.clone();
+            // Reading (up to 256 MiB) and compiling stay off the runtime, which may be this
+            // node's only thread and must keep heartbeating.
+            let loader = Arc::clone(node);
             let kind = spec.kind.clone();
-            let path = node.cache.path(&hash);
-            let payload = tokio::task::spawn_blocking(move || executor.load(&kind, &bytes, &path))
-                .await
-                .map_err(|e| format!("compiler task failed: {e}"))?
-                .map_err(|e| e.to_string())?;
+            let payload = tokio::task::spawn_blocking(move || {
+                let bytes = loader.cache.read(&hash).map_err(|e| e.to_string())?;
+                loader.executor.load(&kind, &bytes, &loader.cache.path(&hash)).map_err(|e| e.to_string())
+            })
+            .await
+            .map_err(|e| format!("compiler task failed: {e}"))??;
             node.cache.insert_compiled(hash, payload.clone());
             payload
         }
@@ -528,16 +530,19 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
     }))
 }
 
-async fn receive_payload(mut recv: FramedRecv, node: &Node, hash: PayloadHash, len: u64) -> Result<(), SessionError> {
+async fn receive_payload(mut recv: FramedRecv, node: Arc<Node>, hash: PayloadHash, len: u64) -> Result<(), SessionError> {
     if len > MAX_PAYLOAD as u64 {
         recv.stop(1);
         warn!(?hash, len, "payload larger than this node accepts");
         return Ok(());
     }
     let bytes = recv.read_to_end(MAX_PAYLOAD).await?;
-    match node.cache.store(hash, &bytes) {
-        Ok(()) => debug!(?hash, len = bytes.len(), "payload cached"),
-        Err(e) => warn!(error = %e, "payload not cached"),
+    // Hashing and writing up to 256 MiB would stall the runtime (heartbeats included).
+    let stored = tokio::task::spawn_blocking(move || node.cache.store(hash, &bytes).map(|()| bytes.len())).await;
+    match stored {
+        Ok(Ok(len)) => debug!(?hash, len, "payload cached"),
+        Ok(Err(e)) => warn!(error = %e, "payload not cached"),
+        Err(e) => warn!(error = %e, "payload store task failed"),
     }
     Ok(())
 }

@@ -1,7 +1,7 @@
 //! Jobs on a real cluster (a dispatcher and two one-slot nodes): for every split rule the output
 //! written by `dispy-submit` equals, byte for byte, the same payload run serially in this process
 //! over the same chunks, and nothing but the output file is left in the output directory. Also
-//! the `nodes` listing in both its forms.
+//! the `nodes` listing in both its forms, and many commands in a row from one certificate.
 
 use std::path::{Path, PathBuf};
 
@@ -175,5 +175,16 @@ fn nodes_lists_both_nodes_as_json_and_table() {
     }
     for name in ["n1", "n2"] {
         assert!(lines[1..].iter().any(|l| l.split_whitespace().next() == Some(name)), "no row for {name}\n{table}");
+    }
+}
+
+/// Each command closes its connection on the way out. One only dropped lingers at the dispatcher
+/// until its idle timeout (10 s), and past 64 connections per certificate the next is refused.
+#[test]
+fn seventy_commands_in_a_row_are_all_answered() {
+    let cluster = Cluster::start(1);
+    for n in 1..=70 {
+        let run = cluster.submit(&[&"nodes", &"--json"]);
+        assert_eq!(run.code, Some(0), "command {n} of 70 failed\n{run}");
     }
 }

@@ -291,8 +291,7 @@ async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     }
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, false).map_err(Failure::Usage)?;
-    let mut client = connect(cli).await?;
-    let id = client.submit(&job).await?;
+    let id = with_client(cli, async |client| Ok(client.submit(&job).await?)).await?;
     println!("{id}");
     Ok(())
 }
@@ -365,21 +364,24 @@ async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobI
 }
 
 async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result<(), Failure> {
-    let mut client = connect(cli).await?;
-    let summary = client.status(job).await?;
-    let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
-    let mut display = ProgressDisplay::new();
-    let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p)), INTERRUPTED_RUN).await;
-    display.finish();
-    client.close().await;
-    let report = report?;
+    let report = with_client(cli, async |client| {
+        let summary = client.status(job).await?;
+        let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
+        let mut display = ProgressDisplay::new();
+        let report = interruptible(client.wait(job, &output, summary.results, |p| display.update(p)), INTERRUPTED_RUN).await;
+        display.finish();
+        report
+    })
+    .await?;
     eprintln!("job {} done: {} chunks; output written to {}", report.job, report.progress.done, report.output.display());
     Ok(())
 }
 
 async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), Failure> {
-    let mut client = connect(cli).await?;
-    let summary = if cancel { client.cancel(job).await? } else { client.status(job).await? };
+    let summary = with_client(cli, async |client| {
+        Ok(if cancel { client.cancel(job).await? } else { client.status(job).await? })
+    })
+    .await?;
     if json {
         println!("{}", job_json(&summary));
     } else {
@@ -395,7 +397,7 @@ async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), F
 }
 
 async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
-    let jobs = connect(cli).await?.jobs().await?;
+    let jobs = with_client(cli, async |client| Ok(client.jobs().await?)).await?;
     if json {
         let items: Vec<String> = jobs.iter().map(job_json).collect();
         println!("[{}]", items.join(","));
@@ -406,9 +408,20 @@ async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
 }
 
 async fn drain(cli: &Cli, node: &str, drain: bool) -> Result<(), Failure> {
-    let nodes = connect(cli).await?.drain(node, drain).await?;
+    let nodes = with_client(cli, async |client| Ok(client.drain(node, drain).await?)).await?;
     print_node_table(&nodes);
     Ok(())
+}
+
+/// Connects, runs `request`, and closes the connection however the request went: a connection
+/// only dropped would linger at the dispatcher until its idle timeout, counting against this
+/// certificate's connection limit (this program's runtime stops the moment `main` returns, so
+/// nothing would send the close for it).
+async fn with_client<T>(cli: &Cli, request: impl AsyncFnOnce(&mut Client) -> Result<T, Failure>) -> Result<T, Failure> {
+    let mut client = connect(cli).await?;
+    let answer = request(&mut client).await;
+    client.close().await;
+    answer
 }
 
 async fn connect(cli: &Cli) -> Result<Client, Failure> {
@@ -537,7 +550,7 @@ fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
 }
 
 async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
-    let nodes = connect(cli).await?.nodes().await?;
+    let nodes = with_client(cli, async |client| Ok(client.nodes().await?)).await?;
     if json {
         let text = nodes_json(&nodes);
         println!("{text}");
