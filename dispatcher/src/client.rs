@@ -467,7 +467,10 @@ impl Client {
         let _ = self.control.write_frame(&ClientRequest::Release { job: id }).await;
     }
 
-    /// Closes the connection cleanly, after anything sent has arrived.
+    /// Closes the connection cleanly, after anything sent has arrived. Call it before the
+    /// runtime stops: a `Client` only dropped leaves its close to the endpoint's background task,
+    /// and without it the dispatcher keeps the connection (counted against the certificate's
+    /// limit of 64) until its idle timeout.
     pub async fn close(mut self) {
         let _ = self.control.send.finish().await;
         // Give the last messages a moment to arrive before closing.
