@@ -182,6 +182,17 @@ fn warn_if_busy() {
     }
 }
 
+/// Latency figures (W2) on a KVM guest whose idle CPUs halt at once measure the hypervisor's
+/// wake-ups as much as dispy.
+fn note_halt_polling() {
+    if procfs::guest_halt_poll_ns() == Some(0) {
+        eprintln!(
+            "bench: note: guest halt polling is off (guest_halt_poll_ns 0): every wake-up of an idle process \
+             goes through the hypervisor, which W2's round trips feel (docs/operations.md, \"Latency\")"
+        );
+    }
+}
+
 /// Which source the binaries were built from: HEAD and whether the working tree differs (read-only
 /// git commands), plus when the dispatcher binary was built.
 fn provenance(binaries: &Binaries) -> String {
@@ -223,6 +234,9 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
     workloads.sort();
     workloads.dedup();
     let (runs, sizes) = if args.quick { (1, Sizes::QUICK) } else { (args.runs.max(1), Sizes::FULL) };
+    if workloads.contains(&Workload::W2) {
+        note_halt_polling();
+    }
     eprintln!("bench: starting a cluster in {}", dir.path().display());
     let topology = Topology {
         pipeline_depth: args.pipeline_depth,

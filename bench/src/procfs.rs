@@ -207,6 +207,12 @@ pub(crate) fn load_1min() -> Option<f64> {
     std::fs::read_to_string("/proc/loadavg").ok()?.split_whitespace().next()?.parse().ok()
 }
 
+/// How long an idle virtual CPU polls before it halts, under the `haltpoll` cpuidle driver of
+/// KVM guests; `None` elsewhere.
+pub(crate) fn guest_halt_poll_ns() -> Option<u64> {
+    std::fs::read_to_string("/sys/module/haltpoll/parameters/guest_halt_poll_ns").ok()?.trim().parse().ok()
+}
+
 /// What the report says about the machine it ran on.
 #[derive(Debug, Clone, Serialize)]
 pub(crate) struct Machine {
@@ -249,12 +255,11 @@ impl Machine {
             .and_then(|l| l.split_whitespace().nth(3))
             .unwrap_or("unknown")
             .to_owned();
-        let read = |path: &str| std::fs::read_to_string(path).map(|s| s.trim().to_owned());
-        let idle = match read("/sys/devices/system/cpu/cpuidle/current_driver") {
+        let idle = match std::fs::read_to_string("/sys/devices/system/cpu/cpuidle/current_driver") {
             Err(_) => "unknown".to_owned(),
-            Ok(driver) => match read("/sys/module/haltpoll/parameters/guest_halt_poll_ns") {
-                Ok(ns) if driver == "haltpoll" => format!("haltpoll, guest_halt_poll_ns {ns}"),
-                _ => driver,
+            Ok(driver) => match guest_halt_poll_ns() {
+                Some(ns) if driver.trim() == "haltpoll" => format!("haltpoll, guest_halt_poll_ns {ns}"),
+                _ => driver.trim().to_owned(),
             },
         };
         Machine {
