@@ -91,3 +91,23 @@ pub fn runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Runtime>
         None => tokio::runtime::Runtime::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use tokio::runtime::RuntimeFlavor;
+
+    use super::runtime;
+
+    #[test]
+    fn one_thread_is_a_current_thread_runtime_and_more_are_workers() {
+        let one = runtime(Some(1)).expect("a runtime");
+        assert_eq!(one.handle().runtime_flavor(), RuntimeFlavor::CurrentThread);
+        let three = runtime(Some(3)).expect("a runtime");
+        assert_eq!(three.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(three.metrics().num_workers(), 3);
+        let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get);
+        let default = runtime(None).expect("a runtime");
+        assert_eq!(default.handle().runtime_flavor(), RuntimeFlavor::MultiThread);
+        assert_eq!(default.metrics().num_workers(), cores);
+    }
+}
