@@ -250,26 +250,16 @@ async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure
     }
 }
 
-/// Connects to the embedded cluster if there is one, else to `--dispatcher`.
-async fn connect_to(cli: &Cli, local: Option<&LocalCluster>) -> Result<Client, Failure> {
-    match local {
-        Some(cluster) => Ok(Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?),
-        None => connect(cli).await,
-    }
-}
-
 async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local).await?;
-    let result = async {
-        let mut client = connect_to(cli, local.as_ref()).await?;
+    let result = with_client(cli, local.as_ref(), async |client| {
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p)), INTERRUPTED_RUN).await;
         display.finish();
-        client.close().await;
         report
-    }
+    })
     .await;
     if let Some(cluster) = local {
         cluster.shutdown().await;
@@ -291,7 +281,7 @@ async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     }
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, false).map_err(Failure::Usage)?;
-    let id = with_client(cli, async |client| Ok(client.submit(&job).await?)).await?;
+    let id = with_client(cli, None, async |client| Ok(client.submit(&job).await?)).await?;
     println!("{id}");
     Ok(())
 }
@@ -312,16 +302,13 @@ async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     }
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local).await?;
-    let result = async {
-        let mut client = connect_to(cli, local.as_ref()).await?;
-        let done = interruptible(
-            pipe_through(&mut client, &job),
+    let result = with_client(cli, local.as_ref(), async |client| {
+        interruptible(
+            pipe_through(client, &job),
             "interrupted; the results written so far stand, and the job's input ends where it was",
         )
-        .await;
-        client.close().await;
-        done
-    }
+        .await
+    })
     .await;
     if let Some(cluster) = local {
         cluster.shutdown().await;
@@ -364,7 +351,7 @@ async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobI
 }
 
 async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result<(), Failure> {
-    let report = with_client(cli, async |client| {
+    let report = with_client(cli, None, async |client| {
         let summary = client.status(job).await?;
         let output = output.map_or_else(|| PathBuf::from(&summary.output), std::path::Path::to_path_buf);
         let mut display = ProgressDisplay::new();
@@ -378,7 +365,7 @@ async fn wait(cli: &Cli, job: JobId, output: Option<&std::path::Path>) -> Result
 }
 
 async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), Failure> {
-    let summary = with_client(cli, async |client| {
+    let summary = with_client(cli, None, async |client| {
         Ok(if cancel { client.cancel(job).await? } else { client.status(job).await? })
     })
     .await?;
@@ -397,7 +384,7 @@ async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), F
 }
 
 async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
-    let jobs = with_client(cli, async |client| Ok(client.jobs().await?)).await?;
+    let jobs = with_client(cli, None, async |client| Ok(client.jobs().await?)).await?;
     if json {
         let items: Vec<String> = jobs.iter().map(job_json).collect();
         println!("[{}]", items.join(","));
@@ -408,25 +395,27 @@ async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
 }
 
 async fn drain(cli: &Cli, node: &str, drain: bool) -> Result<(), Failure> {
-    let nodes = with_client(cli, async |client| Ok(client.drain(node, drain).await?)).await?;
+    let nodes = with_client(cli, None, async |client| Ok(client.drain(node, drain).await?)).await?;
     print_node_table(&nodes);
     Ok(())
 }
 
-/// Connects, runs `request`, and closes the connection however the request went: a connection
-/// only dropped would linger at the dispatcher until its idle timeout, counting against this
-/// certificate's connection limit (this program's runtime stops the moment `main` returns, so
-/// nothing would send the close for it).
-async fn with_client<T>(cli: &Cli, request: impl AsyncFnOnce(&mut Client) -> Result<T, Failure>) -> Result<T, Failure> {
-    let mut client = connect(cli).await?;
+/// Connects (to the embedded cluster if there is one, else to `--dispatcher`), runs `request`,
+/// and closes the connection however the request went: a connection only dropped would linger at
+/// the dispatcher until its idle timeout, counting against this certificate's connection limit
+/// (this program's runtime stops the moment `main` returns, so nothing would send the close).
+async fn with_client<T>(
+    cli: &Cli,
+    local: Option<&LocalCluster>,
+    request: impl AsyncFnOnce(&mut Client) -> Result<T, Failure>,
+) -> Result<T, Failure> {
+    let mut client = match local {
+        Some(cluster) => Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?,
+        None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
+    };
     let answer = request(&mut client).await;
     client.close().await;
     answer
-}
-
-async fn connect(cli: &Cli) -> Result<Client, Failure> {
-    let identity = load_identity(cli).map_err(Failure::Usage)?;
-    Ok(Client::connect(&cli.dispatcher, &identity).await?)
 }
 
 fn print_job_table(jobs: &[JobSummary]) {
@@ -550,7 +539,7 @@ fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
 }
 
 async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
-    let nodes = with_client(cli, async |client| Ok(client.nodes().await?)).await?;
+    let nodes = with_client(cli, None, async |client| Ok(client.nodes().await?)).await?;
     if json {
         let text = nodes_json(&nodes);
         println!("{text}");
