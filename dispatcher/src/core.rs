@@ -11,8 +11,10 @@
 //! journal [`Batch`] goes to the journal writer thread, which syncs the spool files it points into
 //! and commits it in one transaction, while the core goes on scheduling (group commit: one commit
 //! in flight, the next batch gathering behind it). Only when a commit is durable are nodes told
-//! that their reports are stored (`Ack`) and submitters that their input is (`InputStored`), so
-//! no promise is made that a crash could take back. Results stream to attached clients at once:
+//! that their reports are stored (`Ack`), submitters that their input is (`InputStored`), and
+//! clients what `status`, `cancel` and `jobs` found, so no promise is made that a crash could
+//! take back. A batch nobody waits for gathers longer ([`BACKGROUND_COMMIT_INTERVAL`]): each
+//! sync costs the chunks running beside the dispatcher. Results stream to attached clients at once:
 //! a client that sees a dispatcher crash reattaches and gets them again from the spool.
 
 use std::collections::{HashMap, HashSet};
@@ -46,11 +48,34 @@ struct Promises {
     acks: HashMap<NodeId, Vec<AttemptId>>,
     /// Jobs whose input is now completely stored.
     stored: Vec<JobId>,
+    /// Answers to clients' questions, describing state that is durable once this commit is.
+    answers: Vec<Answer>,
 }
 
 impl Promises {
     fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.stored.is_empty()
+        self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty()
+    }
+
+    /// Whether a client is waiting on them (a node's acknowledgement can wait).
+    fn awaited(&self) -> bool {
+        !self.stored.is_empty() || !self.answers.is_empty()
+    }
+}
+
+/// An answer to `status`, `cancel` or `jobs`, held until what it says survives a crash.
+enum Answer {
+    Summary(oneshot::Sender<Result<JobSummary, String>>, Result<JobSummary, String>),
+    Jobs(oneshot::Sender<Vec<JobSummary>>, Vec<JobSummary>),
+}
+
+impl Answer {
+    fn send(self) {
+        // A client that went away no longer needs its answer.
+        let _ = match self {
+            Answer::Summary(reply, summary) => reply.send(summary).map_err(drop),
+            Answer::Jobs(reply, jobs) => reply.send(jobs).map_err(drop),
+        };
     }
 }
 
@@ -91,6 +116,12 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// otherwise commit (and `fdatasync`) after every few chunks, and in a VM each sync costs CPU;
 /// waiting gathers more into each commit. Only acknowledgements wait, never results.
 const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(4);
+/// Shortest time between the starts of two commits that no client is waiting for (results,
+/// node acknowledgements, job states). Each sync interrupts the cores that run chunks, and
+/// nothing was promised about these changes yet: a crash before they are durable costs the
+/// chunks' reruns, not a broken promise. Clients waiting for `InputStored` or an answer still
+/// get [`MIN_COMMIT_INTERVAL`].
+const BACKGROUND_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
 /// How often expired jobs are purged.
 const PURGE_EVERY: u32 = 50;
 
@@ -287,6 +318,10 @@ pub(crate) struct Core {
     commits: mpsc::Sender<CommitRequest>,
     committed: mpsc::Receiver<Committed>,
     commit_in_flight: bool,
+    /// When the last commit was handed to the writer.
+    last_commit: Instant,
+    /// When a batch held back by [`BACKGROUND_COMMIT_INTERVAL`] is due.
+    commit_due: Option<Instant>,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -324,6 +359,8 @@ impl Core {
             commits,
             committed,
             commit_in_flight: false,
+            last_commit: Instant::now(),
+            commit_due: None,
             next_node: 1,
             next_job: recovered.next_job,
             retention,
@@ -406,7 +443,10 @@ impl Core {
             let deadline = self.scheduler.poll_timeout().map(Instant::from_std);
             tokio::select! {
                 event = events.recv() => {
-                    let Some(event) = event else { return };
+                    let Some(event) = event else {
+                        self.flush().await;
+                        return;
+                    };
                     self.handle_event(event);
                     // Take whatever else is already queued before acting, so a burst of reports
                     // becomes one round of assignments and one journal commit.
@@ -422,6 +462,8 @@ impl Core {
                     self.scheduler.handle_timeout(now());
                 }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
+                // `commit` below sends the held-back batch.
+                () = sleep_until(self.commit_due) => {}
                 _ = progress.tick() => {
                     self.send_progress();
                     ticks = ticks.wrapping_add(1);
@@ -532,15 +574,14 @@ impl Core {
                     self.scheduler.handle_cancel(now, job);
                     self.finish(job, JobState::Cancelled);
                 }
-                let _ = reply.send(self.summary(job));
+                self.answer(Answer::Summary(reply, self.summary(job)));
             }
-            Event::Status { job, reply } => {
-                let _ = reply.send(self.summary(job));
-            }
+            Event::Status { job, reply } => self.answer(Answer::Summary(reply, self.summary(job))),
             Event::ListJobs { reply } => {
                 let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
                 ids.sort_unstable();
-                let _ = reply.send(ids.into_iter().filter_map(|j| self.summary(j).ok()).collect());
+                let jobs = ids.into_iter().filter_map(|j| self.summary(j).ok()).collect();
+                self.answer(Answer::Jobs(reply, jobs));
             }
             Event::ListNodes { reply } => {
                 let _ = reply.send(self.node_statuses());
@@ -803,6 +844,20 @@ impl Core {
         if self.commit_in_flight || (self.batch.is_empty() && self.promises.is_empty()) {
             return;
         }
+        if !self.promises.awaited() {
+            let due = self.last_commit + BACKGROUND_COMMIT_INTERVAL;
+            if Instant::now() < due {
+                self.commit_due = Some(due);
+                return;
+            }
+        }
+        self.send_batch();
+    }
+
+    /// Hands the gathered batch and its promises to the journal writer.
+    fn send_batch(&mut self) {
+        self.commit_due = None;
+        self.last_commit = Instant::now();
         let mut sync = std::mem::take(&mut self.input_syncs);
         for job in self.dirty_results.drain() {
             if let Some(appender) = self.jobs.get(&job).and_then(|e| e.results_appender.as_ref()) {
@@ -826,6 +881,33 @@ impl Core {
         }
     }
 
+    /// Sends `answer` once the state it describes is durable: at once when nothing is waiting
+    /// to be committed, otherwise with the commit of the batch gathering now.
+    fn answer(&mut self, answer: Answer) {
+        if self.batch.is_empty() && !self.commit_in_flight {
+            answer.send();
+        } else {
+            self.promises.answers.push(answer);
+        }
+    }
+
+    /// On shutdown: commits what is still gathering, so a graceful stop loses nothing.
+    async fn flush(&mut self) {
+        self.await_commit().await;
+        if !self.batch.is_empty() || !self.promises.is_empty() {
+            self.send_batch();
+            self.await_commit().await;
+        }
+    }
+
+    async fn await_commit(&mut self) {
+        if self.commit_in_flight {
+            if let Some(committed) = self.committed.recv().await {
+                self.handle_committed(committed);
+            }
+        }
+    }
+
     /// A commit is durable (or failed): keep its promises, then start the next one.
     fn handle_committed(&mut self, committed: Committed) {
         self.commit_in_flight = false;
@@ -838,6 +920,9 @@ impl Core {
         }
         for (node, attempts) in committed.promises.acks {
             self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
+        }
+        for answer in committed.promises.answers {
+            answer.send();
         }
         for job in committed.promises.stored {
             let Some(entry) = self.jobs.get_mut(&job) else { continue };

@@ -1,6 +1,7 @@
 //! Issue 5, the durable dispatcher, with real processes on 127.0.0.1: a job survives a SIGKILLed
 //! and restarted dispatcher with byte-identical output and without running again the chunks
-//! whose results were stored; a finished job survives a restart until fetched; a restart during
+//! whose results were stored; a finished job survives a restart until fetched, and a graceful
+//! stop right after a job keeps its verdict; a restart during
 //! the upload fails the job with the reason instead of resuming half an input; a job survives
 //! its submitter, and `wait` in a new process fetches its output; a 2 GiB input streams through
 //! while the dispatcher's peak RSS stays bounded; a full disk fails only the job that filled it,
@@ -237,6 +238,45 @@ fn finished_job_survives_a_restart_until_fetched() {
     let wait = cluster.submit(&[&"wait", &job.to_string()]);
     wait.check_success();
     check_same_bytes(&read_output(&output, &wait), &serial_output(&fixture("count.wat"), b"1000", split, &[]), &wait);
+}
+
+/// The dispatcher holds back journal commits nobody waits for (a job's results and verdict);
+/// a graceful stop commits them, so a restart right after a job finished neither resumes nor
+/// reruns it.
+#[test]
+fn graceful_stop_right_after_a_job_keeps_its_verdict() {
+    let mut cluster = DurableCluster::builder().nodes(1).start();
+    let split = "range:0..8:1";
+    // About 20 ms of guest time per chunk, so the job ends well after `submit` returned.
+    let spin = "10000000";
+    let output = cluster.path("kept.bin");
+    let job = cluster.submit_detached(&[
+        &"--payload",
+        &fixture("count.wat"),
+        &"--split",
+        &split,
+        &"--args",
+        &spin,
+        &"--output",
+        &output,
+    ]);
+    // Watch the log closely (not `status`, whose answer waits for a commit): the stop must
+    // come within the hold-back interval of the verdict.
+    let succeeded = |e: &serde_json::Value| e["message"] == "job succeeded" && field_u64(e, "job") == Some(job);
+    let deadline = Instant::now() + LONG_COMMAND_TIMEOUT;
+    while !log_events(&cluster.dispatcher_log(1)).iter().any(succeeded) {
+        assert!(Instant::now() < deadline, "job {job} never succeeded\n{}", cluster.logs());
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    cluster.stop_dispatcher();
+
+    cluster.start_dispatcher();
+    assert!(resumed(&cluster.dispatcher_log(2), job).is_none(), "job {job} was resumed\n{}", cluster.logs());
+    let status = cluster.status_json(job).unwrap_or_else(|run| panic!("job {job} forgotten by the restart\n{run}"));
+    assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("succeeded"), Some(8)), "{status}");
+    let wait = cluster.submit(&[&"wait", &job.to_string()]);
+    wait.check_success();
+    check_same_bytes(&read_output(&output, &wait), &serial_output(&fixture("count.wat"), spin.as_bytes(), split, &[]), &wait);
 }
 
 #[test]

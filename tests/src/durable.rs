@@ -222,6 +222,12 @@ impl DurableCluster {
         );
     }
 
+    /// Stops the dispatcher with SIGTERM, its graceful shutdown, and waits for it to exit.
+    pub fn stop_dispatcher(&mut self) {
+        let status = self.dispatcher_mut().terminate(crate::EVENTUALLY_TIMEOUT);
+        assert!(status.success(), "the dispatcher's graceful stop exited with {status}\n{}", self.logs());
+    }
+
     /// SIGKILLs the dispatcher (no shutdown, no flush) and waits for it to be gone.
     pub fn kill_dispatcher(&mut self) {
         self.dispatcher_mut().kill();

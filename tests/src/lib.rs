@@ -395,6 +395,19 @@ impl Daemon {
         std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
+    /// Asks the process to stop (SIGTERM) and waits for it to exit on its own.
+    ///
+    /// # Panics
+    /// If it is still running after `timeout` (it is then killed).
+    pub fn terminate(&mut self, timeout: Duration) -> ExitStatus {
+        signal(self.pid(), "-TERM");
+        let exited = poll_until(timeout, || !self.is_alive());
+        let tail = if exited { String::new() } else { self.log_tail() };
+        self.kill();
+        assert!(exited, "{} did not exit within {timeout:?} of SIGTERM\n{tail}", self.label);
+        self.child.wait().expect("an exited child has a status")
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(&mut self) {
         self.killed = true;
@@ -420,6 +433,11 @@ impl Drop for Daemon {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Sends `signal` (e.g. `-STOP`) to `pid` with kill(1); a process that is gone is no error.
+pub(crate) fn signal(pid: u32, signal: &str) {
+    let _ = Command::new("kill").arg(signal).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// A UDP port on 127.0.0.1 that was free a moment ago.

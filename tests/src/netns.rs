@@ -33,7 +33,7 @@ use std::time::Duration;
 use anyhow::{bail, Context};
 use tempfile::TempDir;
 
-use crate::{command, poll_until, Daemon, Pki, Run, COMMAND_TIMEOUT, EVENTUALLY_TIMEOUT};
+use crate::{command, poll_until, signal, Daemon, Pki, Run, COMMAND_TIMEOUT, EVENTUALLY_TIMEOUT};
 
 /// The first three octets of every address on the bed.
 pub const SUBNET: [u8; 3] = [10, 77, 0];
@@ -672,11 +672,6 @@ impl Drop for SlowDown {
         }
         signal(self.pid, "-CONT");
     }
-}
-
-/// Sends `signal` (e.g. `-STOP`) to `pid` with kill(1); a process that is gone is no error.
-fn signal(pid: u32, signal: &str) {
-    let _ = Command::new("kill").arg(signal).arg(pid.to_string()).stderr(Stdio::null()).status();
 }
 
 /// Adds `TARGET=debug` to the `RUST_LOG` filter the harness gave `command`.
