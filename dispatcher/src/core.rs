@@ -50,6 +50,8 @@ struct Promises {
     stored: Vec<JobId>,
     /// Answers to clients' questions, describing state that is durable once this commit is.
     answers: Vec<Answer>,
+    /// Reports in `acks`, all nodes together.
+    held_acks: usize,
 }
 
 impl Promises {
@@ -57,9 +59,15 @@ impl Promises {
         self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty()
     }
 
-    /// Whether a client is waiting on them (a node's acknowledgement can wait).
+    /// Whether a client is waiting on them. Nodes' acknowledgements can wait, until a fast
+    /// node's unacknowledged reports near the number it keeps.
     fn awaited(&self) -> bool {
-        !self.stored.is_empty() || !self.answers.is_empty()
+        !self.stored.is_empty() || !self.answers.is_empty() || self.held_acks >= MAX_HELD_ACKS
+    }
+
+    fn ack(&mut self, node: NodeId, attempt: AttemptId) {
+        self.acks.entry(node).or_default().push(attempt);
+        self.held_acks += 1;
     }
 }
 
@@ -122,6 +130,9 @@ const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(4);
 /// chunks' reruns, not a broken promise. Clients waiting for `InputStored` or an answer still
 /// get [`MIN_COMMIT_INTERVAL`].
 const BACKGROUND_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
+/// Held acknowledgements that make a commit urgent: well below the 10,000 unacknowledged reports
+/// a node keeps before it drops the oldest.
+const MAX_HELD_ACKS: usize = 4096;
 /// How often expired jobs are purged.
 const PURGE_EVERY: u32 = 50;
 
@@ -697,7 +708,7 @@ impl Core {
     }
 
     fn handle_report(&mut self, now: std::time::Instant, node: NodeId, report: ChunkReport) {
-        self.promises.acks.entry(node).or_default().push(report.attempt);
+        self.promises.ack(node, report.attempt);
         match report.outcome {
             Ok(output) => {
                 let ran = std::time::Duration::from_nanos(report.run_nanos);
