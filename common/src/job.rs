@@ -90,6 +90,18 @@ impl JobDescription {
         }
     }
 
+    /// The largest chunk an `auto` rule of this job may choose, in bytes: a quarter of the
+    /// worker's memory (the payload's own data shares it), and when the bytes travel through the
+    /// dispatcher no more than [`MAX_AUTO_SHIPPED_BYTES`](crate::split::auto::MAX_AUTO_SHIPPED_BYTES).
+    pub fn max_auto_chunk_bytes(&self) -> u64 {
+        let memory_bound = self.memory_limit / 4;
+        if self.shared_input {
+            memory_bound
+        } else {
+            memory_bound.min(crate::split::auto::MAX_AUTO_SHIPPED_BYTES)
+        }
+    }
+
     /// Parses a job TOML file; relative paths inside are resolved against the file's directory.
     ///
     /// # Errors

@@ -366,8 +366,7 @@ impl Client {
         let tuner = match chunks.auto() {
             Some(auto) => {
                 let slots = self.nodes().await?.iter().map(|node| u64::from(node.slots)).sum();
-                // A chunk shares the worker's memory with the payload's own data.
-                Some(auto.tuner(job.chunk_target, slots, job.memory_limit / 4))
+                Some(auto.tuner(job.chunk_target, slots, job.max_auto_chunk_bytes()))
             }
             None => None,
         };

@@ -543,3 +543,15 @@ fn validate_flag_form() {
         ),
     );
 }
+
+#[test]
+fn auto_chunks_are_bounded_by_memory_and_by_shipping() {
+    let mut job = minimal();
+    job.memory_limit = 1 << 30;
+    assert_eq!(job.max_auto_chunk_bytes(), crate::split::auto::MAX_AUTO_SHIPPED_BYTES, "shipped bytes");
+    job.shared_input = true;
+    assert_eq!(job.max_auto_chunk_bytes(), 256 << 20, "shared input: a quarter of the memory");
+    job.memory_limit = 4 << 20;
+    job.shared_input = false;
+    assert_eq!(job.max_auto_chunk_bytes(), 1 << 20, "a small memory limit bounds shipped chunks too");
+}

@@ -23,6 +23,10 @@ const PROBE_RANGE_FRACTION: u64 = 4096;
 /// nothing once a chunk's fixed cost is small, and they overlap transfer and work less (W3 in
 /// `bench/RESULTS.md` ran slower with 64 MiB chunks than with 8 MiB ones).
 pub const MAX_AUTO_BYTES: u64 = 8 << 20;
+/// Upper bound when the chunks' bytes travel through the dispatcher (not shared input): each
+/// chunk crosses two QUIC hops before it runs, so big ones leave the slots idle longer at the
+/// start and the end (W3 in `bench/RESULTS.md`: 267 MB/s with 2 MiB chunks, 234 with 8 MiB).
+pub const MAX_AUTO_SHIPPED_BYTES: u64 = 2 << 20;
 /// Chunks per slot the remaining input is cut into at least, so no slot idles at the end while
 /// another runs a giant chunk, and transfers overlap work.
 const MIN_CHUNKS_PER_SLOT: u64 = 8;
