@@ -139,6 +139,27 @@ fn resumed(log: &str, job: u64) -> Option<(u64, u64)> {
         .find_map(|e| Some((field_u64(e, "chunks")?, field_u64(e, "done")?)))
 }
 
+/// The split of the short jobs that must survive a restart.
+const SHORT_SPLIT: &str = "range:0..8:1";
+
+/// Submits, detached, `count.wat` over [`SHORT_SPLIT`] with `spin` iterations per chunk.
+fn submit_short_job(cluster: &DurableCluster, spin: &str, output: &Path) -> u64 {
+    let payload = fixture("count.wat");
+    cluster.submit_detached(&[&"--payload", &payload, &"--split", &SHORT_SPLIT, &"--args", &spin, &"--output", &output])
+}
+
+/// After a restart: `status` has the short job succeeded with every chunk done, and `wait`
+/// fetches its output.
+#[track_caller]
+fn check_short_job_kept(cluster: &DurableCluster, job: u64, spin: &str, output: &Path) {
+    let status = cluster.status_json(job).unwrap_or_else(|run| panic!("job {job} forgotten by the restart\n{run}"));
+    assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("succeeded"), Some(8)), "{status}");
+    let wait = cluster.submit(&[&"wait", &job.to_string()]);
+    wait.check_success();
+    let want = serial_output(&fixture("count.wat"), spin.as_bytes(), SHORT_SPLIT, &[]);
+    check_same_bytes(&read_output(output, &wait), &want, &wait);
+}
+
 #[track_caller]
 fn read_output(path: &Path, run: &Run) -> Vec<u8> {
     std::fs::read(path).unwrap_or_else(|e| panic!("no output at {}: {e}\n{run}", path.display()))
@@ -217,27 +238,12 @@ fn finished_job_survives_a_restart_until_fetched() {
         cluster.logs()
     );
     let output = cluster.path("early.bin");
-    let split = "range:0..8:1";
-    let job = cluster.submit_detached(&[
-        &"--payload",
-        &fixture("count.wat"),
-        &"--split",
-        &split,
-        &"--args",
-        &"1000",
-        &"--output",
-        &output,
-    ]);
+    let job = submit_short_job(&cluster, "1000", &output);
     wait_for_state(&cluster, job, "succeeded");
 
     cluster.kill_dispatcher();
     cluster.start_dispatcher();
-    let status = cluster.status_json(job).unwrap_or_else(|run| panic!("job {job} forgotten by the restart\n{run}"));
-    assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("succeeded"), Some(8)), "{status}");
-
-    let wait = cluster.submit(&[&"wait", &job.to_string()]);
-    wait.check_success();
-    check_same_bytes(&read_output(&output, &wait), &serial_output(&fixture("count.wat"), b"1000", split, &[]), &wait);
+    check_short_job_kept(&cluster, job, "1000", &output);
 }
 
 /// The dispatcher holds back journal commits nobody waits for (a job's results and verdict);
@@ -246,20 +252,10 @@ fn finished_job_survives_a_restart_until_fetched() {
 #[test]
 fn graceful_stop_right_after_a_job_keeps_its_verdict() {
     let mut cluster = DurableCluster::builder().nodes(1).start();
-    let split = "range:0..8:1";
     // About 20 ms of guest time per chunk, so the job ends well after `submit` returned.
     let spin = "10000000";
     let output = cluster.path("kept.bin");
-    let job = cluster.submit_detached(&[
-        &"--payload",
-        &fixture("count.wat"),
-        &"--split",
-        &split,
-        &"--args",
-        &spin,
-        &"--output",
-        &output,
-    ]);
+    let job = submit_short_job(&cluster, spin, &output);
     // Watch the log closely (not `status`, whose answer waits for a commit): the stop must
     // come within the hold-back interval of the verdict.
     let succeeded = |e: &serde_json::Value| e["message"] == "job succeeded" && field_u64(e, "job") == Some(job);
@@ -272,11 +268,7 @@ fn graceful_stop_right_after_a_job_keeps_its_verdict() {
 
     cluster.start_dispatcher();
     assert!(resumed(&cluster.dispatcher_log(2), job).is_none(), "job {job} was resumed\n{}", cluster.logs());
-    let status = cluster.status_json(job).unwrap_or_else(|run| panic!("job {job} forgotten by the restart\n{run}"));
-    assert_eq!((status["state"].as_str(), status["done"].as_u64()), (Some("succeeded"), Some(8)), "{status}");
-    let wait = cluster.submit(&[&"wait", &job.to_string()]);
-    wait.check_success();
-    check_same_bytes(&read_output(&output, &wait), &serial_output(&fixture("count.wat"), spin.as_bytes(), split, &[]), &wait);
+    check_short_job_kept(&cluster, job, spin, &output);
 }
 
 #[test]
