@@ -1,5 +1,8 @@
 //! Writing a job's results on the submitter's side: one file (`concat`) or one file per chunk
 //! (`files`), always under a temporary name until [`OutputSink::commit`].
+//!
+//! Everything is synced before `commit` returns: the client then releases the job, and the
+//! dispatcher deletes its copy of the results.
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -37,7 +40,11 @@ impl OutputSink {
     pub(crate) fn write(&mut self, index: ChunkIndex, result: &[u8]) -> std::io::Result<()> {
         match &mut self.writer {
             Some(writer) => writer.write_all(result),
-            None => std::fs::write(self.temporary.join(format!("chunk-{index:06}")), result),
+            None => {
+                let mut file = File::create(self.temporary.join(format!("chunk-{index:06}")))?;
+                file.write_all(result)?;
+                file.sync_all()
+            }
         }
     }
 
@@ -46,9 +53,13 @@ impl OutputSink {
         if let Some(writer) = self.writer.take() {
             let file = writer.into_inner().map_err(|e| e.into_error())?;
             file.sync_all()?;
-        } else if self.target.is_dir() {
-            // An existing (empty) directory is replaced; a non-empty one makes rename fail.
-            std::fs::remove_dir(&self.target)?;
+        } else {
+            // The chunk files' names live in the directory.
+            File::open(&self.temporary)?.sync_all()?;
+            if self.target.is_dir() {
+                // An existing (empty) directory is replaced; a non-empty one makes rename fail.
+                std::fs::remove_dir(&self.target)?;
+            }
         }
         std::fs::rename(&self.temporary, &self.target)?;
         self.committed = true;
@@ -70,4 +81,69 @@ impl Drop for OutputSink {
 fn temporary_sibling(path: &Path) -> PathBuf {
     let name = path.file_name().map_or_else(|| "output".into(), |n| n.to_string_lossy().into_owned());
     path.with_file_name(format!(".{name}.dispy-partial-{}", std::process::id()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn concat_appears_whole_under_its_name_only_on_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("out.bin");
+        let mut sink = OutputSink::create(&target, ResultMode::Concat).unwrap();
+        sink.write(0, b"one ").unwrap();
+        sink.write(1, b"two").unwrap();
+        assert!(!target.exists(), "the output showed before the commit");
+        assert_eq!(sink.commit().unwrap(), target);
+        assert_eq!(std::fs::read(&target).unwrap(), b"one two");
+        assert_eq!(names(dir.path()), ["out.bin"]);
+    }
+
+    #[test]
+    fn files_become_a_directory_replacing_an_empty_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("chunks");
+        std::fs::create_dir(&target).unwrap();
+        let mut sink = OutputSink::create(&target, ResultMode::Files).unwrap();
+        sink.write(0, b"a").unwrap();
+        sink.write(1, b"").unwrap();
+        sink.write(2, b"ccc").unwrap();
+        assert!(names(&target).is_empty(), "chunk files showed before the commit");
+        sink.commit().unwrap();
+        assert_eq!(names(&target), ["chunk-000000", "chunk-000001", "chunk-000002"]);
+        assert_eq!(std::fs::read(target.join("chunk-000002")).unwrap(), b"ccc");
+        assert_eq!(names(dir.path()), ["chunks"]);
+    }
+
+    #[test]
+    fn a_non_empty_directory_is_not_replaced() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("chunks");
+        std::fs::create_dir(&target).unwrap();
+        std::fs::write(target.join("precious"), b"keep").unwrap();
+        let mut sink = OutputSink::create(&target, ResultMode::Files).unwrap();
+        sink.write(0, b"a").unwrap();
+        assert!(sink.commit().is_err());
+        assert_eq!(names(&target), ["precious"]);
+        assert_eq!(names(dir.path()), ["chunks"], "the partial directory was left behind");
+    }
+
+    #[test]
+    fn dropping_without_commit_leaves_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        for mode in [ResultMode::Concat, ResultMode::Files] {
+            let mut sink = OutputSink::create(&dir.path().join("out"), mode).unwrap();
+            sink.write(0, b"partial").unwrap();
+            drop(sink);
+            assert!(names(dir.path()).is_empty(), "{mode:?} left {:?}", names(dir.path()));
+        }
+    }
 }

@@ -1,6 +1,7 @@
 //! Jobs on a real cluster (a dispatcher and two one-slot nodes): for every split rule the output
 //! written by `dispy-submit` equals, byte for byte, the same payload run serially in this process
-//! over the same chunks, and nothing but the output file is left in the output directory. Also
+//! over the same chunks, and nothing but the output file is left in the output directory;
+//! `--results files` writes each chunk's result to its own file. Also
 //! the `nodes` listing in both its forms, and many commands in a row from one certificate.
 
 use std::path::{Path, PathBuf};
@@ -48,6 +49,30 @@ fn lines_split_matches_serial_run() {
 fn range_split_matches_serial_run() {
     let cluster = Cluster::start(2);
     check_matches_serial(&cluster, "range", &example("mandelbrot.wat"), "range:0..48:5", "64 48 50", &[]);
+}
+
+#[test]
+fn results_files_writes_one_file_per_chunk() {
+    let cluster = Cluster::start(2);
+    let out_dir = cluster.output_dir("results-files");
+    let output = out_dir.join("rows");
+    let (payload, split, args) = (example("mandelbrot.wat"), "range:0..48:5", "64 48 50");
+    let job = Job::new(&payload, split, &output).payload_args(args).flag("--results", "files");
+    let run = cluster.run_job(&job);
+    run.check_success();
+    // Ten chunks of five rows (the last of three), 64 one-byte pixels a row, in chunk order; the
+    // first also carries the PGM header.
+    let names: Vec<String> = (0..10).map(|i| format!("chunk-{i:06}")).collect();
+    assert_eq!(dir_entries(&output), names, "{run}");
+    let mut joined = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let bytes = std::fs::read(output.join(name)).expect("read a chunk file");
+        let header = if i == 0 { "P5\n64 48\n255\n".len() } else { 0 };
+        assert_eq!(bytes.len(), header + 64 * if i == 9 { 3 } else { 5 }, "{name}\n{run}");
+        joined.extend(bytes);
+    }
+    check_same_bytes(&joined, &serial_output(&payload, args.as_bytes(), split, &[]), &run);
+    assert_eq!(dir_entries(&out_dir), ["rows"], "only the output may remain\n{run}");
 }
 
 #[test]
