@@ -88,49 +88,50 @@ mod tests {
     use super::*;
 
     fn names(dir: &Path) -> Vec<String> {
+        let entries = std::fs::read_dir(dir).expect("list the directory");
         let mut names: Vec<String> =
-            std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+            entries.map(|e| e.expect("a directory entry").file_name().to_string_lossy().into_owned()).collect();
         names.sort();
         names
     }
 
     #[test]
     fn concat_appears_whole_under_its_name_only_on_commit() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a scratch directory");
         let target = dir.path().join("out.bin");
-        let mut sink = OutputSink::create(&target, ResultMode::Concat).unwrap();
-        sink.write(0, b"one ").unwrap();
-        sink.write(1, b"two").unwrap();
+        let mut sink = OutputSink::create(&target, ResultMode::Concat).expect("create");
+        sink.write(0, b"one ").expect("write");
+        sink.write(1, b"two").expect("write");
         assert!(!target.exists(), "the output showed before the commit");
-        assert_eq!(sink.commit().unwrap(), target);
-        assert_eq!(std::fs::read(&target).unwrap(), b"one two");
+        assert_eq!(sink.commit().expect("commit"), target);
+        assert_eq!(std::fs::read(&target).expect("read"), b"one two");
         assert_eq!(names(dir.path()), ["out.bin"]);
     }
 
     #[test]
     fn files_become_a_directory_replacing_an_empty_one() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a scratch directory");
         let target = dir.path().join("chunks");
-        std::fs::create_dir(&target).unwrap();
-        let mut sink = OutputSink::create(&target, ResultMode::Files).unwrap();
-        sink.write(0, b"a").unwrap();
-        sink.write(1, b"").unwrap();
-        sink.write(2, b"ccc").unwrap();
+        std::fs::create_dir(&target).expect("create the target");
+        let mut sink = OutputSink::create(&target, ResultMode::Files).expect("create");
+        sink.write(0, b"a").expect("write");
+        sink.write(1, b"").expect("write");
+        sink.write(2, b"ccc").expect("write");
         assert!(names(&target).is_empty(), "chunk files showed before the commit");
-        sink.commit().unwrap();
+        sink.commit().expect("commit");
         assert_eq!(names(&target), ["chunk-000000", "chunk-000001", "chunk-000002"]);
-        assert_eq!(std::fs::read(target.join("chunk-000002")).unwrap(), b"ccc");
+        assert_eq!(std::fs::read(target.join("chunk-000002")).expect("read"), b"ccc");
         assert_eq!(names(dir.path()), ["chunks"]);
     }
 
     #[test]
     fn a_non_empty_directory_is_not_replaced() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a scratch directory");
         let target = dir.path().join("chunks");
-        std::fs::create_dir(&target).unwrap();
-        std::fs::write(target.join("precious"), b"keep").unwrap();
-        let mut sink = OutputSink::create(&target, ResultMode::Files).unwrap();
-        sink.write(0, b"a").unwrap();
+        std::fs::create_dir(&target).expect("create the target");
+        std::fs::write(target.join("precious"), b"keep").expect("write");
+        let mut sink = OutputSink::create(&target, ResultMode::Files).expect("create");
+        sink.write(0, b"a").expect("write");
         assert!(sink.commit().is_err());
         assert_eq!(names(&target), ["precious"]);
         assert_eq!(names(dir.path()), ["chunks"], "the partial directory was left behind");
@@ -138,10 +139,10 @@ mod tests {
 
     #[test]
     fn dropping_without_commit_leaves_nothing() {
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().expect("a scratch directory");
         for mode in [ResultMode::Concat, ResultMode::Files] {
-            let mut sink = OutputSink::create(&dir.path().join("out"), mode).unwrap();
-            sink.write(0, b"partial").unwrap();
+            let mut sink = OutputSink::create(&dir.path().join("out"), mode).expect("create");
+            sink.write(0, b"partial").expect("write");
             drop(sink);
             assert!(names(dir.path()).is_empty(), "{mode:?} left {:?}", names(dir.path()));
         }
