@@ -3,7 +3,7 @@
 //! and a whole join against a real [`Dispatcher`] on loopback.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use common::enroll::{Fingerprint, JoinToken, NodeKey, TokenSecret, Validity};
@@ -16,39 +16,21 @@ use node::enroll::{JoinError, JoinOptions};
 use super::*;
 use crate::server::Dispatcher;
 
-/// A directory removed when the test ends.
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dispy-enroll-test-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// A CA on disk (`pki init` layout) and a dispatcher configuration using it for enrolment.
 struct Fixture {
-    scratch: Scratch,
+    scratch: tempfile::TempDir,
     ca: CertificateAuthority,
     config: DispatcherConfig,
 }
 
 impl Fixture {
     fn new(name: &str) -> Self {
-        let scratch = Scratch::new(name);
+        let scratch = tempfile::Builder::new().prefix(&format!("dispy-enroll-test-{name}-")).tempdir().expect("a scratch directory");
         let ca = CertificateAuthority::generate("test").expect("ca");
-        let pki = scratch.0.join("pki");
+        let pki = scratch.path().join("pki");
         ca.save(&pki).expect("save the CA");
         let identity = ca.issue_identity(Role::Dispatcher, "dispatcher").expect("dispatcher identity");
-        let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), identity, scratch.0.join("state"));
+        let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), identity, scratch.path().join("state"));
         config.ca_dir = Some(pki);
         Self { scratch, ca, config }
     }
@@ -242,7 +224,7 @@ async fn a_node_joins_a_real_dispatcher_connects_and_is_refused_once_revoked() {
         let _ = stopped.await;
     }));
 
-    let tls_dir = fx.scratch.0.join("node-tls");
+    let tls_dir = fx.scratch.path().join("node-tls");
     let token = fx.token(Some("worker-1"), Duration::from_secs(600));
     let options = JoinOptions {
         address: addr.to_string(),
@@ -337,7 +319,7 @@ async fn a_connected_node_renews_and_is_dropped_once_revoked() {
     // 30 min left of 90 (pki backdates by an hour): renewal is due now.
     let identity = fx.node_identity("n1", Duration::from_secs(30 * 60));
     let conn = dial(addr, &identity).await;
-    let tls_dir = fx.scratch.0.join("n1");
+    let tls_dir = fx.scratch.path().join("n1");
     std::fs::create_dir_all(&tls_dir).expect("dir");
 
     let renewed = node::enroll::renew(&conn, &identity, Some(&tls_dir)).await.expect("renewed");

@@ -16,22 +16,6 @@ fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
 }
 
-struct Scratch(PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Self {
-        let dir = std::env::temp_dir().join(format!("dispy-local-test-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("scratch dir");
-        Self(dir)
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 async fn client(cluster: &LocalCluster) -> Client {
     Client::connect(&cluster.address().to_string(), cluster.client_identity()).await.expect("connect")
 }
@@ -48,8 +32,8 @@ async fn wait_for_nodes(cluster: &LocalCluster, count: usize) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn results_match_a_serial_run_and_failures_are_reported() {
-    let scratch = Scratch::new("serial");
-    let input = scratch.0.join("input.bin");
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let input = scratch.path().join("input.bin");
     let data: Vec<u8> = (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     std::fs::write(&input, &data).expect("input");
     let cluster = LocalCluster::start(2).await.expect("cluster");
@@ -58,7 +42,7 @@ async fn results_match_a_serial_run_and_failures_are_reported() {
     // Many small chunks over two nodes: output must come back complete and in order.
     let payload = repo("examples/checksum.wat");
     let split = SplitRule::Bytes(1000);
-    let mut job = JobDescription::new(payload.clone(), split, scratch.0.join("sums.bin"));
+    let mut job = JobDescription::new(payload.clone(), split, scratch.path().join("sums.bin"));
     job.inputs = vec![input.clone()];
     let report = client(&cluster).await.run(&job, |_| {}).await.expect("job succeeds");
     assert_eq!(report.progress.done, 300);
@@ -68,7 +52,7 @@ async fn results_match_a_serial_run_and_failures_are_reported() {
     assert_eq!(std::fs::read(&report.output).expect("output"), serial);
 
     // A trapping payload uses up its attempts, fails with a report and leaves no output.
-    let mut failing = JobDescription::new(repo("tests/fixtures/trap.wat"), SplitRule::Range { start: 0, end: 4, step: 1 }, scratch.0.join("never.bin"));
+    let mut failing = JobDescription::new(repo("tests/fixtures/trap.wat"), SplitRule::Range { start: 0, end: 4, step: 1 }, scratch.path().join("never.bin"));
     failing.max_attempts = 2;
     match client(&cluster).await.run(&failing, |_| {}).await {
         Err(ClientError::JobFailed { failure: JobFailure::Chunk { attempts, .. }, .. }) => {
@@ -78,7 +62,7 @@ async fn results_match_a_serial_run_and_failures_are_reported() {
         other => panic!("expected a chunk failure, got {other:?}"),
     }
     assert!(!failing.output.exists());
-    let leftovers: Vec<_> = std::fs::read_dir(&scratch.0).expect("list").flatten().map(|e| e.file_name()).collect();
+    let leftovers: Vec<_> = std::fs::read_dir(scratch.path()).expect("list").flatten().map(|e| e.file_name()).collect();
     assert_eq!(leftovers.len(), 2, "only the input and the first output remain: {leftovers:?}");
 
     // The nodes keep serving, and one client connection runs several jobs in turn.
