@@ -50,13 +50,15 @@ struct Promises {
     stored: Vec<JobId>,
     /// Answers to clients' questions, describing state that is durable once this commit is.
     answers: Vec<Answer>,
+    /// Forgotten jobs whose spooled data may go once the journal no longer points at it.
+    removals: Vec<JobId>,
     /// Reports in `acks`, all nodes together.
     held_acks: usize,
 }
 
 impl Promises {
     fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty()
+        self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty() && self.removals.is_empty()
     }
 
     /// Whether a client is waiting on them. Nodes' acknowledgements can wait, until a fast
@@ -382,6 +384,8 @@ impl Core {
         for (job, record) in recovered.jobs {
             core.restore(&journal, job, record);
         }
+        // A crash between forgetting a job and deleting its files leaves them behind.
+        core.spool.remove_unknown(|job| core.jobs.contains_key(&job));
         if let Err(e) = journal.commit(&mut core.batch) {
             warn!(error = %e, "cannot record the jobs resumed after the restart");
         }
@@ -922,6 +926,7 @@ impl Core {
     /// A commit is durable (or failed): keep its promises, then start the next one.
     fn handle_committed(&mut self, committed: Committed) {
         self.commit_in_flight = false;
+        let durable = committed.failed.is_none();
         if let Some((error, jobs)) = committed.failed {
             warn!(%error, "journal commit failed; failing the jobs it concerned");
             for job in jobs {
@@ -931,6 +936,13 @@ impl Core {
         }
         for (node, attempts) in committed.promises.acks {
             self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
+        }
+        // After a failed commit the journal may still hold these jobs: their files stay, for a
+        // restarted dispatcher to restore (and expire) them.
+        if durable {
+            for job in committed.promises.removals {
+                self.spool.remove(job);
+            }
         }
         for answer in committed.promises.answers {
             answer.send();
@@ -1089,8 +1101,8 @@ impl Core {
 
     fn forget(&mut self, job: JobId) {
         self.jobs.remove(&job);
-        self.spool.remove(job);
         self.batch.delete_job(job);
+        self.promises.removals.push(job);
     }
 
     fn node_statuses(&self) -> Vec<NodeStatus> {

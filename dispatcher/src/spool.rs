@@ -75,6 +75,18 @@ impl Spool {
         Ok(Reader { file: File::open(self.root.join(job.0.to_string()).join(file.name()))? })
     }
 
+    /// Deletes the files of every job for which `known` says false.
+    pub fn remove_unknown(&self, known: impl Fn(JobId) -> bool) {
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return };
+        for entry in entries.flatten() {
+            let Some(job) = entry.file_name().to_str().and_then(|name| name.parse().ok()).map(JobId) else { continue };
+            if !known(job) {
+                tracing::info!(%job, "deleting the spooled data of a job the journal does not know");
+                self.remove(job);
+            }
+        }
+    }
+
     /// Deletes a job's files.
     pub fn remove(&self, job: JobId) {
         let dir = self.root.join(job.0.to_string());

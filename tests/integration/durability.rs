@@ -1,6 +1,7 @@
 //! Issue 5, the durable dispatcher, with real processes on 127.0.0.1: a job survives a SIGKILLed
 //! and restarted dispatcher with byte-identical output and without running again the chunks
-//! whose results were stored; a finished job survives a restart until fetched, and a graceful
+//! whose results were stored; a finished job survives a restart until fetched (and spooled files
+//! of jobs the journal does not know are deleted), and a graceful
 //! stop right after a job keeps its verdict; a restart during
 //! the upload fails the job with the reason instead of resuming half an input; a job survives
 //! its submitter, and `wait` in a new process fetches its output; a 2 GiB input streams through
@@ -242,7 +243,14 @@ fn finished_job_survives_a_restart_until_fetched() {
     wait_for_state(&cluster, job, "succeeded");
 
     cluster.kill_dispatcher();
+    // Files of a job the journal no longer knows, as a crash right after forgetting it leaves.
+    let jobs = cluster.state_dir().join("jobs");
+    let stray = jobs.join("987654");
+    std::fs::create_dir_all(&stray).expect("create a stray spool directory");
+    std::fs::write(stray.join("results"), b"stale").expect("write a stray spool file");
     cluster.start_dispatcher();
+    assert!(!stray.exists(), "the restarted dispatcher left the stray spool {}", stray.display());
+    assert!(jobs.join(job.to_string()).exists(), "the restart deleted job {job}'s spool");
     check_short_job_kept(&cluster, job, "1000", &output);
 }
 
