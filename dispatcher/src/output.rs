@@ -108,12 +108,21 @@ mod tests {
         assert_eq!(names(dir.path()), ["out.bin"]);
     }
 
-    #[test]
-    fn files_become_a_directory_replacing_an_empty_one() {
+    /// A `files` sink whose target directory `chunks` already exists, holding `files`.
+    fn files_sink_over(files: &[(&str, &[u8])]) -> (tempfile::TempDir, PathBuf, OutputSink) {
         let dir = tempfile::tempdir().expect("a scratch directory");
         let target = dir.path().join("chunks");
         std::fs::create_dir(&target).expect("create the target");
-        let mut sink = OutputSink::create(&target, ResultMode::Files).expect("create");
+        for (name, bytes) in files {
+            std::fs::write(target.join(name), bytes).expect("write");
+        }
+        let sink = OutputSink::create(&target, ResultMode::Files).expect("create");
+        (dir, target, sink)
+    }
+
+    #[test]
+    fn files_become_a_directory_replacing_an_empty_one() {
+        let (dir, target, mut sink) = files_sink_over(&[]);
         sink.write(0, b"a").expect("write");
         sink.write(1, b"").expect("write");
         sink.write(2, b"ccc").expect("write");
@@ -126,11 +135,7 @@ mod tests {
 
     #[test]
     fn a_non_empty_directory_is_not_replaced() {
-        let dir = tempfile::tempdir().expect("a scratch directory");
-        let target = dir.path().join("chunks");
-        std::fs::create_dir(&target).expect("create the target");
-        std::fs::write(target.join("precious"), b"keep").expect("write");
-        let mut sink = OutputSink::create(&target, ResultMode::Files).expect("create");
+        let (dir, target, mut sink) = files_sink_over(&[("precious", b"keep")]);
         sink.write(0, b"a").expect("write");
         assert!(sink.commit().is_err());
         assert_eq!(names(&target), ["precious"]);
