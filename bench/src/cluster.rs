@@ -181,7 +181,7 @@ impl std::fmt::Display for Topology {
         }?;
         match self.dispatcher_async_threads {
             Some(threads) => write!(f, ", dispatcher --async-threads {threads}"),
-            None => write!(f, " and async threads"),
+            None => write!(f, ", dispatcher's default async threads"),
         }
     }
 }

@@ -82,10 +82,10 @@ enum Answer {
 impl Answer {
     fn send(self) {
         // A client that went away no longer needs its answer.
-        let _ = match self {
-            Answer::Summary(reply, summary) => reply.send(summary).map_err(drop),
-            Answer::Jobs(reply, jobs) => reply.send(jobs).map_err(drop),
-        };
+        match self {
+            Answer::Summary(reply, summary) => drop(reply.send(summary)),
+            Answer::Jobs(reply, jobs) => drop(reply.send(jobs)),
+        }
     }
 }
 
