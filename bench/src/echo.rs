@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
-use common::frame::DEFAULT_MAX_MESSAGE;
+use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{FramedRecv, FramedSend};
 use common::pki::Identity;
 

@@ -256,7 +256,7 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
         ),
         format!("binaries: {}", binaries.path("dispy-dispatcher").parent().map_or_else(String::new, |p| p.display().to_string())),
         provenance(&binaries),
-        "client: in-process dispatcher::Client (connect + run per job); W2 also with a protocol-level probe".into(),
+        "client: in-process client::Client (connect + run per job); W2 also with a protocol-level probe".into(),
         format!("dispatcher state directory (journal, spool): {}", state_dir.path().display()),
         format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
     ];

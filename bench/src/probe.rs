@@ -1,4 +1,4 @@
-//! A minimal client speaking the client protocol directly (`common::net`, `common::proto`), for
+//! A minimal client speaking the client protocol directly (`common::net`, `wire::proto`), for
 //! a W2 figure below the client API: the dispatcher-and-node round trip of a one-chunk job.
 //!
 //! `Client::run` also reads and hashes the payload file, splits the input file on a blocking
@@ -13,10 +13,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use common::frame::DEFAULT_MAX_MESSAGE;
+use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv};
 use common::pki::Identity;
-use common::proto::{
+use wire::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobId, JobSubmission, PayloadHash, PayloadKind, ResultMode, Role,
     StreamHeader, PROTOCOL_VERSION,
 };
@@ -96,11 +96,11 @@ impl Probe {
             payload_len: payload.len() as u64,
             kind: PayloadKind::Wasm,
             args: Vec::new(),
-            max_attempts: common::job::DEFAULT_MAX_ATTEMPTS,
-            chunk_timeout_ms: common::job::DEFAULT_CHUNK_TIMEOUT.as_millis() as u64,
-            memory_limit: common::job::DEFAULT_MEMORY_LIMIT,
+            max_attempts: client::job::DEFAULT_MAX_ATTEMPTS,
+            chunk_timeout_ms: client::job::DEFAULT_CHUNK_TIMEOUT.as_millis() as u64,
+            memory_limit: client::job::DEFAULT_MEMORY_LIMIT,
             priority: 0,
-            placement_timeout_ms: common::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
+            placement_timeout_ms: client::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
             output: String::new(),
             results: ResultMode::Concat,
             shared_input: false,

@@ -13,7 +13,7 @@
 //!
 //! For each node count the benchmark joins nodes up to that count, lets the fleet settle, reads
 //! the dispatcher's CPU time (`utime + stime` of `/proc/PID/stat`) over a window and its `VmRSS`,
-//! then runs a job of many tiny chunks through `dispatcher::Client` and times it.
+//! then runs a job of many tiny chunks through `client::Client` and times it.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -23,16 +23,16 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use bytes::Bytes;
-use common::frame::DEFAULT_MAX_MESSAGE;
-use common::job::JobDescription;
+use wire::frame::DEFAULT_MAX_MESSAGE;
+use client::job::JobDescription;
 use common::net::{open_uni, Connection, FramedRecv, StreamError};
 use common::pki::{CertificateAuthority, Identity};
-use common::proto::{
+use wire::proto::{
     ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, NodeInfo, NodeToDispatcher, Role, StreamHeader,
     PROTOCOL_VERSION,
 };
-use common::split::SplitRule;
-use dispatcher::Client;
+use client::split::SplitRule;
+use client::Client;
 use node::exec::wasm::{run_serial, WasmEngine};
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;

@@ -1,5 +1,5 @@
 //! The workloads W1–W4 of the brief's performance targets, run against a [`Cluster`] of real
-//! processes with the in-process client API ([`dispatcher::Client`]).
+//! processes with the in-process client API ([`client::Client`]).
 //!
 //! Every workload runs once untimed (the warm-up: the dispatcher receives the payload, the nodes
 //! compile it, the page cache holds the input), then `runs` timed times. Every run's output is
@@ -15,10 +15,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use common::job::JobDescription;
-use common::split::auto::Decision;
-use common::split::{AutoSplit, SplitRule};
-use dispatcher::Client;
+use client::job::JobDescription;
+use client::split::auto::Decision;
+use client::split::{AutoSplit, SplitRule};
+use client::Client;
 use node::exec::wasm::{run_serial, WasmEngine};
 
 use crate::cluster::{workspace_root, Cluster, Daemon};
@@ -523,8 +523,8 @@ impl Bench<'_> {
     ) -> anyhow::Result<Checked> {
         let started = Instant::now();
         let mut decision = None;
-        let on_update = |update: dispatcher::client::Update<'_>| {
-            if let dispatcher::client::Update::ChunkSize(chosen) = update {
+        let on_update = |update: client::Update<'_>| {
+            if let client::Update::ChunkSize(chosen) = update {
                 decision = Some(*chosen);
             }
         };
@@ -558,7 +558,7 @@ impl Bench<'_> {
     /// the size it chose.
     fn auto_reference(&self, job: &JobDescription, decision: &Decision) -> anyhow::Result<Vec<u8>> {
         let data = std::fs::read(&job.inputs[0])?;
-        let probe = usize::try_from(common::split::auto::PROBE_BYTES)?;
+        let probe = usize::try_from(client::split::auto::PROBE_BYTES)?;
         let probes = usize::try_from(decision.probes)?;
         let (head, rest) = data.split_at((probe * probes).min(data.len()));
         let chunks = head.chunks(probe).chain(rest.chunks(usize::try_from(decision.size)?)).map(<[u8]>::to_vec);

@@ -27,9 +27,9 @@ use serde::de::{self, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::split::io_message;
+use crate::messages::io_message;
 use crate::telemetry::LogFormat;
-use crate::units::{parse_duration, parse_size};
+use wire::units::{parse_duration, parse_size};
 
 /// The dispatcher's config file when `--config` is not given; it may be absent.
 pub const DEFAULT_DISPATCHER_FILE: &str = "/etc/dispy/dispatcher.toml";
@@ -60,7 +60,7 @@ pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// depth on a node adapts to its chunk run times below it).
 pub const DEFAULT_PIPELINE_DEPTH: u32 = 32;
 /// Default `max_message`: largest control message, bytes.
-pub const DEFAULT_MAX_MESSAGE: usize = crate::frame::DEFAULT_MAX_MESSAGE;
+pub const DEFAULT_MAX_MESSAGE: usize = wire::frame::DEFAULT_MAX_MESSAGE;
 /// Default `max_chunk`: largest chunk input or result, bytes.
 pub const DEFAULT_MAX_CHUNK: usize = 256 << 20;
 /// Default `max_payload`: largest payload, bytes.
@@ -739,7 +739,7 @@ where
         } else if !other_keys.contains(&top) && !SHARED_VARIABLES.contains(&name.as_str()) {
             unknown.push(KeyProblem::Unknown {
                 origin: Origin::Env(name.clone()),
-                suggestion: crate::spelling::closest(keys, top),
+                suggestion: crate::messages::closest(keys, top),
                 key,
             });
         }
@@ -776,7 +776,7 @@ where
             table.remove(&name);
             unknown.push(KeyProblem::Unknown {
                 origin: file_name.clone().map_or(Origin::Default, Origin::File),
-                suggestion: crate::spelling::closest(keys, &name),
+                suggestion: crate::messages::closest(keys, &name),
                 key: name,
             });
             continue;

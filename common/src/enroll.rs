@@ -44,7 +44,7 @@ use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, ServerName
 use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 use thiserror::Error;
 
-use crate::proto::{Role, ALPN};
+use wire::proto::{Role, ALPN};
 
 /// The first part of every join token: the format and its version.
 pub const TOKEN_PREFIX: &str = "dispy1";
@@ -136,7 +136,7 @@ impl TokenSecret {
         Ok(Self(bytes))
     }
 
-    /// Reads a secret from the bytes of an [`crate::proto::EnrollRequest`]; `None` when the
+    /// Reads a secret from the bytes of an [`wire::proto::EnrollRequest`]; `None` when the
     /// length is wrong.
     pub fn from_slice(bytes: &[u8]) -> Option<Self> {
         bytes.try_into().ok().map(Self)

@@ -1,5 +1,5 @@
 //! Framed QUIC streams: the only place that moves frames between quinn and the codec in
-//! [`crate::frame`]. A [`Connection`] is the control stream of one peer; [`FramedSend`] and
+//! [`wire::frame`]. A [`Connection`] is the control stream of one peer; [`FramedSend`] and
 //! [`FramedRecv`] are its halves and also serve the unidirectional bulk streams.
 
 use std::net::SocketAddr;
@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
 use thiserror::Error;
 
-use crate::frame::{self, FrameError};
+use wire::frame::{self, FrameError};
 
 /// UDP buffer size asked of the kernel. The default (~208 KiB) overflows when thousands of nodes
 /// report at once and the dropped datagrams cost retransmissions; the kernel caps the request

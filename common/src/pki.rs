@@ -17,7 +17,7 @@ use rcgen::{
 use rustls_pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;
 
-use crate::proto::Role;
+use wire::proto::Role;
 
 /// The TLS server name in every dispatcher certificate; clients verify this, not an address.
 pub const DISPATCHER_SERVER_NAME: &str = "dispatcher.dispy";

@@ -15,7 +15,7 @@ use rustls_pki_types::CertificateDer;
 use thiserror::Error;
 
 use crate::pki::{Identity, DISPATCHER_SERVER_NAME};
-use crate::proto::{Role, ALPN};
+use wire::proto::{Role, ALPN};
 
 /// A TLS set-up or peer-certificate problem.
 #[derive(Debug, Error)]

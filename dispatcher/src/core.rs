@@ -22,7 +22,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use common::proto::{
+use wire::proto::{
     AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
     JobProgress, JobRecord, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
     NodeToDispatcher, PayloadHash, PayloadKind,
@@ -117,7 +117,7 @@ fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>,
 }
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
-use crate::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use ledger::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
 use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
 
 /// How often running jobs' progress is sent to their clients.
@@ -510,7 +510,7 @@ impl Core {
                 self.next_node += 1;
                 let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
                 info!(node = %info.name, %address, slots = info.slots, cores = info.cores,
-                    memory = %common::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
+                    memory = %wire::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
                     "{event}");
                 self.scheduler.handle_node_joined(now, node, NodeResources {
                     name: info.name.clone(),

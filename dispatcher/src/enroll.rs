@@ -29,7 +29,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::enroll::{check_node_name, CaSigner, CertRequest, Issued, KeyError, SignError, TokenSecret};
 use common::net::{Connection, FramedRecv, FramedSend, StreamError};
-use common::proto::{EnrollReply, EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
+use wire::proto::{EnrollReply, EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
 use common::tls::PeerIdentity;
 use thiserror::Error;
 use tracing::{debug, info, warn};

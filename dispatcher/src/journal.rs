@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use common::proto::{ChunkIndex, JobId, JobRecord};
+use wire::proto::{ChunkIndex, JobId, JobRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
 
@@ -47,7 +47,7 @@ pub enum JournalError {
 
 /// Changes to commit together.
 #[derive(Debug, Default)]
-pub struct Batch {
+pub(crate) struct Batch {
     next_job: Option<u64>,
     jobs: Vec<(JobId, JobRecord)>,
     inputs: Vec<(JobId, ChunkIndex, Extent)>,
@@ -57,32 +57,32 @@ pub struct Batch {
 
 impl Batch {
     /// Records the next job id to hand out.
-    pub fn set_next_job(&mut self, next: u64) {
+    pub(crate) fn set_next_job(&mut self, next: u64) {
         self.next_job = Some(next);
     }
 
     /// Records a job's (new) record.
-    pub fn put_job(&mut self, job: JobId, record: JobRecord) {
+    pub(crate) fn put_job(&mut self, job: JobId, record: JobRecord) {
         self.jobs.push((job, record));
     }
 
     /// Records where a chunk's input is spooled.
-    pub fn put_input(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
+    pub(crate) fn put_input(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
         self.inputs.push((job, chunk, extent));
     }
 
     /// Records where a chunk's accepted result is spooled.
-    pub fn put_result(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
+    pub(crate) fn put_result(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
         self.results.push((job, chunk, extent));
     }
 
     /// Forgets a job entirely.
-    pub fn delete_job(&mut self, job: JobId) {
+    pub(crate) fn delete_job(&mut self, job: JobId) {
         self.deleted.push(job);
     }
 
     /// Whether there is nothing to commit.
-    pub fn is_empty(&self) -> bool {
+    pub(crate) fn is_empty(&self) -> bool {
         self.next_job.is_none()
             && self.jobs.is_empty()
             && self.inputs.is_empty()
@@ -91,7 +91,7 @@ impl Batch {
     }
 
     /// Jobs this batch touches, so a failed commit can be charged to them.
-    pub fn touched_jobs(&self) -> Vec<JobId> {
+    pub(crate) fn touched_jobs(&self) -> Vec<JobId> {
         let mut jobs: Vec<JobId> = self
             .jobs
             .iter()
@@ -107,7 +107,7 @@ impl Batch {
 
 /// What the journal held when it was opened.
 #[derive(Debug, Default)]
-pub struct Recovered {
+pub(crate) struct Recovered {
     /// The next job id to hand out.
     pub next_job: u64,
     /// How many times this journal has been opened, this time included; it keeps attempt ids
@@ -118,7 +118,7 @@ pub struct Recovered {
 }
 
 /// The open journal.
-pub struct Journal {
+pub(crate) struct Journal {
     db: Database,
     path: String,
 }
@@ -134,7 +134,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError`] when the file cannot be opened or is corrupt.
-    pub fn open(path: &Path) -> Result<(Self, Recovered), JournalError> {
+    pub(crate) fn open(path: &Path) -> Result<(Self, Recovered), JournalError> {
         let display = path.display().to_string();
         let db = Database::create(path).map_err(|e| database_error(&display, e))?;
         let journal = Self { db, path: display };
@@ -164,7 +164,7 @@ impl Journal {
         let mut jobs = Vec::new();
         for entry in jobs_table.iter().map_err(|e| err(e.into()))? {
             let (key, value) = entry.map_err(|e| err(e.into()))?;
-            let record: JobRecord = common::frame::from_bytes(value.value()).map_err(|e| JournalError::Corrupt {
+            let record: JobRecord = wire::frame::from_bytes(value.value()).map_err(|e| JournalError::Corrupt {
                 path: self.path.clone(),
                 job: key.value(),
                 reason: e.to_string(),
@@ -178,7 +178,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Database`] on a read failure.
-    pub fn inputs(&self, job: JobId) -> Result<Vec<Extent>, JournalError> {
+    pub(crate) fn inputs(&self, job: JobId) -> Result<Vec<Extent>, JournalError> {
         Ok(self.extents(INPUTS, job)?.into_iter().map(|(_, e)| e).collect())
     }
 
@@ -186,7 +186,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Database`] on a read failure.
-    pub fn results(&self, job: JobId) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
+    pub(crate) fn results(&self, job: JobId) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
         self.extents(RESULTS, job)
     }
 
@@ -211,7 +211,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Database`]; the batch is left as it was.
-    pub fn commit(&self, batch: &mut Batch) -> Result<(), JournalError> {
+    pub(crate) fn commit(&self, batch: &mut Batch) -> Result<(), JournalError> {
         let err = |e: redb::Error| database_error(&self.path, e);
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
@@ -221,7 +221,7 @@ impl Journal {
             let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
             for (job, record) in &batch.jobs {
                 // Encoding a JobRecord cannot fail: every field is a plain value.
-                let bytes = common::frame::to_bytes(record).expect("job records encode");
+                let bytes = wire::frame::to_bytes(record).expect("job records encode");
                 jobs.insert(job.0, bytes.as_slice()).map_err(|e| err(e.into()))?;
             }
             let mut inputs = txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
@@ -250,7 +250,7 @@ fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
 
 #[cfg(test)]
 mod tests {
-    use common::proto::{JobState, JobSubmission, PayloadHash, PayloadKind, ResultMode};
+    use wire::proto::{JobState, JobSubmission, PayloadHash, PayloadKind, ResultMode};
 
     use super::*;
 

@@ -1,18 +1,12 @@
-//! The `dispy-dispatcher` daemon and the client side (`dispy::Client`, `dispy-submit`) as a
-//! library.
+//! The `dispy-dispatcher` daemon as a library: the QUIC server, the core that drives the
+//! scheduler, the journal, the spool, the payload store and enrolment.
 #![forbid(unsafe_code)]
 
-pub mod client;
 pub mod config;
 mod core;
 pub mod enroll;
-pub mod journal;
+mod journal;
 mod liveness;
-pub mod local;
-mod output;
-pub mod payloads;
-pub mod scheduler;
+mod payloads;
 pub mod server;
-pub mod spool;
-
-pub use client::Client;
+mod spool;

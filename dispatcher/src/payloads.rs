@@ -6,11 +6,11 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use common::proto::PayloadHash;
+use wire::proto::PayloadHash;
 
 /// Content-addressed payloads on disk; clones share one memory cache.
 #[derive(Debug, Clone)]
-pub struct PayloadStore {
+pub(crate) struct PayloadStore {
     dir: PathBuf,
     cache: Arc<Mutex<HashMap<PayloadHash, Bytes>>>,
 }
@@ -20,14 +20,14 @@ impl PayloadStore {
     ///
     /// # Errors
     /// If the directory cannot be created.
-    pub fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
+    pub(crate) fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
         let dir = state_dir.join("payloads");
         std::fs::create_dir_all(&dir)?;
         Ok(Self { dir, cache: Arc::default() })
     }
 
     /// Whether the payload is stored.
-    pub fn contains(&self, hash: &PayloadHash) -> bool {
+    pub(crate) fn contains(&self, hash: &PayloadHash) -> bool {
         self.lock().contains_key(hash) || self.path(hash).exists()
     }
 
@@ -35,7 +35,7 @@ impl PayloadStore {
     ///
     /// # Errors
     /// If the bytes do not match `hash` or cannot be written.
-    pub fn store(&self, hash: PayloadHash, bytes: Bytes) -> std::io::Result<()> {
+    pub(crate) fn store(&self, hash: PayloadHash, bytes: Bytes) -> std::io::Result<()> {
         if PayloadHash::of(&bytes) != hash {
             return Err(std::io::Error::other("payload bytes do not match their hash"));
         }
@@ -53,7 +53,7 @@ impl PayloadStore {
     ///
     /// # Errors
     /// If the payload is not stored or cannot be read.
-    pub fn load(&self, hash: &PayloadHash) -> std::io::Result<Bytes> {
+    pub(crate) fn load(&self, hash: &PayloadHash) -> std::io::Result<Bytes> {
         if let Some(bytes) = self.lock().get(hash) {
             return Ok(bytes.clone());
         }

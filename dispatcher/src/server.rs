@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
-use common::proto::{
+use wire::proto::{
     Assignment, ChunkFailure, ChunkReport, ClientEvent, ClientRequest, DispatcherToNode,
     FailureKind, Hello, HelloReply, JobId, NodeToDispatcher, PayloadHash, Role, StreamHeader,
     PROTOCOL_VERSION,
@@ -30,7 +30,7 @@ use crate::core::{ClientCommand, Core, Event, NodeCommand};
 use crate::journal::{Journal, JournalError};
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
-use crate::scheduler::{NodeId, SchedulerConfig};
+use ledger::scheduler::{NodeId, SchedulerConfig};
 use crate::spool::{Appender, Spool};
 
 /// Connections served at once; more wait in the accept queue.
@@ -524,8 +524,8 @@ async fn handle_request(
             if submission.payload_len > config.max_payload as u64 {
                 let message = format!(
                     "payload of {} exceeds the dispatcher's limit of {}",
-                    common::units::format_size(submission.payload_len),
-                    common::units::format_size(config.max_payload as u64)
+                    wire::units::format_size(submission.payload_len),
+                    wire::units::format_size(config.max_payload as u64)
                 );
                 let _ = outbox.send(ClientEvent::Error { message });
                 return Ok(());
@@ -608,7 +608,7 @@ async fn receive_input(
     mut appender: Appender,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), String> {
-    let mut input = FramedRecv::new(stream, common::frame::DEFAULT_MAX_MESSAGE);
+    let mut input = FramedRecv::new(stream, wire::frame::DEFAULT_MAX_MESSAGE);
     match input.expect_frame::<StreamHeader>().await {
         Ok(StreamHeader::JobInput { job: j }) if j == job => {}
         Ok(other) => return Err(format!("expected the job's input stream, got {other:?}")),

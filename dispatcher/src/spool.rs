@@ -9,11 +9,11 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use common::proto::JobId;
+use wire::proto::JobId;
 
 /// Where a chunk's bytes are in a spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Extent {
+pub(crate) struct Extent {
     /// Byte offset in the file.
     pub offset: u64,
     /// Length in bytes.
@@ -22,7 +22,7 @@ pub struct Extent {
 
 /// Which of a job's two spool files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum SpoolFile {
+pub(crate) enum SpoolFile {
     /// Chunk inputs, in chunk order.
     Input,
     /// Accepted results, in the order they were accepted.
@@ -40,7 +40,7 @@ impl SpoolFile {
 
 /// The spool directory.
 #[derive(Debug, Clone)]
-pub struct Spool {
+pub(crate) struct Spool {
     root: PathBuf,
 }
 
@@ -49,7 +49,7 @@ impl Spool {
     ///
     /// # Errors
     /// If the directory cannot be created.
-    pub fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
+    pub(crate) fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
         let root = state_dir.join("jobs");
         std::fs::create_dir_all(&root)?;
         Ok(Self { root })
@@ -59,7 +59,7 @@ impl Spool {
     ///
     /// # Errors
     /// If the file cannot be opened.
-    pub fn appender(&self, job: JobId, file: SpoolFile) -> std::io::Result<Appender> {
+    pub(crate) fn appender(&self, job: JobId, file: SpoolFile) -> std::io::Result<Appender> {
         let dir = self.root.join(job.0.to_string());
         std::fs::create_dir_all(&dir)?;
         let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join(file.name()))?;
@@ -71,12 +71,12 @@ impl Spool {
     ///
     /// # Errors
     /// If the file does not exist or cannot be opened.
-    pub fn reader(&self, job: JobId, file: SpoolFile) -> std::io::Result<Reader> {
+    pub(crate) fn reader(&self, job: JobId, file: SpoolFile) -> std::io::Result<Reader> {
         Ok(Reader { file: File::open(self.root.join(job.0.to_string()).join(file.name()))? })
     }
 
     /// Deletes the files of every job for which `known` says false.
-    pub fn remove_unknown(&self, known: impl Fn(JobId) -> bool) {
+    pub(crate) fn remove_unknown(&self, known: impl Fn(JobId) -> bool) {
         let Ok(entries) = std::fs::read_dir(&self.root) else { return };
         for entry in entries.flatten() {
             let Some(job) = entry.file_name().to_str().and_then(|name| name.parse().ok()).map(JobId) else { continue };
@@ -88,7 +88,7 @@ impl Spool {
     }
 
     /// Deletes a job's files.
-    pub fn remove(&self, job: JobId) {
+    pub(crate) fn remove(&self, job: JobId) {
         let dir = self.root.join(job.0.to_string());
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
@@ -100,7 +100,7 @@ impl Spool {
 
 /// Appends to a spool file and says where each piece went.
 #[derive(Debug)]
-pub struct Appender {
+pub(crate) struct Appender {
     file: File,
     len: u64,
 }
@@ -111,7 +111,7 @@ impl Appender {
     /// # Errors
     /// If the write fails (for example the disk is full); the file may then hold a partial
     /// piece at its end, which no extent points at.
-    pub fn append(&mut self, bytes: &[u8]) -> std::io::Result<Extent> {
+    pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<Extent> {
         self.file.write_all(bytes)?;
         let extent = Extent { offset: self.len, len: bytes.len() as u64 };
         self.len += extent.len;
@@ -122,14 +122,14 @@ impl Appender {
     ///
     /// # Errors
     /// If the descriptor cannot be duplicated.
-    pub fn sync_handle(&self) -> std::io::Result<File> {
+    pub(crate) fn sync_handle(&self) -> std::io::Result<File> {
         self.file.try_clone()
     }
 }
 
 /// Reads extents of a spool file.
 #[derive(Debug)]
-pub struct Reader {
+pub(crate) struct Reader {
     file: File,
 }
 
@@ -138,7 +138,7 @@ impl Reader {
     ///
     /// # Errors
     /// If the read fails or the file is shorter than the extent.
-    pub fn read(&self, extent: Extent) -> std::io::Result<Bytes> {
+    pub(crate) fn read(&self, extent: Extent) -> std::io::Result<Bytes> {
         let len = usize::try_from(extent.len).map_err(std::io::Error::other)?;
         let mut buf = vec![0; len];
         self.file.read_exact_at(&mut buf, extent.offset)?;

@@ -5,8 +5,8 @@
 #![no_main]
 
 use bytes::BytesMut;
-use common::frame::decode;
-use common::proto::{
+use wire::frame::decode;
+use wire::proto::{
     ChunkReport, ClientRequest, DispatcherToNode, Hello, NodeToDispatcher, StreamHeader,
 };
 use libfuzzer_sys::fuzz_target;

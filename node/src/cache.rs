@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use common::proto::PayloadHash;
+use wire::proto::PayloadHash;
 use thiserror::Error;
 use tokio::sync::Notify;
 
@@ -39,7 +39,7 @@ pub enum CacheError {
 
 /// Payload bytes on disk plus compiled modules in memory.
 #[derive(Debug)]
-pub struct PayloadCache {
+pub(crate) struct PayloadCache {
     dir: PathBuf,
     compiled: Mutex<HashMap<PayloadHash, Payload>>,
     arrived: Notify,
@@ -50,14 +50,14 @@ impl PayloadCache {
     ///
     /// # Errors
     /// [`CacheError::Io`] if the directory cannot be created.
-    pub fn open(dir: &Path) -> Result<Self, CacheError> {
+    pub(crate) fn open(dir: &Path) -> Result<Self, CacheError> {
         std::fs::create_dir_all(dir)
             .map_err(|source| CacheError::Io { path: dir.to_owned(), source })?;
         Ok(Self { dir: dir.to_owned(), compiled: Mutex::default(), arrived: Notify::new() })
     }
 
     /// Hashes of the payloads on disk (at most a thousand or so), for registration.
-    pub fn list(&self) -> Vec<PayloadHash> {
+    pub(crate) fn list(&self) -> Vec<PayloadHash> {
         let Ok(entries) = std::fs::read_dir(&self.dir) else {
             return Vec::new();
         };
@@ -68,7 +68,7 @@ impl PayloadCache {
     }
 
     /// Whether the payload's bytes are on disk.
-    pub fn contains(&self, hash: &PayloadHash) -> bool {
+    pub(crate) fn contains(&self, hash: &PayloadHash) -> bool {
         self.path(hash).exists()
     }
 
@@ -76,7 +76,7 @@ impl PayloadCache {
     ///
     /// # Errors
     /// [`CacheError::HashMismatch`] for bytes that are not what was announced, or an I/O error.
-    pub fn store(&self, hash: PayloadHash, bytes: &[u8]) -> Result<(), CacheError> {
+    pub(crate) fn store(&self, hash: PayloadHash, bytes: &[u8]) -> Result<(), CacheError> {
         let actual = PayloadHash::of(bytes);
         if actual != hash {
             return Err(CacheError::HashMismatch { expected: hash, actual });
@@ -91,7 +91,7 @@ impl PayloadCache {
     }
 
     /// Where a payload's bytes live on disk.
-    pub fn path(&self, hash: &PayloadHash) -> PathBuf {
+    pub(crate) fn path(&self, hash: &PayloadHash) -> PathBuf {
         self.dir.join(hash.to_hex())
     }
 
@@ -99,13 +99,13 @@ impl PayloadCache {
     ///
     /// # Errors
     /// [`CacheError::Io`] if the file is missing or unreadable.
-    pub fn read(&self, hash: &PayloadHash) -> Result<Vec<u8>, CacheError> {
+    pub(crate) fn read(&self, hash: &PayloadHash) -> Result<Vec<u8>, CacheError> {
         let path = self.path(hash);
         std::fs::read(&path).map_err(|source| CacheError::Io { path, source })
     }
 
     /// Waits until the payload is on disk, or `timeout` passes; returns whether it arrived.
-    pub async fn wait_for(&self, hash: &PayloadHash, timeout: Duration) -> bool {
+    pub(crate) async fn wait_for(&self, hash: &PayloadHash, timeout: Duration) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             // Register interest before checking, so an arrival in between is not missed.
@@ -120,12 +120,12 @@ impl PayloadCache {
     }
 
     /// The compiled module for `hash`, if compiled before.
-    pub fn compiled(&self, hash: &PayloadHash) -> Option<Payload> {
+    pub(crate) fn compiled(&self, hash: &PayloadHash) -> Option<Payload> {
         self.lock().get(hash).cloned()
     }
 
     /// Remembers a compiled module.
-    pub fn insert_compiled(&self, hash: PayloadHash, payload: Payload) {
+    pub(crate) fn insert_compiled(&self, hash: PayloadHash, payload: Payload) {
         self.lock().insert(hash, payload);
     }
 

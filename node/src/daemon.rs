@@ -12,9 +12,9 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use common::frame::DEFAULT_MAX_MESSAGE;
+use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
-use common::proto::{
+use wire::proto::{
     AttemptId, Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
     NodeInfo, NodeToDispatcher, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
 };
@@ -526,7 +526,7 @@ async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobCo
         cancel: pending.cancel.clone(),
         shared_input_roots: spec
             .shared_input
-            .then(|| common::split::shared::resolve_roots(&node.config.shared_input_roots)),
+            .then(|| crate::shared_input::resolve_roots(&node.config.shared_input_roots)),
     }))
 }
 

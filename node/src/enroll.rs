@@ -14,10 +14,10 @@ use std::time::{Duration, SystemTime};
 use common::enroll::{
     check_node_name, enrolment_client_config, format_utc, Fingerprint, JoinToken, KeyError, NodeKey, Validity,
 };
-use common::frame::DEFAULT_MAX_MESSAGE;
+use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{Connection, FramedRecv, FramedSend, StreamError};
 use common::pki::Identity;
-use common::proto::{EnrollReply, EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
+use wire::proto::{EnrollReply, EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use thiserror::Error;

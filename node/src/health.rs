@@ -6,7 +6,7 @@ use sysinfo::System;
 
 /// A snapshot of what the node advertises.
 #[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Health {
+pub(crate) struct Health {
     /// Logical cores.
     pub cores: u32,
     /// Total memory, bytes.
@@ -19,7 +19,7 @@ pub struct Health {
 
 /// Reads memory and load through sysinfo, reusing one `System` so refreshes stay cheap.
 #[derive(Debug)]
-pub struct HealthProbe {
+pub(crate) struct HealthProbe {
     system: Mutex<System>,
 }
 
@@ -31,7 +31,7 @@ impl Default for HealthProbe {
 
 impl HealthProbe {
     /// Takes a fresh sample.
-    pub fn sample(&self) -> Health {
+    pub(crate) fn sample(&self) -> Health {
         let mut system = self.system.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         system.refresh_memory();
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u32);

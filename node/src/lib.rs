@@ -3,9 +3,10 @@
 #![deny(unsafe_code)]
 
 pub mod exec;
-pub mod cache;
+mod cache;
 pub mod config;
 pub mod daemon;
 pub mod enroll;
-pub mod health;
-pub mod pool;
+mod health;
+mod pool;
+pub mod shared_input;

@@ -9,14 +9,14 @@ use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
-use common::proto::{AttemptId, Assignment, ChunkReport, FailureKind, JobId};
+use wire::proto::{AttemptId, Assignment, ChunkReport, FailureKind, JobId};
 use tokio::sync::mpsc::UnboundedSender;
 
 use crate::exec::{CancelFlag, Executor, Limits, Payload, Worker};
 
 /// What every chunk of one job needs to run.
 #[derive(Debug)]
-pub struct JobContext {
+pub(crate) struct JobContext {
     /// The job.
     pub job: JobId,
     /// Its compiled payload.
@@ -37,7 +37,7 @@ pub struct JobContext {
 
 /// One chunk waiting for a slot.
 #[derive(Debug)]
-pub struct Work {
+pub(crate) struct Work {
     /// The job it belongs to.
     pub job: Arc<JobContext>,
     /// The chunk and its attempt.
@@ -48,7 +48,7 @@ pub struct Work {
 
 /// A fixed set of slot threads fed from one queue.
 #[derive(Debug)]
-pub struct Pool {
+pub(crate) struct Pool {
     shared: Arc<Shared>,
 }
 
@@ -73,7 +73,7 @@ impl Pool {
     ///
     /// # Errors
     /// When the OS refuses to start a thread.
-    pub fn new(executor: Executor, slots: u32) -> std::io::Result<Self> {
+    pub(crate) fn new(executor: Executor, slots: u32) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             wake: Condvar::new(),
@@ -94,30 +94,30 @@ impl Pool {
     }
 
     /// Queues a chunk; a free slot picks it up at once.
-    pub fn submit(&self, work: Work) {
+    pub(crate) fn submit(&self, work: Work) {
         self.lock().items.push_back(work);
         self.shared.wake.notify_one();
     }
 
     /// Drops the queued chunks of `job`; its running chunks see the job's cancel flag, and idle
     /// slots drop its workers (the caller has set the flag).
-    pub fn cancel_job(&self, job: JobId) {
+    pub(crate) fn cancel_job(&self, job: JobId) {
         self.lock().items.retain(|w| w.job.job != job);
         self.shared.wake.notify_all();
     }
 
     /// Drops one queued attempt. A running attempt finishes; the dispatcher ignores its report.
-    pub fn cancel_attempt(&self, attempt: AttemptId) {
+    pub(crate) fn cancel_attempt(&self, attempt: AttemptId) {
         self.lock().items.retain(|w| w.assignment.attempt != attempt);
     }
 
     /// Slots running a chunk right now.
-    pub fn busy(&self) -> u32 {
+    pub(crate) fn busy(&self) -> u32 {
         self.shared.busy.load(Ordering::Relaxed)
     }
 
     /// Chunks that succeeded and failed since the pool started, for the health log.
-    pub fn totals(&self) -> (u64, u64) {
+    pub(crate) fn totals(&self) -> (u64, u64) {
         (self.shared.done.load(Ordering::Relaxed), self.shared.failed.load(Ordering::Relaxed))
     }
 
@@ -199,7 +199,7 @@ fn run_chunk(
     shared: &Shared,
     current: &mut Option<(Arc<JobContext>, Worker)>,
     work: &Work,
-) -> Result<(bytes::Bytes, std::time::Duration), common::proto::ChunkFailure> {
+) -> Result<(bytes::Bytes, std::time::Duration), wire::proto::ChunkFailure> {
     let job = &work.job;
     if current.as_ref().is_none_or(|(context, _)| !Arc::ptr_eq(context, job)) {
         *current = None;
@@ -214,9 +214,9 @@ fn run_chunk(
     let input: &[u8] = match &job.shared_input_roots {
         None => &work.assignment.input,
         Some(roots) => {
-            let node_failure = |message: String| common::proto::ChunkFailure { kind: FailureKind::Node, message };
-            let chunk = common::split::shared::ChunkRef::decode(&work.assignment.input).map_err(node_failure)?;
-            shared = chunk.read(roots, job.memory_limit).map_err(node_failure)?;
+            let node_failure = |message: String| wire::proto::ChunkFailure { kind: FailureKind::Node, message };
+            let chunk = wire::chunk::ChunkRef::decode(&work.assignment.input).map_err(node_failure)?;
+            shared = crate::shared_input::read(&chunk, roots, job.memory_limit).map_err(node_failure)?;
             &shared
         }
     };

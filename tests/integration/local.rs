@@ -2,7 +2,7 @@
 //! two nodes in one process with an ephemeral CA. Both example job files run with their output
 //! redirected into a temporary directory and match the serial run.
 
-use common::job::JobDescription;
+use client::job::JobDescription;
 use tests::{check_same_bytes, command, dir_entries, example, serial_output, Run, COMMAND_TIMEOUT};
 
 /// Runs `example_job` with `--local 2`, its output overridden to a file in a temporary directory,

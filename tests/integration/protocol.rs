@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use common::frame::DEFAULT_MAX_MESSAGE;
+use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::Connection;
-use common::proto::{Hello, HelloReply, Role};
+use wire::proto::{Hello, HelloReply, Role};
 use tests::{block_on, proc_status_bytes, Cluster, RawClient};
 
 /// How long the dispatcher gets to close a connection that sent garbage.

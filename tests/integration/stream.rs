@@ -4,11 +4,11 @@
 //! failure and leaves the client usable; an abandoned stream makes the client refuse requests.
 //! And `dispy-submit stream`, which pipes standard input through such a job.
 
-use common::job::JobDescription;
+use client::job::JobDescription;
 use common::pki::Identity;
-use common::proto::JobState;
-use common::split::SplitRule;
-use dispatcher::client::{Client, ClientError};
+use wire::proto::JobState;
+use client::split::SplitRule;
+use client::{Client, ClientError};
 use std::io::{BufRead, BufReader, Write};
 use std::process::Stdio;
 use std::time::{Duration, Instant};

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use common::pki::Identity;
-use common::split::SplitRule;
+use client::split::SplitRule;
 use node::exec::wasm::{run_serial, WasmEngine};
 use tempfile::TempDir;
 

@@ -9,7 +9,7 @@ use rustls_pki_types::pem::PemObject;
 
 use super::*;
 use crate::pki::CertificateAuthority;
-use crate::proto::Role;
+use wire::proto::Role;
 
 #[track_caller]
 fn check_token(text: &str, expect: Result<(), &str>) {

@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 use common::config::{DispatcherSettings, Sources};
 use common::daemon::EXIT_CONFIG;
 use common::pki::CertificateAuthority;
-use common::proto::Role;
+use wire::proto::Role;
 use common::telemetry::LogFormat;
 use dispatcher::config::DispatcherConfig;
 use dispatcher::server::Dispatcher;
@@ -398,7 +398,7 @@ fn create_token(settings: &DispatcherSettings, ttl: &str, name: Option<&str>) ->
     use common::enroll::{check_node_name, format_utc, Fingerprint, JoinToken, TokenSecret};
     use rustls::pki_types::{pem::PemObject, CertificateDer};
 
-    let ttl = common::units::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
+    let ttl = wire::units::parse_duration(ttl).map_err(|e| anyhow::anyhow!("--ttl: {e}"))?;
     if ttl.is_zero() || ttl > std::time::Duration::from_secs(365 * 24 * 3600) {
         return Err(anyhow::anyhow!("--ttl must be more than 0 and at most 8760h").into());
     }

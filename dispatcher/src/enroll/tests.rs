@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use common::enroll::{Fingerprint, JoinToken, NodeKey, TokenSecret, Validity};
 use common::net::Connection;
 use common::pki::{CertificateAuthority, Identity};
-use common::proto::{EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
+use wire::proto::{EnrollRequest, Hello, HelloReply, RenewRequest, Role, PROTOCOL_VERSION};
 use common::tls::PeerIdentity;
 use node::enroll::{JoinError, JoinOptions};
 

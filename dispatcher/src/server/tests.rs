@@ -7,12 +7,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use common::pki::{CertificateAuthority, Identity};
-use common::proto::{
-    ClientRequest, Hello, HelloReply, NodeInfo, NodeToDispatcher, Role, PROTOCOL_VERSION,
+use wire::proto::{
+    ClientEvent, ClientRequest, Hello, HelloReply, NodeInfo, NodeToDispatcher, Role, PROTOCOL_VERSION,
 };
 
 use super::Dispatcher;
-use crate::client::Client;
 use crate::config::DispatcherConfig;
 
 /// A small xorshift generator: the test needs cheap, reproducible noise, not a crate.
@@ -51,7 +50,7 @@ fn endpoint(identity: &Identity) -> quinn::Endpoint {
 
 fn framed(msg: &impl serde::Serialize) -> Vec<u8> {
     let mut buf = BytesMut::new();
-    common::frame::encode(msg, &mut buf).expect("encodes");
+    wire::frame::encode(msg, &mut buf).expect("encodes");
     buf.to_vec()
 }
 
@@ -124,6 +123,16 @@ impl Live {
 /// Says hello as `claimed` with `identity` and returns the dispatcher's answer, or the
 /// connection error when the handshake itself is refused.
 async fn greet(live: &Live, identity: &Identity, claimed: Role) -> Result<HelloReply, String> {
+    Ok(hello_on_control(live, identity, claimed).await?.1)
+}
+
+/// Says hello and returns the control stream (with its connection, which must stay open) and
+/// the dispatcher's answer.
+async fn hello_on_control(
+    live: &Live,
+    identity: &Identity,
+    claimed: Role,
+) -> Result<((quinn::Connection, common::net::Connection), HelloReply), String> {
     let endpoint = endpoint(identity);
     let conn = endpoint
         .connect(live.address, common::tls::dispatcher_server_name())
@@ -137,7 +146,8 @@ async fn greet(live: &Live, identity: &Identity, claimed: Role) -> Result<HelloR
         .write_frame(&Hello { protocol_version: PROTOCOL_VERSION, role: claimed, software: "test".into() })
         .await
         .map_err(explain)?;
-    control.recv.expect_frame::<HelloReply>().await.map_err(explain)
+    let reply = control.recv.expect_frame::<HelloReply>().await.map_err(explain)?;
+    Ok(((conn, control), reply))
 }
 
 #[track_caller]
@@ -187,7 +197,7 @@ async fn a_client_without_a_certificate_is_refused() {
         .expect("TLS 1.3")
         .with_root_certificates(roots)
         .with_no_client_auth();
-    tls.alpn_protocols = vec![common::proto::ALPN.to_vec()];
+    tls.alpn_protocols = vec![wire::proto::ALPN.to_vec()];
     let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS config");
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(std::sync::Arc::new(quic)));
@@ -249,7 +259,11 @@ async fn hostile_frames_never_take_the_dispatcher_down() {
     assert!(rounds >= 20, "only {rounds} rounds ran");
 
     // Still serving: a well-behaved client gets its answer.
-    let mut client = Client::connect(&address.to_string(), &client_identity).await.expect("connect after the noise");
-    client.nodes().await.expect("the dispatcher still answers");
+    let ((_conn, mut control), reply) =
+        hello_on_control(&live, &client_identity, Role::Client).await.expect("connect after the noise");
+    assert!(matches!(reply, HelloReply::Welcome { .. }), "{reply:?}");
+    control.write_frame(&ClientRequest::ListNodes).await.expect("ask for the nodes");
+    let answer = control.recv.expect_frame::<ClientEvent>().await.expect("the dispatcher still answers");
+    assert!(matches!(answer, ClientEvent::Nodes(_)), "{answer:?}");
     live.shutdown().await;
 }

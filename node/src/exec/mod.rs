@@ -29,8 +29,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::abi;
-use common::proto::{ChunkFailure, FailureKind, PayloadKind};
+use wire::abi;
+use wire::proto::{ChunkFailure, FailureKind, PayloadKind};
 
 use native::{NativeEngine, NativePayload, NativeWorker};
 use wasm::{WasmEngine, WasmPayload, WasmWorker};
@@ -119,7 +119,7 @@ pub enum ExecError {
     Unsupported(String),
 }
 
-/// Per-worker sandbox limits, taken from the job's [`common::proto::JobSpec`].
+/// Per-worker sandbox limits, taken from the job's [`wire::proto::JobSpec`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     /// Maximum memory of the worker, in bytes: linear memory for WebAssembly, address space

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::Duration;
 
-use common::proto::FailureKind;
+use wire::proto::FailureKind;
 
 use crate::exec::wasm::{run_serial, CancelFlag, Limits, WasmEngine, WasmPayload, WasmWorker};
 

@@ -25,9 +25,9 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::abi;
-use common::proto::{ChunkFailure, FailureKind};
-use common::units::format_size;
+use wire::abi;
+use wire::proto::{ChunkFailure, FailureKind};
+use wire::units::format_size;
 use tokio::io::AsyncWrite;
 use wasmtime::{Caller, Engine, ExternType, InstancePre, Linker, Module, Store};
 use wasmtime_wasi::cli::{IsTerminal, StdoutStream};

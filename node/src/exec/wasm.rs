@@ -22,9 +22,9 @@ use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::abi;
-use common::proto::{ChunkFailure, FailureKind};
-use common::units::format_size;
+use wire::abi;
+use wire::proto::{ChunkFailure, FailureKind};
+use wire::units::format_size;
 use wasmtime::{
     Caller, Config, Engine, Extern, ExternType, FuncType, InstancePre, Linker, Memory, Module,
     ResourceLimiter, Store, Trap, TypedFunc, UpdateDeadline,

@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use common::abi;
+use wire::abi;
 use libloading::os::unix::{Library as RawLibrary, RTLD_LOCAL, RTLD_NOW};
 
 use super::protocol::MEMORY_FRAME;

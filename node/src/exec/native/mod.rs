@@ -50,9 +50,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
-use common::abi;
-use common::proto::{ChunkFailure, FailureKind, PayloadKind};
-use common::units::format_size;
+use wire::abi;
+use wire::proto::{ChunkFailure, FailureKind, PayloadKind};
+use wire::units::format_size;
 
 pub use protocol::WORKER_MARKER;
 

@@ -1,7 +1,7 @@
 //! The protocol between the node and a native worker process, over the worker's stdin (one end
 //! of a Unix socket pair, so both directions share it).
 //!
-//! Every message is a frame: a big-endian `u32` length (as in `common::frame`), then that many
+//! Every message is a frame: a big-endian `u32` length (as in `wire::frame`), then that many
 //! bytes: a one-byte tag and the body. The node sends [`tag::INIT`] first, then one
 //! [`tag::CHUNK`] at a time, each answered by exactly one reply before the next is sent; the
 //! worker's crash reporter may add one [`tag::MEMORY`] frame just before the process dies.
@@ -10,7 +10,7 @@ use std::io::{self, Read, Write};
 use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::path::PathBuf;
 
-use common::frame::HEADER_LEN;
+use wire::frame::HEADER_LEN;
 
 /// The hidden first argument that turns a dispy binary into a native worker process.
 pub const WORKER_MARKER: &str = "__dispy-native-worker";

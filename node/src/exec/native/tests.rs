@@ -8,7 +8,7 @@ use std::sync::OnceLock;
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::proto::{FailureKind, PayloadKind};
+use wire::proto::{FailureKind, PayloadKind};
 
 use super::platform;
 use crate::exec::fixtures::{build, build_sdk_example, root, Target};
@@ -34,7 +34,7 @@ fn roomy() -> Limits {
 /// Loads a payload file as the daemon does: its kind from its bytes, then `Executor::load`.
 fn load(path: &Path) -> Result<Payload, ExecError> {
     let bytes = std::fs::read(path).expect("the fixture is readable");
-    let kind = common::abi::detect_kind(&bytes).expect("a known payload kind");
+    let kind = wire::abi::detect_kind(&bytes).expect("a known payload kind");
     executor().load(&kind, &bytes, path)
 }
 
@@ -258,7 +258,7 @@ fn load_checks_symbols_version_and_platform() {
     let (foreign, machine): (&str, u16) = if std::env::consts::ARCH == "aarch64" { ("x86_64", 62) } else { ("aarch64", 183) };
     let mut patched = bytes.clone();
     patched[18..20].copy_from_slice(&machine.to_le_bytes());
-    let detected = common::abi::detect_kind(&patched).expect("still an ELF shared library");
+    let detected = wire::abi::detect_kind(&patched).expect("still an ELF shared library");
     let foreign_platform = format!("linux/{foreign}");
     check_load_error(&patched, &detected, &["payload is a shared library for", &foreign_platform, &here]);
     // A lying kind is caught by the header too, and a foreign kind by itself.

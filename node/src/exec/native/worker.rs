@@ -10,7 +10,7 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 
-use common::abi;
+use wire::abi;
 
 use super::loader::{self, Emitted, Library, OpenError, OUTPUT};
 use super::protocol::{read_frame, tag, write_frame, Init, Mode};

@@ -5,7 +5,7 @@
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use common::proto::FailureKind;
+use wire::proto::FailureKind;
 
 use crate::exec::fixtures::{build, root, Target};
 use crate::exec::wasm::{run_serial, WasmEngine, WasmFlavour, WasmPayload, WasmWorker};

@@ -8,7 +8,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
-use common::proto::{AttemptId, ChunkFailure, ChunkIndex, FailureKind, JobFailure, JobId};
+use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, FailureKind, JobFailure, JobId};
 
 use super::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
 

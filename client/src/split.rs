@@ -15,12 +15,12 @@ use std::num::NonZeroU64;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
+use common::messages::io_message;
 use thiserror::Error;
-
-use crate::units::parse_size;
+use wire::chunk::{ChunkRef, Segment};
+use wire::units::parse_size;
 
 pub mod auto;
-pub mod shared;
 
 pub use auto::AutoSize;
 use auto::Unit;
@@ -316,7 +316,7 @@ impl SplitRule {
     }
 
     /// Like [`SplitRule::chunks`] for input every node can read at the same path: each chunk is
-    /// an encoded [`shared::ChunkRef`] naming the bytes, which nodes read themselves. Only
+    /// an encoded [`ChunkRef`] naming the bytes, which nodes read themselves. Only
     /// `bytes` rules qualify, since their cuts need no reading.
     ///
     /// # Errors
@@ -541,7 +541,7 @@ impl Source {
                 let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
                 number(&bounds[8..]).saturating_sub(number(&bounds[..8]))
             }
-            (Source::Shared { .. }, _) => shared::ChunkRef::decode(chunk).map_or(0, |chunk| chunk.len()),
+            (Source::Shared { .. }, _) => ChunkRef::decode(chunk).map_or(0, |chunk| chunk.len()),
             _ => chunk.len() as u64,
         }
     }
@@ -554,7 +554,7 @@ fn next_shared_chunk(
     current: &mut Option<(PathBuf, u64, u64)>,
     size: u64,
 ) -> Option<Result<Vec<u8>, SplitError>> {
-    let mut chunk = shared::ChunkRef { segments: Vec::new() };
+    let mut chunk = ChunkRef { segments: Vec::new() };
     let mut missing = size;
     while missing > 0 {
         let Some((path, offset, len)) = current else {
@@ -564,7 +564,7 @@ fn next_shared_chunk(
         };
         let take = missing.min(*len - *offset);
         if take > 0 {
-            chunk.segments.push(shared::Segment { path: path.display().to_string(), offset: *offset, len: take });
+            chunk.segments.push(Segment { path: path.display().to_string(), offset: *offset, len: take });
         }
         *offset += take;
         missing -= take;
@@ -925,15 +925,6 @@ fn io_error(path: &Path, error: io::Error) -> SplitError {
     SplitError::Io {
         path: path.to_owned(),
         error,
-    }
-}
-
-/// An I/O error's text without the "(os error N)" suffix, for messages read by people.
-pub(crate) fn io_message(error: &io::Error) -> String {
-    let text = error.to_string();
-    match text.rfind(" (os error ") {
-        Some(index) if text.ends_with(')') => text[..index].to_owned(),
-        _ => text,
     }
 }
 

@@ -68,10 +68,10 @@ use std::fmt::{self, Write as _};
 use std::ops::Bound;
 use std::time::{Duration, Instant};
 
-use common::proto::{
+use wire::proto::{
     AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, JobFailure, JobId,
 };
-use common::units::format_size;
+use wire::units::format_size;
 
 /// Lost attempts remembered for late results.
 const MAX_LOST_ATTEMPTS: usize = 100_000;
@@ -280,7 +280,7 @@ pub enum Action {
 }
 
 /// A live job's counts as the scheduler sees them (the core adds what it alone knows to make
-/// the [`common::proto::JobProgress`] clients see).
+/// the [`wire::proto::JobProgress`] clients see).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Progress {
     /// Chunks with an accepted result.

@@ -8,7 +8,7 @@ use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use common::proto::{ChunkIndex, ResultMode};
+use wire::proto::{ChunkIndex, ResultMode};
 
 /// Results in progress; dropping it without committing removes everything written.
 #[derive(Debug)]

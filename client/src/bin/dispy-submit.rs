@@ -1,7 +1,7 @@
 //! `dispy-submit`: the user's command line. `run` submits a job (from a job file or flags) and
 //! writes its output; `--local N` first starts an embedded cluster. `stream` runs a job over
 //! standard input as it arrives. `nodes` lists the cluster. Everything goes through
-//! [`dispatcher::Client`].
+//! [`client::Client`].
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -10,13 +10,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args as ClapArgs, Parser, Subcommand};
-use common::job::JobDescription;
+use client::job::JobDescription;
 use common::pki::Identity;
-use common::proto::{JobId, JobState, JobSummary, NodeStatus, PayloadKind};
-use common::split::SplitRule;
-use dispatcher::client::{ClientError, Update};
-use dispatcher::local::LocalCluster;
-use dispatcher::Client;
+use wire::proto::{JobId, JobState, JobSummary, NodeStatus, PayloadKind};
+use client::split::SplitRule;
+use client::{ClientError, Update};
+use client::local::LocalCluster;
+use client::Client;
 use indicatif::{ProgressBar, ProgressStyle};
 use tokio::io::AsyncWriteExt;
 
@@ -320,8 +320,8 @@ async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
 
 /// Feeds the job's input (standard input), cut by its rule as it arrives, to a new job and writes
 /// its results to standard output, each as soon as it and those before it are back.
-async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobId, common::proto::JobProgress), ClientError> {
-    let mut chunks = dispatcher::client::read_ahead(job.split.chunks(&job.inputs)?);
+async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobId, wire::proto::JobProgress), ClientError> {
+    let mut chunks = client::read_ahead(job.split.chunks(&job.inputs)?);
     let stdout_error = |source| ClientError::Output { path: "standard output".into(), source };
     let mut stdout = tokio::io::stdout();
     let mut stream = client.open(job).await?;
@@ -470,7 +470,7 @@ fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result
         job.output = output;
     }
     if let Some(payload) = &args.payload {
-        job.name = common::job::default_name(payload);
+        job.name = client::job::default_name(payload);
         job.payload = payload.clone();
     }
     if !args.input.is_empty() {
@@ -486,20 +486,20 @@ fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result
         job.args = a.clone().into_bytes();
     }
     if let Some(results) = &args.results {
-        job.results = common::job::parse_result_mode(results)
+        job.results = client::job::parse_result_mode(results)
             .ok_or_else(|| anyhow::anyhow!("--results must be concat or files, not {results:?}"))?;
     }
     if let Some(n) = args.max_attempts {
         job.max_attempts = n;
     }
     if let Some(t) = &args.chunk_timeout {
-        job.chunk_timeout = common::units::parse_duration(t).context("--chunk-timeout")?;
+        job.chunk_timeout = wire::units::parse_duration(t).context("--chunk-timeout")?;
     }
     if let Some(t) = &args.chunk_target {
-        job.chunk_target = common::units::parse_duration(t).context("--chunk-target")?;
+        job.chunk_target = wire::units::parse_duration(t).context("--chunk-target")?;
     }
     if let Some(m) = &args.memory_limit {
-        job.memory_limit = common::units::parse_size(m).context("--memory-limit")?;
+        job.memory_limit = wire::units::parse_size(m).context("--memory-limit")?;
     }
     if let Some(p) = args.priority {
         job.priority = p;
@@ -508,7 +508,7 @@ fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result
         job.shared_input = true;
     }
     if let Some(t) = &args.placement_timeout {
-        job.placement_timeout = common::units::parse_duration(t).context("--placement-timeout")?;
+        job.placement_timeout = wire::units::parse_duration(t).context("--placement-timeout")?;
     }
     job.validate()?;
     Ok(job)
@@ -517,7 +517,7 @@ fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result
 /// Compiles the payload here first, so a broken module is reported before anything is sent.
 fn check_payload(job: &JobDescription, local: bool) -> anyhow::Result<()> {
     let bytes = std::fs::read(&job.payload).with_context(|| format!("payload file {}", job.payload.display()))?;
-    let kind = common::abi::detect_kind(&bytes).map_err(|e| anyhow::anyhow!("payload {}: {e}", job.payload.display()))?;
+    let kind = wire::abi::detect_kind(&bytes).map_err(|e| anyhow::anyhow!("payload {}: {e}", job.payload.display()))?;
     if let PayloadKind::Native { os, arch } = &kind {
         if (os.as_str(), arch.as_str()) != (std::env::consts::OS, std::env::consts::ARCH) && !local {
             // A library for another platform cannot be loaded here; the dispatcher checks that a
@@ -554,8 +554,8 @@ fn print_node_table(nodes: &[NodeStatus]) {
     for n in nodes {
         let memory = format!(
             "{}/{}",
-            common::units::format_size(n.memory_available),
-            common::units::format_size(n.memory_total)
+            wire::units::format_size(n.memory_available),
+            wire::units::format_size(n.memory_total)
         );
         println!(
             "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8}",

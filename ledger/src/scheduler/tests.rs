@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use common::proto::{AttemptId, FailureKind, JobFailure, JobId};
+use wire::proto::{AttemptId, FailureKind, JobFailure, JobId};
 use proptest::prelude::*;
 
 use super::sim::{failure, render, req, Behavior, NodeSpec, Sim, GIB};

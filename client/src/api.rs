@@ -9,16 +9,16 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
-use common::frame::DEFAULT_MAX_MESSAGE;
-use common::job::JobDescription;
+use wire::frame::DEFAULT_MAX_MESSAGE;
+use crate::job::JobDescription;
 use common::net::{open_uni, Connection, FramedRecv, StreamError};
 use common::pki::Identity;
-use common::proto::{
+use wire::proto::{
     ClientEvent, ClientRequest, Hello, HelloReply, JobFailure, JobId, JobProgress, JobSubmission,
     JobSummary, NodeStatus, PayloadHash, ResultMode, Role, StreamHeader, PROTOCOL_VERSION,
 };
-use common::split::auto::{AutoTuner, Decision};
-use common::split::{Chunks, SplitError};
+use crate::split::auto::{AutoTuner, Decision};
+use crate::split::{Chunks, SplitError};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
@@ -496,7 +496,7 @@ async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), Clie
     let payload = tokio::fs::read(&job.payload)
         .await
         .map_err(|source| ClientError::Payload { path: job.payload.clone(), source })?;
-    let kind = common::abi::detect_kind(&payload)
+    let kind = wire::abi::detect_kind(&payload)
         .map_err(|reason| ClientError::BadPayload { path: job.payload.clone(), reason })?;
     let submission = JobSubmission {
         name: job.name.clone(),

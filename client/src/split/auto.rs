@@ -178,7 +178,7 @@ pub struct Decision {
 impl std::fmt::Display for Decision {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let amount = |units: u64| match self.unit {
-            Unit::Bytes => crate::units::format_size(units),
+            Unit::Bytes => wire::units::format_size(units),
             Unit::Numbers => format!("{units} numbers"),
         };
         write!(

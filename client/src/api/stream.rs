@@ -7,10 +7,10 @@
 //! here is renamed into place: a caller that needs all-or-nothing output uses [`Client::run`].
 
 use bytes::Bytes;
-use common::frame::DEFAULT_MAX_MESSAGE;
-use common::job::JobDescription;
+use wire::frame::DEFAULT_MAX_MESSAGE;
+use crate::job::JobDescription;
 use common::net::{open_uni, FramedRecv, FramedSend, StreamError};
-use common::proto::{ClientEvent, ClientRequest, JobId, JobProgress, StreamHeader};
+use wire::proto::{ClientEvent, ClientRequest, JobId, JobProgress, StreamHeader};
 
 use super::{is_late_news, submission, unexpected, Client, ClientError, MAX_RESULT};
 

@@ -4,13 +4,13 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::job::JobDescription;
-use common::proto::{FailureKind, JobFailure};
-use common::split::SplitRule;
+use crate::job::JobDescription;
+use wire::proto::{FailureKind, JobFailure};
+use crate::split::SplitRule;
 use node::exec::wasm::{run_serial, WasmEngine};
 
 use super::LocalCluster;
-use crate::client::{Client, ClientError};
+use crate::api::{Client, ClientError};
 
 fn repo(path: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)

@@ -1,13 +1,23 @@
-//! "Did you mean …?" for configuration and job-file keys: the known key closest to a typo.
+//! Text for people: "did you mean …?" for configuration and job-file keys (the known key closest
+//! to a typo), and I/O errors without their "(os error N)" suffix.
 
 /// The known key within two edits of `key`, the closest one, if any.
-pub(crate) fn closest(known: &[&'static str], key: &str) -> Option<&'static str> {
+pub fn closest(known: &[&'static str], key: &str) -> Option<&'static str> {
     known
         .iter()
         .map(|candidate| (edit_distance(key, candidate), *candidate))
         .filter(|(distance, _)| *distance <= 2)
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, candidate)| candidate)
+}
+
+/// An I/O error's text without the "(os error N)" suffix, for messages read by people.
+pub fn io_message(error: &std::io::Error) -> String {
+    let text = error.to_string();
+    match text.rfind(" (os error ") {
+        Some(index) if text.ends_with(')') => text[..index].to_owned(),
+        _ => text,
+    }
 }
 
 /// Levenshtein distance between two short strings.
@@ -37,5 +47,13 @@ mod tests {
         assert_eq!(closest(&keys, "outptu"), Some("output"));
         assert_eq!(closest(&keys, "banana"), None);
         assert_eq!(edit_distance("", "abc"), 3);
+    }
+
+    #[test]
+    fn io_messages_drop_os_error_codes() {
+        let error = std::io::Error::from_raw_os_error(2);
+        assert_eq!(io_message(&error), "No such file or directory");
+        let custom = std::io::Error::other("disk on fire");
+        assert_eq!(io_message(&custom), "disk on fire");
     }
 }

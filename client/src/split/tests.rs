@@ -698,14 +698,6 @@ fn read_error_ends_iteration() {
     assert!(chunks.next().is_none());
 }
 
-#[test]
-fn io_messages_drop_os_error_codes() {
-    let error = io::Error::from_raw_os_error(2);
-    assert_eq!(io_message(&error), "No such file or directory");
-    let custom = io::Error::other("disk on fire");
-    assert_eq!(io_message(&custom), "disk on fire");
-}
-
 // ---------------------------------------------------------------------------------------------
 // Properties
 
@@ -925,14 +917,14 @@ fn shared_chunks_describe_the_same_bytes_as_chunks() {
     let rule = SplitRule::Bytes(4);
     let chunks = rule.shared_chunks(&inputs).expect("shared chunks");
     assert_eq!(chunks.total_hint(), Some(5));
-    let refs: Vec<shared::ChunkRef> =
-        chunks.map(|chunk| shared::ChunkRef::decode(&chunk.expect("describes")).expect("decodes")).collect();
+    let refs: Vec<wire::chunk::ChunkRef> =
+        chunks.map(|chunk| wire::chunk::ChunkRef::decode(&chunk.expect("describes")).expect("decodes")).collect();
     // The third chunk spans the end of a.bin and the start of b.bin.
     let spans: Vec<Vec<(u64, u64)>> =
         refs.iter().map(|chunk| chunk.segments.iter().map(|s| (s.offset, s.len)).collect()).collect();
     assert_eq!(spans, [vec![(0, 4)], vec![(4, 4)], vec![(8, 2), (0, 2)], vec![(2, 4)], vec![(6, 1)]]);
-    let root = shared::resolve_roots(&[dir.path().to_owned()]);
-    let read: Vec<Vec<u8>> = refs.iter().map(|chunk| chunk.read(&root, 1 << 20).expect("reads")).collect();
+    let root = node::shared_input::resolve_roots(&[dir.path().to_owned()]);
+    let read: Vec<Vec<u8>> = refs.iter().map(|chunk| node::shared_input::read(chunk, &root, 1 << 20).expect("reads")).collect();
     let direct: Vec<Vec<u8>> = rule.chunks(&inputs).expect("chunks").map(|chunk| chunk.expect("reads")).collect();
     assert_eq!(read, direct);
 

@@ -14,9 +14,11 @@ use std::time::Duration;
 use serde::Deserialize;
 use thiserror::Error;
 
-use crate::proto::ResultMode;
-use crate::split::{io_message, SplitRule};
-use crate::units::{parse_duration, parse_size};
+use wire::proto::ResultMode;
+use common::messages::io_message;
+
+use crate::split::SplitRule;
+use wire::units::{parse_duration, parse_size};
 
 /// Default attempts per chunk before the job fails.
 pub const DEFAULT_MAX_ATTEMPTS: u32 = 3;
@@ -707,7 +709,7 @@ fn suggest(key: &str) -> Option<&'static str> {
         "retries" | "attempts" => Some("max_attempts"),
         _ => None,
     };
-    crate::spelling::closest(KEYS, key).or(alias)
+    common::messages::closest(KEYS, key).or(alias)
 }
 
 /// The TOML parser's message with its position as "line L, column C".

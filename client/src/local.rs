@@ -7,12 +7,12 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::pki::{CertificateAuthority, Identity};
-use common::proto::Role;
+use wire::proto::Role;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::DispatcherConfig;
-use crate::server::Dispatcher;
+use dispatcher::config::DispatcherConfig;
+use dispatcher::server::Dispatcher;
 
 /// A running embedded cluster; [`LocalCluster::shutdown`] stops it and removes its files.
 pub struct LocalCluster {

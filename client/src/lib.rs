@@ -1,0 +1,13 @@
+//! dispy's client side as a library: [`Client`] (connect with a client certificate, submit, follow
+//! and fetch jobs, list and drain nodes), [`JobStream`] for jobs fed chunk by chunk, job files
+//! (`job`), split rules (`split`), the output sink and [`local::LocalCluster`], the embedded
+//! cluster behind `dispy-submit run --local N`. `dispy-submit` is a thin shell around it.
+#![forbid(unsafe_code)]
+
+mod api;
+pub mod job;
+pub mod local;
+mod output;
+pub mod split;
+
+pub use api::{read_ahead, Client, ClientError, JobReport, JobStream, Update};

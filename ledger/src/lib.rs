@@ -1,0 +1,8 @@
+//! The dispatcher's decisions as sans-IO state machines. The `scheduler` decides which node runs
+//! which chunk.
+//!
+//! The crate is pure by its manifest: no tokio, no sockets, no files, no clock. Inputs are
+//! `handle_*` calls that carry `now`; outputs are values polled out. Tests drive it in virtual time.
+#![forbid(unsafe_code)]
+
+pub mod scheduler;
