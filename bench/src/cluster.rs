@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use common::pki::Identity;
-use dispatcher::Client;
+use client::Client;
 
 /// How long the cluster may take to have every node registered.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);
