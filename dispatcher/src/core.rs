@@ -24,14 +24,17 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use wire::proto::{
     AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
-    JobProgress, JobRecord, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
+    JobProgress, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
     NodeToDispatcher, PayloadHash, PayloadKind,
 };
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::journal::{Batch, Journal, Recovered};
+use crate::journal::{Batch, JobRecord, Journal, Recovered};
+
+mod refusal;
+pub(crate) use refusal::Refusal;
 
 /// A batch on its way to the journal writer, with the promises to keep once it is durable.
 struct CommitRequest {
@@ -75,7 +78,7 @@ impl Promises {
 
 /// An answer to `status`, `cancel` or `jobs`, held until what it says survives a crash.
 enum Answer {
-    Summary(oneshot::Sender<Result<JobSummary, String>>, Result<JobSummary, String>),
+    Summary(oneshot::Sender<Result<JobSummary, Refusal>>, Result<JobSummary, Refusal>),
     Jobs(oneshot::Sender<Vec<JobSummary>>, Vec<JobSummary>),
 }
 
@@ -93,7 +96,18 @@ impl Answer {
 struct Committed {
     promises: Promises,
     /// The failure, and the jobs the failed batch concerned.
-    failed: Option<(String, Vec<JobId>)>,
+    failed: Option<(CommitError, Vec<JobId>)>,
+}
+
+/// Why a batch could not be made durable.
+#[derive(Debug, thiserror::Error)]
+enum CommitError {
+    /// A spool file the batch points into could not be synced.
+    #[error("cannot sync a spool file: {0}")]
+    Sync(std::io::Error),
+    /// The journal transaction failed.
+    #[error(transparent)]
+    Journal(#[from] crate::journal::JournalError),
 }
 
 /// Runs on its own thread: syncs and commits each batch it is given, in order.
@@ -105,8 +119,8 @@ fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>,
             .sync
             .iter()
             .try_for_each(std::fs::File::sync_data)
-            .map_err(|e| e.to_string())
-            .and_then(|()| journal.commit(&mut request.batch).map_err(|e| e.to_string()));
+            .map_err(CommitError::Sync)
+            .and_then(|()| Ok(journal.commit(&mut request.batch)?));
         let committed = Committed { promises: request.promises, failed: result.err().map(|e| (e, jobs)) };
         // The core gathers the next batch until it hears back, so pausing here batches.
         std::thread::sleep(MIN_COMMIT_INTERVAL.saturating_sub(started.elapsed()));
@@ -206,7 +220,7 @@ pub(crate) enum Event {
     Submit {
         submission: JobSubmission,
         submitter: mpsc::UnboundedSender<ClientEvent>,
-        reply: oneshot::Sender<Result<(JobId, Appender), String>>,
+        reply: oneshot::Sender<Result<(JobId, Appender), Refusal>>,
     },
     /// The next chunk input of a job was spooled here.
     Input { job: JobId, extent: Extent },
@@ -221,20 +235,20 @@ pub(crate) enum Event {
         commands: mpsc::UnboundedSender<ClientCommand>,
         /// The connection's events, the same channel a submitter on it gave.
         client: mpsc::UnboundedSender<ClientEvent>,
-        reply: oneshot::Sender<Result<Attachment, String>>,
+        reply: oneshot::Sender<Result<Attachment, Refusal>>,
     },
     /// A client has a job's whole output.
     Release { job: JobId },
     /// A client cancels a job.
-    Cancel { job: JobId, reply: oneshot::Sender<Result<JobSummary, String>> },
+    Cancel { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
     /// `dispy-submit status`.
-    Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, String>> },
+    Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
     /// `dispy-submit jobs`.
     ListJobs { reply: oneshot::Sender<Vec<JobSummary>> },
     /// `dispy-submit nodes`.
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
     /// `dispy-submit drain` / `undrain`.
-    Drain { node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, String>> },
+    Drain { node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, Refusal>> },
 }
 
 struct NodeEntry {
@@ -604,7 +618,7 @@ impl Core {
             Event::Drain { node: name, drain, reply } => {
                 let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.info.name == name).map(|(id, _)| *id).collect();
                 if ids.is_empty() {
-                    let _ = reply.send(Err(format!("no node named {name:?} is connected")));
+                    let _ = reply.send(Err(Refusal::UnknownNode(name)));
                     return;
                 }
                 for id in ids {
@@ -626,23 +640,23 @@ impl Core {
         now: std::time::Instant,
         submission: JobSubmission,
         submitter: mpsc::UnboundedSender<ClientEvent>,
-    ) -> Result<(JobId, Appender), String> {
+    ) -> Result<(JobId, Appender), Refusal> {
         if !self.payloads.contains(&submission.payload) {
-            return Err("payload was not uploaded".into());
+            return Err(Refusal::PayloadNotUploaded);
         }
         if let PayloadKind::Native { os, arch } = &submission.kind {
             // A native payload for a platform no connected node has is refused now, not after
             // its placement timeout; with no node connected yet it may still find one.
             if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
                 let reason = self.scheduler.eligible_summary(&requirements(&submission)).err().unwrap_or_default();
-                return Err(format!("no node can run this {os}/{arch} payload: {reason}"));
+                return Err(Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason });
             }
         }
         let job = JobId(self.next_job);
         let appender = self
             .spool
             .appender(job, SpoolFile::Input)
-            .map_err(|e| format!("dispatcher cannot store the job's input: {e}"))?;
+            .map_err(Refusal::InputStorage)?;
         self.next_job += 1;
         self.batch.set_next_job(self.next_job);
         info!(%job, name = %submission.name, payload = ?submission.payload, "job submitted");
@@ -667,9 +681,9 @@ impl Core {
         job: JobId,
         commands: mpsc::UnboundedSender<ClientCommand>,
         client: mpsc::UnboundedSender<ClientEvent>,
-    ) -> Result<Attachment, String> {
+    ) -> Result<Attachment, Refusal> {
         let Some(entry) = self.jobs.get_mut(&job) else {
-            return Err(format!("no job {job} here (finished jobs are forgotten once fetched or expired)"));
+            return Err(Refusal::UnknownJob(job));
         };
         let results = match entry.record.state {
             JobState::Running | JobState::Succeeded => {
@@ -677,7 +691,7 @@ impl Core {
                     // No result yet: create the file so the reader has something to open.
                     entry.results_appender.get_or_insert(self.spool.appender(job, SpoolFile::Results)?);
                     self.spool.reader(job, SpoolFile::Results)
-                }).map_err(|e| format!("cannot read the job's results: {e}"))?)
+                }).map_err(Refusal::ResultsUnreadable)?)
             }
             JobState::Failed(_) | JobState::Cancelled => None,
         };
@@ -1067,11 +1081,8 @@ impl Core {
         }
     }
 
-    fn summary(&self, job: JobId) -> Result<JobSummary, String> {
-        let entry = self
-            .jobs
-            .get(&job)
-            .ok_or_else(|| format!("no job {job} here (finished jobs are forgotten once fetched or expired)"))?;
+    fn summary(&self, job: JobId) -> Result<JobSummary, Refusal> {
+        let entry = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
         let running = self.scheduler.progress(job).map_or(0, |p| p.running);
         Ok(JobSummary {
             job,

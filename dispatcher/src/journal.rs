@@ -8,11 +8,13 @@
 
 use std::path::Path;
 
-use wire::proto::{ChunkIndex, JobId, JobRecord};
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
+use wire::proto::{ChunkIndex, JobId, JobState, JobSubmission};
 
 use crate::spool::Extent;
+
+mod row;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
@@ -20,6 +22,25 @@ const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("in
 const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
 const NEXT_JOB: &str = "next_job";
 const INCARNATION: &str = "incarnation";
+/// The version of the rows in `JOBS`; a journal from before the key existed holds version 1.
+const ROW_VERSION: &str = "row_version";
+
+/// A job as the journal records it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct JobRecord {
+    /// What was submitted.
+    pub submission: JobSubmission,
+    /// Where it is.
+    pub state: JobState,
+    /// Chunks whose input is stored.
+    pub chunks: u64,
+    /// Whether all input is stored (`chunks` is final).
+    pub input_complete: bool,
+    /// When it was submitted, milliseconds since the Unix epoch.
+    pub submitted_unix_ms: u64,
+    /// When it finished, milliseconds since the Unix epoch.
+    pub finished_unix_ms: Option<u64>,
+}
 
 /// A journal failure.
 #[derive(Debug, Error)]
@@ -42,6 +63,14 @@ pub enum JournalError {
         job: u64,
         /// What went wrong.
         reason: String,
+    },
+    /// The journal was written by a newer dispatcher whose rows this one cannot read.
+    #[error("journal {path} holds job rows of version {version}; this dispatcher reads version 1 only")]
+    Version {
+        /// The journal file.
+        path: String,
+        /// The version found.
+        version: u64,
     },
 }
 
@@ -146,11 +175,18 @@ impl Journal {
         let err = |e: redb::Error| database_error(&self.path, e);
         // Creating the tables up front lets readers assume they exist.
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        let incarnation = {
+        let (incarnation, version) = {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             let incarnation = meta.get(INCARNATION).map_err(|e| err(e.into()))?.map_or(0, |v| v.value()) + 1;
             meta.insert(INCARNATION, incarnation).map_err(|e| err(e.into()))?;
-            incarnation
+            let version = meta.get(ROW_VERSION).map_err(|e| err(e.into()))?.map_or(1, |v| v.value());
+            if version > row::CURRENT_VERSION {
+                return Err(JournalError::Version { path: self.path.clone(), version });
+            }
+            // Rows are rewritten as they change, so the journal is at the current version only
+            // if it was already: a newer row version would need a migration here.
+            meta.insert(ROW_VERSION, version).map_err(|e| err(e.into()))?;
+            (incarnation, version)
         };
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
         txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
@@ -164,10 +200,10 @@ impl Journal {
         let mut jobs = Vec::new();
         for entry in jobs_table.iter().map_err(|e| err(e.into()))? {
             let (key, value) = entry.map_err(|e| err(e.into()))?;
-            let record: JobRecord = wire::frame::from_bytes(value.value()).map_err(|e| JournalError::Corrupt {
+            let record = row::decode(version, value.value()).map_err(|reason| JournalError::Corrupt {
                 path: self.path.clone(),
                 job: key.value(),
-                reason: e.to_string(),
+                reason,
             })?;
             jobs.push((JobId(key.value()), record));
         }
@@ -220,9 +256,7 @@ impl Journal {
             }
             let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
             for (job, record) in &batch.jobs {
-                // Encoding a JobRecord cannot fail: every field is a plain value.
-                let bytes = wire::frame::to_bytes(record).expect("job records encode");
-                jobs.insert(job.0, bytes.as_slice()).map_err(|e| err(e.into()))?;
+                jobs.insert(job.0, row::encode(record).as_slice()).map_err(|e| err(e.into()))?;
             }
             let mut inputs = txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
             for (job, chunk, extent) in &batch.inputs {
@@ -250,7 +284,7 @@ fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
 
 #[cfg(test)]
 mod tests {
-    use wire::proto::{JobState, JobSubmission, PayloadHash, PayloadKind, ResultMode};
+    use wire::proto::{FailureKind, JobFailure, PayloadHash, PayloadKind, ResultMode};
 
     use super::*;
 
@@ -308,6 +342,31 @@ mod tests {
         assert_eq!(journal.results(JobId(2)).expect("results"), vec![(1, Extent { offset: 0, len: 8 })]);
         assert!(journal.inputs(JobId(1)).expect("inputs").is_empty());
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A row as a dispatcher wrote it when the job record was still a wire type: every enum
+    /// variant with data and every optional field set.
+    const LEGACY_ROW: &str = "969da174dc002007070707070707070707070707070707070707070707070707070707070707070181a64e\
+        617469766592a56c696e7578a67838365f3634c402010203cd03e8ce00100000ffcd03e8a36f7574a546696c6573c3\
+        81a64661696c656481a54368756e6b92049192a16e9281ac5061796c6f61644572726f72fda16d05c30b0c";
+
+    #[test]
+    fn rows_written_before_the_row_had_its_own_type_read_as_version_1() {
+        let bytes: Vec<u8> = (0..LEGACY_ROW.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&LEGACY_ROW[i..i + 2], 16).expect("hex"))
+            .collect();
+        let record = row::decode(1, &bytes).expect("a legacy row decodes");
+        assert_eq!(record.submission.kind, PayloadKind::Native { os: "linux".into(), arch: "x86_64".into() });
+        assert_eq!(record.submission.results, ResultMode::Files);
+        let JobState::Failed(JobFailure::Chunk { chunk: 4, attempts }) = &record.state else {
+            panic!("unexpected state {:?}", record.state);
+        };
+        assert_eq!(attempts[0].failure.kind, FailureKind::PayloadError(-3));
+        assert_eq!(record.finished_unix_ms, Some(12));
+        assert_eq!(row::encode(&record), bytes, "version 1 keeps the legacy layout byte for byte");
+        let newer = row::decode(2, &bytes).expect_err("an unknown version is refused");
+        assert!(newer.contains("row version 2"), "{newer}");
     }
 
     #[test]

@@ -498,7 +498,7 @@ async fn handle_request(
             events.send(event).await.map_err(gone)?;
             let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
                 Ok(summary) => ClientEvent::Status(summary),
-                Err(message) => ClientEvent::Error { message },
+                Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
             });
         }
         ClientRequest::Release { job } => events.send(Event::Release { job }).await.map_err(gone)?,
@@ -515,8 +515,8 @@ async fn handle_request(
                     // Tracked by the connection's JoinSet, which aborts it with the connection.
                     attachments.spawn(async move { stream_results(&conn, job, attachment.results, command_rx, &outbox).await });
                 }
-                Err(message) => {
-                    let _ = outbox.send(ClientEvent::Error { message });
+                Err(refusal) => {
+                    let _ = outbox.send(ClientEvent::Error { message: refusal.to_string() });
                 }
             }
         }
@@ -560,8 +560,8 @@ async fn handle_request(
                         }
                     });
                 }
-                Err(message) => {
-                    let _ = outbox.send(ClientEvent::Error { message });
+                Err(refusal) => {
+                    let _ = outbox.send(ClientEvent::Error { message: refusal.to_string() });
                 }
             }
         }
@@ -579,7 +579,7 @@ async fn drain_node(
     events.send(Event::Drain { node, drain, reply }).await.map_err(|_| ConnError::CoreGone)?;
     let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
         Ok(nodes) => ClientEvent::Nodes(nodes),
-        Err(message) => ClientEvent::Error { message },
+        Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
     });
     Ok(())
 }

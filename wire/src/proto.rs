@@ -462,23 +462,6 @@ pub struct JobSummary {
     pub results: ResultMode,
 }
 
-/// A job as the dispatcher's journal stores it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobRecord {
-    /// What was submitted.
-    pub submission: JobSubmission,
-    /// Where it is.
-    pub state: JobState,
-    /// Chunks whose input is stored.
-    pub chunks: u64,
-    /// Whether all input is stored (`chunks` is final).
-    pub input_complete: bool,
-    /// When it was submitted, milliseconds since the Unix epoch.
-    pub submitted_unix_ms: u64,
-    /// When it finished, milliseconds since the Unix epoch.
-    pub finished_unix_ms: Option<u64>,
-}
-
 /// Progress of a running job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 pub struct JobProgress {

@@ -1,0 +1,35 @@
+//! Why the core refuses a client's request, as values; the server renders them into the
+//! `ClientEvent::Error` a client reads.
+
+use thiserror::Error;
+use wire::proto::JobId;
+
+/// A client request the core cannot carry out.
+#[derive(Debug, Error)]
+pub(crate) enum Refusal {
+    /// The job is not known here (never submitted, or forgotten once fetched or expired).
+    #[error("no job {0} here (finished jobs are forgotten once fetched or expired)")]
+    UnknownJob(JobId),
+    /// A submission named a payload the dispatcher does not hold.
+    #[error("payload was not uploaded")]
+    PayloadNotUploaded,
+    /// A native payload for a platform no connected node has.
+    #[error("no node can run this {os}/{arch} payload: {reason}")]
+    NoPlatform {
+        /// The payload's operating system.
+        os: String,
+        /// The payload's architecture.
+        arch: String,
+        /// Why no connected node is eligible.
+        reason: String,
+    },
+    /// The job's input spool file could not be created.
+    #[error("dispatcher cannot store the job's input: {0}")]
+    InputStorage(std::io::Error),
+    /// The job's results spool file could not be opened.
+    #[error("cannot read the job's results: {0}")]
+    ResultsUnreadable(std::io::Error),
+    /// A drain or undrain named a node that is not connected.
+    #[error("no node named {0:?} is connected")]
+    UnknownNode(String),
+}
