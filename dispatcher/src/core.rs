@@ -13,8 +13,8 @@
 //! in flight, the next batch gathering behind it). Only when a commit is durable are nodes told
 //! that their reports are stored (`Ack`), submitters that their input is (`InputStored`), and
 //! clients what `status`, `cancel` and `jobs` found, so no promise is made that a crash could
-//! take back. A batch nobody waits for gathers longer ([`BACKGROUND_COMMIT_INTERVAL`]): each
-//! sync costs the chunks running beside the dispatcher. Results stream to attached clients at once:
+//! take back. When a batch goes is the pure [`CommitPolicy`]'s decision (a batch nobody waits
+//! for gathers longer: each sync costs the chunks running beside the dispatcher). Results stream to attached clients at once:
 //! a client that sees a dispatcher crash reattaches and gets them again from the spool.
 
 use std::collections::{HashMap, HashSet};
@@ -22,133 +22,30 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use wire::proto::{
-    AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId,
-    JobProgress, JobSpec, JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus,
-    NodeToDispatcher, PayloadHash, PayloadKind,
-};
+use ledger::promises::{CommitPolicy, Promises};
+use ledger::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
+use wire::proto::{
+    AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId, JobProgress, JobSpec,
+    JobState, JobSubmission, JobSummary, NodeInfo, NodeStatus, NodeToDispatcher, PayloadHash, PayloadKind,
+};
 
 use crate::journal::{Batch, JobRecord, Journal, Recovered};
+use crate::liveness::LastHeard;
+use crate::payloads::PayloadStore;
+use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
 
+mod commit;
+use commit::{journal_writer, Answer, CommitRequest, Committed};
 mod refusal;
 pub(crate) use refusal::Refusal;
 
-/// A batch on its way to the journal writer, with the promises to keep once it is durable.
-struct CommitRequest {
-    batch: Batch,
-    /// Spool files to sync before the commit.
-    sync: Vec<std::fs::File>,
-    promises: Promises,
-}
 
-/// What the core may tell peers once a commit is durable.
-#[derive(Default)]
-struct Promises {
-    /// Reports to acknowledge, per node.
-    acks: HashMap<NodeId, Vec<AttemptId>>,
-    /// Jobs whose input is now completely stored.
-    stored: Vec<JobId>,
-    /// Answers to clients' questions, describing state that is durable once this commit is.
-    answers: Vec<Answer>,
-    /// Forgotten jobs whose spooled data may go once the journal no longer points at it.
-    removals: Vec<JobId>,
-    /// Reports in `acks`, all nodes together.
-    held_acks: usize,
-}
-
-impl Promises {
-    fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty() && self.removals.is_empty()
-    }
-
-    /// Whether a client is waiting on them. Nodes' acknowledgements can wait, until a fast
-    /// node's unacknowledged reports near the number it keeps.
-    fn awaited(&self) -> bool {
-        !self.stored.is_empty() || !self.answers.is_empty() || self.held_acks >= MAX_HELD_ACKS
-    }
-
-    fn ack(&mut self, node: NodeId, attempt: AttemptId) {
-        self.acks.entry(node).or_default().push(attempt);
-        self.held_acks += 1;
-    }
-}
-
-/// An answer to `status`, `cancel` or `jobs`, held until what it says survives a crash.
-enum Answer {
-    Summary(oneshot::Sender<Result<JobSummary, Refusal>>, Result<JobSummary, Refusal>),
-    Jobs(oneshot::Sender<Vec<JobSummary>>, Vec<JobSummary>),
-}
-
-impl Answer {
-    fn send(self) {
-        // A client that went away no longer needs its answer.
-        match self {
-            Answer::Summary(reply, summary) => drop(reply.send(summary)),
-            Answer::Jobs(reply, jobs) => drop(reply.send(jobs)),
-        }
-    }
-}
-
-/// The journal writer's answer.
-struct Committed {
-    promises: Promises,
-    /// The failure, and the jobs the failed batch concerned.
-    failed: Option<(CommitError, Vec<JobId>)>,
-}
-
-/// Why a batch could not be made durable.
-#[derive(Debug, thiserror::Error)]
-enum CommitError {
-    /// A spool file the batch points into could not be synced.
-    #[error("cannot sync a spool file: {0}")]
-    Sync(std::io::Error),
-    /// The journal transaction failed.
-    #[error(transparent)]
-    Journal(#[from] crate::journal::JournalError),
-}
-
-/// Runs on its own thread: syncs and commits each batch it is given, in order.
-fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
-    while let Some(mut request) = requests.blocking_recv() {
-        let started = std::time::Instant::now();
-        let jobs = request.batch.touched_jobs();
-        let result = request
-            .sync
-            .iter()
-            .try_for_each(std::fs::File::sync_data)
-            .map_err(CommitError::Sync)
-            .and_then(|()| Ok(journal.commit(&mut request.batch)?));
-        let committed = Committed { promises: request.promises, failed: result.err().map(|e| (e, jobs)) };
-        // The core gathers the next batch until it hears back, so pausing here batches.
-        std::thread::sleep(MIN_COMMIT_INTERVAL.saturating_sub(started.elapsed()));
-        if done.blocking_send(committed).is_err() {
-            return;
-        }
-    }
-}
-use crate::liveness::LastHeard;
-use crate::payloads::PayloadStore;
-use ledger::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
-use crate::spool::{Appender, Extent, Reader, Spool, SpoolFile};
 
 /// How often running jobs' progress is sent to their clients.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
-/// Shortest time between the starts of two journal commits. Under load the writer would
-/// otherwise commit (and `fdatasync`) after every few chunks, and in a VM each sync costs CPU;
-/// waiting gathers more into each commit. Only acknowledgements wait, never results.
-const MIN_COMMIT_INTERVAL: Duration = Duration::from_millis(4);
-/// Shortest time between the starts of two commits that no client is waiting for (results,
-/// node acknowledgements, job states). Each sync interrupts the cores that run chunks, and
-/// nothing was promised about these changes yet: a crash before they are durable costs the
-/// chunks' reruns, not a broken promise. Clients waiting for `InputStored` or an answer still
-/// get [`MIN_COMMIT_INTERVAL`].
-const BACKGROUND_COMMIT_INTERVAL: Duration = Duration::from_millis(50);
-/// Held acknowledgements that make a commit urgent: well below the 10,000 unacknowledged reports
-/// a node keeps before it drops the oldest.
-const MAX_HELD_ACKS: usize = 4096;
 /// How often expired jobs are purged.
 const PURGE_EVERY: u32 = 50;
 
@@ -335,7 +232,7 @@ pub(crate) struct Core {
     spool: Spool,
     batch: Batch,
     /// Promises to keep once `batch` is durable.
-    promises: Promises,
+    promises: Promises<Answer>,
     /// Jobs whose results file gained bytes that `batch` points at.
     dirty_results: HashSet<JobId>,
     /// Input spool files of jobs whose input ended this turn, to sync before `batch` commits.
@@ -344,11 +241,8 @@ pub(crate) struct Core {
     touched: HashSet<JobId>,
     commits: mpsc::Sender<CommitRequest>,
     committed: mpsc::Receiver<Committed>,
-    commit_in_flight: bool,
-    /// When the last commit was handed to the writer.
-    last_commit: Instant,
-    /// When a batch held back by [`BACKGROUND_COMMIT_INTERVAL`] is due.
-    commit_due: Option<Instant>,
+    /// When the gathering batch goes to the writer.
+    policy: CommitPolicy,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -385,9 +279,7 @@ impl Core {
             touched: HashSet::new(),
             commits,
             committed,
-            commit_in_flight: false,
-            last_commit: Instant::now(),
-            commit_due: None,
+            policy: CommitPolicy::default(),
             next_node: 1,
             next_job: recovered.next_job,
             retention,
@@ -492,7 +384,7 @@ impl Core {
                 }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
                 // `commit` below sends the held-back batch.
-                () = sleep_until(self.commit_due) => {}
+                () = sleep_until(self.policy.poll_timeout().map(Instant::from_std)) => {}
                 _ = progress.tick() => {
                     self.send_progress();
                     ticks = ticks.wrapping_add(1);
@@ -870,23 +762,14 @@ impl Core {
         for job in touched {
             self.notify(job);
         }
-        if self.commit_in_flight || (self.batch.is_empty() && self.promises.is_empty()) {
-            return;
+        let pending = !self.batch.is_empty() || !self.promises.is_empty();
+        if self.policy.poll_commit(now(), pending, self.promises.awaited()) {
+            self.send_batch();
         }
-        if !self.promises.awaited() {
-            let due = self.last_commit + BACKGROUND_COMMIT_INTERVAL;
-            if Instant::now() < due {
-                self.commit_due = Some(due);
-                return;
-            }
-        }
-        self.send_batch();
     }
 
     /// Hands the gathered batch and its promises to the journal writer.
     fn send_batch(&mut self) {
-        self.commit_due = None;
-        self.last_commit = Instant::now();
         let mut sync = std::mem::take(&mut self.input_syncs);
         for job in self.dirty_results.drain() {
             if let Some(appender) = self.jobs.get(&job).and_then(|e| e.results_appender.as_ref()) {
@@ -903,17 +786,16 @@ impl Core {
         };
         // The writer lives as long as the core; a full channel cannot happen with one commit in
         // flight at a time.
-        if self.commits.try_send(request).is_ok() {
-            self.commit_in_flight = true;
-        } else {
+        if self.commits.try_send(request).is_err() {
             warn!("the journal writer is gone; changes are no longer durable");
+            self.policy.handle_committed();
         }
     }
 
     /// Sends `answer` once the state it describes is durable: at once when nothing is waiting
     /// to be committed, otherwise with the commit of the batch gathering now.
     fn answer(&mut self, answer: Answer) {
-        if self.batch.is_empty() && !self.commit_in_flight {
+        if self.batch.is_empty() && !self.policy.in_flight() {
             answer.send();
         } else {
             self.promises.answers.push(answer);
@@ -923,14 +805,14 @@ impl Core {
     /// On shutdown: commits what is still gathering, so a graceful stop loses nothing.
     async fn flush(&mut self) {
         self.await_commit().await;
-        if !self.batch.is_empty() || !self.promises.is_empty() {
+        if (!self.batch.is_empty() || !self.promises.is_empty()) && self.policy.force(now()) {
             self.send_batch();
             self.await_commit().await;
         }
     }
 
     async fn await_commit(&mut self) {
-        if self.commit_in_flight {
+        if self.policy.in_flight() {
             if let Some(committed) = self.committed.recv().await {
                 self.handle_committed(committed);
             }
@@ -939,7 +821,7 @@ impl Core {
 
     /// A commit is durable (or failed): keep its promises, then start the next one.
     fn handle_committed(&mut self, committed: Committed) {
-        self.commit_in_flight = false;
+        self.policy.handle_committed();
         let durable = committed.failed.is_none();
         if let Some((error, jobs)) = committed.failed {
             warn!(%error, "journal commit failed; failing the jobs it concerned");
