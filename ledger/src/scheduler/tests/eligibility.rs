@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use wire::proto::{AttemptId, JobFailure, JobId};
 
 use super::super::sim::{req, Behavior, NodeSpec, Sim, GIB};
-use super::super::{JobRequirements, NodeId, NodeResources, NodeState, Scheduler};
-use super::{N1, N2, J1, resources, config, ms, check_actions, two_chunks_on_each_of_two_nodes};
+use super::super::{Blocked, JobRequirements, NodeId, NodeResources, NodeState, Scheduler};
+use super::{N1, N2, N3, J1, resources, config, ms, check_actions, two_chunks_on_each_of_two_nodes};
 
 #[test]
 fn no_eligible_node_reasons() {
@@ -205,4 +205,39 @@ fn blocked_jobs_say_why() {
     assert_eq!(sim.outcome(job), Some(&Err(JobFailure::NoEligibleNode { reason })));
     assert!(sim.assigned(node).is_empty());
     sim.check_final();
+}
+
+/// The reason is a value: counts per reason, each node under the first that applies; the words
+/// are only its rendering.
+#[test]
+fn blocked_counts_each_node_under_its_first_reason() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    let small = NodeResources { memory_available: 2 * GIB, ..resources("n2", 1) };
+    s.handle_node_joined(now, N2, small);
+    let arm = NodeResources { arch: "aarch64".to_owned(), ..resources("n3", 1) };
+    s.handle_node_joined(now, N3, arm);
+    s.handle_drain(now, N1);
+    let x86 = Some(("linux".to_owned(), "x86_64".to_owned()));
+    let req = JobRequirements { memory_limit: 4 * GIB, platform: x86.clone(), ..req() };
+    let Err(blocked) = s.eligible_summary(&req) else { panic!("no node is eligible") };
+    let expect = Blocked {
+        connected: 3,
+        platform: x86,
+        wrong_platform: vec![(("linux".to_owned(), "aarch64".to_owned()), 1)],
+        rejected: 0,
+        rejection: None,
+        no_slots: 0,
+        memory_limit: 4 * GIB,
+        too_small: 0,
+        quarantined: 0,
+        drained: 1,
+        short_of_memory: 1,
+        eligible: 0,
+    };
+    assert_eq!(*blocked, expect);
+    let words = "3 connected, 1 is linux/aarch64 but the payload needs linux/x86_64, 1 drained, \
+                 1 lacks 4.0 GiB free memory, 0 eligible";
+    assert_eq!(blocked.to_string(), words);
 }
