@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use ledger::promises::{CommitPolicy, Promises};
-use ledger::scheduler::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use ledger::scheduler::{Action, JobRequirements, NodeId, NodeResources, Notice, Scheduler, SchedulerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -540,7 +540,7 @@ impl Core {
             // A native payload for a platform no connected node has is refused now, not after
             // its placement timeout; with no node connected yet it may still find one.
             if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
-                let reason = self.scheduler.eligible_summary(&requirements(&submission)).err().unwrap_or_default();
+                let reason = self.scheduler.eligible_summary(&requirements(&submission)).err().map(|b| b.to_string()).unwrap_or_default();
                 return Err(Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason });
             }
         }
@@ -699,13 +699,6 @@ impl Core {
                         let _ = entry.commands.send(NodeCommand::Close(reason));
                     }
                 }
-                Action::NodeSuspect { node, silent } => {
-                    warn!(node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
-                }
-                Action::NodeRecovered { node } => info!(node = %self.node_name(node), "node recovered"),
-                Action::NodeQuarantined { node, reason } => {
-                    warn!(node = %self.node_name(node), %reason, "node quarantined");
-                }
                 Action::JobSucceeded { job, stats } => {
                     info!(%job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
                     self.record_stats(job, stats.retries);
@@ -715,6 +708,17 @@ impl Core {
                     warn!(%job, retries = stats.retries, "job failed: {failure}");
                     self.record_stats(job, stats.retries);
                     self.finish(job, JobState::Failed(failure));
+                }
+            }
+        }
+        while let Some(notice) = self.scheduler.poll_notice() {
+            match notice {
+                Notice::NodeSuspect { node, silent } => {
+                    warn!(node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
+                }
+                Notice::NodeRecovered { node } => info!(node = %self.node_name(node), "node recovered"),
+                Notice::NodeQuarantined { node, reason } => {
+                    warn!(node = %self.node_name(node), %reason, "node quarantined");
                 }
             }
         }
@@ -952,7 +956,7 @@ impl Core {
                 let _ = submitter.send(ClientEvent::Progress(progress));
             }
         }
-        let blocked = self.scheduler.blocked_reason(job);
+        let blocked = self.scheduler.blocked_reason(job).map(|b| b.to_string());
         if blocked != entry.last_blocked {
             if let Some(reason) = &blocked {
                 for attacher in &entry.attachers {
@@ -972,7 +976,7 @@ impl Core {
             state: entry.record.state.clone(),
             progress: entry.progress(running),
             submitted_unix_ms: entry.record.submitted_unix_ms,
-            blocked: self.scheduler.blocked_reason(job),
+            blocked: self.scheduler.blocked_reason(job).map(|b| b.to_string()),
             output: entry.record.submission.output.clone(),
             results: entry.record.submission.results,
         })

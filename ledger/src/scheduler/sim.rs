@@ -1,16 +1,18 @@
 //! A virtual-time harness for scheduler tests, after quinn-proto's `Pair`: a [`Sim`] holds a
 //! [`Scheduler`] and fake nodes that compile jobs and run assigned chunks, routes every action to
-//! them, checks the scheduler's promises on the way (capacity, exactly-once results, silence
-//! after cancel, no messages to dropped nodes, no new work for drained, quarantined or suspect
-//! nodes, at most one speculative copy per chunk) and jumps virtual time to the next event.
+//! them (with every notice, in the order the scheduler emitted them), checks the scheduler's
+//! promises on the way (capacity, exactly-once results, silence after cancel, no messages to
+//! dropped nodes, no new work for drained, quarantined or suspect nodes, at most one speculative
+//! copy per chunk) and jumps virtual time to the next event.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet, VecDeque};
+use std::fmt;
 use std::time::{Duration, Instant};
 
 use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, FailureKind, JobFailure, JobId};
 
-use super::{Action, JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use super::{Action, JobRequirements, NodeId, NodeResources, Notice, Scheduler, SchedulerConfig};
 
 /// One gibibyte.
 pub(super) const GIB: u64 = 1 << 30;
@@ -44,8 +46,44 @@ pub(super) fn failure(kind: FailureKind) -> ChunkFailure {
     ChunkFailure { kind, message }
 }
 
-/// One action as a line of text, for trace comparisons.
-pub(super) fn render(action: &Action) -> String {
+/// Something the scheduler emitted: a command or a notice.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Output {
+    /// A command for the driver.
+    Action(Action),
+    /// Something for the driver to report.
+    Notice(Notice),
+}
+
+impl Scheduler {
+    /// The next action or notice, whichever the scheduler emitted first; `None` once both
+    /// queues are empty.
+    pub(super) fn poll_output(&mut self) -> Option<Output> {
+        let action = self.out.actions.front().map(|&(n, _)| n);
+        let notice = self.out.notices.front().map(|&(n, _)| n);
+        match (action, notice) {
+            (Some(a), Some(n)) if n < a => self.poll_notice().map(Output::Notice),
+            (Some(_), _) => self.poll_action().map(Output::Action),
+            (None, _) => self.poll_notice().map(Output::Notice),
+        }
+    }
+}
+
+/// One action or notice as a line of text, for trace comparisons.
+pub(super) fn render(output: &Output) -> String {
+    match output {
+        Output::Action(action) => render_action(action),
+        Output::Notice(Notice::NodeSuspect { node, silent }) => {
+            format!("suspect n{node}: silent {silent:?}")
+        }
+        Output::Notice(Notice::NodeRecovered { node }) => format!("recovered n{node}"),
+        Output::Notice(Notice::NodeQuarantined { node, reason }) => {
+            format!("quarantined n{node}: {reason}")
+        }
+    }
+}
+
+fn render_action(action: &Action) -> String {
     match action {
         Action::StartJob { node, job } => format!("start-job n{node} j{job}"),
         Action::Assign { node, job, chunk, attempt, speculative: false } => {
@@ -57,9 +95,6 @@ pub(super) fn render(action: &Action) -> String {
         Action::CancelAttempt { node, attempt } => format!("cancel n{node} a{attempt}"),
         Action::EndJob { node, job } => format!("end-job n{node} j{job}"),
         Action::DropNode { node, reason } => format!("drop n{node}: {reason}"),
-        Action::NodeSuspect { node, silent } => format!("suspect n{node}: silent {silent:?}"),
-        Action::NodeRecovered { node } => format!("recovered n{node}"),
-        Action::NodeQuarantined { node, reason } => format!("quarantined n{node}: {reason}"),
         Action::JobSucceeded { job, .. } => format!("succeeded j{job}"),
         Action::JobFailed { job, failure, .. } => format!("failed j{job}: {failure}"),
     }
@@ -172,8 +207,8 @@ pub(super) struct Sim {
     seq: u64,
     next_node: u64,
     next_job: u64,
-    /// Every action emitted, with its virtual time since the start.
-    log: Vec<(Duration, Action)>,
+    /// Every action and notice emitted, with its virtual time since the start.
+    log: Vec<(Duration, Output)>,
     traced: usize,
 }
 
@@ -402,11 +437,11 @@ impl Sim {
         self.nodes.get(&node).map_or_else(Vec::new, |n| n.assigned.clone())
     }
 
-    /// The actions emitted since the last call, one per line as `[time] action`.
+    /// The actions and notices emitted since the last call, one per line as `[time] action`.
     pub(super) fn take_trace(&mut self) -> String {
         let mut out = String::new();
-        for (at, action) in &self.log[self.traced..] {
-            out.push_str(&format!("[{}ms] {}\n", at.as_millis(), render(action)));
+        for (at, output) in &self.log[self.traced..] {
+            out.push_str(&format!("[{}ms] {}\n", at.as_millis(), render(output)));
         }
         self.traced = self.log.len();
         out
@@ -414,7 +449,10 @@ impl Sim {
 
     /// Every action emitted so far.
     pub(super) fn actions(&self) -> impl Iterator<Item = &Action> {
-        self.log.iter().map(|(_, a)| a)
+        self.log.iter().filter_map(|(_, output)| match output {
+            Output::Action(action) => Some(action),
+            Output::Notice(_) => None,
+        })
     }
 
     /// Runs the cluster for `duration` of virtual time.
@@ -597,31 +635,56 @@ impl Sim {
         self.suspect.remove(&node);
     }
 
-    /// Routes every queued action, then checks the scheduler's own bookkeeping.
+    /// Routes every queued action and notice in the order they were emitted, then checks the
+    /// scheduler's own bookkeeping.
     fn flush(&mut self) {
         let mut dropped = Vec::new();
-        while let Some(action) = self.sched.poll_action() {
-            if let Action::DropNode { node, .. } = action {
-                dropped.push(node);
+        while let Some(output) = self.sched.poll_output() {
+            match &output {
+                Output::Action(action) => {
+                    if let Action::DropNode { node, .. } = action {
+                        dropped.push(*node);
+                    }
+                    self.route(action);
+                }
+                Output::Notice(notice) => self.note(notice),
             }
-            self.route(&action);
-            self.log.push((self.now - self.start, action));
+            self.log.push((self.now - self.start, output));
         }
         for node in dropped {
             // The driver closes the connection and reports it closed; that must be a no-op.
             self.sched.handle_node_lost(self.now, node);
-            assert!(self.sched.poll_action().is_none(), "late loss of n{node} emitted actions");
+            assert!(self.sched.poll_output().is_none(), "late loss of n{node} emitted actions");
         }
         if self.check_invariants {
             self.sched.check_invariants(self.now);
         }
     }
 
-    fn node_mut(&mut self, node: NodeId, action: &Action) -> &mut FakeNode {
+    fn node_mut(&mut self, node: NodeId, action: &dyn fmt::Debug) -> &mut FakeNode {
         assert!(!self.gone.contains(&node), "action for a node already gone: {action:?}");
         match self.nodes.get_mut(&node) {
             Some(n) => n,
             None => panic!("action for an unknown node: {action:?}"),
+        }
+    }
+
+    /// Applies a notice to the sim's view of the node: a suspect or quarantined node may get no
+    /// `Assign` until it recovers or is undrained.
+    fn note(&mut self, notice: &Notice) {
+        match notice {
+            Notice::NodeSuspect { node, .. } => {
+                self.node_mut(*node, notice);
+                assert!(self.suspect.insert(*node), "{notice:?} twice");
+            }
+            Notice::NodeRecovered { node } => {
+                self.node_mut(*node, notice);
+                assert!(self.suspect.remove(node), "{notice:?} of a node not suspect");
+            }
+            Notice::NodeQuarantined { node, .. } => {
+                self.node_mut(*node, notice);
+                self.closed.insert(*node);
+            }
         }
     }
 
@@ -633,10 +696,7 @@ impl Sim {
             | Action::JobSucceeded { job, .. }
             | Action::JobFailed { job, .. } => Some(*job),
             Action::CancelAttempt { attempt, .. } => self.attempt_jobs.get(attempt).copied(),
-            Action::DropNode { .. }
-            | Action::NodeSuspect { .. }
-            | Action::NodeRecovered { .. }
-            | Action::NodeQuarantined { .. } => None,
+            Action::DropNode { .. } => None,
         };
         if let Some(job) = job {
             assert!(!self.cancelled.contains(&job), "action for cancelled job: {action:?}");
@@ -699,18 +759,6 @@ impl Sim {
             Action::DropNode { node, .. } => {
                 self.node_mut(*node, action);
                 self.disconnect(*node);
-            }
-            Action::NodeSuspect { node, .. } => {
-                self.node_mut(*node, action);
-                assert!(self.suspect.insert(*node), "{action:?} twice");
-            }
-            Action::NodeRecovered { node } => {
-                self.node_mut(*node, action);
-                assert!(self.suspect.remove(node), "{action:?} of a node not suspect");
-            }
-            Action::NodeQuarantined { node, .. } => {
-                self.node_mut(*node, action);
-                self.closed.insert(*node);
             }
             Action::JobSucceeded { job, .. } => {
                 let j = &self.jobs[job];

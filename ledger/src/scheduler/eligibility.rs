@@ -1,0 +1,214 @@
+//! Eligibility: whether any connected node could ever run a job (platform, rejections, slots,
+//! memory, drain and quarantine), the placement clock that fails a job no node can take, and
+//! [`Blocked`], the typed answer to "why does this job wait". The scheduler only counts; the
+//! English is [`Blocked`]'s `Display`, rendered by whoever shows it.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::time::Instant;
+
+use wire::proto::{ChunkIndex, JobFailure, JobId};
+use wire::units::format_size;
+
+use super::job::Job;
+use super::outcome::Verdict;
+use super::{JobRequirements, Scheduler, Timer};
+
+/// Why a job cannot place a chunk: every connected node counted once, under the first reason
+/// that applies, permanent reasons first (what undraining or waiting cannot fix). Returned by
+/// [`Scheduler::blocked_reason`] and [`Scheduler::eligible_summary`].
+///
+/// `Display` renders it in the words clients see, e.g. "3 connected, 2 lack 4.0 GiB free memory,
+/// 1 drained, 0 eligible", or "2 connected, 2 eligible, all busy" when eligible nodes are full of
+/// other work.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Blocked {
+    /// Connected nodes; with none, nothing else counts.
+    pub connected: usize,
+    /// The `(os, arch)` the payload needs; `None` for a payload that runs anywhere.
+    pub platform: Option<(String, String)>,
+    /// Nodes on another platform than `platform`, as `((os, arch), count)`, sorted by platform.
+    pub wrong_platform: Vec<((String, String), usize)>,
+    /// Nodes that rejected the job (only counted for a submitted job).
+    pub rejected: usize,
+    /// The error of the job's last rejection, when `rejected` is not 0.
+    pub rejection: Option<String>,
+    /// Nodes with no slots.
+    pub no_slots: usize,
+    /// The memory one attempt of the job may use, in bytes: what `too_small` and
+    /// `short_of_memory` nodes lack.
+    pub memory_limit: u64,
+    /// Nodes with less memory in total than `memory_limit`.
+    pub too_small: usize,
+    /// Nodes quarantined until an operator undrains them.
+    pub quarantined: usize,
+    /// Nodes an operator drained.
+    pub drained: usize,
+    /// Nodes with enough memory in total but less than `memory_limit` available now.
+    pub short_of_memory: usize,
+    /// Nodes that could run the job once they have room (suspect ones included). When this is not
+    /// 0 the job waits for them to finish other work.
+    pub eligible: usize,
+}
+
+impl fmt::Display for Blocked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.connected == 0 {
+            return f.write_str("0 nodes connected");
+        }
+        write!(f, "{} connected", self.connected)?;
+        if let Some((os, arch)) = self.platform.as_ref().filter(|_| !self.wrong_platform.is_empty()) {
+            for (i, ((node_os, node_arch), count)) in self.wrong_platform.iter().enumerate() {
+                let sep = if i == 0 { ", " } else { " and " };
+                write!(f, "{sep}{count} {} {node_os}/{node_arch}", verb(*count, "is", "are"))?;
+            }
+            write!(f, " but the payload needs {os}/{arch}")?;
+        }
+        if self.rejected > 0 {
+            write!(f, ", {} rejected the job", self.rejected)?;
+            if let Some(error) = &self.rejection {
+                write!(f, " ({error})")?;
+            }
+        }
+        if self.no_slots > 0 {
+            write!(f, ", {} {} no slots", self.no_slots, verb(self.no_slots, "has", "have"))?;
+        }
+        let size = format_size(self.memory_limit);
+        if self.too_small > 0 {
+            let have = verb(self.too_small, "has", "have");
+            write!(f, ", {} {have} less than {size} of memory", self.too_small)?;
+        }
+        if self.quarantined > 0 {
+            write!(f, ", {} quarantined", self.quarantined)?;
+        }
+        if self.drained > 0 {
+            write!(f, ", {} drained", self.drained)?;
+        }
+        if self.short_of_memory > 0 {
+            let lack = verb(self.short_of_memory, "lacks", "lack");
+            write!(f, ", {} {lack} {size} free memory", self.short_of_memory)?;
+        }
+        write!(f, ", {} eligible", self.eligible)?;
+        if self.eligible > 0 {
+            f.write_str(", all busy")?;
+        }
+        Ok(())
+    }
+}
+
+/// "1 lacks" / "2 lack": picks the verb form for a count.
+fn verb(count: usize, singular: &'static str, plural: &'static str) -> &'static str {
+    if count == 1 {
+        singular
+    } else {
+        plural
+    }
+}
+
+impl Scheduler {
+    /// Whether a node the chunk has not failed on could ever run it.
+    pub(super) fn has_alternative(&self, job: JobId, j: &Job, chunk: ChunkIndex) -> bool {
+        self.nodes.iter().any(|(&id, n)| !j.failed_on(chunk, id) && n.can_ever_run(job, &j.req))
+    }
+
+    /// Whether any connected node could ever run the job.
+    pub(super) fn any_eligible(&self, job: JobId, j: &Job) -> bool {
+        self.nodes.values().any(|n| n.can_ever_run(job, &j.req))
+    }
+
+    /// Starts or stops the job's placement clock: it runs while the job has pending chunks,
+    /// nothing in flight and no connected node that could ever run it.
+    pub(super) fn refresh_clock(&mut self, now: Instant, job: JobId) {
+        let Some(j) = self.jobs.get(&job) else { return };
+        let stuck = j.has_pending() && j.in_flight == 0 && !self.any_eligible(job, j);
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        match (stuck, j.placement_deadline) {
+            (true, None) => {
+                let at = now + j.req.placement_timeout;
+                j.placement_deadline = Some(at);
+                self.timers.insert((at, Timer::Placement(job)));
+            }
+            (false, Some(at)) => {
+                j.placement_deadline = None;
+                self.timers.remove(&(at, Timer::Placement(job)));
+            }
+            _ => {}
+        }
+    }
+
+    /// The job's placement clock ran out: it fails with [`JobFailure::NoEligibleNode`] if it is
+    /// still stuck.
+    pub(super) fn placement_expired(&mut self, now: Instant, job: JobId) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        j.placement_deadline = None;
+        // Re-check defensively; the clock should have been stopped otherwise.
+        let j = &self.jobs[&job];
+        if j.has_pending() && j.in_flight == 0 && !self.any_eligible(job, j) {
+            let reason = self.blocked(Some(job), &j.req).to_string();
+            let failure = JobFailure::NoEligibleNode { reason };
+            self.end_job(now, job, Some(Verdict::Failed(failure)));
+        } else {
+            self.refresh_clock(now, job);
+        }
+    }
+
+    /// A node stopped or started counting as eligible (drain, undrain, quarantine): held-back
+    /// retries may have to go elsewhere, and placement clocks may start or stop.
+    pub(super) fn eligibility_changed(&mut self, now: Instant) {
+        self.fill_all(now);
+        let waiting: Vec<JobId> = self.pending.values().copied().collect();
+        for job in waiting {
+            self.refresh_clock(now, job);
+        }
+    }
+
+    /// Counts, node by node, who could run a job with these requirements (and, for a submitted
+    /// `job`, who rejected it).
+    pub(super) fn blocked(&self, job: Option<JobId>, req: &JobRequirements) -> Blocked {
+        let limit = req.memory_limit;
+        let mut blocked = Blocked {
+            connected: self.nodes.len(),
+            platform: req.platform.clone(),
+            wrong_platform: Vec::new(),
+            rejected: 0,
+            rejection: None,
+            no_slots: 0,
+            memory_limit: limit,
+            too_small: 0,
+            quarantined: 0,
+            drained: 0,
+            short_of_memory: 0,
+            eligible: 0,
+        };
+        let mut platforms: BTreeMap<(&str, &str), usize> = BTreeMap::new();
+        // Permanent reasons first: they tell the user what undraining or waiting cannot fix.
+        for n in self.nodes.values() {
+            if !n.runs(req) {
+                *platforms.entry((n.os.as_str(), n.arch.as_str())).or_default() += 1;
+            } else if job.is_some_and(|job| n.rejected(job)) {
+                blocked.rejected += 1;
+            } else if n.capacity == 0 {
+                blocked.no_slots += 1;
+            } else if n.memory_total < limit {
+                blocked.too_small += 1;
+            } else if n.quarantine.is_some() {
+                blocked.quarantined += 1;
+            } else if n.drained {
+                blocked.drained += 1;
+            } else if n.memory_available < limit {
+                blocked.short_of_memory += 1;
+            } else {
+                blocked.eligible += 1;
+            }
+        }
+        blocked.wrong_platform = platforms
+            .into_iter()
+            .map(|((os, arch), count)| ((os.to_owned(), arch.to_owned()), count))
+            .collect();
+        if blocked.rejected > 0 {
+            blocked.rejection = job.and_then(|job| self.jobs.get(&job)?.last_rejection.clone());
+        }
+        blocked
+    }
+}

@@ -1,0 +1,233 @@
+//! Property tests: random cluster histories through the [`Sim`] keep every promise, and jobs of
+//! equal priority take turns.
+
+use std::time::Duration;
+
+use proptest::prelude::*;
+use wire::proto::FailureKind;
+
+use super::super::sim::{req, Behavior, NodeSpec, Sim, GIB};
+use super::super::{JobRequirements, SchedulerConfig};
+use super::{config, ms};
+
+/// One step of a random cluster history; indices pick among existing nodes or jobs.
+#[derive(Debug, Clone)]
+enum Op {
+    AddNode {
+        slots: u32,
+        memory_gib: u64,
+        behavior: u8,
+        platform: u8,
+    },
+    Kill(usize),
+    Freeze(usize),
+    Thaw(usize),
+    SetMemory(usize, u64),
+    Drain(usize),
+    Undrain(usize),
+    Submit {
+        chunks: u64,
+        max_attempts: u32,
+        priority: i32,
+        memory_gib: u64,
+        timeout_s: u64,
+        platform: u8,
+    },
+    AddChunks(usize, u64),
+    Complete(usize),
+    Cancel(usize),
+    FailNext {
+        job: usize,
+        chunk: u64,
+        kind: u8,
+    },
+    Advance(u64),
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let index = 0..8usize;
+    prop_oneof![
+        3 => (0..4u32, 0..8u64, 0..12u8, 0..8u8).prop_map(
+            |(slots, memory_gib, behavior, platform)| Op::AddNode {
+                slots, memory_gib, behavior, platform,
+            }
+        ),
+        1 => index.clone().prop_map(Op::Kill),
+        1 => index.clone().prop_map(Op::Freeze),
+        1 => index.clone().prop_map(Op::Thaw),
+        1 => (index.clone(), 0..8u64).prop_map(|(n, gib)| Op::SetMemory(n, gib)),
+        1 => index.clone().prop_map(Op::Drain),
+        1 => index.clone().prop_map(Op::Undrain),
+        3 => (0..12u64, 0..4u32, -1..2i32, 0..4u64, 1..12u64, 0..8u8).prop_map(
+            |(chunks, max_attempts, priority, memory_gib, timeout_s, platform)| Op::Submit {
+                chunks, max_attempts, priority, memory_gib, timeout_s, platform,
+            }
+        ),
+        2 => (index.clone(), 0..12u64).prop_map(|(j, n)| Op::AddChunks(j, n)),
+        1 => index.clone().prop_map(Op::Complete),
+        1 => index.clone().prop_map(Op::Cancel),
+        2 => (index, 0..12u64, 0..4u8)
+            .prop_map(|(job, chunk, kind)| Op::FailNext { job, chunk, kind }),
+        4 => (0..3000u64).prop_map(Op::Advance),
+    ]
+}
+
+/// Speculation and quarantine settings that make both happen often in short histories.
+fn random_config() -> impl Strategy<Value = SchedulerConfig> {
+    (0..4u32, 1..6u32, 0..3u8, 0..3u8, 0..4u32, 0..3u8).prop_map(
+        |(depth, samples, age, multiplier, quarantine, budget)| SchedulerConfig {
+            // With the sim's 10 ms chunks: depth 1, the maximum, or something between.
+            pipeline_budget: [None, Some(ms(1)), Some(ms(25))][usize::from(budget)],
+            speculation_min_samples: samples,
+            speculation_min_age: [Duration::ZERO, ms(50), ms(1000)][usize::from(age)],
+            speculation_multiplier: [1.5, 3.0, f64::INFINITY][usize::from(multiplier)],
+            quarantine_threshold: quarantine,
+            ..config(depth)
+        },
+    )
+}
+
+/// A healthy node able to run any job the property test submits, except on other platforms.
+fn big_node() -> NodeSpec {
+    NodeSpec { memory_total: 64 * GIB, memory_available: 64 * GIB, ..NodeSpec::new(2) }
+}
+
+fn pick<T: Copy>(items: &[T], i: usize) -> Option<T> {
+    (!items.is_empty()).then(|| items[i % items.len()])
+}
+
+/// Mostly linux/x86_64, sometimes something else.
+fn platform(choice: u8) -> (&'static str, &'static str) {
+    match choice {
+        0 => ("linux", "aarch64"),
+        1 => ("macos", "aarch64"),
+        _ => ("linux", "x86_64"),
+    }
+}
+
+fn apply(sim: &mut Sim, op: &Op) {
+    let nodes = sim.node_ids();
+    let jobs = sim.job_ids();
+    match *op {
+        Op::AddNode { slots, memory_gib, behavior, platform: choice } => {
+            let (behavior, slowdown) = match behavior {
+                0 => (Behavior::Failing(FailureKind::Trap), 1),
+                1 => (Behavior::Rejecting("bad module".to_owned()), 1),
+                2..=4 => (Behavior::Healthy, 30),
+                _ => (Behavior::Healthy, 1),
+            };
+            let memory = memory_gib * GIB;
+            let (os, arch) = platform(choice);
+            let spec = NodeSpec {
+                memory_available: memory,
+                memory_total: memory,
+                behavior,
+                slots,
+                os,
+                arch,
+                slowdown,
+            };
+            sim.add_node_with(spec);
+        }
+        Op::Kill(i) => pick(&nodes, i).into_iter().for_each(|n| sim.kill(n)),
+        Op::Freeze(i) => pick(&nodes, i).into_iter().for_each(|n| sim.freeze(n)),
+        Op::Thaw(i) => pick(&nodes, i).into_iter().for_each(|n| sim.thaw(n)),
+        Op::SetMemory(i, gib) => {
+            pick(&nodes, i).into_iter().for_each(|n| sim.set_memory(n, gib * GIB))
+        }
+        Op::Drain(i) => pick(&nodes, i).into_iter().for_each(|n| sim.drain(n)),
+        Op::Undrain(i) => pick(&nodes, i).into_iter().for_each(|n| sim.undrain(n)),
+        Op::Submit { chunks, max_attempts, priority, memory_gib, timeout_s, platform: choice } => {
+            let native = choice < 3;
+            let req = JobRequirements {
+                memory_limit: memory_gib * GIB,
+                max_attempts,
+                priority,
+                placement_timeout: Duration::from_secs(timeout_s),
+                platform: native.then(|| {
+                    let (os, arch) = platform(choice);
+                    (os.to_owned(), arch.to_owned())
+                }),
+            };
+            let job = sim.submit(req);
+            sim.add_chunks(job, chunks);
+        }
+        Op::AddChunks(i, n) => pick(&jobs, i).into_iter().for_each(|j| sim.add_chunks(j, n)),
+        Op::Complete(i) => pick(&jobs, i).into_iter().for_each(|j| sim.complete_input(j)),
+        Op::Cancel(i) => pick(&jobs, i).into_iter().for_each(|j| sim.cancel(j)),
+        Op::FailNext { job, chunk, kind } => {
+            let kind = match kind {
+                0 => FailureKind::PayloadError(1),
+                1 => FailureKind::Timeout,
+                _ => FailureKind::Trap,
+            };
+            if let Some(job) = pick(&jobs, job) {
+                sim.fail_next(job, chunk, &[kind]);
+            }
+        }
+        Op::Advance(ms) => sim.run_for(Duration::from_millis(ms)),
+    }
+}
+
+proptest! {
+    // Failures print the minimal history; nothing is written next to the sources.
+    #![proptest_config(ProptestConfig {
+        cases: 2000,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// Whatever happens to the cluster, every job ends once a capable node is around; results
+    /// are accepted once; at most two attempts of a chunk are live, and only as a speculative
+    /// pair; drained, quarantined and suspect nodes get no new work; capacity, cancellation and
+    /// bookkeeping hold throughout (the sim and `check_invariants` assert them after every call).
+    #[test]
+    fn random_histories_keep_the_promises(
+        config in random_config(),
+        ops in proptest::collection::vec(op(), 0..60),
+    ) {
+        let mut sim = Sim::with_config(config);
+        for op in &ops {
+            apply(&mut sim, op);
+        }
+        sim.add_node_with(big_node());
+        for job in sim.job_ids() {
+            sim.complete_input(job);
+        }
+        prop_assert!(sim.drive_bounded(Duration::from_secs(3600)), "jobs never ended");
+        sim.check_final();
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
+
+    /// Two jobs of equal priority on one node take turns: after the first fill, no job gets two
+    /// placements in a row while the other still has chunks to place.
+    #[test]
+    fn equal_priorities_both_make_progress(
+        slots in 1..4u32,
+        depth in 0..3u32,
+        first in 1..40u64,
+        second in 1..40u64,
+    ) {
+        let mut sim = Sim::with_config(config(depth));
+        let node = sim.add_node(slots);
+        let jobs = [sim.submit_chunks(req(), first), sim.submit_chunks(req(), second)];
+        sim.drive();
+        let outcomes = (sim.outcome(jobs[0]), sim.outcome(jobs[1]));
+        prop_assert_eq!(outcomes, (Some(&Ok(())), Some(&Ok(()))));
+        let totals = [first, second];
+        let capacity = (slots * (1 + depth)) as usize;
+        let log = sim.assigned(node);
+        let mut placed = [0u64; 2];
+        for (i, &(job, _)) in log.iter().enumerate() {
+            let k = usize::from(job != jobs[0]);
+            if i >= capacity && log[i - 1].0 == job {
+                prop_assert_eq!(placed[1 - k], totals[1 - k], "placement {} starves a job", i);
+            }
+            placed[k] += 1;
+        }
+        sim.check_final();
+    }
+}
