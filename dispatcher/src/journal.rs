@@ -10,9 +10,8 @@ use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
-use wire::proto::{ChunkIndex, JobId, JobState, JobSubmission};
-
-use crate::spool::Extent;
+use ledger::record::{Batch, Extent, JobRecord};
+use wire::proto::{ChunkIndex, JobId};
 
 mod row;
 
@@ -24,23 +23,6 @@ const NEXT_JOB: &str = "next_job";
 const INCARNATION: &str = "incarnation";
 /// The version of the rows in `JOBS`; a journal from before the key existed holds version 1.
 const ROW_VERSION: &str = "row_version";
-
-/// A job as the journal records it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct JobRecord {
-    /// What was submitted.
-    pub submission: JobSubmission,
-    /// Where it is.
-    pub state: JobState,
-    /// Chunks whose input is stored.
-    pub chunks: u64,
-    /// Whether all input is stored (`chunks` is final).
-    pub input_complete: bool,
-    /// When it was submitted, milliseconds since the Unix epoch.
-    pub submitted_unix_ms: u64,
-    /// When it finished, milliseconds since the Unix epoch.
-    pub finished_unix_ms: Option<u64>,
-}
 
 /// A journal failure.
 #[derive(Debug, Error)]
@@ -72,66 +54,6 @@ pub enum JournalError {
         /// The version found.
         version: u64,
     },
-}
-
-/// Changes to commit together.
-#[derive(Debug, Default)]
-pub(crate) struct Batch {
-    next_job: Option<u64>,
-    jobs: Vec<(JobId, JobRecord)>,
-    inputs: Vec<(JobId, ChunkIndex, Extent)>,
-    results: Vec<(JobId, ChunkIndex, Extent)>,
-    deleted: Vec<JobId>,
-}
-
-impl Batch {
-    /// Records the next job id to hand out.
-    pub(crate) fn set_next_job(&mut self, next: u64) {
-        self.next_job = Some(next);
-    }
-
-    /// Records a job's (new) record.
-    pub(crate) fn put_job(&mut self, job: JobId, record: JobRecord) {
-        self.jobs.push((job, record));
-    }
-
-    /// Records where a chunk's input is spooled.
-    pub(crate) fn put_input(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
-        self.inputs.push((job, chunk, extent));
-    }
-
-    /// Records where a chunk's accepted result is spooled.
-    pub(crate) fn put_result(&mut self, job: JobId, chunk: ChunkIndex, extent: Extent) {
-        self.results.push((job, chunk, extent));
-    }
-
-    /// Forgets a job entirely.
-    pub(crate) fn delete_job(&mut self, job: JobId) {
-        self.deleted.push(job);
-    }
-
-    /// Whether there is nothing to commit.
-    pub(crate) fn is_empty(&self) -> bool {
-        self.next_job.is_none()
-            && self.jobs.is_empty()
-            && self.inputs.is_empty()
-            && self.results.is_empty()
-            && self.deleted.is_empty()
-    }
-
-    /// Jobs this batch touches, so a failed commit can be charged to them.
-    pub(crate) fn touched_jobs(&self) -> Vec<JobId> {
-        let mut jobs: Vec<JobId> = self
-            .jobs
-            .iter()
-            .map(|(j, _)| *j)
-            .chain(self.inputs.iter().map(|(j, _, _)| *j))
-            .chain(self.results.iter().map(|(j, _, _)| *j))
-            .collect();
-        jobs.sort_unstable();
-        jobs.dedup();
-        jobs
-    }
 }
 
 /// What the journal held when it was opened.
@@ -284,7 +206,7 @@ fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
 
 #[cfg(test)]
 mod tests {
-    use wire::proto::{FailureKind, JobFailure, PayloadHash, PayloadKind, ResultMode};
+    use wire::proto::{FailureKind, JobFailure, JobState, JobSubmission, PayloadHash, PayloadKind, ResultMode};
 
     use super::*;
 

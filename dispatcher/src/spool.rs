@@ -1,7 +1,7 @@
 //! The dispatcher's spool: each job's chunk inputs and accepted results in append-only files under
 //! `STATE_DIR/jobs/ID/`, so memory stays bounded however large the input, and a restarted
 //! dispatcher still has them. Which bytes belong to which chunk is recorded in the
-//! [`Journal`](crate::journal::Journal) as [`Extent`]s.
+//! [`Journal`](crate::journal::Journal) as `Extent`s.
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -9,16 +9,8 @@ use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
 
 use bytes::Bytes;
+use ledger::record::Extent;
 use wire::proto::JobId;
-
-/// Where a chunk's bytes are in a spool file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct Extent {
-    /// Byte offset in the file.
-    pub offset: u64,
-    /// Length in bytes.
-    pub len: u64,
-}
 
 /// Which of a job's two spool files.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

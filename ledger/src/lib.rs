@@ -6,5 +6,7 @@
 //! `handle_*` calls that carry `now`; outputs are values polled out. Tests drive it in virtual time.
 #![forbid(unsafe_code)]
 
+pub mod jobs;
 pub mod promises;
+pub mod record;
 pub mod scheduler;

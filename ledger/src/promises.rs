@@ -61,6 +61,18 @@ impl<A> Promises<A> {
         !self.stored.is_empty() || !self.answers.is_empty() || self.held_acks >= MAX_HELD_ACKS
     }
 
+    /// Takes over the promises of a batch that failed to commit: acknowledgements, `InputStored`
+    /// and answers wait for the next batch instead (which records the failed jobs' end). Spool
+    /// removals are dropped: the journal may still point at those files.
+    pub fn absorb(&mut self, failed: Promises<A>) {
+        for (node, attempts) in failed.acks {
+            self.acks.entry(node).or_default().extend(attempts);
+        }
+        self.held_acks += failed.held_acks;
+        self.stored.extend(failed.stored);
+        self.answers.extend(failed.answers);
+    }
+
     /// Promises to acknowledge `attempt`'s report to `node`.
     pub fn ack(&mut self, node: NodeId, attempt: AttemptId) {
         self.acks.entry(node).or_default().push(attempt);

@@ -1,42 +1,22 @@
-//! The journal writer thread and what travels to and from it: each batch with the promises to
-//! keep once it is durable, and the answer saying whether it is.
+//! The journal writer thread and what travels to and from it: each batch with the spool files to
+//! sync first, and the answer saying whether it is durable.
 
-use ledger::promises::Promises;
-use tokio::sync::{mpsc, oneshot};
-use wire::proto::{JobId, JobSummary};
+use ledger::record::Batch;
+use tokio::sync::mpsc;
 
-use super::Refusal;
-use crate::journal::{Batch, Journal};
+use crate::journal::Journal;
 
-/// A batch on its way to the journal writer, with the promises to keep once it is durable.
+/// A batch on its way to the journal writer.
 pub(super) struct CommitRequest {
     pub(super) batch: Batch,
     /// Spool files to sync before the commit.
     pub(super) sync: Vec<std::fs::File>,
-    pub(super) promises: Promises<Answer>,
-}
-
-/// An answer to `status`, `cancel` or `jobs`, held until what it says survives a crash.
-pub(super) enum Answer {
-    Summary(oneshot::Sender<Result<JobSummary, Refusal>>, Result<JobSummary, Refusal>),
-    Jobs(oneshot::Sender<Vec<JobSummary>>, Vec<JobSummary>),
-}
-
-impl Answer {
-    pub(super) fn send(self) {
-        // A client that went away no longer needs its answer.
-        match self {
-            Answer::Summary(reply, summary) => drop(reply.send(summary)),
-            Answer::Jobs(reply, jobs) => drop(reply.send(jobs)),
-        }
-    }
 }
 
 /// The journal writer's answer.
 pub(super) struct Committed {
-    pub(super) promises: Promises<Answer>,
-    /// The failure, and the jobs the failed batch concerned.
-    pub(super) failed: Option<(CommitError, Vec<JobId>)>,
+    /// Why the batch is not durable, if it is not.
+    pub(super) failed: Option<CommitError>,
 }
 
 /// Why a batch could not be made durable.
@@ -53,14 +33,13 @@ pub(super) enum CommitError {
 /// Runs on its own thread: syncs and commits each batch it is given, in order.
 pub(super) fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
     while let Some(mut request) = requests.blocking_recv() {
-        let jobs = request.batch.touched_jobs();
         let result = request
             .sync
             .iter()
             .try_for_each(std::fs::File::sync_data)
             .map_err(CommitError::Sync)
             .and_then(|()| Ok(journal.commit(&mut request.batch)?));
-        let committed = Committed { promises: request.promises, failed: result.err().map(|e| (e, jobs)) };
+        let committed = Committed { failed: result.err() };
         if done.blocking_send(committed).is_err() {
             return;
         }

@@ -6,7 +6,8 @@ use wire::proto::JobId;
 
 /// A client request the core cannot carry out.
 #[derive(Debug, Error)]
-pub(crate) enum Refusal {
+#[non_exhaustive]
+pub enum Refusal {
     /// The job is not known here (never submitted, or forgotten once fetched or expired).
     #[error("no job {0} here (finished jobs are forgotten once fetched or expired)")]
     UnknownJob(JobId),

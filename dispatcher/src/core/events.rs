@@ -1,0 +1,107 @@
+//! What passes between the connection tasks and the core: the closed [`Event`] enum the core
+//! handles, and the commands it sends back down each connection's channel.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ledger::record::Extent;
+use ledger::scheduler::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use wire::proto::{
+    AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobId, JobSubmission, JobSummary, NodeInfo,
+    NodeStatus, NodeToDispatcher, PayloadHash,
+};
+
+pub(crate) use ledger::jobs::AttachCommand as ClientCommand;
+
+use super::Refusal;
+use crate::liveness::LastHeard;
+use crate::spool::{Appender, Reader};
+
+/// A chunk's input in the spool, read by the node connection task just before it is sent, so
+/// inputs waiting for a slow link take no memory.
+#[derive(Debug, Clone)]
+pub(crate) struct InputRef {
+    pub(super) reader: Arc<Reader>,
+    pub(super) extent: Extent,
+}
+
+impl InputRef {
+    /// Reads the input's bytes.
+    pub(crate) fn read(&self) -> std::io::Result<Bytes> {
+        self.reader.read(self.extent)
+    }
+}
+
+/// What the core tells a node connection to do.
+#[derive(Debug)]
+pub(crate) enum NodeCommand {
+    /// Send on the work stream.
+    Send(DispatcherToNode),
+    /// Send a chunk on the work stream, reading its input from the spool first.
+    Assign { job: JobId, chunk: ChunkIndex, attempt: AttemptId, input: InputRef },
+    /// Open a payload stream with these bytes.
+    Payload(PayloadHash, Bytes),
+    /// Close the connection.
+    Close(String),
+}
+
+/// What an attaching client needs besides the command stream.
+#[derive(Debug)]
+pub(crate) struct Attachment {
+    /// Where the job's results are.
+    pub(crate) results: Option<Reader>,
+}
+
+/// Everything that can happen to the core.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// A node finished its handshake and registration.
+    NodeRegistered {
+        info: NodeInfo,
+        address: String,
+        commands: mpsc::UnboundedSender<NodeCommand>,
+        /// Stamped by the connection task as frames arrive.
+        heard: LastHeard,
+        reply: oneshot::Sender<NodeId>,
+    },
+    /// A control message from a registered node.
+    NodeMessage { node: NodeId, msg: NodeToDispatcher },
+    /// A chunk report from a registered node.
+    NodeReport { node: NodeId, report: ChunkReport },
+    /// A node's connection ended.
+    NodeClosed { node: NodeId, reason: String },
+    /// A client submits a job; the reply carries the job id and where to spool its input.
+    Submit {
+        submission: JobSubmission,
+        submitter: mpsc::UnboundedSender<ClientEvent>,
+        reply: oneshot::Sender<Result<(JobId, Appender), Refusal>>,
+    },
+    /// The next chunk input of a job was spooled here.
+    Input { job: JobId, extent: Extent },
+    /// A job's input ended; `sync` is its spool file, made durable by the journal writer with
+    /// the commit that records the input complete (not on the job's path: chunks already run).
+    InputEnd { job: JobId, sync: std::fs::File },
+    /// A job's input could not be received or stored.
+    InputFailed { job: JobId, error: String },
+    /// A client follows a job.
+    Attach {
+        job: JobId,
+        commands: mpsc::UnboundedSender<ClientCommand>,
+        /// The connection's events, the same channel a submitter on it gave.
+        client: mpsc::UnboundedSender<ClientEvent>,
+        reply: oneshot::Sender<Result<Attachment, Refusal>>,
+    },
+    /// A client has a job's whole output.
+    Release { job: JobId },
+    /// A client cancels a job.
+    Cancel { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
+    /// `dispy-submit status`.
+    Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
+    /// `dispy-submit jobs`.
+    ListJobs { reply: oneshot::Sender<Vec<JobSummary>> },
+    /// `dispy-submit nodes`.
+    ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
+    /// `dispy-submit drain` / `undrain`.
+    Drain { node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, Refusal>> },
+}

@@ -1,0 +1,132 @@
+//! What clients hear: results in chunk order and verdicts for every attachment, progress and
+//! why a job waits, and the summaries `status` and `jobs` show.
+
+use wire::proto::{ClientEvent, JobFailure, JobId, JobState, JobSummary, NodeStatus};
+
+use super::{AttachCommand, Effect, Ledger, Refusal, Time};
+
+impl Ledger {
+    /// Sends a job's clients what changed: results in order, the verdict, and to a submitter
+    /// still waiting for `InputStored` the news that the job failed first.
+    pub(super) fn notify(&mut self, job: JobId) {
+        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        let failed = match &entry.record.state {
+            JobState::Failed(failure) => Some(ClientEvent::JobFailed { failure: failure.clone() }),
+            JobState::Cancelled => Some(ClientEvent::Error { message: format!("job {job} was cancelled") }),
+            JobState::Running | JobState::Succeeded => None,
+        };
+        if let Some(event) = failed {
+            if let Some(submitter) = entry.submitter.take() {
+                // A submitter following its own job hears the verdict once, from the attachment.
+                if !entry.attachers.iter().any(|a| a.client == submitter) {
+                    self.effects.push_back(Effect::Client { client: submitter, event });
+                }
+            }
+        }
+        let progress = entry.progress(running);
+        let state = entry.record.state.clone();
+        let effects = &mut self.effects;
+        let results = &entry.results;
+        entry.attachers.retain_mut(|attacher| {
+            let tell = |command| Effect::Attachment { attach: attacher.attach, command };
+            if !matches!(state, JobState::Failed(_) | JobState::Cancelled) {
+                while let Some(Some(extent)) = results.get(attacher.next as usize) {
+                    effects.push_back(tell(AttachCommand::Output(*extent)));
+                    attacher.next += 1;
+                }
+            }
+            let verdict = match &state {
+                JobState::Running => return true,
+                JobState::Succeeded => {
+                    effects.push_back(tell(AttachCommand::OutputEnd));
+                    ClientEvent::JobSucceeded { progress }
+                }
+                JobState::Failed(failure) => ClientEvent::JobFailed { failure: failure.clone() },
+                JobState::Cancelled => {
+                    ClientEvent::JobFailed { failure: JobFailure::Other { message: format!("job {job} was cancelled") } }
+                }
+            };
+            effects.push_back(tell(AttachCommand::Event(verdict)));
+            false
+        });
+    }
+
+    /// Sends a running job's progress, if it changed, to its attached clients, or while it has
+    /// none to its submitter (which may be sizing `auto` chunks from it); and why it waits, if
+    /// that changed, to its attached clients.
+    pub(super) fn send_progress_of(&mut self, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if (entry.attachers.is_empty() && entry.submitter.is_none()) || entry.record.state != JobState::Running {
+            return;
+        }
+        let Some(scheduled) = self.scheduler.progress(job) else { return };
+        entry.retries = scheduled.retries;
+        let progress = entry.progress(scheduled.running);
+        if entry.last_progress != Some(progress) {
+            entry.last_progress = Some(progress);
+            for attacher in &entry.attachers {
+                let command = AttachCommand::Event(ClientEvent::Progress(progress));
+                self.effects.push_back(Effect::Attachment { attach: attacher.attach, command });
+            }
+            if let (true, Some(submitter)) = (entry.attachers.is_empty(), entry.submitter) {
+                self.effects.push_back(Effect::Client { client: submitter, event: ClientEvent::Progress(progress) });
+            }
+        }
+        let blocked = self.scheduler.blocked_reason(job).map(|b| b.to_string());
+        if blocked != entry.last_blocked {
+            if let Some(reason) = &blocked {
+                for attacher in &entry.attachers {
+                    let command = AttachCommand::Event(ClientEvent::Waiting { reason: reason.clone() });
+                    self.effects.push_back(Effect::Attachment { attach: attacher.attach, command });
+                }
+            }
+            entry.last_blocked = blocked;
+        }
+    }
+
+    /// A job as `status` and `jobs` show it.
+    pub(super) fn summary(&self, job: JobId) -> Result<JobSummary, Refusal> {
+        let entry = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
+        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        Ok(JobSummary {
+            job,
+            name: entry.record.submission.name.clone(),
+            state: entry.record.state.clone(),
+            progress: entry.progress(running),
+            submitted_unix_ms: entry.record.submitted_unix_ms,
+            blocked: self.scheduler.blocked_reason(job).map(|b| b.to_string()),
+            output: entry.record.submission.output.clone(),
+            results: entry.record.submission.results,
+        })
+    }
+
+    /// Every job as `jobs` lists them, by id.
+    pub(super) fn summaries(&self) -> Vec<JobSummary> {
+        let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
+        ids.sort_unstable();
+        ids.into_iter().filter_map(|j| self.summary(j).ok()).collect()
+    }
+
+    /// The connected nodes as `nodes` lists them, by name.
+    pub fn node_statuses(&self, now: Time) -> Vec<NodeStatus> {
+        let mut list: Vec<NodeStatus> = self
+            .nodes
+            .iter()
+            .map(|(id, n)| NodeStatus {
+                name: n.info.name.clone(),
+                address: n.address.clone(),
+                hostname: n.info.hostname.clone(),
+                slots: n.info.slots,
+                busy: n.busy,
+                memory_total: n.info.memory_total,
+                memory_available: n.memory_available,
+                load: n.load,
+                last_heartbeat_ms: now.at.saturating_duration_since(n.last_heartbeat).as_millis() as u64,
+                state: self.scheduler.node_state(*id).map_or_else(|| "unknown".into(), |s| s.to_string()),
+            })
+            .collect();
+        list.sort_by(|a, b| a.name.cmp(&b.name));
+        list
+    }
+}

@@ -1,0 +1,306 @@
+//! How decisions become durable: the scheduler's actions carried into effects, accepted results
+//! stored, job ends recorded, and each turn's journal batch committed with the promises it
+//! carries, which are kept only once it is durable.
+
+use std::fmt::Display;
+
+use tracing::{debug, info, warn};
+use wire::proto::{ClientEvent, DispatcherToNode, JobFailure, JobId, JobSpec, JobState};
+
+use super::{Answer, Effect, Held, Ledger, NodeCommand, Question, RequestId, StoreTicket, Time};
+use crate::record::Extent;
+use crate::scheduler::{Action, NodeId, Notice};
+
+impl Ledger {
+    /// An accepted result was appended to the job's results spool at `stored`'s extent (or could
+    /// not be). Its report is acknowledged with the commit that records it.
+    pub fn handle_result_stored(&mut self, now: Time, ticket: StoreTicket, stored: std::io::Result<Extent>) {
+        let StoreTicket { job, chunk, node, attempt, run_nanos } = ticket;
+        self.promises.ack(node, attempt);
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        entry.unstored = entry.unstored.saturating_sub(1);
+        if entry.record.state.is_finished() {
+            return;
+        }
+        match stored {
+            Ok(extent) => {
+                if let Some(slot) = entry.results.get_mut(chunk as usize) {
+                    *slot = Some(extent);
+                    entry.done += 1;
+                    entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                }
+                self.batch.results.push((job, chunk, extent));
+                self.dirty_results.insert(job);
+                self.touched.insert(job);
+                if entry.succeeded && entry.unstored == 0 {
+                    self.finish(now, job, JobState::Succeeded);
+                } else if entry.awaits_input() {
+                    // Everything sent so far is done and the submitter holds the rest back (an
+                    // `auto` rule measuring its probe): tell it now rather than at the next tick.
+                    self.send_progress_of(job);
+                }
+            }
+            Err(e) => {
+                warn!(%job, chunk, error = %e, "cannot store a result");
+                self.fail(now, job, format!("dispatcher storage failed while storing chunk {chunk}'s result: {e}"));
+            }
+        }
+    }
+
+    /// A chunk's input could not be read back from the spool: the job fails.
+    pub fn handle_input_unreadable(&mut self, now: Time, job: JobId, chunk: u64, error: &dyn Display) {
+        warn!(%job, chunk, error = %error, "cannot read a chunk's input");
+        self.fail(now, job, format!("dispatcher storage failed while reading chunk {chunk}'s input: {error}"));
+    }
+
+    /// The last [`Effect::Commit`] is durable: its promises are kept.
+    pub fn handle_committed(&mut self) {
+        self.policy.handle_committed();
+        if let Some((promises, _)) = self.in_flight.take() {
+            self.keep(promises);
+        }
+    }
+
+    /// The last [`Effect::Commit`] failed: the jobs it concerned fail, since what it recorded
+    /// of them may be lost, and its promises wait for the next commit, which records that. The
+    /// files of jobs it forgot stay, for a restarted dispatcher to restore (and expire).
+    pub fn handle_commit_failed(&mut self, now: Time, error: &dyn Display) {
+        self.policy.handle_committed();
+        let Some((promises, jobs)) = self.in_flight.take() else { return };
+        warn!(%error, "journal commit failed; failing the jobs it concerned");
+        // The lost batch may have carried the next job id: ids handed out must never return.
+        self.batch.next_job = Some(self.next_job);
+        for job in jobs {
+            self.scheduler.handle_cancel(now.at, job);
+            // Whatever the lost batch said of the job (even that it ended), the journal must now
+            // record its failure.
+            if let Some(entry) = self.jobs.get_mut(&job) {
+                entry.record.state = JobState::Running;
+            }
+            let failure = JobFailure::Other { message: format!("dispatcher storage failed: {error}") };
+            self.finish(now, job, JobState::Failed(failure));
+        }
+        // What the answers held so far say may never become durable: they say what is true now,
+        // which the next batch records.
+        self.promises.absorb(promises);
+        let mut answers = std::mem::take(&mut self.promises.answers);
+        for (_, question) in &mut answers {
+            *question = match question {
+                Question::Summary(job, _) => Question::Summary(*job, self.summary(*job)),
+                Question::Jobs(_) => Question::Jobs(self.summaries()),
+            };
+        }
+        self.promises.answers = answers;
+    }
+
+    /// On a graceful stop: commits whatever is gathering, regardless of spacing. Returns whether
+    /// an [`Effect::Commit`] was queued.
+    pub fn flush(&mut self, now: Time) -> bool {
+        let pending = !self.batch.is_empty() || !self.promises.is_empty();
+        if pending && self.policy.force(now.at) {
+            self.send_batch();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// Carries out the scheduler's decisions.
+    pub(super) fn apply_actions(&mut self, now: Time) {
+        while let Some(action) = self.scheduler.poll_action() {
+            match action {
+                Action::StartJob { node, job } => self.start_job(node, job),
+                Action::Assign { node, job, chunk, attempt, speculative } => {
+                    let Some(input) = self.jobs.get(&job).and_then(|e| e.inputs.get(chunk as usize)).copied() else {
+                        self.handle_input_unreadable(now, job, chunk, &"unknown chunk");
+                        continue;
+                    };
+                    if speculative {
+                        info!(%job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
+                    } else {
+                        debug!(%job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
+                    }
+                    self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
+                }
+                Action::CancelAttempt { node, attempt } => {
+                    self.send_node(node, NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }));
+                }
+                Action::EndJob { node, job } => self.send_node(node, NodeCommand::Send(DispatcherToNode::EndJob { job })),
+                Action::DropNode { node, reason } => {
+                    // The scheduler has already requeued the node's attempts.
+                    if let Some(entry) = self.nodes.remove(&node) {
+                        info!(node = %entry.info.name, %reason, "node lost");
+                        self.send_node(node, NodeCommand::Close(reason));
+                    }
+                }
+                Action::JobSucceeded { job, stats } => {
+                    info!(%job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
+                    let Some(entry) = self.jobs.get_mut(&job) else { continue };
+                    entry.retries = stats.retries;
+                    if entry.unstored > 0 {
+                        // Its last results are on their way to the spool; it ends with them.
+                        entry.succeeded = true;
+                    } else {
+                        self.finish(now, job, JobState::Succeeded);
+                    }
+                }
+                Action::JobFailed { job, failure, stats } => {
+                    warn!(%job, retries = stats.retries, "job failed: {failure}");
+                    if let Some(entry) = self.jobs.get_mut(&job) {
+                        entry.retries = stats.retries;
+                    }
+                    self.finish(now, job, JobState::Failed(failure));
+                }
+            }
+        }
+        while let Some(notice) = self.scheduler.poll_notice() {
+            match notice {
+                Notice::NodeSuspect { node, silent } => {
+                    warn!(node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
+                }
+                Notice::NodeRecovered { node } => info!(node = %self.node_name(node), "node recovered"),
+                Notice::NodeQuarantined { node, reason } => {
+                    warn!(node = %self.node_name(node), %reason, "node quarantined");
+                }
+            }
+        }
+    }
+
+    /// Ends a turn: tells clients what changed, and hands the turn's journal changes to the
+    /// journal when the policy says so (otherwise they wait for a later commit).
+    pub(super) fn commit(&mut self, now: Time) {
+        let mut touched: Vec<JobId> = self.touched.drain().collect();
+        touched.sort_unstable();
+        for job in touched {
+            self.notify(job);
+        }
+        let pending = !self.batch.is_empty() || !self.promises.is_empty();
+        if self.policy.poll_commit(now.at, pending, self.promises.awaited()) {
+            self.send_batch();
+        }
+    }
+
+    /// Sends `answer` once the state it describes is durable: at once when nothing is waiting
+    /// to be committed, otherwise with the commit of the batch gathering now.
+    pub(super) fn answer(&mut self, request: RequestId, question: Question) {
+        if self.batch.is_empty() && !self.policy.in_flight() {
+            self.effects.push_back(Effect::Answer { request, answer: question.into_answer() });
+        } else {
+            self.promises.answers.push((request, question));
+        }
+    }
+
+    /// Records a job's end; clients hear of it at the end of the turn. Failed and cancelled
+    /// jobs' spooled data goes with the commit that records the end; a succeeded job's results
+    /// stay until fetched or expired.
+    pub(super) fn finish(&mut self, now: Time, job: JobId, state: JobState) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if entry.record.state.is_finished() {
+            return;
+        }
+        if state != JobState::Succeeded {
+            // Its files go once its end is durable: until then a restart may resume it.
+            entry.results.iter_mut().for_each(|r| *r = None);
+            self.promises.removals.push(job);
+        }
+        entry.record.state = state;
+        entry.record.finished_unix_ms = Some(now.unix_ms);
+        self.batch.jobs.push((job, entry.record.clone()));
+        self.touched.insert(job);
+    }
+
+    /// Forgets a finished job; its files go once the journal no longer points at them.
+    pub(super) fn forget(&mut self, job: JobId) {
+        self.jobs.remove(&job);
+        self.batch.deleted.push(job);
+        self.promises.removals.push(job);
+    }
+
+    pub(super) fn purge_expired(&mut self, now: Time) {
+        let cutoff = now.unix_ms.saturating_sub(self.retention.as_millis() as u64);
+        let mut expired: Vec<JobId> = self
+            .jobs
+            .iter()
+            .filter(|(_, e)| e.record.finished_unix_ms.is_some_and(|t| t < cutoff))
+            .map(|(j, _)| *j)
+            .collect();
+        expired.sort_unstable();
+        for job in expired {
+            debug!(%job, "job expired");
+            self.forget(job);
+        }
+    }
+
+    /// Sends a node a job's spec, and the payload unless it has it.
+    fn start_job(&mut self, node: NodeId, job: JobId) {
+        let (Some(job_entry), Some(node_entry)) = (self.jobs.get(&job), self.nodes.get_mut(&node)) else {
+            return;
+        };
+        let sub = &job_entry.record.submission;
+        let spec = JobSpec {
+            job,
+            payload: sub.payload,
+            kind: sub.kind.clone(),
+            args: sub.args.clone(),
+            memory_limit: sub.memory_limit,
+            chunk_timeout_ms: sub.chunk_timeout_ms,
+            shared_input: sub.shared_input,
+        };
+        let payload = sub.payload;
+        let ship = node_entry.payloads.insert(payload);
+        if ship {
+            debug!(node = %node_entry.info.name, ?payload, "shipping payload");
+        }
+        self.send_node(node, NodeCommand::Send(DispatcherToNode::StartJob(spec)));
+        if ship {
+            self.send_node(node, NodeCommand::Payload(payload));
+        }
+    }
+
+    /// Hands the gathered batch to the journal, holding its promises until it is durable.
+    fn send_batch(&mut self) {
+        let batch = std::mem::take(&mut self.batch);
+        let jobs = batch.touched_jobs();
+        let mut sync_results: Vec<JobId> = self.dirty_results.drain().collect();
+        sync_results.sort_unstable();
+        let sync_inputs = std::mem::take(&mut self.input_syncs);
+        self.in_flight = Some((std::mem::take(&mut self.promises), jobs));
+        self.effects.push_back(Effect::Commit { batch, sync_inputs, sync_results });
+    }
+
+    /// Keeps a durable commit's promises.
+    fn keep(&mut self, promises: Held) {
+        let mut acks: Vec<_> = promises.acks.into_iter().collect();
+        acks.sort_unstable_by_key(|(node, _)| *node);
+        for (node, attempts) in acks {
+            if self.nodes.contains_key(&node) {
+                self.send_node(node, NodeCommand::Send(DispatcherToNode::Ack { attempts }));
+            }
+        }
+        for job in promises.removals {
+            self.effects.push_back(Effect::RemoveSpool(job));
+        }
+        for (request, question) in promises.answers {
+            self.effects.push_back(Effect::Answer { request, answer: question.into_answer() });
+        }
+        for job in promises.stored {
+            let Some(entry) = self.jobs.get_mut(&job) else { continue };
+            if entry.record.state != JobState::Running && entry.record.state != JobState::Succeeded {
+                continue;
+            }
+            if let Some(client) = entry.submitter.take() {
+                let event = ClientEvent::InputStored { job, chunks: entry.record.chunks };
+                self.effects.push_back(Effect::Client { client, event });
+            }
+        }
+    }
+}
+
+impl Question {
+    fn into_answer(self) -> Answer {
+        match self {
+            Question::Summary(_, summary) => Answer::Summary(summary),
+            Question::Jobs(jobs) => Answer::Jobs(jobs),
+        }
+    }
+}

@@ -1,0 +1,105 @@
+//! What the ledger keeps per node and per job.
+
+use std::collections::HashSet;
+use std::time::Instant;
+
+use wire::proto::{ChunkIndex, JobProgress, NodeInfo, PayloadHash};
+
+use super::{AttachId, ClientId};
+use crate::record::{Extent, JobRecord};
+
+/// A connected node.
+#[derive(Debug)]
+pub(super) struct NodeEntry {
+    pub(super) info: NodeInfo,
+    pub(super) address: String,
+    /// Payloads it has, so each is shipped once.
+    pub(super) payloads: HashSet<PayloadHash>,
+    pub(super) last_heartbeat: Instant,
+    pub(super) busy: u32,
+    pub(super) load: f32,
+    pub(super) memory_available: u64,
+}
+
+impl NodeEntry {
+    pub(super) fn new(info: NodeInfo, address: String, now: Instant) -> Self {
+        Self {
+            payloads: info.cached_payloads.iter().copied().collect(),
+            memory_available: info.memory_available,
+            info,
+            address,
+            last_heartbeat: now,
+            busy: 0,
+            load: 0.0,
+        }
+    }
+}
+
+/// A client following a job.
+#[derive(Debug)]
+pub(super) struct Attacher {
+    pub(super) attach: AttachId,
+    /// The attaching connection, to tell a submitter that follows its own job.
+    pub(super) client: ClientId,
+    /// The next chunk whose result this client has not been sent.
+    pub(super) next: ChunkIndex,
+}
+
+/// A job the ledger knows: running, or finished and not yet fetched or expired.
+#[derive(Debug)]
+pub(super) struct JobEntry {
+    pub(super) record: JobRecord,
+    /// Where each chunk's input is spooled, by chunk index.
+    pub(super) inputs: Vec<Extent>,
+    /// Where each chunk's accepted result is spooled (committed or about to be).
+    pub(super) results: Vec<Option<Extent>>,
+    pub(super) done: u64,
+    pub(super) retries: u64,
+    /// Node run time of the results accepted since this dispatcher started.
+    pub(super) run_nanos: u64,
+    /// Accepted results on their way to the spool.
+    pub(super) unstored: u64,
+    /// The job succeeded but results are still being stored: it finishes when they are.
+    pub(super) succeeded: bool,
+    /// The connection that submitted it, until it hears `InputStored` or the verdict.
+    pub(super) submitter: Option<ClientId>,
+    pub(super) attachers: Vec<Attacher>,
+    pub(super) last_progress: Option<JobProgress>,
+    /// Why the job last could not place its chunks, so a changed reason is sent once.
+    pub(super) last_blocked: Option<String>,
+}
+
+impl JobEntry {
+    pub(super) fn new(record: JobRecord) -> Self {
+        Self {
+            record,
+            inputs: Vec::new(),
+            results: Vec::new(),
+            done: 0,
+            retries: 0,
+            run_nanos: 0,
+            unstored: 0,
+            succeeded: false,
+            submitter: None,
+            attachers: Vec::new(),
+            last_progress: None,
+            last_blocked: None,
+        }
+    }
+
+    /// Whether every chunk received so far has its result while more input is to come.
+    pub(super) fn awaits_input(&self) -> bool {
+        !self.record.input_complete && self.done == self.record.chunks
+    }
+
+    pub(super) fn progress(&self, running: u64) -> JobProgress {
+        JobProgress {
+            done: self.done,
+            total: self.record.chunks,
+            input_complete: self.record.input_complete,
+            running,
+            retries: self.retries,
+            run_nanos: self.run_nanos,
+        }
+    }
+}

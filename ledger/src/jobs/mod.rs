@@ -1,0 +1,556 @@
+//! The job ledger: the dispatcher's decisions about jobs, nodes and clients as one sans-IO state
+//! machine that owns the [`Scheduler`].
+//!
+//! Like quinn-proto's `Connection`, a [`Ledger`] owns no sockets, channels, files or clocks. The
+//! driver (the dispatcher's core task) must:
+//! - feed it every input through a `handle_*` method, passing the current [`Time`];
+//! - end each turn (a burst of inputs) with [`Ledger::end_turn`], then drain
+//!   [`Ledger::poll_effect`] and carry out every [`Effect`] in order;
+//! - call [`Ledger::handle_timeout`] once [`Ledger::poll_timeout`] has passed;
+//! - report what it did with effects that have an outcome: [`Ledger::handle_result_stored`] for
+//!   [`Effect::StoreResult`], [`Ledger::handle_committed`] or [`Ledger::handle_commit_failed`]
+//!   for [`Effect::Commit`].
+//!
+//! It keeps one registry of jobs and nodes, the attachments and each one's next result, and the
+//! promise ledger: an acknowledgement, `InputStored` or answer is released only with the commit
+//! that makes what it says durable (see `crate::promises`). Peers are named by ids the driver
+//! maps to its channels: [`NodeId`] (assigned here), [`ClientId`] (a client connection),
+//! [`AttachId`] (one attachment) and [`RequestId`] (a question awaiting its answer).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tracing::{debug, info, warn};
+use wire::proto::{
+    AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId, JobState, JobSubmission,
+    JobSummary, NodeInfo, NodeStatus, NodeToDispatcher, PayloadHash, PayloadKind,
+};
+
+use crate::promises::{CommitPolicy, Promises};
+use crate::record::{Batch, Extent, JobRecord};
+use crate::scheduler::{JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+
+mod clients;
+mod durability;
+mod entries;
+mod refusal;
+mod restore;
+#[cfg(test)]
+mod tests;
+
+use entries::{Attacher, JobEntry, NodeEntry};
+pub use refusal::Refusal;
+pub use restore::{ReadError, Recovered, RestoredJob};
+
+/// Promises held for a batch: acknowledgements, `InputStored`, answers and spool removals.
+type Held = Promises<(RequestId, Question)>;
+
+/// A question whose answer waits for durability. It is answered from the state when it was
+/// asked, unless the batch holding that state fails: then again from the state after the failure.
+#[derive(Debug)]
+enum Question {
+    /// `status` or `cancel` of a job, with its answer.
+    Summary(JobId, Result<JobSummary, Refusal>),
+    /// `jobs`, with its answer.
+    Jobs(Vec<JobSummary>),
+}
+
+/// How often (in progress ticks) expired jobs are purged.
+const PURGE_EVERY: u32 = 50;
+
+/// The present, as the driver reads it: a monotonic instant for timers and the wall clock for
+/// the times a job record keeps.
+#[derive(Debug, Clone, Copy)]
+pub struct Time {
+    /// For timers and ages.
+    pub at: Instant,
+    /// Milliseconds since the Unix epoch.
+    pub unix_ms: u64,
+}
+
+/// A client connection, as the driver names it: where its events go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ClientId(pub u64);
+
+/// One attachment (a client following a job), as the driver names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AttachId(pub u64);
+
+/// A question whose answer waits until what it says is durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Something the driver must do.
+#[derive(Debug)]
+pub enum Effect {
+    /// Tell a node something.
+    Node {
+        /// The node.
+        node: NodeId,
+        /// What to tell it.
+        command: NodeCommand,
+    },
+    /// Send an event to a client connection (a submitter).
+    Client {
+        /// The connection.
+        client: ClientId,
+        /// The event.
+        event: ClientEvent,
+    },
+    /// Tell an attachment something; a verdict ends it.
+    Attachment {
+        /// The attachment.
+        attach: AttachId,
+        /// What to tell it.
+        command: AttachCommand,
+    },
+    /// Answer a question.
+    Answer {
+        /// The question.
+        request: RequestId,
+        /// Its answer.
+        answer: Answer,
+    },
+    /// Append an accepted result to the job's results spool, then report with
+    /// [`Ledger::handle_result_stored`].
+    StoreResult {
+        /// What to hand back with the outcome.
+        ticket: StoreTicket,
+        /// The result's bytes.
+        output: Bytes,
+    },
+    /// Make a batch durable: sync the named jobs' spool files, commit the batch, then report with
+    /// [`Ledger::handle_committed`] or [`Ledger::handle_commit_failed`].
+    Commit {
+        /// The changes.
+        batch: Batch,
+        /// Jobs whose input spool file the batch points into and must be synced first.
+        sync_inputs: Vec<JobId>,
+        /// Jobs whose results spool file the batch points into and must be synced first.
+        sync_results: Vec<JobId>,
+    },
+    /// Close a job's spool files and delete them.
+    RemoveSpool(JobId),
+}
+
+/// What to tell a node.
+#[derive(Debug, PartialEq)]
+pub enum NodeCommand {
+    /// Send on its work stream.
+    Send(DispatcherToNode),
+    /// Send a chunk on its work stream, reading its input from the job's input spool.
+    Assign {
+        /// The job.
+        job: JobId,
+        /// The chunk.
+        chunk: ChunkIndex,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Where the chunk's input is spooled.
+        input: Extent,
+    },
+    /// Ship it the payload's bytes.
+    Payload(PayloadHash),
+    /// Close its connection.
+    Close(String),
+}
+
+/// What to tell an attachment.
+#[derive(Debug, PartialEq)]
+pub enum AttachCommand {
+    /// Send the next result, in chunk order; its bytes are at this extent of the results spool.
+    Output(Extent),
+    /// Every result has been sent; finish the output stream.
+    OutputEnd,
+    /// Send on the control stream; a verdict ends the attachment.
+    Event(ClientEvent),
+}
+
+/// An answer held until what it says is durable.
+#[derive(Debug)]
+pub enum Answer {
+    /// To `status` or `cancel`.
+    Summary(Result<JobSummary, Refusal>),
+    /// To `jobs`.
+    Jobs(Vec<JobSummary>),
+}
+
+/// Which result a [`Effect::StoreResult`] stores, and for whom.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreTicket {
+    /// The job.
+    pub job: JobId,
+    /// The chunk.
+    pub chunk: ChunkIndex,
+    /// The node that reported it, to acknowledge once stored.
+    pub node: NodeId,
+    /// The attempt.
+    pub attempt: AttemptId,
+    /// How long it ran on its node.
+    pub run_nanos: u64,
+}
+
+/// The dispatcher's job ledger.
+#[derive(Debug)]
+pub struct Ledger {
+    scheduler: Scheduler,
+    nodes: HashMap<NodeId, NodeEntry>,
+    jobs: HashMap<JobId, JobEntry>,
+    /// The journal changes gathering.
+    batch: Batch,
+    /// Promises to keep once `batch` is durable.
+    promises: Held,
+    /// Promises of the batch being committed, and the jobs it concerns.
+    in_flight: Option<(Held, Vec<JobId>)>,
+    policy: CommitPolicy,
+    /// Jobs whose results file gained bytes that `batch` points at.
+    dirty_results: HashSet<JobId>,
+    /// Jobs whose input ended this turn: their input file is synced before `batch` commits.
+    input_syncs: Vec<JobId>,
+    /// Jobs whose results, input or state changed this turn: their clients hear of it.
+    touched: HashSet<JobId>,
+    effects: VecDeque<Effect>,
+    next_node: u64,
+    next_job: u64,
+    retention: Duration,
+    /// Names of every node that ever registered, so a returning node is logged as rejoined.
+    seen_nodes: HashSet<String>,
+    ticks: u32,
+}
+
+impl Ledger {
+    /// Builds the ledger from what the journal recovered, resuming every unfinished job whose
+    /// input was complete and failing the rest. Jobs are forgotten `retention` after they end.
+    pub fn new(config: SchedulerConfig, retention: Duration, recovered: Recovered, now: Time) -> Self {
+        let mut ledger = Self {
+            scheduler: Scheduler::new(config),
+            nodes: HashMap::new(),
+            jobs: HashMap::new(),
+            batch: Batch::default(),
+            promises: Promises::default(),
+            in_flight: None,
+            policy: CommitPolicy::default(),
+            dirty_results: HashSet::new(),
+            input_syncs: Vec::new(),
+            touched: HashSet::new(),
+            effects: VecDeque::new(),
+            next_node: 1,
+            next_job: recovered.next_job,
+            retention,
+            seen_nodes: HashSet::new(),
+            ticks: 0,
+        };
+        // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
+        ledger.scheduler.set_attempt_base(recovered.incarnation << 40);
+        for job in recovered.jobs {
+            ledger.restore(now, job);
+        }
+        ledger
+    }
+
+    /// Whether the ledger knows `job` (a spool directory of any other job is stale).
+    pub fn knows(&self, job: JobId) -> bool {
+        self.jobs.contains_key(&job)
+    }
+
+    /// The next thing the driver must do.
+    pub fn poll_effect(&mut self) -> Option<Effect> {
+        self.effects.pop_front()
+    }
+
+    /// When [`Ledger::handle_timeout`] is next due.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.scheduler.poll_timeout(), self.policy.poll_timeout()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// A timeout passed: the scheduler's timers fire, and a held-back batch may go at the end of
+    /// the turn.
+    pub fn handle_timeout(&mut self, now: Time) {
+        self.scheduler.handle_timeout(now.at);
+    }
+
+    /// A node's connection saw a frame at `at`, maybe before the ledger handled it: a node behind
+    /// the driver's own backlog is not judged silent.
+    pub fn handle_sign_of_life(&mut self, at: Instant, node: NodeId) {
+        self.scheduler.handle_sign_of_life(at, node);
+    }
+
+    /// Ends a turn: carries out the scheduler's decisions, tells clients what changed, and
+    /// starts a commit when the policy says so.
+    pub fn end_turn(&mut self, now: Time) {
+        self.apply_actions(now);
+        self.commit(now);
+    }
+
+    /// The progress tick: clients hear how running jobs are doing, and now and then expired jobs
+    /// are forgotten.
+    pub fn handle_tick(&mut self, now: Time) {
+        let jobs: Vec<JobId> = self.jobs.keys().copied().collect();
+        for job in jobs {
+            self.send_progress_of(job);
+        }
+        self.ticks = self.ticks.wrapping_add(1);
+        if self.ticks.is_multiple_of(PURGE_EVERY) {
+            self.purge_expired(now);
+        }
+    }
+
+    /// A node finished its handshake and registration; returns its id.
+    pub fn handle_node_registered(&mut self, now: Time, info: NodeInfo, address: String) -> NodeId {
+        let node = NodeId(self.next_node);
+        self.next_node += 1;
+        let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
+        info!(node = %info.name, %address, slots = info.slots, cores = info.cores,
+            memory = %wire::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
+            "{event}");
+        self.scheduler.handle_node_joined(now.at, node, NodeResources {
+            name: info.name.clone(),
+            slots: info.slots,
+            memory_total: info.memory_total,
+            memory_available: info.memory_available,
+            os: info.os.clone(),
+            arch: info.arch.clone(),
+        });
+        self.nodes.insert(node, NodeEntry::new(info, address, now.at));
+        node
+    }
+
+    /// A control message from a registered node.
+    pub fn handle_node_message(&mut self, now: Time, node: NodeId, msg: NodeToDispatcher) {
+        match msg {
+            NodeToDispatcher::Heartbeat(beat) => {
+                if let Some(entry) = self.nodes.get_mut(&node) {
+                    entry.last_heartbeat = now.at;
+                    entry.busy = beat.busy_slots;
+                    entry.load = beat.load;
+                    entry.memory_available = beat.memory_available;
+                    self.scheduler.handle_heartbeat(now.at, node, beat.memory_available);
+                }
+            }
+            NodeToDispatcher::JobReady { job } => self.scheduler.handle_job_ready(now.at, node, job),
+            NodeToDispatcher::JobRejected { job, error } => {
+                warn!(%job, node = %self.node_name(node), %error, "node rejected job");
+                self.scheduler.handle_job_rejected(now.at, node, job, error);
+            }
+            NodeToDispatcher::Register(_) => {
+                if self.nodes.remove(&node).is_some() {
+                    self.send_node(node, NodeCommand::Close("registered twice".into()));
+                    self.scheduler.handle_node_lost(now.at, node);
+                }
+            }
+        }
+    }
+
+    /// A node's connection ended.
+    pub fn handle_node_closed(&mut self, now: Time, node: NodeId, reason: &str) {
+        if let Some(entry) = self.nodes.remove(&node) {
+            info!(node = %entry.info.name, %reason, "node left");
+            self.scheduler.handle_node_lost(now.at, node);
+        }
+    }
+
+    /// A chunk report from a registered node. An accepted result is stored first
+    /// ([`Effect::StoreResult`]); every other report is acknowledged with the next commit.
+    pub fn handle_report(&mut self, now: Time, node: NodeId, report: ChunkReport) {
+        match report.outcome {
+            Ok(output) => {
+                self.scheduler.handle_run_time(now.at, node, report.attempt, Duration::from_nanos(report.run_nanos));
+                let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now.at, node, report.attempt) else {
+                    debug!(attempt = %report.attempt, "late or duplicate result discarded");
+                    self.promises.ack(node, report.attempt);
+                    return;
+                };
+                let Some(entry) = self.jobs.get_mut(&job) else {
+                    self.promises.ack(node, report.attempt);
+                    return;
+                };
+                entry.unstored += 1;
+                let ticket = StoreTicket { job, chunk, node, attempt: report.attempt, run_nanos: report.run_nanos };
+                self.effects.push_back(Effect::StoreResult { ticket, output });
+            }
+            Err(failure) => {
+                self.promises.ack(node, report.attempt);
+                warn!(node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
+                self.scheduler.handle_chunk_failed(now.at, node, report.attempt, failure);
+            }
+        }
+    }
+
+    /// A client submits a job whose payload the driver holds; returns its id. The driver then
+    /// spools its input and reports each chunk with [`Ledger::handle_input`].
+    ///
+    /// # Errors
+    /// [`Refusal::NoPlatform`] for a native payload no connected node can run.
+    pub fn handle_submit(&mut self, now: Time, client: ClientId, submission: JobSubmission) -> Result<JobId, Refusal> {
+        if let PayloadKind::Native { os, arch } = &submission.kind {
+            // A native payload for a platform no connected node has is refused now, not after
+            // its placement timeout; with no node connected yet it may still find one.
+            if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
+                let reason =
+                    self.scheduler.eligible_summary(&requirements(&submission)).err().map(|b| b.to_string()).unwrap_or_default();
+                return Err(Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason });
+            }
+        }
+        let job = JobId(self.next_job);
+        self.next_job += 1;
+        self.batch.next_job = Some(self.next_job);
+        info!(%job, name = %submission.name, payload = ?submission.payload, "job submitted");
+        self.scheduler.handle_job_submitted(now.at, job, requirements(&submission));
+        let record = JobRecord {
+            submission,
+            state: JobState::Running,
+            chunks: 0,
+            input_complete: false,
+            submitted_unix_ms: now.unix_ms,
+            finished_unix_ms: None,
+        };
+        self.batch.jobs.push((job, record.clone()));
+        let mut entry = JobEntry::new(record);
+        entry.submitter = Some(client);
+        self.jobs.insert(job, entry);
+        Ok(job)
+    }
+
+    /// The next chunk input of a running job was spooled at `extent`.
+    pub fn handle_input(&mut self, now: Time, job: JobId, extent: Extent) {
+        if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+            let chunk = entry.inputs.len() as ChunkIndex;
+            entry.inputs.push(extent);
+            entry.results.push(None);
+            entry.record.chunks += 1;
+            self.batch.inputs.push((job, chunk, extent));
+            self.scheduler.handle_chunks_added(now.at, job, 1);
+        }
+    }
+
+    /// A job's input ended. Its spool file is synced with the commit that records the input
+    /// complete, and the submitter hears `InputStored` once that commit is durable.
+    pub fn handle_input_end(&mut self, now: Time, job: JobId) {
+        if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+            debug!(%job, chunks = entry.record.chunks, "input complete");
+            entry.record.input_complete = true;
+            self.batch.jobs.push((job, entry.record.clone()));
+            self.input_syncs.push(job);
+            self.promises.stored.push(job);
+            self.touched.insert(job);
+            self.scheduler.handle_input_complete(now.at, job);
+        }
+    }
+
+    /// A job's input could not be received or stored: the job fails.
+    pub fn handle_input_failed(&mut self, now: Time, job: JobId, error: &str) {
+        if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
+            warn!(%job, %error, "job input failed");
+            self.fail(now, job, format!("job input failed: {error}"));
+        }
+    }
+
+    /// Whether `job` can be followed, and if so whether it has results to read (it is running or
+    /// succeeded), so the driver opens its results file before [`Ledger::handle_attach`].
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownJob`].
+    pub fn attachable(&self, job: JobId) -> Result<bool, Refusal> {
+        let entry = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
+        Ok(matches!(entry.record.state, JobState::Running | JobState::Succeeded))
+    }
+
+    /// A client connection follows `job` through `attach`: it is sent every result from the
+    /// first, in chunk order, then the verdict. Call after [`Ledger::attachable`] said yes.
+    pub fn handle_attach(&mut self, job: JobId, attach: AttachId, client: ClientId) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.attachers.push(Attacher { attach, client, next: 0 });
+            self.touched.insert(job);
+        }
+    }
+
+    /// An attachment's client went away.
+    pub fn handle_attachment_closed(&mut self, job: JobId, attach: AttachId) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.attachers.retain(|a| a.attach != attach);
+        }
+    }
+
+    /// A client has a finished job's whole output: the job is forgotten.
+    pub fn handle_release(&mut self, job: JobId) {
+        if self.jobs.get(&job).is_some_and(|e| e.record.state.is_finished()) {
+            debug!(%job, "job released by its client");
+            self.forget(job);
+        }
+    }
+
+    /// A client cancels a job; the answer follows once the cancellation is durable.
+    pub fn handle_cancel(&mut self, now: Time, request: RequestId, job: JobId) {
+        if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
+            info!(%job, "job cancelled");
+            self.scheduler.handle_cancel(now.at, job);
+            self.finish(now, job, JobState::Cancelled);
+        }
+        let question = Question::Summary(job, self.summary(job));
+        self.answer(request, question);
+    }
+
+    /// `status`: answered once what it says is durable.
+    pub fn handle_status(&mut self, request: RequestId, job: JobId) {
+        let question = Question::Summary(job, self.summary(job));
+        self.answer(request, question);
+    }
+
+    /// `jobs`: answered once what it says is durable.
+    pub fn handle_list_jobs(&mut self, request: RequestId) {
+        let question = Question::Jobs(self.summaries());
+        self.answer(request, question);
+    }
+
+    /// Drains (or undrains) every connected node named `name`, and lists the nodes.
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownNode`] when none is connected.
+    pub fn handle_drain(&mut self, now: Time, name: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+        let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.info.name == name).map(|(id, _)| *id).collect();
+        if ids.is_empty() {
+            return Err(Refusal::UnknownNode(name.to_owned()));
+        }
+        for id in ids {
+            if drain {
+                info!(node = %name, "node drained by an operator");
+                self.scheduler.handle_drain(now.at, id);
+            } else {
+                info!(node = %name, "node undrained by an operator");
+                self.scheduler.handle_undrain(now.at, id);
+            }
+        }
+        Ok(self.node_statuses(now))
+    }
+
+    /// Fails a running job with `message`, cancelling its attempts.
+    fn fail(&mut self, now: Time, job: JobId, message: String) {
+        self.scheduler.handle_cancel(now.at, job);
+        self.finish(now, job, JobState::Failed(JobFailure::Other { message }));
+    }
+
+    fn send_node(&mut self, node: NodeId, command: NodeCommand) {
+        self.effects.push_back(Effect::Node { node, command });
+    }
+
+    fn node_name(&self, node: NodeId) -> String {
+        self.nodes.get(&node).map_or_else(|| format!("#{}", node.0), |n| n.info.name.clone())
+    }
+}
+
+fn requirements(submission: &JobSubmission) -> JobRequirements {
+    JobRequirements {
+        memory_limit: submission.memory_limit,
+        max_attempts: submission.max_attempts,
+        priority: submission.priority,
+        placement_timeout: Duration::from_millis(submission.placement_timeout_ms),
+        platform: match &submission.kind {
+            PayloadKind::Wasm => None,
+            PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
+        },
+    }
+}

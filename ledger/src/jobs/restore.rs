@@ -1,0 +1,107 @@
+//! Starting from what the journal kept: unfinished jobs whose input was complete resume and rerun
+//! only chunks without a stored result; jobs whose input was still arriving fail; finished jobs
+//! wait to be fetched or to expire.
+
+use tracing::{info, warn};
+use wire::proto::{ChunkIndex, JobFailure, JobId, JobState};
+
+use super::entries::JobEntry;
+use super::{requirements, Ledger, Time};
+use crate::record::{Extent, JobRecord};
+
+/// A failure to read what the journal holds of a job.
+pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
+
+/// What the journal held when the dispatcher started.
+#[derive(Debug, Default)]
+pub struct Recovered {
+    /// The next job id to hand out.
+    pub next_job: u64,
+    /// How many times the journal has been opened, this time included; it keeps attempt ids of
+    /// different dispatcher lifetimes apart.
+    pub incarnation: u64,
+    /// Every remembered job.
+    pub jobs: Vec<RestoredJob>,
+}
+
+/// One remembered job, with the extents [`RestoredJob::reads`] said to read.
+#[derive(Debug)]
+pub struct RestoredJob {
+    /// The job.
+    pub job: JobId,
+    /// Its record.
+    pub record: JobRecord,
+    /// Where its chunks' inputs are spooled, in chunk order (empty if not read).
+    pub inputs: Result<Vec<Extent>, ReadError>,
+    /// Where its stored results are (empty if not read).
+    pub results: Result<Vec<(ChunkIndex, Extent)>, ReadError>,
+}
+
+impl RestoredJob {
+    /// Which of a job's extents the restore needs: `(inputs, results)`. A running job with its
+    /// whole input needs both; a succeeded one its results; any other neither.
+    pub fn reads(record: &JobRecord) -> (bool, bool) {
+        match record.state {
+            JobState::Running => (record.input_complete, record.input_complete),
+            JobState::Succeeded => (false, true),
+            JobState::Failed(_) | JobState::Cancelled => (false, false),
+        }
+    }
+}
+
+impl Ledger {
+    pub(super) fn restore(&mut self, now: Time, restored: RestoredJob) {
+        let RestoredJob { job, record, inputs, results } = restored;
+        let mut entry = JobEntry::new(record);
+        if entry.record.state != JobState::Running {
+            if entry.record.state == JobState::Succeeded {
+                // Its results wait to be fetched: `wait` streams them from the spool.
+                match results {
+                    Ok(results) => {
+                        entry.results = vec![None; entry.record.chunks as usize];
+                        fill(&mut entry.results, results);
+                        entry.done = entry.record.chunks;
+                    }
+                    Err(e) => warn!(%job, error = %e, "cannot read a finished job's results"),
+                }
+            }
+            self.jobs.insert(job, entry);
+            return;
+        }
+        if !entry.record.input_complete {
+            self.jobs.insert(job, entry);
+            let message = "the dispatcher restarted before the job's input was complete; submit it again".to_owned();
+            self.finish(now, job, JobState::Failed(JobFailure::Other { message }));
+            return;
+        }
+        let (inputs, results) = match (inputs, results) {
+            (Ok(inputs), Ok(results)) => (inputs, results),
+            (Err(e), _) | (_, Err(e)) => {
+                self.jobs.insert(job, entry);
+                self.finish(now, job, JobState::Failed(JobFailure::Other { message: format!("cannot resume: {e}") }));
+                return;
+            }
+        };
+        entry.inputs = inputs;
+        entry.results = vec![None; entry.inputs.len()];
+        entry.done = fill(&mut entry.results, results);
+        entry.record.chunks = entry.inputs.len() as u64;
+        let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
+        info!(%job, chunks = entry.record.chunks, done = entry.done, "resuming job");
+        self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.submission), &done);
+        self.jobs.insert(job, entry);
+        self.touched.insert(job);
+    }
+}
+
+/// Puts each stored result in its chunk's slot; returns how many found one.
+fn fill(slots: &mut [Option<Extent>], results: Vec<(ChunkIndex, Extent)>) -> u64 {
+    let mut filled = 0;
+    for (chunk, extent) in results {
+        if let Some(slot) = slots.get_mut(chunk as usize) {
+            *slot = Some(extent);
+            filled += 1;
+        }
+    }
+    filled
+}

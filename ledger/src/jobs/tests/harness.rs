@@ -1,0 +1,507 @@
+//! A virtual-time world around one [`Ledger`], like quinn-proto's `Pair`: fake nodes that run
+//! chunks and keep reports until acknowledged, clients that submit, follow and ask, an in-memory
+//! spool whose unsynced bytes a crash loses, and a journal whose commits finish late or fail. It
+//! checks the ledger's promises as effects come out, and can crash and restart the dispatcher
+//! from whatever the journal holds.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use wire::proto::{
+    AttemptId, ChunkFailure, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, FailureKind, Heartbeat, JobId,
+    JobState, JobSubmission, NodeInfo, NodeToDispatcher, PayloadHash, PayloadKind, ResultMode,
+};
+
+use super::super::{
+    AttachCommand, AttachId, ClientId, Effect, Ledger, NodeCommand, Recovered, RequestId, RestoredJob, Time,
+};
+use crate::record::{Batch, Extent, JobRecord};
+use crate::scheduler::{NodeId, SchedulerConfig};
+
+/// A small xorshift generator: histories come from a seed, so a failure replays.
+pub(super) struct Rng(u64);
+
+impl Rng {
+    pub(super) fn new(seed: u64) -> Self {
+        Self(seed | 1)
+    }
+
+    pub(super) fn next(&mut self) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0
+    }
+
+    /// True with probability `percent` / 100.
+    pub(super) fn chance(&mut self, percent: u64) -> bool {
+        self.next() % 100 < percent
+    }
+
+    pub(super) fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// What a payload does to a chunk: the result the clients must receive for it.
+pub(super) fn run(input: &[u8]) -> Vec<u8> {
+    input.iter().rev().map(|b| b.wrapping_add(1)).collect()
+}
+
+/// A job's spool files; bytes past the synced length are lost in a crash.
+#[derive(Default)]
+struct SpoolFiles {
+    input: Vec<u8>,
+    input_synced: u64,
+    results: Vec<u8>,
+    results_synced: u64,
+}
+
+/// The journal as it is on disk.
+#[derive(Default, Clone)]
+struct Durable {
+    next_job: u64,
+    incarnation: u64,
+    jobs: BTreeMap<JobId, JobRecord>,
+    inputs: BTreeMap<(JobId, ChunkIndex), Extent>,
+    results: BTreeMap<(JobId, ChunkIndex), Extent>,
+}
+
+impl Durable {
+    fn apply(&mut self, batch: &Batch) {
+        if let Some(next) = batch.next_job {
+            self.next_job = next;
+        }
+        for (job, record) in &batch.jobs {
+            self.jobs.insert(*job, record.clone());
+        }
+        for (job, chunk, extent) in &batch.inputs {
+            self.inputs.insert((*job, *chunk), *extent);
+        }
+        for (job, chunk, extent) in &batch.results {
+            self.results.insert((*job, *chunk), *extent);
+        }
+        for job in &batch.deleted {
+            self.jobs.remove(job);
+            self.inputs.retain(|(j, _), _| j != job);
+            self.results.retain(|(j, _), _| j != job);
+        }
+    }
+
+    /// Whether what the journal holds of `job` no longer needs `chunk`'s result: it has it, or
+    /// the job is over without results or forgotten.
+    fn settles(&self, job: JobId, chunk: ChunkIndex) -> bool {
+        self.results.contains_key(&(job, chunk))
+            || self.jobs.get(&job).is_none_or(|r| matches!(r.state, JobState::Failed(_) | JobState::Cancelled))
+    }
+}
+
+/// A fake node: runs what it is assigned, keeps its reports until acknowledged.
+struct FakeNode {
+    name: String,
+    id: NodeId,
+    queue: Vec<(AttemptId, JobId, ChunkIndex, Extent)>,
+    unacked: HashMap<AttemptId, ChunkReport>,
+}
+
+/// One client following a job.
+struct Follower {
+    job: JobId,
+    next: ChunkIndex,
+    done: bool,
+}
+
+/// The world.
+pub(super) struct World {
+    pub(super) ledger: Ledger,
+    pub(super) now: Time,
+    durable: Durable,
+    spool: HashMap<JobId, SpoolFiles>,
+    /// The commit in flight: its batch and the synced lengths it relies on.
+    in_flight: Option<Batch>,
+    nodes: Vec<FakeNode>,
+    followers: HashMap<AttachId, Follower>,
+    /// Chunks each job was submitted with.
+    submitted: BTreeMap<JobId, Vec<Vec<u8>>>,
+    /// Accepted results being stored: attempt → (job, chunk).
+    accepted: HashMap<AttemptId, (JobId, ChunkIndex)>,
+    questions: HashMap<RequestId, JobId>,
+    next_id: u64,
+    /// `(job, chunk)` that must not be assigned again: they had a durable result at a restart.
+    pub(super) stored_at_restart: HashSet<(JobId, ChunkIndex)>,
+    pub(super) restarts: u32,
+    pub(super) verdicts: u32,
+}
+
+const SLOTS: u32 = 2;
+
+impl World {
+    pub(super) fn new(nodes: usize) -> Self {
+        let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
+        let durable = Durable { next_job: 1, incarnation: 1, ..Durable::default() };
+        let mut world = Self {
+            ledger: Ledger::new(config(), Duration::from_secs(3600), Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now),
+            now,
+            durable,
+            spool: HashMap::new(),
+            in_flight: None,
+            nodes: Vec::new(),
+            followers: HashMap::new(),
+            submitted: BTreeMap::new(),
+            accepted: HashMap::new(),
+            questions: HashMap::new(),
+            next_id: 0,
+            stored_at_restart: HashSet::new(),
+            restarts: 0,
+            verdicts: 0,
+        };
+        for n in 0..nodes {
+            let name = format!("node-{n}");
+            let id = world.ledger.handle_node_registered(now, info(&name), "10.0.0.1:1".into());
+            world.nodes.push(FakeNode { name, id, queue: Vec::new(), unacked: HashMap::new() });
+        }
+        world.turn();
+        world
+    }
+
+    fn fresh(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    /// A client submits a job of `chunks` chunks, sends its whole input and, if `follow`, follows it.
+    pub(super) fn submit(&mut self, chunks: usize, follow: bool) {
+        let client = ClientId(self.fresh());
+        let Ok(job) = self.ledger.handle_submit(self.now, client, submission()) else {
+            panic!("a wasm job is always accepted");
+        };
+        let inputs: Vec<Vec<u8>> = (0..chunks).map(|c| vec![job.0 as u8, c as u8, 7, 9]).collect();
+        let files = self.spool.entry(job).or_default();
+        let mut extents = Vec::new();
+        for input in &inputs {
+            extents.push(Extent { offset: files.input.len() as u64, len: input.len() as u64 });
+            files.input.extend_from_slice(input);
+        }
+        for extent in extents {
+            self.ledger.handle_input(self.now, job, extent);
+        }
+        self.ledger.handle_input_end(self.now, job);
+        self.submitted.insert(job, inputs);
+        if follow {
+            self.follow(job, client);
+        }
+        self.turn();
+    }
+
+    fn follow(&mut self, job: JobId, client: ClientId) {
+        if self.ledger.attachable(job).is_ok() {
+            let attach = AttachId(self.fresh());
+            self.ledger.handle_attach(job, attach, client);
+            self.followers.insert(attach, Follower { job, next: 0, done: false });
+        }
+    }
+
+    /// A client asks for a job's status.
+    pub(super) fn ask(&mut self, pick: u64) {
+        let jobs: Vec<JobId> = self.submitted.keys().copied().collect();
+        let Some(job) = jobs.get(pick as usize % jobs.len().max(1)).copied() else { return };
+        let request = RequestId(self.fresh());
+        self.questions.insert(request, job);
+        self.ledger.handle_status(request, job);
+        self.turn();
+    }
+
+    /// A node runs the first chunk it holds and reports (failing it now and then).
+    pub(super) fn run_one(&mut self, rng: &mut Rng) {
+        let busy: Vec<usize> = (0..self.nodes.len()).filter(|n| !self.nodes[*n].queue.is_empty()).collect();
+        let Some(&n) = busy.get(rng.below(busy.len() as u64) as usize) else { return };
+        let (attempt, job, _chunk, extent) = self.nodes[n].queue.remove(0);
+        let outcome = if rng.chance(10) {
+            Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() })
+        } else {
+            let input = &self.spool[&job].input[extent.offset as usize..(extent.offset + extent.len) as usize];
+            Ok(Bytes::from(run(input)))
+        };
+        let report = ChunkReport { attempt, outcome, run_nanos: 1_000 };
+        self.nodes[n].unacked.insert(attempt, report.clone());
+        let id = self.nodes[n].id;
+        self.ledger.handle_report(self.now, id, report);
+        self.turn();
+    }
+
+    /// The commit in flight finishes: durable, or failed.
+    pub(super) fn finish_commit(&mut self, durable: bool) {
+        let Some(batch) = self.in_flight.take() else { return };
+        if durable {
+            self.durable.apply(&batch);
+            self.check_extents_synced();
+            self.ledger.handle_committed();
+        } else {
+            let jobs = batch.touched_jobs();
+            self.ledger.handle_commit_failed(self.now, &"disk on fire");
+            self.turn();
+            for job in jobs {
+                let summary = self.ledger.summary(job);
+                assert!(
+                    summary.as_ref().map_or(true, |s| s.state.is_finished()),
+                    "job {job} outlived the failed commit that carried it: {summary:?}"
+                );
+            }
+            return;
+        }
+        self.turn();
+    }
+
+    /// Time passes; nodes heartbeat and the ledger's timers fire.
+    pub(super) fn wait(&mut self, by: Duration) {
+        self.now.at += by;
+        self.now.unix_ms += by.as_millis() as u64;
+        for node in &self.nodes {
+            let beat = Heartbeat { load: 0.0, memory_available: 1 << 33, busy_slots: 0 };
+            self.ledger.handle_node_message(self.now, node.id, NodeToDispatcher::Heartbeat(beat));
+        }
+        if self.ledger.poll_timeout().is_some_and(|t| t <= self.now.at) {
+            self.ledger.handle_timeout(self.now);
+        }
+        self.ledger.handle_tick(self.now);
+        self.turn();
+    }
+
+    /// The dispatcher crashes and starts again from the journal; unsynced spool bytes are lost,
+    /// nodes reconnect and resend what was not acknowledged, clients reattach.
+    pub(super) fn restart(&mut self) {
+        self.restarts += 1;
+        self.in_flight = None;
+        for files in self.spool.values_mut() {
+            files.input.truncate(files.input_synced as usize);
+            files.results.truncate(files.results_synced as usize);
+        }
+        self.durable.incarnation += 1;
+        self.stored_at_restart = self.durable.results.keys().copied().collect();
+        self.ledger = Ledger::new(config(), Duration::from_secs(3600), self.recovered(), self.now);
+        self.questions.clear();
+        self.accepted.clear();
+        let jobs: Vec<JobId> = self.followers.values().map(|f| f.job).collect();
+        self.followers.clear();
+        for job in jobs {
+            let client = ClientId(self.fresh());
+            self.follow(job, client);
+        }
+        for n in 0..self.nodes.len() {
+            let id = self.ledger.handle_node_registered(self.now, info(&self.nodes[n].name), "10.0.0.1:1".into());
+            self.nodes[n].id = id;
+            self.nodes[n].queue.clear();
+            let resend: Vec<ChunkReport> = self.nodes[n].unacked.values().cloned().collect();
+            for report in resend {
+                self.ledger.handle_report(self.now, id, report);
+            }
+        }
+        self.turn();
+    }
+
+    fn recovered(&self) -> Recovered {
+        let jobs = self
+            .durable
+            .jobs
+            .iter()
+            .map(|(job, record)| {
+                let (inputs, results) = RestoredJob::reads(record);
+                let of = |table: &BTreeMap<(JobId, ChunkIndex), Extent>| {
+                    table.range((*job, 0)..=(*job, u64::MAX)).map(|((_, c), e)| (*c, *e)).collect::<Vec<_>>()
+                };
+                RestoredJob {
+                    job: *job,
+                    record: record.clone(),
+                    inputs: Ok(if inputs { of(&self.durable.inputs).into_iter().map(|(_, e)| e).collect() } else { Vec::new() }),
+                    results: Ok(if results { of(&self.durable.results) } else { Vec::new() }),
+                }
+            })
+            .collect();
+        Recovered { next_job: self.durable.next_job, incarnation: self.durable.incarnation, jobs }
+    }
+
+    /// Ends a turn and carries out every effect, checking each promise as it is kept.
+    pub(super) fn turn(&mut self) {
+        self.carry_out();
+        self.ledger.end_turn(self.now);
+        self.carry_out();
+    }
+
+    fn carry_out(&mut self) {
+        while let Some(effect) = self.ledger.poll_effect() {
+            match effect {
+                Effect::Node { node, command } => self.command_node(node, command),
+                Effect::Client { event, .. } => match event {
+                    ClientEvent::InputStored { job, chunks } => {
+                        let record = self.durable.jobs.get(&job).expect("InputStored for a job the journal lacks");
+                        assert!(record.input_complete && record.chunks == chunks, "InputStored before the input was durable");
+                        let files = &self.spool[&job];
+                        assert!(
+                            self.durable.inputs.range((job, 0)..=(job, u64::MAX)).all(|(_, e)| e.offset + e.len <= files.input_synced),
+                            "InputStored while input bytes were unsynced"
+                        );
+                    }
+                    ClientEvent::Progress(_) | ClientEvent::JobFailed { .. } | ClientEvent::Error { .. } => {}
+                    other => panic!("unexpected client event {other:?}"),
+                },
+                Effect::Attachment { attach, command } => self.deliver(attach, command),
+                Effect::Answer { request, answer } => {
+                    let job = self.questions.remove(&request).expect("an answer to a question asked");
+                    // A verdict is told only once it is durable.
+                    if let super::super::Answer::Summary(Ok(summary)) = &answer {
+                        if summary.state.is_finished() {
+                            let durable = self.durable.jobs.get(&job).map(|r| &r.state);
+                            assert_eq!(durable, Some(&summary.state), "status of job {job} answered before it was durable");
+                        }
+                    }
+                }
+                Effect::StoreResult { ticket, output } => {
+                    let files = self.spool.entry(ticket.job).or_default();
+                    let extent = Extent { offset: files.results.len() as u64, len: output.len() as u64 };
+                    files.results.extend_from_slice(&output);
+                    self.accepted.insert(ticket.attempt, (ticket.job, ticket.chunk));
+                    self.ledger.handle_result_stored(self.now, ticket, Ok(extent));
+                }
+                Effect::Commit { batch, sync_inputs, sync_results } => {
+                    assert!(self.in_flight.is_none(), "two commits in flight");
+                    for job in &sync_inputs {
+                        if let Some(files) = self.spool.get_mut(job) {
+                            files.input_synced = files.input.len() as u64;
+                        }
+                    }
+                    for job in &sync_results {
+                        if let Some(files) = self.spool.get_mut(job) {
+                            files.results_synced = files.results.len() as u64;
+                        }
+                    }
+                    self.in_flight = Some(batch);
+                }
+                Effect::RemoveSpool(job) => {
+                    self.spool.remove(&job);
+                }
+            }
+        }
+    }
+
+    fn command_node(&mut self, id: NodeId, command: NodeCommand) {
+        let Some(node) = self.nodes.iter_mut().find(|n| n.id == id) else { return };
+        match command {
+            NodeCommand::Assign { job, chunk, attempt, input } => {
+                assert!(
+                    !self.stored_at_restart.contains(&(job, chunk)),
+                    "chunk {chunk} of job {job} rerun although its result was stored before the restart"
+                );
+                node.queue.push((attempt, job, chunk, input));
+            }
+            NodeCommand::Send(DispatcherToNode::Ack { attempts }) => {
+                for attempt in attempts {
+                    node.unacked.remove(&attempt);
+                    if let Some((job, chunk)) = self.accepted.get(&attempt) {
+                        assert!(
+                            self.durable.settles(*job, *chunk),
+                            "report of chunk {chunk} of job {job} acknowledged before its result was durable"
+                        );
+                    }
+                }
+            }
+            NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }) => node.queue.retain(|(a, ..)| *a != attempt),
+            NodeCommand::Send(_) | NodeCommand::Payload(_) | NodeCommand::Close(_) => {}
+        }
+    }
+
+    /// An attachment receives a result or its verdict: results come once each, in chunk order,
+    /// and a success comes after every one of them.
+    fn deliver(&mut self, attach: AttachId, command: AttachCommand) {
+        let follower = self.followers.get_mut(&attach).expect("a command for a known attachment");
+        assert!(!follower.done, "attachment {attach:?} told something after its verdict");
+        let inputs = &self.submitted[&follower.job];
+        match command {
+            AttachCommand::Output(extent) => {
+                let files = &self.spool[&follower.job];
+                let bytes = &files.results[extent.offset as usize..(extent.offset + extent.len) as usize];
+                let expected = run(&inputs[follower.next as usize]);
+                assert_eq!(bytes, expected.as_slice(), "chunk {} of job {} out of order or wrong", follower.next, follower.job);
+                follower.next += 1;
+            }
+            AttachCommand::OutputEnd => {
+                assert_eq!(follower.next as usize, inputs.len(), "output ended before every result was sent");
+            }
+            AttachCommand::Event(ClientEvent::JobSucceeded { .. }) => {
+                assert_eq!(follower.next as usize, inputs.len(), "success before every result was sent");
+                follower.done = true;
+                self.verdicts += 1;
+            }
+            AttachCommand::Event(ClientEvent::JobFailed { .. }) => {
+                follower.done = true;
+                self.verdicts += 1;
+            }
+            AttachCommand::Event(_) => {}
+        }
+    }
+
+    /// Whether every submitted job is over, in the ledger's eyes.
+    pub(super) fn all_finished(&self) -> bool {
+        self.submitted.keys().all(|job| self.ledger.summary(*job).map_or(true, |s| s.state.is_finished()))
+    }
+
+    /// Whether a commit is in flight.
+    pub(super) fn committing(&self) -> bool {
+        self.in_flight.is_some()
+    }
+
+    /// Journal extents of live jobs point at synced bytes: results always, inputs once the input
+    /// is complete. (A failed job's files are deleted while the journal still names them.)
+    fn check_extents_synced(&self) {
+        let live = |job: &JobId| self.durable.jobs.get(job).is_some_and(|r| matches!(r.state, JobState::Running | JobState::Succeeded));
+        for ((job, chunk), extent) in self.durable.results.iter().filter(|((job, _), _)| live(job)) {
+            let synced = self.spool.get(job).map_or(u64::MAX, |f| f.results_synced);
+            assert!(extent.offset + extent.len <= synced, "result of chunk {chunk} of job {job} durable but unsynced: {extent:?} synced {synced} restarts {} state {:?}", self.restarts, self.durable.jobs.get(job).map(|r| &r.state));
+        }
+        for (job, record) in self.durable.jobs.iter().filter(|(job, _)| live(job)) {
+            if record.input_complete {
+                let synced = self.spool.get(job).map_or(u64::MAX, |f| f.input_synced);
+                for (_, extent) in self.durable.inputs.range((*job, 0)..=(*job, u64::MAX)) {
+                    assert!(extent.offset + extent.len <= synced, "input of job {job} complete but unsynced");
+                }
+            }
+        }
+    }
+}
+
+fn config() -> SchedulerConfig {
+    SchedulerConfig { node_timeout: Duration::from_secs(5), ..SchedulerConfig::default() }
+}
+
+fn info(name: &str) -> NodeInfo {
+    NodeInfo {
+        name: name.into(),
+        hostname: name.into(),
+        os: "linux".into(),
+        arch: "x86_64".into(),
+        slots: SLOTS,
+        cores: SLOTS,
+        memory_total: 1 << 34,
+        memory_available: 1 << 33,
+        version: "test".into(),
+        cached_payloads: Vec::new(),
+    }
+}
+
+fn submission() -> JobSubmission {
+    JobSubmission {
+        name: "job".into(),
+        payload: PayloadHash::of(b"payload"),
+        payload_len: 7,
+        kind: PayloadKind::Wasm,
+        args: Vec::new(),
+        max_attempts: 4,
+        chunk_timeout_ms: 60_000,
+        memory_limit: 1 << 20,
+        priority: 0,
+        placement_timeout_ms: 600_000,
+        output: "out".into(),
+        results: ResultMode::Concat,
+        shared_input: false,
+    }
+}
