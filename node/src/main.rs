@@ -55,7 +55,8 @@ enum Command {
 fn main() -> ExitCode {
     // A native payload worker is this binary started with a marker argument: serve and exit.
     node::exec::native::maybe_run_worker();
-    let (mut args, flags) = match common::daemon::parse_args::<Args>(NODE_KEYS, std::env::args_os()) {
+    let parsed = common::daemon::parse_args::<Args>(NODE_KEYS, std::env::args_os());
+    let (mut args, flags) = match parsed {
         Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };

@@ -5,11 +5,16 @@
 use std::path::PathBuf;
 
 use super::values::{integer_within, text, Validator};
-use super::{ConfigError, KeyProblem, Origin, Origins, Setting};
+use super::{ConfigError, Key, KeyProblem, Origin, Origins, Setting};
 use crate::telemetry::LogFormat;
 
 /// Default `log_level` (an `EnvFilter` directive; `RUST_LOG` wins when set).
 pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+/// The `log_format` row of both daemons' tables; the other shared keys' rows differ in their
+/// help (the defaults and examples are each daemon's own).
+pub(super) const LOG_FORMAT: Key =
+    Key { name: "log_format", value_name: "FORMAT", help: "Log format: text or json [default: text]" };
 
 /// What every daemon reads besides its own keys; `common::daemon::prepare` starts logging and
 /// the runtime from it.

@@ -6,7 +6,7 @@ use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::daemon::DaemonSettings;
+use super::daemon::{DaemonSettings, LOG_FORMAT};
 use super::values::{defaults, duration_within, integer_within, size_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
@@ -91,7 +91,7 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         help: "Threads for network and scheduling work; 1 gives the lowest latency on a small cluster, \
                more keep thousands of nodes served [default: one per logical core]",
     },
-    Key { name: "log_format", value_name: "FORMAT", help: "Log format: text or json [default: text]" },
+    LOG_FORMAT,
     Key {
         name: "log_level",
         value_name: "FILTER",

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::daemon::DaemonSettings;
+use super::daemon::{DaemonSettings, LOG_FORMAT};
 use super::values::{defaults, duration_within, integer_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
@@ -26,7 +26,11 @@ const PROGRAM: &str = "dispy-node";
 
 /// Every node key, in documentation order (that of `deploy/node.toml`).
 pub const NODE_KEYS: &[Key] = &[
-    Key { name: "dispatcher", value_name: "HOST:PORT", help: "Dispatcher address, host:port [default: 127.0.0.1:7870]" },
+    Key {
+        name: "dispatcher",
+        value_name: "HOST:PORT",
+        help: "Dispatcher address, host:port [default: 127.0.0.1:7870]",
+    },
     Key {
         name: "tls_dir",
         value_name: "DIR",
@@ -52,7 +56,7 @@ pub const NODE_KEYS: &[Key] = &[
         value_name: "N",
         help: "Threads for the node's network work; chunks run on slot threads of their own [default: 1]",
     },
-    Key { name: "log_format", value_name: "FORMAT", help: "Log format: text or json [default: text]" },
+    LOG_FORMAT,
     Key {
         name: "log_level",
         value_name: "FILTER",

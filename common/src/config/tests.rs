@@ -221,7 +221,8 @@ fn out_of_range_values() {
 
 #[test]
 fn every_key_in_a_table_is_validated_and_reported_in_table_order() {
-    let every_key_an_array = |keys: &[Key]| toml(&keys.iter().map(|key| format!("{} = [1]\n", key.name)).collect::<String>());
+    let every_key_an_array =
+        |keys: &[Key]| toml(&keys.iter().map(|key| format!("{} = [1]\n", key.name)).collect::<String>());
     let errors = [
         (DISPATCHER_KEYS, dispatcher(&every_key_an_array(DISPATCHER_KEYS)).map(drop)),
         (NODE_KEYS, node(&every_key_an_array(NODE_KEYS)).map(drop)),

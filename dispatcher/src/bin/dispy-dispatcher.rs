@@ -260,7 +260,12 @@ impl From<dispatcher::enroll::StoreError> for CommandError {
 
 /// The daemon's settings as these commands see them: its config file and `DISPY_*` variables,
 /// then the flags given before the command, then the command's own.
-fn enrolment_settings(args: &Args, flags: &Flags, state: &StateArgs, ca_dir: Option<&String>) -> Result<DispatcherSettings, CommandError> {
+fn enrolment_settings(
+    args: &Args,
+    flags: &Flags,
+    state: &StateArgs,
+    ca_dir: Option<&String>,
+) -> Result<DispatcherSettings, CommandError> {
     let sources = Sources::new()
         .file_or_default(state.config.as_deref().or(args.config.as_deref()), common::config::DEFAULT_DISPATCHER_FILE)
         .env(common::config::process_env())
