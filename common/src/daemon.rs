@@ -1,58 +1,50 @@
-//! What every daemon's `main` does between loading its settings and running: start logging, turn
-//! the settings into a validated configuration, start the async runtime. Each failure is printed
-//! with the program's name and becomes the exit code (64 for configuration, 1 otherwise).
+//! What every daemon's `main` does around loading its settings: parse the command line (a flag
+//! for each key in the daemon's table), then start logging, turn the settings into a validated
+//! configuration, start the async runtime. Each failure is printed with the program's name and
+//! becomes the exit code (64 for configuration, 1 otherwise).
 
+use std::ffi::OsString;
 use std::fmt::Display;
 use std::process::ExitCode;
 
-use crate::telemetry::LogFormat;
+use crate::config::{DaemonSettings, Flags, Key};
 
 /// Exit code for unusable configuration or arguments (sysexits' EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
-/// Logging and runtime settings every daemon has.
-pub trait DaemonSettings {
-    /// Text or JSON.
-    fn log_format(&self) -> LogFormat;
-    /// The default filter when `RUST_LOG` is unset.
-    fn log_level(&self) -> &str;
-    /// Threads of the async runtime; `None` for one per logical core.
-    fn async_threads(&self) -> Option<u32>;
-}
-
-impl DaemonSettings for crate::config::DispatcherSettings {
-    fn log_format(&self) -> LogFormat {
-        self.log_format
-    }
-
-    fn log_level(&self) -> &str {
-        &self.log_level
-    }
-
-    fn async_threads(&self) -> Option<u32> {
-        self.async_threads
-    }
-}
-
-impl DaemonSettings for crate::config::NodeSettings {
-    fn log_format(&self) -> LogFormat {
-        self.log_format
-    }
-
-    fn log_level(&self) -> &str {
-        &self.log_level
-    }
-
-    fn async_threads(&self) -> Option<u32> {
-        self.async_threads
-    }
+/// Parses a daemon's command line: the derived `A` (`--config`, subcommands) plus a flag for
+/// each of `keys` (`--` + the key with dashes, taking one value, help from the key's row), which
+/// is returned apart as [`Flags`] for [`Sources::flags`](crate::config::Sources::flags).
+///
+/// # Errors
+/// clap's error for bad arguments, and for `--help` and `--version`; print it and exit with
+/// [`EXIT_CONFIG`] when it goes to stderr, 0 otherwise.
+pub fn parse_args<A: clap::Parser>(
+    keys: &[Key],
+    args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
+) -> Result<(A, Flags), clap::Error> {
+    let command = keys.iter().fold(A::command(), |command, key| {
+        command.arg(
+            clap::Arg::new(key.name)
+                .long(key.long())
+                .value_name(key.value_name)
+                .help(key.help)
+                .action(clap::ArgAction::Set),
+        )
+    });
+    let mut matches = command.try_get_matches_from(args)?;
+    let flags = keys
+        .iter()
+        .filter_map(|key| matches.remove_one::<String>(key.name).map(|value| (key.name, value)))
+        .collect();
+    Ok((A::from_arg_matches_mut(&mut matches)?, flags))
 }
 
 /// Starts logging from `settings`, builds the configuration with `configure` and a runtime.
 ///
 /// # Errors
 /// The exit code to return after the problem was printed.
-pub fn prepare<S: DaemonSettings, C, E1: Display, E2: Display>(
+pub fn prepare<S: AsRef<DaemonSettings>, C, E1: Display, E2: Display>(
     program: &str,
     settings: Result<S, E1>,
     configure: impl FnOnce(S) -> Result<C, E2>,
@@ -61,8 +53,9 @@ pub fn prepare<S: DaemonSettings, C, E1: Display, E2: Display>(
         eprintln!("{program}: {e}");
         ExitCode::from(EXIT_CONFIG)
     })?;
-    crate::telemetry::init(settings.log_format(), settings.log_level());
-    let threads = settings.async_threads();
+    let daemon = settings.as_ref();
+    crate::telemetry::init(daemon.log_format, &daemon.log_level);
+    let threads = daemon.async_threads;
     let config = configure(settings).map_err(|e| {
         eprintln!("{program}: {e}");
         ExitCode::from(EXIT_CONFIG)
@@ -94,9 +87,31 @@ pub fn runtime(threads: Option<u32>) -> std::io::Result<tokio::runtime::Runtime>
 
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use tokio::runtime::RuntimeFlavor;
 
-    use super::runtime;
+    use super::{parse_args, runtime};
+    use crate::config::{Flags, NODE_KEYS};
+
+    /// What a daemon derives itself: everything but the key flags.
+    #[derive(Debug, clap::Parser)]
+    struct Args {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    }
+
+    #[test]
+    fn each_key_is_a_flag_and_returned_apart() {
+        let line = ["dispy-node", "--slots", "4", "--config", "node.toml", "--log-level=debug"];
+        let (args, flags) = parse_args::<Args>(NODE_KEYS, line).expect("valid");
+        assert_eq!(args.config, Some(PathBuf::from("node.toml")));
+        assert_eq!(flags, Flags::from_iter([("slots", "4".to_owned()), ("log_level", "debug".to_owned())]));
+        let error = parse_args::<Args>(NODE_KEYS, ["dispy-node", "--slot", "4"]).expect_err("no such flag");
+        assert!(error.use_stderr() && error.to_string().contains("--slots"), "{error}");
+        let help = parse_args::<Args>(NODE_KEYS, ["dispy-node", "--help"]).expect_err("help").to_string();
+        assert!(help.contains("--health-log-interval <DURATION>") && help.contains("[default: 30s]"), "{help}");
+    }
 
     #[test]
     fn one_thread_is_a_current_thread_runtime_and_more_are_workers() {

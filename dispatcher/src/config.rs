@@ -68,12 +68,12 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
     /// Loads the TLS identity from `tls_dir`, and checks the CA in `ca_dir` when set; an
     /// unreadable or invalid one is reported as a problem with that key, naming where it was set.
     fn try_from(settings: DispatcherSettings) -> Result<Self, ConfigError> {
-        let identity = Identity::load(&settings.tls_dir).map_err(|e| {
-            settings.invalid("tls_dir", format!("failed to load the dispatcher's TLS identity: {e}"))
+        let identity = Identity::load(&settings.daemon.tls_dir).map_err(|e| {
+            settings.daemon.invalid("tls_dir", format!("failed to load the dispatcher's TLS identity: {e}"))
         })?;
         if let Some(dir) = &settings.ca_dir {
             common::enroll::CaSigner::load(dir, &identity.ca).map_err(|e| {
-                settings.invalid("ca_dir", format!("node enrolment cannot use this CA: {e}"))
+                settings.daemon.invalid("ca_dir", format!("node enrolment cannot use this CA: {e}"))
             })?;
         }
         let mut config = Self::new(settings.listen, identity, settings.state_dir);

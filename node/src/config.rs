@@ -38,8 +38,8 @@ impl TryFrom<NodeSettings> for NodeConfig {
     /// Loads the TLS identity from `tls_dir`; an unreadable or invalid one is reported as a
     /// problem with that key, naming where it was set.
     fn try_from(settings: NodeSettings) -> Result<Self, ConfigError> {
-        let identity = Identity::load(&settings.tls_dir).map_err(|e| {
-            settings.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
+        let identity = Identity::load(&settings.daemon.tls_dir).map_err(|e| {
+            settings.daemon.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
         })?;
         Ok(Self {
             dispatcher: settings.dispatcher,
@@ -48,7 +48,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             cache_dir: settings.cache_dir,
             heartbeat_interval: settings.heartbeat_interval,
             health_log_interval: settings.health_log_interval,
-            tls_dir: Some(settings.tls_dir),
+            tls_dir: Some(settings.daemon.tls_dir),
             shared_input_roots: settings.shared_input_roots,
         })
     }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use common::config::{NodeSettings, Sources};
+use common::config::{Flags, NodeSettings, Sources, NODE_KEYS};
 use common::daemon::EXIT_CONFIG;
 use node::config::NodeConfig;
 
@@ -15,45 +15,13 @@ use node::config::NodeConfig;
 ///
 /// Settings come from the config file, then DISPY_* environment variables (DISPY_DISPATCHER,
 /// DISPY_SLOTS, ...), then these flags; deploy/node.toml documents every key.
+// Besides `--config`, each key of `NODE_KEYS` is a flag, added by `common::daemon::parse_args`.
 #[derive(Debug, Parser)]
 #[command(name = "dispy-node", version)]
 struct Args {
     /// Config file [default: /etc/dispy/node.toml, which may be absent].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Dispatcher address, host:port [default: 127.0.0.1:7870].
-    #[arg(long, value_name = "HOST:PORT")]
-    dispatcher: Option<String>,
-    /// Directory with this node's ca.pem, cert.pem and key.pem (from `dispy-dispatcher pki
-    /// issue-node`) [default: /etc/dispy/node].
-    #[arg(long, value_name = "DIR")]
-    tls_dir: Option<String>,
-    /// Chunk slots [default: the number of logical cores].
-    #[arg(long, value_name = "N")]
-    slots: Option<String>,
-    /// Payload cache directory [default: /var/lib/dispy-node/cache].
-    #[arg(long, value_name = "DIR")]
-    cache_dir: Option<String>,
-    /// Directories of shared storage whose files shared-input jobs may have this node read,
-    /// separated by ':' [default: none, shared input refused].
-    #[arg(long, value_name = "DIRS")]
-    shared_input_roots: Option<String>,
-    /// How often to send a heartbeat [default: 1s].
-    #[arg(long, value_name = "DURATION")]
-    heartbeat_interval: Option<String>,
-    /// How often to log a "node health" line [default: 30s].
-    #[arg(long, value_name = "DURATION")]
-    health_log_interval: Option<String>,
-    /// Threads for the node's network work; chunks run on slot threads of their own
-    /// [default: 1].
-    #[arg(long, value_name = "N")]
-    async_threads: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-    /// Log filter such as info or info,node=debug; RUST_LOG wins [default: info].
-    #[arg(long, value_name = "FILTER")]
-    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -87,8 +55,9 @@ enum Command {
 fn main() -> ExitCode {
     // A native payload worker is this binary started with a marker argument: serve and exit.
     node::exec::native::maybe_run_worker();
-    let mut args = match Args::try_parse() {
-        Ok(args) => args,
+    let parsed = common::daemon::parse_args::<Args>(NODE_KEYS, std::env::args_os());
+    let (mut args, flags) = match parsed {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
             let _ = e.print();
@@ -96,9 +65,9 @@ fn main() -> ExitCode {
         }
     };
     if let Some(Command::Join { address, token, join_tls_dir, name, force }) = args.command.take() {
-        return join(args, address, &token, join_tls_dir, name, force);
+        return join(&sources(&args, &flags), address, &token, join_tls_dir, name, force);
     }
-    let loaded = common::config::load_node(&sources(args)).and_then(NodeSettings::try_from);
+    let loaded = common::config::load_node(&sources(&args, &flags)).and_then(NodeSettings::try_from);
     let (config, runtime) = match common::daemon::prepare("dispy-node", loaded, NodeConfig::try_from) {
         Ok(prepared) => prepared,
         Err(code) => return code,
@@ -113,24 +82,15 @@ fn main() -> ExitCode {
 }
 
 /// The config file, the process's `DISPY_*` variables and the flags, in rising precedence.
-fn sources(args: Args) -> Sources {
+fn sources(args: &Args, flags: &Flags) -> Sources {
     Sources::new()
         .file_or_default(args.config.as_deref(), common::config::DEFAULT_NODE_FILE)
         .env(common::config::process_env())
-        .flag("dispatcher", args.dispatcher)
-        .flag("tls_dir", args.tls_dir)
-        .flag("slots", args.slots)
-        .flag("cache_dir", args.cache_dir)
-        .flag("shared_input_roots", args.shared_input_roots)
-        .flag("heartbeat_interval", args.heartbeat_interval)
-        .flag("health_log_interval", args.health_log_interval)
-        .flag("async_threads", args.async_threads)
-        .flag("log_format", args.log_format)
-        .flag("log_level", args.log_level)
+        .flags(flags)
 }
 
 /// `dispy-node join`: enrol, write the identity, say how to start the daemon.
-fn join(args: Args, address: String, token: &str, tls_dir: Option<PathBuf>, name: Option<String>, force: bool) -> ExitCode {
+fn join(sources: &Sources, address: String, token: &str, tls_dir: Option<PathBuf>, name: Option<String>, force: bool) -> ExitCode {
     let token = match token.parse::<common::enroll::JoinToken>() {
         Ok(token) => token,
         Err(e) => {
@@ -141,8 +101,8 @@ fn join(args: Args, address: String, token: &str, tls_dir: Option<PathBuf>, name
     // The directory defaults to the daemon's tls_dir, so the daemon finds what we write.
     let tls_dir = match tls_dir {
         Some(dir) => dir,
-        None => match common::config::load_node(&sources(args)).and_then(NodeSettings::try_from) {
-            Ok(settings) => settings.tls_dir,
+        None => match common::config::load_node(sources).and_then(NodeSettings::try_from) {
+            Ok(settings) => settings.daemon.tls_dir,
             Err(e) => {
                 eprintln!("dispy-node: {e}");
                 return ExitCode::from(EXIT_CONFIG);

@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use super::*;
+use crate::telemetry::LogFormat;
 
 const FILE: &str = "/etc/dispy/test.toml";
 
@@ -43,7 +44,7 @@ fn nothing_set_gives_the_defaults() {
     let settings = node(&Sources::new()).expect("defaults are valid");
     assert_eq!(settings, NodeSettings::default());
     assert_eq!(settings.slots, None);
-    assert_eq!(settings.origins.of("slots"), Origin::Default);
+    assert_eq!(settings.daemon.origins.of("slots"), Origin::Default);
 }
 
 #[test]
@@ -69,7 +70,6 @@ fn a_full_dispatcher_file() {
     .expect("valid");
     let expect = DispatcherSettings {
         listen: "127.0.0.1:9000".parse().expect("an address"),
-        tls_dir: PathBuf::from("/etc/dispy/tls"),
         state_dir: PathBuf::from("/srv/dispy"),
         retention: Duration::from_secs(168 * 3600),
         node_timeout: Duration::from_secs(10),
@@ -79,13 +79,17 @@ fn a_full_dispatcher_file() {
         max_payload: 64 << 20,
         ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
         enrolled_cert_validity: Duration::from_secs(24 * 3600),
-        async_threads: Some(4),
-        log_format: LogFormat::Json,
-        log_level: "info,dispatcher=debug".to_owned(),
-        origins: settings.origins.clone(),
+        daemon: DaemonSettings {
+            program: "dispy-dispatcher",
+            tls_dir: PathBuf::from("/etc/dispy/tls"),
+            async_threads: Some(4),
+            log_format: LogFormat::Json,
+            log_level: "info,dispatcher=debug".to_owned(),
+            origins: settings.daemon.origins.clone(),
+        },
     };
     assert_eq!(settings, expect);
-    assert_eq!(settings.origins.of("listen"), Origin::File(PathBuf::from(FILE)));
+    assert_eq!(settings.daemon.origins.of("listen"), Origin::File(PathBuf::from(FILE)));
 }
 
 #[test]
@@ -111,8 +115,8 @@ fn a_full_node_file() {
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
-    assert_eq!(settings.async_threads, Some(2));
-    assert_eq!(settings.log_level, "debug");
+    assert_eq!(settings.daemon.async_threads, Some(2));
+    assert_eq!(settings.daemon.log_level, "debug");
 }
 
 #[test]
@@ -123,11 +127,11 @@ fn flags_beat_the_environment_which_beats_the_file() {
         .flag("heartbeat_interval", None::<String>);
     let settings = node(&sources).expect("valid");
     assert_eq!(settings.slots, Some(3));
-    assert_eq!(settings.origins.of("slots"), Origin::Flag("--slots".to_owned()));
+    assert_eq!(settings.daemon.origins.of("slots"), Origin::Flag("--slots".to_owned()));
     assert_eq!(settings.cache_dir, PathBuf::from("cache"), "relative to the working directory");
-    assert_eq!(settings.origins.of("cache_dir"), Origin::Env("DISPY_CACHE_DIR".to_owned()));
-    assert_eq!(settings.log_level, "warn");
-    assert_eq!(settings.origins.of("log_level"), Origin::File(PathBuf::from(FILE)));
+    assert_eq!(settings.daemon.origins.of("cache_dir"), Origin::Env("DISPY_CACHE_DIR".to_owned()));
+    assert_eq!(settings.daemon.log_level, "warn");
+    assert_eq!(settings.daemon.origins.of("log_level"), Origin::File(PathBuf::from(FILE)));
     assert_eq!(settings.heartbeat_interval, DEFAULT_HEARTBEAT_INTERVAL);
 }
 
@@ -142,7 +146,7 @@ fn shared_and_empty_variables_are_ignored() {
         ("DISPY_NODE_TIMEOUT", ""),
     ]);
     let settings = dispatcher(&sources).expect("valid");
-    assert_eq!(settings.tls_dir, PathBuf::from("/tls"));
+    assert_eq!(settings.daemon.tls_dir, PathBuf::from("/tls"));
     assert_eq!(settings.node_timeout, DEFAULT_NODE_TIMEOUT);
 }
 
@@ -216,10 +220,37 @@ fn out_of_range_values() {
 }
 
 #[test]
+fn every_key_in_a_table_is_validated_and_reported_in_table_order() {
+    let every_key_an_array =
+        |keys: &[Key]| toml(&keys.iter().map(|key| format!("{} = [1]\n", key.name)).collect::<String>());
+    let errors = [
+        (DISPATCHER_KEYS, dispatcher(&every_key_an_array(DISPATCHER_KEYS)).map(drop)),
+        (NODE_KEYS, node(&every_key_an_array(NODE_KEYS)).map(drop)),
+    ];
+    for (keys, result) in errors {
+        let Err(ConfigError::Keys { problems, .. }) = result else { panic!("arrays refused, got {result:?}") };
+        let reported: Vec<&str> = problems
+            .iter()
+            .map(|problem| match problem {
+                KeyProblem::Invalid { key, .. } => *key,
+                other => panic!("{other}"),
+            })
+            .collect();
+        assert_eq!(reported, names(keys));
+    }
+}
+
+#[test]
+fn variables_and_flags_are_derived_from_the_key() {
+    let key = NODE_KEYS.iter().find(|key| key.name == "health_log_interval").expect("a node key");
+    assert_eq!((key.env(), key.long()), ("DISPY_HEALTH_LOG_INTERVAL".to_owned(), "health-log-interval".to_owned()));
+}
+
+#[test]
 fn a_later_check_names_the_key_and_its_origin() {
     let settings = node(&Sources::new()).expect("defaults are valid");
     assert_eq!(
-        settings.invalid("tls_dir", "no cert.pem").to_string(),
+        settings.daemon.invalid("tls_dir", "no cert.pem").to_string(),
         "invalid dispy-node configuration:\n  built-in default: key \"tls_dir\": no cert.pem"
     );
 }
@@ -242,7 +273,8 @@ fn files_that_cannot_be_used() {
 
 /// The example file `deploy/NAME` as it ships, and with every commented-out `# key = value`
 /// line enabled (the documented defaults).
-fn example(name: &str, keys: &[&str]) -> (Sources, Sources, Vec<String>) {
+fn example(name: &str, keys: &[Key]) -> (Sources, Sources, Vec<String>) {
+    let keys = names(keys);
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy").join(name);
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let mut documented = Vec::new();
@@ -272,11 +304,9 @@ fn the_dispatcher_example_parses_and_documents_the_defaults() {
     assert_eq!(documented.len(), DISPATCHER_KEYS.len(), "every key appears as a commented default");
     // `ca_dir` has no default (enrolment is off) and `async_threads` defaults to the core count;
     // their commented lines show examples instead.
-    assert!(defaults.ca_dir.is_some() && defaults.async_threads.is_some());
-    assert_eq!(
-        DispatcherSettings { origins: Origins::default(), ca_dir: None, async_threads: None, ..defaults },
-        DispatcherSettings::default()
-    );
+    assert!(defaults.ca_dir.is_some() && defaults.daemon.async_threads.is_some());
+    let daemon = DaemonSettings { origins: Origins::default(), async_threads: None, ..defaults.daemon };
+    assert_eq!(DispatcherSettings { ca_dir: None, daemon, ..defaults }, DispatcherSettings::default());
 }
 
 #[test]
@@ -287,7 +317,7 @@ fn the_node_example_parses_and_documents_the_defaults() {
     let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
     // `slots` defaults to the core count, so its commented line shows an example instead.
     assert!(documented.iter().any(|key| key == "slots"));
-    let expect =
-        NodeSettings { slots: defaults.slots, origins: Origins::default(), ..NodeSettings::default() };
-    assert_eq!(NodeSettings { origins: Origins::default(), ..defaults }, expect);
+    let expect = NodeSettings { slots: defaults.slots, ..NodeSettings::default() };
+    let daemon = DaemonSettings { origins: Origins::default(), ..defaults.daemon };
+    assert_eq!(NodeSettings { daemon, ..defaults }, expect);
 }

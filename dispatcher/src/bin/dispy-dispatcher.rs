@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use common::config::{DispatcherSettings, Sources};
+use common::config::{DispatcherSettings, Flags, Sources, DISPATCHER_KEYS};
 use common::daemon::EXIT_CONFIG;
 use common::pki::CertificateAuthority;
 use wire::proto::Role;
@@ -20,58 +20,13 @@ use dispatcher::server::Dispatcher;
 ///
 /// Settings come from the config file, then DISPY_* environment variables (DISPY_LISTEN,
 /// DISPY_NODE_TIMEOUT, ...), then these flags; deploy/dispatcher.toml documents every key.
+// Besides `--config`, each key of `DISPATCHER_KEYS` is a flag, added by `common::daemon::parse_args`.
 #[derive(Debug, Parser)]
 #[command(name = "dispy-dispatcher", version)]
 struct Args {
     /// Config file [default: /etc/dispy/dispatcher.toml, which may be absent].
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// UDP address to listen on [default: 0.0.0.0:7870].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Directory with the dispatcher's ca.pem, cert.pem and key.pem (from `pki init`)
-    /// [default: /etc/dispy/dispatcher].
-    #[arg(long, value_name = "DIR")]
-    tls_dir: Option<String>,
-    /// Where the journal, spooled chunks and payloads live [default: /var/lib/dispy-dispatcher].
-    #[arg(long, value_name = "DIR")]
-    state_dir: Option<String>,
-    /// How long a finished job's results are kept for `dispy-submit wait` [default: 24h].
-    #[arg(long, value_name = "DURATION")]
-    retention: Option<String>,
-    /// Heartbeat silence after which a node is declared lost [default: 5s].
-    #[arg(long, value_name = "DURATION")]
-    node_timeout: Option<String>,
-    /// The most chunks queued per slot beyond the running one; each job's depth adapts to its
-    /// chunk run times below it [default: 32].
-    #[arg(long, value_name = "N")]
-    pipeline_depth: Option<String>,
-    /// Largest control message accepted [default: 1MiB].
-    #[arg(long, value_name = "SIZE")]
-    max_message: Option<String>,
-    /// Largest chunk input or result accepted [default: 256MiB].
-    #[arg(long, value_name = "SIZE")]
-    max_chunk: Option<String>,
-    /// Largest payload accepted [default: 256MiB].
-    #[arg(long, value_name = "SIZE")]
-    max_payload: Option<String>,
-    /// The `pki init` directory (ca.pem, ca.key); turns on node enrolment with join tokens
-    /// [default: none, enrolment off].
-    #[arg(long, value_name = "DIR")]
-    ca_dir: Option<String>,
-    /// Lifetime of certificates issued to enrolled nodes [default: 168h].
-    #[arg(long, value_name = "DURATION")]
-    enrolled_cert_validity: Option<String>,
-    /// Threads for network and scheduling work; 1 gives the lowest latency on a small cluster,
-    /// more keep thousands of nodes served [default: one per logical core].
-    #[arg(long, value_name = "N")]
-    async_threads: Option<String>,
-    /// Log format: text or json [default: text].
-    #[arg(long, value_name = "FORMAT")]
-    log_format: Option<String>,
-    /// Log filter such as info or info,dispatcher=debug; RUST_LOG wins [default: info].
-    #[arg(long, value_name = "FILTER")]
-    log_level: Option<String>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -200,8 +155,8 @@ enum PkiAction {
 }
 
 fn main() -> ExitCode {
-    let args = match Args::try_parse() {
-        Ok(args) => args,
+    let (args, flags) = match common::daemon::parse_args::<Args>(DISPATCHER_KEYS, std::env::args_os()) {
+        Ok(parsed) => parsed,
         Err(e) => {
             let code = if e.use_stderr() { EXIT_CONFIG } else { 0 };
             let _ = e.print();
@@ -220,7 +175,7 @@ fn main() -> ExitCode {
     }
     if let Some(command @ (Command::Token { .. } | Command::Nodes { .. })) = &args.command {
         common::telemetry::init(LogFormat::Text, "warn");
-        return match enrolment(&args, command) {
+        return match enrolment(&args, &flags, command) {
             Ok(()) => ExitCode::SUCCESS,
             Err(CommandError::Config(e)) => {
                 eprintln!("dispy-dispatcher: {e}");
@@ -232,7 +187,7 @@ fn main() -> ExitCode {
             }
         };
     }
-    let loaded = common::config::load_dispatcher(&sources(args)).and_then(DispatcherSettings::try_from);
+    let loaded = common::config::load_dispatcher(&sources(&args, &flags)).and_then(DispatcherSettings::try_from);
     let (config, runtime) = match common::daemon::prepare("dispy-dispatcher", loaded, DispatcherConfig::try_from) {
         Ok(prepared) => prepared,
         Err(code) => return code,
@@ -252,24 +207,11 @@ fn main() -> ExitCode {
 }
 
 /// The config file, the process's `DISPY_*` variables and the flags, in rising precedence.
-fn sources(args: Args) -> Sources {
+fn sources(args: &Args, flags: &Flags) -> Sources {
     Sources::new()
         .file_or_default(args.config.as_deref(), common::config::DEFAULT_DISPATCHER_FILE)
         .env(common::config::process_env())
-        .flag("listen", args.listen)
-        .flag("tls_dir", args.tls_dir)
-        .flag("state_dir", args.state_dir)
-        .flag("retention", args.retention)
-        .flag("node_timeout", args.node_timeout)
-        .flag("pipeline_depth", args.pipeline_depth)
-        .flag("max_message", args.max_message)
-        .flag("max_chunk", args.max_chunk)
-        .flag("max_payload", args.max_payload)
-        .flag("ca_dir", args.ca_dir)
-        .flag("enrolled_cert_validity", args.enrolled_cert_validity)
-        .flag("async_threads", args.async_threads)
-        .flag("log_format", args.log_format)
-        .flag("log_level", args.log_level)
+        .flags(flags)
 }
 
 fn pki(action: &PkiAction) -> anyhow::Result<()> {
@@ -318,25 +260,30 @@ impl From<dispatcher::enroll::StoreError> for CommandError {
 
 /// The daemon's settings as these commands see them: its config file and `DISPY_*` variables,
 /// then the flags given before the command, then the command's own.
-fn enrolment_settings(args: &Args, state: &StateArgs, ca_dir: Option<&String>) -> Result<DispatcherSettings, CommandError> {
+fn enrolment_settings(
+    args: &Args,
+    flags: &Flags,
+    state: &StateArgs,
+    ca_dir: Option<&String>,
+) -> Result<DispatcherSettings, CommandError> {
     let sources = Sources::new()
         .file_or_default(state.config.as_deref().or(args.config.as_deref()), common::config::DEFAULT_DISPATCHER_FILE)
         .env(common::config::process_env())
-        .flag("tls_dir", args.tls_dir.clone())
-        .flag("state_dir", state.state_dir.clone().or_else(|| args.state_dir.clone()))
-        .flag("ca_dir", ca_dir.or(args.ca_dir.as_ref()).cloned());
+        .flag("tls_dir", flags.get("tls_dir"))
+        .flag("state_dir", state.state_dir.clone().or_else(|| flags.get("state_dir")))
+        .flag("ca_dir", ca_dir.cloned().or_else(|| flags.get("ca_dir")));
     common::config::load_dispatcher(&sources).and_then(DispatcherSettings::try_from).map_err(CommandError::Config)
 }
 
-fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
+fn enrolment(args: &Args, flags: &Flags, command: &Command) -> Result<(), CommandError> {
     use dispatcher::enroll::{RevocationList, TokenStore};
     match command {
         Command::Token { action: TokenAction::Create { ttl, name, ca_dir, state } } => {
-            let settings = enrolment_settings(args, state, ca_dir.as_ref())?;
+            let settings = enrolment_settings(args, flags, state, ca_dir.as_ref())?;
             create_token(&settings, ttl, name.as_deref())?;
         }
         Command::Token { action: TokenAction::List { state } } => {
-            let settings = enrolment_settings(args, state, None)?;
+            let settings = enrolment_settings(args, flags, state, None)?;
             let tokens = TokenStore::open(&settings.state_dir)?.list()?;
             if tokens.is_empty() {
                 eprintln!("no outstanding join tokens in {}", settings.state_dir.display());
@@ -349,7 +296,7 @@ fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
             }
         }
         Command::Token { action: TokenAction::Delete { id, state } } => {
-            let settings = enrolment_settings(args, state, None)?;
+            let settings = enrolment_settings(args, flags, state, None)?;
             if id.len() < 8 {
                 return Err(anyhow::anyhow!("give at least 8 digits of the token id, as `token list` shows").into());
             }
@@ -359,7 +306,7 @@ fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
             }
         }
         Command::Nodes { action: NodesAction::Revoke { name, state } } => {
-            let settings = enrolment_settings(args, state, None)?;
+            let settings = enrolment_settings(args, flags, state, None)?;
             check_list_name(name)?;
             if RevocationList::new(&settings.state_dir).revoke(name)? {
                 println!("revoked node {name:?}: the dispatcher refuses it from its next connection on, and it cannot enrol or renew");
@@ -368,7 +315,7 @@ fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
             }
         }
         Command::Nodes { action: NodesAction::Unrevoke { name, state } } => {
-            let settings = enrolment_settings(args, state, None)?;
+            let settings = enrolment_settings(args, flags, state, None)?;
             if RevocationList::new(&settings.state_dir).unrevoke(name)? {
                 println!("node {name:?} is no longer revoked");
             } else {
@@ -376,7 +323,7 @@ fn enrolment(args: &Args, command: &Command) -> Result<(), CommandError> {
             }
         }
         Command::Nodes { action: NodesAction::Revoked { state } } => {
-            let settings = enrolment_settings(args, state, None)?;
+            let settings = enrolment_settings(args, flags, state, None)?;
             for name in RevocationList::new(&settings.state_dir).names()? {
                 println!("{name}");
             }
@@ -420,12 +367,12 @@ fn create_token(settings: &DispatcherSettings, ttl: &str, name: Option<&str>) ->
     };
     let ca = read_ca(&ca_dir.join("ca.pem"))?;
     // The node pins what the daemon presents: the CA in its tls_dir. They must be the same.
-    if let Ok(presented) = read_ca(&settings.tls_dir.join("ca.pem")) {
+    if let Ok(presented) = read_ca(&settings.daemon.tls_dir.join("ca.pem")) {
         if presented != ca {
             return Err(anyhow::anyhow!(
                 "{} is not the CA in {}; the dispatcher would refuse to enrol (point ca_dir at the right `pki init` directory)",
                 ca_dir.join("ca.pem").display(),
-                settings.tls_dir.display()
+                settings.daemon.tls_dir.display()
             )
             .into());
         }

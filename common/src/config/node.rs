@@ -1,0 +1,151 @@
+//! The node's keys ([`NODE_KEYS`], one row each) and its validated [`NodeSettings`]: each key's
+//! type, default and range are in the one line of `NodeSettings::read` that checks it.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::daemon::{DaemonSettings, LOG_FORMAT};
+use super::values::{defaults, duration_within, integer_within, text, validate, Validator};
+use super::{ConfigError, Key, Origin, RawConfig, Setting};
+
+/// Default `dispatcher` for a node.
+pub const DEFAULT_DISPATCHER_ADDRESS: &str = "127.0.0.1:7870";
+/// Default node `tls_dir`: `ca.pem`, `cert.pem`, `key.pem` from `pki issue-node`.
+pub const DEFAULT_NODE_TLS_DIR: &str = "/etc/dispy/node";
+/// Default `cache_dir`: where a node keeps payloads by hash.
+pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
+/// Default `heartbeat_interval`.
+pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `health_log_interval`.
+pub const DEFAULT_HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(30);
+/// The node's default `async_threads`: its network work is light (chunks run on slot threads of
+/// their own), and one thread answers an assignment without waking another.
+pub const DEFAULT_NODE_ASYNC_THREADS: u32 = 1;
+
+const PROGRAM: &str = "dispy-node";
+
+/// Every node key, in documentation order (that of `deploy/node.toml`).
+pub const NODE_KEYS: &[Key] = &[
+    Key {
+        name: "dispatcher",
+        value_name: "HOST:PORT",
+        help: "Dispatcher address, host:port [default: 127.0.0.1:7870]",
+    },
+    Key {
+        name: "tls_dir",
+        value_name: "DIR",
+        help: "Directory with this node's ca.pem, cert.pem and key.pem (from `dispy-dispatcher pki \
+               issue-node`) [default: /etc/dispy/node]",
+    },
+    Key { name: "slots", value_name: "N", help: "Chunk slots [default: the number of logical cores]" },
+    Key { name: "cache_dir", value_name: "DIR", help: "Payload cache directory [default: /var/lib/dispy-node/cache]" },
+    Key {
+        name: "shared_input_roots",
+        value_name: "DIRS",
+        help: "Directories of shared storage whose files shared-input jobs may have this node read, \
+               separated by ':' [default: none, shared input refused]",
+    },
+    Key { name: "heartbeat_interval", value_name: "DURATION", help: "How often to send a heartbeat [default: 1s]" },
+    Key {
+        name: "health_log_interval",
+        value_name: "DURATION",
+        help: "How often to log a \"node health\" line [default: 30s]",
+    },
+    Key {
+        name: "async_threads",
+        value_name: "N",
+        help: "Threads for the node's network work; chunks run on slot threads of their own [default: 1]",
+    },
+    LOG_FORMAT,
+    Key {
+        name: "log_level",
+        value_name: "FILTER",
+        help: "Log filter such as info or info,node=debug; RUST_LOG wins [default: info]",
+    },
+];
+
+/// The node's validated settings; `node::config::NodeConfig` adds the loaded TLS identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// Dispatcher address, `host:port`; the host is resolved at each dial.
+    pub dispatcher: String,
+    /// Chunk slots; `None` means one per logical core.
+    pub slots: Option<u32>,
+    /// Where payloads are cached by hash, so each is shipped to this node once.
+    pub cache_dir: PathBuf,
+    /// Directories (shared storage mounted at the same path on every node) whose files
+    /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
+    /// the default, refuses shared input.
+    pub shared_input_roots: Vec<PathBuf>,
+    /// How often to send a heartbeat; keep it well under the dispatcher's `node_timeout`.
+    pub heartbeat_interval: Duration,
+    /// How often to log a `node health` line for operators following the journal.
+    pub health_log_interval: Duration,
+    /// The TLS directory (default `/etc/dispy/node`), the async runtime (default one thread: the
+    /// node's network work is light) and logging.
+    pub daemon: DaemonSettings,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        defaults(Self::read)
+    }
+}
+
+impl AsRef<DaemonSettings> for NodeSettings {
+    fn as_ref(&self) -> &DaemonSettings {
+        &self.daemon
+    }
+}
+
+impl TryFrom<RawConfig<NodeSettings>> for NodeSettings {
+    type Error = ConfigError;
+
+    fn try_from(raw: RawConfig<NodeSettings>) -> Result<Self, ConfigError> {
+        validate(raw, PROGRAM, NODE_KEYS, Self::read)
+    }
+}
+
+impl NodeSettings {
+    /// Each key's value, default and rule.
+    fn read(v: &mut Validator) -> Self {
+        Self {
+            dispatcher: v.check("dispatcher", DEFAULT_DISPATCHER_ADDRESS.to_owned(), dispatcher_address),
+            slots: v.check("slots", None, |_, s| integer_within(s, 1, 4096).map(Some)),
+            cache_dir: v.check("cache_dir", PathBuf::from(DEFAULT_CACHE_DIR), Validator::path),
+            shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
+            heartbeat_interval: v.check("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, |_, s| {
+                duration_within(s, Duration::from_millis(10), Duration::from_secs(60))
+            }),
+            health_log_interval: v.check("health_log_interval", DEFAULT_HEALTH_LOG_INTERVAL, |_, s| {
+                duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400))
+            }),
+            daemon: DaemonSettings::read(v, PROGRAM, DEFAULT_NODE_TLS_DIR, Some(DEFAULT_NODE_ASYNC_THREADS)),
+        }
+    }
+}
+
+/// Absolute directories separated by `:`, like `PATH`; an empty string is an empty list.
+/// Relative ones are refused: a node's working directory says nothing about shared storage.
+fn absolute_paths(_: &Origin, value: Setting) -> Result<Vec<PathBuf>, String> {
+    let text = text(value)?;
+    let paths: Vec<PathBuf> = std::env::split_paths(&text).filter(|path| !path.as_os_str().is_empty()).collect();
+    match paths.iter().find(|path| path.is_relative()) {
+        Some(relative) => Err(format!("expected absolute directories separated by ':', found {}", relative.display())),
+        None => Ok(paths),
+    }
+}
+
+/// `host:port`, where the host is a name or an address (IPv6 in brackets).
+fn dispatcher_address(_: &Origin, value: Setting) -> Result<String, String> {
+    let text = text(value)?;
+    let bad = || format!("expected host:port such as \"dispatcher.example:7870\", found {text:?}");
+    let (host, port) = text.rsplit_once(':').ok_or_else(bad)?;
+    let host_ok = !host.is_empty() && !host.contains(char::is_whitespace);
+    let port_ok = port.parse::<u16>().is_ok_and(|port| port != 0);
+    if host_ok && port_ok {
+        Ok(text)
+    } else {
+        Err(bad())
+    }
+}
