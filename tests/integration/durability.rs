@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use tests::durable::{field_u64, last_event_with, last_health, log_events, BlockPattern, DurableCluster};
 use tests::{
     assert_eventually, check_same_bytes, command, dir_entries, example, fixture, free_udp_port, poll_until,
-    proc_status_bytes, pseudo_random_bytes, serial_output, Daemon, Pki, Run, COMMAND_TIMEOUT,
+    proc_status_bytes, pseudo_random_bytes, serial_output, skip, Daemon, Pki, Run, COMMAND_TIMEOUT,
 };
 
 /// Spin iterations per chunk of `count.wat`: about 0.2 s of guest time on an idle core of this
@@ -434,7 +434,7 @@ fn full_disk_fails_only_the_job_that_filled_it() {
     let mut cluster = match DurableCluster::builder().state_on_tmpfs("64m").try_start() {
         Ok(cluster) => cluster,
         Err(reason) => {
-            println!("skipping full_disk_fails_only_the_job_that_filled_it: {reason} (it needs root to mount a tmpfs)");
+            skip("full_disk_fails_only_the_job_that_filled_it", &format!("{reason} (it needs root to mount a tmpfs)"));
             return;
         }
     };

@@ -8,7 +8,8 @@
 //! how fast. The faults land mid-job because the test waits, through `jobs --json`, for a moment
 //! when chunks are still pending, not because it sleeps.
 //!
-//! The bed needs root and `ip netns`; without them every test here prints why and passes.
+//! The bed needs root and `ip netns`; without them every test here prints `SKIPPED` and why and
+//! passes, or fails under `DISPY_TEST_STRICT=1` (see `tests::skip`).
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
@@ -147,7 +148,7 @@ fn check_still_running(cluster: &NetCluster) {
 
 #[test]
 fn killed_node_loses_its_chunks_to_the_others() {
-    let Some(mut cluster) = NetCluster::builder().start("faults::killed_node_loses_its_chunks_to_the_others") else {
+    let Some(mut cluster) = NetCluster::builder().start("killed_node_loses_its_chunks_to_the_others") else {
         return;
     };
     let output = cluster.output_dir("kill").join("result.bin");
@@ -177,7 +178,7 @@ fn killed_node_loses_its_chunks_to_the_others() {
 #[test]
 fn node_cut_off_is_written_off_and_its_late_results_count_once() {
     let Some(cluster) =
-        NetCluster::builder().start("faults::node_cut_off_is_written_off_and_its_late_results_count_once")
+        NetCluster::builder().start("node_cut_off_is_written_off_and_its_late_results_count_once")
     else {
         return;
     };
@@ -260,7 +261,7 @@ fn cancelled_reruns_that_ran(log: &str, node: &str) -> Vec<u64> {
 
 #[test]
 fn job_waits_for_new_nodes_when_every_node_dies() {
-    let Some(mut cluster) = NetCluster::builder().start("faults::job_waits_for_new_nodes_when_every_node_dies") else {
+    let Some(mut cluster) = NetCluster::builder().start("job_waits_for_new_nodes_when_every_node_dies") else {
         return;
     };
     let output = cluster.output_dir("all").join("result.bin");
@@ -295,7 +296,7 @@ fn job_waits_for_new_nodes_when_every_node_dies() {
 #[test]
 fn chunk_that_always_traps_fails_the_job_naming_every_node() {
     let Some(cluster) =
-        NetCluster::builder().start("faults::chunk_that_always_traps_fails_the_job_naming_every_node")
+        NetCluster::builder().start("chunk_that_always_traps_fails_the_job_naming_every_node")
     else {
         return;
     };
@@ -309,7 +310,7 @@ fn chunk_that_always_traps_fails_the_job_naming_every_node() {
 
 #[test]
 fn straggler_is_overtaken_by_a_speculative_copy() {
-    let Some(mut cluster) = NetCluster::builder().start("faults::straggler_is_overtaken_by_a_speculative_copy") else {
+    let Some(mut cluster) = NetCluster::builder().start("straggler_is_overtaken_by_a_speculative_copy") else {
         return;
     };
     let output = cluster.output_dir("straggler").join("result.bin");
@@ -337,7 +338,7 @@ fn straggler_is_overtaken_by_a_speculative_copy() {
 
 #[test]
 fn cancel_stops_running_chunks_and_writes_nothing() {
-    let Some(cluster) = NetCluster::builder().start("faults::cancel_stops_running_chunks_and_writes_nothing") else {
+    let Some(cluster) = NetCluster::builder().start("cancel_stops_running_chunks_and_writes_nothing") else {
         return;
     };
     let out_dir = cluster.output_dir("cancel");
@@ -369,7 +370,7 @@ fn cancel_stops_running_chunks_and_writes_nothing() {
 
 #[test]
 fn drained_node_gets_no_new_chunks_until_undrained() {
-    let Some(cluster) = NetCluster::builder().start("faults::drained_node_gets_no_new_chunks_until_undrained") else {
+    let Some(cluster) = NetCluster::builder().start("drained_node_gets_no_new_chunks_until_undrained") else {
         return;
     };
     let started = |node: &str, job: u64| log_has(&cluster.node_log(node), &["job starting", &format!("job={job}")]);
@@ -407,7 +408,7 @@ fn drained_node_gets_no_new_chunks_until_undrained() {
 /// (checked by `NetCluster::start`), and a small job of another payload matches the serial run.
 #[test]
 fn test_bed_runs_a_job_across_namespaces() {
-    let Some(cluster) = NetCluster::builder().start("faults::test_bed_runs_a_job_across_namespaces") else {
+    let Some(cluster) = NetCluster::builder().start("test_bed_runs_a_job_across_namespaces") else {
         return;
     };
     let payload = example("mandelbrot.wat");

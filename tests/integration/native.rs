@@ -1,15 +1,17 @@
 //! Native payloads through the whole system: the same C source built as a shared library and as
 //! WebAssembly gives the same job output as the hand-written WAT on a real cluster, and a library
-//! built for another architecture is refused when it is submitted.
+//! built for another architecture is refused when it is submitted. Without `cc` (or, for the
+//! `.wasm` build, `clang`) a test skips (see `tests::skip`).
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use tests::{check_same_bytes, example, pseudo_random_bytes, Cluster, Job};
+use tests::{check_same_bytes, example, pseudo_random_bytes, skip, Cluster, Job};
 
-/// Compiles `source` with `compiler` and `flags` into `out`; `None` (with a printed reason) when
-/// the toolchain is missing, so the test can skip.
-fn build(compiler: &str, flags: &[&str], source: &Path, out: &Path) -> Option<PathBuf> {
+/// Compiles `source` with `compiler` and `flags` into `out`; `None` when the compiler is missing,
+/// after [`skip`] reported it for `test` (the test's function name), so the test can return.
+#[track_caller]
+fn build(test: &str, compiler: &str, flags: &[&str], source: &Path, out: &Path) -> Option<PathBuf> {
     let include = example("c");
     let status = Command::new(compiler)
         .args(flags)
@@ -23,7 +25,7 @@ fn build(compiler: &str, flags: &[&str], source: &Path, out: &Path) -> Option<Pa
         Ok(s) if s.success() => Some(out.to_owned()),
         Ok(s) => panic!("{compiler} failed on {} ({s})", source.display()),
         Err(e) => {
-            println!("SKIPPING: {compiler} is not available ({e})");
+            skip(test, &format!("{compiler} is not available ({e})"));
             None
         }
     }
@@ -38,11 +40,12 @@ fn run_to_bytes(cluster: &Cluster, name: &str, payload: &Path, input: &Path) -> 
 
 #[test]
 fn c_checksum_as_so_and_wasm_matches_the_wat() {
+    const TEST: &str = "c_checksum_as_so_and_wasm_matches_the_wat";
     let cluster = Cluster::start(2);
     let input = cluster.dir().join("input.bin");
     std::fs::write(&input, pseudo_random_bytes(100_003, 7)).expect("write the input");
     let source = example("c/checksum.c");
-    let Some(library) = build("cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("checksum.so")) else {
+    let Some(library) = build(TEST, "cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("checksum.so")) else {
         return;
     };
     let wat = run_to_bytes(&cluster, "wat", &example("checksum.wat"), &input);
@@ -57,7 +60,7 @@ fn c_checksum_as_so_and_wasm_matches_the_wat() {
         "-Wl,--export=dispy_alloc",
         "-Wl,--export=dispy_abi_version",
     ];
-    if let Some(module) = build("clang", &wasm_flags, &source, &cluster.dir().join("checksum.wasm")) {
+    if let Some(module) = build(TEST, "clang", &wasm_flags, &source, &cluster.dir().join("checksum.wasm")) {
         let wasm = run_to_bytes(&cluster, "wasm", &module, &input);
         check_same_bytes(&wasm, &wat, &"C compiled to wasm32 against WAT");
     }
@@ -65,9 +68,10 @@ fn c_checksum_as_so_and_wasm_matches_the_wat() {
 
 #[test]
 fn library_for_another_architecture_is_refused_at_submit() {
+    const TEST: &str = "library_for_another_architecture_is_refused_at_submit";
     let cluster = Cluster::start(1);
     let source = example("c/checksum.c");
-    let Some(library) = build("cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("native.so")) else {
+    let Some(library) = build(TEST, "cc", &["-O2", "-shared", "-fPIC"], &source, &cluster.dir().join("native.so")) else {
         return;
     };
     // Claim aarch64 (or x86_64 on an aarch64 host) in the ELF header's e_machine field.
@@ -87,9 +91,10 @@ fn library_for_another_architecture_is_refused_at_submit() {
 
 #[test]
 fn crashing_library_fails_its_job_and_the_node_serves_the_next() {
+    const TEST: &str = "crashing_library_fails_its_job_and_the_node_serves_the_next";
     let cluster = Cluster::start(1);
     let Some(crasher) =
-        build("cc", &["-O2", "-shared", "-fPIC"], &example("c/faults/segfault.c"), &cluster.dir().join("segfault.so"))
+        build(TEST, "cc", &["-O2", "-shared", "-fPIC"], &example("c/faults/segfault.c"), &cluster.dir().join("segfault.so"))
     else {
         return;
     };

@@ -14,6 +14,11 @@
 //! this process, the reference that distributed output must equal byte for byte, and
 //! [`RawClient`] speaks QUIC to the dispatcher directly for hostile-input tests.
 //!
+//! A test that needs something the machine may lack (root, `ip netns`, a tmpfs mount, `cc`,
+//! `clang`, `systemd-analyze`) calls [`skip`] when it is missing: one `SKIPPED <test>: <why>` line
+//! and an early return, or a failure with the same reason under `DISPY_TEST_STRICT=1`, which CI
+//! sets so that nothing passes there by not running.
+//!
 //! Children get `RUST_LOG` from `DISPY_TEST_LOG` (default `info`), none of the caller's `DISPY_*`
 //! variables, and daemons an explicit empty config file and state directories in the cluster's
 //! directory, so neither a developer's environment nor `/etc/dispy` can change what tests see.
@@ -21,7 +26,7 @@
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::fs::File;
-use std::io::Read;
+use std::io::{Read, Write as _};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -77,6 +82,21 @@ pub fn poll_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
         }
         std::thread::sleep(POLL_INTERVAL);
     }
+}
+
+/// Reports that `test` (its function name) cannot run on this machine because of `why` (a
+/// missing tool or privilege): prints the one line `SKIPPED <test>: <why>` straight to stderr,
+/// past libtest's capture so every run shows it, and returns for the test to return early.
+///
+/// # Panics
+/// With the same reason when `DISPY_TEST_STRICT=1` is set (as `.ci/run` does), where a test
+/// that cannot run is a failure rather than a silent pass.
+#[track_caller]
+pub fn skip(test: &str, why: &str) {
+    let why = why.split_whitespace().collect::<Vec<_>>().join(" ");
+    let strict = std::env::var("DISPY_TEST_STRICT").is_ok_and(|v| v == "1");
+    assert!(!strict, "{test} cannot run: {why} (DISPY_TEST_STRICT=1 makes this a failure, not a skip)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
 }
 
 /// The workspace root (where the root `Cargo.toml`, `examples/` and `tests/` are).

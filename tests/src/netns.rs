@@ -15,8 +15,9 @@
 //! `DISPY_TEST_SHOW_LOGS` is set), then removes the namespaces, then the directory.
 //!
 //! The bed needs root and a working `ip netns` (iproute2, veth and bridge support).
-//! [`NetCluster::start`] probes once per process and returns `None` after printing why when it
-//! cannot run, so a test skips by returning early. Only one cluster runs at a time per process:
+//! [`NetCluster::start`] probes once per process and, when the bed cannot run, reports it through
+//! [`crate::skip`] and returns `None`, so a test skips by returning early (or fails, under
+//! `DISPY_TEST_STRICT=1`). Only one cluster runs at a time per process:
 //! each runs four daemons doing CPU work, and on a small machine parallel beds would only make
 //! every scenario slower and its timings noisier.
 
@@ -275,15 +276,15 @@ impl NetClusterBuilder {
 
     /// Creates the namespaces, makes the certificates, starts the dispatcher and the nodes, and
     /// waits until the dispatcher lists every node as ready, each from its own address. Returns
-    /// `None`, after printing why, when the bed cannot run on this machine (see
-    /// [`unavailable`]); the test then returns early.
+    /// `None`, after [`crate::skip`] reports why for `test` (the test's function name), when the
+    /// bed cannot run on this machine (see [`unavailable`]); the test then returns early.
     ///
     /// # Panics
     /// If any step fails; dropping the half-started cluster then prints the daemons' logs and
-    /// removes the namespaces.
+    /// removes the namespaces. Under `DISPY_TEST_STRICT=1`, also when the bed cannot run.
     pub fn start(self, test: &str) -> Option<NetCluster> {
         if let Some(reason) = unavailable() {
-            announce(&format!("skipping {test}: the network-namespace test bed cannot run: {reason}"));
+            crate::skip(test, &format!("the network-namespace test bed cannot run: {reason}"));
             return None;
         }
         assert!(self.nodes <= 200, "at most 200 nodes fit the bed's address plan");

@@ -2,10 +2,12 @@
 //! `examples/c/` compiled with `cc` to `.so` and with `clang` to wasm32 and wasm32-wasi, and the
 //! Rust SDK's example built with cargo, all into one temporary directory per test run.
 //!
-//! The commands are those of `examples/c/Makefile`. When a toolchain is missing (no `cc`, no
-//! `clang`, or a clang without the wasm32 linker or the WASI sysroot) the builders print why and
-//! return `None`, and the test skips that part; a fixture that fails to build with a working
-//! toolchain fails the test.
+//! The commands are those of `examples/c/Makefile`. A test names the targets it builds up front
+//! ([`Fixtures::new`]); when a toolchain is missing (no `cc`, no `clang`, or a clang without the
+//! wasm32 linker or the WASI sysroot) [`skip`] prints one `SKIPPED <test>: <why>` line, or fails
+//! the test under `DISPY_TEST_STRICT=1`, and [`Fixtures::build`] returns `None` for that target,
+//! so the test skips that part. A fixture that fails to build with a working toolchain fails the
+//! test.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -39,16 +41,68 @@ fn out_dir() -> &'static Path {
     .path()
 }
 
-/// Builds `examples/c/<source>` for `target` (once per run) and returns the artifact, or `None`
-/// (after printing why) when the toolchain for `target` is missing.
+/// The fixtures of one test: the targets it builds, whose toolchains were probed when it began.
+#[derive(Debug)]
+pub(crate) struct Fixtures {
+    /// The test's function name, for messages.
+    test: &'static str,
+    /// Each target the test declared, and whether its toolchain works here.
+    targets: Vec<(Target, bool)>,
+}
+
+impl Fixtures {
+    /// Probes the toolchains of `targets` for `test` (the test's function name) and reports the
+    /// missing ones, all in one line, through [`skip`].
+    ///
+    /// # Panics
+    /// Under `DISPY_TEST_STRICT=1`, when a toolchain is missing.
+    #[track_caller]
+    pub(crate) fn new(test: &'static str, targets: &[Target]) -> Fixtures {
+        let targets: Vec<(Target, bool)> = targets.iter().map(|&target| (target, toolchain(target))).collect();
+        let missing: Vec<String> = targets
+            .iter()
+            .filter(|(_, works)| !works)
+            .map(|(target, _)| format!("its {target:?} fixtures need {}", needs(*target)))
+            .collect();
+        if !missing.is_empty() {
+            skip(test, &format!("{}, which this machine lacks", missing.join(" and ")));
+        }
+        Fixtures { test, targets }
+    }
+
+    /// Builds `examples/c/<source>` for `target` (once per run) and returns the artifact, or
+    /// `None` when the toolchain for `target` is missing (already reported by [`Fixtures::new`]).
+    ///
+    /// # Panics
+    /// When the toolchain works but the fixture does not build, or `target` was not declared.
+    #[track_caller]
+    pub(crate) fn build(&self, source: &str, target: Target) -> Option<PathBuf> {
+        let Some(&(_, works)) = self.targets.iter().find(|(declared, _)| *declared == target) else {
+            panic!("{} builds {target:?} fixtures without naming the target in Fixtures::new", self.test);
+        };
+        works.then(|| build(source, target))
+    }
+}
+
+/// Reports that `test` cannot run (all or part of it) because of `why`: prints the one line
+/// `SKIPPED <test>: <why>` straight to stderr, past libtest's capture so every run shows it.
 ///
 /// # Panics
-/// When the toolchain works but the fixture does not build.
+/// With the same reason when `DISPY_TEST_STRICT=1` is set (as `.ci/run` does), where a test
+/// that cannot run is a failure rather than a silent pass.
 #[track_caller]
-pub(crate) fn build(source: &str, target: Target) -> Option<PathBuf> {
-    if !toolchain(target) {
-        return None;
-    }
+fn skip(test: &str, why: &str) {
+    let strict = std::env::var("DISPY_TEST_STRICT").is_ok_and(|v| v == "1");
+    assert!(!strict, "{test} cannot run: {why} (DISPY_TEST_STRICT=1 makes this a failure, not a skip)");
+    let _ = writeln!(std::io::stderr(), "SKIPPED {test}: {why}");
+}
+
+/// Builds `examples/c/<source>` for `target` (once per run) and returns the artifact.
+///
+/// # Panics
+/// When the fixture does not build.
+#[track_caller]
+fn build(source: &str, target: Target) -> PathBuf {
     type Slot = Arc<OnceLock<Result<PathBuf, String>>>;
     static BUILT: OnceLock<Mutex<HashMap<(String, Target), Slot>>> = OnceLock::new();
     let slot = {
@@ -56,7 +110,7 @@ pub(crate) fn build(source: &str, target: Target) -> Option<PathBuf> {
         Arc::clone(built.entry((source.to_string(), target)).or_default())
     };
     match slot.get_or_init(|| compile(source, target)) {
-        Ok(path) => Some(path.clone()),
+        Ok(path) => path.clone(),
         Err(error) => panic!("{error}"),
     }
 }
@@ -95,27 +149,34 @@ fn compile(source: &str, target: Target) -> Result<PathBuf, String> {
     }
 }
 
+/// What building fixtures for `target` takes.
+fn needs(target: Target) -> &'static str {
+    match target {
+        Target::Native => "cc (gcc or clang)",
+        Target::Wasm32 => "clang and lld",
+        Target::Wasi => "clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (or your clang's wasm32 builtins)",
+    }
+}
+
 /// Whether the toolchain for `target` works, probed once per run with a trivial program.
 fn toolchain(target: Target) -> bool {
     static PROBES: OnceLock<Mutex<HashMap<Target, bool>>> = OnceLock::new();
     let mut probes = PROBES.get_or_init(Mutex::default).lock().unwrap_or_else(|p| p.into_inner());
     *probes.entry(target).or_insert_with(|| {
-        let (program, flags, needs): (&str, &[&str], &str) = match target {
-            Target::Native => ("int f(void) { return 0; }", &["-shared", "-fPIC"], "cc (gcc or clang)"),
+        let (program, flags): (&str, &[&str]) = match target {
+            Target::Native => ("int f(void) { return 0; }", &["-shared", "-fPIC"]),
             Target::Wasm32 => (
                 "__attribute__((export_name(\"f\"))) int f(void) { return 0; }",
                 &["--target=wasm32", "-nostdlib", "-Wl,--no-entry"],
-                "clang and lld",
             ),
             Target::Wasi => (
                 "#include <stdio.h>\nint main(void) { return puts(\"\") < 0; }",
                 &["--target=wasm32-wasi"],
-                "clang, lld, wasi-libc and libclang-rt-14-dev-wasm32 (or your clang's wasm32 builtins)",
             ),
         };
         let compiler = if target == Target::Native { "cc" } else { "clang" };
         let dir = out_dir().join(format!("probe-{target:?}"));
-        let works = std::fs::create_dir_all(&dir).is_ok()
+        std::fs::create_dir_all(&dir).is_ok()
             && std::fs::write(dir.join("probe.c"), program).is_ok()
             && Command::new(compiler)
                 .args(flags)
@@ -123,15 +184,7 @@ fn toolchain(target: Target) -> bool {
                 .arg(dir.join("probe.out"))
                 .arg(dir.join("probe.c"))
                 .output()
-                .is_ok_and(|out| out.status.success());
-        if !works {
-            // Straight to stderr, past libtest's capture, so the skip shows in every run.
-            let _ = writeln!(
-                std::io::stderr(),
-                "SKIPPING {target:?} fixtures: building them needs {needs}, which this machine lacks"
-            );
-        }
-        works
+                .is_ok_and(|out| out.status.success())
     })
 }
 

@@ -1,7 +1,8 @@
 //! Tests of native payloads, with C fixtures built at test time (see `exec::fixtures`): every
 //! fault fixture against the failure it must produce (and the worker process gone, no zombie),
 //! the load-time checks, and the same payload as `.so`, `.wasm` and WAT giving byte-identical
-//! output. Each test that needs `cc` or `clang` skips (with a message) without it.
+//! output. Each test that needs `cc` or `clang` skips (with a `SKIPPED` line) without it, or fails
+//! under `DISPY_TEST_STRICT=1` (see `exec::fixtures`).
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -11,7 +12,7 @@ use std::time::{Duration, Instant};
 use wire::proto::{FailureKind, PayloadKind};
 
 use super::platform;
-use crate::exec::fixtures::{build, build_sdk_example, root, Target};
+use crate::exec::fixtures::{build_sdk_example, root, Fixtures, Target};
 use crate::exec::{CancelFlag, ExecError, Executor, Limits, Payload, Worker};
 
 const MIB: u64 = 1 << 20;
@@ -80,8 +81,9 @@ fn fnv1a64(bytes: &[u8]) -> u64 {
 /// whose one-line message contains `message`; then checks the worker is dead, reaped and refuses
 /// reuse, and that a fresh worker of a good payload still runs.
 #[track_caller]
-fn check_fault(source: &str, limits: Limits, kind: FailureKind, message: &str) {
-    let Some(path) = build(source, Target::Native) else { return };
+fn check_fault(test: &'static str, source: &str, limits: Limits, kind: FailureKind, message: &str) {
+    let fixtures = Fixtures::new(test, &[Target::Native]);
+    let Some(path) = fixtures.build(source, Target::Native) else { return };
     let payload = loaded(&path);
     let mut worker = worker(&payload, b"", limits);
     let Worker::Native(native) = &worker else { panic!("not a native worker") };
@@ -98,7 +100,7 @@ fn check_fault(source: &str, limits: Limits, kind: FailureKind, message: &str) {
     let again = worker.run(b"chunk").expect_err("a failed worker is not reused");
     assert_eq!(again.kind, FailureKind::Node);
     // The node (this process) is unaffected: a fresh worker runs a good chunk.
-    if let Some(good) = build("checksum.c", Target::Native) {
+    if let Some(good) = fixtures.build("checksum.c", Target::Native) {
         let mut fresh = self::worker(&loaded(&good), b"", roomy());
         let output = fresh.run(b"hello").expect("a fresh worker runs");
         assert_eq!(output, fnv1a64(b"hello").to_le_bytes());
@@ -107,12 +109,13 @@ fn check_fault(source: &str, limits: Limits, kind: FailureKind, message: &str) {
 
 #[test]
 fn segfault_is_a_crash() {
-    check_fault("faults/segfault.c", roomy(), FailureKind::Crash, "worker crashed with SIGSEGV");
+    check_fault("segfault_is_a_crash", "faults/segfault.c", roomy(), FailureKind::Crash, "worker crashed with SIGSEGV");
 }
 
 #[test]
 fn abort_is_a_crash_with_its_output() {
     check_fault(
+        "abort_is_a_crash_with_its_output",
         "faults/abort.c",
         roomy(),
         FailureKind::Crash,
@@ -124,6 +127,7 @@ fn abort_is_a_crash_with_its_output() {
 fn spin_times_out() {
     let started = Instant::now();
     check_fault(
+        "spin_times_out",
         "faults/spin.c",
         limits(256 * MIB, Duration::from_secs(1)),
         FailureKind::Timeout,
@@ -135,6 +139,7 @@ fn spin_times_out() {
 #[test]
 fn hog_hits_the_memory_limit() {
     check_fault(
+        "hog_hits_the_memory_limit",
         "faults/hog.c",
         limits(64 * MIB, Duration::from_secs(30)),
         FailureKind::MemoryLimit,
@@ -144,12 +149,13 @@ fn hog_hits_the_memory_limit() {
 
 #[test]
 fn exit_is_reported() {
-    check_fault("faults/exit.c", roomy(), FailureKind::Crash, "payload called exit(3)");
+    check_fault("exit_is_reported", "faults/exit.c", roomy(), FailureKind::Crash, "payload called exit(3)");
 }
 
 #[test]
 fn cancel_kills_a_spinning_worker() {
-    let Some(path) = build("faults/spin.c", Target::Native) else { return };
+    let fixtures = Fixtures::new("cancel_kills_a_spinning_worker", &[Target::Native]);
+    let Some(path) = fixtures.build("faults/spin.c", Target::Native) else { return };
     let cancel = CancelFlag::default();
     let mut worker = executor()
         .worker(&loaded(&path), b"", limits(256 * MIB, Duration::from_secs(60)), cancel.clone())
@@ -167,7 +173,8 @@ fn cancel_kills_a_spinning_worker() {
 
 #[test]
 fn workers_stay_warm_and_drop_cleanly() {
-    let Some(path) = build("mandelbrot.c", Target::Native) else { return };
+    let fixtures = Fixtures::new("workers_stay_warm_and_drop_cleanly", &[Target::Native]);
+    let Some(path) = fixtures.build("mandelbrot.c", Target::Native) else { return };
     let payload = loaded(&path);
     let Payload::Native(native) = &payload else { panic!("not native") };
     assert!(native.has_setup());
@@ -198,7 +205,8 @@ fn workers_stay_warm_and_drop_cleanly() {
 
 #[test]
 fn chatty_payloads_do_not_block() {
-    let Some(path) = build("faults/chatty.c", Target::Native) else { return };
+    let fixtures = Fixtures::new("chatty_payloads_do_not_block", &[Target::Native]);
+    let Some(path) = fixtures.build("faults/chatty.c", Target::Native) else { return };
     let mut worker = worker(&loaded(&path), b"", limits(256 * MIB, Duration::from_secs(30)));
     for input in [&b"first"[..], b"second"] {
         let output = worker.run(input).expect("the chunk succeeds");
@@ -210,7 +218,8 @@ fn chatty_payloads_do_not_block() {
 
 #[test]
 fn setup_failure_is_reported() {
-    let Some(path) = build("mandelbrot.c", Target::Native) else { return };
+    let fixtures = Fixtures::new("setup_failure_is_reported", &[Target::Native]);
+    let Some(path) = fixtures.build("mandelbrot.c", Target::Native) else { return };
     let failure = executor()
         .worker(&loaded(&path), b"8 0 10", roomy(), CancelFlag::default())
         .expect_err("height 0 is refused");
@@ -237,10 +246,11 @@ fn check_load_error(bytes: &[u8], kind: &PayloadKind, expect: &[&str]) {
 
 #[test]
 fn load_checks_symbols_version_and_platform() {
+    let fixtures = Fixtures::new("load_checks_symbols_version_and_platform", &[Target::Native]);
     let (Some(bad_version), Some(no_run), Some(good)) = (
-        build("faults/bad_version.c", Target::Native),
-        build("faults/no_run.c", Target::Native),
-        build("checksum.c", Target::Native),
+        fixtures.build("faults/bad_version.c", Target::Native),
+        fixtures.build("faults/no_run.c", Target::Native),
+        fixtures.build("checksum.c", Target::Native),
     ) else {
         return;
     };
@@ -299,6 +309,7 @@ fn check_identical(builds: &[(&str, Vec<u8>)], expect: Option<&[u8]>) {
 
 #[test]
 fn checksum_is_identical_as_so_wasm_wat_and_rust() {
+    let fixtures = Fixtures::new("checksum_is_identical_as_so_wasm_wat_and_rust", &[Target::Native, Target::Wasm32]);
     let data: Vec<u8> = (0..200_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
     let chunks: Vec<Vec<u8>> = [0..0, 0..1, 1..4096, 4096..150_000, 150_000..200_000]
         .map(|r| data[r].to_vec())
@@ -306,11 +317,11 @@ fn checksum_is_identical_as_so_wasm_wat_and_rust() {
     let expect: Vec<u8> = chunks.iter().flat_map(|c| fnv1a64(c).to_le_bytes()).collect();
     let wat = root().join("examples/checksum.wat");
     let mut builds = vec![("checksum.wat", run_all(&wat, b"", &chunks))];
-    if let Some(so) = build("checksum.c", Target::Native) {
+    if let Some(so) = fixtures.build("checksum.c", Target::Native) {
         builds.push(("checksum.so", run_all(&so, b"", &chunks)));
         builds.push(("libchecksum.so (Rust SDK)", run_all(&build_sdk_example(), b"", &chunks)));
     }
-    if let Some(wasm) = build("checksum.c", Target::Wasm32) {
+    if let Some(wasm) = fixtures.build("checksum.c", Target::Wasm32) {
         builds.push(("checksum.wasm", run_all(&wasm, b"", &chunks)));
     }
     check_identical(&builds, Some(&expect));
@@ -318,14 +329,15 @@ fn checksum_is_identical_as_so_wasm_wat_and_rust() {
 
 #[test]
 fn mandelbrot_is_identical_as_so_wasm_and_wat() {
+    let fixtures = Fixtures::new("mandelbrot_is_identical_as_so_wasm_and_wat", &[Target::Native, Target::Wasm32]);
     let args = b" 97 61\t120\n";
     let chunks: Vec<Vec<u8>> = (0..61).step_by(7).map(|s| range(s, (s + 7).min(61))).collect();
     let wat = root().join("examples/mandelbrot.wat");
     let mut builds = vec![("mandelbrot.wat", run_all(&wat, args, &chunks))];
-    if let Some(so) = build("mandelbrot.c", Target::Native) {
+    if let Some(so) = fixtures.build("mandelbrot.c", Target::Native) {
         builds.push(("mandelbrot.so", run_all(&so, args, &chunks)));
     }
-    if let Some(wasm) = build("mandelbrot.c", Target::Wasm32) {
+    if let Some(wasm) = fixtures.build("mandelbrot.c", Target::Wasm32) {
         builds.push(("mandelbrot.wasm", run_all(&wasm, args, &chunks)));
     }
     check_identical(&builds, None);
@@ -335,15 +347,16 @@ fn mandelbrot_is_identical_as_so_wasm_and_wat() {
 
 #[test]
 fn grepcount_counts_matching_lines_as_so_and_wasm() {
+    let fixtures = Fixtures::new("grepcount_counts_matching_lines_as_so_and_wasm", &[Target::Native, Target::Wasm32]);
     let text = b"GET /a\nPOST /b\nGET /c\n\nget /d\nGET".to_vec();
     let chunks = vec![text.clone(), Vec::new(), b"no match here\n".to_vec()];
     let expect = b"3\n0\n0\n";
     let mut builds = Vec::new();
-    if let Some(so) = build("grepcount.c", Target::Native) {
+    if let Some(so) = fixtures.build("grepcount.c", Target::Native) {
         builds.push(("grepcount.so", run_all(&so, b"GET", &chunks)));
         assert_eq!(run_all(&so, b"", std::slice::from_ref(&text)), b"6\n", "empty arguments match every line");
     }
-    if let Some(wasm) = build("grepcount.c", Target::Wasm32) {
+    if let Some(wasm) = fixtures.build("grepcount.c", Target::Wasm32) {
         builds.push(("grepcount.wasm", run_all(&wasm, b"GET", &chunks)));
     }
     if !builds.is_empty() {

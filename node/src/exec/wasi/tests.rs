@@ -1,5 +1,6 @@
 //! Tests of WASI filters: hand-written WAT filters (always) and the C filters of `examples/c/`
-//! (when clang with wasi-libc is installed) round-trip chunks, see their arguments as argv, and
+//! (when clang with wasi-libc is installed; otherwise a `SKIPPED` line, or a failure under
+//! `DISPY_TEST_STRICT=1`) round-trip chunks, see their arguments as argv, and
 //! are denied files, sockets and sleeping; limits and exit codes map to their failure kinds.
 
 use std::sync::OnceLock;
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use wire::proto::FailureKind;
 
-use crate::exec::fixtures::{build, root, Target};
+use crate::exec::fixtures::{root, Fixtures, Target};
 use crate::exec::wasm::{run_serial, WasmEngine, WasmFlavour, WasmPayload, WasmWorker};
 use crate::exec::{CancelFlag, Limits};
 
@@ -168,6 +169,7 @@ fn flavour_is_detected() {
 
 #[test]
 fn upper_filter_round_trips_lines_like_upper_wat() {
+    let fixtures = Fixtures::new("upper_filter_round_trips_lines_like_upper_wat", &[Target::Wasi]);
     let text = "Hello, wörld! abc xyz ABC {|}~ `@[\n".repeat(3000);
     // `lines:N`-style chunks: whole lines, the last chunk empty; some larger than one read.
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -178,7 +180,7 @@ fn upper_filter_round_trips_lines_like_upper_wat() {
     // The ABI example gives the same bytes.
     let abi = std::fs::read(root().join("examples/upper.wat")).expect("examples/upper.wat");
     assert_eq!(run_serial(engine(), &abi, b"", chunks.clone()).ok(), Some(expect.clone()));
-    if let Some(c_filter) = build("upper_filter.c", Target::Wasi) {
+    if let Some(c_filter) = fixtures.build("upper_filter.c", Target::Wasi) {
         let c_filter = std::fs::read(c_filter).expect("built");
         check_output(&c_filter, b"", &chunks, &expect);
         check_output(&c_filter, b" --lower ", &[b"MiXeD\n".to_vec()], b"mixed\n");
@@ -194,9 +196,10 @@ fn upper_filter_round_trips_lines_like_upper_wat() {
 
 #[test]
 fn args_become_argv() {
+    let fixtures = Fixtures::new("args_become_argv", &[Target::Wasi]);
     check_output(ARGS.as_bytes(), b"", &[Vec::new()], b"payload\n");
     check_output(ARGS.as_bytes(), b"  -n 3\t--mode  fast\n", &[Vec::new()], b"payload\n-n\n3\n--mode\nfast\n");
-    if let Some(c_filter) = build("faults/wasi_args.c", Target::Wasi) {
+    if let Some(c_filter) = fixtures.build("faults/wasi_args.c", Target::Wasi) {
         let c_filter = std::fs::read(c_filter).expect("built");
         check_output(&c_filter, b"a b", &[b"stdin\n".to_vec()], b"[0]=payload\n[1]=a\n[2]=b\nstdin\n");
     }
@@ -204,6 +207,7 @@ fn args_become_argv() {
 
 #[test]
 fn files_sockets_and_sleep_are_denied() {
+    let fixtures = Fixtures::new("files_sockets_and_sleep_are_denied", &[Target::Wasi]);
     // path_open(fd, dirflags 0, "etc/passwd", oflags 0, rights read, inheriting 0, fdflags 0).
     let open = filter(
         r#"(import "wasi_snapshot_preview1" "path_open"
@@ -237,7 +241,7 @@ fn files_sockets_and_sleep_are_denied() {
         &filter(r#"(import "env" "socket" (func (param i32) (result i32)))"#, ""),
         "WASI filter imports `env.socket`, which filters do not get (only `wasi_snapshot_preview1` functions)",
     );
-    if let Some(c_filter) = build("faults/wasi_open.c", Target::Wasi) {
+    if let Some(c_filter) = fixtures.build("faults/wasi_open.c", Target::Wasi) {
         let c_filter = std::fs::read(c_filter).expect("built");
         let mut worker = worker(&c_filter, b"", limits());
         let failure = worker.run(b"").expect_err("no file can be opened");
