@@ -45,7 +45,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 /// A question waiting for the ledger's answer.
 enum Pending {
     Summary(oneshot::Sender<Result<JobSummary, Refusal>>),
-    Jobs(oneshot::Sender<Vec<JobSummary>>),
+    Jobs(oneshot::Sender<Result<Vec<JobSummary>, Refusal>>),
 }
 
 /// A job's open spool files.
@@ -93,9 +93,17 @@ impl Core {
             .into_iter()
             .map(|(job, record)| {
                 let (inputs, results) = RestoredJob::reads(&record);
+                // A job failed just before a crash lost its files before its end was durable.
+                let gone = (inputs || results) && !spool.has(job);
                 RestoredJob {
                     job,
-                    inputs: if inputs { journal.inputs(job).map_err(Into::into) } else { Ok(Vec::new()) },
+                    inputs: if gone {
+                        Err("its spool files are gone".into())
+                    } else if inputs {
+                        journal.inputs(job).map_err(Into::into)
+                    } else {
+                        Ok(Vec::new())
+                    },
                     results: if results { journal.results(job).map_err(Into::into) } else { Ok(Vec::new()) },
                     record,
                 }

@@ -486,7 +486,10 @@ async fn handle_request(
         ClientRequest::ListJobs => {
             let (reply, answer) = oneshot::channel();
             events.send(Event::ListJobs { reply }).await.map_err(gone)?;
-            let _ = outbox.send(ClientEvent::Jobs(answer.await.map_err(|_| ConnError::CoreGone)?));
+            let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
+                Ok(jobs) => ClientEvent::Jobs(jobs),
+                Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
+            });
         }
         ClientRequest::Status { job } | ClientRequest::Cancel { job } => {
             let (reply, answer) = oneshot::channel();

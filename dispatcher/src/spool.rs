@@ -79,6 +79,11 @@ impl Spool {
         }
     }
 
+    /// Whether a job has spool files.
+    pub(crate) fn has(&self, job: JobId) -> bool {
+        self.root.join(job.0.to_string()).is_dir()
+    }
+
     /// Deletes a job's files.
     pub(crate) fn remove(&self, job: JobId) {
         let dir = self.root.join(job.0.to_string());

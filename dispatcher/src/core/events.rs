@@ -99,7 +99,7 @@ pub(crate) enum Event {
     /// `dispy-submit status`.
     Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
     /// `dispy-submit jobs`.
-    ListJobs { reply: oneshot::Sender<Vec<JobSummary>> },
+    ListJobs { reply: oneshot::Sender<Result<Vec<JobSummary>, Refusal>> },
     /// `dispy-submit nodes`.
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
     /// `dispy-submit drain` / `undrain`.

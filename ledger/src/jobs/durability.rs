@@ -7,7 +7,7 @@ use std::fmt::Display;
 use tracing::{debug, info, warn};
 use wire::proto::{ClientEvent, DispatcherToNode, JobFailure, JobId, JobSpec, JobState};
 
-use super::{Answer, Effect, Held, Ledger, NodeCommand, Question, RequestId, StoreTicket, Time};
+use super::{Answer, Effect, Held, Ledger, NodeCommand, Question, Refusal, RequestId, StoreTicket, Time};
 use crate::record::Extent;
 use crate::scheduler::{Action, NodeId, Notice};
 
@@ -80,17 +80,27 @@ impl Ledger {
             let failure = JobFailure::Other { message: format!("dispatcher storage failed: {error}") };
             self.finish(now, job, JobState::Failed(failure));
         }
-        // What the answers held so far say may never become durable: they say what is true now,
-        // which the next batch records.
-        self.promises.absorb(promises);
-        let mut answers = std::mem::take(&mut self.promises.answers);
-        for (_, question) in &mut answers {
+        // What the lost batch's answers said was never recorded; the rest of its promises wait
+        // for the next batch, which records the failures.
+        let mut promises = promises;
+        for (request, question) in promises.answers.drain(..) {
+            let refusal = Refusal::Unrecorded(error.to_string());
+            let answer = match question {
+                Question::Summary(..) => Answer::Summary(Err(refusal)),
+                Question::Jobs(_) => Answer::Jobs(Err(refusal)),
+            };
+            self.effects.push_back(Effect::Answer { request, answer });
+        }
+        // Answers gathering for the next batch were given before the failures it now records.
+        let mut gathering = std::mem::take(&mut self.promises.answers);
+        for (_, question) in &mut gathering {
             *question = match question {
                 Question::Summary(job, _) => Question::Summary(*job, self.summary(*job)),
                 Question::Jobs(_) => Question::Jobs(self.summaries()),
             };
         }
-        self.promises.answers = answers;
+        self.promises.answers = gathering;
+        self.promises.absorb(promises);
     }
 
     /// On a graceful stop: commits whatever is gathering, regardless of spacing. Returns whether
@@ -191,17 +201,18 @@ impl Ledger {
     }
 
     /// Records a job's end; clients hear of it at the end of the turn. Failed and cancelled
-    /// jobs' spooled data goes with the commit that records the end; a succeeded job's results
-    /// stay until fetched or expired.
+    /// jobs' spooled data goes at once; a succeeded job's results stay until fetched or expired.
     pub(super) fn finish(&mut self, now: Time, job: JobId, state: JobState) {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         if entry.record.state.is_finished() {
             return;
         }
         if state != JobState::Succeeded {
-            // Its files go once its end is durable: until then a restart may resume it.
+            // Its files go at once, even before its end is durable: when they filled the disk,
+            // that is what lets the end be recorded. A restart before then resumes the job only
+            // to fail it again, reading its input.
             entry.results.iter_mut().for_each(|r| *r = None);
-            self.promises.removals.push(job);
+            self.effects.push_back(Effect::RemoveSpool(job));
         }
         entry.record.state = state;
         entry.record.finished_unix_ms = Some(now.unix_ms);
@@ -300,7 +311,7 @@ impl Question {
     fn into_answer(self) -> Answer {
         match self {
             Question::Summary(_, summary) => Answer::Summary(summary),
-            Question::Jobs(jobs) => Answer::Jobs(jobs),
+            Question::Jobs(jobs) => Answer::Jobs(Ok(jobs)),
         }
     }
 }

@@ -46,8 +46,8 @@ pub use restore::{ReadError, Recovered, RestoredJob};
 /// Promises held for a batch: acknowledgements, `InputStored`, answers and spool removals.
 type Held = Promises<(RequestId, Question)>;
 
-/// A question whose answer waits for durability. It is answered from the state when it was
-/// asked, unless the batch holding that state fails: then again from the state after the failure.
+/// A question whose answer waits for durability: answered from the state when it was asked once
+/// the batch holding that state is durable, or with [`Refusal::Unrecorded`] if that batch fails.
 #[derive(Debug)]
 enum Question {
     /// `status` or `cancel` of a job, with its answer.
@@ -173,7 +173,7 @@ pub enum Answer {
     /// To `status` or `cancel`.
     Summary(Result<JobSummary, Refusal>),
     /// To `jobs`.
-    Jobs(Vec<JobSummary>),
+    Jobs(Result<Vec<JobSummary>, Refusal>),
 }
 
 /// Which result a [`Effect::StoreResult`] stores, and for whom.

@@ -30,6 +30,9 @@ pub enum Refusal {
     /// The job's results spool file could not be opened.
     #[error("cannot read the job's results: {0}")]
     ResultsUnreadable(std::io::Error),
+    /// The journal failed to record the state an answer describes.
+    #[error("dispatcher storage failed before this answer was recorded: {0}")]
+    Unrecorded(String),
     /// A drain or undrain named a node that is not connected.
     #[error("no node named {0:?} is connected")]
     UnknownNode(String),
