@@ -1,7 +1,7 @@
 //! The dispatcher's core: one task that drives the sans-IO [`Ledger`], fed by a closed [`Event`]
 //! enum from the connection tasks. Every decision is the ledger's; this driver only moves events
-//! in and carries [`Effect`]s out, and owns what the ledger may not: channels to connections,
-//! spool files, the payload store, the journal writer thread and the clock.
+//! in and carries [`Effect`]s out, and owns what the ledger may not: channels to connections, the
+//! disk thread (spool files, payloads) and the journal writer behind it, and the clock.
 //!
 //! Connection tasks never touch shared state: they turn what they read into events, and the core
 //! answers through each connection's unbounded command channel, so the core never waits on a slow
@@ -9,10 +9,12 @@
 //! connection task and read back by the node's connection task when assigned; results are
 //! appended to the spool as they are accepted and read back by the attached client's task.
 //!
-//! Each turn (a burst of events, a timeout or a tick) ends with [`Ledger::end_turn`]. When the
-//! ledger hands over a journal batch ([`Effect::Commit`]), the journal writer thread syncs the
-//! spool files it points into and commits it in one transaction while the core goes on; the
-//! ledger keeps the promises the batch carries until the writer reports it durable.
+//! Each turn (a burst of events, a timeout or a tick) ends with [`Ledger::end_turn`]. Disk work
+//! goes to the disk thread (`core::disk`) and its outcome comes back as input: a stored result,
+//! an opened file. When the ledger hands over a journal batch ([`Effect::Commit`]), the disk
+//! thread passes it, with the spool files to sync, to the journal writer thread, which commits it
+//! in one transaction while the core goes on; the ledger keeps the promises the batch carries
+//! until the writer reports it durable.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -21,21 +23,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ledger::jobs::{
     AttachCommand, AttachId, ClientId, Effect, Ledger, NodeCommand as LedgerCommand, RequestId, RestoredJob, Time,
 };
-use ledger::record::Extent;
 use ledger::scheduler::{NodeId, SchedulerConfig};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
-use wire::proto::{ClientEvent, JobId, JobSubmission, JobSummary};
+use wire::proto::{ClientEvent, JobId, JobSummary};
 
 use crate::journal::{Journal, Recovered};
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
-use crate::spool::{Appender, Reader, Spool, SpoolFile};
+use crate::spool::{Reader, Spool, SpoolFile};
 
 mod commit;
+mod disk;
 mod events;
-use commit::{journal_writer, CommitRequest, Committed};
+use commit::{journal_writer, Committed};
+use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
 pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand};
 pub(crate) use ledger::jobs::Refusal;
 
@@ -48,15 +51,6 @@ enum Pending {
     Jobs(oneshot::Sender<Result<Vec<JobSummary>, Refusal>>),
 }
 
-/// A job's open spool files.
-#[derive(Default)]
-struct JobFiles {
-    input: Option<Arc<Reader>>,
-    results: Option<Appender>,
-    /// The input file, to sync with the commit that records the input complete.
-    input_sync: Option<std::fs::File>,
-}
-
 /// The core's state: the ledger and the I/O it cannot do.
 pub(crate) struct Core {
     ledger: Ledger,
@@ -66,10 +60,10 @@ pub(crate) struct Core {
     attachments: HashMap<AttachId, (JobId, mpsc::UnboundedSender<ClientCommand>)>,
     requests: HashMap<RequestId, Pending>,
     next_id: u64,
-    files: HashMap<JobId, JobFiles>,
-    spool: Spool,
-    payloads: PayloadStore,
-    commits: mpsc::Sender<CommitRequest>,
+    /// Each job's input file, for node connections to read chunks from.
+    inputs: HashMap<JobId, Arc<Reader>>,
+    disk: mpsc::UnboundedSender<DiskRequest>,
+    disk_done: mpsc::UnboundedReceiver<DiskDone>,
     committed: mpsc::Receiver<Committed>,
     commit_in_flight: bool,
 }
@@ -88,11 +82,15 @@ impl Core {
         payloads: PayloadStore,
         retention: Duration,
     ) -> std::io::Result<Self> {
+        let mut resumed = Vec::new();
         let jobs = recovered
             .jobs
             .into_iter()
             .map(|(job, record)| {
                 let (inputs, results) = RestoredJob::reads(&record);
+                if inputs {
+                    resumed.push(job);
+                }
                 // A job failed just before a crash lost its files before its end was durable.
                 let gone = (inputs || results) && !spool.has(job);
                 RestoredJob {
@@ -113,12 +111,19 @@ impl Core {
         let ledger = Ledger::new(config, retention, restored, now());
         // A crash between forgetting a job and deleting its files leaves them behind.
         spool.remove_unknown(|job| ledger.knows(job));
+        // Resumed jobs' chunks are read back from their input files.
+        let inputs = resumed.into_iter().filter_map(|job| Some((job, Arc::new(spool.reader(job, SpoolFile::Input).ok()?)))).collect();
         let (commits, commit_rx) = mpsc::channel(1);
         let (committed_tx, committed) = mpsc::channel(1);
-        // The writer thread ends when the core drops its request channel.
+        let (disk, disk_rx) = mpsc::unbounded_channel();
+        let (disk_done_tx, disk_done) = mpsc::unbounded_channel();
+        // Both threads end when the core drops its request channel.
         std::thread::Builder::new()
             .name("dispy-journal".into())
             .spawn(move || journal_writer(journal, commit_rx, committed_tx))?;
+        std::thread::Builder::new()
+            .name("dispy-disk".into())
+            .spawn(move || disk_thread(spool, payloads, disk_rx, disk_done_tx, commits))?;
         let mut core = Self {
             ledger,
             nodes: HashMap::new(),
@@ -126,10 +131,9 @@ impl Core {
             attachments: HashMap::new(),
             requests: HashMap::new(),
             next_id: 1,
-            files: HashMap::new(),
-            spool,
-            payloads,
-            commits,
+            inputs,
+            disk,
+            disk_done,
             committed,
             commit_in_flight: false,
         };
@@ -145,6 +149,10 @@ impl Core {
         loop {
             let deadline = self.ledger.poll_timeout().map(Instant::from_std);
             tokio::select! {
+                // The disk's news first: an event may depend on it (input sent once the core
+                // has the job's input file).
+                biased;
+                Some(done) = self.disk_done.recv() => self.handle_disk(done),
                 event = events.recv() => {
                     let Some(event) = event else {
                         self.flush().await;
@@ -174,9 +182,13 @@ impl Core {
         }
     }
 
-    /// Handles events already queued, up to a bound so the rest of the loop keeps its turn.
+    /// Handles events already queued, up to a bound so the rest of the loop keeps its turn; the
+    /// disk's news before each, since an event may depend on it.
     fn handle_queued(&mut self, events: &mut mpsc::Receiver<Event>) {
         for _ in 0..1024 {
+            while let Ok(done) = self.disk_done.try_recv() {
+                self.handle_disk(done);
+            }
             match events.try_recv() {
                 Ok(event) => self.handle_event(event),
                 Err(_) => break,
@@ -184,10 +196,39 @@ impl Core {
         }
     }
 
-    /// Carries out what the turn's inputs caused (storing results first, so they join this
-    /// turn's batch), then ends the ledger's turn and carries out its decisions.
+    fn handle_disk(&mut self, done: DiskDone) {
+        let now = now();
+        match done {
+            DiskDone::InputReady { job, reader } => {
+                self.inputs.insert(job, reader);
+            }
+            DiskDone::InputFailed { job, error } => self.ledger.handle_input_failed(now, job, &error),
+            DiskDone::Attach { pending, results } => {
+                let PendingAttach { job, commands, client, reply } = pending;
+                let attached = match (results, self.ledger.attachable(job)) {
+                    (_, Err(refusal)) => Err(refusal),
+                    (Err(e), Ok(_)) => Err(Refusal::ResultsUnreadable(e)),
+                    (Ok(results), Ok(_)) => {
+                        self.attach(job, commands, client);
+                        Ok(Attachment { results: Some(results) })
+                    }
+                };
+                let _ = reply.send(attached);
+            }
+            DiskDone::Stored { ticket, stored } => self.ledger.handle_result_stored(now, ticket, stored),
+            DiskDone::Payload { node, payload, bytes } => match bytes {
+                Ok(bytes) => {
+                    if let Some((commands, _)) = self.nodes.get(&node) {
+                        let _ = commands.send(NodeCommand::Payload(payload, bytes));
+                    }
+                }
+                Err(e) => warn!(?payload, error = %e, "cannot load a payload to ship"),
+            },
+        }
+    }
+
+    /// Ends the ledger's turn and carries out its decisions, again while doing so feeds it.
     fn end_turn(&mut self) {
-        self.carry_out();
         loop {
             self.ledger.end_turn(now());
             if !self.carry_out() {
@@ -231,33 +272,14 @@ impl Core {
                 (Some(Pending::Jobs(reply)), ledger::jobs::Answer::Jobs(jobs)) => drop(reply.send(jobs)),
                 _ => warn!(request = request.0, "an answer for no such question"),
             },
-            Effect::StoreResult { ticket, output } => {
-                let stored = self.store_result(ticket.job, &output);
-                self.ledger.handle_result_stored(now(), ticket, stored);
-                return true;
-            }
+            Effect::StoreResult { ticket, output } => return self.ask_disk(DiskRequest::Store { ticket, output }),
             Effect::Commit { batch, sync_inputs, sync_results } => {
-                let mut sync: Vec<std::fs::File> =
-                    sync_inputs.iter().filter_map(|job| self.files.get_mut(job)?.input_sync.take()).collect();
-                for job in sync_results {
-                    if let Some(appender) = self.files.get(&job).and_then(|f| f.results.as_ref()) {
-                        match appender.sync_handle() {
-                            Ok(file) => sync.push(file),
-                            Err(e) => warn!(%job, error = %e, "cannot sync a results file"),
-                        }
-                    }
-                }
-                // The writer lives as long as the core; the ledger has one commit in flight.
-                if self.commits.try_send(CommitRequest { batch, sync }).is_ok() {
-                    self.commit_in_flight = true;
-                } else {
-                    self.ledger.handle_commit_failed(now(), &"the journal writer is gone");
-                    return true;
-                }
+                self.commit_in_flight = true;
+                return self.ask_disk(DiskRequest::Commit { batch, sync_inputs, sync_results });
             }
             Effect::RemoveSpool(job) => {
-                self.files.remove(&job);
-                self.spool.remove(job);
+                self.inputs.remove(&job);
+                return self.ask_disk(DiskRequest::Remove(job));
             }
         }
         false
@@ -269,20 +291,14 @@ impl Core {
         }
         let command = match command {
             LedgerCommand::Send(msg) => NodeCommand::Send(msg),
-            LedgerCommand::Assign { job, chunk, attempt, input } => match self.input_ref(job, input) {
-                Ok(input) => NodeCommand::Assign { job, chunk, attempt, input },
-                Err(e) => {
-                    self.ledger.handle_input_unreadable(now(), job, chunk, &e);
+            LedgerCommand::Assign { job, chunk, attempt, input } => match self.inputs.get(&job) {
+                Some(reader) => NodeCommand::Assign { job, chunk, attempt, input: InputRef { reader: Arc::clone(reader), extent: input } },
+                None => {
+                    self.ledger.handle_input_unreadable(now(), job, chunk, &"its input file is not open");
                     return true;
                 }
             },
-            LedgerCommand::Payload(hash) => match self.payloads.load(&hash) {
-                Ok(bytes) => NodeCommand::Payload(hash, bytes),
-                Err(e) => {
-                    warn!(payload = ?hash, error = %e, "cannot load a payload to ship");
-                    return false;
-                }
-            },
+            LedgerCommand::Payload(payload) => return self.ask_disk(DiskRequest::LoadPayload { node, payload }),
             LedgerCommand::Close(reason) => NodeCommand::Close(reason),
         };
         let close = matches!(command, NodeCommand::Close(_));
@@ -310,17 +326,32 @@ impl Core {
                 self.nodes.remove(&node);
             }
             Event::Submit { submission, submitter, reply } => {
-                let _ = reply.send(self.submit(now, submission, submitter));
+                let client = self.client_id(submitter);
+                let payload = submission.payload;
+                match self.ledger.handle_submit(now, client, submission) {
+                    Ok(job) => {
+                        self.ask_disk(DiskRequest::CreateInput { job, payload, reply });
+                    }
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                }
             }
             Event::Input { job, extent } => self.ledger.handle_input(now, job, extent),
             Event::InputEnd { job, sync } => {
-                self.files.entry(job).or_default().input_sync = Some(sync);
+                // Handed over before the commit that syncs it: the disk keeps order.
+                self.ask_disk(DiskRequest::InputEnded { job, sync });
                 self.ledger.handle_input_end(now, job);
             }
             Event::InputFailed { job, error } => self.ledger.handle_input_failed(now, job, &error),
-            Event::Attach { job, commands, client, reply } => {
-                let _ = reply.send(self.attach(job, commands, client));
-            }
+            Event::Attach { job, commands, client, reply } => match self.ledger.attachable(job) {
+                Err(refusal) => drop(reply.send(Err(refusal))),
+                Ok(true) => {
+                    self.ask_disk(DiskRequest::OpenResults(PendingAttach { job, commands, client, reply }));
+                }
+                Ok(false) => {
+                    self.attach(job, commands, client);
+                    let _ = reply.send(Ok(Attachment { results: None }));
+                }
+            },
             Event::Release { job } => self.ledger.handle_release(job),
             Event::Cancel { job, reply } => {
                 let request = self.pending(Pending::Summary(reply));
@@ -343,69 +374,31 @@ impl Core {
         }
     }
 
-    fn submit(
-        &mut self,
-        now: Time,
-        submission: JobSubmission,
-        submitter: mpsc::UnboundedSender<ClientEvent>,
-    ) -> Result<(JobId, Appender), Refusal> {
-        if !self.payloads.contains(&submission.payload) {
-            return Err(Refusal::PayloadNotUploaded);
-        }
-        let client = self.client_id(submitter);
-        let job = self.ledger.handle_submit(now, client, submission)?;
-        match self.spool.appender(job, SpoolFile::Input) {
-            Ok(appender) => Ok((job, appender)),
-            Err(e) => {
-                self.ledger.handle_input_failed(now, job, &format!("cannot create its spool file: {e}"));
-                Err(Refusal::InputStorage(e))
-            }
-        }
-    }
-
+    /// Starts following `job` for a client.
     fn attach(
         &mut self,
         job: JobId,
         commands: mpsc::UnboundedSender<ClientCommand>,
         client: mpsc::UnboundedSender<ClientEvent>,
-    ) -> Result<Attachment, Refusal> {
-        let results = if self.ledger.attachable(job)? {
-            let files = self.files.entry(job).or_default();
-            let reader = self.spool.reader(job, SpoolFile::Results).or_else(|_| {
-                // No result yet: create the file so the reader has something to open.
-                if files.results.is_none() {
-                    files.results = Some(self.spool.appender(job, SpoolFile::Results)?);
-                }
-                self.spool.reader(job, SpoolFile::Results)
-            });
-            Some(reader.map_err(Refusal::ResultsUnreadable)?)
-        } else {
-            None
-        };
+    ) {
         let attach = AttachId(self.fresh_id());
         self.attachments.insert(attach, (job, commands));
         let client = self.client_id(client);
         self.ledger.handle_attach(job, attach, client);
-        Ok(Attachment { results })
     }
 
-    /// Appends a result to the job's results spool.
-    fn store_result(&mut self, job: JobId, output: &[u8]) -> std::io::Result<Extent> {
-        let files = self.files.entry(job).or_default();
-        let appender = match &mut files.results {
-            Some(appender) => appender,
-            slot => slot.insert(self.spool.appender(job, SpoolFile::Results)?),
-        };
-        appender.append(output)
-    }
-
-    fn input_ref(&mut self, job: JobId, extent: Extent) -> std::io::Result<InputRef> {
-        let files = self.files.entry(job).or_default();
-        let reader = match &mut files.input {
-            Some(reader) => reader,
-            slot => slot.insert(Arc::new(self.spool.reader(job, SpoolFile::Input)?)),
-        };
-        Ok(InputRef { reader: Arc::clone(reader), extent })
+    /// Hands the disk thread a request; returns whether the ledger heard something instead
+    /// (the disk thread is gone, which only happens when the process is going down).
+    fn ask_disk(&mut self, request: DiskRequest) -> bool {
+        if self.disk.send(request).is_ok() {
+            return false;
+        }
+        warn!("the disk thread is gone; nothing more is stored");
+        if self.commit_in_flight {
+            self.commit_in_flight = false;
+            self.ledger.handle_commit_failed(now(), &"the disk thread is gone");
+        }
+        true
     }
 
     /// The ledger's name for a connection's event channel.
@@ -440,6 +433,10 @@ impl Core {
 
     /// On shutdown: commits what is still gathering, so a graceful stop loses nothing.
     async fn flush(&mut self) {
+        while let Ok(done) = self.disk_done.try_recv() {
+            self.handle_disk(done);
+        }
+        self.end_turn();
         self.await_commit().await;
         if self.ledger.flush(now()) {
             self.carry_out();

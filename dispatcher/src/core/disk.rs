@@ -1,0 +1,160 @@
+//! The core's disk: one blocking thread that owns the spool's open files and reads the payload
+//! store, so no disk call of the core runs on the async runtime. Commits go on from it to the
+//! journal writer thread, so a commit's syncs never hold up a result being stored.
+//!
+//! Requests are carried out in order, which the core relies on: a job's input file is handed
+//! over before the commit that syncs it, and a result is appended before the ledger puts its
+//! extent in a batch (it does so only once told the result is stored).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use ledger::jobs::StoreTicket;
+use ledger::record::{Batch, Extent};
+use ledger::scheduler::NodeId;
+use tokio::sync::{mpsc, oneshot};
+use tracing::warn;
+use wire::proto::{ClientEvent, JobId, PayloadHash};
+
+use super::commit::CommitRequest;
+use super::{Attachment, ClientCommand, Refusal};
+use crate::payloads::PayloadStore;
+use crate::spool::{Appender, Reader, Spool, SpoolFile};
+
+/// An attachment waiting for its job's results file to be opened.
+pub(crate) struct PendingAttach {
+    pub(super) job: JobId,
+    pub(super) commands: mpsc::UnboundedSender<ClientCommand>,
+    pub(super) client: mpsc::UnboundedSender<ClientEvent>,
+    pub(super) reply: oneshot::Sender<Result<Attachment, Refusal>>,
+}
+
+/// What the core asks of the disk.
+pub(super) enum DiskRequest {
+    /// Create a submitted job's input file and answer the submitter with its appender; the core
+    /// hears `InputReady` (or `InputFailed`) first.
+    CreateInput { job: JobId, payload: PayloadHash, reply: oneshot::Sender<Result<(JobId, Appender), Refusal>> },
+    /// Open (creating if need be) a job's results file for an attachment.
+    OpenResults(PendingAttach),
+    /// Append an accepted result.
+    Store { ticket: StoreTicket, output: Bytes },
+    /// A job's input file, to sync with the commit that records its input complete.
+    InputEnded { job: JobId, sync: std::fs::File },
+    /// Sync the named files and commit the batch (on the journal writer thread).
+    Commit { batch: Batch, sync_inputs: Vec<JobId>, sync_results: Vec<JobId> },
+    /// Close a job's files and delete them.
+    Remove(JobId),
+    /// Read a payload to ship to a node.
+    LoadPayload { node: NodeId, payload: PayloadHash },
+}
+
+/// What the disk tells the core.
+pub(super) enum DiskDone {
+    /// A job's input file exists; chunks are read back through this reader.
+    InputReady { job: JobId, reader: Arc<Reader> },
+    /// A job's input file could not be created; the submitter was refused.
+    InputFailed { job: JobId, error: String },
+    /// An attachment's results file is open, or could not be.
+    Attach { pending: PendingAttach, results: std::io::Result<Reader> },
+    /// A result was appended, or could not be.
+    Stored { ticket: StoreTicket, stored: std::io::Result<Extent> },
+    /// A payload to ship, or why it could not be read.
+    Payload { node: NodeId, payload: PayloadHash, bytes: std::io::Result<Bytes> },
+}
+
+/// A job's open spool files.
+#[derive(Default)]
+struct JobFiles {
+    results: Option<Appender>,
+    /// The input file, to sync with the commit that records the input complete.
+    input_sync: Option<std::fs::File>,
+}
+
+/// Runs on its own thread until the core drops its request channel.
+pub(super) fn disk_thread(
+    spool: Spool,
+    payloads: PayloadStore,
+    mut requests: mpsc::UnboundedReceiver<DiskRequest>,
+    done: mpsc::UnboundedSender<DiskDone>,
+    commits: mpsc::Sender<CommitRequest>,
+) {
+    let mut files: HashMap<JobId, JobFiles> = HashMap::new();
+    while let Some(request) = requests.blocking_recv() {
+        // The core may be gone while it shuts down; what is left is then moot.
+        let _ = match request {
+            DiskRequest::CreateInput { job, payload, reply } => {
+                let created = if payloads.contains(&payload) {
+                    spool.appender(job, SpoolFile::Input).map_err(Refusal::InputStorage).and_then(|appender| {
+                        let reader = spool.reader(job, SpoolFile::Input).map_err(Refusal::InputStorage)?;
+                        Ok((appender, reader))
+                    })
+                } else {
+                    Err(Refusal::PayloadNotUploaded)
+                };
+                // The core hears first: only once it has the reader may the submitter send input.
+                match created {
+                    Ok((appender, reader)) => {
+                        let told = done.send(DiskDone::InputReady { job, reader: Arc::new(reader) });
+                        let _ = reply.send(Ok((job, appender)));
+                        told
+                    }
+                    Err(refusal) => {
+                        let told = done.send(DiskDone::InputFailed { job, error: refusal.to_string() });
+                        let _ = reply.send(Err(refusal));
+                        told
+                    }
+                }
+            }
+            DiskRequest::OpenResults(pending) => {
+                let job = pending.job;
+                let results = spool.reader(job, SpoolFile::Results).or_else(|_| {
+                    // No result yet: create the file so the reader has something to open.
+                    let entry = files.entry(job).or_default();
+                    if entry.results.is_none() {
+                        entry.results = Some(spool.appender(job, SpoolFile::Results)?);
+                    }
+                    spool.reader(job, SpoolFile::Results)
+                });
+                done.send(DiskDone::Attach { pending, results })
+            }
+            DiskRequest::Store { ticket, output } => {
+                let entry = files.entry(ticket.job).or_default();
+                let stored = match &mut entry.results {
+                    Some(appender) => appender.append(&output),
+                    slot => spool.appender(ticket.job, SpoolFile::Results).and_then(|a| slot.insert(a).append(&output)),
+                };
+                done.send(DiskDone::Stored { ticket, stored })
+            }
+            DiskRequest::InputEnded { job, sync } => {
+                files.entry(job).or_default().input_sync = Some(sync);
+                Ok(())
+            }
+            DiskRequest::Commit { batch, sync_inputs, sync_results } => {
+                let mut sync: Vec<std::fs::File> =
+                    sync_inputs.iter().filter_map(|job| files.get_mut(job)?.input_sync.take()).collect();
+                for job in sync_results {
+                    if let Some(appender) = files.get(&job).and_then(|f| f.results.as_ref()) {
+                        match appender.sync_handle() {
+                            Ok(file) => sync.push(file),
+                            Err(e) => warn!(%job, error = %e, "cannot sync a results file"),
+                        }
+                    }
+                }
+                // One commit is in flight at a time, so the writer's one-slot channel has room.
+                if commits.blocking_send(CommitRequest { batch, sync }).is_err() {
+                    return;
+                }
+                Ok(())
+            }
+            DiskRequest::Remove(job) => {
+                files.remove(&job);
+                spool.remove(job);
+                Ok(())
+            }
+            DiskRequest::LoadPayload { node, payload } => {
+                done.send(DiskDone::Payload { node, payload, bytes: payloads.load(&payload) })
+            }
+        };
+    }
+}
