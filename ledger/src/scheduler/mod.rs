@@ -359,6 +359,11 @@ pub struct Scheduler {
     /// Nodes where a job's share or the capacity grew during the current call: work that fits
     /// there now is placed before the call returns.
     grown: Vec<NodeId>,
+    /// Jobs whose requeued chunks moved into the window `choose` scans: a chunk that slid in
+    /// may fit a free node passed over before, and is offered the free nodes at once.
+    window_moved: Vec<JobId>,
+    /// Whether `window_moved` is being drained.
+    filling_moved: bool,
     /// Actions and notices for the driver.
     out: Outputs,
     next_attempt: u64,
@@ -385,6 +390,8 @@ impl Scheduler {
             spec_dirty: Vec::new(),
             freed: false,
             grown: Vec::new(),
+            window_moved: Vec::new(),
+            filling_moved: false,
             out: Outputs::default(),
             next_attempt: 1,
             next_seq: 0,

@@ -38,6 +38,11 @@ impl Scheduler {
     /// each placement moves its job behind the others of its priority (see `assign`), so equal
     /// jobs take turns.
     pub(super) fn fill_node(&mut self, now: Instant, node: NodeId) {
+        self.fill_node_once(now, node);
+        self.fill_moved(now);
+    }
+
+    fn fill_node_once(&mut self, now: Instant, node: NodeId) {
         let mut cursor = None;
         loop {
             match self.nodes.get(&node) {
@@ -58,6 +63,24 @@ impl Scheduler {
     /// Places the job's pending chunks, each on the fitting node with the most free positions.
     /// Only positions no other pending job could take are free, so this takes nothing from them.
     pub(super) fn fill_job(&mut self, now: Instant, job: JobId) {
+        self.fill_job_once(now, job);
+        self.fill_moved(now);
+    }
+
+    /// Offers the retries that slid into the window `choose` scans (see `window_moved`) to the
+    /// free nodes, until none slides in. Not re-entered: the outermost call drains.
+    fn fill_moved(&mut self, now: Instant) {
+        if self.filling_moved {
+            return;
+        }
+        self.filling_moved = true;
+        while let Some(job) = self.window_moved.pop() {
+            self.fill_job_once(now, job);
+        }
+        self.filling_moved = false;
+    }
+
+    fn fill_job_once(&mut self, now: Instant, job: JobId) {
         let mut crossed = Vec::new();
         while self.jobs.get(&job).is_some_and(Job::has_pending) {
             let chosen = self
@@ -120,6 +143,9 @@ impl Scheduler {
             Pick::Requeued(i) => {
                 // Invariant: `choose` found index `i` in this queue and nothing ran since.
                 let Some(chunk) = j.requeued.remove(i) else { return false };
+                if j.requeued.len() >= REQUEUE_SCAN {
+                    self.window_moved.push(job);
+                }
                 chunk
             }
             Pick::Fresh => {
