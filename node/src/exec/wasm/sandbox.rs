@@ -147,7 +147,10 @@ pub(super) fn new_store(engine: &Engine, limits: Limits, cancel: CancelFlag) -> 
 
 /// What a store's epoch callback does every tick: stop a cancelled or overdue guest, or let it
 /// run one more tick.
-pub(in crate::exec) fn on_epoch(cancel: &CancelFlag, deadline: Instant) -> wasmtime::Result<UpdateDeadline> {
+pub(in crate::exec) fn on_epoch(
+    cancel: &CancelFlag,
+    deadline: Instant,
+) -> wasmtime::Result<UpdateDeadline> {
     if cancel.is_cancelled() {
         Err(Interrupt::Cancelled.into())
     } else if Instant::now() >= deadline {
@@ -195,7 +198,11 @@ pub(super) fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> was
 }
 
 /// Turns a wasmtime error from a call into the guest into the failure the user sees.
-pub(super) fn classify(store: &Store<HostState>, error: &wasmtime::Error, timeout: Duration) -> ChunkFailure {
+pub(super) fn classify(
+    store: &Store<HostState>,
+    error: &wasmtime::Error,
+    timeout: Duration,
+) -> ChunkFailure {
     classify_error(&store.data().limiter, error, timeout)
 }
 
