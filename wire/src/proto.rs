@@ -203,7 +203,7 @@ pub struct JobSpec {
     pub memory_limit: u64,
     /// Wall-clock limit per chunk, in milliseconds.
     pub chunk_timeout_ms: u64,
-    /// Chunk inputs are [`crate::split::shared::ChunkRef`]s for the node to read, not bytes.
+    /// Chunk inputs are `ChunkRef`s (`crate::chunk`) for the node to read, not bytes.
     pub shared_input: bool,
 }
 
@@ -361,7 +361,7 @@ pub struct JobSubmission {
     pub output: String,
     /// How the submitter writes results.
     pub results: ResultMode,
-    /// Chunk inputs are [`crate::split::shared::ChunkRef`]s naming bytes on storage every node
+    /// Chunk inputs are `ChunkRef`s (`crate::chunk`) naming bytes on storage every node
     /// reads at the same path, not the bytes themselves.
     pub shared_input: bool,
 }

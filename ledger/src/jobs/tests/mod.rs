@@ -34,17 +34,22 @@ fn history(seed: u64, faults: bool) -> World {
             _ => world.wait(Duration::from_millis(5)),
         }
     }
-    // Settle: commits succeed, every chunk runs, time passes until every job has ended.
+    settle(&mut world, &mut rng);
+    assert!(world.all_finished(), "a job never ended (seed {seed})");
+    world
+}
+
+/// No more faults: commits succeed, every chunk runs, time passes until every job has ended
+/// (or a bound passes, for the caller to notice).
+fn settle(world: &mut World, rng: &mut Rng) {
     for _ in 0..5_000 {
         if world.all_finished() && !world.committing() {
             break;
         }
         world.finish_commit(true);
-        world.run_one(&mut rng);
+        world.run_one(rng);
         world.wait(Duration::from_millis(10));
     }
-    assert!(world.all_finished(), "a job never ended (seed {seed})");
-    world
 }
 
 proptest! {
@@ -78,14 +83,7 @@ fn a_restart_keeps_what_was_stored_and_runs_only_the_rest() {
     world.finish_commit(true);
     world.restart();
     assert!(!world.stored_at_restart.is_empty(), "some results were durable before the crash");
-    for _ in 0..2_000 {
-        if world.all_finished() && !world.committing() {
-            break;
-        }
-        world.finish_commit(true);
-        world.run_one(&mut rng);
-        world.wait(Duration::from_millis(10));
-    }
+    settle(&mut world, &mut rng);
     assert!(world.all_finished());
     assert!(world.verdicts >= 1, "the reattached client heard the verdict");
 }
