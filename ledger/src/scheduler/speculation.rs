@@ -22,8 +22,10 @@ impl Scheduler {
         let Some(a) = self.attempts.get_mut(&attempt) else { return };
         let (Some(since), Some(j)) = (a.running_since, self.jobs.get_mut(&a.job)) else { return };
         a.candidate = true;
-        // A first candidate changes the job's oldest attempt, so its wake-up may have to move.
-        let first = j.candidates.is_empty();
+        // A first candidate changes the job's oldest attempt, so its wake-up may have to move;
+        // and when every candidate is already a straggler there is no wake-up, so a new young
+        // one needs one.
+        let first = j.candidates.is_empty() || j.spec_deadline.is_none();
         j.candidates.insert((since, attempt));
         if first {
             let job = a.job;

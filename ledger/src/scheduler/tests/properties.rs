@@ -267,3 +267,29 @@ fn a_history_that_left_a_requeued_chunk_beside_an_idle_node() {
     ];
     assert!(replay(config, &ops), "jobs never ended");
 }
+
+/// A history `random_histories_keep_the_promises` found (about once in 30,000 cases): when every
+/// candidate of a job was a straggler it had no wake-up, and an attempt that then started running
+/// (promoted from a node's queue) did not get it one. Replayed so it stays fixed.
+#[test]
+fn a_history_that_left_a_speculation_deadline_unset() {
+    let config = SchedulerConfig {
+        pipeline_budget: None,
+        speculation_min_samples: 1,
+        speculation_min_age: Duration::ZERO,
+        speculation_multiplier: 1.5,
+        quarantine_threshold: 0,
+        ..config(1)
+    };
+    let ops = [
+        Op::Submit { chunks: 9, max_attempts: 0, priority: 0, memory_gib: 2, timeout_s: 1, platform: 2 },
+        Op::Submit { chunks: 9, max_attempts: 0, priority: 0, memory_gib: 3, timeout_s: 1, platform: 2 },
+        Op::AddNode { slots: 3, memory_gib: 3, behavior: 2, platform: 2 },
+        Op::Advance(1631),
+        Op::Submit { chunks: 10, max_attempts: 0, priority: 1, memory_gib: 0, timeout_s: 1, platform: 2 },
+        Op::Submit { chunks: 11, max_attempts: 0, priority: 0, memory_gib: 0, timeout_s: 1, platform: 2 },
+        Op::Submit { chunks: 5, max_attempts: 0, priority: 0, memory_gib: 0, timeout_s: 1, platform: 2 },
+        Op::Drain(0),
+    ];
+    assert!(replay(config, &ops), "jobs never ended");
+}
