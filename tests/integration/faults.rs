@@ -220,6 +220,8 @@ fn node_cut_off_is_written_off_and_its_late_results_count_once() {
     // gave them back to n1 on its return; the results n1 sent again then completed those chunks
     // and the dispatcher cancelled the reruns. A cancelled attempt that had not started must not
     // run: only one per slot may already have been running when its cancellation came.
+    // The check reads the dispatcher's debug lines; without them it would pass vacuously.
+    assert!(log_has(&log, &["chunk assigned", "node=n1"]), "the dispatcher's debug lines are missing\n{log}");
     let wasted = cancelled_reruns_that_ran(&log, "n1");
     assert!(
         wasted.len() <= 1,

@@ -627,7 +627,7 @@ impl NetCluster {
             .args(flags);
         // The dispatcher logs each assignment and each discarded result at debug level;
         // scenarios read those lines.
-        with_debug_target(&mut daemon, "dispatcher::core");
+        with_debug_target(&mut daemon, "dispatcher::ledger");
         let log = self.temp.path().join("dispatcher.log");
         let label = format!("dispatcher (netns {})", self.bed.namespace(DISPATCHER_HOST));
         self.dispatcher = Some(Process::spawn(label, self.bed.command(DISPATCHER_HOST, &daemon), &log));

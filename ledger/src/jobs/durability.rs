@@ -7,7 +7,7 @@ use std::fmt::Display;
 use tracing::{debug, info, warn};
 use wire::proto::{ClientEvent, DispatcherToNode, JobFailure, JobId, JobSpec, JobState};
 
-use super::{Answer, Effect, Held, Ledger, NodeCommand, Question, Refusal, RequestId, StoreTicket, Time};
+use super::{Answer, Effect, Held, Ledger, LOG_TARGET, NodeCommand, Question, Refusal, RequestId, StoreTicket, Time};
 use crate::record::Extent;
 use crate::scheduler::{Action, NodeId, Notice};
 
@@ -41,7 +41,7 @@ impl Ledger {
                 }
             }
             Err(e) => {
-                warn!(%job, chunk, error = %e, "cannot store a result");
+                warn!(target: LOG_TARGET, %job, chunk, error = %e, "cannot store a result");
                 self.fail(now, job, format!("dispatcher storage failed while storing chunk {chunk}'s result: {e}"));
             }
         }
@@ -49,7 +49,7 @@ impl Ledger {
 
     /// A chunk's input could not be read back from the spool: the job fails.
     pub fn handle_input_unreadable(&mut self, now: Time, job: JobId, chunk: u64, error: &dyn Display) {
-        warn!(%job, chunk, error = %error, "cannot read a chunk's input");
+        warn!(target: LOG_TARGET, %job, chunk, error = %error, "cannot read a chunk's input");
         self.fail(now, job, format!("dispatcher storage failed while reading chunk {chunk}'s input: {error}"));
     }
 
@@ -67,7 +67,7 @@ impl Ledger {
     pub fn handle_commit_failed(&mut self, now: Time, error: &dyn Display) {
         self.policy.handle_committed();
         let Some((promises, jobs)) = self.in_flight.take() else { return };
-        warn!(%error, "journal commit failed; failing the jobs it concerned");
+        warn!(target: LOG_TARGET, %error, "journal commit failed; failing the jobs it concerned");
         // The lost batch may have carried the next job id: ids handed out must never return.
         self.batch.next_job = Some(self.next_job);
         for job in jobs {
@@ -126,9 +126,9 @@ impl Ledger {
                         continue;
                     };
                     if speculative {
-                        info!(%job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
+                        info!(target: LOG_TARGET, %job, chunk, node = %self.node_name(node), "speculative copy of a straggling chunk");
                     } else {
-                        debug!(%job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
+                        debug!(target: LOG_TARGET, %job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
                     }
                     self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
                 }
@@ -139,12 +139,12 @@ impl Ledger {
                 Action::DropNode { node, reason } => {
                     // The scheduler has already requeued the node's attempts.
                     if let Some(entry) = self.nodes.remove(&node) {
-                        info!(node = %entry.info.name, %reason, "node lost");
+                        info!(target: LOG_TARGET, node = %entry.info.name, %reason, "node lost");
                         self.send_node(node, NodeCommand::Close(reason));
                     }
                 }
                 Action::JobSucceeded { job, stats } => {
-                    info!(%job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
+                    info!(target: LOG_TARGET, %job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
                     let Some(entry) = self.jobs.get_mut(&job) else { continue };
                     entry.retries = stats.retries;
                     if entry.unstored > 0 {
@@ -155,7 +155,7 @@ impl Ledger {
                     }
                 }
                 Action::JobFailed { job, failure, stats } => {
-                    warn!(%job, retries = stats.retries, "job failed: {failure}");
+                    warn!(target: LOG_TARGET, %job, retries = stats.retries, "job failed: {failure}");
                     if let Some(entry) = self.jobs.get_mut(&job) {
                         entry.retries = stats.retries;
                     }
@@ -166,11 +166,11 @@ impl Ledger {
         while let Some(notice) = self.scheduler.poll_notice() {
             match notice {
                 Notice::NodeSuspect { node, silent } => {
-                    warn!(node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
+                    warn!(target: LOG_TARGET, node = %self.node_name(node), silent_ms = silent.as_millis() as u64, "node suspect: heartbeats late");
                 }
-                Notice::NodeRecovered { node } => info!(node = %self.node_name(node), "node recovered"),
+                Notice::NodeRecovered { node } => info!(target: LOG_TARGET, node = %self.node_name(node), "node recovered"),
                 Notice::NodeQuarantined { node, reason } => {
-                    warn!(node = %self.node_name(node), %reason, "node quarantined");
+                    warn!(target: LOG_TARGET, node = %self.node_name(node), %reason, "node quarantined");
                 }
             }
         }
@@ -237,7 +237,7 @@ impl Ledger {
             .collect();
         expired.sort_unstable();
         for job in expired {
-            debug!(%job, "job expired");
+            debug!(target: LOG_TARGET, %job, "job expired");
             self.forget(job);
         }
     }
@@ -260,7 +260,7 @@ impl Ledger {
         let payload = sub.payload;
         let ship = node_entry.payloads.insert(payload);
         if ship {
-            debug!(node = %node_entry.info.name, ?payload, "shipping payload");
+            debug!(target: LOG_TARGET, node = %node_entry.info.name, ?payload, "shipping payload");
         }
         self.send_node(node, NodeCommand::Send(DispatcherToNode::StartJob(spec)));
         if ship {

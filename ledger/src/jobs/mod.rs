@@ -56,6 +56,10 @@ enum Question {
     Jobs(Vec<JobSummary>),
 }
 
+/// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
+/// `target` queries keep finding job and node lifecycle lines wherever the code lives.
+const LOG_TARGET: &str = "dispatcher::ledger";
+
 /// How often (in progress ticks) expired jobs are purged.
 const PURGE_EVERY: u32 = 50;
 
@@ -304,7 +308,7 @@ impl Ledger {
         let node = NodeId(self.next_node);
         self.next_node += 1;
         let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
-        info!(node = %info.name, %address, slots = info.slots, cores = info.cores,
+        info!(target: LOG_TARGET, node = %info.name, %address, slots = info.slots, cores = info.cores,
             memory = %wire::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
             "{event}");
         self.scheduler.handle_node_joined(now.at, node, NodeResources {
@@ -333,7 +337,7 @@ impl Ledger {
             }
             NodeToDispatcher::JobReady { job } => self.scheduler.handle_job_ready(now.at, node, job),
             NodeToDispatcher::JobRejected { job, error } => {
-                warn!(%job, node = %self.node_name(node), %error, "node rejected job");
+                warn!(target: LOG_TARGET, %job, node = %self.node_name(node), %error, "node rejected job");
                 self.scheduler.handle_job_rejected(now.at, node, job, error);
             }
             NodeToDispatcher::Register(_) => {
@@ -348,7 +352,7 @@ impl Ledger {
     /// A node's connection ended.
     pub fn handle_node_closed(&mut self, now: Time, node: NodeId, reason: &str) {
         if let Some(entry) = self.nodes.remove(&node) {
-            info!(node = %entry.info.name, %reason, "node left");
+            info!(target: LOG_TARGET, node = %entry.info.name, %reason, "node left");
             self.scheduler.handle_node_lost(now.at, node);
         }
     }
@@ -360,7 +364,7 @@ impl Ledger {
             Ok(output) => {
                 self.scheduler.handle_run_time(now.at, node, report.attempt, Duration::from_nanos(report.run_nanos));
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now.at, node, report.attempt) else {
-                    debug!(attempt = %report.attempt, "late or duplicate result discarded");
+                    debug!(target: LOG_TARGET, attempt = %report.attempt, "late or duplicate result discarded");
                     self.promises.ack(node, report.attempt);
                     return;
                 };
@@ -374,7 +378,7 @@ impl Ledger {
             }
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
-                warn!(node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
+                warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
                 self.scheduler.handle_chunk_failed(now.at, node, report.attempt, failure);
             }
         }
@@ -398,7 +402,7 @@ impl Ledger {
         let job = JobId(self.next_job);
         self.next_job += 1;
         self.batch.next_job = Some(self.next_job);
-        info!(%job, name = %submission.name, payload = ?submission.payload, "job submitted");
+        info!(target: LOG_TARGET, %job, name = %submission.name, payload = ?submission.payload, "job submitted");
         self.scheduler.handle_job_submitted(now.at, job, requirements(&submission));
         let record = JobRecord {
             submission,
@@ -431,7 +435,7 @@ impl Ledger {
     /// complete, and the submitter hears `InputStored` once that commit is durable.
     pub fn handle_input_end(&mut self, now: Time, job: JobId) {
         if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
-            debug!(%job, chunks = entry.record.chunks, "input complete");
+            debug!(target: LOG_TARGET, %job, chunks = entry.record.chunks, "input complete");
             entry.record.input_complete = true;
             self.batch.jobs.push((job, entry.record.clone()));
             self.input_syncs.push(job);
@@ -444,7 +448,7 @@ impl Ledger {
     /// A job's input could not be received or stored: the job fails.
     pub fn handle_input_failed(&mut self, now: Time, job: JobId, error: &str) {
         if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
-            warn!(%job, %error, "job input failed");
+            warn!(target: LOG_TARGET, %job, %error, "job input failed");
             self.fail(now, job, format!("job input failed: {error}"));
         }
     }
@@ -478,7 +482,7 @@ impl Ledger {
     /// A client has a finished job's whole output: the job is forgotten.
     pub fn handle_release(&mut self, job: JobId) {
         if self.jobs.get(&job).is_some_and(|e| e.record.state.is_finished()) {
-            debug!(%job, "job released by its client");
+            debug!(target: LOG_TARGET, %job, "job released by its client");
             self.forget(job);
         }
     }
@@ -486,7 +490,7 @@ impl Ledger {
     /// A client cancels a job; the answer follows once the cancellation is durable.
     pub fn handle_cancel(&mut self, now: Time, request: RequestId, job: JobId) {
         if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
-            info!(%job, "job cancelled");
+            info!(target: LOG_TARGET, %job, "job cancelled");
             self.scheduler.handle_cancel(now.at, job);
             self.finish(now, job, JobState::Cancelled);
         }
@@ -517,10 +521,10 @@ impl Ledger {
         }
         for id in ids {
             if drain {
-                info!(node = %name, "node drained by an operator");
+                info!(target: LOG_TARGET, node = %name, "node drained by an operator");
                 self.scheduler.handle_drain(now.at, id);
             } else {
-                info!(node = %name, "node undrained by an operator");
+                info!(target: LOG_TARGET, node = %name, "node undrained by an operator");
                 self.scheduler.handle_undrain(now.at, id);
             }
         }

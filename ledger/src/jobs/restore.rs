@@ -6,7 +6,7 @@ use tracing::{info, warn};
 use wire::proto::{ChunkIndex, JobFailure, JobId, JobState};
 
 use super::entries::JobEntry;
-use super::{requirements, Ledger, Time};
+use super::{requirements, Ledger, Time, LOG_TARGET};
 use crate::record::{Extent, JobRecord};
 
 /// A failure to read what the journal holds of a job.
@@ -62,7 +62,7 @@ impl Ledger {
                         fill(&mut entry.results, results);
                         entry.done = entry.record.chunks;
                     }
-                    Err(e) => warn!(%job, error = %e, "cannot read a finished job's results"),
+                    Err(e) => warn!(target: LOG_TARGET, %job, error = %e, "cannot read a finished job's results"),
                 }
             }
             self.jobs.insert(job, entry);
@@ -87,7 +87,7 @@ impl Ledger {
         entry.done = fill(&mut entry.results, results);
         entry.record.chunks = entry.inputs.len() as u64;
         let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
-        info!(%job, chunks = entry.record.chunks, done = entry.done, "resuming job");
+        info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, "resuming job");
         self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.submission), &done);
         self.jobs.insert(job, entry);
         self.touched.insert(job);
