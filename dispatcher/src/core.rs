@@ -167,10 +167,14 @@ impl Core {
                     // Queued events came before the deadline was noticed: under load a node's
                     // heartbeat may be among them, and must count before it is judged silent.
                     self.handle_queued(&mut events);
-                    for (node, (_, heard)) in &self.nodes {
-                        self.ledger.handle_sign_of_life(heard.get(), *node);
+                    let now = now();
+                    // Only the scheduler's timers judge silence; the commit policy's come often.
+                    if self.ledger.scheduler_due(now) {
+                        for (node, (_, heard)) in &self.nodes {
+                            self.ledger.handle_sign_of_life(heard.get(), *node);
+                        }
                     }
-                    self.ledger.handle_timeout(now());
+                    self.ledger.handle_timeout(now);
                 }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
                 _ = progress.tick() => {

@@ -271,6 +271,12 @@ impl Ledger {
         }
     }
 
+    /// Whether one of the scheduler's timers (heartbeats, placement, speculation) is due, so the
+    /// driver feeds it the nodes' signs of life first.
+    pub fn scheduler_due(&self, now: Time) -> bool {
+        self.scheduler.poll_timeout().is_some_and(|at| at <= now.at)
+    }
+
     /// A timeout passed: the scheduler's timers fire, and a held-back batch may go at the end of
     /// the turn.
     pub fn handle_timeout(&mut self, now: Time) {

@@ -241,19 +241,24 @@ proptest! {
     }
 }
 
-/// A history `random_histories_keep_the_promises` found (about once in 20,000 cases): a retry
-/// beyond the window `choose` scans slid into it when another retry was placed, and a free node
-/// it fits was not offered it. Replayed so it stays fixed.
-#[test]
-fn a_history_that_left_a_requeued_chunk_beside_an_idle_node() {
-    let config = SchedulerConfig {
+/// The configuration both replayed histories below were found with, at a pipeline depth.
+fn found_config(pipeline_depth: u32) -> SchedulerConfig {
+    SchedulerConfig {
         pipeline_budget: None,
         speculation_min_samples: 1,
         speculation_min_age: Duration::ZERO,
         speculation_multiplier: 1.5,
         quarantine_threshold: 0,
-        ..config(0)
-    };
+        ..config(pipeline_depth)
+    }
+}
+
+/// A history `random_histories_keep_the_promises` found (about once in 20,000 cases): a retry
+/// beyond the window `choose` scans slid into it when another retry was placed, and a free node
+/// it fits was not offered it. Replayed so it stays fixed.
+#[test]
+fn a_history_that_left_a_requeued_chunk_beside_an_idle_node() {
+    let config = found_config(0);
     let ops = [
         Op::Submit { chunks: 1, max_attempts: 3, priority: 0, memory_gib: 2, timeout_s: 1, platform: 2 },
         Op::Submit { chunks: 0, max_attempts: 0, priority: 0, memory_gib: 0, timeout_s: 1, platform: 0 },
@@ -273,14 +278,7 @@ fn a_history_that_left_a_requeued_chunk_beside_an_idle_node() {
 /// (promoted from a node's queue) did not get it one. Replayed so it stays fixed.
 #[test]
 fn a_history_that_left_a_speculation_deadline_unset() {
-    let config = SchedulerConfig {
-        pipeline_budget: None,
-        speculation_min_samples: 1,
-        speculation_min_age: Duration::ZERO,
-        speculation_multiplier: 1.5,
-        quarantine_threshold: 0,
-        ..config(1)
-    };
+    let config = found_config(1);
     let ops = [
         Op::Submit { chunks: 9, max_attempts: 0, priority: 0, memory_gib: 2, timeout_s: 1, platform: 2 },
         Op::Submit { chunks: 9, max_attempts: 0, priority: 0, memory_gib: 3, timeout_s: 1, platform: 2 },
