@@ -260,7 +260,7 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
         match peer.role {
             Role::Node => serve_node(&conn, &mut control, &peer, config, &events, &shared.enrollment).await,
-            Role::Client => serve_client(&conn, control, &shared, &events).await,
+            Role::Client | Role::Operator => serve_client(&conn, control, &shared, &events).await,
             Role::Dispatcher => Err(ConnError::Refused("dispatcher certificates cannot connect as peers".into())),
         }
     }
@@ -295,7 +295,8 @@ async fn handshake(conn: &quinn::Connection, config: &DispatcherConfig, peer: &P
             "protocol version {} is not supported; this dispatcher speaks version {PROTOCOL_VERSION}",
             hello.protocol_version
         ))
-    } else if hello.role != peer.role {
+    } else if hello.role != peer.role && !(hello.role == Role::Client && peer.role == Role::Operator) {
+        // An operator uses the client tools; its certificate, not its hello, grants more.
         Some(format!("this certificate is for a {}, not a {}; use a {} certificate", peer.role, hello.role, hello.role))
     } else {
         None

@@ -75,8 +75,11 @@ pub enum Role {
     Dispatcher,
     /// A `dispy-node` worker daemon.
     Node,
-    /// A user tool such as `dispy-submit`.
+    /// A user tool such as `dispy-submit`: sees and changes only its own jobs.
     Client,
+    /// A user tool with an operator's certificate (`pki issue-admin`): sees and cancels every
+    /// job and drains, undrains and releases nodes.
+    Operator,
 }
 
 impl Role {
@@ -86,6 +89,7 @@ impl Role {
             Role::Dispatcher => "dispatcher",
             Role::Node => "node",
             Role::Client => "client",
+            Role::Operator => "operator",
         }
     }
 
@@ -95,6 +99,7 @@ impl Role {
             "dispatcher" => Some(Role::Dispatcher),
             "node" => Some(Role::Node),
             "client" => Some(Role::Client),
+            "operator" => Some(Role::Operator),
             _ => None,
         }
     }
