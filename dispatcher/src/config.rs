@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use common::config::{ConfigError, DispatcherSettings};
 use common::pki::Identity;
+use ledger::jobs::Quotas;
 
 /// Everything `dispy-dispatcher` needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -38,6 +39,8 @@ pub struct DispatcherConfig {
     pub ca_dir: Option<PathBuf>,
     /// Lifetime of certificates issued to enrolled and renewing nodes (default 7 days).
     pub enrolled_cert_validity: Duration,
+    /// What each tenant may hold at once (default: no limits).
+    pub quotas: Quotas,
 }
 
 /// The dispatcher's default port.
@@ -58,6 +61,7 @@ impl DispatcherConfig {
             max_payload: common::config::DEFAULT_MAX_PAYLOAD,
             ca_dir: None,
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
+            quotas: Quotas::default(),
         }
     }
 }

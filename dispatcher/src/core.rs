@@ -21,9 +21,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use ledger::jobs::{
-    AttachCommand, AttachId, ClientId, Effect, Ledger, NodeCommand as LedgerCommand, RequestId, RestoredJob, Time,
+    AttachCommand, AttachId, ClientId, Effect, Ledger, LedgerConfig, NodeCommand as LedgerCommand, RequestId,
+    RestoredJob, Time,
 };
-use ledger::scheduler::{NodeId, SchedulerConfig};
+use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
@@ -39,7 +40,7 @@ mod disk;
 mod events;
 use commit::{journal_writer, Committed};
 use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
-pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand};
+pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand, Upload};
 pub(crate) use ledger::jobs::Refusal;
 
 /// How often running jobs' progress is sent to their clients.
@@ -62,6 +63,8 @@ pub(crate) struct Core {
     next_id: u64,
     /// Each job's input file, for node connections to read chunks from.
     inputs: HashMap<JobId, Arc<Reader>>,
+    /// Uploads in progress: dropping a job's sender stops its upload.
+    uploads: HashMap<JobId, oneshot::Sender<()>>,
     disk: mpsc::UnboundedSender<DiskRequest>,
     disk_done: mpsc::UnboundedReceiver<DiskDone>,
     committed: mpsc::Receiver<Committed>,
@@ -75,12 +78,11 @@ impl Core {
     /// # Errors
     /// If the thread cannot be started.
     pub(crate) fn new(
-        config: SchedulerConfig,
+        config: LedgerConfig,
         journal: Journal,
         recovered: Recovered,
         spool: Spool,
         payloads: PayloadStore,
-        retention: Duration,
     ) -> std::io::Result<Self> {
         let mut resumed = Vec::new();
         let jobs = recovered
@@ -108,7 +110,7 @@ impl Core {
             })
             .collect();
         let restored = ledger::jobs::Recovered { next_job: recovered.next_job, incarnation: recovered.incarnation, jobs };
-        let ledger = Ledger::new(config, retention, restored, now());
+        let ledger = Ledger::new(config, restored, now());
         // A crash between forgetting a job and deleting its files leaves them behind.
         spool.remove_unknown(|job| ledger.knows(job));
         // Resumed jobs' chunks are read back from their input files.
@@ -132,6 +134,7 @@ impl Core {
             requests: HashMap::new(),
             next_id: 1,
             inputs,
+            uploads: HashMap::new(),
             disk,
             disk_done,
             committed,
@@ -208,8 +211,8 @@ impl Core {
             }
             DiskDone::InputFailed { job, error } => self.ledger.handle_input_failed(now, job, &error),
             DiskDone::Attach { pending, results } => {
-                let PendingAttach { job, commands, client, reply } = pending;
-                let attached = match (results, self.ledger.attachable(job)) {
+                let PendingAttach { caller, job, commands, client, reply } = pending;
+                let attached = match (results, self.ledger.attachable(&caller, job)) {
                     (_, Err(refusal)) => Err(refusal),
                     (Err(e), Ok(_)) => Err(Refusal::ResultsUnreadable(e)),
                     (Ok(results), Ok(_)) => {
@@ -283,6 +286,7 @@ impl Core {
             }
             Effect::RemoveSpool(job) => {
                 self.inputs.remove(&job);
+                self.uploads.remove(&job);
                 return self.ask_disk(DiskRequest::Remove(job));
             }
         }
@@ -329,51 +333,57 @@ impl Core {
                 self.ledger.handle_node_closed(now, node, &reason);
                 self.nodes.remove(&node);
             }
-            Event::Submit { submission, submitter, reply } => {
+            Event::Submit { caller, submission, submitter, reply } => {
                 let client = self.client_id(submitter);
                 let payload = submission.payload;
-                match self.ledger.handle_submit(now, client, submission) {
+                match self.ledger.handle_submit(now, client, &caller, submission) {
                     Ok(job) => {
-                        self.ask_disk(DiskRequest::CreateInput { job, payload, reply });
+                        let (stop, stopped) = oneshot::channel();
+                        self.uploads.insert(job, stop);
+                        self.ask_disk(DiskRequest::CreateInput { job, payload, stopped, reply });
                     }
                     Err(refusal) => drop(reply.send(Err(refusal))),
                 }
             }
             Event::Input { job, extent } => self.ledger.handle_input(now, job, extent),
             Event::InputEnd { job, sync } => {
+                self.uploads.remove(&job);
                 // Handed over before the commit that syncs it: the disk keeps order.
                 self.ask_disk(DiskRequest::InputEnded { job, sync });
                 self.ledger.handle_input_end(now, job);
             }
-            Event::InputFailed { job, error } => self.ledger.handle_input_failed(now, job, &error),
-            Event::Attach { job, commands, client, reply } => match self.ledger.attachable(job) {
+            Event::InputFailed { job, error } => {
+                self.uploads.remove(&job);
+                self.ledger.handle_input_failed(now, job, &error);
+            }
+            Event::Attach { caller, job, commands, client, reply } => match self.ledger.attachable(&caller, job) {
                 Err(refusal) => drop(reply.send(Err(refusal))),
                 Ok(true) => {
-                    self.ask_disk(DiskRequest::OpenResults(PendingAttach { job, commands, client, reply }));
+                    self.ask_disk(DiskRequest::OpenResults(PendingAttach { caller, job, commands, client, reply }));
                 }
                 Ok(false) => {
                     self.attach(job, commands, client);
                     let _ = reply.send(Ok(Attachment { results: None }));
                 }
             },
-            Event::Release { job } => self.ledger.handle_release(job),
-            Event::Cancel { job, reply } => {
+            Event::Release { caller, job } => self.ledger.handle_release(&caller, job),
+            Event::Cancel { caller, job, reply } => {
                 let request = self.pending(Pending::Summary(reply));
-                self.ledger.handle_cancel(now, request, job);
+                self.ledger.handle_cancel(now, request, &caller, job);
             }
-            Event::Status { job, reply } => {
+            Event::Status { caller, job, reply } => {
                 let request = self.pending(Pending::Summary(reply));
-                self.ledger.handle_status(request, job);
+                self.ledger.handle_status(request, &caller, job);
             }
-            Event::ListJobs { reply } => {
+            Event::ListJobs { caller, reply } => {
                 let request = self.pending(Pending::Jobs(reply));
-                self.ledger.handle_list_jobs(request);
+                self.ledger.handle_list_jobs(request, &caller);
             }
             Event::ListNodes { reply } => {
                 let _ = reply.send(self.ledger.node_statuses(now));
             }
-            Event::Drain { node, drain, reply } => {
-                let _ = reply.send(self.ledger.handle_drain(now, &node, drain));
+            Event::Drain { caller, node, drain, reply } => {
+                let _ = reply.send(self.ledger.handle_drain(now, &caller, &node, drain));
             }
         }
     }

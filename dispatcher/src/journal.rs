@@ -97,7 +97,7 @@ impl Journal {
         let err = |e: redb::Error| database_error(&self.path, e);
         // Creating the tables up front lets readers assume they exist.
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
-        let (incarnation, version) = {
+        let incarnation = {
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
             let incarnation = meta.get(INCARNATION).map_err(|e| err(e.into()))?.map_or(0, |v| v.value()) + 1;
             meta.insert(INCARNATION, incarnation).map_err(|e| err(e.into()))?;
@@ -105,10 +105,26 @@ impl Journal {
             if version > row::CURRENT_VERSION {
                 return Err(JournalError::Version { path: self.path.clone(), version });
             }
-            // Rows are rewritten as they change, so the journal is at the current version only
-            // if it was already: a newer row version would need a migration here.
-            meta.insert(ROW_VERSION, version).map_err(|e| err(e.into()))?;
-            (incarnation, version)
+            if version < row::CURRENT_VERSION {
+                // Every row is rewritten in the current version with the same transaction, so a
+                // journal is never half migrated.
+                let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+                let mut rows = Vec::new();
+                for entry in jobs.iter().map_err(|e| err(e.into()))? {
+                    let (key, value) = entry.map_err(|e| err(e.into()))?;
+                    let record = row::decode(version, value.value()).map_err(|reason| JournalError::Corrupt {
+                        path: self.path.clone(),
+                        job: key.value(),
+                        reason,
+                    })?;
+                    rows.push((key.value(), row::encode(&record)));
+                }
+                for (key, bytes) in rows {
+                    jobs.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
+                }
+            }
+            meta.insert(ROW_VERSION, row::CURRENT_VERSION).map_err(|e| err(e.into()))?;
+            incarnation
         };
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
         txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
@@ -122,7 +138,7 @@ impl Journal {
         let mut jobs = Vec::new();
         for entry in jobs_table.iter().map_err(|e| err(e.into()))? {
             let (key, value) = entry.map_err(|e| err(e.into()))?;
-            let record = row::decode(version, value.value()).map_err(|reason| JournalError::Corrupt {
+            let record = row::decode(row::CURRENT_VERSION, value.value()).map_err(|reason| JournalError::Corrupt {
                 path: self.path.clone(),
                 job: key.value(),
                 reason,
@@ -212,6 +228,7 @@ mod tests {
 
     fn record(chunks: u64) -> JobRecord {
         JobRecord {
+            owner: "alice".into(),
             submission: JobSubmission {
                 name: "t".into(),
                 payload: PayloadHash::of(b"p"),
@@ -286,9 +303,34 @@ mod tests {
         };
         assert_eq!(attempts[0].failure.kind, FailureKind::PayloadError(-3));
         assert_eq!(record.finished_unix_ms, Some(12));
-        assert_eq!(row::encode(&record), bytes, "version 1 keeps the legacy layout byte for byte");
-        let newer = row::decode(2, &bytes).expect_err("an unknown version is refused");
-        assert!(newer.contains("row version 2"), "{newer}");
+        assert_eq!(record.owner, "", "a job from before owners belongs to nobody");
+        let newer = row::decode(3, &bytes).expect_err("an unknown version is refused");
+        assert!(newer.contains("row version 3"), "{newer}");
+    }
+
+    #[test]
+    fn a_version_1_journal_is_rewritten_as_version_2_with_unowned_jobs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        let legacy: Vec<u8> = (0..LEGACY_ROW.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(&LEGACY_ROW[i..i + 2], 16).expect("hex"))
+            .collect();
+        {
+            let db = Database::create(&path).expect("create");
+            let txn = db.begin_write().expect("txn");
+            txn.open_table(JOBS).expect("jobs").insert(7, legacy.as_slice()).expect("insert");
+            txn.open_table(META).expect("meta").insert(ROW_VERSION, 1).expect("version");
+            txn.commit().expect("commit");
+        }
+        let (journal, recovered) = Journal::open(&path).expect("migrated");
+        let mut expected = row::decode(1, &legacy).expect("legacy");
+        assert_eq!(recovered.jobs, vec![(JobId(7), expected.clone())]);
+        drop(journal);
+        let (_, again) = Journal::open(&path).expect("reopened at version 2");
+        assert_eq!(again.jobs, vec![(JobId(7), expected.clone())]);
+        expected.owner = "alice".into();
+        assert_eq!(row::decode(2, &row::encode(&expected)).expect("round trip"), expected);
     }
 
     #[test]

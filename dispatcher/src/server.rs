@@ -26,12 +26,13 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::DispatcherConfig;
-use crate::core::{ClientCommand, Core, Event, NodeCommand};
+use crate::core::{ClientCommand, Core, Event, NodeCommand, Upload};
 use crate::journal::{Journal, JournalError};
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
+use ledger::jobs::{Caller, LedgerConfig};
 use ledger::scheduler::{NodeId, SchedulerConfig};
-use crate::spool::{Appender, Spool};
+use crate::spool::Spool;
 
 /// Connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -99,20 +100,17 @@ impl Dispatcher {
         let spool = Spool::open(&config.state_dir).map_err(state)?;
         let payloads = PayloadStore::open(&config.state_dir).map_err(state)?;
         let (journal, recovered) = Journal::open(&config.state_dir.join("journal.redb"))?;
-        let core = Core::new(
-            SchedulerConfig {
+        let ledger = LedgerConfig {
+            scheduler: SchedulerConfig {
                 pipeline_depth: config.pipeline_depth,
                 pipeline_budget: Some(PIPELINE_BUDGET),
                 node_timeout: config.node_timeout,
                 ..SchedulerConfig::default()
             },
-            journal,
-            recovered,
-            spool.clone(),
-            payloads.clone(),
-            config.retention,
-        )
-        .map_err(state)?;
+            retention: config.retention,
+            quotas: config.quotas.clone(),
+        };
+        let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone()).map_err(state)?;
         let server = common::tls::server_config(&config.identity)?;
         let endpoint = common::net::endpoint(config.listen, Some(server))
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
@@ -260,7 +258,10 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
         match peer.role {
             Role::Node => serve_node(&conn, &mut control, &peer, config, &events, &shared.enrollment).await,
-            Role::Client | Role::Operator => serve_client(&conn, control, &shared, &events).await,
+            Role::Client | Role::Operator => {
+                let caller = Caller { name: peer.name.clone(), operator: peer.role == Role::Operator };
+                serve_client(&conn, control, &caller, &shared, &events).await
+            }
             Role::Dispatcher => Err(ConnError::Refused("dispatcher certificates cannot connect as peers".into())),
         }
     }
@@ -440,6 +441,7 @@ async fn send_payload(conn: &quinn::Connection, hash: PayloadHash, bytes: Bytes)
 async fn serve_client(
     conn: &quinn::Connection,
     control: Connection,
+    caller: &Caller,
     shared: &Shared,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), ConnError> {
@@ -449,7 +451,8 @@ async fn serve_client(
     let mut attachments = JoinSet::new();
     let requests = async {
         while let Some(request) = recv.read_frame::<ClientRequest>().await? {
-            handle_request(conn, shared, events, &outbox, &mut uploads, &mut attachments, request).await?;
+            let client = ClientConn { conn, caller, outbox: &outbox };
+            handle_request(&client, shared, events, &mut uploads, &mut attachments, request).await?;
             while let Some(done) = attachments.try_join_next() {
                 if let Ok(Err(e)) = done {
                     debug!(error = %e, "attachment ended");
@@ -467,15 +470,23 @@ async fn serve_client(
     result
 }
 
+/// A client connection as its requests see it: the connection, who is on it, and its outbox.
+struct ClientConn<'a> {
+    conn: &'a quinn::Connection,
+    caller: &'a Caller,
+    outbox: &'a mpsc::UnboundedSender<ClientEvent>,
+}
+
 async fn handle_request(
-    conn: &quinn::Connection,
+    client: &ClientConn<'_>,
     shared: &Shared,
     events: &mpsc::Sender<Event>,
-    outbox: &mpsc::UnboundedSender<ClientEvent>,
     uploads: &mut JoinSet<()>,
     attachments: &mut JoinSet<Result<(), ConnError>>,
     request: ClientRequest,
 ) -> Result<(), ConnError> {
+    let ClientConn { conn, outbox, .. } = *client;
+    let caller = client.caller.clone();
     let config = &shared.config;
     let gone = |_| ConnError::CoreGone;
     match request {
@@ -486,7 +497,7 @@ async fn handle_request(
         }
         ClientRequest::ListJobs => {
             let (reply, answer) = oneshot::channel();
-            events.send(Event::ListJobs { reply }).await.map_err(gone)?;
+            events.send(Event::ListJobs { caller, reply }).await.map_err(gone)?;
             let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
                 Ok(jobs) => ClientEvent::Jobs(jobs),
                 Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
@@ -495,9 +506,9 @@ async fn handle_request(
         ClientRequest::Status { job } | ClientRequest::Cancel { job } => {
             let (reply, answer) = oneshot::channel();
             let event = if matches!(request, ClientRequest::Cancel { .. }) {
-                Event::Cancel { job, reply }
+                Event::Cancel { caller, job, reply }
             } else {
-                Event::Status { job, reply }
+                Event::Status { caller, job, reply }
             };
             events.send(event).await.map_err(gone)?;
             let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
@@ -505,13 +516,13 @@ async fn handle_request(
                 Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
             });
         }
-        ClientRequest::Release { job } => events.send(Event::Release { job }).await.map_err(gone)?,
-        ClientRequest::Drain { node } => drain_node(events, outbox, node, true).await?,
-        ClientRequest::Undrain { node } => drain_node(events, outbox, node, false).await?,
+        ClientRequest::Release { job } => events.send(Event::Release { caller, job }).await.map_err(gone)?,
+        ClientRequest::Drain { node } => drain_node(events, client, node, true).await?,
+        ClientRequest::Undrain { node } => drain_node(events, client, node, false).await?,
         ClientRequest::Attach { job } => {
             let (commands, command_rx) = mpsc::unbounded_channel();
             let (reply, answer) = oneshot::channel();
-            events.send(Event::Attach { job, commands, client: outbox.clone(), reply }).await.map_err(gone)?;
+            events.send(Event::Attach { caller, job, commands, client: outbox.clone(), reply }).await.map_err(gone)?;
             match answer.await.map_err(|_| ConnError::CoreGone)? {
                 Ok(attachment) => {
                     let conn = conn.clone();
@@ -550,16 +561,17 @@ async fn handle_request(
                 }
             }
             let (reply, answer) = oneshot::channel();
-            events.send(Event::Submit { submission, submitter: outbox.clone(), reply }).await.map_err(gone)?;
+            events.send(Event::Submit { caller, submission, submitter: outbox.clone(), reply }).await.map_err(gone)?;
             match answer.await.map_err(|_| ConnError::CoreGone)? {
-                Ok((job, appender)) => {
+                Ok(upload) => {
+                    let job = upload.job;
                     let _ = outbox.send(ClientEvent::JobAccepted { job });
                     let input = conn.accept_uni().await.map_err(StreamError::from)?;
                     let events = events.clone();
                     let max_chunk = config.max_chunk;
                     // Tracked by the connection's JoinSet; it ends with the input stream.
                     uploads.spawn(async move {
-                        if let Err(error) = receive_input(input, max_chunk, job, appender, &events).await {
+                        if let Err(error) = receive_input(input, max_chunk, upload, &events).await {
                             let _ = events.send(Event::InputFailed { job, error }).await;
                         }
                     });
@@ -573,15 +585,11 @@ async fn handle_request(
     Ok(())
 }
 
-async fn drain_node(
-    events: &mpsc::Sender<Event>,
-    outbox: &mpsc::UnboundedSender<ClientEvent>,
-    node: String,
-    drain: bool,
-) -> Result<(), ConnError> {
+async fn drain_node(events: &mpsc::Sender<Event>, client: &ClientConn<'_>, node: String, drain: bool) -> Result<(), ConnError> {
     let (reply, answer) = oneshot::channel();
-    events.send(Event::Drain { node, drain, reply }).await.map_err(|_| ConnError::CoreGone)?;
-    let _ = outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
+    let caller = client.caller.clone();
+    events.send(Event::Drain { caller, node, drain, reply }).await.map_err(|_| ConnError::CoreGone)?;
+    let _ = client.outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
         Ok(nodes) => ClientEvent::Nodes(nodes),
         Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
     });
@@ -608,10 +616,10 @@ async fn receive_payload(conn: &quinn::Connection, config: &DispatcherConfig, ex
 async fn receive_input(
     stream: quinn::RecvStream,
     max_chunk: usize,
-    job: JobId,
-    mut appender: Appender,
+    upload: Upload,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), String> {
+    let Upload { job, mut appender, mut stopped } = upload;
     let mut input = FramedRecv::new(stream, wire::frame::DEFAULT_MAX_MESSAGE);
     match input.expect_frame::<StreamHeader>().await {
         Ok(StreamHeader::JobInput { job: j }) if j == job => {}
@@ -620,7 +628,14 @@ async fn receive_input(
     }
     input.set_max_frame(max_chunk);
     loop {
-        let chunk = match input.read_raw().await {
+        let read = tokio::select! {
+            biased;
+            // The job ended (cancelled, failed, over its owner's spool quota): dropping the
+            // stream stops the submitter's sending, and the control stream tells it why.
+            _ = &mut stopped => return Err(format!("job {job} ended before its input did")),
+            read = input.read_raw() => read,
+        };
+        let chunk = match read {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
             Err(e) if e.is_connection_lost() => return Err("the submitter disconnected before the input was complete".into()),

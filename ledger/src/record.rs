@@ -16,6 +16,9 @@ pub struct Extent {
 /// A job as the journal records it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JobRecord {
+    /// The certificate name that submitted it; empty for jobs journaled before jobs had owners,
+    /// which only operators see.
+    pub owner: String,
     /// What was submitted.
     pub submission: JobSubmission,
     /// Where it is.

@@ -453,6 +453,8 @@ pub struct JobSummary {
     pub job: JobId,
     /// Its name.
     pub name: String,
+    /// The certificate name that submitted it (empty for a job from before jobs had owners).
+    pub owner: String,
     /// Its state.
     pub state: JobState,
     /// Its counts.

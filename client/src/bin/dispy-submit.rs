@@ -386,8 +386,7 @@ async fn status(cli: &Cli, job: JobId, cancel: bool, json: bool) -> Result<(), F
 async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
     let jobs = with_client(cli, None, async |client| Ok(client.jobs().await?)).await?;
     if json {
-        let items: Vec<String> = jobs.iter().map(job_json).collect();
-        println!("[{}]", items.join(","));
+        println!("{}", serde_json::Value::Array(jobs.iter().map(job_json).collect()));
     } else {
         print_job_table(&jobs);
     }
@@ -419,12 +418,17 @@ async fn with_client<T>(
 }
 
 fn print_job_table(jobs: &[JobSummary]) {
-    println!("{:>6} {:<20} {:<10} {:>15} {:>8} {:>8}", "JOB", "NAME", "STATE", "DONE/TOTAL", "RUNNING", "RETRIES");
+    println!(
+        "{:>6} {:<16} {:<20} {:<10} {:>15} {:>8} {:>8}",
+        "JOB", "OWNER", "NAME", "STATE", "DONE/TOTAL", "RUNNING", "RETRIES"
+    );
     for j in jobs {
         let done = format!("{}/{}{}", j.progress.done, j.progress.total, if j.progress.input_complete { "" } else { "+" });
+        // Jobs journaled before jobs had owners belong to nobody.
+        let owner = if j.owner.is_empty() { "-" } else { &j.owner };
         println!(
-            "{:>6} {:<20} {:<10} {:>15} {:>8} {:>8}",
-            j.job, j.name, j.state.name(), done, j.progress.running, j.progress.retries
+            "{:>6} {:<16} {:<20} {:<10} {:>15} {:>8} {:>8}",
+            j.job, owner, j.name, j.state.name(), done, j.progress.running, j.progress.retries
         );
     }
     if jobs.is_empty() {
@@ -432,16 +436,26 @@ fn print_job_table(jobs: &[JobSummary]) {
     }
 }
 
-fn job_json(j: &JobSummary) -> String {
+fn job_json(j: &JobSummary) -> serde_json::Value {
     let failure = match &j.state {
-        JobState::Failed(failure) => format!("{:?}", failure.to_string()),
-        _ => "null".into(),
+        JobState::Failed(failure) => Some(failure.to_string()),
+        _ => None,
     };
-    format!(
-        r#"{{"job":{},"name":{:?},"state":{:?},"done":{},"total":{},"input_complete":{},"running":{},"retries":{},"submitted_unix_ms":{},"output":{:?},"failure":{}}}"#,
-        j.job, j.name, j.state.name(), j.progress.done, j.progress.total, j.progress.input_complete,
-        j.progress.running, j.progress.retries, j.submitted_unix_ms, j.output, failure
-    )
+    serde_json::json!({
+        "job": j.job.0,
+        "owner": j.owner,
+        "name": j.name,
+        "state": j.state.name(),
+        "done": j.progress.done,
+        "total": j.progress.total,
+        "input_complete": j.progress.input_complete,
+        "running": j.progress.running,
+        "retries": j.progress.retries,
+        "submitted_unix_ms": j.submitted_unix_ms,
+        "output": j.output,
+        "failure": failure,
+        "blocked": j.blocked,
+    })
 }
 
 /// Builds the job from a job file and/or flags, flags winning.
@@ -567,19 +581,25 @@ fn print_node_table(nodes: &[NodeStatus]) {
     }
 }
 
-/// Renders nodes as a JSON array (Rust's `{:?}` of a string is a valid JSON string for the
-/// names and addresses dispy produces).
-fn nodes_json(nodes: &[NodeStatus]) -> String {
-    let items: Vec<String> = nodes
+/// Renders nodes as a JSON array.
+fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
+    nodes
         .iter()
         .map(|n| {
-            format!(
-                r#"{{"name":{:?},"address":{:?},"hostname":{:?},"slots":{},"busy":{},"memory_total":{},"memory_available":{},"load":{},"last_heartbeat_ms":{},"state":{:?}}}"#,
-                n.name, n.address, n.hostname, n.slots, n.busy, n.memory_total, n.memory_available, n.load, n.last_heartbeat_ms, n.state
-            )
+            serde_json::json!({
+                "name": n.name,
+                "address": n.address,
+                "hostname": n.hostname,
+                "slots": n.slots,
+                "busy": n.busy,
+                "memory_total": n.memory_total,
+                "memory_available": n.memory_available,
+                "load": n.load,
+                "last_heartbeat_ms": n.last_heartbeat_ms,
+                "state": n.state,
+            })
         })
-        .collect();
-    format!("[{}]", items.join(","))
+        .collect()
 }
 
 /// A progress bar on a terminal, a plain line every few seconds otherwise.

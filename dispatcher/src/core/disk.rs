@@ -18,12 +18,13 @@ use tracing::warn;
 use wire::proto::{ClientEvent, JobId, PayloadHash};
 
 use super::commit::CommitRequest;
-use super::{Attachment, ClientCommand, Refusal};
+use super::{Attachment, ClientCommand, Refusal, Upload};
 use crate::payloads::PayloadStore;
 use crate::spool::{Appender, Reader, Spool, SpoolFile};
 
 /// An attachment waiting for its job's results file to be opened.
 pub(crate) struct PendingAttach {
+    pub(super) caller: ledger::jobs::Caller,
     pub(super) job: JobId,
     pub(super) commands: mpsc::UnboundedSender<ClientCommand>,
     pub(super) client: mpsc::UnboundedSender<ClientEvent>,
@@ -34,7 +35,12 @@ pub(crate) struct PendingAttach {
 pub(super) enum DiskRequest {
     /// Create a submitted job's input file and answer the submitter with its appender; the core
     /// hears `InputReady` (or `InputFailed`) first.
-    CreateInput { job: JobId, payload: PayloadHash, reply: oneshot::Sender<Result<(JobId, Appender), Refusal>> },
+    CreateInput {
+        job: JobId,
+        payload: PayloadHash,
+        stopped: oneshot::Receiver<()>,
+        reply: oneshot::Sender<Result<Upload, Refusal>>,
+    },
     /// Open (creating if need be) a job's results file for an attachment.
     OpenResults(PendingAttach),
     /// Append an accepted result.
@@ -83,7 +89,7 @@ pub(super) fn disk_thread(
     while let Some(request) = requests.blocking_recv() {
         // The core may be gone while it shuts down; what is left is then moot.
         let _ = match request {
-            DiskRequest::CreateInput { job, payload, reply } => {
+            DiskRequest::CreateInput { job, payload, stopped, reply } => {
                 let created = if payloads.contains(&payload) {
                     spool.appender(job, SpoolFile::Input).map_err(Refusal::InputStorage).and_then(|appender| {
                         let reader = spool.reader(job, SpoolFile::Input).map_err(Refusal::InputStorage)?;
@@ -96,7 +102,7 @@ pub(super) fn disk_thread(
                 match created {
                     Ok((appender, reader)) => {
                         let told = done.send(DiskDone::InputReady { job, reader: Arc::new(reader) });
-                        let _ = reply.send(Ok((job, appender)));
+                        let _ = reply.send(Ok(Upload { job, appender, stopped }));
                         told
                     }
                     Err(refusal) => {

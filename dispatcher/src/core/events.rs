@@ -13,6 +13,7 @@ use wire::proto::{
 };
 
 pub(crate) use ledger::jobs::AttachCommand as ClientCommand;
+use ledger::jobs::Caller;
 
 use super::Refusal;
 use crate::liveness::LastHeard;
@@ -46,6 +47,18 @@ pub(crate) enum NodeCommand {
     Close(String),
 }
 
+/// Where an accepted job's input goes.
+#[derive(Debug)]
+pub(crate) struct Upload {
+    /// The new job.
+    pub(crate) job: JobId,
+    /// Its input spool file.
+    pub(crate) appender: Appender,
+    /// Resolves when the job ends before its input does (cancelled, failed, over its owner's
+    /// spool quota): the upload stops taking bytes.
+    pub(crate) stopped: oneshot::Receiver<()>,
+}
+
 /// What an attaching client needs besides the command stream.
 #[derive(Debug)]
 pub(crate) struct Attachment {
@@ -71,11 +84,12 @@ pub(crate) enum Event {
     NodeReport { node: NodeId, report: ChunkReport },
     /// A node's connection ended.
     NodeClosed { node: NodeId, reason: String },
-    /// A client submits a job; the reply carries the job id and where to spool its input.
+    /// A client submits a job; the reply says where to spool its input.
     Submit {
+        caller: Caller,
         submission: JobSubmission,
         submitter: mpsc::UnboundedSender<ClientEvent>,
-        reply: oneshot::Sender<Result<(JobId, Appender), Refusal>>,
+        reply: oneshot::Sender<Result<Upload, Refusal>>,
     },
     /// The next chunk input of a job was spooled here.
     Input { job: JobId, extent: Extent },
@@ -86,6 +100,7 @@ pub(crate) enum Event {
     InputFailed { job: JobId, error: String },
     /// A client follows a job.
     Attach {
+        caller: Caller,
         job: JobId,
         commands: mpsc::UnboundedSender<ClientCommand>,
         /// The connection's events, the same channel a submitter on it gave.
@@ -93,15 +108,15 @@ pub(crate) enum Event {
         reply: oneshot::Sender<Result<Attachment, Refusal>>,
     },
     /// A client has a job's whole output.
-    Release { job: JobId },
+    Release { caller: Caller, job: JobId },
     /// A client cancels a job.
-    Cancel { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
+    Cancel { caller: Caller, job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
     /// `dispy-submit status`.
-    Status { job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
+    Status { caller: Caller, job: JobId, reply: oneshot::Sender<Result<JobSummary, Refusal>> },
     /// `dispy-submit jobs`.
-    ListJobs { reply: oneshot::Sender<Result<Vec<JobSummary>, Refusal>> },
+    ListJobs { caller: Caller, reply: oneshot::Sender<Result<Vec<JobSummary>, Refusal>> },
     /// `dispy-submit nodes`.
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
     /// `dispy-submit drain` / `undrain`.
-    Drain { node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, Refusal>> },
+    Drain { caller: Caller, node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, Refusal>> },
 }

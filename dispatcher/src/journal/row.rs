@@ -4,7 +4,8 @@
 //!
 //! Version 1 is MessagePack with structs as arrays, field for field the layout the job record had
 //! when it was still a wire type, so journals written before the row had its own type read as
-//! version 1. A new version adds a `JobRowV2` and a conversion from the old row.
+//! version 1. Version 2 adds the job's owner around a version 1 row; a journal of version 1 is
+//! rewritten as version 2 when it is opened, its jobs owned by nobody (only operators see them).
 
 use serde::{Deserialize, Serialize};
 use wire::proto::{
@@ -15,19 +16,34 @@ use wire::proto::{
 use super::JobRecord;
 
 /// The row version this dispatcher writes.
-pub(super) const CURRENT_VERSION: u64 = 1;
+pub(super) const CURRENT_VERSION: u64 = 2;
 
 /// Encodes a record as a current-version row.
 pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
+    let row = JobRowV2 { owner: record.owner.clone(), job: JobRowV1::from(record) };
     // Encoding a row cannot fail: every field is a plain value.
-    rmp_serde::to_vec(&JobRowV1::from(record)).unwrap_or_default()
+    rmp_serde::to_vec(&row).unwrap_or_default()
 }
 
 /// Decodes a row of `version`.
 pub(super) fn decode(version: u64, bytes: &[u8]) -> Result<JobRecord, String> {
     match version {
         1 => rmp_serde::from_slice::<JobRowV1>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
+        2 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
         other => Err(format!("row version {other} is newer than this dispatcher understands ({CURRENT_VERSION})")),
+    }
+}
+
+/// Version 2: the owner, then the version 1 row.
+#[derive(Serialize, Deserialize)]
+struct JobRowV2 {
+    owner: String,
+    job: JobRowV1,
+}
+
+impl From<JobRowV2> for JobRecord {
+    fn from(row: JobRowV2) -> Self {
+        Self { owner: row.owner, ..JobRecord::from(row.job) }
     }
 }
 
@@ -153,6 +169,7 @@ impl From<JobRowV1> for JobRecord {
     fn from(row: JobRowV1) -> Self {
         let s = row.submission;
         Self {
+            owner: String::new(),
             submission: JobSubmission {
                 name: s.name,
                 payload: PayloadHash(s.payload),

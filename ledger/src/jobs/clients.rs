@@ -3,7 +3,7 @@
 
 use wire::proto::{ClientEvent, JobFailure, JobId, JobState, JobSummary, NodeStatus};
 
-use super::{AttachCommand, Effect, Ledger, Refusal, Time};
+use super::{AttachCommand, Caller, Effect, Ledger, Refusal, Time};
 
 impl Ledger {
     /// Sends a job's clients what changed: results in order, the verdict, and to a submitter
@@ -85,12 +85,13 @@ impl Ledger {
         }
     }
 
-    /// A job as `status` and `jobs` show it.
-    pub(super) fn summary(&self, job: JobId) -> Result<JobSummary, Refusal> {
-        let entry = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
+    /// A job as `status` and `jobs` show it to `caller`.
+    pub(super) fn summary(&self, caller: &Caller, job: JobId) -> Result<JobSummary, Refusal> {
+        let entry = self.visible(caller, job)?;
         let running = self.scheduler.progress(job).map_or(0, |p| p.running);
         Ok(JobSummary {
             job,
+            owner: entry.record.owner.clone(),
             name: entry.record.submission.name.clone(),
             state: entry.record.state.clone(),
             progress: entry.progress(running),
@@ -101,11 +102,11 @@ impl Ledger {
         })
     }
 
-    /// Every job as `jobs` lists them, by id.
-    pub(super) fn summaries(&self) -> Vec<JobSummary> {
+    /// Every job `caller` may see, as `jobs` lists them, by id.
+    pub(super) fn summaries(&self, caller: &Caller) -> Vec<JobSummary> {
         let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter().filter_map(|j| self.summary(j).ok()).collect()
+        ids.into_iter().filter_map(|j| self.summary(caller, j).ok()).collect()
     }
 
     /// The connected nodes as `nodes` lists them, by name.

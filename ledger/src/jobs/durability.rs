@@ -29,12 +29,17 @@ impl Ledger {
                     entry.done += 1;
                     entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
                 }
+                let succeeded = entry.succeeded && entry.unstored == 0;
+                let awaits_input = entry.awaits_input();
                 self.batch.results.push((job, chunk, extent));
                 self.dirty_results.insert(job);
                 self.touched.insert(job);
-                if entry.succeeded && entry.unstored == 0 {
+                // Results count toward the owner's spool until fetched, but never fail the job:
+                // the quota holds back new submissions instead.
+                self.charge_spool_anyway(job, extent.len);
+                if succeeded {
                     self.finish(now, job, JobState::Succeeded);
-                } else if entry.awaits_input() {
+                } else if awaits_input {
                     // Everything sent so far is done and the submitter holds the rest back (an
                     // `auto` rule measuring its probe): tell it now rather than at the next tick.
                     self.send_progress_of(job);
@@ -87,7 +92,7 @@ impl Ledger {
             let refusal = Refusal::Unrecorded(error.to_string());
             let answer = match question {
                 Question::Summary(..) => Answer::Summary(Err(refusal)),
-                Question::Jobs(_) => Answer::Jobs(Err(refusal)),
+                Question::Jobs(..) => Answer::Jobs(Err(refusal)),
             };
             self.effects.push_back(Effect::Answer { request, answer });
         }
@@ -95,8 +100,8 @@ impl Ledger {
         let mut gathering = std::mem::take(&mut self.promises.answers);
         for (_, question) in &mut gathering {
             *question = match question {
-                Question::Summary(job, _) => Question::Summary(*job, self.summary(*job)),
-                Question::Jobs(_) => Question::Jobs(self.summaries()),
+                Question::Summary(caller, job, _) => Question::Summary(caller.clone(), *job, self.summary(caller, *job)),
+                Question::Jobs(caller, _) => Question::Jobs(caller.clone(), self.summaries(caller)),
             };
         }
         self.promises.answers = gathering;
@@ -214,14 +219,19 @@ impl Ledger {
             entry.results.iter_mut().for_each(|r| *r = None);
             self.effects.push_back(Effect::RemoveSpool(job));
         }
+        let files_go = state != JobState::Succeeded;
         entry.record.state = state;
         entry.record.finished_unix_ms = Some(now.unix_ms);
         self.batch.jobs.push((job, entry.record.clone()));
         self.touched.insert(job);
+        if files_go {
+            self.discharge_spool(job);
+        }
     }
 
     /// Forgets a finished job; its files go once the journal no longer points at them.
     pub(super) fn forget(&mut self, job: JobId) {
+        self.discharge_spool(job);
         self.jobs.remove(&job);
         self.batch.deleted.push(job);
         self.promises.removals.push(job);
@@ -310,8 +320,8 @@ impl Ledger {
 impl Question {
     fn into_answer(self) -> Answer {
         match self {
-            Question::Summary(_, summary) => Answer::Summary(summary),
-            Question::Jobs(jobs) => Answer::Jobs(Ok(jobs)),
+            Question::Summary(_, _, summary) => Answer::Summary(summary),
+            Question::Jobs(_, jobs) => Answer::Jobs(Ok(jobs)),
         }
     }
 }

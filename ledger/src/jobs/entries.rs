@@ -59,6 +59,8 @@ pub(super) struct JobEntry {
     pub(super) run_nanos: u64,
     /// Accepted results on their way to the spool.
     pub(super) unstored: u64,
+    /// Bytes of its inputs and results in the spool, counted in its owner's quota.
+    pub(super) spool_bytes: u64,
     /// The job succeeded but results are still being stored: it finishes when they are.
     pub(super) succeeded: bool,
     /// The connection that submitted it, until it hears `InputStored` or the verdict.
@@ -79,6 +81,7 @@ impl JobEntry {
             retries: 0,
             run_nanos: 0,
             unstored: 0,
+            spool_bytes: 0,
             succeeded: false,
             submitter: None,
             attachers: Vec::new(),

@@ -36,12 +36,14 @@ mod durability;
 mod entries;
 mod refusal;
 mod restore;
+mod tenants;
 #[cfg(test)]
 mod tests;
 
 use entries::{Attacher, JobEntry, NodeEntry};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob};
+pub use tenants::{Caller, Exceeded, Quota, Quotas};
 
 /// Promises held for a batch: acknowledgements, `InputStored`, answers and spool removals.
 type Held = Promises<(RequestId, Question)>;
@@ -50,10 +52,10 @@ type Held = Promises<(RequestId, Question)>;
 /// the batch holding that state is durable, or with [`Refusal::Unrecorded`] if that batch fails.
 #[derive(Debug)]
 enum Question {
-    /// `status` or `cancel` of a job, with its answer.
-    Summary(JobId, Result<JobSummary, Refusal>),
-    /// `jobs`, with its answer.
-    Jobs(Vec<JobSummary>),
+    /// `status` or `cancel` of a job by a caller, with its answer.
+    Summary(Caller, JobId, Result<JobSummary, Refusal>),
+    /// `jobs` by a caller, with its answer.
+    Jobs(Caller, Vec<JobSummary>),
 }
 
 /// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
@@ -195,6 +197,17 @@ pub struct StoreTicket {
     pub run_nanos: u64,
 }
 
+/// How the ledger is set up.
+#[derive(Debug, Clone, Default)]
+pub struct LedgerConfig {
+    /// The scheduler's settings, tenants' shares of the slots included.
+    pub scheduler: SchedulerConfig,
+    /// Finished jobs are forgotten this long after they end.
+    pub retention: Duration,
+    /// What each tenant may hold at once.
+    pub quotas: Quotas,
+}
+
 /// The dispatcher's job ledger.
 #[derive(Debug)]
 pub struct Ledger {
@@ -218,6 +231,9 @@ pub struct Ledger {
     next_node: u64,
     next_job: u64,
     retention: Duration,
+    quotas: Quotas,
+    /// Bytes each tenant holds in the spool (see `tenants`).
+    spool_use: HashMap<String, u64>,
     /// Names of every node that ever registered, so a returning node is logged as rejoined.
     seen_nodes: HashSet<String>,
     ticks: u32,
@@ -225,10 +241,10 @@ pub struct Ledger {
 
 impl Ledger {
     /// Builds the ledger from what the journal recovered, resuming every unfinished job whose
-    /// input was complete and failing the rest. Jobs are forgotten `retention` after they end.
-    pub fn new(config: SchedulerConfig, retention: Duration, recovered: Recovered, now: Time) -> Self {
+    /// input was complete and failing the rest.
+    pub fn new(config: LedgerConfig, recovered: Recovered, now: Time) -> Self {
         let mut ledger = Self {
-            scheduler: Scheduler::new(config),
+            scheduler: Scheduler::new(config.scheduler),
             nodes: HashMap::new(),
             jobs: HashMap::new(),
             batch: Batch::default(),
@@ -241,7 +257,9 @@ impl Ledger {
             effects: VecDeque::new(),
             next_node: 1,
             next_job: recovered.next_job,
-            retention,
+            retention: config.retention,
+            quotas: config.quotas,
+            spool_use: HashMap::new(),
             seen_nodes: HashSet::new(),
             ticks: 0,
         };
@@ -390,12 +408,21 @@ impl Ledger {
         }
     }
 
-    /// A client submits a job whose payload the driver holds; returns its id. The driver then
-    /// spools its input and reports each chunk with [`Ledger::handle_input`].
+    /// `caller` submits a job whose payload the driver holds, on connection `client`; returns
+    /// its id. The driver then spools its input and reports each chunk with
+    /// [`Ledger::handle_input`].
     ///
     /// # Errors
+    /// [`Refusal::Quota`] when the caller has its most jobs at once or a full spool,
     /// [`Refusal::NoPlatform`] for a native payload no connected node can run.
-    pub fn handle_submit(&mut self, now: Time, client: ClientId, submission: JobSubmission) -> Result<JobId, Refusal> {
+    pub fn handle_submit(
+        &mut self,
+        now: Time,
+        client: ClientId,
+        caller: &Caller,
+        submission: JobSubmission,
+    ) -> Result<JobId, Refusal> {
+        self.check_submission_quota(&caller.name).map_err(Refusal::Quota)?;
         if let PayloadKind::Native { os, arch } = &submission.kind {
             // A native payload for a platform no connected node has is refused now, not after
             // its placement timeout; with no node connected yet it may still find one.
@@ -408,9 +435,9 @@ impl Ledger {
         let job = JobId(self.next_job);
         self.next_job += 1;
         self.batch.next_job = Some(self.next_job);
-        info!(target: LOG_TARGET, %job, name = %submission.name, payload = ?submission.payload, "job submitted");
-        self.scheduler.handle_job_submitted(now.at, job, requirements(&submission));
+        info!(target: LOG_TARGET, %job, owner = %caller.name, name = %submission.name, payload = ?submission.payload, "job submitted");
         let record = JobRecord {
+            owner: caller.name.clone(),
             submission,
             state: JobState::Running,
             chunks: 0,
@@ -418,6 +445,7 @@ impl Ledger {
             submitted_unix_ms: now.unix_ms,
             finished_unix_ms: None,
         };
+        self.scheduler.handle_job_submitted(now.at, job, requirements(&record.submission));
         self.batch.jobs.push((job, record.clone()));
         let mut entry = JobEntry::new(record);
         entry.submitter = Some(client);
@@ -425,9 +453,18 @@ impl Ledger {
         Ok(job)
     }
 
-    /// The next chunk input of a running job was spooled at `extent`.
+    /// The next chunk input of a running job was spooled at `extent`. Input beyond the owner's
+    /// spool quota fails the job (and [`Effect::RemoveSpool`] tells the driver to stop its upload).
     pub fn handle_input(&mut self, now: Time, job: JobId, extent: Extent) {
-        if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
+        if !self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
+            return;
+        }
+        if let Err(exceeded) = self.charge_spool(job, extent.len) {
+            warn!(target: LOG_TARGET, %job, "job input over quota: {exceeded}");
+            self.fail(now, job, format!("job input failed: {exceeded}"));
+            return;
+        }
+        if let Some(entry) = self.jobs.get_mut(&job) {
             let chunk = entry.inputs.len() as ChunkIndex;
             entry.inputs.push(extent);
             entry.results.push(None);
@@ -459,13 +496,14 @@ impl Ledger {
         }
     }
 
-    /// Whether `job` can be followed, and if so whether it has results to read (it is running or
-    /// succeeded), so the driver opens its results file before [`Ledger::handle_attach`].
+    /// Whether `caller` can follow `job`, and if so whether it has results to read (it is
+    /// running or succeeded), so the driver opens its results file before
+    /// [`Ledger::handle_attach`].
     ///
     /// # Errors
-    /// [`Refusal::UnknownJob`].
-    pub fn attachable(&self, job: JobId) -> Result<bool, Refusal> {
-        let entry = self.jobs.get(&job).ok_or(Refusal::UnknownJob(job))?;
+    /// [`Refusal::UnknownJob`], also for another tenant's job.
+    pub fn attachable(&self, caller: &Caller, job: JobId) -> Result<bool, Refusal> {
+        let entry = self.visible(caller, job)?;
         Ok(matches!(entry.record.state, JobState::Running | JobState::Succeeded))
     }
 
@@ -486,51 +524,56 @@ impl Ledger {
     }
 
     /// A client has a finished job's whole output: the job is forgotten.
-    pub fn handle_release(&mut self, job: JobId) {
-        if self.jobs.get(&job).is_some_and(|e| e.record.state.is_finished()) {
+    pub fn handle_release(&mut self, caller: &Caller, job: JobId) {
+        if self.visible(caller, job).is_ok_and(|e| e.record.state.is_finished()) {
             debug!(target: LOG_TARGET, %job, "job released by its client");
             self.forget(job);
         }
     }
 
-    /// A client cancels a job; the answer follows once the cancellation is durable.
-    pub fn handle_cancel(&mut self, now: Time, request: RequestId, job: JobId) {
-        if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
-            info!(target: LOG_TARGET, %job, "job cancelled");
+    /// `caller` cancels a job; the answer follows once the cancellation is durable.
+    pub fn handle_cancel(&mut self, now: Time, request: RequestId, caller: &Caller, job: JobId) {
+        if self.visible(caller, job).is_ok_and(|e| e.record.state == JobState::Running) {
+            info!(target: LOG_TARGET, %job, by = %caller.name, "job cancelled");
             self.scheduler.handle_cancel(now.at, job);
             self.finish(now, job, JobState::Cancelled);
         }
-        let question = Question::Summary(job, self.summary(job));
+        let question = Question::Summary(caller.clone(), job, self.summary(caller, job));
         self.answer(request, question);
     }
 
     /// `status`: answered once what it says is durable.
-    pub fn handle_status(&mut self, request: RequestId, job: JobId) {
-        let question = Question::Summary(job, self.summary(job));
+    pub fn handle_status(&mut self, request: RequestId, caller: &Caller, job: JobId) {
+        let question = Question::Summary(caller.clone(), job, self.summary(caller, job));
         self.answer(request, question);
     }
 
-    /// `jobs`: answered once what it says is durable.
-    pub fn handle_list_jobs(&mut self, request: RequestId) {
-        let question = Question::Jobs(self.summaries());
+    /// `jobs`: the jobs `caller` may see, answered once what it says is durable.
+    pub fn handle_list_jobs(&mut self, request: RequestId, caller: &Caller) {
+        let question = Question::Jobs(caller.clone(), self.summaries(caller));
         self.answer(request, question);
     }
 
-    /// Drains (or undrains) every connected node named `name`, and lists the nodes.
+    /// An operator drains (or undrains, which also releases a quarantine) every connected node
+    /// named `name`; answered with the nodes.
     ///
     /// # Errors
-    /// [`Refusal::UnknownNode`] when none is connected.
-    pub fn handle_drain(&mut self, now: Time, name: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+    /// [`Refusal::NotOperator`] for a client, [`Refusal::UnknownNode`] when no node of that
+    /// name is connected.
+    pub fn handle_drain(&mut self, now: Time, caller: &Caller, name: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+        if !caller.operator {
+            return Err(Refusal::NotOperator(if drain { "drain nodes" } else { "undrain nodes" }, caller.name.clone()));
+        }
         let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.info.name == name).map(|(id, _)| *id).collect();
         if ids.is_empty() {
             return Err(Refusal::UnknownNode(name.to_owned()));
         }
         for id in ids {
             if drain {
-                info!(target: LOG_TARGET, node = %name, "node drained by an operator");
+                info!(target: LOG_TARGET, node = %name, by = %caller.name, "node drained by an operator");
                 self.scheduler.handle_drain(now.at, id);
             } else {
-                info!(target: LOG_TARGET, node = %name, "node undrained by an operator");
+                info!(target: LOG_TARGET, node = %name, by = %caller.name, "node undrained by an operator");
                 self.scheduler.handle_undrain(now.at, id);
             }
         }

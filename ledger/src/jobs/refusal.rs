@@ -36,4 +36,10 @@ pub enum Refusal {
     /// A drain or undrain named a node that is not connected.
     #[error("no node named {0:?} is connected")]
     UnknownNode(String),
+    /// A request only operators may make, from a client.
+    #[error("only an operator may {0}; {1:?} has a client certificate (operators use one from `dispy-dispatcher pki issue-admin`)")]
+    NotOperator(&'static str, String),
+    /// A quota of the submitter's is reached.
+    #[error("refused: {0}")]
+    Quota(super::tenants::Exceeded),
 }

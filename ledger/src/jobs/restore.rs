@@ -65,7 +65,9 @@ impl Ledger {
                     Err(e) => warn!(target: LOG_TARGET, %job, error = %e, "cannot read a finished job's results"),
                 }
             }
+            let bytes = entry.results.iter().flatten().map(|r| r.len).sum();
             self.jobs.insert(job, entry);
+            self.charge_spool_anyway(job, bytes);
             return;
         }
         if !entry.record.input_complete {
@@ -89,7 +91,9 @@ impl Ledger {
         let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
         info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, "resuming job");
         self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.submission), &done);
+        let bytes = entry.inputs.iter().chain(entry.results.iter().flatten()).map(|e| e.len).sum();
         self.jobs.insert(job, entry);
+        self.charge_spool_anyway(job, bytes);
         self.touched.insert(job);
     }
 }

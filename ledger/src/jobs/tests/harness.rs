@@ -14,7 +14,8 @@ use wire::proto::{
 };
 
 use super::super::{
-    AttachCommand, AttachId, ClientId, Effect, Ledger, NodeCommand, Recovered, RequestId, RestoredJob, Time,
+    AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, RequestId,
+    RestoredJob, Time,
 };
 use crate::record::{Batch, Extent, JobRecord};
 use crate::scheduler::{NodeId, SchedulerConfig};
@@ -141,7 +142,7 @@ impl World {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
         let durable = Durable { next_job: 1, incarnation: 1, ..Durable::default() };
         let mut world = Self {
-            ledger: Ledger::new(config(), Duration::from_secs(3600), Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now),
+            ledger: Ledger::new(ledger_config(), Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now),
             now,
             durable,
             spool: HashMap::new(),
@@ -173,7 +174,7 @@ impl World {
     /// A client submits a job of `chunks` chunks, sends its whole input and, if `follow`, follows it.
     pub(super) fn submit(&mut self, chunks: usize, follow: bool) {
         let client = ClientId(self.fresh());
-        let Ok(job) = self.ledger.handle_submit(self.now, client, submission()) else {
+        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission()) else {
             panic!("a wasm job is always accepted");
         };
         let inputs: Vec<Vec<u8>> = (0..chunks).map(|c| vec![job.0 as u8, c as u8, 7, 9]).collect();
@@ -195,7 +196,7 @@ impl World {
     }
 
     fn follow(&mut self, job: JobId, client: ClientId) {
-        if self.ledger.attachable(job).is_ok() {
+        if self.ledger.attachable(&owner(), job).is_ok() {
             let attach = AttachId(self.fresh());
             self.ledger.handle_attach(job, attach, client);
             self.followers.insert(attach, Follower { job, next: 0, done: false });
@@ -208,7 +209,7 @@ impl World {
         let Some(job) = jobs.get(pick as usize % jobs.len().max(1)).copied() else { return };
         let request = RequestId(self.fresh());
         self.questions.insert(request, job);
-        self.ledger.handle_status(request, job);
+        self.ledger.handle_status(request, &owner(), job);
         self.turn();
     }
 
@@ -244,7 +245,7 @@ impl World {
             self.ledger.handle_commit_failed(self.now, &"disk on fire");
             self.turn();
             for job in jobs {
-                let summary = self.ledger.summary(job);
+                let summary = self.ledger.summary(&owner(), job);
                 assert!(
                     summary.as_ref().map_or(true, |s| s.state.is_finished()),
                     "job {job} outlived the failed commit that carried it: {summary:?}"
@@ -281,7 +282,7 @@ impl World {
         }
         self.durable.incarnation += 1;
         self.stored_at_restart = self.durable.results.keys().copied().collect();
-        self.ledger = Ledger::new(config(), Duration::from_secs(3600), self.recovered(), self.now);
+        self.ledger = Ledger::new(ledger_config(), self.recovered(), self.now);
         self.questions.clear();
         self.accepted.clear();
         let jobs: Vec<JobId> = self.followers.values().map(|f| f.job).collect();
@@ -334,6 +335,22 @@ impl World {
         self.carry_out();
         self.ledger.end_turn(self.now);
         self.carry_out();
+        self.check_spool_use();
+    }
+
+    /// Each tenant's spool use is the sum of its jobs' bytes, and a job whose files are gone
+    /// counts none.
+    fn check_spool_use(&self) {
+        let mut sums: HashMap<&str, u64> = HashMap::new();
+        for (job, entry) in &self.ledger.jobs {
+            if matches!(entry.record.state, JobState::Failed(_) | JobState::Cancelled) {
+                assert_eq!(entry.spool_bytes, 0, "failed job {job} still counts its deleted files");
+            }
+            *sums.entry(entry.record.owner.as_str()).or_default() += entry.spool_bytes;
+        }
+        sums.retain(|_, bytes| *bytes > 0);
+        let counted: HashMap<&str, u64> = self.ledger.spool_use.iter().map(|(t, b)| (t.as_str(), *b)).collect();
+        assert_eq!(counted, sums, "tenants' spool use drifted from their jobs' bytes");
     }
 
     fn carry_out(&mut self) {
@@ -450,7 +467,7 @@ impl World {
 
     /// Whether every submitted job is over, in the ledger's eyes.
     pub(super) fn all_finished(&self) -> bool {
-        self.submitted.keys().all(|job| self.ledger.summary(*job).map_or(true, |s| s.state.is_finished()))
+        self.submitted.keys().all(|job| self.ledger.summary(&owner(), *job).map_or(true, |s| s.state.is_finished()))
     }
 
     /// Whether a commit is in flight.
@@ -477,13 +494,13 @@ impl World {
     }
 }
 
-fn config() -> SchedulerConfig {
+pub(super) fn config() -> SchedulerConfig {
     // Random traps would otherwise quarantine every node now and then (the scheduler's business,
     // tested in its own harness), and the jobs would wait out their placement timeout.
     SchedulerConfig { node_timeout: Duration::from_secs(5), quarantine_threshold: u32::MAX, ..SchedulerConfig::default() }
 }
 
-fn info(name: &str) -> NodeInfo {
+pub(super) fn info(name: &str) -> NodeInfo {
     NodeInfo {
         name: name.into(),
         hostname: name.into(),
@@ -498,7 +515,7 @@ fn info(name: &str) -> NodeInfo {
     }
 }
 
-fn submission() -> JobSubmission {
+pub(super) fn submission() -> JobSubmission {
     JobSubmission {
         name: "job".into(),
         payload: PayloadHash::of(b"payload"),
@@ -514,4 +531,13 @@ fn submission() -> JobSubmission {
         results: ResultMode::Concat,
         shared_input: false,
     }
+}
+
+/// The tenant every job of these histories belongs to.
+pub(super) fn owner() -> Caller {
+    Caller { name: "alice".into(), operator: false }
+}
+
+fn ledger_config() -> LedgerConfig {
+    LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Default::default() }
 }
