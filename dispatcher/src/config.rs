@@ -9,9 +9,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use common::config::{ConfigError, DispatcherSettings};
+use common::config::{ConfigError, DispatcherSettings, TenantLimits, TenantSettings};
 use common::pki::Identity;
-use ledger::jobs::Quotas;
+use ledger::jobs::{Quota, Quotas};
 
 /// Everything `dispy-dispatcher` needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -39,8 +39,9 @@ pub struct DispatcherConfig {
     pub ca_dir: Option<PathBuf>,
     /// Lifetime of certificates issued to enrolled and renewing nodes (default 7 days).
     pub enrolled_cert_validity: Duration,
-    /// What each tenant may hold at once (default: no limits).
-    pub quotas: Quotas,
+    /// What each client may use: quotas and its share of the slots (default: no limits,
+    /// equal weights).
+    pub tenants: TenantSettings,
 }
 
 /// The dispatcher's default port.
@@ -61,7 +62,16 @@ impl DispatcherConfig {
             max_payload: common::config::DEFAULT_MAX_PAYLOAD,
             ca_dir: None,
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
-            quotas: Quotas::default(),
+            tenants: TenantSettings::default(),
+        }
+    }
+
+    /// The ledger's view of the tenants' quotas.
+    pub(crate) fn quotas(&self) -> Quotas {
+        let quota = |limits: &TenantLimits| Quota { max_jobs: limits.max_jobs, max_spool: limits.max_spool };
+        Quotas {
+            default: quota(&self.tenants.default),
+            by_name: self.tenants.by_name.iter().map(|(name, limits)| (name.clone(), quota(limits))).collect(),
         }
     }
 }
@@ -89,6 +99,8 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         config.max_payload = settings.max_payload;
         config.ca_dir = settings.ca_dir;
         config.enrolled_cert_validity = settings.enrolled_cert_validity;
+        config.tenants = settings.tenants;
         Ok(config)
     }
 }
+

@@ -108,7 +108,7 @@ impl Dispatcher {
                 ..SchedulerConfig::default()
             },
             retention: config.retention,
-            quotas: config.quotas.clone(),
+            quotas: config.quotas(),
         };
         let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone()).map_err(state)?;
         let server = common::tls::server_config(&config.identity)?;

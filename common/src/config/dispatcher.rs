@@ -7,6 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::daemon::{DaemonSettings, LOG_FORMAT};
+use super::tenants::TenantSettings;
 use super::values::{defaults, duration_within, integer_within, size_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
@@ -86,6 +87,32 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         help: "Lifetime of certificates issued to enrolled nodes [default: 168h]",
     },
     Key {
+        name: "tenant_max_jobs",
+        value_name: "N",
+        help: "Jobs each client may have queued or running at once [default: unlimited]",
+    },
+    Key {
+        name: "tenant_max_spool",
+        value_name: "SIZE",
+        help: "Bytes each client may hold in the spool: inputs and results not yet fetched [default: unlimited]",
+    },
+    Key {
+        name: "tenant_max_slot_share",
+        value_name: "FRACTION",
+        help: "The most of the cluster's slots one client's chunks may hold, e.g. 0.5 [default: 1]",
+    },
+    Key {
+        name: "tenant_weight",
+        value_name: "N",
+        help: "Each client's weight when slots are shared fairly between clients [default: 1]",
+    },
+    Key {
+        name: "tenants",
+        value_name: "TABLE",
+        help: "Per-client overrides of the tenant_* keys, as TOML: { alice = { max_jobs = 50, weight = 2 } } \
+               [default: none]",
+    },
+    Key {
         name: "async_threads",
         value_name: "N",
         help: "Threads for network and scheduling work; 1 gives the lowest latency on a small cluster, \
@@ -101,7 +128,7 @@ pub const DISPATCHER_KEYS: &[Key] = &[
 
 /// The dispatcher's validated settings; `dispatcher::config::DispatcherConfig` adds the loaded
 /// TLS identity.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DispatcherSettings {
     /// UDP address of the QUIC endpoint for nodes and clients.
     pub listen: SocketAddr,
@@ -126,6 +153,8 @@ pub struct DispatcherSettings {
     /// Lifetime of certificates issued to enrolled (and renewing) nodes; short, because nodes
     /// renew on their own and a short life bounds what a stolen key is worth.
     pub enrolled_cert_validity: Duration,
+    /// What each client may use: quotas and its share of the slots.
+    pub tenants: TenantSettings,
     /// The TLS directory (default `/etc/dispy/dispatcher`), the async runtime (default one thread
     /// per logical core) and logging.
     pub daemon: DaemonSettings,
@@ -175,6 +204,7 @@ impl DispatcherSettings {
             enrolled_cert_validity: v.check("enrolled_cert_validity", DEFAULT_ENROLLED_CERT_VALIDITY, |_, s| {
                 duration_within(s, Duration::from_secs(3600), Duration::from_secs(365 * 86_400))
             }),
+            tenants: TenantSettings::read(v),
             daemon: DaemonSettings::read(v, PROGRAM, DEFAULT_DISPATCHER_TLS_DIR, None),
         }
     }

@@ -2,8 +2,8 @@
 //!
 //! Each daemon's settings come from three sources, later ones winning key by key: a TOML file
 //! (`/etc/dispy/dispatcher.toml` or `/etc/dispy/node.toml`, or `--config FILE`), `DISPY_*`
-//! environment variables (`DISPY_SLOTS=4` sets `slots`; `__` separates nested keys, of which
-//! there are none yet), and command-line flags (`--slots 4`). [`load_dispatcher`] and
+//! environment variables (`DISPY_SLOTS=4` sets `slots`; `__` separates nested keys, as in
+//! `DISPY_TENANTS__ALICE__WEIGHT`), and command-line flags (`--slots 4`). [`load_dispatcher`] and
 //! [`load_node`] merge the [`Sources`] into a [`RawConfig`] that keeps every value as written
 //! ([`Setting`]) and where it came from ([`Origin`]), refusing keys the daemon does not have;
 //! `TryFrom` turns it into validated [`DispatcherSettings`] or [`NodeSettings`], reporting every
@@ -26,6 +26,7 @@ mod daemon;
 mod dispatcher;
 mod node;
 mod sources;
+mod tenants;
 mod values;
 
 use std::collections::BTreeMap;
@@ -49,6 +50,7 @@ pub use node::{
     DEFAULT_HEARTBEAT_INTERVAL, DEFAULT_NODE_ASYNC_THREADS, DEFAULT_NODE_TLS_DIR, NODE_KEYS,
 };
 pub use sources::{process_env, Flags, Sources};
+pub use tenants::{TenantLimits, TenantSettings};
 pub use values::Setting;
 
 /// The dispatcher's config file when `--config` is not given; it may be absent.
@@ -57,7 +59,7 @@ pub const DEFAULT_DISPATCHER_FILE: &str = "/etc/dispy/dispatcher.toml";
 pub const DEFAULT_NODE_FILE: &str = "/etc/dispy/node.toml";
 /// Environment variables with this prefix override file keys: `DISPY_` + the key upper-cased.
 pub const ENV_PREFIX: &str = "DISPY_";
-/// Separates nested keys in variable names (`DISPY_A__B` is `a.b`); no key is nested yet.
+/// Separates nested keys in variable names (`DISPY_A__B` is `a.b`), as in the `tenants` table.
 pub const ENV_SEPARATOR: &str = "__";
 /// `DISPY_*` variables read by other dispy programs, ignored by a daemon that has no such key
 /// (besides the other daemon's keys): `dispy-submit` reads `DISPY_DISPATCHER` and

@@ -79,6 +79,7 @@ fn a_full_dispatcher_file() {
         max_payload: 64 << 20,
         ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
         enrolled_cert_validity: Duration::from_secs(24 * 3600),
+        tenants: Default::default(),
         daemon: DaemonSettings {
             program: "dispy-dispatcher",
             tls_dir: PathBuf::from("/etc/dispy/tls"),

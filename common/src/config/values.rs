@@ -26,7 +26,9 @@ pub enum Setting {
     Float(f64),
     /// A TOML boolean.
     Boolean(bool),
-    /// Anything else (a table, an array, an out-of-range integer), described for messages.
+    /// A TOML table, by key.
+    Table(BTreeMap<String, Setting>),
+    /// Anything else (an array, an out-of-range integer), described for messages.
     Other(&'static str),
 }
 
@@ -37,6 +39,7 @@ impl fmt::Display for Setting {
             Setting::Integer(number) => write!(f, "integer {number}"),
             Setting::Float(number) => write!(f, "float {number:?}"),
             Setting::Boolean(flag) => write!(f, "boolean {flag}"),
+            Setting::Table(_) => f.write_str("a table"),
             Setting::Other(what) => f.write_str(what),
         }
     }
@@ -103,8 +106,11 @@ impl<'de> Visitor<'de> for SettingVisitor {
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Setting, A::Error> {
-        while map.next_entry::<IgnoredAny, IgnoredAny>()?.is_some() {}
-        Ok(Setting::Other("a table"))
+        let mut table = BTreeMap::new();
+        while let Some((key, value)) = map.next_entry::<String, Setting>()? {
+            table.insert(key, value);
+        }
+        Ok(Setting::Table(table))
     }
 }
 
