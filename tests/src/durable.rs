@@ -61,6 +61,12 @@ impl DurableBuilder {
 
     /// Puts the dispatcher's state directory on a tmpfs of `size` (as `mount -o size=` takes
     /// it, e.g. `64m`), so the disk can be filled. Needs root; see [`DurableBuilder::try_start`].
+    /// Extra `dispy-dispatcher` arguments, for every lifetime.
+    pub fn dispatcher_args(mut self, args: &[&str]) -> Self {
+        self.dispatcher_args.extend(args.iter().map(OsString::from));
+        self
+    }
+
     pub fn state_on_tmpfs(mut self, size: &str) -> Self {
         self.tmpfs_size = Some(size.to_owned());
         self
@@ -301,8 +307,18 @@ impl DurableCluster {
 
     /// `dispy-submit ARGS` with the cluster's address and client identity, not started.
     pub fn submit_command(&self, args: &[&dyn AsRef<OsStr>]) -> Command {
+        self.submit_command_as(&self.client, args)
+    }
+
+    /// Runs `dispy-submit ARGS` with the identity in `tls_dir`, killed after [`COMMAND_TIMEOUT`].
+    pub fn submit_as(&self, tls_dir: &Path, args: &[&dyn AsRef<OsStr>]) -> Run {
+        Run::capture(self.submit_command_as(tls_dir, args), COMMAND_TIMEOUT)
+    }
+
+    /// `dispy-submit ARGS` with the cluster's address and the identity in `tls_dir`, not started.
+    pub fn submit_command_as(&self, tls_dir: &Path, args: &[&dyn AsRef<OsStr>]) -> Command {
         let mut submit = command("dispy-submit");
-        submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(&self.client);
+        submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(tls_dir);
         submit.args(args.iter().map(|a| a.as_ref()));
         submit
     }

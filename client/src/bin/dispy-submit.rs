@@ -72,18 +72,19 @@ enum Command {
         /// The job id.
         job: u64,
     },
-    /// List the jobs the dispatcher remembers.
+    /// List your jobs the dispatcher remembers (with an operator's certificate: everyone's, with
+    /// their owners).
     Jobs {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
     },
-    /// Stop giving a node new work; it finishes what it holds.
+    /// Stop giving a node new work; it finishes what it holds (operators only).
     Drain {
         /// The node's name.
         node: String,
     },
-    /// Put a drained or quarantined node back to work.
+    /// Put a drained or quarantined node back to work (operators only).
     Undrain {
         /// The node's name.
         node: String,
