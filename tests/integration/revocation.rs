@@ -4,6 +4,7 @@
 //! connection and closes its open connections within seconds, each role with its own list, until
 //! `unrevoke` lets it back.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
@@ -35,7 +36,6 @@ fn issue_admin_writes_an_operator_identity_laid_out_like_a_client() {
     assert_eq!(admin, pki.dir().join("admins").join("root"));
     for dir in [&admin, &client] {
         assert_eq!(tests::dir_entries(dir), ["ca.pem", "cert.pem", "key.pem"], "{}", dir.display());
-        use std::os::unix::fs::PermissionsExt;
         let mode = std::fs::metadata(dir.join("key.pem")).expect("key.pem").permissions().mode();
         assert_eq!(mode & 0o777, 0o600, "{}/key.pem", dir.display());
         let ca = std::fs::read(dir.join("ca.pem")).expect("ca.pem");
