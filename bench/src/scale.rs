@@ -125,7 +125,7 @@ pub(crate) async fn run(
     let mut setup = Vec::new();
     let ca = CertificateAuthority::generate("bench-scale")?;
     let tls_dir = dir.join("dispatcher");
-    ca.issue_to_dir(Role::Dispatcher, "dispatcher", &tls_dir)?;
+    ca.issue_to_dir(Role::Dispatcher, "dispatcher", common::pki::DEFAULT_CERT_VALIDITY, &tls_dir)?;
     let client_identity = ca.issue_identity(Role::Client, "bench")?;
     let port = free_udp_port()?;
     let address = SocketAddr::from(([127, 0, 0, 1], port));

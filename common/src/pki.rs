@@ -1,8 +1,8 @@
 //! The cluster's certificate authority: making it, issuing role certificates, and the on-disk
 //! layout the daemons read.
 //!
-//! A certificate's subject carries the peer's name (CN) and role (OU: `dispatcher`, `node` or
-//! `client`); the dispatcher takes the role from there. The dispatcher's certificate also names
+//! A certificate's subject carries the peer's name (CN) and role (OU: `dispatcher`, `node`,
+//! `client` or `operator`); the dispatcher takes the role from there. The dispatcher's certificate also names
 //! [`DISPATCHER_SERVER_NAME`], which is what nodes and clients verify, so any address works.
 //!
 //! An identity on disk is a directory holding `ca.pem`, `cert.pem` and `key.pem`.
@@ -22,10 +22,17 @@ use wire::proto::Role;
 /// The TLS server name in every dispatcher certificate; clients verify this, not an address.
 pub const DISPATCHER_SERVER_NAME: &str = "dispatcher.dispy";
 
-/// Validity of certificates issued by `pki issue-*`.
-pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
+/// Validity, in days, of certificates issued by `pki init` and `pki issue-*` without `--days`.
+pub const DEFAULT_CERT_DAYS: u32 = 365;
 
-const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
+/// [`DEFAULT_CERT_DAYS`] as a duration, for in-memory identities (`--local`, tests, benches).
+pub const DEFAULT_CERT_VALIDITY: Duration = Duration::from_secs(DEFAULT_CERT_DAYS as u64 * 24 * 3600);
+
+/// The longest `--days` accepted: the CA's own lifetime, past which a certificate is useless.
+pub const MAX_CERT_DAYS: u32 = CA_DAYS;
+
+const CA_DAYS: u32 = 10 * 365;
+const DAY: Duration = Duration::from_secs(24 * 3600);
 const CA_CERT_FILE: &str = "ca.pem";
 const CA_KEY_FILE: &str = "ca.key";
 const CERT_FILE: &str = "cert.pem";
@@ -59,6 +66,20 @@ pub enum PkiError {
     /// `pki init` found an existing CA and will not overwrite it.
     #[error("{0} already holds a CA; refusing to overwrite it")]
     AlreadyInitialised(PathBuf),
+    /// A certificate lifetime of no days, or of more than the CA's.
+    #[error("a certificate must be valid for 1 to {MAX_CERT_DAYS} days (the CA's own lifetime), not {0}")]
+    BadValidity(u32),
+}
+
+/// The lifetime of a certificate valid for `days` days.
+///
+/// # Errors
+/// [`PkiError::BadValidity`] unless `days` is between 1 and [`MAX_CERT_DAYS`].
+pub fn validity_days(days: u32) -> Result<Duration, PkiError> {
+    if days == 0 || days > MAX_CERT_DAYS {
+        return Err(PkiError::BadValidity(days));
+    }
+    Ok(DAY * days)
 }
 
 /// A certificate with its private key, in PEM and DER.
@@ -88,7 +109,7 @@ impl CertificateAuthority {
         params.distinguished_name.push(DnType::CommonName, format!("dispy CA {cluster_name}"));
         params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
         params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        set_validity(&mut params, CA_VALIDITY);
+        set_validity(&mut params, DAY * CA_DAYS);
         let cert = params.self_signed(&key)?;
         Ok(Self { cert_pem: cert.pem(), issuer: Issuer::new(params, key) })
     }
@@ -158,12 +179,13 @@ impl CertificateAuthority {
         Identity::from_pem(&self.cert_pem, &issued.cert_pem, &issued.key_pem, Path::new("<memory>"))
     }
 
-    /// Issues a certificate and writes it with the CA certificate as an identity directory.
+    /// Issues a certificate valid for `validity` and writes it with the CA certificate as an
+    /// identity directory.
     ///
     /// # Errors
     /// As [`CertificateAuthority::issue`], or an I/O error.
-    pub fn issue_to_dir(&self, role: Role, name: &str, dir: &Path) -> Result<(), PkiError> {
-        let issued = self.issue(role, name, DEFAULT_CERT_VALIDITY)?;
+    pub fn issue_to_dir(&self, role: Role, name: &str, validity: Duration, dir: &Path) -> Result<(), PkiError> {
+        let issued = self.issue(role, name, validity)?;
         write(&dir.join(CA_CERT_FILE), &self.cert_pem, false)?;
         write(&dir.join(CERT_FILE), &issued.cert_pem, false)?;
         write(&dir.join(KEY_FILE), &issued.key_pem, true)

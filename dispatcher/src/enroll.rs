@@ -1,5 +1,5 @@
-//! Node enrolment with one-time join tokens, certificate renewal, and node revocation: the
-//! dispatcher's side.
+//! Node enrolment with one-time join tokens, certificate renewal, and revocation of node, client
+//! and operator certificates by name: the dispatcher's side.
 //!
 //! An operator runs `dispy-dispatcher token create`, which stores a token in the state directory
 //! ([`TokenStore`]) and prints it (format in `common::enroll`). On the new node,
@@ -14,15 +14,19 @@
 //!
 //! The certificate is signed with the CA key in `ca_dir` (`common::enroll::CaSigner`) for the CSR's public key
 //! only: the name is the token's (or, for a token without one, the requested one), the role is
-//! always `node`, the lifetime is `enrolled_cert_validity`. A token works once: it is redeemed by
+//! always `node` whatever the request asks, the lifetime is `enrolled_cert_validity`; client and
+//! operator certificates come only from `pki issue-*`. A token works once: it is redeemed by
 //! an atomic rename. A connected node renews its certificate on a bidirectional stream of its
-//! own ([`watch_node`]), which also closes the connection of a node revoked while connected.
-//! Revoked names ([`RevocationList`]) are refused at connection, enrolment and renewal.
+//! own, served by [`watch_peer`], which runs beside every node, client and operator session and
+//! also closes the connection of a peer revoked while connected. Revoked names (one
+//! [`RevocationList`] per [`Revocable`] role) are refused at connection, and for nodes at
+//! enrolment and renewal too.
 //!
 //! Every refusal is sent to the peer with its reason and logged.
 
 mod store;
 
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -34,17 +38,17 @@ use common::tls::PeerIdentity;
 use thiserror::Error;
 use tracing::{debug, info, warn};
 
-pub use self::store::{RevocationList, StoreError, TokenProblem, TokenRecord, TokenStore};
+pub use self::store::{Revocable, RevocationList, StoreError, TokenProblem, TokenRecord, TokenStore};
 use crate::config::DispatcherConfig;
 
 /// How long an enrolling peer or one renewal may take.
 const CONVERSATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest enrolment message; a request is a few hundred bytes.
 const MAX_ENROLL_MESSAGE: usize = 64 << 10;
-/// How often a connected node's revocation is checked.
+/// How often a connected peer's revocation is checked.
 const REVOCATION_CHECK: Duration = Duration::from_secs(2);
-/// QUIC close code for a revoked node, as `server` uses.
-const CLOSE_REVOKED: u32 = 4;
+/// QUIC close code for a revoked peer, at connection and while connected.
+pub(crate) const CLOSE_REVOKED: u32 = 4;
 
 /// Why a node was not given a certificate.
 #[derive(Debug, Error)]
@@ -86,7 +90,7 @@ impl EnrollError {
 }
 
 /// Enrolment state shared by the connection tasks: the CA that signs enrolled nodes, the
-/// outstanding join tokens and the revoked node names.
+/// outstanding join tokens and the revoked names of each role.
 #[derive(Clone)]
 pub struct Enrollment {
     inner: Arc<Inner>,
@@ -95,7 +99,8 @@ pub struct Enrollment {
 struct Inner {
     /// The CA and token store, or why enrolment is off (said to peers as is).
     enabled: Result<(CaSigner, TokenStore), String>,
-    revoked: RevocationList,
+    /// One list per [`Revocable`] role; a dispatcher certificate has none.
+    revoked: HashMap<Role, RevocationList>,
     validity: Duration,
 }
 
@@ -109,9 +114,9 @@ impl fmt::Debug for Enrollment {
 }
 
 impl Enrollment {
-    /// Loads the CA from `ca_dir` and opens the token store and revocation list in the state
+    /// Loads the CA from `ca_dir` and opens the token store and revocation lists in the state
     /// directory. Never fails: problems are logged and turn enrolment off (refusing enrolling
-    /// peers with the reason); the revocation list always works.
+    /// peers with the reason); the revocation lists always work.
     pub fn new(config: &DispatcherConfig) -> Self {
         let enabled = match &config.ca_dir {
             None => {
@@ -137,15 +142,25 @@ impl Enrollment {
         Self {
             inner: Arc::new(Inner {
                 enabled,
-                revoked: RevocationList::new(&config.state_dir),
+                revoked: Revocable::ALL
+                    .into_iter()
+                    .map(|kind| (kind.role(), RevocationList::new(&config.state_dir, kind)))
+                    .collect(),
                 validity: config.enrolled_cert_validity,
             }),
         }
     }
 
-    /// Whether the node named `name` has been revoked.
-    pub fn is_revoked(&self, name: &str) -> bool {
-        self.inner.revoked.contains(name)
+    /// Whether the certificate name `name` has been revoked for `role`.
+    pub fn is_revoked(&self, role: Role, name: &str) -> bool {
+        self.inner.revoked.get(&role).is_some_and(|list| list.contains(name))
+    }
+
+    /// Why `peer` may not stay connected, if it is revoked: the reason its connection is closed
+    /// with, which `dispy-submit` and `dispy-node` show.
+    pub fn revocation(&self, peer: &PeerIdentity) -> Option<String> {
+        self.is_revoked(peer.role, &peer.name)
+            .then(|| format!("the certificate of {} {:?} is revoked on this dispatcher", peer.role, peer.name))
     }
 
     /// Redeems a join token for a certificate. Everything is checked before the token is
@@ -159,7 +174,7 @@ impl Enrollment {
         let record = tokens.lookup(&secret, now)?;
         let name = record.name.clone().unwrap_or_else(|| request.name.clone());
         check_node_name(&name)?;
-        if self.is_revoked(&name) {
+        if self.is_revoked(Role::Node, &name) {
             return Err(EnrollError::Revoked(name));
         }
         let csr = CertRequest::parse(&request.csr_der)?;
@@ -185,7 +200,7 @@ impl Enrollment {
             return Err(EnrollError::NotANode(peer.role));
         }
         check_node_name(&peer.name)?;
-        if self.is_revoked(&peer.name) {
+        if self.is_revoked(Role::Node, &peer.name) {
             return Err(EnrollError::Revoked(peer.name.clone()));
         }
         let csr = CertRequest::parse(&request.csr_der)?;
@@ -269,14 +284,14 @@ async fn converse(conn: &quinn::Connection, enrollment: &Enrollment) -> Result<(
     control.send.finish().await
 }
 
-/// Runs beside a connected node's session: answers its certificate renewal requests (each on a
-/// bidirectional stream the node opens: one [`RenewRequest`], one [`EnrollReply`]) and closes
-/// the connection once the node is revoked. Returns only when the connection is gone, so it can
-/// sit in the session's `select!`.
+/// Runs beside a connected peer's session (node, client or operator): closes the connection once
+/// the peer is revoked, and answers certificate renewal requests, each on a bidirectional stream
+/// the peer opens (one [`RenewRequest`], one [`EnrollReply`]; only nodes get a certificate).
+/// Returns only when the connection is gone, so it can sit in the session's `select!`.
 ///
 /// # Errors
 /// The [`StreamError`] that ended the connection.
-pub async fn watch_node(conn: &quinn::Connection, peer: &PeerIdentity, enrollment: &Enrollment) -> Result<(), StreamError> {
+pub async fn watch_peer(conn: &quinn::Connection, peer: &PeerIdentity, enrollment: &Enrollment) -> Result<(), StreamError> {
     let mut check = tokio::time::interval(REVOCATION_CHECK);
     check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -292,9 +307,9 @@ pub async fn watch_node(conn: &quinn::Connection, peer: &PeerIdentity, enrollmen
                 }
             }
             _ = check.tick() => {
-                if enrollment.is_revoked(&peer.name) {
-                    warn!(node = %peer.name, "closing the connection of a revoked node");
-                    conn.close(CLOSE_REVOKED.into(), b"this node's certificate is revoked");
+                if let Some(reason) = enrollment.revocation(peer) {
+                    warn!(peer = %peer.name, role = %peer.role, "closing the connection of a revoked certificate");
+                    conn.close(CLOSE_REVOKED.into(), reason.as_bytes());
                 }
             }
         }

@@ -246,9 +246,9 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
         conn.close(5u32.into(), b"too many connections with this certificate");
         return;
     };
-    if peer.role == Role::Node && shared.enrollment.is_revoked(&peer.name) {
-        warn!(node = %peer.name, "refusing a revoked node");
-        conn.close(4u32.into(), b"this node's certificate is revoked");
+    if let Some(reason) = shared.enrollment.revocation(&peer) {
+        warn!(peer = %peer.name, role = %peer.role, "refusing a revoked certificate");
+        conn.close(crate::enroll::CLOSE_REVOKED.into(), reason.as_bytes());
         return;
     }
     let span = tracing::info_span!("peer", name = %peer.name, role = %peer.role);
@@ -258,10 +258,7 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
         match peer.role {
             Role::Node => serve_node(&conn, &mut control, &peer, config, &events, &shared.enrollment).await,
-            Role::Client | Role::Operator => {
-                let caller = Caller { name: peer.name.clone(), operator: peer.role == Role::Operator };
-                serve_client(&conn, control, &caller, &shared, &events).await
-            }
+            Role::Client | Role::Operator => serve_client(&conn, control, &peer, &shared, &events).await,
             Role::Dispatcher => Err(ConnError::Refused("dispatcher certificates cannot connect as peers".into())),
         }
     }
@@ -346,7 +343,7 @@ async fn serve_node(
         r = read_node_control(&mut control.recv, node, &heard, events) => r,
         r = read_reports(&mut reports, node, &heard, events) => r,
         r = run_node_commands(conn, work, command_rx, node, events) => r,
-        r = crate::enroll::watch_node(conn, peer, enrollment) => r.map_err(ConnError::from),
+        r = crate::enroll::watch_peer(conn, peer, enrollment) => r.map_err(ConnError::from),
     };
     let reason = match &result {
         Ok(()) => "connection closed".to_owned(),
@@ -441,11 +438,12 @@ async fn send_payload(conn: &quinn::Connection, hash: PayloadHash, bytes: Bytes)
 async fn serve_client(
     conn: &quinn::Connection,
     control: Connection,
-    caller: &Caller,
+    peer: &PeerIdentity,
     shared: &Shared,
     events: &mpsc::Sender<Event>,
 ) -> Result<(), ConnError> {
     let Connection { send, mut recv } = control;
+    let caller = &Caller { name: peer.name.clone(), operator: peer.role == Role::Operator };
     let (outbox, outbox_rx) = mpsc::unbounded_channel();
     let mut uploads = JoinSet::new();
     let mut attachments = JoinSet::new();
@@ -464,6 +462,7 @@ async fn serve_client(
     let result = tokio::select! {
         r = requests => r,
         r = write_client_events(send, outbox_rx) => r,
+        r = crate::enroll::watch_peer(conn, peer, &shared.enrollment) => r.map_err(ConnError::from),
     };
     // Let uploads see the end of their streams (and report incomplete input) before going.
     let _ = tokio::time::timeout(Duration::from_secs(5), async { while uploads.join_next().await.is_some() {} }).await;

@@ -4,6 +4,8 @@
 //!
 //! - `jobs`: distributed output equals the serial run for every split rule; `nodes` listings.
 //! - `security`: certificates from another CA and certificates of the wrong role are refused.
+//! - `revocation`: `pki issue-admin` and `--days`; revoked nodes, clients and operators are
+//!   refused and their open connections closed, until unrevoked.
 //! - `protocol`: hostile frames and versions end only their own connection.
 //! - `deploy`: systemd units verify; install scripts stage idempotently and uninstall.
 //! - `durability`: dispatcher restarts, detached jobs, bounded memory, a full disk, retention.
@@ -19,7 +21,9 @@ mod jobs;
 mod local;
 mod native;
 mod protocol;
+mod revocation;
 mod security;
 mod stream;
+mod tenants;
 mod durability;
 mod faults;

@@ -5,6 +5,7 @@
 
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use tempfile::TempDir;
@@ -138,9 +139,24 @@ impl Cluster {
 
     /// Runs `dispy-submit` against this dispatcher with `tls_dir`, killing it after `timeout`.
     pub fn submit_with(&self, tls_dir: &Path, args: Vec<OsString>, timeout: Duration) -> Run {
+        Run::capture(self.submit_command(tls_dir, args), timeout)
+    }
+
+    /// The command line of `dispy-submit ARGS` against this dispatcher with `tls_dir`, not yet
+    /// started: for a command that should stay running, as a [`Daemon`].
+    pub fn submit_command(&self, tls_dir: &Path, args: Vec<OsString>) -> Command {
         let mut submit = command("dispy-submit");
         submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(tls_dir).args(args);
-        Run::capture(submit, timeout)
+        submit
+    }
+
+    /// Runs `dispy-dispatcher ARGS` on this dispatcher's state directory, as an operator runs the
+    /// `token`, `nodes`, `clients` and `admins` commands beside the daemon (say `clients revoke
+    /// alice`). The running dispatcher sees the change.
+    pub fn manage(&self, args: &[&str]) -> Run {
+        let mut manage = command("dispy-dispatcher");
+        manage.args(args).arg("--config").arg(self.empty_config()).arg("--state-dir").arg(self.state_dir());
+        Run::capture(manage, COMMAND_TIMEOUT)
     }
 
     /// The nodes as `dispy-submit nodes --json` lists them, or the failed run.
@@ -257,6 +273,11 @@ impl Cluster {
         self.dispatcher.iter().chain(&self.nodes).map(Daemon::log_tail).collect::<Vec<_>>().join("\n")
     }
 
+    /// The dispatcher's `--state-dir`.
+    fn state_dir(&self) -> PathBuf {
+        self.dir().join("dispatcher-state")
+    }
+
     /// An empty config file, passed to the daemons so a machine's `/etc/dispy/*.toml` cannot
     /// change what the tests see; every setting comes from flags.
     fn empty_config(&self) -> PathBuf {
@@ -281,7 +302,7 @@ impl Cluster {
                 .arg("--tls-dir")
                 .arg(self.pki.dispatcher_dir())
                 .arg("--state-dir")
-                .arg(self.dir().join("dispatcher-state"));
+                .arg(self.state_dir());
             let log = self.dir().join("dispatcher.log");
             self.dispatcher = Some(Daemon::spawn("dispatcher", dispatcher, &log));
             let mut last = None;

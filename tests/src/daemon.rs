@@ -55,6 +55,13 @@ impl Daemon {
         std::fs::read(&self.log).map(|b| String::from_utf8_lossy(&b).into_owned()).unwrap_or_default()
     }
 
+    /// Waits up to `timeout` for the process to exit on its own (a client command, say) and
+    /// returns how it ended; `None` if it is still running.
+    pub fn wait_for_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        poll_until(timeout, || !self.is_alive());
+        self.child.try_wait().ok().flatten()
+    }
+
     /// Asks the process to stop (SIGTERM) and waits for it to exit on its own.
     ///
     /// # Panics

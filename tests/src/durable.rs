@@ -59,14 +59,14 @@ impl DurableBuilder {
         self
     }
 
-    /// Puts the dispatcher's state directory on a tmpfs of `size` (as `mount -o size=` takes
-    /// it, e.g. `64m`), so the disk can be filled. Needs root; see [`DurableBuilder::try_start`].
     /// Extra `dispy-dispatcher` arguments, for every lifetime.
     pub fn dispatcher_args(mut self, args: &[&str]) -> Self {
         self.dispatcher_args.extend(args.iter().map(OsString::from));
         self
     }
 
+    /// Puts the dispatcher's state directory on a tmpfs of `size` (as `mount -o size=` takes
+    /// it, e.g. `64m`), so the disk can be filled. Needs root; see [`DurableBuilder::try_start`].
     pub fn state_on_tmpfs(mut self, size: &str) -> Self {
         self.tmpfs_size = Some(size.to_owned());
         self

@@ -25,7 +25,7 @@
 //!
 //! One concern per module, each re-exported here so tests name everything as `tests::…`:
 //! `binaries` (finding and building the workspace binaries, [`command`]), `run` ([`Run`], a
-//! captured finished command), `pki` ([`Pki`]), `daemon` ([`Daemon`], a long-running child with a
+//! captured finished command), `pki` ([`Pki`], [`certificate_of`]), `daemon` ([`Daemon`], a long-running child with a
 //! log file), `cluster` ([`Cluster`] and its builder), `job` ([`Job`], `dispy-submit run` flags),
 //! `data` (serial references, byte comparisons, generated inputs) and `raw_client` ([`RawClient`]).
 //! [`netns`] and [`durable`] hold the multi-host and durability scenario builders.
@@ -51,7 +51,7 @@ pub(crate) use daemon::signal;
 pub use daemon::{free_udp_port, proc_status_bytes, Daemon};
 pub use data::{check_same_bytes, dir_entries, pseudo_random_bytes, serial_output};
 pub use job::Job;
-pub use pki::Pki;
+pub use pki::{certificate_of, Certificate, Pki};
 pub use raw_client::{block_on, RawClient};
 pub use run::Run;
 

@@ -1,7 +1,8 @@
 //! `dispy-dispatcher`: the daemon's command line, plus the `pki` commands that create the
 //! cluster CA and issue certificates, the `token` commands that make one-time join tokens for
-//! new nodes, and the `nodes` commands that revoke nodes. The logic lives in the `dispatcher` library; the settings
-//! come from `common::config` (file, then `DISPY_*` variables, then these flags).
+//! new nodes, and the `nodes`, `clients` and `admins` commands that revoke certificates by name.
+//! The logic lives in the `dispatcher` library; the settings come from `common::config` (file,
+//! then `DISPY_*` variables, then these flags).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -14,6 +15,7 @@ use common::pki::CertificateAuthority;
 use wire::proto::Role;
 use common::telemetry::LogFormat;
 use dispatcher::config::DispatcherConfig;
+use dispatcher::enroll::{Revocable, RevocationList};
 use dispatcher::server::Dispatcher;
 
 /// The dispy dispatcher: schedules jobs' chunks onto nodes over QUIC.
@@ -46,10 +48,23 @@ enum Command {
         #[command(subcommand)]
         action: TokenAction,
     },
-    /// Revoke nodes: the dispatcher refuses their connections, enrolments and renewals.
+    /// Revoke nodes: the dispatcher closes their connections and refuses new ones, enrolments
+    /// and renewals.
     Nodes {
         #[command(subcommand)]
-        action: NodesAction,
+        action: RevokeAction,
+    },
+    /// Revoke client (user) certificates: the dispatcher closes their connections and refuses
+    /// new ones.
+    Clients {
+        #[command(subcommand)]
+        action: RevokeAction,
+    },
+    /// Revoke operator certificates (`pki issue-admin`): the dispatcher closes their
+    /// connections and refuses new ones.
+    Admins {
+        #[command(subcommand)]
+        action: RevokeAction,
     },
 }
 
@@ -99,23 +114,25 @@ enum TokenAction {
     },
 }
 
+/// The same three commands for each role's own revocation list (`Revocable`).
 #[derive(Debug, Subcommand)]
-enum NodesAction {
-    /// Revoke NAME: refused from its next connection on, and it can no longer enrol or renew.
+enum RevokeAction {
+    /// Revoke NAME: its open connections are closed within seconds and new ones refused (a
+    /// node can no longer enrol or renew either).
     Revoke {
-        /// The node's name (its certificate's common name).
+        /// The certificate's name (its common name, as issued).
         name: String,
         #[command(flatten)]
         state: StateArgs,
     },
     /// Take NAME off the revocation list.
     Unrevoke {
-        /// The node's name.
+        /// The certificate's name.
         name: String,
         #[command(flatten)]
         state: StateArgs,
     },
-    /// List the revoked node names.
+    /// List the revoked names.
     Revoked {
         #[command(flatten)]
         state: StateArgs,
@@ -129,29 +146,53 @@ enum PkiAction {
         /// Where the CA lives.
         #[arg(long)]
         dir: PathBuf,
+        #[command(flatten)]
+        validity: Validity,
     },
     /// Issue a node certificate into DIR/nodes/NAME (or --out).
-    IssueNode {
-        /// The node's name.
-        name: String,
-        /// The CA directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Where to write ca.pem, cert.pem and key.pem.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
-    /// Issue a client certificate into DIR/clients/NAME (or --out).
-    IssueClient {
-        /// The client's name.
-        name: String,
-        /// The CA directory.
-        #[arg(long)]
-        dir: PathBuf,
-        /// Where to write ca.pem, cert.pem and key.pem.
-        #[arg(long)]
-        out: Option<PathBuf>,
-    },
+    IssueNode(IssueArgs),
+    /// Issue a client (user) certificate into DIR/clients/NAME (or --out): it sees and changes
+    /// its own jobs.
+    IssueClient(IssueArgs),
+    /// Issue an operator certificate into DIR/admins/NAME (or --out): it uses the client tools
+    /// and may see and cancel every job and drain nodes.
+    IssueAdmin(IssueArgs),
+}
+
+/// What every `pki issue-*` takes.
+#[derive(Debug, clap::Args)]
+struct IssueArgs {
+    /// The certificate's name (its common name): the node's name, or the user's.
+    name: String,
+    /// The CA directory.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Where to write ca.pem, cert.pem and key.pem.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[command(flatten)]
+    validity: Validity,
+}
+
+/// `--days`, for every certificate `pki` issues.
+#[derive(Debug, clap::Args)]
+struct Validity {
+    /// How many days the certificate is valid (1 to 3650, the CA's lifetime).
+    #[arg(long, value_name = "N", default_value_t = common::pki::DEFAULT_CERT_DAYS, value_parser = parse_days)]
+    days: u32,
+}
+
+impl Validity {
+    fn duration(&self) -> Result<std::time::Duration, common::pki::PkiError> {
+        common::pki::validity_days(self.days)
+    }
+}
+
+/// Refuses a bad `--days` while parsing, before anything is written.
+fn parse_days(text: &str) -> Result<u32, String> {
+    let days = text.parse().map_err(|_| format!("{text:?} is not a whole number of days"))?;
+    common::pki::validity_days(days).map_err(|e| e.to_string())?;
+    Ok(days)
 }
 
 fn main() -> ExitCode {
@@ -173,7 +214,9 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(command @ (Command::Token { .. } | Command::Nodes { .. })) = &args.command {
+    if let Some(command @ (Command::Token { .. } | Command::Nodes { .. } | Command::Clients { .. } | Command::Admins { .. })) =
+        &args.command
+    {
         common::telemetry::init(LogFormat::Text, "warn");
         return match enrolment(&args, &flags, command) {
             Ok(()) => ExitCode::SUCCESS,
@@ -216,27 +259,27 @@ fn sources(args: &Args, flags: &Flags) -> Sources {
 
 fn pki(action: &PkiAction) -> anyhow::Result<()> {
     match action {
-        PkiAction::Init { dir } => {
+        PkiAction::Init { dir, validity } => {
             let ca = CertificateAuthority::generate("dispy")?;
             ca.save(dir)?;
             let out = dir.join("dispatcher");
-            ca.issue_to_dir(Role::Dispatcher, "dispatcher", &out)?;
+            ca.issue_to_dir(Role::Dispatcher, "dispatcher", validity.duration()?, &out)?;
             println!("created CA in {} and the dispatcher identity in {}", dir.display(), out.display());
         }
-        PkiAction::IssueNode { name, dir, out } => issue(Role::Node, name, dir, out.as_deref(), "nodes")?,
-        PkiAction::IssueClient { name, dir, out } => {
-            issue(Role::Client, name, dir, out.as_deref(), "clients")?
-        }
+        PkiAction::IssueNode(args) => issue(Role::Node, args, "nodes")?,
+        PkiAction::IssueClient(args) => issue(Role::Client, args, "clients")?,
+        PkiAction::IssueAdmin(args) => issue(Role::Operator, args, "admins")?,
     }
     Ok(())
 }
 
-fn issue(role: Role, name: &str, dir: &Path, out: Option<&Path>, folder: &str) -> anyhow::Result<()> {
+fn issue(role: Role, args: &IssueArgs, folder: &str) -> anyhow::Result<()> {
+    let IssueArgs { name, dir, out, validity } = args;
     let ca = CertificateAuthority::load(dir)
         .context("failed to load the CA (run `dispy-dispatcher pki init` first)")?;
-    let out = out.map_or_else(|| dir.join(folder).join(name), Path::to_path_buf);
-    ca.issue_to_dir(role, name, &out)?;
-    println!("issued {role} certificate {name:?} into {}", out.display());
+    let out = out.clone().unwrap_or_else(|| dir.join(folder).join(name));
+    ca.issue_to_dir(role, name, validity.duration()?, &out)?;
+    println!("issued {role} certificate {name:?}, valid for {} days, into {}", validity.days, out.display());
     Ok(())
 }
 
@@ -276,7 +319,7 @@ fn enrolment_settings(
 }
 
 fn enrolment(args: &Args, flags: &Flags, command: &Command) -> Result<(), CommandError> {
-    use dispatcher::enroll::{RevocationList, TokenStore};
+    use dispatcher::enroll::TokenStore;
     match command {
         Command::Token { action: TokenAction::Create { ttl, name, ca_dir, state } } => {
             let settings = enrolment_settings(args, flags, state, ca_dir.as_ref())?;
@@ -305,38 +348,50 @@ fn enrolment(args: &Args, flags: &Flags, command: &Command) -> Result<(), Comman
                 n => println!("deleted {n} join token(s)"),
             }
         }
-        Command::Nodes { action: NodesAction::Revoke { name, state } } => {
-            let settings = enrolment_settings(args, flags, state, None)?;
-            check_list_name(name)?;
-            if RevocationList::new(&settings.state_dir).revoke(name)? {
-                println!("revoked node {name:?}: the dispatcher refuses it from its next connection on, and it cannot enrol or renew");
-            } else {
-                println!("node {name:?} was already revoked");
-            }
-        }
-        Command::Nodes { action: NodesAction::Unrevoke { name, state } } => {
-            let settings = enrolment_settings(args, flags, state, None)?;
-            if RevocationList::new(&settings.state_dir).unrevoke(name)? {
-                println!("node {name:?} is no longer revoked");
-            } else {
-                return Err(anyhow::anyhow!("node {name:?} is not revoked").into());
-            }
-        }
-        Command::Nodes { action: NodesAction::Revoked { state } } => {
-            let settings = enrolment_settings(args, flags, state, None)?;
-            for name in RevocationList::new(&settings.state_dir).names()? {
-                println!("{name}");
-            }
-        }
+        Command::Nodes { action } => revocation(args, flags, Revocable::Node, action)?,
+        Command::Clients { action } => revocation(args, flags, Revocable::Client, action)?,
+        Command::Admins { action } => revocation(args, flags, Revocable::Operator, action)?,
         Command::Pki { .. } => {}
     }
     Ok(())
 }
 
+/// `nodes`, `clients` or `admins`: edits or lists the `kind` revocation list.
+fn revocation(args: &Args, flags: &Flags, kind: Revocable, action: &RevokeAction) -> Result<(), CommandError> {
+    let role = kind.role();
+    match action {
+        RevokeAction::Revoke { name, state } => {
+            let settings = enrolment_settings(args, flags, state, None)?;
+            check_list_name(role, name)?;
+            if RevocationList::new(&settings.state_dir, kind).revoke(name)? {
+                let node_only = if kind == Revocable::Node { ", and it cannot enrol or renew" } else { "" };
+                println!("revoked {role} {name:?}: the dispatcher closes its connections and refuses new ones{node_only}");
+            } else {
+                println!("{role} {name:?} was already revoked");
+            }
+        }
+        RevokeAction::Unrevoke { name, state } => {
+            let settings = enrolment_settings(args, flags, state, None)?;
+            if RevocationList::new(&settings.state_dir, kind).unrevoke(name)? {
+                println!("{role} {name:?} is no longer revoked");
+            } else {
+                return Err(anyhow::anyhow!("{role} {name:?} is not revoked").into());
+            }
+        }
+        RevokeAction::Revoked { state } => {
+            let settings = enrolment_settings(args, flags, state, None)?;
+            for name in RevocationList::new(&settings.state_dir, kind).names()? {
+                println!("{name}");
+            }
+        }
+    }
+    Ok(())
+}
+
 /// A revocation list entry is one line: refuse what would not read back as the same name.
-fn check_list_name(name: &str) -> anyhow::Result<()> {
+fn check_list_name(role: Role, name: &str) -> anyhow::Result<()> {
     if name.is_empty() || name.trim() != name || name.starts_with('#') || name.contains(['\n', '\r']) {
-        anyhow::bail!("{name:?} cannot be a node name");
+        anyhow::bail!("{name:?} cannot be a {role} name");
     }
     Ok(())
 }
@@ -351,7 +406,7 @@ fn create_token(settings: &DispatcherSettings, ttl: &str, name: Option<&str>) ->
     }
     if let Some(name) = name {
         check_node_name(name).map_err(anyhow::Error::from)?;
-        if dispatcher::enroll::RevocationList::new(&settings.state_dir).contains(name) {
+        if RevocationList::new(&settings.state_dir, Revocable::Node).contains(name) {
             return Err(anyhow::anyhow!("node {name:?} is revoked; `nodes unrevoke {name}` first").into());
         }
     }

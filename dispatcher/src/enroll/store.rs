@@ -1,12 +1,17 @@
-//! Enrolment state on disk, shared by the daemon and the `token` / `nodes` commands that run
-//! beside it: outstanding join tokens and the revocation list, both under
+//! Enrolment state on disk, shared by the daemon and the `token`, `nodes`, `clients` and `admins`
+//! commands that run beside it: outstanding join tokens and the revocation lists, all under
 //! `STATE_DIR/enroll/`.
 //!
 //! ```text
 //! STATE_DIR/enroll/tokens/<sha256(secret) hex>        one outstanding token
 //! STATE_DIR/enroll/tokens/used/<sha256(secret) hex>   a redeemed token, kept a week to say "used"
 //! STATE_DIR/enroll/revoked                            revoked node names, one a line
+//! STATE_DIR/enroll/revoked-clients                    revoked client names
+//! STATE_DIR/enroll/revoked-admins                     revoked operator (admin) names
 //! ```
+//!
+//! There is one list per role because names are only unique within a role: node `alice` and
+//! client `alice` are different certificates.
 //!
 //! A token file holds `key = value` lines (`created_unix`, `expires_unix`, optionally `name`);
 //! the secret itself is never stored. Files are written to a temporary name and renamed into
@@ -26,11 +31,11 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use common::enroll::TokenSecret;
 use thiserror::Error;
 use tracing::warn;
+use wire::proto::Role;
 
 const ENROLL_DIR: &str = "enroll";
 const TOKENS_DIR: &str = "tokens";
 const USED_DIR: &str = "used";
-const REVOKED_FILE: &str = "revoked";
 /// How long an expired or used token is remembered, to tell its holder why it fails.
 const REMEMBER: Duration = Duration::from_secs(7 * 24 * 3600);
 
@@ -223,10 +228,55 @@ impl TokenStore {
     }
 }
 
-/// The revoked node names in `STATE_DIR/enroll/revoked`, cached by the file's identity (inode,
-/// size, modification time) so checking a name per connection costs one `stat`.
+/// A role whose certificates can be revoked by name; each has its own list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocable {
+    /// `dispy-node` certificates (`dispy-dispatcher nodes revoke`).
+    Node,
+    /// User certificates (`dispy-dispatcher clients revoke`).
+    Client,
+    /// Operator certificates (`dispy-dispatcher admins revoke`).
+    Operator,
+}
+
+impl Revocable {
+    /// Every revocable role.
+    pub const ALL: [Revocable; 3] = [Revocable::Node, Revocable::Client, Revocable::Operator];
+
+    /// The certificate role this list is for.
+    pub fn role(self) -> Role {
+        match self {
+            Revocable::Node => Role::Node,
+            Revocable::Client => Role::Client,
+            Revocable::Operator => Role::Operator,
+        }
+    }
+
+    /// The `dispy-dispatcher` command that edits the list.
+    pub fn command(self) -> &'static str {
+        match self {
+            Revocable::Node => "nodes",
+            Revocable::Client => "clients",
+            Revocable::Operator => "admins",
+        }
+    }
+
+    /// The list's file in `STATE_DIR/enroll/`; the node list keeps its original name.
+    fn file_name(self) -> &'static str {
+        match self {
+            Revocable::Node => "revoked",
+            Revocable::Client => "revoked-clients",
+            Revocable::Operator => "revoked-admins",
+        }
+    }
+}
+
+/// The revoked names of one role (see the module documentation for the files), cached by the
+/// file's identity (inode, size, modification time) so checking a name per connection costs one
+/// `stat`.
 #[derive(Debug)]
 pub struct RevocationList {
+    kind: Revocable,
     path: PathBuf,
     owner: Option<(u32, u32)>,
     cache: Mutex<Cached>,
@@ -240,10 +290,11 @@ struct Cached {
 }
 
 impl RevocationList {
-    /// The list of `state_dir`; nothing is read until it is asked.
-    pub fn new(state_dir: &Path) -> Self {
+    /// The `kind` list of `state_dir`; nothing is read until it is asked.
+    pub fn new(state_dir: &Path, kind: Revocable) -> Self {
         Self {
-            path: state_dir.join(ENROLL_DIR).join(REVOKED_FILE),
+            kind,
+            path: state_dir.join(ENROLL_DIR).join(kind.file_name()),
             owner: owner_of(state_dir),
             cache: Mutex::default(),
         }
@@ -318,8 +369,10 @@ impl RevocationList {
         if let Some(parent) = self.path.parent() {
             make_dir(parent, self.owner)?;
         }
-        let mut text = String::from(
-            "# Node names refused by the dispatcher, one a line. Edit with `dispy-dispatcher nodes revoke|unrevoke`.\n",
+        let mut text = format!(
+            "# {} names refused by the dispatcher, one a line. Edit with `dispy-dispatcher {} revoke|unrevoke`.\n",
+            self.kind.role(),
+            self.kind.command()
         );
         for name in names {
             text.push_str(name);

@@ -1,6 +1,7 @@
-//! Tests of enrolment: the token store and revocation list on disk, the checks of
-//! [`Enrollment::enroll`] and [`Enrollment::renew`], renewal over a real mutual-TLS connection,
-//! and a whole join against a real [`Dispatcher`] on loopback.
+//! Tests of enrolment: the token store and revocation lists on disk, the checks of
+//! [`Enrollment::enroll`] and [`Enrollment::renew`] (which only ever make node certificates),
+//! renewal and revocation over a real mutual-TLS connection, and a whole join against a real
+//! [`Dispatcher`] on loopback.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -117,7 +118,7 @@ fn a_token_is_redeemed_once_and_expires() {
 #[test]
 fn the_revocation_list_is_kept_on_disk_and_reread_when_it_changes() {
     let fx = Fixture::new("revoked");
-    let list = RevocationList::new(fx.state());
+    let list = RevocationList::new(fx.state(), Revocable::Node);
     assert!(!list.contains("n1"), "no file: nothing revoked");
     assert!(list.revoke("n1").expect("revoke"));
     assert!(!list.revoke("n1").expect("revoke again"), "already revoked");
@@ -125,7 +126,7 @@ fn the_revocation_list_is_kept_on_disk_and_reread_when_it_changes() {
     assert!(list.contains("n1") && list.contains("n2") && !list.contains("n3"));
 
     // Another process (the CLI) changes the file; this list notices.
-    let other = RevocationList::new(fx.state());
+    let other = RevocationList::new(fx.state(), Revocable::Node);
     assert!(other.unrevoke("n1").expect("unrevoke"));
     assert!(!other.unrevoke("n1").expect("unrevoke again"));
     assert!(!list.contains("n1") && list.contains("n2"));
@@ -136,6 +137,23 @@ fn the_revocation_list_is_kept_on_disk_and_reread_when_it_changes() {
     std::fs::write(&path, "# hand edited\n\n  n3  \n").expect("edit");
     assert!(list.contains("n3") && !list.contains("n2"));
     assert_eq!(list.names().expect("names").into_iter().collect::<Vec<_>>(), vec!["n3".to_owned()]);
+}
+
+#[test]
+fn each_role_has_its_own_revocation_list() {
+    let fx = Fixture::new("revoked-roles");
+    let enrollment = Enrollment::new(&fx.config);
+    let peer = |role| PeerIdentity { name: "alice".into(), role };
+    RevocationList::new(fx.state(), Revocable::Client).revoke("alice").expect("revoke");
+    assert!(enrollment.is_revoked(Role::Client, "alice"));
+    assert!(!enrollment.is_revoked(Role::Node, "alice") && !enrollment.is_revoked(Role::Operator, "alice"));
+    let reason = enrollment.revocation(&peer(Role::Client)).expect("revoked");
+    assert!(reason.contains("client \"alice\" is revoked"), "{reason}");
+    assert_eq!(enrollment.revocation(&peer(Role::Dispatcher)), None, "dispatchers have no list");
+
+    RevocationList::new(fx.state(), Revocable::Operator).revoke("alice").expect("revoke");
+    assert!(enrollment.is_revoked(Role::Operator, "alice") && !enrollment.is_revoked(Role::Node, "alice"));
+    assert!(fx.state().join("enroll/revoked-admins").exists() && !fx.state().join("enroll/revoked").exists());
 }
 
 #[test]
@@ -156,9 +174,9 @@ fn enrolment_checks_everything_before_spending_the_token() {
     let mut bad_csr = request(&token, "other");
     bad_csr.csr_der.truncate(10);
     check_refused(enrollment.enroll(&bad_csr, now), "malformed certificate signing request");
-    RevocationList::new(fx.state()).revoke("assigned").expect("revoke");
+    RevocationList::new(fx.state(), Revocable::Node).revoke("assigned").expect("revoke");
     check_refused(enrollment.enroll(&request(&token, "other"), now), "node \"assigned\" is revoked");
-    RevocationList::new(fx.state()).unrevoke("assigned").expect("unrevoke");
+    RevocationList::new(fx.state(), Revocable::Node).unrevoke("assigned").expect("unrevoke");
     // Neither refusal spent the token.
     assert_eq!(enrollment.enroll(&request(&token, "other"), now).expect("issued").name, "assigned");
 
@@ -190,15 +208,50 @@ fn renewal_keeps_the_name_and_refuses_revoked_nodes_and_clients() {
     assert_eq!(issued.name, "n1");
     check_refused(enrollment.renew(&PeerIdentity { name: "c".into(), role: Role::Client }, &csr(), now), "only nodes");
     check_refused(enrollment.renew(&node, &RenewRequest { csr_der: vec![0x30, 0] }, now), "malformed");
-    RevocationList::new(fx.state()).revoke("n1").expect("revoke");
+    RevocationList::new(fx.state(), Revocable::Node).revoke("n1").expect("revoke");
     check_refused(enrollment.renew(&node, &csr(), now), "revoked");
+}
+
+#[test]
+fn enrolment_and_renewal_only_ever_issue_node_certificates() {
+    let fx = Fixture::new("only-nodes");
+    let enrollment = Enrollment::new(&fx.config);
+    let now = SystemTime::now();
+    let issued_role = |issued: Issued| {
+        use rustls::pki_types::pem::PemObject;
+        let der = rustls::pki_types::CertificateDer::from_pem_slice(issued.cert_pem.as_bytes()).expect("a certificate");
+        common::tls::identity_of(&der).expect("a dispy certificate").role
+    };
+
+    // The request's subject and extensions are ignored: a CSR asking to be an operator gets `node`.
+    let key = rcgen::KeyPair::generate().expect("key");
+    let mut params = rcgen::CertificateParams::new(vec!["admin.operator.dispy".to_owned()]).expect("params");
+    params.distinguished_name.push(rcgen::DnType::CommonName, "admin");
+    params.distinguished_name.push(rcgen::DnType::OrganizationalUnitName, Role::Operator.as_str());
+    let csr_der = params.serialize_request(&key).expect("csr").der().to_vec();
+    let token = fx.token(None, Duration::from_secs(3600));
+    let request = EnrollRequest { token_secret: token.secret.0.to_vec(), csr_der: csr_der.clone(), name: "admin".into() };
+    assert_eq!(issued_role(enrollment.enroll(&request, now).expect("issued")), Role::Node);
+
+    // Renewal goes only to nodes, and yields a node certificate.
+    let node = PeerIdentity { name: "n1".into(), role: Role::Node };
+    assert_eq!(issued_role(enrollment.renew(&node, &RenewRequest { csr_der: csr_der.clone() }, now).expect("renewed")), Role::Node);
+    for role in [Role::Client, Role::Operator] {
+        let peer = PeerIdentity { name: "admin".into(), role };
+        check_refused(enrollment.renew(&peer, &RenewRequest { csr_der: csr_der.clone() }, now), "only nodes");
+    }
 }
 
 /// Dials `addr` with `identity`, says hello as `role`; returns the name the dispatcher saw, or
 /// why it refused.
 async fn hello(addr: SocketAddr, identity: &Identity, role: Role) -> Result<String, String> {
+    hello_with(addr, common::tls::client_config(identity).expect("client config"), role).await
+}
+
+/// As [`hello`], with any client configuration (one without a certificate, say).
+async fn hello_with(addr: SocketAddr, config: quinn::ClientConfig, role: Role) -> Result<String, String> {
     let mut endpoint = quinn::Endpoint::client(SocketAddr::from(([127, 0, 0, 1], 0))).expect("endpoint");
-    endpoint.set_default_client_config(common::tls::client_config(identity).expect("client config"));
+    endpoint.set_default_client_config(config);
     let conn = endpoint.connect(addr, common::tls::dispatcher_server_name()).expect("connect").await.map_err(|e| e.to_string())?;
     let talk = async {
         let mut control = Connection::open(&conn, 1 << 20).await?;
@@ -256,8 +309,15 @@ async fn a_node_joins_a_real_dispatcher_connects_and_is_refused_once_revoked() {
     let mismatch = node::enroll::join(&JoinOptions { token: foreign, tls_dir: None, ..options.clone() }).await.expect_err("pinned");
     assert!(mismatch.to_string().contains("the dispatcher's CA does not match the token"), "{mismatch}");
 
+    // Without a certificate, only a node may even ask: a client or operator hello is refused.
+    for role in [Role::Client, Role::Operator] {
+        let (config, _) = common::enroll::enrolment_client_config(&token).expect("enrolment config");
+        let refused = hello_with(addr, config, role).await.expect_err("no certificate");
+        assert!(refused.contains("only nodes can enrol with a join token"), "{refused}");
+    }
+
     // Revoked: refused at the connection, and a new token for the name does not help.
-    RevocationList::new(fx.state()).revoke("worker-1").expect("revoke");
+    RevocationList::new(fx.state(), Revocable::Node).revoke("worker-1").expect("revoke");
     let refused = hello(addr, &identity, Role::Node).await.expect_err("revoked");
     assert!(refused.contains("revoked"), "{refused}");
     let rejoin = JoinOptions { token: fx.token(Some("worker-1"), Duration::from_secs(600)), replace: true, ..options.clone() };
@@ -292,7 +352,7 @@ async fn a_dispatcher_without_a_ca_dir_refuses_to_enrol() {
     server.await.expect("dispatcher task");
 }
 
-/// Serves one mutual-TLS connection with [`watch_node`], as the dispatcher's node session does.
+/// Serves one mutual-TLS connection with [`watch_peer`], as the dispatcher's sessions do.
 async fn renewal_server(fx: &Fixture) -> (SocketAddr, tokio::task::JoinHandle<Result<(), StreamError>>) {
     let enrollment = Enrollment::new(&fx.config);
     let server = common::tls::server_config(&fx.config.identity).expect("server config");
@@ -301,7 +361,7 @@ async fn renewal_server(fx: &Fixture) -> (SocketAddr, tokio::task::JoinHandle<Re
     let task = tokio::spawn(async move {
         let conn = endpoint.accept().await.expect("incoming").await.expect("handshake");
         let peer = common::tls::peer_identity(&conn).expect("peer");
-        watch_node(&conn, &peer, &enrollment).await
+        watch_peer(&conn, &peer, &enrollment).await
     });
     (addr, task)
 }
@@ -340,7 +400,7 @@ async fn a_connected_node_renews_and_is_dropped_once_revoked() {
     assert!(validity.renew_at() > SystemTime::now() + Duration::from_secs(24 * 3600), "a week-long certificate");
 
     // Revoked while connected: renewal is refused and the dispatcher side closes the connection.
-    RevocationList::new(fx.state()).revoke("n1").expect("revoke");
+    RevocationList::new(fx.state(), Revocable::Node).revoke("n1").expect("revoke");
     match node::enroll::renew(&conn, &identity, None).await {
         Err(JoinError::Refused(reason)) => assert!(reason.contains("revoked"), "{reason}"),
         Err(JoinError::Stream(e)) => assert!(e.is_connection_lost(), "{e}"),
@@ -348,6 +408,21 @@ async fn a_connected_node_renews_and_is_dropped_once_revoked() {
     }
     let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed by the dispatcher");
     assert!(closed.to_string().contains("revoked"), "{closed}");
+    let ended = server.await.expect("server task").expect_err("ends with the connection");
+    assert!(ended.is_connection_lost(), "{ended}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connected_operator_is_dropped_once_revoked() {
+    let fx = Fixture::new("drop-operator");
+    let (addr, server) = renewal_server(&fx).await;
+    let identity = fx.ca.issue_identity(Role::Operator, "root").expect("operator identity");
+    let conn = dial(addr, &identity).await;
+    // Another role's list does not touch it.
+    RevocationList::new(fx.state(), Revocable::Client).revoke("root").expect("revoke");
+    RevocationList::new(fx.state(), Revocable::Operator).revoke("root").expect("revoke");
+    let closed = tokio::time::timeout(Duration::from_secs(10), conn.closed()).await.expect("closed by the dispatcher");
+    assert!(closed.to_string().contains("operator \"root\" is revoked"), "{closed}");
     let ended = server.await.expect("server task").expect_err("ends with the connection");
     assert!(ended.is_connection_lost(), "{ended}");
 }
