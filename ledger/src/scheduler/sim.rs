@@ -21,7 +21,7 @@ pub(super) const GIB: u64 = 1 << 30;
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Requirements used unless a test says otherwise: 1 GiB, 3 attempts, priority 0, 30 s, any
-/// platform.
+/// platform, tenant "alice".
 pub(super) fn req() -> JobRequirements {
     JobRequirements {
         memory_limit: GIB,
@@ -29,6 +29,7 @@ pub(super) fn req() -> JobRequirements {
         priority: 0,
         placement_timeout: Duration::from_secs(30),
         platform: None,
+        tenant: "alice".to_owned(),
     }
 }
 

@@ -165,13 +165,13 @@ impl Scheduler {
     }
 
     /// A node with an idle slot that can take a copy of the attempt: not its own node, not one
-    /// the chunk failed on; the one with the most free positions.
+    /// the chunk failed on, within the tenant's slot cap; the one with the most free positions.
     pub(super) fn copy_target(&self, attempt: AttemptId) -> Option<NodeId> {
         let a = self.attempts.get(&attempt)?;
         let j = self.jobs.get(&a.job)?;
         self.idle.iter().rev().map(|&(_, Reverse(node))| node).find(|&node| {
             node != a.node
-                && self.nodes.get(&node).is_some_and(|n| n.fits(a.job, &j.req))
+                && self.nodes.get(&node).is_some_and(|n| n.fits(a.job, &j.req) && self.tenant_has_room(j.tenant, n))
                 && !j.failed_on(a.chunk, node)
         })
     }

@@ -148,6 +148,7 @@ fn apply(sim: &mut Sim, op: &Op) {
                     let (os, arch) = platform(choice);
                     (os.to_owned(), arch.to_owned())
                 }),
+                tenant: "alice".to_owned(),
             };
             let job = sim.submit(req);
             sim.add_chunks(job, chunks);
