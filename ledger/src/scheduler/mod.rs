@@ -388,6 +388,9 @@ pub struct Scheduler {
     eligible_slots: u64,
     /// Numbers `fill_node` passes, so each tenant's cursor knows when it is stale.
     fill_pass: u64,
+    /// Capped tenants that dropped below their cap during the current call: their jobs may fit
+    /// free nodes they were kept from, and are offered them before the call returns.
+    cap_freed: Vec<TenantId>,
     /// Heartbeat deadlines, placement clocks and speculation wake-ups, soonest first.
     timers: BTreeSet<(Instant, Timer)>,
     /// Jobs with stragglers that found no node for a copy, retried whenever a position frees up;
@@ -431,6 +434,7 @@ impl Scheduler {
             next_tenant: 0,
             eligible_slots: 0,
             fill_pass: 0,
+            cap_freed: Vec::new(),
             timers: BTreeSet::new(),
             spec_waiting: BTreeSet::new(),
             spec_dirty: Vec::new(),

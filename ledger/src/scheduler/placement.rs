@@ -68,7 +68,7 @@ impl Scheduler {
             #[cfg(test)]
             self.check_fair_choice(key, node);
             if self.assign(now, job, node, pick) {
-                // Jobs passed over for want of memory may fit a queued position now.
+                // Jobs passed over may fit the node now (see `assign`).
                 after = None;
                 self.fill_pass += 1;
             }
@@ -108,7 +108,7 @@ impl Scheduler {
                 crossed.push(node);
             }
         }
-        // Nodes whose running positions filled up may now take jobs they lacked memory for.
+        // Nodes where skipped jobs may fit now (see `assign`) are offered to every job.
         for node in crossed {
             self.fill_node(now, node);
         }
@@ -156,9 +156,10 @@ impl Scheduler {
     /// Creates an attempt for a chosen pending chunk, moves the job to the back of its priority
     /// class and marks its tenant as just served.
     ///
-    /// Returns whether this filled the node's last running position while queued positions
-    /// remain: from then on a job only needs its own memory limit to fit (see `Node::fits`), so
-    /// jobs skipped for want of memory must be offered the node again.
+    /// Returns whether jobs skipped on the node may fit it now, so they must be offered it again:
+    /// this filled the node's last running position while queued positions remain (from then on
+    /// a job only needs its own memory limit to fit, see `Node::fits`), or a capped tenant now
+    /// holds every slot of the node (its queued attempts there take no new slot).
     fn assign(&mut self, now: Instant, job: JobId, node: NodeId, pick: Pick) -> bool {
         let Some(j) = self.jobs.get_mut(&job) else { return false };
         let chunk = match pick {
@@ -256,7 +257,11 @@ impl Scheduler {
             t.twin = Some(attempt);
         }
         self.out.act(Action::Assign { node, job, chunk, attempt, speculative });
-        self.nodes.get(&node).is_some_and(|n| n.in_flight == n.slots && n.in_flight < n.capacity)
+        let capped = self.tenants.get(&tenant).is_some_and(|t| t.max_slot_share.is_some());
+        self.nodes.get(&node).is_some_and(|n| {
+            let took_every_slot = capped && n.tenants.get(&tenant) == Some(&n.slots);
+            (n.in_flight == n.slots || took_every_slot) && n.in_flight < n.capacity
+        })
     }
 
     /// Adds `delta` (+1 or -1) to the node's in-flight count.

@@ -47,8 +47,14 @@ impl Scheduler {
     /// jobs waiting for room if room appeared. Every `handle_*` ends with it.
     pub(super) fn settle(&mut self, now: Instant) {
         // Filling a node may start a job there whose share raises the node's capacity again.
-        while let Some(node) = self.grown.pop() {
-            self.fill_node(now, node);
+        loop {
+            if let Some(node) = self.grown.pop() {
+                self.fill_node(now, node);
+            } else if self.cap_freed.is_empty() {
+                break;
+            } else {
+                self.fill_cap_freed(now);
+            }
         }
         self.speculate_dirty(now);
         if std::mem::take(&mut self.freed) {
@@ -185,7 +191,7 @@ impl Scheduler {
             j.candidates.remove(&(since, attempt));
         }
         if self.place(now, job, chunk, node, Some(attempt)) {
-            // Jobs passed over for want of memory may fit a queued position now.
+            // Jobs passed over may fit the node now (see `assign`).
             self.fill_node(now, node);
         }
     }

@@ -9,6 +9,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::ops::Bound;
+use std::time::Instant;
 
 use wire::proto::JobId;
 
@@ -224,12 +225,30 @@ impl Scheduler {
             let with_it = if delta > 0 { here } else { here + 1 };
             with_it <= n.slots
         });
+        let at_cap = self.tenants.get(&id).is_some_and(|t| self.slot_cap(t).is_some_and(|cap| t.slots_held >= cap));
         self.update_tenant(id, |t| {
             t.positions = t.positions.saturating_add_signed(delta);
             if within {
                 t.slots_held = t.slots_held.saturating_add_signed(delta);
             }
         });
+        if at_cap && within && delta < 0 {
+            self.cap_freed.push(id);
+        }
+    }
+
+    /// Offers the free nodes to the pending jobs of the tenants that dropped below their cap
+    /// during the call and are still below it (the position they freed may have gone to another
+    /// tenant, while their jobs fit nodes they were kept from).
+    pub(super) fn fill_cap_freed(&mut self, now: Instant) {
+        while let Some(id) = self.cap_freed.pop() {
+            let Some(t) = self.tenants.get(&id) else { continue };
+            if self.slot_cap(t).is_some_and(|cap| t.slots_held >= cap) {
+                continue;
+            }
+            let jobs: Vec<JobId> = t.pending.values().copied().collect();
+            self.fill_jobs(now, &jobs);
+        }
     }
 
     /// The most slots the tenant may hold now; `None` when uncapped.
