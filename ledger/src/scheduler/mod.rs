@@ -22,8 +22,8 @@
 //!
 //! Rules:
 //! - **Fit.** A node takes an attempt when it has a free position, its platform matches the
-//!   job's (if the job names one), it did not reject the job, and the memory limits of its running
-//!   attempts fit its available memory. Nodes that are drained, quarantined or suspect take no new
+//!   job's (if the job names one), it did not reject the job, the memory limits of its running
+//!   attempts fit its available memory, and the job's tenant has room under its slot share. Nodes that are drained, quarantined or suspect take no new
 //!   work (they keep and finish what they hold).
 //! - **Fair share, then priority.** Every job belongs to a tenant ([`JobRequirements::tenant`]).
 //!   A free position goes to the tenant with the lowest *usage* per [`TenantShare::weight`] among
@@ -77,8 +77,12 @@
 //!   ([`Notice::NodeRecovered`]). Silent for all of `node_timeout`, it is dropped
 //!   ([`Action::DropNode`]) and its attempts requeued. A node that reconnects is a new [`NodeId`].
 //!
-//! Costs: a report or a new chunk costs O(log n) bookkeeping plus the placements it causes
-//! (finding a node scans the nodes with free positions). Rare inputs (a node joining, leaving,
+//! Costs: a report or a new chunk costs O(log n) bookkeeping (n: jobs, tenants) plus the
+//! placements it causes (finding a node scans the nodes with free positions; filling a freed
+//! position takes the first tenant in fair order, skipping only tenants and jobs with nothing
+//! that fits that node). A tenant alone adds one map entry moved per placement and release. A
+//! capped tenant that drops below its cap while its freed position goes elsewhere revisits its own
+//! pending jobs. Rare inputs (a node joining, leaving,
 //! draining or being quarantined, a heartbeat with a new memory figure) revisit every job with
 //! pending chunks. Speculation never scans a job's chunks: it looks at its oldest attempts, kept
 //! in start order, and wakes itself through [`Scheduler::poll_timeout`] when the oldest one will
