@@ -605,5 +605,6 @@ fn requirements(submission: &JobSubmission) -> JobRequirements {
             PayloadKind::Wasm => None,
             PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
         },
+        tenant: String::new(),
     }
 }

@@ -1,5 +1,5 @@
 //! Eligibility: whether any connected node could ever run a job (platform, rejections, slots,
-//! memory, drain and quarantine), the placement clock that fails a job no node can take, and
+//! memory, drain and quarantine; a tenant's slot share), the placement clock that fails a job no node can take, and
 //! [`Blocked`], the typed answer to "why does this job wait". The scheduler only counts; the
 //! English is [`Blocked`]'s `Display`, rendered by whoever shows it.
 
@@ -12,7 +12,7 @@ use wire::units::format_size;
 
 use super::job::Job;
 use super::outcome::Verdict;
-use super::{JobRequirements, Scheduler, Timer};
+use super::{JobRequirements, Scheduler, SlotShare, Timer};
 
 /// Why a job cannot place a chunk: every connected node counted once, under the first reason
 /// that applies, permanent reasons first (what undraining or waiting cannot fix). Returned by
@@ -20,8 +20,9 @@ use super::{JobRequirements, Scheduler, Timer};
 ///
 /// `Display` renders it in the words clients see, e.g. "3 connected, 2 lack 4.0 GiB free memory,
 /// 1 drained, 0 eligible", or "2 connected, 2 eligible, all busy" when eligible nodes are full of
-/// other work.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// other work, or "2 connected, 2 eligible, tenant alice is at its slot share: 4 of 8 slots
+/// (max_slot_share 0.5)" when the job's tenant holds all the slots its cap allows.
+#[derive(Debug, Clone, PartialEq)]
 #[non_exhaustive]
 pub struct Blocked {
     /// Connected nodes; with none, nothing else counts.
@@ -50,6 +51,9 @@ pub struct Blocked {
     /// Nodes that could run the job once they have room (suspect ones included). When this is not
     /// 0 the job waits for them to finish other work.
     pub eligible: usize,
+    /// The job's tenant holds all the slots its `max_slot_share` allows (only for a submitted
+    /// job): when `eligible` is not 0, this is what it waits for.
+    pub slot_share: Option<SlotShare>,
 }
 
 impl fmt::Display for Blocked {
@@ -90,8 +94,10 @@ impl fmt::Display for Blocked {
             write!(f, ", {} {lack} {size} free memory", self.short_of_memory)?;
         }
         write!(f, ", {} eligible", self.eligible)?;
-        if self.eligible > 0 {
-            f.write_str(", all busy")?;
+        match &self.slot_share {
+            Some(share) if self.eligible > 0 => write!(f, ", {share}")?,
+            _ if self.eligible > 0 => f.write_str(", all busy")?,
+            _ => {}
         }
         Ok(())
     }
@@ -157,8 +163,7 @@ impl Scheduler {
     /// retries may have to go elsewhere, and placement clocks may start or stop.
     pub(super) fn eligibility_changed(&mut self, now: Instant) {
         self.fill_all(now);
-        let waiting: Vec<JobId> = self.pending.values().copied().collect();
-        for job in waiting {
+        for job in self.pending_jobs() {
             self.refresh_clock(now, job);
         }
     }
@@ -180,6 +185,7 @@ impl Scheduler {
             drained: 0,
             short_of_memory: 0,
             eligible: 0,
+            slot_share: job.and_then(|job| self.slot_share(self.jobs.get(&job)?.tenant)),
         };
         let mut platforms: BTreeMap<(&str, &str), usize> = BTreeMap::new();
         // Permanent reasons first: they tell the user what undraining or waiting cannot fix.

@@ -1,6 +1,8 @@
 //! Test-only views of the scheduler: `check_invariants`, which the sim runs after every call to
 //! check that the redundant bookkeeping agrees with itself and that the eager placement and
-//! speculation promises hold, and accessors the tests read.
+//! speculation promises hold; `check_fair_choice` and `check_cap_before_place`, which placement
+//! runs before each decision in test builds, recomputing the fair-share and slot-cap rules by
+//! brute force; and accessors the tests read.
 
 use std::cmp::Reverse;
 use std::collections::HashMap;
@@ -11,7 +13,8 @@ use wire::proto::{AttemptId, ChunkIndex, JobId};
 use super::job::{Job, JobStats};
 use super::model::share_limit;
 use super::speculation::SPECULATION_SCAN;
-use super::{Scheduler, Timer};
+use super::tenant::{TenantId, TenantKey};
+use super::{NodeId, Scheduler, Timer};
 
 impl Scheduler {
     /// Scheduling statistics of a live job; `None` for unknown and ended jobs (the verdict
@@ -99,7 +102,9 @@ impl Scheduler {
             assert_eq!(j.in_flight, job_in_flight.get(id).copied().unwrap_or(0), "job {id}");
             assert_eq!(j.pairs, job_pairs.get(id).copied().unwrap_or(0), "job {id} pairs");
             assert_eq!(j.in_pending, j.has_pending(), "job {id} in_pending");
-            assert_eq!(self.pending.get(&j.key) == Some(id), j.in_pending, "job {id} pending");
+            let listed = self.tenants[&j.tenant].pending.get(&j.key) == Some(id);
+            assert_eq!(listed, j.in_pending, "job {id} pending");
+            assert_eq!(self.tenant_ids.get(&j.req.tenant), Some(&j.tenant), "job {id} tenant");
             assert!(j.next_fresh <= j.total);
             let placed = j.in_flight - j.pairs;
             assert!(
@@ -126,10 +131,12 @@ impl Scheduler {
             }
             self.check_speculation(now, *id, j);
         }
-        assert_eq!(self.pending.len(), self.jobs.values().filter(|j| j.in_pending).count());
+        let pending: usize = self.tenants.values().map(|t| t.pending.len()).sum();
+        assert_eq!(pending, self.jobs.values().filter(|j| j.in_pending).count());
         assert_eq!(self.spec_waiting.len(), self.jobs.values().filter(|j| j.spec_waiting).count());
+        self.check_tenants();
         // Eager placement: no pending chunk fits a node with a free position.
-        for &job in self.pending.values() {
+        for job in self.pending_jobs() {
             for &(_, Reverse(node)) in &self.free {
                 let pick = self.choose(job, node);
                 assert!(pick.is_none(), "job {job} could place {pick:?} on idle node {node}");
@@ -163,11 +170,87 @@ impl Scheduler {
         assert_eq!(j.spec_deadline, young.map(|&(started, _)| started + threshold), "job {id}");
     }
 
+    /// Tenant bookkeeping: each tenant's job count, positions, slots held, per-node counts and
+    /// place in `tenant_order` agree with the attempts and jobs, and `eligible_slots` with the
+    /// nodes.
+    fn check_tenants(&self) {
+        let mut positions: HashMap<TenantId, u64> = HashMap::new();
+        let mut per_node: HashMap<(NodeId, TenantId), u32> = HashMap::new();
+        for a in self.attempts.values() {
+            let tenant = self.jobs[&a.job].tenant;
+            *positions.entry(tenant).or_default() += 1;
+            *per_node.entry((a.node, tenant)).or_default() += 1;
+        }
+        for (id, n) in &self.nodes {
+            for (tenant, &count) in &n.tenants {
+                assert_eq!(per_node.get(&(*id, *tenant)), Some(&count), "node {id} tenant count");
+            }
+        }
+        assert_eq!(per_node.len(), self.nodes.values().map(|n| n.tenants.len()).sum::<usize>());
+        let eligible: u64 = self.nodes.values().map(|n| n.eligible_slots()).sum();
+        assert_eq!(self.eligible_slots, eligible, "eligible_slots");
+        assert_eq!(self.tenants.len(), self.tenant_ids.len(), "tenant names");
+        for (id, t) in &self.tenants {
+            assert_eq!(self.tenant_ids.get(&t.name), Some(id), "tenant {} id", t.name);
+            let jobs = self.jobs.values().filter(|j| j.tenant == *id).count();
+            assert!(jobs > 0, "tenant {} kept without jobs", t.name);
+            assert_eq!(t.jobs, jobs, "tenant {} jobs", t.name);
+            assert_eq!(t.positions, positions.get(id).copied().unwrap_or(0), "tenant {}", t.name);
+            let held: u64 = per_node
+                .iter()
+                .filter(|((_, tenant), _)| tenant == id)
+                .map(|((node, _), &count)| u64::from(count.min(self.nodes[node].slots)))
+                .sum();
+            assert_eq!(t.slots_held, held, "tenant {} slots held", t.name);
+            assert_eq!(self.tenant_order.contains(&t.key(*id)), !t.pending.is_empty(), "tenant {}", t.name);
+            for (key, job) in &t.pending {
+                assert_eq!(self.jobs[job].key, *key, "tenant {} job {job} key", t.name);
+            }
+        }
+        assert_eq!(self.tenant_order.len(), self.tenants.values().filter(|t| !t.pending.is_empty()).count());
+    }
+
+    /// Fair share, by brute force: the tenant `fill_node` is about to serve on the node comes
+    /// first in `tenant_order` (lowest positions per weight, then least recently served) among
+    /// all tenants with a pending chunk that fits the node now.
+    pub(super) fn check_fair_choice(&self, chosen: TenantKey, node: NodeId) {
+        let fits = |key: &&TenantKey| {
+            self.tenants[&key.id].pending.values().any(|&job| self.choose(job, node).is_some())
+        };
+        let first = self.tenant_order.iter().find(fits);
+        assert_eq!(first, Some(&chosen), "node n{node} went to a tenant out of fair-share order");
+    }
+
+    /// The slot cap, by brute force: placing an attempt of the job on the node leaves its tenant
+    /// within its cap, or takes no new slot (the tenant already holds every slot of the node).
+    pub(super) fn check_cap_before_place(&self, job: JobId, node: NodeId) {
+        let tenant = self.jobs[&job].tenant;
+        let t = &self.tenants[&tenant];
+        let Some(cap) = self.slot_cap(t) else { return };
+        let n = &self.nodes[&node];
+        let here = n.attempts.iter().filter(|a| self.jobs[&self.attempts[a].job].tenant == tenant).count();
+        let held: u64 = self
+            .nodes
+            .values()
+            .map(|n| {
+                let mine = n.attempts.iter().filter(|a| self.jobs[&self.attempts[a].job].tenant == tenant);
+                mine.count().min(n.slots as usize) as u64
+            })
+            .sum();
+        assert!(
+            held < cap || here >= n.slots as usize,
+            "tenant {} holds {held} slots (cap {cap}) and takes another on n{node}",
+            t.name
+        );
+    }
+
     /// Whether the scheduler has forgotten every job and attempt.
     pub(super) fn is_empty_of_jobs(&self) -> bool {
         self.jobs.is_empty()
             && self.attempts.is_empty()
-            && self.pending.is_empty()
+            && self.tenants.is_empty()
+            && self.tenant_ids.is_empty()
+            && self.tenant_order.is_empty()
             && self.spec_waiting.is_empty()
             && self.timers.len() == self.nodes.len()
     }

@@ -9,6 +9,7 @@ use wire::proto::{AttemptFailure, AttemptId, ChunkIndex, JobId};
 
 use super::model::Median;
 use super::placement::JobKey;
+use super::tenant::TenantId;
 use super::{JobRequirements, NodeId};
 
 /// Scheduling statistics of a job, beyond [`Progress`](super::Progress).
@@ -29,7 +30,9 @@ pub struct JobStats {
 #[derive(Debug)]
 pub(super) struct Job {
     pub(super) req: JobRequirements,
-    /// Its key in `Scheduler::pending`; renewed at every placement for round-robin.
+    /// The tenant of `req.tenant`.
+    pub(super) tenant: TenantId,
+    /// Its key in its tenant's `pending`; renewed at every placement for round-robin.
     pub(super) key: JobKey,
     /// Chunks known so far; fresh chunks are `next_fresh..total`.
     pub(super) total: u64,
@@ -55,7 +58,7 @@ pub(super) struct Job {
     pub(super) last_rejection: Option<String>,
     /// When the job fails for want of an eligible node, as registered in `Scheduler::timers`.
     pub(super) placement_deadline: Option<Instant>,
-    /// Whether the job is in `Scheduler::pending`.
+    /// Whether the job is in its tenant's `pending`.
     pub(super) in_pending: bool,
     /// Live attempts that may still get a speculative copy, by start time.
     pub(super) candidates: BTreeSet<(Instant, AttemptId)>,
@@ -73,10 +76,11 @@ pub(super) struct Job {
 }
 
 impl Job {
-    /// A job just submitted, with no chunks yet, at `key` in the service order.
-    pub(super) fn new(req: JobRequirements, key: JobKey) -> Self {
+    /// A job of the tenant just submitted, with no chunks yet, at `key` in the service order.
+    pub(super) fn new(req: JobRequirements, key: JobKey, tenant: TenantId) -> Self {
         Self {
             req,
+            tenant,
             key,
             total: 0,
             next_fresh: 0,

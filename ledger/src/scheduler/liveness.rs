@@ -60,20 +60,25 @@ impl Scheduler {
             self.free.insert((capacity, Reverse(node)));
             self.idle.insert((capacity, Reverse(node)));
         }
-        self.nodes.insert(node, Node::new(now, resources, capacity, timer_at));
+        let node_state = Node::new(now, resources, capacity, timer_at);
+        self.eligible_slots += node_state.eligible_slots();
+        self.nodes.insert(node, node_state);
         self.freed = true;
         self.fill_node(now, node);
+        if self.tenants.values().any(|t| t.max_slot_share.is_some() && !t.pending.is_empty()) {
+            // Capped tenants' caps grew: what waited for them may fit nodes with room elsewhere.
+            self.fill_all(now);
+        }
         // A new node can only end placement clocks: jobs it could run are no longer stuck.
         let Some(joined) = self.nodes.get(&node) else { return };
         let unstuck: Vec<JobId> = self
-            .pending
-            .values()
-            .filter(|&&id| {
+            .pending_jobs()
+            .into_iter()
+            .filter(|&id| {
                 self.jobs.get(&id).is_some_and(|job| {
                     job.placement_deadline.is_some() && joined.can_ever_run(id, &job.req)
                 })
             })
-            .copied()
             .collect();
         for job in unstuck {
             self.refresh_clock(now, job);
@@ -109,19 +114,18 @@ impl Scheduler {
         // node that must now go elsewhere, and its placement clock may need to start or stop.
         let n = &self.nodes[&node];
         let flipped: Vec<JobId> = self
-            .pending
-            .values()
-            .filter(|&&id| {
+            .pending_jobs()
+            .into_iter()
+            .filter(|&id| {
                 self.jobs.get(&id).is_some_and(|job| {
                     n.can_ever_run_with(id, &job.req, old_memory)
                         != n.can_ever_run_with(id, &job.req, memory_available)
                 })
             })
-            .copied()
             .collect();
         self.fill_node(now, node);
+        self.fill_jobs(now, &flipped);
         for job in flipped {
-            self.fill_job(now, job);
             self.refresh_clock(now, job);
         }
         self.settle(now);
@@ -204,6 +208,12 @@ impl Scheduler {
     pub(super) fn lose_node(&mut self, now: Instant, node: NodeId) {
         let Some(n) = self.nodes.remove(&node) else { return };
         self.timers.remove(&(n.timer_at, Timer::Heartbeat(node)));
+        self.eligible_slots = self.eligible_slots.saturating_sub(n.eligible_slots());
+        // Its attempts are released below without their node: take back the slots they held.
+        for (&tenant, &count) in &n.tenants {
+            let held = u64::from(count.min(n.slots));
+            self.update_tenant(tenant, |t| t.slots_held = t.slots_held.saturating_sub(held));
+        }
         let free = n.free_positions();
         if free > 0 {
             self.free.remove(&(free, Reverse(node)));
@@ -250,8 +260,7 @@ impl Scheduler {
             self.end_job(now, job, Some(Verdict::Failed(JobFailure::Rejected { error })));
         }
         self.fill_all(now);
-        let waiting: Vec<JobId> = self.pending.values().copied().collect();
-        for job in waiting {
+        for job in self.pending_jobs() {
             self.refresh_clock(now, job);
         }
     }

@@ -22,13 +22,35 @@
 //!
 //! Rules:
 //! - **Fit.** A node takes an attempt when it has a free position, its platform matches the
-//!   job's (if the job names one), it did not reject the job, and the memory limits of its running
-//!   attempts fit its available memory. Nodes that are drained, quarantined or suspect take no new
+//!   job's (if the job names one), it did not reject the job, the memory limits of its running
+//!   attempts fit its available memory, and the job's tenant has room under its slot share. Nodes that are drained, quarantined or suspect take no new
 //!   work (they keep and finish what they hold).
-//! - **Priority and fair share.** Jobs with pending chunks are served by priority, higher first.
-//!   Among jobs of equal priority placement is round-robin: every placement moves the job to the
+//! - **Fair share, then priority.** Every job belongs to a tenant ([`JobRequirements::tenant`]).
+//!   A free position goes to the tenant with the lowest *usage* per [`TenantShare::weight`] among
+//!   the tenants with a pending chunk that fits the node, the one served least recently among
+//!   equals. Usage is the pipeline positions the tenant's attempts hold, running or queued,
+//!   speculative copies included: positions are what placement hands out, the scheduler knows
+//!   them exactly at every decision, and a node runs its attempts first come, first served, so a
+//!   tenant's share of a node's queue becomes its share of the node's slots as the queue drains
+//!   (counting running slots instead would make a tenant whose attempts wait queued look idle
+//!   and hand it still more). It is a share of positions, not of slot time: a tenant of long
+//!   chunks keeps a slot longer per position. Within a tenant, jobs are served by priority,
+//!   higher first, and among equal priorities round-robin: every placement moves the job to the
 //!   back of its priority class, so two equal jobs sharing one node alternate chunk by chunk
-//!   instead of the older one starving the newer.
+//!   instead of the older one starving the newer. Priority orders only its tenant's jobs: a
+//!   high-priority job takes nothing from another tenant's share. A tenant alone is served as if
+//!   there were no tenants. Placements of a job's new chunks onto positions no other pending job
+//!   can use are not contended and skip the tenant order, except after a change that may concern
+//!   several tenants (a node lost, drained or quarantined), when free positions are handed out
+//!   one by one. One known slack: a job's first measured run time deepens its shares of nodes at
+//!   once (`pipeline_budget`), and that job fills the new room before other tenants are asked.
+//! - **Slot share.** A tenant's [`TenantShare::max_slot_share`] caps the slots it holds: on each
+//!   node, its attempts there (running, queued, copies) up to the node's `slots`, at most
+//!   `max(1, floor(max_slot_share * slots))` over the nodes taking work (connected, neither
+//!   drained nor quarantined). A tenant at its cap still fills the queues of nodes where it holds
+//!   every slot, so it never runs more attempts at once than its cap and its pipelines stay full.
+//!   A job with nothing in flight that waits for its tenant's cap says so in [`Blocked`]. The cap
+//!   grows as nodes join and frees what waited for it at once.
 //! - **Speculation.** When a job has no pending chunks (input complete, queue empty) and one of its
 //!   attempts has been running longer than `max(speculation_min_age, speculation_multiplier *
 //!   median)`, where the median is over the durations of the job's chunks with an accepted result
@@ -55,15 +77,19 @@
 //!   ([`Notice::NodeRecovered`]). Silent for all of `node_timeout`, it is dropped
 //!   ([`Action::DropNode`]) and its attempts requeued. A node that reconnects is a new [`NodeId`].
 //!
-//! Costs: a report or a new chunk costs O(log n) bookkeeping plus the placements it causes
-//! (finding a node scans the nodes with free positions). Rare inputs (a node joining, leaving,
+//! Costs: a report or a new chunk costs O(log n) bookkeeping (n: jobs, tenants) plus the
+//! placements it causes (finding a node scans the nodes with free positions; filling a freed
+//! position takes the first tenant in fair order, skipping only tenants and jobs with nothing
+//! that fits that node). A tenant alone adds one map entry moved per placement and release. A
+//! capped tenant that drops below its cap while its freed position goes elsewhere revisits its own
+//! pending jobs. Rare inputs (a node joining, leaving,
 //! draining or being quarantined, a heartbeat with a new memory figure) revisit every job with
 //! pending chunks. Speculation never scans a job's chunks: it looks at its oldest attempts, kept
 //! in start order, and wakes itself through [`Scheduler::poll_timeout`] when the oldest one will
 //! turn into a straggler.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -72,11 +98,12 @@ use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, JobFailure, JobId};
 use job::{Attempt, Job, LostAttempt};
 use node::{Blame, Node, NodeJob};
 use outcome::Verdict;
-use placement::JobKey;
+use tenant::{Tenant, TenantId, TenantKey};
 
 pub use eligibility::Blocked;
 pub use job::JobStats;
 pub use liveness::Notice;
+pub use tenant::{SlotShare, TenantShare, TenantShares};
 
 mod eligibility;
 #[cfg(test)]
@@ -90,6 +117,7 @@ mod placement;
 #[cfg(test)]
 mod sim;
 mod speculation;
+mod tenant;
 #[cfg(test)]
 mod tests;
 
@@ -139,6 +167,9 @@ pub struct SchedulerConfig {
     /// Failures that succeeded elsewhere after which a node is quarantined (see the module
     /// documentation); 0 turns quarantine off. Default 3.
     pub quarantine_threshold: u32,
+    /// How tenants share the cluster (see the module documentation). A tenant's share is read
+    /// when its first live job arrives. Default: weight 1 and no cap for everyone.
+    pub tenants: TenantShares,
 }
 
 impl Default for SchedulerConfig {
@@ -151,6 +182,7 @@ impl Default for SchedulerConfig {
             speculation_min_samples: 5,
             speculation_min_age: Duration::from_secs(1),
             quarantine_threshold: 3,
+            tenants: TenantShares::default(),
         }
     }
 }
@@ -181,7 +213,8 @@ pub struct JobRequirements {
     pub memory_limit: u64,
     /// Failed attempts one chunk may use up before the job fails; 0 counts as 1.
     pub max_attempts: u32,
-    /// Higher is served first; equal priorities share nodes round-robin.
+    /// Among its tenant's jobs, higher is served first; equal priorities share nodes
+    /// round-robin. It orders nothing between tenants.
     pub priority: i32,
     /// How long the job may sit with pending chunks, nothing in flight and no node that could
     /// ever take it before it fails with [`JobFailure::NoEligibleNode`].
@@ -189,6 +222,9 @@ pub struct JobRequirements {
     /// The `(os, arch)` the payload needs, compared exactly with [`NodeResources::os`] and
     /// [`NodeResources::arch`]; `None` (WebAssembly) runs anywhere.
     pub platform: Option<(String, String)>,
+    /// Who owns the job (the certificate name of the client that submitted it): slots are
+    /// shared fairly between tenants, by [`SchedulerConfig::tenants`].
+    pub tenant: String,
 }
 
 
@@ -345,8 +381,20 @@ pub struct Scheduler {
     /// The part of `free` with an idle slot (fewer attempts than slots), where speculative
     /// copies go; kept apart so finding one never scans the busy nodes.
     idle: BTreeSet<(u32, Reverse<NodeId>)>,
-    /// Jobs with pending chunks, in service order.
-    pending: BTreeMap<JobKey, JobId>,
+    /// Tenants with live jobs; each holds its jobs with pending chunks in service order.
+    tenants: HashMap<TenantId, Tenant>,
+    tenant_ids: HashMap<String, TenantId>,
+    /// Tenants with pending chunks, in fair-share order.
+    tenant_order: BTreeSet<TenantKey>,
+    next_tenant: u32,
+    /// Slots of the nodes that take work or will again (connected, neither drained nor
+    /// quarantined): what `max_slot_share` is a share of.
+    eligible_slots: u64,
+    /// Numbers `fill_node` passes, so each tenant's cursor knows when it is stale.
+    fill_pass: u64,
+    /// Capped tenants that dropped below their cap during the current call: their jobs may fit
+    /// free nodes they were kept from, and are offered them before the call returns.
+    cap_freed: Vec<TenantId>,
     /// Heartbeat deadlines, placement clocks and speculation wake-ups, soonest first.
     timers: BTreeSet<(Instant, Timer)>,
     /// Jobs with stragglers that found no node for a copy, retried whenever a position frees up;
@@ -384,7 +432,13 @@ impl Scheduler {
             lost: VecDeque::new(),
             free: BTreeSet::new(),
             idle: BTreeSet::new(),
-            pending: BTreeMap::new(),
+            tenants: HashMap::new(),
+            tenant_ids: HashMap::new(),
+            tenant_order: BTreeSet::new(),
+            next_tenant: 0,
+            eligible_slots: 0,
+            fill_pass: 0,
+            cap_freed: Vec::new(),
             timers: BTreeSet::new(),
             spec_waiting: BTreeSet::new(),
             spec_dirty: Vec::new(),
@@ -469,7 +523,8 @@ impl Scheduler {
         }
         let key = (Reverse(req.priority), 0, self.next_seq);
         self.next_seq += 1;
-        self.jobs.insert(job, Job::new(req, key));
+        let tenant = self.tenant_for_new_job(&req.tenant);
+        self.jobs.insert(job, Job::new(req, key, tenant));
     }
 
     /// A job resumed after a dispatcher restart: its input is complete and `done[i]` says

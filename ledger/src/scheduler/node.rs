@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use wire::proto::{AttemptId, ChunkIndex, JobId};
 
+use super::tenant::TenantId;
 use super::{JobRequirements, NodeResources};
 
 /// A connected node session.
@@ -49,6 +50,8 @@ pub(super) struct Node {
     pub(super) jobs: HashMap<JobId, NodeJob>,
     /// Each of those jobs' part of the node's pipeline.
     pub(super) shares: HashMap<JobId, Share>,
+    /// Attempts here by tenant; tenants with none are absent.
+    pub(super) tenants: HashMap<TenantId, u32>,
 }
 
 /// A job's part of one node's pipeline.
@@ -96,6 +99,7 @@ impl Node {
             attempts: BTreeSet::new(),
             jobs: HashMap::new(),
             shares: HashMap::new(),
+            tenants: HashMap::new(),
         }
     }
 
@@ -106,6 +110,16 @@ impl Node {
     /// Whether the node takes new work at all.
     pub(super) fn open(&self) -> bool {
         !self.drained && !self.suspect && self.quarantine.is_none()
+    }
+
+    /// The slots tenants' slot shares are shares of: all of them unless drained or quarantined
+    /// (a suspect node still counts, as for eligibility).
+    pub(super) fn eligible_slots(&self) -> u64 {
+        if self.drained || self.quarantine.is_some() {
+            0
+        } else {
+            u64::from(self.slots)
+        }
     }
 
     /// Open with an idle slot: it could start a speculative copy at once.

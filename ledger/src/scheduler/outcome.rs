@@ -179,8 +179,11 @@ impl Scheduler {
         }
         let Some(j) = self.jobs.remove(&job) else { return };
         if j.in_pending {
-            self.pending.remove(&j.key);
+            self.update_tenant(j.tenant, |t| {
+                t.pending.remove(&j.key);
+            });
         }
+        self.tenant_job_ended(j.tenant);
         if let Some(at) = j.placement_deadline {
             self.timers.remove(&(at, Timer::Placement(job)));
         }

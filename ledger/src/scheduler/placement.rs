@@ -1,7 +1,9 @@
-//! Placement: which pending chunk goes to which node. Jobs are served by priority and
-//! round-robin within a priority (see `JobKey`); a node takes an attempt when it fits (free
-//! position, platform, memory, its share of the pipeline); a retry is held back from the nodes it
-//! failed on while another eligible node exists. The free-position indexes (`Scheduler::free` and
+//! Placement: which pending chunk goes to which node. A free position goes to the tenant with the
+//! lowest usage per weight among those with a chunk that fits it (see `tenant.rs`), and within
+//! that tenant jobs are served by priority and round-robin within a priority (see `JobKey`). A
+//! node takes an attempt when it fits (free position, platform, memory, its share of the
+//! pipeline, the tenant's slot cap); a retry is held back from the nodes it failed on while
+//! another eligible node exists. The free-position indexes (`Scheduler::free` and
 //! `Scheduler::idle`) are kept in step with every change to a node here.
 
 use std::cmp::Reverse;
@@ -14,9 +16,10 @@ use wire::proto::{AttemptId, ChunkIndex, JobId};
 use super::job::{Attempt, Job};
 use super::model::share_limit;
 use super::node::{Node, NodeJob, Share};
+use super::tenant::TenantKey;
 use super::{Action, NodeId, Scheduler, Timer};
 
-/// Service order of a job: higher priority first, then jobs never placed in submission order,
+/// Service order of a job within its tenant: higher priority first, then jobs never placed in submission order,
 /// then the job placed least recently (its last placement's number; the submission number keeps
 /// keys unique).
 pub(super) type JobKey = (Reverse<i32>, u64, u64);
@@ -34,28 +37,40 @@ pub(super) enum Pick {
 const REQUEUE_SCAN: usize = 16;
 
 impl Scheduler {
-    /// Gives the node's free positions to pending jobs in service order, one chunk at a time:
-    /// each placement moves its job behind the others of its priority (see `assign`), so equal
-    /// jobs take turns.
+    /// Gives the node's free positions to pending jobs one chunk at a time: each to the tenant with
+    /// the lowest usage per weight that has a chunk fitting the node, and of that tenant's jobs to
+    /// the first in service order. Each placement moves its job behind the others of its priority
+    /// (see `assign`), so equal jobs take turns.
     pub(super) fn fill_node(&mut self, now: Instant, node: NodeId) {
         self.fill_node_once(now, node);
         self.fill_moved(now);
     }
 
     fn fill_node_once(&mut self, now: Instant, node: NodeId) {
-        let mut cursor = None;
+        self.fill_pass += 1;
+        // Tenants up to this key have nothing that fits the node (`Tenant::cursor` does the same
+        // for each tenant's jobs). A tenant that places moves behind it: its usage only grows.
+        let mut after: Option<TenantKey> = None;
         loop {
             match self.nodes.get(&node) {
                 Some(n) if n.free_positions() > 0 => {}
                 _ => return,
             }
-            let Some((key, job)) = self.next_pending(cursor) else { return };
-            cursor = Some(key);
-            if let Some(pick) = self.choose(job, node) {
-                if self.assign(now, job, node, pick) {
-                    // Jobs passed over for want of memory may fit a queued position now.
-                    cursor = None;
-                }
+            let next = match after {
+                None => self.tenant_order.first(),
+                Some(key) => self.tenant_order.range((Bound::Excluded(key), Bound::Unbounded)).next(),
+            };
+            let Some(&key) = next else { return };
+            let Some((job, pick)) = self.next_job_for(key.id, node) else {
+                after = Some(key);
+                continue;
+            };
+            #[cfg(test)]
+            self.check_fair_choice(key, node);
+            if self.assign(now, job, node, pick) {
+                // Jobs passed over may fit the node now (see `assign`).
+                after = None;
+                self.fill_pass += 1;
             }
         }
     }
@@ -93,34 +108,41 @@ impl Scheduler {
                 crossed.push(node);
             }
         }
-        // Nodes whose running positions filled up may now take jobs they lacked memory for.
+        // Nodes where skipped jobs may fit now (see `assign`) are offered to every job.
         for node in crossed {
             self.fill_node(now, node);
         }
     }
 
-    /// Runs [`Scheduler::fill_job`] for every job with pending chunks, in service order.
+    /// Places what fits after a change that may concern many jobs (a node lost, drained or
+    /// quarantined): every job with pending chunks.
     pub(super) fn fill_all(&mut self, now: Instant) {
-        let mut cursor = None;
-        while let Some((key, job)) = self.next_pending(cursor) {
-            cursor = Some(key);
-            self.fill_job(now, job);
-        }
+        let jobs = self.pending_jobs();
+        self.fill_jobs(now, &jobs);
     }
 
-    /// The next job with pending chunks in service order, after `after` if given.
-    fn next_pending(&self, after: Option<JobKey>) -> Option<(JobKey, JobId)> {
-        let next = match after {
-            None => self.pending.iter().next(),
-            Some(key) => self.pending.range((Bound::Excluded(key), Bound::Unbounded)).next(),
-        };
-        next.map(|(&key, &job)| (key, job))
+    /// Places the pending chunks of these jobs. With one tenant waiting, job by job in service
+    /// order, each spread over the nodes with the most room ([`Scheduler::fill_job`]). With
+    /// several, free positions may be contended, so they go out one at a time by fair share
+    /// ([`Scheduler::fill_node`] on every node with room), which reaches these jobs too.
+    pub(super) fn fill_jobs(&mut self, now: Instant, jobs: &[JobId]) {
+        if self.tenant_order.len() > 1 {
+            let free: Vec<NodeId> = self.free.iter().rev().map(|&(_, Reverse(node))| node).collect();
+            for node in free {
+                self.fill_node(now, node);
+            }
+            return;
+        }
+        for &job in jobs {
+            self.fill_job(now, job);
+        }
     }
 
     /// Which of the job's chunks to place on the node now, if any.
     pub(super) fn choose(&self, job: JobId, node: NodeId) -> Option<Pick> {
         let j = self.jobs.get(&job)?;
-        if !self.nodes.get(&node)?.fits(job, &j.req) {
+        let n = self.nodes.get(&node)?;
+        if !n.fits(job, &j.req) || !self.tenant_has_room(j.tenant, n) {
             return None;
         }
         for (i, &chunk) in j.requeued.iter().take(REQUEUE_SCAN).enumerate() {
@@ -131,12 +153,13 @@ impl Scheduler {
         (j.next_fresh < j.total).then_some(Pick::Fresh)
     }
 
-    /// Creates an attempt for a chosen pending chunk and moves the job to the back of its
-    /// priority class.
+    /// Creates an attempt for a chosen pending chunk, moves the job to the back of its priority
+    /// class and marks its tenant as just served.
     ///
-    /// Returns whether this filled the node's last running position while queued positions
-    /// remain: from then on a job only needs its own memory limit to fit (see `Node::fits`), so
-    /// jobs skipped for want of memory must be offered the node again.
+    /// Returns whether jobs skipped on the node may fit it now, so they must be offered it again:
+    /// this filled the node's last running position while queued positions remain (from then on
+    /// a job only needs its own memory limit to fit, see `Node::fits`), or a capped tenant now
+    /// holds every slot of the node (its queued attempts there take no new slot).
     fn assign(&mut self, now: Instant, job: JobId, node: NodeId, pick: Pick) -> bool {
         let Some(j) = self.jobs.get_mut(&job) else { return false };
         let chunk = match pick {
@@ -156,14 +179,18 @@ impl Scheduler {
         if let Some(at) = j.placement_deadline.take() {
             self.timers.remove(&(at, Timer::Placement(job)));
         }
-        if j.in_pending {
-            self.pending.remove(&j.key);
-            j.key.1 = self.next_placement;
-            self.pending.insert(j.key, job);
-        } else {
-            j.key.1 = self.next_placement;
-        }
+        let (tenant, old_key, in_pending) = (j.tenant, j.key, j.in_pending);
+        let placement = self.next_placement;
         self.next_placement += 1;
+        j.key.1 = placement;
+        let new_key = j.key;
+        self.update_tenant(tenant, |t| {
+            t.served = placement;
+            if in_pending {
+                t.pending.remove(&old_key);
+                t.pending.insert(new_key, job);
+            }
+        });
         let crossed = self.place(now, job, chunk, node, None);
         self.sync_pending(job);
         crossed
@@ -179,10 +206,14 @@ impl Scheduler {
         node: NodeId,
         twin: Option<AttemptId>,
     ) -> bool {
+        #[cfg(test)]
+        self.check_cap_before_place(job, node);
         let (Some(j), Some(n)) = (self.jobs.get_mut(&job), self.nodes.get_mut(&node)) else {
             return false;
         };
         j.in_flight += 1;
+        let tenant = j.tenant;
+        *n.tenants.entry(tenant).or_default() += 1;
         if let Entry::Vacant(entry) = n.jobs.entry(job) {
             entry.insert(NodeJob::Started);
             j.started_on.insert(node);
@@ -207,6 +238,7 @@ impl Scheduler {
             self.refresh_capacity(node);
         }
         self.set_in_flight(node, 1);
+        self.tenant_attempt(tenant, node, 1);
         let state = Attempt {
             job,
             chunk,
@@ -225,7 +257,11 @@ impl Scheduler {
             t.twin = Some(attempt);
         }
         self.out.act(Action::Assign { node, job, chunk, attempt, speculative });
-        self.nodes.get(&node).is_some_and(|n| n.in_flight == n.slots && n.in_flight < n.capacity)
+        let capped = self.tenants.get(&tenant).is_some_and(|t| t.max_slot_share.is_some());
+        self.nodes.get(&node).is_some_and(|n| {
+            let took_every_slot = capped && n.tenants.get(&tenant) == Some(&n.slots);
+            (n.in_flight == n.slots || took_every_slot) && n.in_flight < n.capacity
+        })
     }
 
     /// Adds `delta` (+1 or -1) to the node's in-flight count.
@@ -233,13 +269,14 @@ impl Scheduler {
         self.update_node(node, |n| n.in_flight = n.in_flight.saturating_add_signed(delta));
     }
 
-    /// Changes a node, keeping its entry in the free-position index in step and noting room
-    /// that appeared for waiting speculative copies.
+    /// Changes a node, keeping its entry in the free-position index and `eligible_slots` in step
+    /// and noting room that appeared for waiting speculative copies.
     pub(super) fn update_node(&mut self, id: NodeId, change: impl FnOnce(&mut Node)) {
         let Some(node) = self.nodes.get_mut(&id) else { return };
-        let (old_free, old_idle) = (node.free_positions(), node.is_idle());
+        let (old_free, old_idle, old_slots) = (node.free_positions(), node.is_idle(), node.eligible_slots());
         change(node);
         let (new_free, new_idle) = (node.free_positions(), node.is_idle());
+        self.eligible_slots = (self.eligible_slots + node.eligible_slots()).saturating_sub(old_slots);
         if (old_free, old_idle) != (new_free, new_idle) {
             if old_idle {
                 self.idle.remove(&(old_free, Reverse(id)));
@@ -266,9 +303,17 @@ impl Scheduler {
     /// the returned attempt had no twin and needs running again.
     pub(super) fn release_attempt(&mut self, now: Instant, attempt: AttemptId) -> Option<Attempt> {
         let a = self.attempts.remove(&attempt)?;
+        // Invariant: attempts only exist for live jobs; end_job releases them before forgetting.
+        let tenant = self.jobs.get(&a.job).map(|j| j.tenant);
         let mut promoted = None;
         if let Some(n) = self.nodes.get_mut(&a.node) {
             n.attempts.remove(&attempt);
+            if let Some(Entry::Occupied(mut here)) = tenant.map(|t| n.tenants.entry(t)) {
+                *here.get_mut() -= 1;
+                if *here.get() == 0 {
+                    here.remove();
+                }
+            }
             n.in_flight_memory = n.in_flight_memory.saturating_sub(a.memory);
             if let Some(share) = n.shares.get_mut(&a.job) {
                 share.in_flight = share.in_flight.saturating_sub(1);
@@ -288,6 +333,9 @@ impl Scheduler {
             }
         }
         self.set_in_flight(a.node, -1);
+        if let Some(tenant) = tenant {
+            self.tenant_attempt(tenant, a.node, -1);
+        }
         if let Some(t) = a.twin.and_then(|twin| self.attempts.get_mut(&twin)) {
             t.twin = None;
         }
@@ -314,17 +362,20 @@ impl Scheduler {
         }
     }
 
-    /// Keeps `pending` in step with whether the job has pending chunks.
+    /// Keeps its tenant's `pending` in step with whether the job has pending chunks.
     pub(super) fn sync_pending(&mut self, job: JobId) {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         let has = j.has_pending();
         if has != j.in_pending {
             j.in_pending = has;
-            if has {
-                self.pending.insert(j.key, job);
-            } else {
-                self.pending.remove(&j.key);
-            }
+            let (tenant, key) = (j.tenant, j.key);
+            self.update_tenant(tenant, |t| {
+                if has {
+                    t.pending.insert(key, job);
+                } else {
+                    t.pending.remove(&key);
+                }
+            });
             // Speculation only runs while nothing is pending.
             self.mark_spec(job);
         }

@@ -21,7 +21,7 @@ pub(super) const GIB: u64 = 1 << 30;
 pub(super) const HEARTBEAT: Duration = Duration::from_secs(1);
 
 /// Requirements used unless a test says otherwise: 1 GiB, 3 attempts, priority 0, 30 s, any
-/// platform.
+/// platform, tenant "alice".
 pub(super) fn req() -> JobRequirements {
     JobRequirements {
         memory_limit: GIB,
@@ -29,6 +29,7 @@ pub(super) fn req() -> JobRequirements {
         priority: 0,
         placement_timeout: Duration::from_secs(30),
         platform: None,
+        tenant: "alice".to_owned(),
     }
 }
 
@@ -207,6 +208,8 @@ pub(super) struct Sim {
     seq: u64,
     next_node: u64,
     next_job: u64,
+    /// When each job's first attempt started running on a node.
+    first_started: HashMap<JobId, Instant>,
     /// Every action and notice emitted, with its virtual time since the start.
     log: Vec<(Duration, Output)>,
     traced: usize,
@@ -242,6 +245,7 @@ impl Sim {
             seq: 0,
             next_node: 1,
             next_job: 1,
+            first_started: HashMap::new(),
             log: Vec::new(),
             traced: 0,
         }
@@ -425,6 +429,21 @@ impl Sim {
             _ => None,
         };
         self.actions().filter_map(copy).collect()
+    }
+
+    /// When the job's first attempt started running, if one did.
+    pub(super) fn first_started(&self, job: JobId) -> Option<Instant> {
+        self.first_started.get(&job).copied()
+    }
+
+    /// When the job's verdict was emitted, if it was.
+    pub(super) fn ended_at(&self, job: JobId) -> Option<Instant> {
+        self.log.iter().find_map(|(at, output)| match output {
+            Output::Action(Action::JobSucceeded { job: j, .. } | Action::JobFailed { job: j, .. }) if *j == job => {
+                Some(self.start + *at)
+            }
+            _ => None,
+        })
     }
 
     /// Attempts the node is running.
@@ -621,9 +640,12 @@ impl Sim {
             });
             let Some(attempt) = ready.and_then(|i| n.queue.remove(i)) else { break };
             n.running.insert(attempt);
-            started.push(attempt);
+            started.push((attempt, n.attempts.get(&attempt).map(|&(job, _)| job)));
         }
-        for attempt in started {
+        for (attempt, job) in started {
+            if let Some(job) = job {
+                self.first_started.entry(job).or_insert(now);
+            }
             self.schedule(now + run_time, Event::Finished(id, attempt));
         }
     }

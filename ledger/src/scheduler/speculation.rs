@@ -47,8 +47,14 @@ impl Scheduler {
     /// jobs waiting for room if room appeared. Every `handle_*` ends with it.
     pub(super) fn settle(&mut self, now: Instant) {
         // Filling a node may start a job there whose share raises the node's capacity again.
-        while let Some(node) = self.grown.pop() {
-            self.fill_node(now, node);
+        loop {
+            if let Some(node) = self.grown.pop() {
+                self.fill_node(now, node);
+            } else if self.cap_freed.is_empty() {
+                break;
+            } else {
+                self.fill_cap_freed(now);
+            }
         }
         self.speculate_dirty(now);
         if std::mem::take(&mut self.freed) {
@@ -165,13 +171,13 @@ impl Scheduler {
     }
 
     /// A node with an idle slot that can take a copy of the attempt: not its own node, not one
-    /// the chunk failed on; the one with the most free positions.
+    /// the chunk failed on, within the tenant's slot cap; the one with the most free positions.
     pub(super) fn copy_target(&self, attempt: AttemptId) -> Option<NodeId> {
         let a = self.attempts.get(&attempt)?;
         let j = self.jobs.get(&a.job)?;
         self.idle.iter().rev().map(|&(_, Reverse(node))| node).find(|&node| {
             node != a.node
-                && self.nodes.get(&node).is_some_and(|n| n.fits(a.job, &j.req))
+                && self.nodes.get(&node).is_some_and(|n| n.fits(a.job, &j.req) && self.tenant_has_room(j.tenant, n))
                 && !j.failed_on(a.chunk, node)
         })
     }
@@ -185,7 +191,7 @@ impl Scheduler {
             j.candidates.remove(&(since, attempt));
         }
         if self.place(now, job, chunk, node, Some(attempt)) {
-            // Jobs passed over for want of memory may fit a queued position now.
+            // Jobs passed over may fit the node now (see `assign`).
             self.fill_node(now, node);
         }
     }

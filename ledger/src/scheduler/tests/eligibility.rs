@@ -235,6 +235,7 @@ fn blocked_counts_each_node_under_its_first_reason() {
         drained: 1,
         short_of_memory: 1,
         eligible: 0,
+        slot_share: None,
     };
     assert_eq!(*blocked, expect);
     let words = "3 connected, 1 is linux/aarch64 but the payload needs linux/x86_64, 1 drained, \

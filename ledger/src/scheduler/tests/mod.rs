@@ -15,6 +15,7 @@ mod liveness;
 mod placement;
 mod properties;
 mod speculation;
+mod tenants;
 
 const N1: NodeId = NodeId(1);
 
