@@ -12,6 +12,7 @@ use std::time::Duration;
 use common::config::{ConfigError, DispatcherSettings, TenantLimits, TenantSettings};
 use common::pki::Identity;
 use ledger::jobs::{Quota, Quotas};
+use ledger::scheduler::{TenantShare, TenantShares};
 
 /// Everything `dispy-dispatcher` needs to run, already validated.
 #[derive(Debug, Clone)]
@@ -63,6 +64,15 @@ impl DispatcherConfig {
             ca_dir: None,
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
             tenants: TenantSettings::default(),
+        }
+    }
+
+    /// The scheduler's view of the tenants' shares of the slots.
+    pub(crate) fn shares(&self) -> TenantShares {
+        let share = |limits: &TenantLimits| TenantShare { weight: limits.weight, max_slot_share: limits.max_slot_share };
+        TenantShares {
+            default: share(&self.tenants.default),
+            by_name: self.tenants.by_name.iter().map(|(name, limits)| (name.clone(), share(limits))).collect(),
         }
     }
 

@@ -428,7 +428,7 @@ impl Ledger {
             // its placement timeout; with no node connected yet it may still find one.
             if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
                 let reason =
-                    self.scheduler.eligible_summary(&requirements(&submission)).err().map(|b| b.to_string()).unwrap_or_default();
+                    self.scheduler.eligible_summary(&requirements(&caller.name, &submission)).err().map(|b| b.to_string()).unwrap_or_default();
                 return Err(Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason });
             }
         }
@@ -445,7 +445,7 @@ impl Ledger {
             submitted_unix_ms: now.unix_ms,
             finished_unix_ms: None,
         };
-        self.scheduler.handle_job_submitted(now.at, job, requirements(&record.submission));
+        self.scheduler.handle_job_submitted(now.at, job, requirements(&record.owner, &record.submission));
         self.batch.jobs.push((job, record.clone()));
         let mut entry = JobEntry::new(record);
         entry.submitter = Some(client);
@@ -595,7 +595,8 @@ impl Ledger {
     }
 }
 
-fn requirements(submission: &JobSubmission) -> JobRequirements {
+/// What the scheduler needs of a job of `owner`.
+fn requirements(owner: &str, submission: &JobSubmission) -> JobRequirements {
     JobRequirements {
         memory_limit: submission.memory_limit,
         max_attempts: submission.max_attempts,
@@ -605,6 +606,6 @@ fn requirements(submission: &JobSubmission) -> JobRequirements {
             PayloadKind::Wasm => None,
             PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
         },
-        tenant: String::new(),
+        tenant: owner.to_owned(),
     }
 }

@@ -90,7 +90,7 @@ impl Ledger {
         entry.record.chunks = entry.inputs.len() as u64;
         let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
         info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, "resuming job");
-        self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.submission), &done);
+        self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.owner, &entry.record.submission), &done);
         let bytes = entry.inputs.iter().chain(entry.results.iter().flatten()).map(|e| e.len).sum();
         self.jobs.insert(job, entry);
         self.charge_spool_anyway(job, bytes);
