@@ -5,7 +5,7 @@
 //! `dispy_setup` runs once per slot, not once per chunk; a thread switches instances only when the
 //! next chunk belongs to another job, and drops an instance after any failure.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -55,6 +55,8 @@ pub(crate) struct Pool {
 #[derive(Debug)]
 struct Shared {
     queue: Mutex<Queue>,
+    /// The workers' own cancel flags of the attempts running now, so cancelling one stops it.
+    running: Mutex<HashMap<AttemptId, CancelFlag>>,
     wake: Condvar,
     busy: AtomicU32,
     done: AtomicU64,
@@ -76,6 +78,7 @@ impl Pool {
     pub(crate) fn new(executor: Executor, slots: u32) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
+            running: Mutex::default(),
             wake: Condvar::new(),
             busy: AtomicU32::new(0),
             done: AtomicU64::new(0),
@@ -106,9 +109,13 @@ impl Pool {
         self.shared.wake.notify_all();
     }
 
-    /// Drops one queued attempt. A running attempt finishes; the dispatcher ignores its report.
+    /// Drops one queued attempt, or stops it if it runs (within about 10 ms for WebAssembly; a
+    /// native worker is killed): its slot takes the next chunk at once, and no report is sent.
     pub(crate) fn cancel_attempt(&self, attempt: AttemptId) {
         self.lock().items.retain(|w| w.assignment.attempt != attempt);
+        if let Some(flag) = lock(&self.shared.running).get(&attempt) {
+            flag.cancel();
+        }
     }
 
     /// Slots running a chunk right now.
@@ -133,16 +140,16 @@ impl Drop for Pool {
     }
 }
 
-fn lock(queue: &Mutex<Queue>) -> MutexGuard<'_, Queue> {
-    // A slot thread never panics while holding the lock (it only pushes and pops), so a poisoned
-    // lock still guards a consistent queue.
-    queue.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A slot thread never panics while holding a lock (it only pushes, pops and inserts), so a
+    // poisoned lock still guards a consistent queue or map.
+    mutex.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn slot_loop(shared: &Shared) {
     // Keyed by the job's context, not its id: a job restarted in a new session (same id, fresh
     // cancel flag) must not reuse a worker bound to the old session's flag.
-    let mut current: Option<(Arc<JobContext>, Worker)> = None;
+    let mut current: Option<(Arc<JobContext>, Worker, CancelFlag)> = None;
     loop {
         let work = {
             let mut queue = lock(&shared.queue);
@@ -155,7 +162,7 @@ fn slot_loop(shared: &Shared) {
                 }
                 // A worker of an ended job goes now, not when the next job comes: a native worker
                 // is a process holding the job's memory.
-                if current.as_ref().is_some_and(|(context, _)| context.cancel.is_cancelled()) {
+                if current.as_ref().is_some_and(|(context, _, _)| context.cancel.is_cancelled()) {
                     break None;
                 }
                 queue = shared.wake.wait(queue).unwrap_or_else(|poisoned| poisoned.into_inner());
@@ -175,8 +182,9 @@ fn slot_loop(shared: &Shared) {
             Err(failure) => (Err(failure), std::time::Duration::ZERO),
         };
         shared.busy.fetch_sub(1, Ordering::Relaxed);
-        if work.job.cancel.is_cancelled() {
-            // The job ended while this chunk ran; nobody wants its result.
+        let cancelled = lock(&shared.running).remove(&work.assignment.attempt).is_some_and(|flag| flag.is_cancelled());
+        if cancelled {
+            // The job ended or the attempt was cancelled while it ran; nobody wants its result.
             continue;
         }
         let counter = if outcome.is_ok() { &shared.done } else { &shared.failed };
@@ -194,20 +202,27 @@ fn slot_loop(shared: &Shared) {
 }
 
 /// Runs one chunk, setting up the job's worker first if this slot has none; the time returned is
-/// the chunk's own run, without the setup, which is what chunk sizing wants to know.
+/// the chunk's own run, without the setup, which is what chunk sizing wants to know. While it
+/// runs, the worker's own cancel flag is in `shared.running` under the attempt (the caller
+/// removes it).
 fn run_chunk(
     shared: &Shared,
-    current: &mut Option<(Arc<JobContext>, Worker)>,
+    current: &mut Option<(Arc<JobContext>, Worker, CancelFlag)>,
     work: &Work,
 ) -> Result<(bytes::Bytes, std::time::Duration), wire::proto::ChunkFailure> {
     let job = &work.job;
-    if current.as_ref().is_none_or(|(context, _)| !Arc::ptr_eq(context, job)) {
+    let reuse = current.as_ref().filter(|(context, _, _)| Arc::ptr_eq(context, job)).map(|(_, _, cancel)| cancel.clone());
+    // Each worker has its own flag, so cancelling one attempt stops this worker and no other;
+    // registered before a new worker's setup, which a cancellation stops too.
+    let cancel = reuse.clone().unwrap_or_else(|| job.cancel.child());
+    lock(&shared.running).insert(work.assignment.attempt, cancel.clone());
+    if reuse.is_none() {
         *current = None;
         let limits = Limits { memory: job.memory_limit, chunk_timeout: job.chunk_timeout };
-        let worker = shared.executor.worker(&job.payload, &job.args, limits, job.cancel.clone())?;
-        *current = Some((Arc::clone(job), worker));
+        let worker = shared.executor.worker(&job.payload, &job.args, limits, cancel.clone())?;
+        *current = Some((Arc::clone(job), worker, cancel));
     }
-    let Some((_, worker)) = current.as_mut() else {
+    let Some((_, worker, _)) = current.as_mut() else {
         unreachable!("a worker was installed just above");
     };
     let shared;
@@ -231,5 +246,63 @@ fn run_chunk(
             }
             Err(failure)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use wire::proto::{Assignment, AttemptId, JobId, PayloadKind};
+
+    use super::*;
+    use crate::exec::Executor;
+
+    fn job(executor: &Executor, id: u64, wat: &str) -> Arc<JobContext> {
+        let payload = executor.load(&PayloadKind::Wasm, wat.as_bytes(), std::path::Path::new("unused")).expect("compiles");
+        Arc::new(JobContext {
+            job: JobId(id),
+            payload,
+            args: Vec::new(),
+            memory_limit: 64 << 20,
+            // Far beyond the test: only a cancellation can end the loop.
+            chunk_timeout: Duration::from_secs(3600),
+            cancel: CancelFlag::default(),
+            shared_input_roots: None,
+        })
+    }
+
+    fn work(job: &Arc<JobContext>, attempt: u64, reports: &UnboundedSender<ChunkReport>) -> Work {
+        let assignment = Assignment { job: job.job, chunk: 0, attempt: AttemptId(attempt), input: bytes::Bytes::from_static(b"hi") };
+        Work { job: Arc::clone(job), assignment, reports: reports.clone() }
+    }
+
+    #[test]
+    fn a_cancelled_running_attempt_frees_its_slot_at_once_and_reports_nothing() {
+        let executor = Executor::new().expect("engine");
+        let looping = job(&executor, 1, include_str!("../../tests/fixtures/loop.wat"));
+        let quick = job(&executor, 2, include_str!("../../examples/upper.wat"));
+        let pool = Pool::new(executor, 1).expect("pool");
+        let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
+        pool.submit(work(&looping, 1, &reports));
+        pool.submit(work(&quick, 2, &reports));
+        let started = std::time::Instant::now();
+        while pool.busy() == 0 && started.elapsed() < Duration::from_secs(30) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert_eq!(pool.busy(), 1, "the looping attempt never started");
+        pool.cancel_attempt(AttemptId(1));
+        // A bound so a regression fails instead of hanging: without the cancel the loop holds
+        // the only slot for an hour.
+        let report = loop {
+            match received.try_recv() {
+                Ok(report) => break report,
+                Err(_) if started.elapsed() < Duration::from_secs(60) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("the slot never took the next chunk: {e}"),
+            }
+        };
+        assert_eq!(report.attempt, AttemptId(2), "the cancelled attempt reported: {report:?}");
+        assert_eq!(report.outcome.as_deref().map(|b| b.to_vec()), Ok(b"HI".to_vec()));
+        assert!(!looping.cancel.is_cancelled(), "only the attempt was cancelled, not its job");
     }
 }

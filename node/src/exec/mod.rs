@@ -135,19 +135,31 @@ pub struct Limits {
 ///
 /// The node sets it when an attempt is cancelled or its job ends; the interrupted chunk fails
 /// with [`FailureKind::Node`] and the message `cancelled`, which callers ignore. A flag stays set
-/// once cancelled: work that should go on needs a worker with a fresh flag.
+/// once cancelled: work that should go on needs a worker with a fresh flag. A [`child`] flag is
+/// cancelled with its parent or on its own: a job's flag stops all its workers, a worker's own
+/// stops only its attempt.
+///
+/// [`child`]: CancelFlag::child
 #[derive(Debug, Clone, Default)]
-pub struct CancelFlag(Arc<AtomicBool>);
+pub struct CancelFlag {
+    own: Arc<AtomicBool>,
+    parent: Option<Arc<CancelFlag>>,
+}
 
 impl CancelFlag {
     /// Asks the worker holding this flag to stop its current chunk and refuse further ones.
     pub fn cancel(&self) {
-        self.0.store(true, Ordering::Relaxed);
+        self.own.store(true, Ordering::Relaxed);
     }
 
-    /// Whether [`CancelFlag::cancel`] was called on this flag or a clone of it.
+    /// Whether [`CancelFlag::cancel`] was called on this flag, a clone of it or its parent.
     pub fn is_cancelled(&self) -> bool {
-        self.0.load(Ordering::Relaxed)
+        self.own.load(Ordering::Relaxed) || self.parent.as_ref().is_some_and(|p| p.is_cancelled())
+    }
+
+    /// A fresh flag that this one's cancellation also cancels.
+    pub fn child(&self) -> CancelFlag {
+        CancelFlag { own: Arc::default(), parent: Some(Arc::new(self.clone())) }
     }
 }
 
