@@ -27,6 +27,8 @@ pub struct DispatcherConfig {
     pub retention: Duration,
     /// A node silent this long is declared lost (default 5 s).
     pub node_timeout: Duration,
+    /// Runs of one chunk that may be lost with their node before it fails its job (default 3).
+    pub crash_limit: u32,
     /// Attempts queued per slot beyond the running one, so slots never wait for the network.
     pub pipeline_depth: u32,
     /// Largest control message accepted, bytes.
@@ -57,6 +59,7 @@ impl DispatcherConfig {
             state_dir,
             retention: common::config::DEFAULT_RETENTION,
             node_timeout: common::config::DEFAULT_NODE_TIMEOUT,
+            crash_limit: common::config::DEFAULT_CRASH_LIMIT,
             pipeline_depth: common::config::DEFAULT_PIPELINE_DEPTH,
             max_message: common::config::DEFAULT_MAX_MESSAGE,
             max_chunk: common::config::DEFAULT_MAX_CHUNK,
@@ -103,6 +106,7 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
         config.retention = settings.retention;
         config.node_timeout = settings.node_timeout;
+        config.crash_limit = settings.crash_limit;
         config.pipeline_depth = settings.pipeline_depth;
         config.max_message = settings.max_message;
         config.max_chunk = settings.max_chunk;

@@ -105,6 +105,7 @@ impl Dispatcher {
                 pipeline_depth: config.pipeline_depth,
                 pipeline_budget: Some(PIPELINE_BUDGET),
                 node_timeout: config.node_timeout,
+                crash_limit: config.crash_limit,
                 tenants: config.shares(),
                 ..SchedulerConfig::default()
             },

@@ -163,3 +163,47 @@ fn job_fails_when_no_node_has_enough_memory() {
     let extra = "memory_limit = \"100TiB\"\nplacement_timeout = \"2s\"";
     check_unplaceable(&cluster, &job_file(extra), &["no eligible node", "memory"]);
 }
+
+/// The name of the node whose last heartbeat reported a busy slot, if one did.
+fn busy_node(cluster: &Cluster) -> Option<String> {
+    let nodes = cluster.nodes_json().ok()?;
+    nodes.iter().find(|n| n["busy"].as_u64().unwrap_or(0) > 0).and_then(|n| n["name"].as_str()).map(str::to_owned)
+}
+
+/// A chunk whose node is lost every time it runs it (here: the test kills it) is retried on the
+/// next node until the crash limit (3 by default), then fails its job with a report naming the
+/// three nodes, instead of taking node after node down.
+#[test]
+fn a_chunk_that_takes_down_every_node_it_runs_on_fails_its_job_naming_them() {
+    let mut cluster = Cluster::builder().nodes(4).slots(1).start();
+    let output = cluster.output_dir("poison").join("out.bin");
+    let job = Job::new(&fixture("slow.wat"), "range:0..1:1", &output)
+        .payload_args("100000000000")
+        .flag("--chunk-timeout", "1h");
+    let log = cluster.dir().join("poison-run.log");
+    let mut run = tests::Daemon::spawn("poison run", cluster.submit_command(cluster.client_dir(), job.to_args()), &log);
+    let mut killed = Vec::new();
+    for _ in 0..3 {
+        let mut busy = None;
+        tests::assert_eventually!(
+            {
+                busy = busy_node(&cluster).filter(|name| !killed.contains(name));
+                busy.is_some()
+            },
+            "no node ran the chunk after {killed:?} were killed\n{}",
+            cluster.logs()
+        );
+        let name = busy.unwrap_or_default();
+        let index: usize = name.trim_start_matches('n').parse::<usize>().expect("nodes are n1..n4") - 1;
+        cluster.node(index).kill();
+        killed.push(name);
+    }
+    let status = run.wait_for_exit(Duration::from_secs(120));
+    let report = run.log();
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "the job did not fail\n{report}");
+    for name in &killed {
+        assert!(report.contains(name.as_str()), "the report does not name {name}\n{report}");
+    }
+    assert!(report.contains("lost"), "the report does not say the nodes were lost\n{report}");
+    assert!(!output.exists(), "a failed job wrote its output");
+}

@@ -23,6 +23,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/dispy-dispatcher";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Default `node_timeout`: heartbeat silence after which a node is lost.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `crash_limit`: as Dask's allowed-failures and HyperQueue's crash limit.
+pub const DEFAULT_CRASH_LIMIT: u32 = 3;
 /// Default `pipeline_depth`: the most attempts queued per slot beyond the running one (each job's
 /// depth on a node adapts to its chunk run times below it).
 pub const DEFAULT_PIPELINE_DEPTH: u32 = 32;
@@ -61,6 +63,11 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         name: "node_timeout",
         value_name: "DURATION",
         help: "Heartbeat silence after which a node is declared lost [default: 5s]",
+    },
+    Key {
+        name: "crash_limit",
+        value_name: "N",
+        help: "Runs of one chunk that may be lost with their node before the chunk fails its job [default: 3]",
     },
     Key {
         name: "pipeline_depth",
@@ -139,6 +146,9 @@ pub struct DispatcherSettings {
     pub retention: Duration,
     /// A node silent this long is declared lost and its chunks requeued.
     pub node_timeout: Duration,
+    /// Runs of one chunk that may be lost with their node before the chunk fails its job, so a
+    /// chunk that crashes nodes is not retried forever.
+    pub crash_limit: u32,
     /// Attempts queued per slot beyond the running one, so slots never wait for the network.
     pub pipeline_depth: u32,
     /// Largest control message accepted, bytes; bounds memory per peer message.
@@ -192,6 +202,7 @@ impl DispatcherSettings {
             node_timeout: v.check("node_timeout", DEFAULT_NODE_TIMEOUT, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))
             }),
+            crash_limit: v.check("crash_limit", DEFAULT_CRASH_LIMIT, |_, s| integer_within(s, 1, 1000)),
             pipeline_depth: v.check("pipeline_depth", DEFAULT_PIPELINE_DEPTH, |_, s| integer_within(s, 0, 64)),
             max_message: v.check("max_message", DEFAULT_MAX_MESSAGE, |_, s| size_within(s, 64 << 10, 64 << 20, "")),
             max_chunk: v.check("max_chunk", DEFAULT_MAX_CHUNK, |_, s| {

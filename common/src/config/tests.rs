@@ -73,6 +73,7 @@ fn a_full_dispatcher_file() {
         state_dir: PathBuf::from("/srv/dispy"),
         retention: Duration::from_secs(168 * 3600),
         node_timeout: Duration::from_secs(10),
+        crash_limit: 3,
         pipeline_depth: 0,
         max_message: 4 << 20,
         max_chunk: 1 << 20,

@@ -51,6 +51,9 @@ pub(super) struct Job {
     pub(super) speculative_wins: u64,
     /// Failed attempts of chunks not yet done, oldest first; only chunks that failed appear.
     pub(super) failures: HashMap<ChunkIndex, Vec<FailedAttempt>>,
+    /// Nodes lost while running an attempt of a chunk not yet done, by chunk; only chunks that
+    /// lost one appear.
+    pub(super) crashes: HashMap<ChunkIndex, Vec<String>>,
     /// Connected nodes that got `StartJob`.
     pub(super) started_on: HashSet<NodeId>,
     /// Connected nodes that rejected the job.
@@ -93,6 +96,7 @@ impl Job {
             speculative: 0,
             speculative_wins: 0,
             failures: HashMap::new(),
+            crashes: HashMap::new(),
             started_on: HashSet::new(),
             rejected_live: 0,
             last_rejection: None,

@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use wire::proto::{AttemptId, ChunkIndex, JobFailure, JobId};
+use wire::proto::{AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, FailureKind, JobFailure, JobId};
 
 use super::job::{FailedAttempt, LostAttempt};
 use super::model::share_limit;
@@ -224,13 +224,16 @@ impl Scheduler {
         // Oldest first: `attempts` is ordered.
         let lost: Vec<AttemptId> = n.attempts.iter().copied().collect();
         let mut requeue: Vec<(JobId, ChunkIndex)> = Vec::new();
+        let mut poison: Vec<(JobId, ChunkIndex)> = Vec::new();
         for attempt in lost {
             let Some(a) = self.release_attempt(now, attempt) else { continue };
             self.lost.push_back(LostAttempt { attempt, job: a.job, chunk: a.chunk, node_name: n.name.clone() });
             if self.lost.len() > MAX_LOST_ATTEMPTS {
                 self.lost.pop_front();
             }
-            if a.twin.is_none() {
+            if a.running_since.is_some() && self.count_crash(a.job, a.chunk, &n.name) {
+                poison.push((a.job, a.chunk));
+            } else if a.twin.is_none() {
                 requeue.push((a.job, a.chunk));
             }
         }
@@ -245,6 +248,11 @@ impl Scheduler {
                     j.rejected_live = j.rejected_live.saturating_sub(1);
                 }
             }
+        }
+        // Only now, with the node gone from every job: ending a job tells its nodes.
+        poison.sort_unstable();
+        for (job, chunk) in poison {
+            self.fail_poison_chunk(now, job, chunk);
         }
         // A job that every remaining node rejected can never run.
         let mut doomed: Vec<JobId> = self
@@ -263,6 +271,32 @@ impl Scheduler {
         for job in self.pending_jobs() {
             self.refresh_clock(now, job);
         }
+    }
+
+    /// Counts a running attempt of the chunk lost with node `name`; returns whether the chunk has
+    /// now reached the crash limit.
+    fn count_crash(&mut self, job: JobId, chunk: ChunkIndex, name: &str) -> bool {
+        let limit = self.config.crash_limit.max(1) as usize;
+        let Some(j) = self.jobs.get_mut(&job) else { return false };
+        let crashes = j.crashes.entry(chunk).or_default();
+        crashes.push(name.to_owned());
+        crashes.len() >= limit
+    }
+
+    /// Fails a job whose chunk was running on every node lost under it, up to the crash limit,
+    /// naming those nodes (after any ordinary failures of the chunk).
+    fn fail_poison_chunk(&mut self, now: Instant, job: JobId, chunk: ChunkIndex) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let failed = j.failures.remove(&chunk).unwrap_or_default().into_iter().map(|f| f.report);
+        let crashed = j.crashes.remove(&chunk).unwrap_or_default().into_iter().map(|node| AttemptFailure {
+            node,
+            failure: ChunkFailure {
+                kind: FailureKind::Node,
+                message: "the node was lost (crashed or cut off) while running this chunk".into(),
+            },
+        });
+        let attempts = failed.chain(crashed).collect();
+        self.end_job(now, job, Some(Verdict::Failed(JobFailure::Chunk { chunk, attempts })));
     }
 
     /// A result for an attempt lost with its node, sent again after the node reconnected: if the

@@ -87,6 +87,9 @@ impl Scheduler {
             job.speculative_wins += 1;
         }
         let history = if job.failures.is_empty() { None } else { job.failures.remove(&a.chunk) };
+        if !job.crashes.is_empty() {
+            job.crashes.remove(&a.chunk);
+        }
         let mut loser = None;
         if let Some(twin) = a.twin {
             if let Some(t) = self.release_attempt(now, twin) {

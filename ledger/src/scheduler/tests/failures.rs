@@ -6,8 +6,8 @@ use std::time::{Duration, Instant};
 use wire::proto::{AttemptId, FailureKind, JobFailure};
 
 use super::super::sim::{failure, req, Behavior, NodeSpec, Sim};
-use super::super::{Action, Scheduler};
-use super::{N1, N2, J1, resources, config, check_actions, check_trace, submit_whole_job};
+use super::super::{Action, NodeId, Scheduler};
+use super::{N1, N2, N3, J1, resources, config, check_actions, check_trace, submit_whole_job};
 
 #[test]
 fn retry_goes_to_another_node() {
@@ -240,4 +240,49 @@ fn rejected_by_every_node_fails_the_job() {
          [5ms] failed j1: payload rejected: missing export dispy_run",
     );
     sim.check_final();
+}
+
+/// The verdict among the pending actions, if any.
+fn verdict(s: &mut Scheduler) -> Option<Action> {
+    std::iter::from_fn(|| s.poll_action()).find(|a| matches!(a, Action::JobFailed { .. } | Action::JobSucceeded { .. }))
+}
+
+#[test]
+fn a_chunk_running_on_every_node_lost_under_it_fails_its_job_at_the_crash_limit() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    for (id, name) in [(N1, "n1"), (N2, "n2"), (N3, "n3"), (NodeId(4), "n4")] {
+        s.handle_node_joined(now, id, resources(name, 1));
+    }
+    submit_whole_job(&mut s, now, 1);
+    let mut lost = Vec::new();
+    for node in [N1, N2, N3] {
+        // The chunk runs on the node with the lowest id among those left.
+        assert_eq!(verdict(&mut s), None, "the job ended after {lost:?} were lost");
+        s.handle_node_lost(now, node);
+        lost.push(node);
+    }
+    let Some(Action::JobFailed { failure: JobFailure::Chunk { chunk: 0, attempts }, .. }) = verdict(&mut s) else {
+        panic!("three crashes did not fail the job");
+    };
+    let nodes: Vec<&str> = attempts.iter().map(|a| a.node.as_str()).collect();
+    assert_eq!(nodes, ["n1", "n2", "n3"], "{attempts:?}");
+    assert!(attempts.iter().all(|a| a.failure.kind == FailureKind::Node && a.failure.message.contains("lost")));
+}
+
+#[test]
+fn crashes_below_the_limit_only_requeue_and_a_success_clears_them() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    s.handle_node_joined(now, N3, resources("n3", 1));
+    submit_whole_job(&mut s, now, 1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    s.handle_node_lost(now, N1);
+    check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c0 a2");
+    s.handle_node_lost(now, N2);
+    check_actions(&mut s, "start-job n3 j1\nassign n3 j1 c0 a3");
+    assert_eq!(s.handle_chunk_succeeded(now, N3, AttemptId(3)), Some((J1, 0)));
+    assert!(matches!(verdict(&mut s), Some(Action::JobSucceeded { .. })), "two crashes are under the limit of 3");
 }
