@@ -15,8 +15,8 @@ use std::time::Duration;
 use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use wire::proto::{
-    AttemptId, Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
-    NodeInfo, NodeToDispatcher, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
+    AttemptId, Assignment, ChunkReport, Confinement, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId,
+    JobSpec, NodeInfo, NodeToDispatcher, PayloadHash, PayloadKind, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -25,6 +25,7 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::cache::PayloadCache;
 pub use crate::config::NodeConfig;
+use crate::exec::native::{NativeEngine, NativePolicy, Probe};
 use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
 use crate::pool::{JobContext, Pool, Work};
@@ -115,7 +116,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 impl Node {
     fn start(config: NodeConfig) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
-        let executor = Executor::new().map_err(|e| StartError::Executor(e.to_string()))?;
+        let probe = Probe::this_machine(&config.payload_user);
+        let policy = NativePolicy::decide(&config.native_settings(), &probe);
+        match policy.confinement() {
+            Confinement::Landlock => info!(native = %policy.confinement(), detail = policy.detail(), "native payloads confined"),
+            Confinement::Unconfined => warn!(native = %policy.confinement(), detail = policy.detail(), "native payloads run UNCONFINED"),
+            Confinement::Refused => warn!(native = %policy.confinement(), detail = policy.detail(), "cannot confine native payloads: refusing them"),
+            Confinement::Disabled => info!(native = %policy.confinement(), "native payloads disabled"),
+        }
+        let executor = Executor::with_native(NativeEngine::confined(policy)).map_err(|e| StartError::Executor(e.to_string()))?;
         let slots = config.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
@@ -201,6 +210,7 @@ impl Node {
                 load = health.load,
                 chunks_done = done,
                 chunks_failed = failed,
+                native = %self.executor.native_policy().confinement(),
                 "node health"
             );
         }
@@ -282,6 +292,7 @@ impl Node {
                 memory_available: health.memory_available,
                 version: env!("CARGO_PKG_VERSION").into(),
                 cached_payloads: self.cache.list(),
+                confinement: self.executor.native_policy().confinement(),
             }))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
@@ -496,6 +507,11 @@ async fn read_control(mut recv: FramedRecv) -> Result<(), SessionError> {
 /// context. The error is the user-facing reason for `JobRejected`.
 async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobContext>, String> {
     let spec = &pending.spec;
+    if let PayloadKind::Native { .. } = spec.kind {
+        if let Some(refusal) = node.executor.native_policy().refusal() {
+            return Err(refusal);
+        }
+    }
     let hash = spec.payload;
     let payload = match node.cache.compiled(&hash) {
         Some(payload) => payload,

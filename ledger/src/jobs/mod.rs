@@ -361,8 +361,10 @@ impl Ledger {
             }
             NodeToDispatcher::JobReady { job } => self.scheduler.handle_job_ready(now.at, node, job),
             NodeToDispatcher::JobRejected { job, error } => {
-                warn!(target: LOG_TARGET, %job, node = %self.node_name(node), %error, "node rejected job");
-                self.scheduler.handle_job_rejected(now.at, node, job, error);
+                let name = self.node_name(node);
+                warn!(target: LOG_TARGET, %job, node = %name, %error, "node rejected job");
+                // The name comes from the node's certificate, so the submitter learns who refused.
+                self.scheduler.handle_job_rejected(now.at, node, job, format!("node {name}: {error}"));
             }
             NodeToDispatcher::Register(_) => {
                 if self.nodes.remove(&node).is_some() {
