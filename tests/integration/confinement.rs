@@ -5,7 +5,9 @@
 //! root with a `payload_user` that does not exist, the one honest way to lose confinement on a
 //! kernel with Landlock), refuse native jobs and the submitter's error names them and says why;
 //! `allow_unconfined_native = true` runs them anyway, and the node's health line and
-//! `dispy-submit nodes` say so. Without `cc` (or root, where needed) a test skips.
+//! `dispy-submit nodes` say so. A cached payload damaged on disk between two jobs is noticed,
+//! fetched again, and the second job's output is right. Without `cc` (or root, where needed) a
+//! test skips.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -211,4 +213,39 @@ fn node_that_cannot_confine_refuses_unless_allowed() {
         unconfined.node(0).log().lines().any(|l| l.contains("node health") && l.contains("unconfined (allowed)")),
         "no health line saying native payloads run unconfined"
     );
+}
+
+#[test]
+fn corrupted_cached_payload_is_fetched_again() {
+    const TEST: &str = "corrupted_cached_payload_is_fetched_again";
+    let mut cluster = Cluster::start(1);
+    let Some(library) = hostile(TEST, cluster.dir()) else {
+        return;
+    };
+    let (run, first) = probe(&cluster, "first", &library, "read usr /usr/include/stdio.h");
+    run.check_success();
+    assert_eq!(first, "usr: allowed\n");
+    let cache = cluster.cache_dir("n1");
+    let cached: Vec<PathBuf> = std::fs::read_dir(&cache)
+        .expect("list the cache")
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_none())
+        .collect();
+    assert_eq!(cached.len(), 1, "one cached payload: {cached:?}");
+    // Flip bytes in the middle of the library, as a failing disk would.
+    let mut bytes = std::fs::read(&cached[0]).expect("read the cached payload");
+    let middle = bytes.len() / 2;
+    for byte in &mut bytes[middle..middle + 16] {
+        *byte ^= 0xff;
+    }
+    std::fs::write(&cached[0], &bytes).expect("damage the cached payload");
+
+    let (run, second) = probe(&cluster, "second", &library, "read usr /usr/include/stdio.h");
+    run.check_success();
+    assert_eq!(second, first, "the second job's output");
+    let log = cluster.node(0).log();
+    assert!(log.contains("cached payload does not match its hash"), "the node never said so:\n{log}");
+    assert!(cluster.dispatcher_log().contains("shipping it again"), "{}", cluster.dispatcher_log());
+    let repaired = std::fs::read(&cached[0]).expect("the payload is cached again");
+    assert_eq!(repaired, std::fs::read(&library).expect("read the library"), "the cache holds the real payload again");
 }

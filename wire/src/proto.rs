@@ -295,6 +295,12 @@ pub enum NodeToDispatcher {
         /// Why, in words for the user.
         error: String,
     },
+    /// The node's cached copy of a payload no longer matches its hash (a damaged disk, a
+    /// tampered file) and was removed: send it again on a [`StreamHeader::Payload`] stream.
+    NeedPayload {
+        /// The payload.
+        hash: PayloadHash,
+    },
 }
 
 /// One chunk to run.

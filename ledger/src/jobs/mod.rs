@@ -366,6 +366,17 @@ impl Ledger {
                 // The name comes from the node's certificate, so the submitter learns who refused.
                 self.scheduler.handle_job_rejected(now.at, node, job, format!("node {name}: {error}"));
             }
+            NodeToDispatcher::NeedPayload { hash } => {
+                // Only a payload of a live job: a node cannot fetch arbitrary payloads by hash.
+                let live = self.jobs.values().any(|j| j.record.submission.payload == hash);
+                let name = self.node_name(node);
+                if live && self.nodes.contains_key(&node) {
+                    warn!(target: LOG_TARGET, node = %name, payload = ?hash, "node's cached payload was damaged; shipping it again");
+                    self.send_node(node, NodeCommand::Payload(hash));
+                } else {
+                    debug!(target: LOG_TARGET, node = %name, payload = ?hash, "payload asked for by no live job; ignored");
+                }
+            }
             NodeToDispatcher::Register(_) => {
                 if self.nodes.remove(&node).is_some() {
                     self.send_node(node, NodeCommand::Close("registered twice".into()));
