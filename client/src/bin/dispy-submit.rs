@@ -566,8 +566,8 @@ async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
 
 fn print_node_table(nodes: &[NodeStatus]) {
     println!(
-        "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8} {}",
-        "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE", "NATIVE"
+        "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8} NATIVE",
+        "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE"
     );
     for n in nodes {
         let memory = format!(

@@ -141,8 +141,10 @@ impl NativeEngine {
         &self.policy
     }
 
-    /// The `Init` of a worker for the library at `path`.
-    fn init(&self, mode: Mode, memory: u64, cpu_seconds: u64, output_limit: u64, path: &Path, args: &[u8], scratch: Option<&Scratch>) -> Init {
+    /// The `Init` of a worker for the library at `path` under this engine's confinement, with
+    /// `budget` its (memory, CPU seconds, output limit).
+    fn init(&self, mode: Mode, budget: (u64, u64, u64), path: &Path, args: &[u8], scratch: Option<&Scratch>) -> Init {
+        let (memory, cpu_seconds, output_limit) = budget;
         Init {
             mode,
             memory,
@@ -190,7 +192,7 @@ impl NativeEngine {
         // The checker runs the library's initialisers: it is confined like a worker, with no
         // scratch directory (it may write nowhere).
         let mut process = Process::spawn(&self.exe, None).map_err(|e| ExecError::WorkerProcess(e.to_string()))?;
-        let init = self.init(Mode::Check, CHECK_MEMORY, cpu_seconds(CHECK_TIMEOUT), 0, &path, &[], None);
+        let init = self.init(Mode::Check, (CHECK_MEMORY, cpu_seconds(CHECK_TIMEOUT), 0), &path, &[], None);
         let deadline = deadline_after(CHECK_TIMEOUT);
         match process.exchange(tag::INIT, &init.encode(), deadline, &CancelFlag::default()) {
             Exchange::Reply(tag::READY, body) => Ok(NativePayload { path, has_setup: body == [1] }),
@@ -280,8 +282,8 @@ impl NativeWorker {
         let mut process = Process::spawn(&engine.exe, scratch.as_ref().map(Scratch::path)).map_err(|e| {
             failure(FailureKind::Node, format!("failed to start a native worker process: {e}"))
         })?;
-        let cpu = cpu_seconds(limits.chunk_timeout);
-        let init = engine.init(Mode::Serve, limits.memory, cpu, MAX_OUTPUT as u64, &payload.path, args, scratch.as_ref());
+        let budget = (limits.memory, cpu_seconds(limits.chunk_timeout), MAX_OUTPUT as u64);
+        let init = engine.init(Mode::Serve, budget, &payload.path, args, scratch.as_ref());
         let deadline = deadline_after(limits.chunk_timeout);
         match process.exchange(tag::INIT, &init.encode(), deadline, &cancel) {
             Exchange::Reply(tag::READY, _) => Ok(Self { process, _scratch: scratch, limits, cancel, broken: false }),
