@@ -424,6 +424,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             memory_available: SIM_MEMORY,
             version: env!("CARGO_PKG_VERSION").into(),
             cached_payloads: Vec::new(),
+            confinement: wire::proto::Confinement::Landlock,
         }))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;

@@ -53,6 +53,12 @@ impl LocalCluster {
                 tls_dir: None,
                 // Every local node is this machine: whatever the submitter can name, they can read.
                 shared_input_roots: vec![std::path::PathBuf::from("/")],
+                // The submitter's own code on the submitter's own machine: confined where the
+                // machine allows (reading all of `/`, as above), and run anyway where it cannot.
+                allow_native: true,
+                allow_unconfined_native: true,
+                payload_user: common::config::DEFAULT_PAYLOAD_USER.to_owned(),
+                scratch_dir: root.join(format!("scratch-{i}")),
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

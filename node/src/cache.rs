@@ -95,13 +95,23 @@ impl PayloadCache {
         self.dir.join(hash.to_hex())
     }
 
-    /// Reads payload bytes from disk.
+    /// Reads payload bytes from disk and verifies them against their hash, every time: a file
+    /// that no longer matches (a damaged disk, a tampered file) is removed, and its compiled
+    /// module forgotten, so the payload is fetched again.
     ///
     /// # Errors
-    /// [`CacheError::Io`] if the file is missing or unreadable.
+    /// [`CacheError::HashMismatch`] for a damaged file (now removed), [`CacheError::Io`] if the
+    /// file is missing or unreadable.
     pub(crate) fn read(&self, hash: &PayloadHash) -> Result<Vec<u8>, CacheError> {
         let path = self.path(hash);
-        std::fs::read(&path).map_err(|source| CacheError::Io { path, source })
+        let bytes = std::fs::read(&path).map_err(|source| CacheError::Io { path: path.clone(), source })?;
+        let actual = PayloadHash::of(&bytes);
+        if actual != *hash {
+            self.lock().remove(hash);
+            std::fs::remove_file(&path).map_err(|source| CacheError::Io { path, source })?;
+            return Err(CacheError::HashMismatch { expected: *hash, actual });
+        }
+        Ok(bytes)
     }
 
     /// Waits until the payload is on disk, or `timeout` passes; returns whether it arrived.
@@ -158,6 +168,9 @@ mod tests {
         assert!(arrived);
         assert_eq!(cache.list(), vec![hash]);
         assert_eq!(cache.read(&hash).expect("read"), bytes);
+        std::fs::write(cache.path(&hash), b"(module) ").expect("damage the file");
+        assert!(matches!(cache.read(&hash), Err(CacheError::HashMismatch { .. })));
+        assert!(!cache.contains(&hash), "a damaged file is removed");
         std::fs::remove_dir_all(&dir).expect("cleanup");
     }
 }

@@ -30,6 +30,27 @@ pub struct NodeConfig {
     pub tls_dir: Option<PathBuf>,
     /// Directories whose files shared-input jobs may have this node read; empty refuses them.
     pub shared_input_roots: Vec<PathBuf>,
+    /// Whether native payloads run here at all.
+    pub allow_native: bool,
+    /// Whether native payloads run when this node cannot confine them.
+    pub allow_unconfined_native: bool,
+    /// The account native workers switch to when the node runs as root.
+    pub payload_user: String,
+    /// Where native workers get their scratch directories.
+    pub scratch_dir: PathBuf,
+}
+
+impl NodeConfig {
+    /// The settings for native payloads, read roots included.
+    pub fn native_settings(&self) -> crate::exec::native::NativeSettings {
+        crate::exec::native::NativeSettings {
+            allow_native: self.allow_native,
+            allow_unconfined_native: self.allow_unconfined_native,
+            payload_user: self.payload_user.clone(),
+            scratch_dir: self.scratch_dir.clone(),
+            read_roots: self.shared_input_roots.clone(),
+        }
+    }
 }
 
 impl TryFrom<NodeSettings> for NodeConfig {
@@ -50,6 +71,10 @@ impl TryFrom<NodeSettings> for NodeConfig {
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.daemon.tls_dir),
             shared_input_roots: settings.shared_input_roots,
+            allow_native: settings.allow_native,
+            allow_unconfined_native: settings.allow_unconfined_native,
+            payload_user: settings.payload_user,
+            scratch_dir: settings.scratch_dir,
         })
     }
 }

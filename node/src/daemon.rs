@@ -15,17 +15,18 @@ use std::time::Duration;
 use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use wire::proto::{
-    AttemptId, Assignment, ChunkReport, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId, JobSpec,
-    NodeInfo, NodeToDispatcher, PayloadHash, Role, StreamHeader, PROTOCOL_VERSION,
+    AttemptId, Assignment, ChunkReport, Confinement, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId,
+    JobSpec, NodeInfo, NodeToDispatcher, PayloadHash, PayloadKind, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::cache::PayloadCache;
+use crate::cache::{CacheError, PayloadCache};
 pub use crate::config::NodeConfig;
-use crate::exec::{CancelFlag, Executor};
+use crate::exec::native::{NativeEngine, NativePolicy, Probe};
+use crate::exec::{CancelFlag, Executor, Payload};
 use crate::health::HealthProbe;
 use crate::pool::{JobContext, Pool, Work};
 
@@ -115,7 +116,15 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 impl Node {
     fn start(config: NodeConfig) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
-        let executor = Executor::new().map_err(|e| StartError::Executor(e.to_string()))?;
+        let probe = Probe::this_machine(&config.payload_user);
+        let policy = NativePolicy::decide(&config.native_settings(), &probe);
+        match policy.confinement() {
+            Confinement::Landlock => info!(native = %policy.confinement(), detail = policy.detail(), "native payloads confined"),
+            Confinement::Unconfined => warn!(native = %policy.confinement(), detail = policy.detail(), "native payloads run UNCONFINED"),
+            Confinement::Refused => warn!(native = %policy.confinement(), detail = policy.detail(), "cannot confine native payloads: refusing them"),
+            Confinement::Disabled => info!(native = %policy.confinement(), "native payloads disabled"),
+        }
+        let executor = Executor::with_native(NativeEngine::confined(policy)).map_err(|e| StartError::Executor(e.to_string()))?;
         let slots = config.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
@@ -201,6 +210,7 @@ impl Node {
                 load = health.load,
                 chunks_done = done,
                 chunks_failed = failed,
+                native = %self.executor.native_policy().confinement(),
                 "node health"
             );
         }
@@ -282,6 +292,7 @@ impl Node {
                 memory_available: health.memory_available,
                 version: env!("CARGO_PKG_VERSION").into(),
                 cached_payloads: self.cache.list(),
+                confinement: self.executor.native_policy().confinement(),
             }))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
@@ -392,7 +403,7 @@ impl Session {
                     let session = Arc::clone(&self);
                     // Tracked by the JoinSet, which aborts what is left when the session ends.
                     preparations.spawn(async move {
-                        let prepared = prepare(&session.node, &context).await;
+                        let prepared = prepare(&session, &context).await;
                         if let Some(reply) = session.finish_preparation(job, prepared) {
                             let _ = session.to_dispatcher.send(reply).await;
                         }
@@ -494,27 +505,67 @@ async fn read_control(mut recv: FramedRecv) -> Result<(), SessionError> {
 
 /// Finds the payload (cache or incoming stream), compiles it once per node, and builds the job's
 /// context. The error is the user-facing reason for `JobRejected`.
-async fn prepare(node: &Arc<Node>, pending: &PendingContext) -> Result<Arc<JobContext>, String> {
+///
+/// A native payload is loaded from disk by every worker, so its file is verified against its hash
+/// for every job even when it was checked before; a WebAssembly module is verified when it is read
+/// to be compiled, and runs from memory after that. A damaged file is removed, logged, and
+/// fetched again from the dispatcher (once per job).
+async fn prepare(session: &Session, pending: &PendingContext) -> Result<Arc<JobContext>, String> {
+    let node = &session.node;
     let spec = &pending.spec;
+    if let PayloadKind::Native { .. } = spec.kind {
+        if let Some(refusal) = node.executor.native_policy().refusal() {
+            return Err(refusal);
+        }
+    }
     let hash = spec.payload;
-    let payload = match node.cache.compiled(&hash) {
-        Some(payload) => payload,
-        None => {
-            if !node.cache.wait_for(&hash, PAYLOAD_WAIT).await {
-                return Err(format!("payload {hash:?} did not arrive within {PAYLOAD_WAIT:?}"));
+    let mut fetched_again = false;
+    let payload = loop {
+        let compiled = node.cache.compiled(&hash);
+        if let Some(payload @ Payload::Wasm(_)) = compiled {
+            break payload;
+        }
+        if !node.cache.wait_for(&hash, PAYLOAD_WAIT).await {
+            return Err(format!("payload {hash:?} did not arrive within {PAYLOAD_WAIT:?}"));
+        }
+        // Reading (up to 256 MiB), hashing and compiling stay off the runtime, which may be this
+        // node's only thread and must keep heartbeating.
+        let loader = Arc::clone(node);
+        let kind = spec.kind.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let bytes = loader.cache.read(&hash)?;
+            match compiled {
+                Some(payload) => Ok(Ok(payload)),
+                None => Ok(loader.executor.load(&kind, &bytes, &loader.cache.path(&hash)).map_err(|e| e.to_string())),
             }
-            // Reading (up to 256 MiB) and compiling stay off the runtime, which may be this
-            // node's only thread and must keep heartbeating.
-            let loader = Arc::clone(node);
-            let kind = spec.kind.clone();
-            let payload = tokio::task::spawn_blocking(move || {
-                let bytes = loader.cache.read(&hash).map_err(|e| e.to_string())?;
-                loader.executor.load(&kind, &bytes, &loader.cache.path(&hash)).map_err(|e| e.to_string())
-            })
-            .await
-            .map_err(|e| format!("compiler task failed: {e}"))??;
-            node.cache.insert_compiled(hash, payload.clone());
-            payload
+        })
+        .await
+        .map_err(|e| format!("compiler task failed: {e}"))?;
+        match loaded {
+            Ok(payload) => {
+                let payload = payload?;
+                node.cache.insert_compiled(hash, payload.clone());
+                break payload;
+            }
+            Err(CacheError::HashMismatch { expected, actual }) if !fetched_again => {
+                warn!(payload = ?expected, found = ?actual, "cached payload does not match its hash; removed it and fetching it again");
+                fetched_again = true;
+                session
+                    .to_dispatcher
+                    .send(NodeToDispatcher::NeedPayload { hash })
+                    .await
+                    .map_err(|_| "the session ended while fetching the payload again".to_owned())?;
+            }
+            // Another job found the same damage first and removed the file.
+            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !fetched_again => {
+                fetched_again = true;
+                session
+                    .to_dispatcher
+                    .send(NodeToDispatcher::NeedPayload { hash })
+                    .await
+                    .map_err(|_| "the session ended while fetching the payload again".to_owned())?;
+            }
+            Err(e) => return Err(e.to_string()),
         }
     };
     Ok(Arc::new(JobContext {

@@ -13,8 +13,11 @@
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
+//! - `confinement`: a hostile native payload is denied the node's secrets, cache and network;
+//!   nodes that disable or cannot confine native payloads refuse them and are named.
 //! - `stream`: jobs fed chunk by chunk through `Client::open`.
 
+mod confinement;
 mod deploy;
 mod failures;
 mod jobs;

@@ -19,6 +19,7 @@ use crate::{
 pub struct ClusterBuilder {
     nodes: usize,
     slots: u32,
+    node_args: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -31,6 +32,13 @@ impl ClusterBuilder {
     /// Slots per node (default 1).
     pub fn slots(mut self, slots: u32) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// Adds `--flag value` to every node's command line (say `--allow-native false`).
+    pub fn node_flag(mut self, flag: &str, value: &str) -> Self {
+        self.node_args.push(flag.to_owned());
+        self.node_args.push(value.to_owned());
         self
     }
 
@@ -52,6 +60,7 @@ impl ClusterBuilder {
             client,
             pki,
             slots: self.slots,
+            node_args: self.node_args,
             temp,
         };
         cluster.start_dispatcher();
@@ -74,13 +83,14 @@ pub struct Cluster {
     client: PathBuf,
     pki: Pki,
     slots: u32,
+    node_args: Vec<String>,
     temp: TempDir,
 }
 
 impl Cluster {
     /// A builder for a cluster of two one-slot nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 2, slots: 1 }
+        ClusterBuilder { nodes: 2, slots: 1, node_args: Vec::new() }
     }
 
     /// A cluster of `nodes` one-slot nodes, started and ready.
@@ -204,7 +214,12 @@ impl Cluster {
         );
     }
 
-    /// Starts a node named `name` (used for its log and cache directory) with the identity in
+    /// The payload cache directory of the node named `name`.
+    pub fn cache_dir(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("cache-{name}"))
+    }
+
+    /// Starts a node named `name` (used for its log, cache and scratch directories) with the identity in
     /// `tls_dir`, and returns its index for [`Cluster::node`]. Does not wait for it to join.
     pub fn start_node(&mut self, name: &str, tls_dir: &Path) -> usize {
         let mut node = command("dispy-node");
@@ -215,11 +230,14 @@ impl Cluster {
             .arg("--tls-dir")
             .arg(tls_dir)
             .arg("--cache-dir")
-            .arg(self.dir().join(format!("cache-{name}")))
+            .arg(self.cache_dir(name))
             .arg("--slots")
             .arg(self.slots.to_string())
             .arg("--shared-input-roots")
-            .arg(self.shared_dir());
+            .arg(self.shared_dir())
+            .arg("--scratch-dir")
+            .arg(self.dir().join(format!("scratch-{name}")))
+            .args(&self.node_args);
         let log = self.dir().join(format!("node-{name}.log"));
         self.nodes.push(Daemon::spawn(&format!("node {name}"), node, &log));
         self.nodes.len() - 1

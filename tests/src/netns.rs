@@ -89,7 +89,8 @@ fn sweep_stale_namespaces() {
 }
 
 /// The effective uid, the second field of the `Uid:` line of `/proc/self/status`.
-fn effective_uid() -> Option<u32> {
+/// This process's effective user id, from `/proc/self/status`.
+pub fn effective_uid() -> Option<u32> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_whitespace().nth(2)?.parse().ok()

@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -162,6 +162,41 @@ pub struct NodeInfo {
     pub version: String,
     /// Payloads already in the node's cache, so the dispatcher does not ship them again.
     pub cached_payloads: Vec<PayloadHash>,
+    /// How this node runs native payloads, shown by `dispy-submit nodes`.
+    pub confinement: Confinement,
+}
+
+/// How a node runs native (`.so`) payloads: confined, unconfined by its operator's choice, or
+/// not at all. WebAssembly payloads are sandboxed the same way on every node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Confinement {
+    /// Native workers run under Landlock and `no_new_privs` (as `payload_user` when the node
+    /// runs as root).
+    Landlock,
+    /// The node cannot confine, and its operator set `allow_unconfined_native = true`.
+    Unconfined,
+    /// The node cannot confine, so it refuses native payloads.
+    Refused,
+    /// The operator set `allow_native = false`: native payloads are refused outright.
+    Disabled,
+}
+
+impl Confinement {
+    /// Whether a node in this state runs native payloads.
+    pub fn runs_native(self) -> bool {
+        matches!(self, Confinement::Landlock | Confinement::Unconfined)
+    }
+}
+
+impl std::fmt::Display for Confinement {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Confinement::Landlock => "landlock",
+            Confinement::Unconfined => "unconfined (allowed)",
+            Confinement::Refused => "none: native refused",
+            Confinement::Disabled => "native disabled",
+        })
+    }
 }
 
 /// A node's periodic health report; its arrival is also the liveness signal.
@@ -259,6 +294,12 @@ pub enum NodeToDispatcher {
         job: JobId,
         /// Why, in words for the user.
         error: String,
+    },
+    /// The node's cached copy of a payload no longer matches its hash (a damaged disk, a
+    /// tampered file) and was removed: send it again on a [`StreamHeader::Payload`] stream.
+    NeedPayload {
+        /// The payload.
+        hash: PayloadHash,
     },
 }
 
@@ -563,6 +604,8 @@ pub struct NodeStatus {
     pub last_heartbeat_ms: u64,
     /// Lifecycle state, e.g. "ready".
     pub state: String,
+    /// How the node runs native payloads, as [`Confinement`]'s text (e.g. "landlock").
+    pub confinement: String,
 }
 
 /// Dispatcher to client, on the control stream.

@@ -565,7 +565,10 @@ async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
 }
 
 fn print_node_table(nodes: &[NodeStatus]) {
-    println!("{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8}", "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE");
+    println!(
+        "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8} NATIVE",
+        "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE"
+    );
     for n in nodes {
         let memory = format!(
             "{}/{}",
@@ -573,8 +576,8 @@ fn print_node_table(nodes: &[NodeStatus]) {
             wire::units::format_size(n.memory_total)
         );
         println!(
-            "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8}",
-            n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state
+            "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8} {}",
+            n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state, n.confinement
         );
     }
     if nodes.is_empty() {
@@ -598,6 +601,7 @@ fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
                 "load": n.load,
                 "last_heartbeat_ms": n.last_heartbeat_ms,
                 "state": n.state,
+                "confinement": n.confinement,
             })
         })
         .collect()

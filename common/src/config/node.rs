@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::daemon::{DaemonSettings, LOG_FORMAT};
-use super::values::{defaults, duration_within, integer_within, text, validate, Validator};
+use super::values::{boolean, defaults, duration_within, integer_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
 /// Default `dispatcher` for a node.
@@ -14,6 +14,10 @@ pub const DEFAULT_DISPATCHER_ADDRESS: &str = "127.0.0.1:7870";
 pub const DEFAULT_NODE_TLS_DIR: &str = "/etc/dispy/node";
 /// Default `cache_dir`: where a node keeps payloads by hash.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
+/// Default `scratch_dir`: where native workers get their per-attempt scratch directories.
+pub const DEFAULT_SCRATCH_DIR: &str = "/var/lib/dispy-node/scratch";
+/// Default `payload_user`: the account native workers run as when the node runs as root.
+pub const DEFAULT_PAYLOAD_USER: &str = "nobody";
 /// Default `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `health_log_interval`.
@@ -44,6 +48,28 @@ pub const NODE_KEYS: &[Key] = &[
         value_name: "DIRS",
         help: "Directories of shared storage whose files shared-input jobs may have this node read, \
                separated by ':' [default: none, shared input refused]",
+    },
+    Key {
+        name: "allow_native",
+        value_name: "BOOL",
+        help: "Whether this node runs native (.so) payloads at all; false refuses them [default: true]",
+    },
+    Key {
+        name: "allow_unconfined_native",
+        value_name: "BOOL",
+        help: "Run native payloads even when this node cannot confine them (no Landlock, no payload_user) \
+               [default: false, such a node refuses them]",
+    },
+    Key {
+        name: "payload_user",
+        value_name: "USER",
+        help: "Account native workers switch to when the node runs as root [default: nobody]",
+    },
+    Key {
+        name: "scratch_dir",
+        value_name: "DIR",
+        help: "Where each native worker gets a scratch directory, its only writable place, removed \
+               afterwards [default: /var/lib/dispy-node/scratch]",
     },
     Key { name: "heartbeat_interval", value_name: "DURATION", help: "How often to send a heartbeat [default: 1s]" },
     Key {
@@ -77,6 +103,19 @@ pub struct NodeSettings {
     /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
     /// the default, refuses shared input.
     pub shared_input_roots: Vec<PathBuf>,
+    /// Whether native payloads run here at all; `false` answers every native job with a
+    /// rejection, for nodes that should only ever run sandboxed WebAssembly.
+    pub allow_native: bool,
+    /// Whether native payloads run even when the node cannot confine them (no Landlock, or no
+    /// `payload_user` to switch to as root). Off by default: such a node refuses native jobs and
+    /// says why.
+    pub allow_unconfined_native: bool,
+    /// The account native workers switch to when the node runs as root, so payload code never
+    /// runs with the node's privileges.
+    pub payload_user: String,
+    /// Where native workers get their scratch directories (one per worker, its only writable
+    /// place, removed afterwards). Must not be inside `cache_dir` or the TLS directory.
+    pub scratch_dir: PathBuf,
     /// How often to send a heartbeat; keep it well under the dispatcher's `node_timeout`.
     pub heartbeat_interval: Duration,
     /// How often to log a `node health` line for operators following the journal.
@@ -114,6 +153,10 @@ impl NodeSettings {
             slots: v.check("slots", None, |_, s| integer_within(s, 1, 4096).map(Some)),
             cache_dir: v.check("cache_dir", PathBuf::from(DEFAULT_CACHE_DIR), Validator::path),
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
+            allow_native: v.check("allow_native", true, |_, s| boolean(s)),
+            allow_unconfined_native: v.check("allow_unconfined_native", false, |_, s| boolean(s)),
+            payload_user: v.check("payload_user", DEFAULT_PAYLOAD_USER.to_owned(), |_, s| user_name(s)),
+            scratch_dir: v.check("scratch_dir", PathBuf::from(DEFAULT_SCRATCH_DIR), Validator::path),
             heartbeat_interval: v.check("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_millis(10), Duration::from_secs(60))
             }),
@@ -133,6 +176,17 @@ fn absolute_paths(_: &Origin, value: Setting) -> Result<Vec<PathBuf>, String> {
     match paths.iter().find(|path| path.is_relative()) {
         Some(relative) => Err(format!("expected absolute directories separated by ':', found {}", relative.display())),
         None => Ok(paths),
+    }
+}
+
+/// A user name: not empty, no whitespace, no ':' or '/'.
+fn user_name(value: Setting) -> Result<String, String> {
+    let text = text(value)?;
+    let bad = text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == ':' || c == '/');
+    if bad {
+        Err(format!("expected a user name such as \"nobody\", found {text:?}"))
+    } else {
+        Ok(text)
     }
 }
 

@@ -205,6 +205,19 @@ pub(super) fn text(value: Setting) -> Result<String, String> {
     }
 }
 
+/// `true` or `false`, from a boolean or (environment, flags) the string "true" or "false".
+pub(super) fn boolean(value: Setting) -> Result<bool, String> {
+    match value {
+        Setting::Boolean(flag) => Ok(flag),
+        Setting::Text(text) => match text.trim() {
+            "true" => Ok(true),
+            "false" => Ok(false),
+            _ => Err(format!("expected true or false, found string {text:?}")),
+        },
+        other => Err(format!("expected true or false, found {other}")),
+    }
+}
+
 /// A whole number in `min..=max`, from an integer or (environment, flags) a string.
 pub(super) fn integer_within(value: Setting, min: u32, max: u32) -> Result<u32, String> {
     let number = match value {

@@ -72,6 +72,7 @@ fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
             memory_available: 1 << 30,
             version: "0".into(),
             cached_payloads: Vec::new(),
+            confinement: wire::proto::Confinement::Landlock,
         })),
         _ => framed(&ClientRequest::ListNodes),
     };

@@ -125,6 +125,7 @@ impl Ledger {
                 load: n.load,
                 last_heartbeat_ms: now.at.saturating_duration_since(n.last_heartbeat).as_millis() as u64,
                 state: self.scheduler.node_state(*id).map_or_else(|| "unknown".into(), |s| s.to_string()),
+                confinement: n.info.confinement.to_string(),
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));

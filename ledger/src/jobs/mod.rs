@@ -361,8 +361,21 @@ impl Ledger {
             }
             NodeToDispatcher::JobReady { job } => self.scheduler.handle_job_ready(now.at, node, job),
             NodeToDispatcher::JobRejected { job, error } => {
-                warn!(target: LOG_TARGET, %job, node = %self.node_name(node), %error, "node rejected job");
-                self.scheduler.handle_job_rejected(now.at, node, job, error);
+                let name = self.node_name(node);
+                warn!(target: LOG_TARGET, %job, node = %name, %error, "node rejected job");
+                // The name comes from the node's certificate, so the submitter learns who refused.
+                self.scheduler.handle_job_rejected(now.at, node, job, format!("node {name}: {error}"));
+            }
+            NodeToDispatcher::NeedPayload { hash } => {
+                // Only a payload of a live job: a node cannot fetch arbitrary payloads by hash.
+                let live = self.jobs.values().any(|j| j.record.submission.payload == hash);
+                let name = self.node_name(node);
+                if live && self.nodes.contains_key(&node) {
+                    warn!(target: LOG_TARGET, node = %name, payload = ?hash, "node's cached payload was damaged; shipping it again");
+                    self.send_node(node, NodeCommand::Payload(hash));
+                } else {
+                    debug!(target: LOG_TARGET, node = %name, payload = ?hash, "payload asked for by no live job; ignored");
+                }
             }
             NodeToDispatcher::Register(_) => {
                 if self.nodes.remove(&node).is_some() {

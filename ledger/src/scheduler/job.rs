@@ -58,6 +58,8 @@ pub(super) struct Job {
     pub(super) started_on: HashSet<NodeId>,
     /// Connected nodes that rejected the job.
     pub(super) rejected_live: usize,
+    /// The rejections so far, one per node and `; `-separated (each error names its node, as
+    /// the ledger words it), so a job every node refused says who refused and why.
     pub(super) last_rejection: Option<String>,
     /// When the job fails for want of an eligible node, as registered in `Scheduler::timers`.
     pub(super) placement_deadline: Option<Instant>,

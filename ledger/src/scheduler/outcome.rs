@@ -11,6 +11,10 @@ use super::job::{FailedAttempt, Job};
 use super::node::NodeJob;
 use super::{Action, NodeId, Scheduler, Timer};
 
+/// Past this length a job's rejection text takes no more nodes' reasons (a thousand nodes that
+/// refuse a payload for the same reason say it once each otherwise).
+const MAX_REJECTIONS_TEXT: usize = 2000;
+
 /// A job's end, as announced to the driver.
 #[derive(Debug)]
 pub(super) enum Verdict {
@@ -34,7 +38,13 @@ impl Scheduler {
             return;
         };
         j.rejected_live += 1;
-        j.last_rejection = Some(error.clone());
+        j.last_rejection = Some(match j.last_rejection.take() {
+            Some(earlier) if earlier.split("; ").any(|e| e == error) => earlier,
+            Some(earlier) if earlier.len() < MAX_REJECTIONS_TEXT => format!("{earlier}; {error}"),
+            Some(earlier) => earlier,
+            None => error,
+        });
+        let error = j.last_rejection.clone().unwrap_or_default();
         let mut ours: Vec<AttemptId> = n
             .attempts
             .iter()

@@ -195,15 +195,26 @@ impl std::fmt::Debug for Executor {
 }
 
 impl Executor {
-    /// Starts the executors (the WebAssembly engine and its epoch ticker).
+    /// Starts the executors (the WebAssembly engine and its epoch ticker), with native workers
+    /// unconfined ([`native::NativePolicy::unconfined`]): for serial runs and tests.
     ///
     /// # Errors
     /// [`ExecError::Engine`] if the engine cannot start.
     pub fn new() -> Result<Self, ExecError> {
-        Ok(Self {
-            wasm: WasmEngine::new()?,
-            native: NativeEngine::new(),
-        })
+        Self::with_native(NativeEngine::new())
+    }
+
+    /// Starts the executors with `native` for native payloads (the node's, confined).
+    ///
+    /// # Errors
+    /// [`ExecError::Engine`] if the WebAssembly engine cannot start.
+    pub fn with_native(native: NativeEngine) -> Result<Self, ExecError> {
+        Ok(Self { wasm: WasmEngine::new()?, native })
+    }
+
+    /// How native payloads run here.
+    pub fn native_policy(&self) -> &native::NativePolicy {
+        self.native.policy()
     }
 
     /// Checks and prepares a payload: compiles WebAssembly and validates its ABI, or checks that

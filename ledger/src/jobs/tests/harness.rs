@@ -512,6 +512,7 @@ pub(super) fn info(name: &str) -> NodeInfo {
         memory_available: 1 << 33,
         version: "test".into(),
         cached_payloads: Vec::new(),
+        confinement: wire::proto::Confinement::Landlock,
     }
 }
 

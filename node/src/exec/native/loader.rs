@@ -208,6 +208,42 @@ pub(super) fn die_with_parent(parent: u32) -> bool {
     set == 0 && std::os::unix::process::parent_id() == parent
 }
 
+/// Switches this process to `uid` and `gid` for good: no supplementary groups, then the group,
+/// then the user (real, effective and saved ids alike), and checks that root cannot be regained.
+///
+/// # Errors
+/// The failing call's error; the process must then not load the payload.
+pub(super) fn switch_user(uid: u32, gid: u32) -> io::Result<()> {
+    // SAFETY: `setgroups` with a count of 0 reads no memory; `setresgid` and `setresuid` take
+    // plain ids. Each changes only this single-threaded worker process's credentials.
+    unsafe {
+        if libc::setgroups(0, ptr::null()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setresgid(gid, gid, gid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if libc::setresuid(uid, uid, uid) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: `setuid` takes a plain id; it must fail now that the saved id is not root.
+    if uid != 0 && unsafe { libc::setuid(0) } == 0 {
+        return Err(io::Error::other("could switch back to root after dropping privileges"));
+    }
+    Ok(())
+}
+
+/// Sets `no_new_privs`: nothing this process executes can gain privileges (set-user-id
+/// binaries, file capabilities). Landlock sets it too; this covers an unconfined worker.
+pub(super) fn set_no_new_privs() -> io::Result<()> {
+    // SAFETY: `PR_SET_NO_NEW_PRIVS` takes an integer flag and changes only this process's state.
+    if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1 as libc::c_ulong, 0, 0, 0) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Moves this process's stdin (the protocol socket) to a new close-on-exec descriptor and puts
 /// `/dev/null` on descriptor 0, so a payload reading stdin cannot steal protocol bytes.
 pub(super) fn take_stdin() -> io::Result<OwnedFd> {
@@ -341,6 +377,12 @@ extern "C" fn on_fatal_signal(signal: libc::c_int) {
 }
 
 // ---- Node side -----------------------------------------------------------------------------
+
+/// This process's effective user id (the node's, in the daemon).
+pub(super) fn effective_uid() -> u32 {
+    // SAFETY: `geteuid` takes no arguments and cannot fail.
+    unsafe { libc::geteuid() }
+}
 
 /// One descriptor to wait on with [`poll`], and what it turned out ready for.
 pub(super) struct Interest<'a> {

@@ -36,6 +36,7 @@
 //! short-lived checker process loads it, resolves `dispy_run` and `dispy_abi_version` and calls
 //! the latter.
 
+mod confine;
 #[allow(unsafe_code)]
 mod loader;
 mod protocol;
@@ -48,17 +49,20 @@ use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use wire::abi;
 use wire::proto::{ChunkFailure, FailureKind, PayloadKind};
 use wire::units::format_size;
 
+pub use confine::{LandlockSupport, NativePolicy, NativeSettings, Probe, DEVICES, SYSTEM_READ};
 pub use protocol::WORKER_MARKER;
 
 use super::wasm::MAX_OUTPUT;
 use super::{cancelled, deadline_after, failure, reused, setup_failure, timed_out};
 use super::{CancelFlag, ExecError, Limits};
+use confine::Scratch;
 use loader::Interest;
 use protocol::{tag, Init, Mode, PREFIX_LEN};
 
@@ -103,6 +107,8 @@ pub fn platform() -> String {
 pub struct NativeEngine {
     /// The binary started as a worker.
     exe: PathBuf,
+    /// How workers are confined.
+    policy: Arc<NativePolicy>,
 }
 
 impl Default for NativeEngine {
@@ -113,15 +119,43 @@ impl Default for NativeEngine {
 
 impl NativeEngine {
     /// An engine that starts this very binary as its workers (which must call
-    /// [`maybe_run_worker`] first thing in `main`).
+    /// [`maybe_run_worker`] first thing in `main`), unconfined ([`NativePolicy::unconfined`]):
+    /// for serial runs in the submitter's own process and tests.
     pub fn new() -> Self {
+        Self::confined(NativePolicy::unconfined())
+    }
+
+    /// An engine whose workers are confined as `policy` says; the node's.
+    pub fn confined(policy: NativePolicy) -> Self {
         // `/proc/self/exe` still names this binary after a package upgrade replaced the file.
         let exe = if cfg!(target_os = "linux") {
             PathBuf::from("/proc/self/exe")
         } else {
             std::env::current_exe().unwrap_or_else(|_| PathBuf::from("/proc/self/exe"))
         };
-        Self { exe }
+        Self { exe, policy: Arc::new(policy) }
+    }
+
+    /// How this engine's workers are confined.
+    pub fn policy(&self) -> &NativePolicy {
+        &self.policy
+    }
+
+    /// The `Init` of a worker for the library at `path` under this engine's confinement, with
+    /// `budget` its (memory, CPU seconds, output limit).
+    fn init(&self, mode: Mode, budget: (u64, u64, u64), path: &Path, args: &[u8], scratch: Option<&Scratch>) -> Init {
+        let (memory, cpu_seconds, output_limit) = budget;
+        Init {
+            mode,
+            memory,
+            cpu_seconds,
+            output_limit,
+            path: path.to_owned(),
+            plan: self.policy.plan(),
+            reads: self.policy.read_roots().to_vec(),
+            scratch: scratch.map(|s| s.path().to_owned()),
+            args: args.to_vec(),
+        }
     }
 
     /// Checks a native payload: the platform it claims (`os`, `arch`) and the one its ELF header
@@ -155,15 +189,10 @@ impl NativeEngine {
         let path = path
             .canonicalize()
             .map_err(|e| ExecError::InvalidLibrary(format!("{}: {e}", path.display())))?;
-        let mut process = Process::spawn(&self.exe).map_err(|e| ExecError::WorkerProcess(e.to_string()))?;
-        let init = Init {
-            mode: Mode::Check,
-            memory: CHECK_MEMORY,
-            cpu_seconds: cpu_seconds(CHECK_TIMEOUT),
-            output_limit: 0,
-            path: path.clone(),
-            args: Vec::new(),
-        };
+        // The checker runs the library's initialisers: it is confined like a worker, with no
+        // scratch directory (it may write nowhere).
+        let mut process = Process::spawn(&self.exe, None).map_err(|e| ExecError::WorkerProcess(e.to_string()))?;
+        let init = self.init(Mode::Check, (CHECK_MEMORY, cpu_seconds(CHECK_TIMEOUT), 0), &path, &[], None);
         let deadline = deadline_after(CHECK_TIMEOUT);
         match process.exchange(tag::INIT, &init.encode(), deadline, &CancelFlag::default()) {
             Exchange::Reply(tag::READY, body) => Ok(NativePayload { path, has_setup: body == [1] }),
@@ -189,6 +218,7 @@ fn load_error(reply: u8, body: &[u8]) -> ExecError {
         tag::MISSING_SYMBOL => ExecError::MissingExport(abi::NATIVE_ABI_VERSION),
         tag::ABI_VERSION => ExecError::AbiVersion(i64::from(u32_from_le(body))),
         tag::BAD_REQUEST => ExecError::WorkerProcess(format!("it refused the request: {}", text())),
+        tag::CONFINE_ERROR => ExecError::WorkerProcess(format!("it could not confine itself: {}", text())),
         other => ExecError::WorkerProcess(format!("unexpected reply (tag {other:#04x})")),
     }
 }
@@ -220,6 +250,8 @@ impl NativePayload {
 /// timed out or cancelled. Dropping the worker kills and reaps its process.
 pub struct NativeWorker {
     process: Process,
+    /// Removed after the process is gone (fields drop in order).
+    _scratch: Option<Scratch>,
     limits: Limits,
     cancel: CancelFlag,
     /// Set after any failure; the process has been killed.
@@ -244,20 +276,21 @@ impl NativeWorker {
         if cancel.is_cancelled() {
             return Err(cancelled());
         }
-        let mut process = Process::spawn(&engine.exe).map_err(|e| {
+        let scratch = engine.policy.scratch().map_err(|e| {
+            failure(FailureKind::Node, format!("failed to make a scratch directory for a native worker: {e}"))
+        })?;
+        let mut process = Process::spawn(&engine.exe, scratch.as_ref().map(Scratch::path)).map_err(|e| {
             failure(FailureKind::Node, format!("failed to start a native worker process: {e}"))
         })?;
-        let init = Init {
-            mode: Mode::Serve,
-            memory: limits.memory,
-            cpu_seconds: cpu_seconds(limits.chunk_timeout),
-            output_limit: MAX_OUTPUT as u64,
-            path: payload.path.clone(),
-            args: args.to_vec(),
-        };
+        let budget = (limits.memory, cpu_seconds(limits.chunk_timeout), MAX_OUTPUT as u64);
+        let init = engine.init(Mode::Serve, budget, &payload.path, args, scratch.as_ref());
         let deadline = deadline_after(limits.chunk_timeout);
         match process.exchange(tag::INIT, &init.encode(), deadline, &cancel) {
-            Exchange::Reply(tag::READY, _) => Ok(Self { process, limits, cancel, broken: false }),
+            Exchange::Reply(tag::READY, _) => Ok(Self { process, _scratch: scratch, limits, cancel, broken: false }),
+            Exchange::Reply(tag::CONFINE_ERROR, body) => Err(failure(
+                FailureKind::Node,
+                format!("native worker could not confine itself: {}", String::from_utf8_lossy(&body)),
+            )),
             Exchange::Reply(tag::CODE, body) => Err(failure(
                 FailureKind::Setup,
                 format!("dispy_setup returned error code {}", i32_from_le(&body)),
@@ -374,8 +407,9 @@ struct Process {
 }
 
 impl Process {
-    /// Starts `exe` as a worker in a process group of its own.
-    fn spawn(exe: &Path) -> io::Result<Self> {
+    /// Starts `exe` as a worker in a process group of its own, with an empty environment, in
+    /// `scratch` (its working directory, `HOME` and `TMPDIR`) or else in `/`.
+    fn spawn(exe: &Path, scratch: Option<&Path>) -> io::Result<Self> {
         let (conn, worker_conn) = UnixStream::pair()?;
         let (log, worker_log) = UnixStream::pair()?;
         let worker_stdout = worker_log.try_clone()?;
@@ -387,7 +421,14 @@ impl Process {
             .stdin(Stdio::from(OwnedFd::from(worker_conn)))
             .stdout(Stdio::from(OwnedFd::from(worker_stdout)))
             .stderr(Stdio::from(OwnedFd::from(worker_log)))
-            .process_group(0);
+            .process_group(0)
+            // Nothing of the node's environment (credentials included) reaches payload code.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin");
+        match scratch {
+            Some(dir) => command.current_dir(dir).env("HOME", dir).env("TMPDIR", dir),
+            None => command.current_dir("/"),
+        };
         let child = command.spawn()?;
         // The command holds the worker's ends of the sockets; closing them here is what makes
         // the worker's exit read as end of file.

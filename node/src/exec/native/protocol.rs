@@ -12,6 +12,8 @@ use std::path::PathBuf;
 
 use wire::frame::HEADER_LEN;
 
+use super::confine::Plan;
+
 /// The hidden first argument that turns a dispy binary into a native worker process.
 pub const WORKER_MARKER: &str = "__dispy-native-worker";
 
@@ -42,6 +44,8 @@ pub(super) mod tag {
     pub(crate) const MEMORY: u8 = 0x17;
     /// Reply: the request made no sense (a bug, or a binary of another version); body: why.
     pub(crate) const BAD_REQUEST: u8 = 0x18;
+    /// Reply to `INIT`: the worker could not confine itself, so it loaded nothing; body: why.
+    pub(crate) const CONFINE_ERROR: u8 = 0x19;
 }
 
 /// The whole [`tag::MEMORY`] frame, which the crash reporter writes from a signal handler.
@@ -68,6 +72,12 @@ pub(super) struct Init {
     pub(super) output_limit: u64,
     /// The shared library, an absolute path.
     pub(super) path: PathBuf,
+    /// The confinement the worker applies to itself before loading the library.
+    pub(super) plan: Plan,
+    /// Directories the worker may also read (shared-input roots).
+    pub(super) reads: Vec<PathBuf>,
+    /// The worker's scratch directory (its working directory), the one place it may write.
+    pub(super) scratch: Option<PathBuf>,
     /// The job's argument bytes.
     pub(super) args: Vec<u8>,
 }
@@ -76,7 +86,7 @@ impl Init {
     /// The request's body (after the tag).
     pub(super) fn encode(&self) -> Vec<u8> {
         let path = self.path.as_os_str().as_bytes();
-        let mut body = Vec::with_capacity(1 + 3 * 8 + 4 + path.len() + self.args.len());
+        let mut body = Vec::with_capacity(64 + path.len() + self.args.len());
         body.push(match self.mode {
             Mode::Check => 1,
             Mode::Serve => 2,
@@ -84,9 +94,16 @@ impl Init {
         body.extend_from_slice(&self.memory.to_le_bytes());
         body.extend_from_slice(&self.cpu_seconds.to_le_bytes());
         body.extend_from_slice(&self.output_limit.to_le_bytes());
-        // Paths come from the node's cache or a user's file: far below 4 GiB.
-        body.extend_from_slice(&u32::try_from(path.len()).unwrap_or(u32::MAX).to_le_bytes());
-        body.extend_from_slice(path);
+        put_bytes(&mut body, path);
+        let (uid, gid) = self.plan.user.unwrap_or((u32::MAX, u32::MAX));
+        body.push(u8::from(self.plan.landlock) | u8::from(self.plan.user.is_some()) << 1);
+        body.extend_from_slice(&uid.to_le_bytes());
+        body.extend_from_slice(&gid.to_le_bytes());
+        put_bytes(&mut body, self.scratch.as_deref().map_or(&[][..], |p| p.as_os_str().as_bytes()));
+        body.extend_from_slice(&u32::try_from(self.reads.len()).unwrap_or(u32::MAX).to_le_bytes());
+        for read in &self.reads {
+            put_bytes(&mut body, read.as_os_str().as_bytes());
+        }
         body.extend_from_slice(&self.args);
         body
     }
@@ -94,28 +111,56 @@ impl Init {
     /// Parses a request body written by [`Init::encode`].
     pub(super) fn decode(body: &[u8]) -> Result<Self, String> {
         let mut rest = body;
-        let mut take = |n: usize| -> Result<&[u8], String> {
-            if rest.len() < n {
-                return Err("truncated init request".to_string());
-            }
-            let (head, tail) = rest.split_at(n);
-            rest = tail;
-            Ok(head)
-        };
-        let u64_at = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
-        let mode = match take(1)? {
+        let mode = match take(&mut rest, 1)? {
             [1] => Mode::Check,
             [2] => Mode::Serve,
             other => return Err(format!("unknown worker mode {other:?}")),
         };
-        let memory = u64_at(take(8)?);
-        let cpu_seconds = u64_at(take(8)?);
-        let output_limit = u64_at(take(8)?);
-        let path_len = u32::from_le_bytes(take(4)?.try_into().unwrap_or([0; 4])) as usize;
-        let path = PathBuf::from(std::ffi::OsString::from_vec(take(path_len)?.to_vec()));
+        let memory = take_u64(&mut rest)?;
+        let cpu_seconds = take_u64(&mut rest)?;
+        let output_limit = take_u64(&mut rest)?;
+        let path = take_path(&mut rest)?;
+        let flags = take(&mut rest, 1)?[0];
+        let uid = take_u32(&mut rest)?;
+        let gid = take_u32(&mut rest)?;
+        let plan = Plan { landlock: flags & 1 != 0, user: (flags & 2 != 0).then_some((uid, gid)) };
+        let scratch = Some(take_path(&mut rest)?).filter(|p| !p.as_os_str().is_empty());
+        let count = take_u32(&mut rest)?;
+        let reads = (0..count).map(|_| take_path(&mut rest)).collect::<Result<Vec<_>, _>>()?;
         let args = rest.to_vec();
-        Ok(Self { mode, memory, cpu_seconds, output_limit, path, args })
+        Ok(Self { mode, memory, cpu_seconds, output_limit, path, plan, reads, scratch, args })
     }
+}
+
+/// The next `n` bytes of `rest`, which moves past them.
+fn take<'a>(rest: &mut &'a [u8], n: usize) -> Result<&'a [u8], String> {
+    if rest.len() < n {
+        return Err("truncated init request".to_string());
+    }
+    let (head, tail) = rest.split_at(n);
+    *rest = tail;
+    Ok(head)
+}
+
+fn take_u32(rest: &mut &[u8]) -> Result<u32, String> {
+    Ok(u32::from_le_bytes(take(rest, 4)?.try_into().unwrap_or([0; 4])))
+}
+
+fn take_u64(rest: &mut &[u8]) -> Result<u64, String> {
+    Ok(u64::from_le_bytes(take(rest, 8)?.try_into().unwrap_or([0; 8])))
+}
+
+/// A path written by [`put_bytes`].
+fn take_path(rest: &mut &[u8]) -> Result<PathBuf, String> {
+    let len = take_u32(rest)? as usize;
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(take(rest, len)?.to_vec())))
+}
+
+/// Appends `bytes` with a `u32` length before them. Paths come from the node's cache, its
+/// configuration or a user's file: far below 4 GiB.
+fn put_bytes(body: &mut Vec<u8>, bytes: &[u8]) {
+    body.extend_from_slice(&u32::try_from(bytes.len()).unwrap_or(u32::MAX).to_le_bytes());
+    body.extend_from_slice(bytes);
 }
 
 /// The prefix of a frame with `tag` and a body of `body_len` bytes.
@@ -182,10 +227,13 @@ mod tests {
             cpu_seconds: 3,
             output_limit: 1 << 30,
             path: PathBuf::from("/var/lib/dispy/cache/abc"),
+            plan: Plan { landlock: true, user: Some((65534, 65533)) },
+            reads: vec![PathBuf::from("/mnt/a"), PathBuf::from("/srv/b")],
+            scratch: Some(PathBuf::from("/var/lib/dispy-node/scratch/worker-1-0")),
             args: b"64 48 50".to_vec(),
         };
         assert_eq!(Init::decode(&init.encode()), Ok(init.clone()));
-        let check = Init { mode: Mode::Check, args: Vec::new(), ..init };
+        let check = Init { mode: Mode::Check, args: Vec::new(), plan: Plan::default(), reads: Vec::new(), scratch: None, ..init };
         assert_eq!(Init::decode(&check.encode()), Ok(check.clone()));
         let encoded = check.encode();
         assert!(Init::decode(&encoded[..20]).is_err());

@@ -2,8 +2,9 @@
 //!
 //! A dispy binary started with [`super::WORKER_MARKER`] as its first argument becomes a worker
 //! (see [`super::maybe_run_worker`]): it ties its life to the node, moves the protocol socket off
-//! stdin, reads its [`Init`], limits itself (address space, CPU time, no core dumps) *before*
-//! loading the library, loads and checks it, runs `dispy_setup` once, and then serves chunks
+//! stdin, reads its [`Init`], limits itself (address space, CPU time, no core dumps), opens the
+//! library and confines itself (`super::confine`: user, Landlock, `no_new_privs`) *before*
+//! loading it, loads and checks it, runs `dispy_setup` once, and then serves chunks
 //! until the node hangs up. It never returns; the node kills it when done with it.
 
 use std::io::{self, Write};
@@ -12,6 +13,7 @@ use std::os::unix::net::UnixStream;
 
 use wire::abi;
 
+use super::confine;
 use super::loader::{self, Emitted, Library, OpenError, OUTPUT};
 use super::protocol::{read_frame, tag, write_frame, Init, Mode};
 
@@ -54,9 +56,22 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
             return write_frame(&mut conn, tag::BAD_REQUEST, reason.as_bytes());
         }
     };
-    confine(&init, &conn)?;
+    limit(&init, &conn)?;
+    // Opened before the worker gives up its user and confines itself, so the cache directory
+    // need not be readable by `payload_user`; loaded through this descriptor.
+    let payload = match std::fs::File::open(&init.path) {
+        Ok(file) => file,
+        Err(e) => {
+            let message = format!("{}: {e}", init.path.display());
+            return write_frame(&mut conn, tag::LOAD_ERROR, message.as_bytes());
+        }
+    };
+    if let Err(why) = confine::enter(init.plan, &init.path, &init.reads, init.scratch.as_deref()) {
+        return write_frame(&mut conn, tag::CONFINE_ERROR, why.as_bytes());
+    }
+    let by_descriptor = std::path::PathBuf::from(format!("/proc/self/fd/{}", payload.as_raw_fd()));
 
-    let library = match Library::open(&init.path) {
+    let library = match Library::open(&by_descriptor) {
         Ok(library) => library,
         Err(OpenError::Load(message)) => return write_frame(&mut conn, tag::LOAD_ERROR, message.as_bytes()),
         Err(OpenError::MissingSymbol(name)) => return write_frame(&mut conn, tag::MISSING_SYMBOL, name.as_bytes()),
@@ -103,7 +118,7 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
 }
 
 /// Applies the limits of `init` to this process before any payload code is loaded.
-fn confine(init: &Init, conn: &UnixStream) -> io::Result<()> {
+fn limit(init: &Init, conn: &UnixStream) -> io::Result<()> {
     // Best effort: a node under a hard core limit of 0 already has what this asks for.
     let _ = loader::disable_core_dumps();
     if init.memory != u64::MAX {
