@@ -14,8 +14,10 @@ pub const DEFAULT_DISPATCHER_ADDRESS: &str = "127.0.0.1:7870";
 pub const DEFAULT_NODE_TLS_DIR: &str = "/etc/dispy/node";
 /// Default `cache_dir`: where a node keeps payloads by hash.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
-/// Default `scratch_dir`: where native workers get their per-attempt scratch directories.
-pub const DEFAULT_SCRATCH_DIR: &str = "/var/lib/dispy-node/scratch";
+/// Default `scratch_dir` with the default `cache_dir`: where native workers get their scratch
+/// directories. Without `scratch_dir`, it is `cache_dir` with `-scratch` appended, so a node
+/// started by hand with only `--cache-dir` writable gets a writable, separate scratch root.
+pub const DEFAULT_SCRATCH_DIR: &str = "/var/lib/dispy-node/cache-scratch";
 /// Default `payload_user`: the account native workers run as when the node runs as root.
 pub const DEFAULT_PAYLOAD_USER: &str = "nobody";
 /// Default `heartbeat_interval`.
@@ -69,7 +71,7 @@ pub const NODE_KEYS: &[Key] = &[
         name: "scratch_dir",
         value_name: "DIR",
         help: "Where each native worker gets a scratch directory, its only writable place, removed \
-               afterwards [default: /var/lib/dispy-node/scratch]",
+               afterwards [default: cache_dir with -scratch appended]",
     },
     Key { name: "heartbeat_interval", value_name: "DURATION", help: "How often to send a heartbeat [default: 1s]" },
     Key {
@@ -148,15 +150,18 @@ impl TryFrom<RawConfig<NodeSettings>> for NodeSettings {
 impl NodeSettings {
     /// Each key's value, default and rule.
     fn read(v: &mut Validator) -> Self {
+        let cache_dir = v.check("cache_dir", PathBuf::from(DEFAULT_CACHE_DIR), Validator::path);
+        let mut beside_cache = cache_dir.clone().into_os_string();
+        beside_cache.push("-scratch");
         Self {
             dispatcher: v.check("dispatcher", DEFAULT_DISPATCHER_ADDRESS.to_owned(), dispatcher_address),
             slots: v.check("slots", None, |_, s| integer_within(s, 1, 4096).map(Some)),
-            cache_dir: v.check("cache_dir", PathBuf::from(DEFAULT_CACHE_DIR), Validator::path),
+            cache_dir,
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
             allow_native: v.check("allow_native", true, |_, s| boolean(s)),
             allow_unconfined_native: v.check("allow_unconfined_native", false, |_, s| boolean(s)),
             payload_user: v.check("payload_user", DEFAULT_PAYLOAD_USER.to_owned(), |_, s| user_name(s)),
-            scratch_dir: v.check("scratch_dir", PathBuf::from(DEFAULT_SCRATCH_DIR), Validator::path),
+            scratch_dir: v.check("scratch_dir", PathBuf::from(beside_cache), Validator::path),
             heartbeat_interval: v.check("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_millis(10), Duration::from_secs(60))
             }),

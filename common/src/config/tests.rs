@@ -323,3 +323,11 @@ fn the_node_example_parses_and_documents_the_defaults() {
     let daemon = DaemonSettings { origins: Origins::default(), ..defaults.daemon };
     assert_eq!(NodeSettings { daemon, ..defaults }, expect);
 }
+
+#[test]
+fn scratch_dir_defaults_to_beside_the_cache_dir() {
+    let settings = node(&Sources::new().flag("cache_dir", Some("/tmp/dispy-a"))).expect("valid");
+    assert_eq!(settings.scratch_dir, PathBuf::from("/tmp/dispy-a-scratch"));
+    let settings = node(&Sources::new().flag("cache_dir", Some("/tmp/a")).flag("scratch_dir", Some("/srv/s"))).expect("valid");
+    assert_eq!(settings.scratch_dir, PathBuf::from("/srv/s"));
+}
