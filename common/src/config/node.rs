@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::daemon::{DaemonSettings, LOG_FORMAT};
-use super::values::{defaults, duration_within, integer_within, text, validate, Validator};
+use super::values::{defaults, duration_within, integer_within, size_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
 /// Default `dispatcher` for a node.
@@ -14,6 +14,8 @@ pub const DEFAULT_DISPATCHER_ADDRESS: &str = "127.0.0.1:7870";
 pub const DEFAULT_NODE_TLS_DIR: &str = "/etc/dispy/node";
 /// Default `cache_dir`: where a node keeps payloads by hash.
 pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
+/// Default `cache_max_bytes`: payload bytes a node keeps cached before it evicts unused ones.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 /// Default `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `health_log_interval`.
@@ -39,6 +41,12 @@ pub const NODE_KEYS: &[Key] = &[
     },
     Key { name: "slots", value_name: "N", help: "Chunk slots [default: the number of logical cores]" },
     Key { name: "cache_dir", value_name: "DIR", help: "Payload cache directory [default: /var/lib/dispy-node/cache]" },
+    Key {
+        name: "cache_max_bytes",
+        value_name: "SIZE",
+        help: "Payload bytes cached before the least recently used payloads (and their compiled \
+               modules) that no running job uses are evicted [default: 1GiB]",
+    },
     Key {
         name: "shared_input_roots",
         value_name: "DIRS",
@@ -73,6 +81,10 @@ pub struct NodeSettings {
     pub slots: Option<u32>,
     /// Where payloads are cached by hash, so each is shipped to this node once.
     pub cache_dir: PathBuf,
+    /// Payload bytes the cache may hold before it evicts the least recently used payloads, and
+    /// their compiled modules, that no running job uses; a cache never grows with the number of
+    /// payloads ever seen.
+    pub cache_max_bytes: u64,
     /// Directories (shared storage mounted at the same path on every node) whose files
     /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
     /// the default, refuses shared input.
@@ -113,6 +125,9 @@ impl NodeSettings {
             dispatcher: v.check("dispatcher", DEFAULT_DISPATCHER_ADDRESS.to_owned(), dispatcher_address),
             slots: v.check("slots", None, |_, s| integer_within(s, 1, 4096).map(Some)),
             cache_dir: v.check("cache_dir", PathBuf::from(DEFAULT_CACHE_DIR), Validator::path),
+            cache_max_bytes: v.check("cache_max_bytes", DEFAULT_CACHE_MAX_BYTES, |_, s| {
+                size_within(s, 0, 1 << 40, "").map(|size| size as u64)
+            }),
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
             heartbeat_interval: v.check("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_millis(10), Duration::from_secs(60))

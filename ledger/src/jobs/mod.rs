@@ -276,6 +276,12 @@ impl Ledger {
         self.jobs.contains_key(&job)
     }
 
+    /// Whether a running job uses `payload`, so the driver keeps its bytes at hand for shipping
+    /// to nodes; a finished job's payload is needed no more.
+    pub fn payload_needed(&self, payload: &PayloadHash) -> bool {
+        self.jobs.values().any(|e| e.record.state == JobState::Running && e.record.submission.payload == *payload)
+    }
+
     /// The next thing the driver must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
