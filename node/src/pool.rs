@@ -21,6 +21,9 @@ pub(crate) struct JobContext {
     pub job: JobId,
     /// Its compiled payload.
     pub payload: Payload,
+    /// Keeps the payload's file (which native workers load) and compiled module cached while
+    /// any of the job's chunks may run.
+    pub _lease: crate::cache::PayloadLease,
     /// Argument bytes for setup and run.
     pub args: Vec<u8>,
     /// Memory limit per worker, in bytes.
