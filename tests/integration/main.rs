@@ -14,10 +14,14 @@
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
 //! - `stream`: jobs fed chunk by chunk through `Client::open`.
+//! - `tenants`: ownership, operators and quotas between two clients.
+//! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
+//!   eviction.
 
 mod deploy;
 mod failures;
 mod jobs;
+mod load;
 mod local;
 mod native;
 mod protocol;

@@ -19,6 +19,8 @@ use crate::{
 pub struct ClusterBuilder {
     nodes: usize,
     slots: u32,
+    dispatcher_args: Vec<String>,
+    node_args: Vec<String>,
 }
 
 impl ClusterBuilder {
@@ -31,6 +33,18 @@ impl ClusterBuilder {
     /// Slots per node (default 1).
     pub fn slots(mut self, slots: u32) -> Self {
         self.slots = slots;
+        self
+    }
+
+    /// Extra flags for the dispatcher, such as `["--payload-memory-cap", "16MiB"]`.
+    pub fn dispatcher_args(mut self, args: &[&str]) -> Self {
+        self.dispatcher_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Extra flags for every node, such as `["--cache-max-bytes", "1MiB"]`.
+    pub fn node_args(mut self, args: &[&str]) -> Self {
+        self.node_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -52,6 +66,8 @@ impl ClusterBuilder {
             client,
             pki,
             slots: self.slots,
+            dispatcher_args: self.dispatcher_args,
+            node_args: self.node_args,
             temp,
         };
         cluster.start_dispatcher();
@@ -74,13 +90,15 @@ pub struct Cluster {
     client: PathBuf,
     pki: Pki,
     slots: u32,
+    dispatcher_args: Vec<String>,
+    node_args: Vec<String>,
     temp: TempDir,
 }
 
 impl Cluster {
     /// A builder for a cluster of two one-slot nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 2, slots: 1 }
+        ClusterBuilder { nodes: 2, slots: 1, dispatcher_args: Vec::new(), node_args: Vec::new() }
     }
 
     /// A cluster of `nodes` one-slot nodes, started and ready.
@@ -215,11 +233,12 @@ impl Cluster {
             .arg("--tls-dir")
             .arg(tls_dir)
             .arg("--cache-dir")
-            .arg(self.dir().join(format!("cache-{name}")))
+            .arg(self.cache_dir(name))
             .arg("--slots")
             .arg(self.slots.to_string())
             .arg("--shared-input-roots")
-            .arg(self.shared_dir());
+            .arg(self.shared_dir())
+            .args(&self.node_args);
         let log = self.dir().join(format!("node-{name}.log"));
         self.nodes.push(Daemon::spawn(&format!("node {name}"), node, &log));
         self.nodes.len() - 1
@@ -273,6 +292,11 @@ impl Cluster {
         self.dispatcher.iter().chain(&self.nodes).map(Daemon::log_tail).collect::<Vec<_>>().join("\n")
     }
 
+    /// A node's `--cache-dir`, by the name it was started with.
+    pub fn cache_dir(&self, name: &str) -> PathBuf {
+        self.dir().join(format!("cache-{name}"))
+    }
+
     /// The dispatcher's `--state-dir`.
     fn state_dir(&self) -> PathBuf {
         self.dir().join("dispatcher-state")
@@ -302,7 +326,8 @@ impl Cluster {
                 .arg("--tls-dir")
                 .arg(self.pki.dispatcher_dir())
                 .arg("--state-dir")
-                .arg(self.state_dir());
+                .arg(self.state_dir())
+                .args(&self.dispatcher_args);
             let log = self.dir().join("dispatcher.log");
             self.dispatcher = Some(Daemon::spawn("dispatcher", dispatcher, &log));
             let mut last = None;
