@@ -48,6 +48,7 @@ impl LocalCluster {
                 identity: ca.issue_identity(Role::Node, &format!("local-{i}"))?,
                 slots: Some(slots),
                 cache_dir: root.join(format!("node-{i}")),
+                cache_max_bytes: common::config::DEFAULT_CACHE_MAX_BYTES,
                 heartbeat_interval: Duration::from_secs(1),
                 health_log_interval: Duration::from_secs(30),
                 tls_dir: None,

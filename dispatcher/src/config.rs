@@ -37,6 +37,9 @@ pub struct DispatcherConfig {
     pub max_chunk: usize,
     /// Largest payload accepted, bytes.
     pub max_payload: usize,
+    /// Most bytes of payloads kept in memory for shipping to nodes (default 64 MiB); only
+    /// payloads of live jobs are kept, the rest are read from disk when needed.
+    pub payload_memory_cap: usize,
     /// The `pki init` directory (`ca.pem`, `ca.key`) used to sign the certificates of nodes
     /// that enrol with a join token; `None` (the default) turns enrolment off.
     pub ca_dir: Option<PathBuf>,
@@ -64,6 +67,7 @@ impl DispatcherConfig {
             max_message: common::config::DEFAULT_MAX_MESSAGE,
             max_chunk: common::config::DEFAULT_MAX_CHUNK,
             max_payload: common::config::DEFAULT_MAX_PAYLOAD,
+            payload_memory_cap: common::config::DEFAULT_PAYLOAD_MEMORY_CAP,
             ca_dir: None,
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
             tenants: TenantSettings::default(),
@@ -111,6 +115,7 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         config.max_message = settings.max_message;
         config.max_chunk = settings.max_chunk;
         config.max_payload = settings.max_payload;
+        config.payload_memory_cap = settings.payload_memory_cap;
         config.ca_dir = settings.ca_dir;
         config.enrolled_cert_validity = settings.enrolled_cert_validity;
         config.tenants = settings.tenants;

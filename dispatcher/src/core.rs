@@ -69,6 +69,9 @@ pub(crate) struct Core {
     disk_done: mpsc::UnboundedReceiver<DiskDone>,
     committed: mpsc::Receiver<Committed>,
     commit_in_flight: bool,
+    /// The payload store the disk thread loads from, whose memory the core empties of payloads
+    /// no running job uses.
+    payloads: PayloadStore,
 }
 
 impl Core {
@@ -125,7 +128,10 @@ impl Core {
             .spawn(move || journal_writer(journal, commit_rx, committed_tx))?;
         std::thread::Builder::new()
             .name("dispy-disk".into())
-            .spawn(move || disk_thread(spool, payloads, disk_rx, disk_done_tx, commits))?;
+            .spawn({
+                let payloads = payloads.clone();
+                move || disk_thread(spool, payloads, disk_rx, disk_done_tx, commits)
+            })?;
         let mut core = Self {
             ledger,
             nodes: HashMap::new(),
@@ -139,6 +145,7 @@ impl Core {
             disk_done,
             committed,
             commit_in_flight: false,
+            payloads,
         };
         // Records what the restore decided (resumed and failed jobs).
         core.end_turn();
@@ -183,6 +190,7 @@ impl Core {
                 _ = progress.tick() => {
                     self.ledger.handle_tick(now());
                     self.clients.retain(|(_, events)| !events.is_closed());
+                    self.payloads.forget_unneeded(|payload| self.ledger.payload_needed(payload));
                 }
             }
             self.end_turn();

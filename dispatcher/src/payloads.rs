@@ -1,73 +1,175 @@
 //! The dispatcher's payload store: payload files named by their blake3 hash under
-//! `STATE_DIR/payloads`, with the ones in use kept in memory for shipping to nodes.
+//! `STATE_DIR/payloads`, and the bytes of payloads that live jobs ship to nodes kept in memory
+//! under a cap (`payload_memory_cap`), least recently used first out.
+//!
+//! Any number of submissions may store the same payload at once: each writes its own temporary
+//! file and renames it into place, and a payload already there is stored.
 
-use std::collections::HashMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use wire::proto::PayloadHash;
 
+/// What temporary files end with, so a crash's leftovers are recognised and removed.
+const PARTIAL: &str = ".partial";
+
 /// Content-addressed payloads on disk; clones share one memory cache.
 #[derive(Debug, Clone)]
 pub(crate) struct PayloadStore {
     dir: PathBuf,
-    cache: Arc<Mutex<HashMap<PayloadHash, Bytes>>>,
+    memory: Arc<Mutex<Memory>>,
+    /// Makes each temporary file name unique within this process.
+    temporaries: Arc<AtomicU64>,
+}
+
+/// Payload bytes in memory, at most `cap` of them, least recently used first out.
+#[derive(Debug)]
+struct Memory {
+    cap: usize,
+    /// Bytes held, summed over `bytes`.
+    held: usize,
+    /// Each payload's bytes and when it was last used.
+    bytes: HashMap<PayloadHash, (Bytes, u64)>,
+    /// The payloads by last use, oldest first.
+    by_use: BTreeMap<u64, PayloadHash>,
+    clock: u64,
 }
 
 impl PayloadStore {
-    /// Opens (creating) the store under `state_dir`.
+    /// Opens (creating) the store under `state_dir`, keeping at most `memory_cap` bytes of
+    /// payloads in memory, and removes temporary files a crash left behind.
     ///
     /// # Errors
     /// If the directory cannot be created.
-    pub(crate) fn open(state_dir: &std::path::Path) -> std::io::Result<Self> {
+    pub(crate) fn open(state_dir: &Path, memory_cap: usize) -> std::io::Result<Self> {
         let dir = state_dir.join("payloads");
         std::fs::create_dir_all(&dir)?;
-        Ok(Self { dir, cache: Arc::default() })
+        // Only this process writes here, and it has not started yet: every partial file is stale.
+        for entry in std::fs::read_dir(&dir)?.flatten() {
+            if entry.file_name().to_str().is_some_and(|name| name.ends_with(PARTIAL)) {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+        let memory = Memory { cap: memory_cap, held: 0, bytes: HashMap::new(), by_use: BTreeMap::new(), clock: 0 };
+        Ok(Self { dir, memory: Arc::new(Mutex::new(memory)), temporaries: Arc::default() })
     }
 
     /// Whether the payload is stored.
     pub(crate) fn contains(&self, hash: &PayloadHash) -> bool {
-        self.lock().contains_key(hash) || self.path(hash).exists()
+        self.lock().bytes.contains_key(hash) || self.path(hash).exists()
     }
 
-    /// Stores verified payload bytes durably (write, sync, rename).
+    /// Stores verified payload bytes durably (write a temporary file of its own, sync, rename);
+    /// a payload already stored is left as it is. Safe under any number of concurrent stores,
+    /// of the same payload or others. The bytes are not kept in memory: a job is not yet using
+    /// them, and the first shipment reads them back from the page cache.
     ///
     /// # Errors
     /// If the bytes do not match `hash` or cannot be written.
-    pub(crate) fn store(&self, hash: PayloadHash, bytes: Bytes) -> std::io::Result<()> {
-        if PayloadHash::of(&bytes) != hash {
+    pub(crate) fn store(&self, hash: PayloadHash, bytes: &[u8]) -> std::io::Result<()> {
+        if PayloadHash::of(bytes) != hash {
             return Err(std::io::Error::other("payload bytes do not match their hash"));
         }
         let path = self.path(&hash);
-        let temporary = path.with_extension("partial");
-        let file = std::fs::File::create(&temporary)?;
-        std::io::Write::write_all(&mut &file, &bytes)?;
-        file.sync_all()?;
-        std::fs::rename(&temporary, &path)?;
-        self.lock().insert(hash, bytes);
-        Ok(())
+        if path.exists() {
+            return Ok(());
+        }
+        let unique = self.temporaries.fetch_add(1, Ordering::Relaxed);
+        let temporary = self.dir.join(format!(".{}.{unique}{PARTIAL}", hash.to_hex()));
+        let written = (|| {
+            let file = std::fs::File::create(&temporary)?;
+            std::io::Write::write_all(&mut &file, bytes)?;
+            file.sync_all()?;
+            // Another store of the same bytes may have renamed first: replacing its file with the
+            // same content is harmless, and rename is atomic, so a reader sees one or the other.
+            std::fs::rename(&temporary, &path)?;
+            // The new name is durable once the directory is.
+            std::fs::File::open(&self.dir)?.sync_all()
+        })();
+        if written.is_err() {
+            let _ = std::fs::remove_file(&temporary);
+        }
+        written
     }
 
-    /// The payload's bytes, from memory or disk.
+    /// The payload's bytes, from memory or disk; read from disk, they are kept in memory (within
+    /// the cap) until [`PayloadStore::forget_unneeded`] finds no live job using them.
     ///
     /// # Errors
     /// If the payload is not stored or cannot be read.
     pub(crate) fn load(&self, hash: &PayloadHash) -> std::io::Result<Bytes> {
-        if let Some(bytes) = self.lock().get(hash) {
-            return Ok(bytes.clone());
+        if let Some(bytes) = self.lock().touch(hash) {
+            return Ok(bytes);
         }
         let bytes = Bytes::from(std::fs::read(self.path(hash))?);
         self.lock().insert(*hash, bytes.clone());
         Ok(bytes)
     }
 
+    /// Drops from memory every payload for which `needed` says false (no live job uses it).
+    pub(crate) fn forget_unneeded(&self, needed: impl Fn(&PayloadHash) -> bool) {
+        let mut memory = self.lock();
+        let unneeded: Vec<PayloadHash> = memory.bytes.keys().filter(|hash| !needed(hash)).copied().collect();
+        for hash in unneeded {
+            memory.remove(&hash);
+        }
+    }
+
+    /// Bytes of payloads held in memory.
+    #[cfg(test)]
+    pub(crate) fn memory_held(&self) -> usize {
+        self.lock().held
+    }
+
     fn path(&self, hash: &PayloadHash) -> PathBuf {
         self.dir.join(hash.to_hex())
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<PayloadHash, Bytes>> {
-        // Only map operations happen under the lock, so a poisoned map is still consistent.
-        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        // Only map operations happen under the lock, and each leaves the maps consistent.
+        self.memory.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
+
+impl Memory {
+    /// The payload's bytes, now the most recently used.
+    fn touch(&mut self, hash: &PayloadHash) -> Option<Bytes> {
+        self.clock += 1;
+        let clock = self.clock;
+        let (bytes, used) = self.bytes.get_mut(hash)?;
+        self.by_use.remove(used);
+        *used = clock;
+        self.by_use.insert(clock, *hash);
+        Some(bytes.clone())
+    }
+
+    /// Keeps the bytes as the most recently used, evicting the least recently used until the rest
+    /// fit under the cap; bytes larger than the cap are not kept.
+    fn insert(&mut self, hash: PayloadHash, bytes: Bytes) {
+        if bytes.len() > self.cap || self.touch(&hash).is_some() {
+            return;
+        }
+        while self.held + bytes.len() > self.cap {
+            let Some((_, oldest)) = self.by_use.first_key_value() else { break };
+            let oldest = *oldest;
+            self.remove(&oldest);
+        }
+        self.clock += 1;
+        self.held += bytes.len();
+        self.by_use.insert(self.clock, hash);
+        self.bytes.insert(hash, (bytes, self.clock));
+    }
+
+    fn remove(&mut self, hash: &PayloadHash) {
+        if let Some((bytes, used)) = self.bytes.remove(hash) {
+            self.by_use.remove(&used);
+            self.held -= bytes.len();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

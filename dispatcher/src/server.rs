@@ -98,7 +98,7 @@ impl Dispatcher {
         let state = |source| ServeError::State { path: config.state_dir.display().to_string(), source };
         std::fs::create_dir_all(&config.state_dir).map_err(state)?;
         let spool = Spool::open(&config.state_dir).map_err(state)?;
-        let payloads = PayloadStore::open(&config.state_dir).map_err(state)?;
+        let payloads = PayloadStore::open(&config.state_dir, config.payload_memory_cap).map_err(state)?;
         let (journal, recovered) = Journal::open(&config.state_dir.join("journal.redb"))?;
         let ledger = LedgerConfig {
             scheduler: SchedulerConfig {
@@ -553,7 +553,7 @@ async fn handle_request(
                 // dispatcher's only thread (`async_threads = 1`) and must keep serving nodes.
                 let payloads = shared.payloads.clone();
                 let hash = submission.payload;
-                let stored = tokio::task::spawn_blocking(move || payloads.store(hash, bytes))
+                let stored = tokio::task::spawn_blocking(move || payloads.store(hash, &bytes))
                     .await
                     .unwrap_or_else(|e| Err(std::io::Error::other(e)));
                 if let Err(e) = stored {

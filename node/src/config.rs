@@ -21,6 +21,8 @@ pub struct NodeConfig {
     pub slots: Option<u32>,
     /// Where payloads are cached.
     pub cache_dir: PathBuf,
+    /// Payload bytes cached before unused payloads are evicted (default 1 GiB).
+    pub cache_max_bytes: u64,
     /// How often to send a heartbeat.
     pub heartbeat_interval: Duration,
     /// How often to log a health line.
@@ -67,6 +69,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             identity,
             slots: settings.slots,
             cache_dir: settings.cache_dir,
+            cache_max_bytes: settings.cache_max_bytes,
             heartbeat_interval: settings.heartbeat_interval,
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.daemon.tls_dir),

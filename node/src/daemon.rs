@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tracing::{debug, info, warn, Instrument};
 
-use crate::cache::{CacheError, PayloadCache};
+use crate::cache::{CacheError, PayloadCache, PayloadLease};
 pub use crate::config::NodeConfig;
 use crate::exec::native::{NativeEngine, NativePolicy, Probe};
 use crate::exec::{CancelFlag, Executor, Payload};
@@ -129,7 +129,7 @@ impl Node {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
         let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
-        let cache = PayloadCache::open(&config.cache_dir)?;
+        let cache = PayloadCache::open(&config.cache_dir, config.cache_max_bytes)?;
         let mut endpoint = common::net::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
         let identity = tokio::sync::watch::Sender::new(config.identity.clone());
@@ -331,6 +331,8 @@ enum JobState {
 struct PendingContext {
     spec: JobSpec,
     cancel: CancelFlag,
+    /// Keeps the payload cached while the job is on this node.
+    lease: PayloadLease,
 }
 
 /// Per-connection state.
@@ -373,7 +375,7 @@ impl Session {
                         }
                         StreamHeader::Payload { hash, len } => {
                             let node = Arc::clone(&self.node);
-                            readers.spawn(receive_payload(recv, node, hash, len));
+                            readers.spawn(receive_payload(recv, node, hash, len, self.to_dispatcher.clone()));
                         }
                         other => return Err(StreamError::Unexpected(format!("{other:?} stream from the dispatcher")).into()),
                     }
@@ -395,7 +397,9 @@ impl Session {
             while preparations.try_join_next().is_some() {}
             match msg {
                 DispatcherToNode::StartJob(spec) => {
-                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default() });
+                    // Held from now, so the payload is not evicted between its arrival and the compile.
+                    let lease = self.node.cache.lease(spec.payload);
+                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default(), lease });
                     let job = context.spec.job;
                     debug!(%job, payload = ?context.spec.payload, "job starting");
                     let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
@@ -570,6 +574,7 @@ async fn prepare(session: &Session, pending: &PendingContext) -> Result<Arc<JobC
     };
     Ok(Arc::new(JobContext {
         job: spec.job,
+        _lease: pending.lease.clone(),
         payload,
         args: spec.args.clone(),
         memory_limit: spec.memory_limit,
@@ -581,7 +586,15 @@ async fn prepare(session: &Session, pending: &PendingContext) -> Result<Arc<JobC
     }))
 }
 
-async fn receive_payload(mut recv: FramedRecv, node: Arc<Node>, hash: PayloadHash, len: u64) -> Result<(), SessionError> {
+/// Stores a payload the dispatcher sent, and tells it which payloads the cache evicted to make
+/// room, so it ships them again when a job needs them.
+async fn receive_payload(
+    mut recv: FramedRecv,
+    node: Arc<Node>,
+    hash: PayloadHash,
+    len: u64,
+    to_dispatcher: mpsc::Sender<NodeToDispatcher>,
+) -> Result<(), SessionError> {
     if len > MAX_PAYLOAD as u64 {
         recv.stop(1);
         warn!(?hash, len, "payload larger than this node accepts");
@@ -589,9 +602,15 @@ async fn receive_payload(mut recv: FramedRecv, node: Arc<Node>, hash: PayloadHas
     }
     let bytes = recv.read_to_end(MAX_PAYLOAD).await?;
     // Hashing and writing up to 256 MiB would stall the runtime (heartbeats included).
-    let stored = tokio::task::spawn_blocking(move || node.cache.store(hash, &bytes).map(|()| bytes.len())).await;
+    let stored = tokio::task::spawn_blocking(move || node.cache.store(hash, &bytes).map(|evicted| (bytes.len(), evicted))).await;
     match stored {
-        Ok(Ok(len)) => debug!(?hash, len, "payload cached"),
+        Ok(Ok((len, evicted))) => {
+            debug!(?hash, len, "payload cached");
+            if !evicted.is_empty() {
+                // A closed channel means the session is ending; the next one lists the cache anew.
+                let _ = to_dispatcher.send(NodeToDispatcher::PayloadsEvicted { payloads: evicted }).await;
+            }
+        }
         Ok(Err(e)) => warn!(error = %e, "payload not cached"),
         Err(e) => warn!(error = %e, "payload store task failed"),
     }

@@ -21,6 +21,9 @@ pub(crate) struct JobContext {
     pub job: JobId,
     /// Its compiled payload.
     pub payload: Payload,
+    /// Keeps the payload's file (which native workers load) and compiled module cached while
+    /// any of the job's chunks may run.
+    pub _lease: crate::cache::PayloadLease,
     /// Argument bytes for setup and run.
     pub args: Vec<u8>,
     /// Memory limit per worker, in bytes.
@@ -253,16 +256,18 @@ fn run_chunk(
 mod tests {
     use std::time::Duration;
 
-    use wire::proto::{Assignment, AttemptId, JobId, PayloadKind};
+    use wire::proto::{Assignment, AttemptId, JobId, PayloadHash, PayloadKind};
 
     use super::*;
+    use crate::cache::PayloadCache;
     use crate::exec::Executor;
 
-    fn job(executor: &Executor, id: u64, wat: &str) -> Arc<JobContext> {
+    fn job(executor: &Executor, cache: &PayloadCache, id: u64, wat: &str) -> Arc<JobContext> {
         let payload = executor.load(&PayloadKind::Wasm, wat.as_bytes(), std::path::Path::new("unused")).expect("compiles");
         Arc::new(JobContext {
             job: JobId(id),
             payload,
+            _lease: cache.lease(PayloadHash::of(wat.as_bytes())),
             args: Vec::new(),
             memory_limit: 64 << 20,
             // Far beyond the test: only a cancellation can end the loop.
@@ -280,8 +285,10 @@ mod tests {
     #[test]
     fn a_cancelled_running_attempt_frees_its_slot_at_once_and_reports_nothing() {
         let executor = Executor::new().expect("engine");
-        let looping = job(&executor, 1, include_str!("../../tests/fixtures/loop.wat"));
-        let quick = job(&executor, 2, include_str!("../../examples/upper.wat"));
+        let dir = tempfile::tempdir().expect("a cache directory");
+        let cache = PayloadCache::open(dir.path(), 1 << 20).expect("cache");
+        let looping = job(&executor, &cache, 1, include_str!("../../tests/fixtures/loop.wat"));
+        let quick = job(&executor, &cache, 2, include_str!("../../examples/upper.wat"));
         let pool = Pool::new(executor, 1).expect("pool");
         let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
         pool.submit(work(&looping, 1, &reports));

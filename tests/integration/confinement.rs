@@ -152,7 +152,7 @@ fn hostile_native_payload_is_confined() {
 #[test]
 fn nodes_with_native_disabled_refuse_and_are_named() {
     const TEST: &str = "nodes_with_native_disabled_refuse_and_are_named";
-    let cluster = Cluster::builder().nodes(2).node_flag("--allow-native", "false").start();
+    let cluster = Cluster::builder().nodes(2).node_args(&["--allow-native", "false"]).start();
     let Some(library) = hostile(TEST, cluster.dir()) else {
         return;
     };
@@ -178,8 +178,8 @@ fn node_that_cannot_confine_refuses_unless_allowed() {
     let no_user = "dispy-test-no-such-user";
     let cluster = Cluster::builder()
         .nodes(1)
-        .node_flag("--payload-user", no_user)
-        .node_flag("--health-log-interval", "1s")
+        .node_args(&["--payload-user", no_user])
+        .node_args(&["--health-log-interval", "1s"])
         .start();
     let Some(library) = hostile(TEST, cluster.dir()) else {
         return;
@@ -199,9 +199,9 @@ fn node_that_cannot_confine_refuses_unless_allowed() {
 
     let unconfined = Cluster::builder()
         .nodes(1)
-        .node_flag("--payload-user", no_user)
-        .node_flag("--allow-unconfined-native", "true")
-        .node_flag("--health-log-interval", "1s")
+        .node_args(&["--payload-user", no_user])
+        .node_args(&["--allow-unconfined-native", "true"])
+        .node_args(&["--health-log-interval", "1s"])
         .start();
     let nodes = unconfined.nodes_json().unwrap_or_else(|run| panic!("nodes failed\n{run}"));
     assert_eq!(nodes[0]["confinement"], "unconfined (allowed)", "{nodes:?}");

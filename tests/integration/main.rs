@@ -16,11 +16,15 @@
 //! - `confinement`: a hostile native payload is denied the node's secrets, cache and network;
 //!   nodes that disable or cannot confine native payloads refuse them and are named.
 //! - `stream`: jobs fed chunk by chunk through `Client::open`.
+//! - `tenants`: ownership, operators and quotas between two clients.
+//! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
+//!   eviction.
 
 mod confinement;
 mod deploy;
 mod failures;
 mod jobs;
+mod load;
 mod local;
 mod native;
 mod protocol;

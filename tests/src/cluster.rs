@@ -19,6 +19,7 @@ use crate::{
 pub struct ClusterBuilder {
     nodes: usize,
     slots: u32,
+    dispatcher_args: Vec<String>,
     node_args: Vec<String>,
 }
 
@@ -35,10 +36,15 @@ impl ClusterBuilder {
         self
     }
 
-    /// Adds `--flag value` to every node's command line (say `--allow-native false`).
-    pub fn node_flag(mut self, flag: &str, value: &str) -> Self {
-        self.node_args.push(flag.to_owned());
-        self.node_args.push(value.to_owned());
+    /// Extra flags for the dispatcher, such as `["--payload-memory-cap", "16MiB"]`.
+    pub fn dispatcher_args(mut self, args: &[&str]) -> Self {
+        self.dispatcher_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Extra flags for every node, such as `["--cache-max-bytes", "1MiB"]`.
+    pub fn node_args(mut self, args: &[&str]) -> Self {
+        self.node_args.extend(args.iter().map(|a| (*a).to_owned()));
         self
     }
 
@@ -60,6 +66,7 @@ impl ClusterBuilder {
             client,
             pki,
             slots: self.slots,
+            dispatcher_args: self.dispatcher_args,
             node_args: self.node_args,
             temp,
         };
@@ -83,6 +90,7 @@ pub struct Cluster {
     client: PathBuf,
     pki: Pki,
     slots: u32,
+    dispatcher_args: Vec<String>,
     node_args: Vec<String>,
     temp: TempDir,
 }
@@ -90,7 +98,7 @@ pub struct Cluster {
 impl Cluster {
     /// A builder for a cluster of two one-slot nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 2, slots: 1, node_args: Vec::new() }
+        ClusterBuilder { nodes: 2, slots: 1, dispatcher_args: Vec::new(), node_args: Vec::new() }
     }
 
     /// A cluster of `nodes` one-slot nodes, started and ready.
@@ -320,7 +328,8 @@ impl Cluster {
                 .arg("--tls-dir")
                 .arg(self.pki.dispatcher_dir())
                 .arg("--state-dir")
-                .arg(self.state_dir());
+                .arg(self.state_dir())
+                .args(&self.dispatcher_args);
             let log = self.dir().join("dispatcher.log");
             self.dispatcher = Some(Daemon::spawn("dispatcher", dispatcher, &log));
             let mut last = None;

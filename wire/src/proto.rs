@@ -301,6 +301,12 @@ pub enum NodeToDispatcher {
         /// The payload.
         hash: PayloadHash,
     },
+    /// The node's cache deleted these payloads to stay within its bound; the dispatcher ships one
+    /// again when a job on the node needs it.
+    PayloadsEvicted {
+        /// The payloads, none of them used by a job on the node.
+        payloads: Vec<PayloadHash>,
+    },
 }
 
 /// One chunk to run.

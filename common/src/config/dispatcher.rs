@@ -34,6 +34,8 @@ pub const DEFAULT_MAX_MESSAGE: usize = wire::frame::DEFAULT_MAX_MESSAGE;
 pub const DEFAULT_MAX_CHUNK: usize = 256 << 20;
 /// Default `max_payload`: largest payload, bytes.
 pub const DEFAULT_MAX_PAYLOAD: usize = 256 << 20;
+/// Default `payload_memory_cap`: most bytes of live jobs' payloads kept in memory for shipping.
+pub const DEFAULT_PAYLOAD_MEMORY_CAP: usize = 64 << 20;
 /// Default `enrolled_cert_validity`: lifetime of certificates issued to enrolled nodes, which
 /// renew them once a third of it is left.
 pub const DEFAULT_ENROLLED_CERT_VALIDITY: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -82,6 +84,12 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         help: "Largest chunk input or result accepted [default: 256MiB]",
     },
     Key { name: "max_payload", value_name: "SIZE", help: "Largest payload accepted [default: 256MiB]" },
+    Key {
+        name: "payload_memory_cap",
+        value_name: "SIZE",
+        help: "Most bytes of live jobs' payloads kept in memory for shipping to nodes; the rest are read \
+               from disk [default: 64MiB]",
+    },
     Key {
         name: "ca_dir",
         value_name: "DIR",
@@ -157,6 +165,10 @@ pub struct DispatcherSettings {
     pub max_chunk: usize,
     /// Largest payload accepted, bytes.
     pub max_payload: usize,
+    /// Most bytes of payloads kept in memory for shipping to nodes: only live jobs' payloads, least
+    /// recently used out first; the rest are read from disk, so memory does not grow with the
+    /// number of payloads ever uploaded.
+    pub payload_memory_cap: usize,
     /// The CA directory of `pki init` (`ca.pem`, `ca.key`), so the dispatcher can sign the
     /// certificates of nodes that enrol with a join token; `None` disables enrolment.
     pub ca_dir: Option<PathBuf>,
@@ -210,6 +222,9 @@ impl DispatcherSettings {
             }),
             max_payload: v.check("max_payload", DEFAULT_MAX_PAYLOAD, |_, s| {
                 size_within(s, 1, 256 << 20, " (nodes accept payloads up to 256MiB)")
+            }),
+            payload_memory_cap: v.check("payload_memory_cap", DEFAULT_PAYLOAD_MEMORY_CAP, |_, s| {
+                size_within(s, 0, 16 << 30, "")
             }),
             ca_dir: v.check("ca_dir", None, |origin, s| Validator::path(origin, s).map(Some)),
             enrolled_cert_validity: v.check("enrolled_cert_validity", DEFAULT_ENROLLED_CERT_VALIDITY, |_, s| {

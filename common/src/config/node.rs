@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use super::daemon::{DaemonSettings, LOG_FORMAT};
-use super::values::{boolean, defaults, duration_within, integer_within, text, validate, Validator};
+use super::values::{boolean, defaults, duration_within, integer_within, size_within, text, validate, Validator};
 use super::{ConfigError, Key, Origin, RawConfig, Setting};
 
 /// Default `dispatcher` for a node.
@@ -20,6 +20,8 @@ pub const DEFAULT_CACHE_DIR: &str = "/var/lib/dispy-node/cache";
 pub const DEFAULT_SCRATCH_DIR: &str = "/var/lib/dispy-node/cache-scratch";
 /// Default `payload_user`: the account native workers run as when the node runs as root.
 pub const DEFAULT_PAYLOAD_USER: &str = "nobody";
+/// Default `cache_max_bytes`: payload bytes a node keeps cached before it evicts unused ones.
+pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 /// Default `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `health_log_interval`.
@@ -45,6 +47,12 @@ pub const NODE_KEYS: &[Key] = &[
     },
     Key { name: "slots", value_name: "N", help: "Chunk slots [default: the number of logical cores]" },
     Key { name: "cache_dir", value_name: "DIR", help: "Payload cache directory [default: /var/lib/dispy-node/cache]" },
+    Key {
+        name: "cache_max_bytes",
+        value_name: "SIZE",
+        help: "Payload bytes cached before the least recently used payloads (and their compiled \
+               modules) that no running job uses are evicted [default: 1GiB]",
+    },
     Key {
         name: "shared_input_roots",
         value_name: "DIRS",
@@ -101,6 +109,10 @@ pub struct NodeSettings {
     pub slots: Option<u32>,
     /// Where payloads are cached by hash, so each is shipped to this node once.
     pub cache_dir: PathBuf,
+    /// Payload bytes the cache may hold before it evicts the least recently used payloads, and
+    /// their compiled modules, that no running job uses; a cache never grows with the number of
+    /// payloads ever seen.
+    pub cache_max_bytes: u64,
     /// Directories (shared storage mounted at the same path on every node) whose files
     /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
     /// the default, refuses shared input.
@@ -157,6 +169,9 @@ impl NodeSettings {
             dispatcher: v.check("dispatcher", DEFAULT_DISPATCHER_ADDRESS.to_owned(), dispatcher_address),
             slots: v.check("slots", None, |_, s| integer_within(s, 1, 4096).map(Some)),
             cache_dir,
+            cache_max_bytes: v.check("cache_max_bytes", DEFAULT_CACHE_MAX_BYTES, |_, s| {
+                size_within(s, 0, 1 << 40, "").map(|size| size as u64)
+            }),
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
             allow_native: v.check("allow_native", true, |_, s| boolean(s)),
             allow_unconfined_native: v.check("allow_unconfined_native", false, |_, s| boolean(s)),

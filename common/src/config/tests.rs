@@ -60,6 +60,7 @@ fn a_full_dispatcher_file() {
         max_message = "4MiB"
         max_chunk = 1048576
         max_payload = "64MiB"
+        payload_memory_cap = "8MiB"
         ca_dir = "pki"
         enrolled_cert_validity = "24h"
         async_threads = 4
@@ -78,6 +79,7 @@ fn a_full_dispatcher_file() {
         max_message: 4 << 20,
         max_chunk: 1 << 20,
         max_payload: 64 << 20,
+        payload_memory_cap: 8 << 20,
         ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
         enrolled_cert_validity: Duration::from_secs(24 * 3600),
         tenants: Default::default(),
@@ -102,6 +104,7 @@ fn a_full_node_file() {
         tls_dir = "/etc/dispy/node"
         slots = 3
         cache_dir = "cache"
+        cache_max_bytes = "512MiB"
         shared_input_roots = "/mnt/data:/srv/shared/"
         heartbeat_interval = "250ms"
         health_log_interval = 60
@@ -114,6 +117,7 @@ fn a_full_node_file() {
     assert_eq!(settings.dispatcher, "[::1]:7870");
     assert_eq!(settings.slots, Some(3));
     assert_eq!(settings.cache_dir, PathBuf::from("/etc/dispy/cache"), "relative to the file");
+    assert_eq!(settings.cache_max_bytes, 512 << 20);
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));

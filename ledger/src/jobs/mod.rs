@@ -276,6 +276,12 @@ impl Ledger {
         self.jobs.contains_key(&job)
     }
 
+    /// Whether a running job uses `payload`, so the driver keeps its bytes at hand for shipping
+    /// to nodes; a finished job's payload is needed no more.
+    pub fn payload_needed(&self, payload: &PayloadHash) -> bool {
+        self.jobs.values().any(|e| e.record.state == JobState::Running && e.record.submission.payload == *payload)
+    }
+
     /// The next thing the driver must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
@@ -377,6 +383,7 @@ impl Ledger {
                     debug!(target: LOG_TARGET, node = %name, payload = ?hash, "payload asked for by no live job; ignored");
                 }
             }
+            NodeToDispatcher::PayloadsEvicted { payloads } => self.handle_payloads_evicted(node, &payloads),
             NodeToDispatcher::Register(_) => {
                 if self.nodes.remove(&node).is_some() {
                     self.send_node(node, NodeCommand::Close("registered twice".into()));
@@ -597,6 +604,31 @@ impl Ledger {
     fn fail(&mut self, now: Time, job: JobId, message: String) {
         self.scheduler.handle_cancel(now.at, job);
         self.finish(now, job, JobState::Failed(JobFailure::Other { message }));
+    }
+
+    /// A node's cache deleted payloads no job of its used: later jobs get them shipped again, and
+    /// so do jobs already started there that use one (the node evicted before it heard of them).
+    fn handle_payloads_evicted(&mut self, node: NodeId, payloads: &[PayloadHash]) {
+        let Some(entry) = self.nodes.get_mut(&node) else { return };
+        for payload in payloads {
+            entry.payloads.remove(payload);
+        }
+        let mut ship: Vec<PayloadHash> = self
+            .scheduler
+            .jobs_started_on(node)
+            .filter_map(|job| self.jobs.get(&job))
+            .map(|e| e.record.submission.payload)
+            .filter(|payload| payloads.contains(payload))
+            .collect();
+        ship.sort_unstable_by_key(|p| p.0);
+        ship.dedup();
+        for payload in ship {
+            if let Some(entry) = self.nodes.get_mut(&node) {
+                entry.payloads.insert(payload);
+            }
+            debug!(target: LOG_TARGET, node = %self.node_name(node), ?payload, "shipping an evicted payload again");
+            self.send_node(node, NodeCommand::Payload(payload));
+        }
     }
 
     fn send_node(&mut self, node: NodeId, command: NodeCommand) {

@@ -655,6 +655,11 @@ impl Scheduler {
         })
     }
 
+    /// The jobs `node` got `StartJob` for and that have not ended there.
+    pub fn jobs_started_on(&self, node: NodeId) -> impl Iterator<Item = JobId> + '_ {
+        self.nodes.get(&node).into_iter().flat_map(|n| n.jobs.keys().copied())
+    }
+
     /// Why the job waits, when it has pending chunks and nothing in flight (no node can take
     /// any of its chunks right now): [`Blocked`] counts the connected nodes by what keeps each
     /// from the job, and shows "all busy" when eligible nodes are full of other work. `None`
