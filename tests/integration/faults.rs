@@ -189,7 +189,7 @@ fn node_cut_off_is_written_off_and_its_late_results_count_once() {
     // n2 and n3 finish what they hold and take nothing more, so the job is still running when
     // n1 comes back, and the results n1 finished while cut off meet a live job.
     for node in ["n2", "n3"] {
-        cluster.submit(["drain", node]).check_success();
+        cluster.operate(["drain", node]).check_success();
     }
     check_still_running(&cluster);
     // Heartbeat silence for node_timeout: the dispatcher writes n1 off and requeues its chunks.
@@ -203,7 +203,7 @@ fn node_cut_off_is_written_off_and_its_late_results_count_once() {
     // Back on the wire, n1 notices its old connection is dead, dials again and registers anew.
     cluster.wait_for_ready_within(&["n1"], REJOIN_TIMEOUT);
     for node in ["n2", "n3"] {
-        cluster.submit(["undrain", node]).check_success();
+        cluster.operate(["undrain", node]).check_success();
     }
     let run = join(job);
     // Exact output and every chunk counted once: the results n1 sent again for attempts lost
@@ -381,7 +381,7 @@ fn drained_node_gets_no_new_chunks_until_undrained() {
     let first = cluster.output_dir("first").join("result.bin");
     let job = cluster.submit_in_background(slow_job(SPIN, &first, &[]));
     wait_mid_job(&cluster, 1);
-    let drain = cluster.submit(["drain", "n1"]);
+    let drain = cluster.operate(["drain", "n1"]);
     drain.check_success();
     let state = cluster.node_state("n1");
     assert!(
@@ -399,7 +399,7 @@ fn drained_node_gets_no_new_chunks_until_undrained() {
     assert_eq!(cluster.node_state("n1").as_deref(), Some("drained"));
 
     // Undrained, n1 takes work again.
-    cluster.submit(["undrain", "n1"]).check_success();
+    cluster.operate(["undrain", "n1"]).check_success();
     assert_eventually!(cluster.node_state("n1").as_deref() == Some("ready"), "n1 never became ready again");
     let third = cluster.output_dir("third").join("result.bin");
     let (id, _) = check_standard_run(&cluster.submit(slow_job(SPIN, &third, &[])), &third);

@@ -298,6 +298,7 @@ impl NetClusterBuilder {
         let temp = tempfile::Builder::new().prefix("dispy-netns-").tempdir().expect("create a temporary directory");
         let pki = Pki::init(&temp.path().join("ca"));
         let client = pki.issue_client("tester");
+        let operator = pki.issue_admin("operator");
         let nodes = names
             .iter()
             .map(|name| NetNode { name: name.clone(), tls: pki.issue_node(name), runs: Vec::new() })
@@ -309,6 +310,7 @@ impl NetClusterBuilder {
             bed,
             address,
             client,
+            operator,
             slots: self.slots,
             temp,
             _turn: turn,
@@ -379,6 +381,8 @@ pub struct NetCluster {
     bed: NetBed,
     address: String,
     client: PathBuf,
+    /// An operator's identity, for draining nodes.
+    operator: PathBuf,
     slots: u32,
     temp: TempDir,
     _turn: MutexGuard<'static, ()>,
@@ -420,9 +424,18 @@ impl NetCluster {
     /// The command line `dispy-submit --dispatcher ADDR --tls-dir CLIENT ARGS`, run inside the
     /// dispatcher's namespace.
     pub fn submit_command<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Command {
+        self.command_as(&self.client, args)
+    }
+
+    fn command_as<S: AsRef<OsStr>>(&self, tls_dir: &Path, args: impl IntoIterator<Item = S>) -> Command {
         let mut submit = command("dispy-submit");
-        submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(&self.client).args(args);
+        submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(tls_dir).args(args);
         self.bed.command(DISPATCHER_HOST, &submit)
+    }
+
+    /// Runs `dispy-submit ARGS` as the cluster's operator (`drain`, `undrain`), to completion.
+    pub fn operate<S: AsRef<OsStr>>(&self, args: impl IntoIterator<Item = S>) -> Run {
+        Run::capture(self.command_as(&self.operator, args), COMMAND_TIMEOUT)
     }
 
     /// Runs `dispy-submit ARGS` to completion (killed after [`COMMAND_TIMEOUT`]).
