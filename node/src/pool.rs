@@ -188,6 +188,7 @@ fn slot_loop(shared: &Shared) {
         let cancelled = lock(&shared.running).remove(&work.assignment.attempt).is_some_and(|flag| flag.is_cancelled());
         if cancelled {
             // The job ended or the attempt was cancelled while it ran; nobody wants its result.
+            tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, attempt = %work.assignment.attempt, "attempt cancelled while running; its slot is free");
             continue;
         }
         let counter = if outcome.is_ok() { &shared.done } else { &shared.failed };

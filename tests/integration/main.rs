@@ -21,6 +21,7 @@
 //!   eviction.
 
 mod confinement;
+mod cancel;
 mod deploy;
 mod failures;
 mod jobs;
