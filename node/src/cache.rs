@@ -45,6 +45,17 @@ pub enum CacheError {
     },
 }
 
+impl CacheError {
+    /// Whether the cached file is gone or was damaged (and removed): fetching the payload again
+    /// fixes it.
+    pub(crate) fn is_missing_or_damaged(&self) -> bool {
+        match self {
+            CacheError::HashMismatch { .. } => true,
+            CacheError::Io { source, .. } => source.kind() == std::io::ErrorKind::NotFound,
+        }
+    }
+}
+
 /// Payload bytes on disk plus compiled modules in memory.
 #[derive(Debug)]
 pub(crate) struct PayloadCache {

@@ -536,7 +536,7 @@ async fn prepare(session: &Session, pending: &PendingContext) -> Result<Arc<JobC
         // node's only thread and must keep heartbeating.
         let loader = Arc::clone(node);
         let kind = spec.kind.clone();
-        let loaded = tokio::task::spawn_blocking(move || {
+        let loaded = tokio::task::spawn_blocking(move || -> Result<Result<Payload, String>, CacheError> {
             let bytes = loader.cache.read(&hash)?;
             match compiled {
                 Some(payload) => Ok(Ok(payload)),
@@ -551,17 +551,11 @@ async fn prepare(session: &Session, pending: &PendingContext) -> Result<Arc<JobC
                 node.cache.insert_compiled(hash, payload.clone());
                 break payload;
             }
-            Err(CacheError::HashMismatch { expected, actual }) if !fetched_again => {
-                warn!(payload = ?expected, found = ?actual, "cached payload does not match its hash; removed it and fetching it again");
-                fetched_again = true;
-                session
-                    .to_dispatcher
-                    .send(NodeToDispatcher::NeedPayload { hash })
-                    .await
-                    .map_err(|_| "the session ended while fetching the payload again".to_owned())?;
-            }
-            // Another job found the same damage first and removed the file.
-            Err(CacheError::Io { source, .. }) if source.kind() == std::io::ErrorKind::NotFound && !fetched_again => {
+            // A damaged file (removed now), or one another job found damaged and removed first.
+            Err(e) if !fetched_again && e.is_missing_or_damaged() => {
+                if let CacheError::HashMismatch { expected, actual } = &e {
+                    warn!(payload = ?expected, found = ?actual, "cached payload does not match its hash; removed it and fetching it again");
+                }
                 fetched_again = true;
                 session
                     .to_dispatcher

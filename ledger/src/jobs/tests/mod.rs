@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+mod desk;
 mod harness;
 mod payloads;
 mod tenants;

@@ -4,15 +4,11 @@
 //! that job.
 
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
 
 use wire::proto::{JobId, JobState};
 
-use super::super::{
-    Answer, Caller, ClientId, Effect, Ledger, LedgerConfig, Quota, Quotas, Recovered, Refusal, RequestId, Time,
-};
-use super::harness::{config, info, submission};
-use crate::record::Extent;
+use super::super::{Answer, Caller, Quota, Quotas, Refusal, RequestId};
+use super::desk::Desk;
 
 fn caller(name: &str) -> Caller {
     Caller { name: name.into(), operator: false }
@@ -22,55 +18,9 @@ fn operator() -> Caller {
     Caller { name: "root".into(), operator: true }
 }
 
-/// A ledger with one node, commits that succeed at once, and the answers it gave.
-struct Desk {
-    ledger: Ledger,
-    now: Time,
-    next: u64,
-    answers: HashMap<RequestId, Answer>,
-    removed: Vec<JobId>,
-}
-
 impl Desk {
-    fn new(quotas: Quotas) -> Self {
-        let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
-        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas };
-        let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now);
-        ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
-        let mut desk = Self { ledger, now, next: 0, answers: HashMap::new(), removed: Vec::new() };
-        desk.turn();
-        desk
-    }
-
-    /// Ends a turn and commits what it gathered at once, as a graceful stop would.
-    fn turn(&mut self) {
-        self.ledger.end_turn(self.now);
-        self.ledger.flush(self.now);
-        while let Some(effect) = self.ledger.poll_effect() {
-            match effect {
-                Effect::Commit { .. } => self.ledger.handle_committed(),
-                Effect::Answer { request, answer } => drop(self.answers.insert(request, answer)),
-                Effect::RemoveSpool(job) => self.removed.push(job),
-                _ => {}
-            }
-        }
-    }
-
-    fn submit(&mut self, who: &Caller) -> Result<JobId, Refusal> {
-        self.next += 1;
-        let job = self.ledger.handle_submit(self.now, ClientId(self.next), who, submission());
-        self.turn();
-        job
-    }
-
-    fn input(&mut self, job: JobId, len: u64) {
-        self.ledger.handle_input(self.now, job, Extent { offset: 0, len });
-        self.turn();
-    }
-
     fn request(&mut self) -> RequestId {
-        self.next += 1;
-        RequestId(self.next)
+        RequestId(self.fresh())
     }
 
     fn status(&mut self, who: &Caller, job: JobId) -> Result<JobState, String> {
@@ -108,7 +58,7 @@ impl Desk {
 fn another_tenants_job_answers_as_one_that_does_not_exist() {
     let mut desk = Desk::new(Quotas::default());
     let (alice, bob) = (caller("alice"), caller("bob"));
-    let job = desk.submit(&alice).expect("submitted");
+    let job = desk.submit(&alice, None).expect("submitted");
     let missing = JobId(99);
     let unknown = desk.status(&bob, missing).expect_err("no such job");
     assert_eq!(desk.status(&bob, job).expect_err("bob cannot see it"), unknown.replace("99", &job.0.to_string()));
@@ -131,8 +81,8 @@ fn another_tenants_job_answers_as_one_that_does_not_exist() {
 fn operators_see_and_cancel_every_job_and_alone_manage_nodes() {
     let mut desk = Desk::new(Quotas::default());
     let (alice, bob) = (caller("alice"), caller("bob"));
-    let a = desk.submit(&alice).expect("submitted");
-    let b = desk.submit(&bob).expect("submitted");
+    let a = desk.submit(&alice, None).expect("submitted");
+    let b = desk.submit(&bob, None).expect("submitted");
     assert_eq!(desk.jobs(&operator()), vec![(a, "alice".to_owned()), (b, "bob".to_owned())]);
     assert_eq!(desk.cancel(&operator(), b), Ok(JobState::Cancelled));
     assert!(desk.ledger.attachable(&operator(), a).is_ok());
@@ -152,16 +102,16 @@ fn the_jobs_quota_refuses_with_its_limit_and_use_until_a_job_ends() {
     let limited = Quota { max_jobs: Some(2), max_spool: None };
     let mut desk = Desk::new(Quotas { default: limited, by_name: HashMap::from([("carol".into(), Quota::default())]) });
     let alice = caller("alice");
-    let first = desk.submit(&alice).expect("first");
-    desk.submit(&alice).expect("second");
-    let refused = desk.submit(&alice).expect_err("third is over the quota").to_string();
+    let first = desk.submit(&alice, None).expect("first");
+    desk.submit(&alice, None).expect("second");
+    let refused = desk.submit(&alice, None).expect_err("third is over the quota").to_string();
     assert!(refused.contains("max_jobs") && refused.contains("is 2") && refused.contains("2 are"), "{refused}");
-    desk.submit(&caller("bob")).expect("bob has his own quota");
+    desk.submit(&caller("bob"), None).expect("bob has his own quota");
     for _ in 0..3 {
-        desk.submit(&caller("carol")).expect("carol's override has no limit");
+        desk.submit(&caller("carol"), None).expect("carol's override has no limit");
     }
     desk.cancel(&alice, first).expect("cancelled");
-    desk.submit(&alice).expect("a finished job frees its place");
+    desk.submit(&alice, None).expect("a finished job frees its place");
 }
 
 #[test]
@@ -169,10 +119,10 @@ fn the_spool_quota_refuses_submissions_and_fails_only_the_upload_that_crosses_it
     let quota = Quota { max_jobs: None, max_spool: Some(1000) };
     let mut desk = Desk::new(Quotas { default: quota, by_name: HashMap::new() });
     let (alice, bob) = (caller("alice"), caller("bob"));
-    let small = desk.submit(&alice).expect("submitted");
+    let small = desk.submit(&alice, None).expect("submitted");
     desk.input(small, 600);
-    let big = desk.submit(&alice).expect("600 of 1000 bytes used");
-    let theirs = desk.submit(&bob).expect("submitted");
+    let big = desk.submit(&alice, None).expect("600 of 1000 bytes used");
+    let theirs = desk.submit(&bob, None).expect("submitted");
     desk.input(theirs, 900);
     desk.input(big, 300);
     assert_eq!(desk.status(&alice, big), Ok(JobState::Running), "900 bytes fit");
@@ -185,8 +135,8 @@ fn the_spool_quota_refuses_submissions_and_fails_only_the_upload_that_crosses_it
     assert_eq!(desk.status(&bob, theirs), Ok(JobState::Running), "bob's job is untouched");
 
     desk.input(small, 400);
-    let refused = desk.submit(&alice).expect_err("a full spool refuses submissions").to_string();
+    let refused = desk.submit(&alice, None).expect_err("a full spool refuses submissions").to_string();
     assert!(refused.contains("max_spool") && refused.contains("1000 B"), "{refused}");
     desk.cancel(&alice, small).expect("cancelled");
-    desk.submit(&alice).expect("a cancelled job's files no longer count");
+    desk.submit(&alice, None).expect("a cancelled job's files no longer count");
 }
