@@ -5,20 +5,32 @@
 //! The core collects changes in a [`Batch`] during one turn and commits it in one durable
 //! transaction at the end of the turn (group commit), after syncing the spool files the batch
 //! points into, so an extent in the journal always names bytes that are on disk.
+//!
+//! Keeping it healthy: redb rolls a torn last transaction back to the last complete commit when
+//! the file is opened. Forgotten jobs' rows are deleted and redb reuses their pages, so the file
+//! stays as large as the most the journal ever held at once; it is compacted when it is opened
+//! and after every [`COMPACT_AFTER_DELETED`] forgotten jobs, which shrinks it back to what it
+//! holds. A file redb cannot open (damaged outside redb) stops the dispatcher with a message
+//! naming `dispy-dispatcher journal check` and `journal repair`.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
-use ledger::record::{Batch, Extent, JobRecord};
+use ledger::record::{Batch, Extent, JobRecord, NodeHold};
 use wire::proto::{ChunkIndex, JobId};
 
 mod row;
+
+/// Jobs forgotten between two compactions while the dispatcher runs.
+pub(crate) const COMPACT_AFTER_DELETED: usize = 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("inputs");
 const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
+/// Operators' holds on node names (drain, quarantine), by name; rows are `row::encode_hold`.
+const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("node_holds");
 const NEXT_JOB: &str = "next_job";
 const INCARNATION: &str = "incarnation";
 /// The version of the rows in `JOBS`; a journal from before the key existed holds version 1.
@@ -46,6 +58,30 @@ pub enum JournalError {
         /// What went wrong.
         reason: String,
     },
+    /// A stored node hold could not be decoded.
+    #[error("journal {path}: node {node:?} has an unreadable hold: {reason}")]
+    CorruptHold {
+        /// The journal file.
+        path: String,
+        /// The node name.
+        node: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another process has the journal open: a dispatcher already runs on this state directory.
+    #[error("journal {path} is in use by another process (does a dispatcher already run on this state directory?)")]
+    InUse {
+        /// The journal file.
+        path: String,
+    },
+    /// redb panicked reading the file: it was damaged outside redb.
+    #[error("journal {path} is damaged: {reason}")]
+    Damaged {
+        /// The journal file.
+        path: String,
+        /// What redb said.
+        reason: String,
+    },
     /// The journal was written by a newer dispatcher whose rows this one cannot read.
     #[error("journal {path} holds job rows of version {version}; this dispatcher reads version 1 only")]
     Version {
@@ -66,12 +102,16 @@ pub(crate) struct Recovered {
     pub incarnation: u64,
     /// Every remembered job.
     pub jobs: Vec<(JobId, JobRecord)>,
+    /// Node names held (drained or quarantined) until an operator releases them.
+    pub holds: Vec<(String, NodeHold)>,
 }
 
 /// The open journal.
 pub(crate) struct Journal {
     db: Database,
     path: String,
+    /// Jobs forgotten since the last compaction.
+    deleted: usize,
 }
 
 impl std::fmt::Debug for Journal {
@@ -87,10 +127,31 @@ impl Journal {
     /// [`JournalError`] when the file cannot be opened or is corrupt.
     pub(crate) fn open(path: &Path) -> Result<(Self, Recovered), JournalError> {
         let display = path.display().to_string();
-        let db = Database::create(path).map_err(|e| database_error(&display, e))?;
-        let journal = Self { db, path: display };
+        let (db, _) = open_database(path, true)?;
+        let mut journal = Self { db, path: display, deleted: 0 };
         let recovered = journal.read_all()?;
+        journal.compact();
         Ok((journal, recovered))
+    }
+
+    /// Compacts the file, so it shrinks back to what the journal holds. A failure is logged and
+    /// harmless: the file only stays larger.
+    pub(crate) fn compact(&mut self) {
+        self.deleted = 0;
+        let before = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let compacted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rounds = 0;
+            while self.db.compact()? && rounds < 8 {
+                rounds += 1;
+            }
+            Ok::<_, redb::CompactionError>(())
+        }));
+        let after = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        match compacted {
+            Ok(Ok(())) => tracing::debug!(journal = %self.path, before, after, "journal compacted"),
+            Ok(Err(e)) => tracing::warn!(journal = %self.path, error = %e, "journal compaction failed"),
+            Err(_) => tracing::warn!(journal = %self.path, "journal compaction panicked"),
+        }
     }
 
     fn read_all(&self) -> Result<Recovered, JournalError> {
@@ -129,6 +190,7 @@ impl Journal {
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
         txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
         txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+        txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))?;
 
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
@@ -145,7 +207,18 @@ impl Journal {
             })?;
             jobs.push((JobId(key.value()), record));
         }
-        Ok(Recovered { next_job, incarnation, jobs })
+        let holds_table = txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
+        let mut holds = Vec::new();
+        for entry in holds_table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            let hold = row::decode_hold(value.value()).map_err(|reason| JournalError::CorruptHold {
+                path: self.path.clone(),
+                node: key.value().to_owned(),
+                reason,
+            })?;
+            holds.push((key.value().to_owned(), hold));
+        }
+        Ok(Recovered { next_job, incarnation, jobs, holds })
     }
 
     /// Reads the spooled inputs of a job, in chunk order.
@@ -185,7 +258,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Database`]; the batch is left as it was.
-    pub(crate) fn commit(&self, batch: &mut Batch) -> Result<(), JournalError> {
+    pub(crate) fn commit(&mut self, batch: &mut Batch) -> Result<(), JournalError> {
         let err = |e: redb::Error| database_error(&self.path, e);
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
@@ -209,11 +282,63 @@ impl Journal {
                 inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
                 results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
             }
+            let mut holds = txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
+            for (name, hold) in &batch.holds {
+                match hold {
+                    Some(hold) => holds.insert(name.as_str(), row::encode_hold(hold).as_slice()).map(drop),
+                    None => holds.remove(name.as_str()).map(drop),
+                }
+                .map_err(|e| err(e.into()))?;
+            }
         }
         txn.commit().map_err(|e| err(e.into()))?;
+        self.deleted += batch.deleted.len();
         *batch = Batch::default();
+        if self.deleted >= COMPACT_AFTER_DELETED {
+            self.compact();
+        }
         Ok(())
     }
+}
+
+/// Opens (or with `create`, creates) the redb file at `path`, logging a recovery from an unclean
+/// stop and turning a panic of redb's on a damaged file into [`JournalError::Damaged`]. Returns
+/// the database and whether redb had to recover it (an unclean stop, a torn last transaction).
+pub(crate) fn open_database(path: &Path, create: bool) -> Result<(Database, bool), JournalError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let display = path.display().to_string();
+    let recovered = Arc::new(AtomicBool::new(false));
+    let opened = std::panic::catch_unwind(|| {
+        let mut builder = Database::builder();
+        let (logged, noted) = (display.clone(), recovered.clone());
+        builder.set_repair_callback(move |_| {
+            if !noted.swap(true, Ordering::Relaxed) {
+                tracing::warn!(journal = %logged, "journal was not closed cleanly; rolling back to its last complete commit");
+            }
+        });
+        if create {
+            builder.create(path)
+        } else {
+            builder.open(path)
+        }
+    });
+    match opened {
+        Ok(Ok(db)) => Ok((db, recovered.load(Ordering::Relaxed))),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(JournalError::InUse { path: display }),
+        Ok(Err(e)) => Err(database_error(&display, e)),
+        Err(panic) => Err(JournalError::Damaged { path: display, reason: panic_message(&panic) }),
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "redb panicked".to_owned())
 }
 
 fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
@@ -239,7 +364,7 @@ mod tests {
                 chunk_timeout_ms: 1000,
                 memory_limit: 1 << 20,
                 priority: 0,
-                placement_timeout_ms: 1000,
+                placement_timeout_ms: Some(1000),
                 output: "out".into(),
                 results: ResultMode::Concat,
             shared_input: false,
@@ -258,7 +383,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("journal.redb");
         {
-            let (journal, recovered) = Journal::open(&path).expect("open");
+            let (mut journal, recovered) = Journal::open(&path).expect("open");
             assert_eq!(recovered.next_job, 1);
             let mut batch = Batch::default();
             batch.set_next_job(3);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 
 mod harness;
+mod holds;
 mod payloads;
 mod tenants;
 

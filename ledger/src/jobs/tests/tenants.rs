@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use wire::proto::{JobId, JobState};
+use wire::proto::{JobId, JobState, NodeStatus};
 
 use super::super::{
     Answer, Caller, ClientId, Effect, Ledger, LedgerConfig, Quota, Quotas, Recovered, Refusal, RequestId, Time,
@@ -35,7 +35,7 @@ impl Desk {
     fn new(quotas: Quotas) -> Self {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
         let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas };
-        let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now);
+        let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now);
         ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
         let mut desk = Self { ledger, now, next: 0, answers: HashMap::new(), removed: Vec::new() };
         desk.turn();
@@ -66,6 +66,16 @@ impl Desk {
     fn input(&mut self, job: JobId, len: u64) {
         self.ledger.handle_input(self.now, job, Extent { offset: 0, len });
         self.turn();
+    }
+
+    fn drain(&mut self, who: &Caller, node: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+        let request = self.request();
+        self.ledger.handle_drain(self.now, request, who, node, drain);
+        self.turn();
+        match self.answers.remove(&request) {
+            Some(Answer::Nodes(nodes)) => nodes,
+            other => panic!("drain answered {other:?}"),
+        }
     }
 
     fn request(&mut self) -> RequestId {
@@ -137,13 +147,13 @@ fn operators_see_and_cancel_every_job_and_alone_manage_nodes() {
     assert_eq!(desk.cancel(&operator(), b), Ok(JobState::Cancelled));
     assert!(desk.ledger.attachable(&operator(), a).is_ok());
 
-    let refused = desk.ledger.handle_drain(desk.now, &alice, "node-a", true).expect_err("a client cannot drain");
+    let refused = desk.drain(&alice, "node-a", true).expect_err("a client cannot drain");
     assert!(matches!(refused, Refusal::NotOperator(..)), "{refused}");
     assert!(refused.to_string().contains("only an operator may drain nodes"), "{refused}");
-    let nodes = desk.ledger.handle_drain(desk.now, &operator(), "node-a", true).expect("an operator drains");
+    let nodes = desk.drain(&operator(), "node-a", true).expect("an operator drains");
     assert_eq!(nodes[0].state, "drained");
-    assert!(desk.ledger.handle_drain(desk.now, &bob, "node-a", false).is_err(), "a client cannot undrain");
-    let nodes = desk.ledger.handle_drain(desk.now, &operator(), "node-a", false).expect("an operator undrains");
+    assert!(desk.drain(&bob, "node-a", false).is_err(), "a client cannot undrain");
+    let nodes = desk.drain(&operator(), "node-a", false).expect("an operator undrains");
     assert_ne!(nodes[0].state, "drained");
 }
 
