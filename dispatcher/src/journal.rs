@@ -20,6 +20,7 @@ use thiserror::Error;
 use ledger::record::{Batch, Extent, JobRecord, NodeHold};
 use wire::proto::{ChunkIndex, JobId};
 
+pub mod maintenance;
 mod row;
 
 /// Jobs forgotten between two compactions while the dispatcher runs.
@@ -351,7 +352,7 @@ mod tests {
 
     use super::*;
 
-    fn record(chunks: u64) -> JobRecord {
+    pub(super) fn record(chunks: u64) -> JobRecord {
         JobRecord {
             owner: "alice".into(),
             submission: JobSubmission {
@@ -467,5 +468,158 @@ mod tests {
         let err = Journal::open(&path).expect_err("corrupt journal refused");
         assert!(err.to_string().contains("journal.redb"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A journal in `dir` with jobs 1 and 2 (two chunks each, input complete) whose spool
+    /// files hold `spooled` input bytes each, and `holds`.
+    fn journal_with_jobs(dir: &Path, spooled: usize, holds: &[(&str, NodeHold)]) -> std::path::PathBuf {
+        let path = dir.join("journal.redb");
+        let (mut journal, _) = Journal::open(&path).expect("open");
+        let mut batch = Batch::default();
+        batch.set_next_job(3);
+        for job in [JobId(1), JobId(2)] {
+            batch.put_job(job, record(2));
+            batch.put_input(job, 0, Extent { offset: 0, len: 5 });
+            batch.put_input(job, 1, Extent { offset: 5, len: 5 });
+            let spool = dir.join("jobs").join(job.0.to_string());
+            std::fs::create_dir_all(&spool).expect("spool");
+            std::fs::write(spool.join("input"), vec![1; spooled]).expect("input");
+            std::fs::write(spool.join("results"), b"").expect("results");
+        }
+        for (name, hold) in holds {
+            batch.put_hold(name, Some(hold.clone()));
+        }
+        journal.commit(&mut batch).expect("commit");
+        path
+    }
+
+    #[test]
+    fn holds_survive_a_reopen_and_a_release_deletes_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let drained = NodeHold { drained: true, quarantine: None };
+        let quarantined = NodeHold { drained: false, quarantine: Some("3 attempts failed here".into()) };
+        let path = journal_with_jobs(dir.path(), 10, &[("node-a", drained.clone()), ("node-b", quarantined.clone())]);
+        let (mut journal, recovered) = Journal::open(&path).expect("reopen");
+        let mut holds = recovered.holds;
+        holds.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(holds, vec![("node-a".to_owned(), drained), ("node-b".to_owned(), quarantined)]);
+        let mut batch = Batch::default();
+        batch.put_hold("node-a", None);
+        journal.commit(&mut batch).expect("release");
+        drop(journal);
+        let (_, recovered) = Journal::open(&path).expect("reopen");
+        assert_eq!(recovered.holds.len(), 1);
+    }
+
+    #[test]
+    fn check_refuses_a_journal_in_use_and_passes_a_healthy_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[("node-a", NodeHold { drained: true, quarantine: None })]);
+        let open = Journal::open(&path).expect("open");
+        let err = maintenance::check(dir.path()).expect_err("a dispatcher has it open");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(open);
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.jobs.get("running"), report.holds), (Some(&2), 1));
+    }
+
+    #[test]
+    fn check_finds_extents_past_the_spool_and_repair_fails_those_jobs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[]);
+        // Job 2's input file lost its last bytes (a disk that lied about a sync, say).
+        std::fs::write(dir.path().join("jobs/2/input"), vec![1; 7]).expect("shorten");
+        let before = std::fs::read(&path).expect("read");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert_eq!(report.problems, vec!["job 2: chunk 1's input ends at byte 10 of its input spool file, which has 7".to_owned()]);
+        assert_eq!(std::fs::read(&path).expect("read"), before, "check changed the journal");
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert!(repaired.changes.iter().any(|c| c.starts_with("recorded job 2 as failed")), "{:?}", repaired.changes);
+        assert_eq!(std::fs::read(&repaired.backup).expect("backup"), before, "the backup is the journal as it was");
+        assert!(maintenance::check(dir.path()).expect("checked").problems.is_empty());
+        let (_, recovered) = Journal::open(&path).expect("opens");
+        let states: Vec<_> = recovered.jobs.iter().map(|(job, r)| (job.0, r.state.is_finished())).collect();
+        assert_eq!(states, vec![(1, false), (2, true)], "job 1 resumes, job 2 is failed");
+    }
+
+    #[test]
+    fn a_torn_end_is_found_by_check_and_rolled_back_by_repair() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[]);
+        let len = std::fs::metadata(&path).expect("len").len();
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(len - 100).expect("truncate");
+        let err = Journal::open(&path).expect_err("a torn file is refused");
+        assert!(err.to_string().contains("journal.redb"), "{err}");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.iter().any(|p| p.contains("its end was lost")), "{:?}", report.problems);
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert!(repaired.changes[0].contains("extended the file"), "{:?}", repaired.changes);
+        let (_, recovered) = Journal::open(&path).expect("opens after the repair");
+        assert!(recovered.next_job >= 1, "{recovered:?}");
+        assert!(maintenance::check(dir.path()).expect("checked").problems.is_empty());
+    }
+
+    #[test]
+    fn a_journal_redb_cannot_open_is_set_aside_and_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("garbage");
+        std::fs::create_dir_all(dir.path().join("jobs/41")).expect("a spooled job");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.iter().any(|p| p.contains("redb cannot open it")), "{:?}", report.problems);
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert_eq!(std::fs::read(&repaired.backup).expect("backup"), vec![0x5a; 8192]);
+        assert!(dir.path().join("jobs.bad-5000/41").is_dir(), "spooled jobs are moved aside: {:?}", repaired.changes);
+        let (_, recovered) = Journal::open(&path).expect("a fresh journal");
+        assert_eq!(recovered.next_job, 42, "job ids continue above the spooled ones");
+        assert!(recovered.incarnation > 1 << 23, "attempt ids of the lost lifetime are not reused");
+    }
+
+    #[test]
+    fn the_file_stays_bounded_over_many_jobs_and_shrinks_after_a_peak() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        let (mut journal, _) = Journal::open(&path).expect("open");
+        let size = || std::fs::metadata(&path).expect("size").len();
+        let mut job = 0;
+        let mut cycle = |journal: &mut Journal, jobs: u64, chunks: u64| {
+            let mut batch = Batch::default();
+            let first = job;
+            for _ in 0..jobs {
+                job += 1;
+                batch.put_job(JobId(job), record(chunks));
+                for chunk in 0..chunks {
+                    batch.put_input(JobId(job), chunk, Extent { offset: chunk, len: 1 });
+                    batch.put_result(JobId(job), chunk, Extent { offset: chunk, len: 1 });
+                }
+            }
+            journal.commit(&mut batch).expect("commit");
+            for j in first + 1..=job {
+                batch.delete_job(JobId(j));
+            }
+            journal.commit(&mut batch).expect("forget");
+        };
+        cycle(&mut journal, 20, 50);
+        let steady = size();
+        for _ in 0..200 {
+            cycle(&mut journal, 20, 50);
+        }
+        assert!(size() <= steady * 2, "4,000 finished jobs grew the journal from {steady} to {} bytes", size());
+        // A peak of live jobs grows the file; forgetting them compacts it back.
+        let mut batch = Batch::default();
+        for j in 0..COMPACT_AFTER_DELETED as u64 {
+            batch.put_job(JobId(1_000_000 + j), record(100));
+            for chunk in 0..100 {
+                batch.put_input(JobId(1_000_000 + j), chunk, Extent { offset: chunk, len: 1 });
+            }
+        }
+        journal.commit(&mut batch).expect("peak");
+        let peak = size();
+        for j in 0..COMPACT_AFTER_DELETED as u64 {
+            batch.delete_job(JobId(1_000_000 + j));
+        }
+        journal.commit(&mut batch).expect("forget the peak");
+        assert!(size() < peak / 4, "forgetting {COMPACT_AFTER_DELETED} jobs left {} of {peak} bytes", size());
     }
 }
