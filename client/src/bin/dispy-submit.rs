@@ -576,6 +576,11 @@ fn print_node_table(nodes: &[NodeStatus]) {
             wire::units::format_size(n.memory_available),
             wire::units::format_size(n.memory_total)
         );
+        if n.address == "-" {
+            // A drained or quarantined name with no node connected: only its state is known.
+            println!("{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {}", n.name, "-", "-", "-", "-", "-", "-", n.state);
+            continue;
+        }
         println!(
             "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8} {}",
             n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state, n.confinement

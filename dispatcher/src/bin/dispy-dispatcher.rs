@@ -458,8 +458,12 @@ fn journal(args: &Args, flags: &Flags, action: &JournalAction) -> Result<(), Com
         println!("no problems found");
         return Ok(());
     }
-    for problem in &report.problems {
+    const SHOWN: usize = 50;
+    for problem in report.problems.iter().take(SHOWN) {
         println!("problem: {problem}");
+    }
+    if report.problems.len() > SHOWN {
+        println!("... and {} more problems", report.problems.len() - SHOWN);
     }
     let hint = match action {
         JournalAction::Check { .. } => "; `dispy-dispatcher journal repair` repairs it, keeping a copy",
