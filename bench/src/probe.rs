@@ -100,7 +100,7 @@ impl Probe {
             chunk_timeout_ms: client::job::DEFAULT_CHUNK_TIMEOUT.as_millis() as u64,
             memory_limit: client::job::DEFAULT_MEMORY_LIMIT,
             priority: 0,
-            placement_timeout_ms: client::job::DEFAULT_PLACEMENT_TIMEOUT.as_millis() as u64,
+            placement_timeout_ms: client::job::DEFAULT_PLACEMENT_TIMEOUT.map(|t| t.as_millis() as u64),
             output: String::new(),
             results: ResultMode::Concat,
             shared_input: false,

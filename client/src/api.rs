@@ -508,7 +508,7 @@ async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), Clie
         chunk_timeout_ms: job.chunk_timeout.as_millis() as u64,
         memory_limit: job.memory_limit,
         priority: job.priority,
-        placement_timeout_ms: job.placement_timeout.as_millis() as u64,
+        placement_timeout_ms: job.placement_timeout.map(|t| t.as_millis() as u64),
         output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
         results: job.results,
         shared_input: job.shared_input,

@@ -30,8 +30,10 @@ pub const DEFAULT_CHUNK_TARGET: Duration = Duration::from_secs(1);
 pub const DEFAULT_MEMORY_LIMIT: u64 = 1 << 30;
 /// Default priority; higher runs first.
 pub const DEFAULT_PRIORITY: i32 = 0;
-/// Default time a job may wait for an eligible node before it fails.
-pub const DEFAULT_PLACEMENT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default time a job may wait for an eligible node before it fails: none, it waits as long as
+/// it takes and the dispatcher says why (a job no connected node could ever run is refused at
+/// once).
+pub const DEFAULT_PLACEMENT_TIMEOUT: Option<Duration> = None;
 /// Default way results are written: concatenated into one file.
 pub const DEFAULT_RESULTS: ResultMode = ResultMode::Concat;
 
@@ -62,9 +64,9 @@ pub struct JobDescription {
     pub memory_limit: u64,
     /// Higher runs first when jobs compete for slots.
     pub priority: i32,
-    /// How long to wait for an eligible node before failing, so a job that no node can run
-    /// reports it instead of hanging.
-    pub placement_timeout: Duration,
+    /// How long to wait for an eligible node before failing; `None` waits as long as it takes
+    /// (say, for a node to join), while the dispatcher tells why the job waits.
+    pub placement_timeout: Option<Duration>,
     /// The inputs are on storage every node mounts at the same path: chunks travel as
     /// references and nodes read their bytes (`bytes` rules only).
     pub shared_input: bool,
@@ -387,7 +389,7 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
             job.chunk_target = chunk_target.unwrap_or(job.chunk_target);
             job.memory_limit = memory_limit.unwrap_or(job.memory_limit);
             job.priority = priority.unwrap_or(job.priority);
-            job.placement_timeout = placement_timeout.unwrap_or(job.placement_timeout);
+            job.placement_timeout = placement_timeout.or(job.placement_timeout);
             job.shared_input = shared_input.unwrap_or(job.shared_input);
             Ok(job)
         }

@@ -28,7 +28,7 @@ use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
-use wire::proto::{ClientEvent, JobId, JobSummary};
+use wire::proto::{ClientEvent, JobId, JobSummary, NodeStatus};
 
 use crate::journal::{Journal, Recovered};
 use crate::liveness::LastHeard;
@@ -50,6 +50,7 @@ const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 enum Pending {
     Summary(oneshot::Sender<Result<JobSummary, Refusal>>),
     Jobs(oneshot::Sender<Result<Vec<JobSummary>, Refusal>>),
+    Nodes(oneshot::Sender<Result<Vec<NodeStatus>, Refusal>>),
 }
 
 /// The core's state: the ledger and the I/O it cannot do.
@@ -112,7 +113,12 @@ impl Core {
                 }
             })
             .collect();
-        let restored = ledger::jobs::Recovered { next_job: recovered.next_job, incarnation: recovered.incarnation, jobs };
+        let restored = ledger::jobs::Recovered {
+            next_job: recovered.next_job,
+            incarnation: recovered.incarnation,
+            jobs,
+            holds: recovered.holds,
+        };
         let ledger = Ledger::new(config, restored, now());
         // A crash between forgetting a job and deleting its files leaves them behind.
         spool.remove_unknown(|job| ledger.knows(job));
@@ -285,6 +291,7 @@ impl Core {
             Effect::Answer { request, answer } => match (self.requests.remove(&request), answer) {
                 (Some(Pending::Summary(reply)), ledger::jobs::Answer::Summary(summary)) => drop(reply.send(summary)),
                 (Some(Pending::Jobs(reply)), ledger::jobs::Answer::Jobs(jobs)) => drop(reply.send(jobs)),
+                (Some(Pending::Nodes(reply)), ledger::jobs::Answer::Nodes(nodes)) => drop(reply.send(nodes)),
                 _ => warn!(request = request.0, "an answer for no such question"),
             },
             Effect::StoreResult { ticket, output } => return self.ask_disk(DiskRequest::Store { ticket, output }),
@@ -391,7 +398,8 @@ impl Core {
                 let _ = reply.send(self.ledger.node_statuses(now));
             }
             Event::Drain { caller, node, drain, reply } => {
-                let _ = reply.send(self.ledger.handle_drain(now, &caller, &node, drain));
+                let request = self.pending(Pending::Nodes(reply));
+                self.ledger.handle_drain(now, request, &caller, &node, drain);
             }
         }
     }

@@ -5,20 +5,33 @@
 //! The core collects changes in a [`Batch`] during one turn and commits it in one durable
 //! transaction at the end of the turn (group commit), after syncing the spool files the batch
 //! points into, so an extent in the journal always names bytes that are on disk.
+//!
+//! Keeping it healthy: redb rolls a torn last transaction back to the last complete commit when
+//! the file is opened. Forgotten jobs' rows are deleted and redb reuses their pages, so the file
+//! stays as large as the most the journal ever held at once; it is compacted when it is opened
+//! and after every [`COMPACT_AFTER_DELETED`] forgotten jobs, which shrinks it back to what it
+//! holds. A file redb cannot open (damaged outside redb) stops the dispatcher with a message
+//! naming `dispy-dispatcher journal check` and `journal repair`.
 
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use thiserror::Error;
-use ledger::record::{Batch, Extent, JobRecord};
+use ledger::record::{Batch, Extent, JobRecord, NodeHold};
 use wire::proto::{ChunkIndex, JobId};
 
+pub mod maintenance;
 mod row;
+
+/// Jobs forgotten between two compactions while the dispatcher runs.
+pub(crate) const COMPACT_AFTER_DELETED: usize = 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
 const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("inputs");
 const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
+/// Operators' holds on node names (drain, quarantine), by name; rows are `row::encode_hold`.
+const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("node_holds");
 const NEXT_JOB: &str = "next_job";
 const INCARNATION: &str = "incarnation";
 /// The version of the rows in `JOBS`; a journal from before the key existed holds version 1.
@@ -46,6 +59,30 @@ pub enum JournalError {
         /// What went wrong.
         reason: String,
     },
+    /// A stored node hold could not be decoded.
+    #[error("journal {path}: node {node:?} has an unreadable hold: {reason}")]
+    CorruptHold {
+        /// The journal file.
+        path: String,
+        /// The node name.
+        node: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// Another process has the journal open: a dispatcher already runs on this state directory.
+    #[error("journal {path} is in use by another process (does a dispatcher already run on this state directory?)")]
+    InUse {
+        /// The journal file.
+        path: String,
+    },
+    /// redb panicked reading the file: it was damaged outside redb.
+    #[error("journal {path} is damaged: {reason}")]
+    Damaged {
+        /// The journal file.
+        path: String,
+        /// What redb said.
+        reason: String,
+    },
     /// The journal was written by a newer dispatcher whose rows this one cannot read.
     #[error("journal {path} holds job rows of version {version}; this dispatcher reads version 1 only")]
     Version {
@@ -66,12 +103,16 @@ pub(crate) struct Recovered {
     pub incarnation: u64,
     /// Every remembered job.
     pub jobs: Vec<(JobId, JobRecord)>,
+    /// Node names held (drained or quarantined) until an operator releases them.
+    pub holds: Vec<(String, NodeHold)>,
 }
 
 /// The open journal.
 pub(crate) struct Journal {
     db: Database,
     path: String,
+    /// Jobs forgotten since the last compaction.
+    deleted: usize,
 }
 
 impl std::fmt::Debug for Journal {
@@ -87,10 +128,31 @@ impl Journal {
     /// [`JournalError`] when the file cannot be opened or is corrupt.
     pub(crate) fn open(path: &Path) -> Result<(Self, Recovered), JournalError> {
         let display = path.display().to_string();
-        let db = Database::create(path).map_err(|e| database_error(&display, e))?;
-        let journal = Self { db, path: display };
+        let (db, _) = open_database(path, true)?;
+        let mut journal = Self { db, path: display, deleted: 0 };
         let recovered = journal.read_all()?;
+        journal.compact();
         Ok((journal, recovered))
+    }
+
+    /// Compacts the file, so it shrinks back to what the journal holds. A failure is logged and
+    /// harmless: the file only stays larger.
+    pub(crate) fn compact(&mut self) {
+        self.deleted = 0;
+        let before = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        let compacted = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            let mut rounds = 0;
+            while self.db.compact()? && rounds < 8 {
+                rounds += 1;
+            }
+            Ok::<_, redb::CompactionError>(())
+        }));
+        let after = std::fs::metadata(&self.path).map_or(0, |m| m.len());
+        match compacted {
+            Ok(Ok(())) => tracing::debug!(journal = %self.path, before, after, "journal compacted"),
+            Ok(Err(e)) => tracing::warn!(journal = %self.path, error = %e, "journal compaction failed"),
+            Err(_) => tracing::warn!(journal = %self.path, "journal compaction panicked"),
+        }
     }
 
     fn read_all(&self) -> Result<Recovered, JournalError> {
@@ -129,6 +191,7 @@ impl Journal {
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
         txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
         txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+        txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))?;
 
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
@@ -145,7 +208,18 @@ impl Journal {
             })?;
             jobs.push((JobId(key.value()), record));
         }
-        Ok(Recovered { next_job, incarnation, jobs })
+        let holds_table = txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
+        let mut holds = Vec::new();
+        for entry in holds_table.iter().map_err(|e| err(e.into()))? {
+            let (key, value) = entry.map_err(|e| err(e.into()))?;
+            let hold = row::decode_hold(value.value()).map_err(|reason| JournalError::CorruptHold {
+                path: self.path.clone(),
+                node: key.value().to_owned(),
+                reason,
+            })?;
+            holds.push((key.value().to_owned(), hold));
+        }
+        Ok(Recovered { next_job, incarnation, jobs, holds })
     }
 
     /// Reads the spooled inputs of a job, in chunk order.
@@ -185,7 +259,7 @@ impl Journal {
     ///
     /// # Errors
     /// [`JournalError::Database`]; the batch is left as it was.
-    pub(crate) fn commit(&self, batch: &mut Batch) -> Result<(), JournalError> {
+    pub(crate) fn commit(&mut self, batch: &mut Batch) -> Result<(), JournalError> {
         let err = |e: redb::Error| database_error(&self.path, e);
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
         {
@@ -209,11 +283,63 @@ impl Journal {
                 inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
                 results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
             }
+            let mut holds = txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
+            for (name, hold) in &batch.holds {
+                match hold {
+                    Some(hold) => holds.insert(name.as_str(), row::encode_hold(hold).as_slice()).map(drop),
+                    None => holds.remove(name.as_str()).map(drop),
+                }
+                .map_err(|e| err(e.into()))?;
+            }
         }
         txn.commit().map_err(|e| err(e.into()))?;
+        self.deleted += batch.deleted.len();
         *batch = Batch::default();
+        if self.deleted >= COMPACT_AFTER_DELETED {
+            self.compact();
+        }
         Ok(())
     }
+}
+
+/// Opens (or with `create`, creates) the redb file at `path`, logging a recovery from an unclean
+/// stop and turning a panic of redb's on a damaged file into [`JournalError::Damaged`]. Returns
+/// the database and whether redb had to recover it (an unclean stop, a torn last transaction).
+pub(crate) fn open_database(path: &Path, create: bool) -> Result<(Database, bool), JournalError> {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+
+    let display = path.display().to_string();
+    let recovered = Arc::new(AtomicBool::new(false));
+    let opened = std::panic::catch_unwind(|| {
+        let mut builder = Database::builder();
+        let (logged, noted) = (display.clone(), recovered.clone());
+        builder.set_repair_callback(move |_| {
+            if !noted.swap(true, Ordering::Relaxed) {
+                tracing::warn!(journal = %logged, "journal was not closed cleanly; rolling back to its last complete commit");
+            }
+        });
+        if create {
+            builder.create(path)
+        } else {
+            builder.open(path)
+        }
+    });
+    match opened {
+        Ok(Ok(db)) => Ok((db, recovered.load(Ordering::Relaxed))),
+        Ok(Err(redb::DatabaseError::DatabaseAlreadyOpen)) => Err(JournalError::InUse { path: display }),
+        Ok(Err(e)) => Err(database_error(&display, e)),
+        Err(panic) => Err(JournalError::Damaged { path: display, reason: panic_message(&panic) }),
+    }
+}
+
+/// The text of a caught panic.
+pub(crate) fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<String>()
+        .cloned()
+        .or_else(|| panic.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+        .unwrap_or_else(|| "redb panicked".to_owned())
 }
 
 fn database_error(path: &str, e: impl Into<redb::Error>) -> JournalError {
@@ -226,7 +352,7 @@ mod tests {
 
     use super::*;
 
-    fn record(chunks: u64) -> JobRecord {
+    pub(super) fn record(chunks: u64) -> JobRecord {
         JobRecord {
             owner: "alice".into(),
             submission: JobSubmission {
@@ -239,7 +365,7 @@ mod tests {
                 chunk_timeout_ms: 1000,
                 memory_limit: 1 << 20,
                 priority: 0,
-                placement_timeout_ms: 1000,
+                placement_timeout_ms: Some(1000),
                 output: "out".into(),
                 results: ResultMode::Concat,
             shared_input: false,
@@ -258,7 +384,7 @@ mod tests {
         std::fs::create_dir_all(&dir).expect("dir");
         let path = dir.join("journal.redb");
         {
-            let (journal, recovered) = Journal::open(&path).expect("open");
+            let (mut journal, recovered) = Journal::open(&path).expect("open");
             assert_eq!(recovered.next_job, 1);
             let mut batch = Batch::default();
             batch.set_next_job(3);
@@ -342,5 +468,158 @@ mod tests {
         let err = Journal::open(&path).expect_err("corrupt journal refused");
         assert!(err.to_string().contains("journal.redb"), "{err}");
         std::fs::remove_dir_all(&dir).expect("cleanup");
+    }
+
+    /// A journal in `dir` with jobs 1 and 2 (two chunks each, input complete) whose spool
+    /// files hold `spooled` input bytes each, and `holds`.
+    fn journal_with_jobs(dir: &Path, spooled: usize, holds: &[(&str, NodeHold)]) -> std::path::PathBuf {
+        let path = dir.join("journal.redb");
+        let (mut journal, _) = Journal::open(&path).expect("open");
+        let mut batch = Batch::default();
+        batch.set_next_job(3);
+        for job in [JobId(1), JobId(2)] {
+            batch.put_job(job, record(2));
+            batch.put_input(job, 0, Extent { offset: 0, len: 5 });
+            batch.put_input(job, 1, Extent { offset: 5, len: 5 });
+            let spool = dir.join("jobs").join(job.0.to_string());
+            std::fs::create_dir_all(&spool).expect("spool");
+            std::fs::write(spool.join("input"), vec![1; spooled]).expect("input");
+            std::fs::write(spool.join("results"), b"").expect("results");
+        }
+        for (name, hold) in holds {
+            batch.put_hold(name, Some(hold.clone()));
+        }
+        journal.commit(&mut batch).expect("commit");
+        path
+    }
+
+    #[test]
+    fn holds_survive_a_reopen_and_a_release_deletes_them() {
+        let dir = tempfile::tempdir().expect("dir");
+        let drained = NodeHold { drained: true, quarantine: None };
+        let quarantined = NodeHold { drained: false, quarantine: Some("3 attempts failed here".into()) };
+        let path = journal_with_jobs(dir.path(), 10, &[("node-a", drained.clone()), ("node-b", quarantined.clone())]);
+        let (mut journal, recovered) = Journal::open(&path).expect("reopen");
+        let mut holds = recovered.holds;
+        holds.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(holds, vec![("node-a".to_owned(), drained), ("node-b".to_owned(), quarantined)]);
+        let mut batch = Batch::default();
+        batch.put_hold("node-a", None);
+        journal.commit(&mut batch).expect("release");
+        drop(journal);
+        let (_, recovered) = Journal::open(&path).expect("reopen");
+        assert_eq!(recovered.holds.len(), 1);
+    }
+
+    #[test]
+    fn check_refuses_a_journal_in_use_and_passes_a_healthy_one() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[("node-a", NodeHold { drained: true, quarantine: None })]);
+        let open = Journal::open(&path).expect("open");
+        let err = maintenance::check(dir.path()).expect_err("a dispatcher has it open");
+        assert!(err.to_string().contains("in use"), "{err}");
+        drop(open);
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.is_empty(), "{:?}", report.problems);
+        assert_eq!((report.jobs.get("running"), report.holds), (Some(&2), 1));
+    }
+
+    #[test]
+    fn check_finds_extents_past_the_spool_and_repair_fails_those_jobs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[]);
+        // Job 2's input file lost its last bytes (a disk that lied about a sync, say).
+        std::fs::write(dir.path().join("jobs/2/input"), vec![1; 7]).expect("shorten");
+        let before = std::fs::read(&path).expect("read");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert_eq!(report.problems, vec!["job 2: chunk 1's input ends at byte 10 of its input spool file, which has 7".to_owned()]);
+        assert_eq!(std::fs::read(&path).expect("read"), before, "check changed the journal");
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert!(repaired.changes.iter().any(|c| c.starts_with("recorded job 2 as failed")), "{:?}", repaired.changes);
+        assert_eq!(std::fs::read(&repaired.backup).expect("backup"), before, "the backup is the journal as it was");
+        assert!(maintenance::check(dir.path()).expect("checked").problems.is_empty());
+        let (_, recovered) = Journal::open(&path).expect("opens");
+        let states: Vec<_> = recovered.jobs.iter().map(|(job, r)| (job.0, r.state.is_finished())).collect();
+        assert_eq!(states, vec![(1, false), (2, true)], "job 1 resumes, job 2 is failed");
+    }
+
+    #[test]
+    fn a_torn_end_is_found_by_check_and_rolled_back_by_repair() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = journal_with_jobs(dir.path(), 10, &[]);
+        let len = std::fs::metadata(&path).expect("len").len();
+        std::fs::OpenOptions::new().write(true).open(&path).expect("open").set_len(len - 100).expect("truncate");
+        let err = Journal::open(&path).expect_err("a torn file is refused");
+        assert!(err.to_string().contains("journal.redb"), "{err}");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.iter().any(|p| p.contains("its end was lost")), "{:?}", report.problems);
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert!(repaired.changes[0].contains("extended the file"), "{:?}", repaired.changes);
+        let (_, recovered) = Journal::open(&path).expect("opens after the repair");
+        assert!(recovered.next_job >= 1, "{recovered:?}");
+        assert!(maintenance::check(dir.path()).expect("checked").problems.is_empty());
+    }
+
+    #[test]
+    fn a_journal_redb_cannot_open_is_set_aside_and_replaced() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        std::fs::write(&path, vec![0x5a; 8192]).expect("garbage");
+        std::fs::create_dir_all(dir.path().join("jobs/41")).expect("a spooled job");
+        let report = maintenance::check(dir.path()).expect("checked");
+        assert!(report.problems.iter().any(|p| p.contains("redb cannot open it")), "{:?}", report.problems);
+        let repaired = maintenance::repair(dir.path(), 5_000_000).expect("repaired");
+        assert_eq!(std::fs::read(&repaired.backup).expect("backup"), vec![0x5a; 8192]);
+        assert!(dir.path().join("jobs.bad-5000/41").is_dir(), "spooled jobs are moved aside: {:?}", repaired.changes);
+        let (_, recovered) = Journal::open(&path).expect("a fresh journal");
+        assert_eq!(recovered.next_job, 42, "job ids continue above the spooled ones");
+        assert!(recovered.incarnation > 1 << 23, "attempt ids of the lost lifetime are not reused");
+    }
+
+    #[test]
+    fn the_file_stays_bounded_over_many_jobs_and_shrinks_after_a_peak() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        let (mut journal, _) = Journal::open(&path).expect("open");
+        let size = || std::fs::metadata(&path).expect("size").len();
+        let mut job = 0;
+        let mut cycle = |journal: &mut Journal, jobs: u64, chunks: u64| {
+            let mut batch = Batch::default();
+            let first = job;
+            for _ in 0..jobs {
+                job += 1;
+                batch.put_job(JobId(job), record(chunks));
+                for chunk in 0..chunks {
+                    batch.put_input(JobId(job), chunk, Extent { offset: chunk, len: 1 });
+                    batch.put_result(JobId(job), chunk, Extent { offset: chunk, len: 1 });
+                }
+            }
+            journal.commit(&mut batch).expect("commit");
+            for j in first + 1..=job {
+                batch.delete_job(JobId(j));
+            }
+            journal.commit(&mut batch).expect("forget");
+        };
+        cycle(&mut journal, 20, 50);
+        let steady = size();
+        for _ in 0..200 {
+            cycle(&mut journal, 20, 50);
+        }
+        assert!(size() <= steady * 2, "4,000 finished jobs grew the journal from {steady} to {} bytes", size());
+        // A peak of live jobs grows the file; forgetting them compacts it back.
+        let mut batch = Batch::default();
+        for j in 0..COMPACT_AFTER_DELETED as u64 {
+            batch.put_job(JobId(1_000_000 + j), record(100));
+            for chunk in 0..100 {
+                batch.put_input(JobId(1_000_000 + j), chunk, Extent { offset: chunk, len: 1 });
+            }
+        }
+        journal.commit(&mut batch).expect("peak");
+        let peak = size();
+        for j in 0..COMPACT_AFTER_DELETED as u64 {
+            batch.delete_job(JobId(1_000_000 + j));
+        }
+        journal.commit(&mut batch).expect("forget the peak");
+        assert!(size() < peak / 4, "forgetting {COMPACT_AFTER_DELETED} jobs left {} of {peak} bytes", size());
     }
 }

@@ -5,7 +5,7 @@
 pub mod config;
 mod core;
 pub mod enroll;
-mod journal;
+pub mod journal;
 mod liveness;
 mod payloads;
 pub mod server;

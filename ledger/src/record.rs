@@ -1,8 +1,11 @@
 //! What the ledger asks the journal to keep: each job's record, where its chunks' inputs and
-//! results are spooled, gathered into one [`Batch`] per commit. The journal turns these into its
-//! own versioned rows at the edge.
+//! results are spooled, and the operator's holds on node names (drain, quarantine), gathered
+//! into one [`Batch`] per commit. The journal turns these into its own versioned rows at the
+//! edge.
 
 use wire::proto::{ChunkIndex, JobId, JobState, JobSubmission};
+
+pub use crate::scheduler::NodeHold;
 
 /// Where a chunk's bytes are in a spool file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,6 +49,8 @@ pub struct Batch {
     pub results: Vec<(JobId, ChunkIndex, Extent)>,
     /// Jobs to forget entirely.
     pub deleted: Vec<JobId>,
+    /// Node names whose hold changed, in order: `Some` holds the name, `None` releases it.
+    pub holds: Vec<(String, Option<NodeHold>)>,
 }
 
 impl Batch {
@@ -74,6 +79,11 @@ impl Batch {
         self.deleted.push(job);
     }
 
+    /// Records a node name's hold, or with `None` (or a hold that holds nothing) its release.
+    pub fn put_hold(&mut self, name: &str, hold: Option<NodeHold>) {
+        self.holds.push((name.to_owned(), hold.filter(NodeHold::is_held)));
+    }
+
     /// Whether there is nothing to commit.
     pub fn is_empty(&self) -> bool {
         self.next_job.is_none()
@@ -81,6 +91,7 @@ impl Batch {
             && self.inputs.is_empty()
             && self.results.is_empty()
             && self.deleted.is_empty()
+            && self.holds.is_empty()
     }
 
     /// Jobs this batch touches, so a failed commit can be charged to them.

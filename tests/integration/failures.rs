@@ -156,12 +156,18 @@ fn job_fails_when_no_node_is_connected() {
     check_unplaceable(&cluster, &job_file("placement_timeout = \"2s\""), &["no eligible node", "0 nodes"]);
 }
 
+/// A job no connected node could ever run (here: more memory than any machine has) is refused
+/// at submission, without waiting out a placement timeout; a refusal exits 2 like every other.
 #[test]
-fn job_fails_when_no_node_has_enough_memory() {
+fn job_no_connected_node_could_run_is_refused_at_once() {
     let cluster = Cluster::start(2);
-    // The job file accepts a limit larger than any machine; placement then finds no node.
-    let extra = "memory_limit = \"100TiB\"\nplacement_timeout = \"2s\"";
-    check_unplaceable(&cluster, &job_file(extra), &["no eligible node", "memory"]);
+    let path = cluster.dir().join("job.toml");
+    std::fs::write(&path, job_file("memory_limit = \"100TiB\"")).expect("write the job file");
+    let run = cluster.submit(&[&"run", &path]);
+    run.check_code(2);
+    run.check_stderr_mentions(&["no connected node could ever run", "memory"]);
+    let results = cluster.dir().join("results");
+    assert!(!results.exists() || dir_entries(&results).is_empty(), "no output may be written\n{run}");
 }
 
 /// The name of the node whose last heartbeat reported a busy slot, if one did.

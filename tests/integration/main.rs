@@ -9,6 +9,8 @@
 //! - `protocol`: hostile frames and versions end only their own connection.
 //! - `deploy`: systemd units verify; install scripts stage idempotently and uninstall.
 //! - `durability`: dispatcher restarts, detached jobs, bounded memory, a full disk, retention.
+//! - `operator_state`: drains and revocations across restarts, jobs waiting for a first node,
+//!   a torn journal checked and repaired.
 //! - `faults`: a multi-host bed in network namespaces: killed, cut-off, slow and drained nodes.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
@@ -34,4 +36,5 @@ mod security;
 mod stream;
 mod tenants;
 mod durability;
+mod operator_state;
 mod faults;

@@ -407,8 +407,9 @@ pub struct JobSubmission {
     pub memory_limit: u64,
     /// Higher runs first.
     pub priority: i32,
-    /// How long the job may wait with no eligible node before it fails, in milliseconds.
-    pub placement_timeout_ms: u64,
+    /// How long the job may wait with no eligible node before it fails, in milliseconds;
+    /// `None` waits as long as it takes (the dispatcher says why in `Waiting`).
+    pub placement_timeout_ms: Option<u64>,
     /// Where the submitter writes the output, so `wait JOB` from another process can default to it.
     pub output: String,
     /// How the submitter writes results.

@@ -139,7 +139,8 @@ struct RunArgs {
     /// Higher runs first.
     #[arg(long)]
     priority: Option<i32>,
-    /// How long to wait for an eligible node, e.g. 30s.
+    /// Fail the job if no node could take it for this long, e.g. 30s [default: wait as long as
+    /// it takes, saying why].
     #[arg(long)]
     placement_timeout: Option<String>,
     /// The input is on storage every node mounts at the same path (listed in the nodes'
@@ -523,7 +524,7 @@ fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> anyhow::Result
         job.shared_input = true;
     }
     if let Some(t) = &args.placement_timeout {
-        job.placement_timeout = wire::units::parse_duration(t).context("--placement-timeout")?;
+        job.placement_timeout = Some(wire::units::parse_duration(t).context("--placement-timeout")?);
     }
     job.validate()?;
     Ok(job)
@@ -575,6 +576,11 @@ fn print_node_table(nodes: &[NodeStatus]) {
             wire::units::format_size(n.memory_available),
             wire::units::format_size(n.memory_total)
         );
+        if n.address == "-" {
+            // A drained or quarantined name with no node connected: only its state is known.
+            println!("{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {}", n.name, "-", "-", "-", "-", "-", "-", n.state);
+            continue;
+        }
         println!(
             "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8} {}",
             n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state, n.confinement

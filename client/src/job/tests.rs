@@ -86,7 +86,7 @@ fn full_example() {
             chunk_target: Duration::from_secs(5),
             memory_limit: 256 << 20,
             priority: -3,
-            placement_timeout: Duration::from_millis(250),
+            placement_timeout: Some(Duration::from_millis(250)),
             shared_input: false,
         }),
     );
@@ -102,7 +102,7 @@ fn defaults() {
     assert_eq!(job.chunk_timeout, Duration::from_secs(60));
     assert_eq!(job.memory_limit, 1 << 30);
     assert_eq!(job.priority, 0);
-    assert_eq!(job.placement_timeout, Duration::from_secs(30));
+    assert_eq!(job.placement_timeout, None, "a job waits for a node as long as it takes");
     check(MINIMAL, Ok(minimal()));
 }
 
@@ -110,7 +110,7 @@ fn defaults() {
 fn alternative_value_forms() {
     let mut expect = minimal();
     expect.chunk_timeout = Duration::from_secs(90);
-    expect.placement_timeout = Duration::ZERO;
+    expect.placement_timeout = Some(Duration::ZERO);
     expect.memory_limit = 65536;
     expect.results = ResultMode::Concat;
     check(

@@ -1,6 +1,7 @@
 //! `dispy-dispatcher`: the daemon's command line, plus the `pki` commands that create the
 //! cluster CA and issue certificates, the `token` commands that make one-time join tokens for
-//! new nodes, and the `nodes`, `clients` and `admins` commands that revoke certificates by name.
+//! new nodes, the `nodes`, `clients` and `admins` commands that revoke certificates by name, and
+//! the `journal` commands that check and repair the journal.
 //! The logic lives in the `dispatcher` library; the settings come from `common::config` (file,
 //! then `DISPY_*` variables, then these flags).
 
@@ -65,6 +66,29 @@ enum Command {
     Admins {
         #[command(subcommand)]
         action: RevokeAction,
+    },
+    /// Check or repair the journal (STATE_DIR/journal.redb) while the dispatcher is stopped.
+    Journal {
+        #[command(subcommand)]
+        action: JournalAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum JournalAction {
+    /// Check the journal without changing it: every page's checksum, every row, every extent
+    /// against the spool files. Exits 0 when it is healthy, 1 when something is wrong.
+    Check {
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Repair the journal after keeping a copy (journal.redb.bad-UNIXTIME): roll back a torn
+    /// transaction, drop rows that do not decode, record jobs whose spooled bytes are gone as
+    /// failed; a file redb cannot open is replaced by an empty journal, the spooled jobs moved
+    /// aside (jobs.bad-UNIXTIME).
+    Repair {
+        #[command(flatten)]
+        state: StateArgs,
     },
 }
 
@@ -214,8 +238,11 @@ fn main() -> ExitCode {
             }
         };
     }
-    if let Some(command @ (Command::Token { .. } | Command::Nodes { .. } | Command::Clients { .. } | Command::Admins { .. })) =
-        &args.command
+    if let Some(command @ (Command::Token { .. }
+    | Command::Nodes { .. }
+    | Command::Clients { .. }
+    | Command::Admins { .. }
+    | Command::Journal { .. })) = &args.command
     {
         common::telemetry::init(LogFormat::Text, "warn");
         return match enrolment(&args, &flags, command) {
@@ -235,6 +262,7 @@ fn main() -> ExitCode {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
+    let state_dir = config.state_dir.clone();
     let served = runtime.block_on(async {
         let dispatcher = Dispatcher::bind(config)?;
         dispatcher.run(common::signal::shutdown()).await;
@@ -244,6 +272,16 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispy-dispatcher: {e}");
+            if let dispatcher::server::ServeError::Journal(journal) = &e {
+                if !matches!(journal, dispatcher::journal::JournalError::InUse { .. }) {
+                    let dir = state_dir.display();
+                    eprintln!(
+                        "dispy-dispatcher: the journal cannot be used as it is. See what is wrong with\n  \
+                         dispy-dispatcher journal check --state-dir {dir}\nthen repair it (a copy of it is kept) with\n  \
+                         dispy-dispatcher journal repair --state-dir {dir}\n(docs/operations.md, \"The journal\")"
+                    );
+                }
+            }
             ExitCode::FAILURE
         }
     }
@@ -351,6 +389,7 @@ fn enrolment(args: &Args, flags: &Flags, command: &Command) -> Result<(), Comman
         Command::Nodes { action } => revocation(args, flags, Revocable::Node, action)?,
         Command::Clients { action } => revocation(args, flags, Revocable::Client, action)?,
         Command::Admins { action } => revocation(args, flags, Revocable::Operator, action)?,
+        Command::Journal { action } => return journal(args, flags, action),
         Command::Pki { .. } => {}
     }
     Ok(())
@@ -386,6 +425,51 @@ fn revocation(args: &Args, flags: &Flags, kind: Revocable, action: &RevokeAction
         }
     }
     Ok(())
+}
+
+/// `journal check` or `journal repair`; a journal with problems left is a failure (exit 1).
+fn journal(args: &Args, flags: &Flags, action: &JournalAction) -> Result<(), CommandError> {
+    use dispatcher::journal::maintenance;
+
+    let (JournalAction::Check { state } | JournalAction::Repair { state }) = action;
+    let settings = enrolment_settings(args, flags, state, None)?;
+    if let JournalAction::Repair { .. } = action {
+        let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64);
+        let report = maintenance::repair(&settings.state_dir, now).map_err(anyhow::Error::from)?;
+        println!("kept a copy of the journal as it was in {}", report.backup.display());
+        for change in &report.changes {
+            println!("repair: {change}");
+        }
+    }
+    let report = maintenance::check(&settings.state_dir).map_err(anyhow::Error::from)?;
+    let jobs: u64 = report.jobs.values().sum();
+    let states: Vec<String> = report.jobs.iter().map(|(state, n)| format!("{n} {state}")).collect();
+    let states = if states.is_empty() { String::new() } else { format!(" ({})", states.join(", ")) };
+    println!(
+        "journal {}: {}, {jobs} jobs{states}, {} held node names",
+        report.path.display(),
+        wire::units::format_size(report.size),
+        report.holds
+    );
+    if report.recovered {
+        println!("it was not closed cleanly (or its last transaction was torn): the dispatcher rolls it back to its last complete commit when it starts");
+    }
+    if report.problems.is_empty() {
+        println!("no problems found");
+        return Ok(());
+    }
+    const SHOWN: usize = 50;
+    for problem in report.problems.iter().take(SHOWN) {
+        println!("problem: {problem}");
+    }
+    if report.problems.len() > SHOWN {
+        println!("... and {} more problems", report.problems.len() - SHOWN);
+    }
+    let hint = match action {
+        JournalAction::Check { .. } => "; `dispy-dispatcher journal repair` repairs it, keeping a copy",
+        JournalAction::Repair { .. } => " after the repair",
+    };
+    Err(anyhow::anyhow!("{} problem(s) in the journal{hint}", report.problems.len()).into())
 }
 
 /// A revocation list entry is one line: refuse what would not read back as the same name.

@@ -31,7 +31,7 @@ pub(super) enum CommitError {
 }
 
 /// Runs on its own thread: syncs and commits each batch it is given, in order.
-pub(super) fn journal_writer(journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
+pub(super) fn journal_writer(mut journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
     while let Some(mut request) = requests.blocking_recv() {
         let result = request
             .sync

@@ -6,6 +6,10 @@
 //! when it was still a wire type, so journals written before the row had its own type read as
 //! version 1. Version 2 adds the job's owner around a version 1 row; a journal of version 1 is
 //! rewritten as version 2 when it is opened, its jobs owned by nobody (only operators see them).
+//!
+//! A job without a `placement_timeout` (it waits for a node as long as it takes) stores
+//! [`NO_PLACEMENT_TIMEOUT`] there, so the layout did not change; rows from before that existed
+//! all carry the timeout their submitter had (30 s by default then).
 
 use serde::{Deserialize, Serialize};
 use wire::proto::{
@@ -13,10 +17,13 @@ use wire::proto::{
     ResultMode,
 };
 
-use super::JobRecord;
+use super::{JobRecord, NodeHold};
 
 /// The row version this dispatcher writes.
 pub(super) const CURRENT_VERSION: u64 = 2;
+
+/// `placement_timeout_ms` of a job that waits for a node as long as it takes.
+pub(super) const NO_PLACEMENT_TIMEOUT: u64 = u64::MAX;
 
 /// Encodes a record as a current-version row.
 pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
@@ -32,6 +39,30 @@ pub(super) fn decode(version: u64, bytes: &[u8]) -> Result<JobRecord, String> {
         2 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
         other => Err(format!("row version {other} is newer than this dispatcher understands ({CURRENT_VERSION})")),
     }
+}
+
+/// A node name's hold, as the `node_holds` table keeps it: MessagePack of [`HoldRowV1`], a
+/// version number first so the row can change without a journal-wide migration.
+pub(super) fn encode_hold(hold: &NodeHold) -> Vec<u8> {
+    let row = HoldRowV1 { version: 1, drained: hold.drained, quarantine: hold.quarantine.clone() };
+    // Encoding a row cannot fail: every field is a plain value.
+    rmp_serde::to_vec(&row).unwrap_or_default()
+}
+
+/// Decodes a `node_holds` row.
+pub(super) fn decode_hold(bytes: &[u8]) -> Result<NodeHold, String> {
+    let row: HoldRowV1 = rmp_serde::from_slice(bytes).map_err(|e| e.to_string())?;
+    if row.version != 1 {
+        return Err(format!("hold row version {} is newer than this dispatcher understands (1)", row.version));
+    }
+    Ok(NodeHold { drained: row.drained, quarantine: row.quarantine })
+}
+
+#[derive(Serialize, Deserialize)]
+struct HoldRowV1 {
+    version: u32,
+    drained: bool,
+    quarantine: Option<String>,
 }
 
 /// Version 2: the owner, then the version 1 row.
@@ -143,7 +174,7 @@ impl From<&JobRecord> for JobRowV1 {
                 chunk_timeout_ms: s.chunk_timeout_ms,
                 memory_limit: s.memory_limit,
                 priority: s.priority,
-                placement_timeout_ms: s.placement_timeout_ms,
+                placement_timeout_ms: s.placement_timeout_ms.unwrap_or(NO_PLACEMENT_TIMEOUT),
                 output: s.output.clone(),
                 results: match s.results {
                     ResultMode::Concat => ResultsV1::Concat,
@@ -183,7 +214,7 @@ impl From<JobRowV1> for JobRecord {
                 chunk_timeout_ms: s.chunk_timeout_ms,
                 memory_limit: s.memory_limit,
                 priority: s.priority,
-                placement_timeout_ms: s.placement_timeout_ms,
+                placement_timeout_ms: Some(s.placement_timeout_ms).filter(|&t| t != NO_PLACEMENT_TIMEOUT),
                 output: s.output,
                 results: match s.results {
                     ResultsV1::Concat => ResultMode::Concat,

@@ -109,7 +109,8 @@ impl Ledger {
         ids.into_iter().filter_map(|j| self.summary(caller, j).ok()).collect()
     }
 
-    /// The connected nodes as `nodes` lists them, by name.
+    /// The connected nodes as `nodes` lists them, by name, and the drained or quarantined names
+    /// with no node connected (address `-`, state `drained, not connected`).
     pub fn node_statuses(&self, now: Time) -> Vec<NodeStatus> {
         let mut list: Vec<NodeStatus> = self
             .nodes
@@ -128,6 +129,29 @@ impl Ledger {
                 confinement: n.info.confinement.to_string(),
             })
             .collect();
+        // Held names with no session connected, so an operator sees what `undrain` would release.
+        let away: Vec<NodeStatus> = self
+            .scheduler
+            .holds()
+            .filter(|(name, _)| !self.nodes.values().any(|n| n.info.name == *name))
+            .map(|(name, hold)| NodeStatus {
+                name: name.to_owned(),
+                address: "-".into(),
+                hostname: String::new(),
+                slots: 0,
+                busy: 0,
+                memory_total: 0,
+                memory_available: 0,
+                load: 0.0,
+                last_heartbeat_ms: 0,
+                state: match &hold.quarantine {
+                    Some(reason) => format!("quarantined, not connected: {reason}"),
+                    None => "drained, not connected".into(),
+                },
+                confinement: String::new(),
+            })
+            .collect();
+        list.extend(away);
         list.sort_by(|a, b| a.name.cmp(&b.name));
         list
     }

@@ -75,6 +75,14 @@ impl Ledger {
         warn!(target: LOG_TARGET, %error, "journal commit failed; failing the jobs it concerned");
         // The lost batch may have carried the next job id: ids handed out must never return.
         self.batch.next_job = Some(self.next_job);
+        // It may have carried holds on node names, or their release: record every known name's
+        // hold as it stands now (rare, so every name ever seen is cheap enough).
+        let mut names: Vec<String> = self.seen_nodes.iter().cloned().collect();
+        names.sort_unstable();
+        for name in names {
+            let hold = self.scheduler.hold(&name).cloned();
+            self.batch.put_hold(&name, hold);
+        }
         for job in jobs {
             self.scheduler.handle_cancel(now.at, job);
             // Whatever the lost batch said of the job (even that it ended), the journal must now
@@ -93,6 +101,7 @@ impl Ledger {
             let answer = match question {
                 Question::Summary(..) => Answer::Summary(Err(refusal)),
                 Question::Jobs(..) => Answer::Jobs(Err(refusal)),
+                Question::Nodes(..) => Answer::Nodes(Err(refusal)),
             };
             self.effects.push_back(Effect::Answer { request, answer });
         }
@@ -102,6 +111,7 @@ impl Ledger {
             *question = match question {
                 Question::Summary(caller, job, _) => Question::Summary(caller.clone(), *job, self.summary(caller, *job)),
                 Question::Jobs(caller, _) => Question::Jobs(caller.clone(), self.summaries(caller)),
+                Question::Nodes(nodes) => Question::Nodes(std::mem::take(nodes)),
             };
         }
         self.promises.answers = gathering;
@@ -175,7 +185,11 @@ impl Ledger {
                 }
                 Notice::NodeRecovered { node } => info!(target: LOG_TARGET, node = %self.node_name(node), "node recovered"),
                 Notice::NodeQuarantined { node, reason } => {
-                    warn!(target: LOG_TARGET, node = %self.node_name(node), %reason, "node quarantined");
+                    let name = self.node_name(node);
+                    warn!(target: LOG_TARGET, node = %name, %reason, "node quarantined");
+                    // Held by name until an operator undrains it, across reconnects and restarts.
+                    let hold = self.scheduler.hold(&name).cloned();
+                    self.batch.put_hold(&name, hold);
                 }
             }
         }
@@ -322,6 +336,7 @@ impl Question {
         match self {
             Question::Summary(_, _, summary) => Answer::Summary(summary),
             Question::Jobs(_, jobs) => Answer::Jobs(Ok(jobs)),
+            Question::Nodes(nodes) => Answer::Nodes(Ok(nodes)),
         }
     }
 }

@@ -29,7 +29,7 @@ use wire::proto::{
 
 use crate::promises::{CommitPolicy, Promises};
 use crate::record::{Batch, Extent, JobRecord};
-use crate::scheduler::{JobRequirements, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Scheduler, SchedulerConfig};
 
 mod clients;
 mod durability;
@@ -56,6 +56,8 @@ enum Question {
     Summary(Caller, JobId, Result<JobSummary, Refusal>),
     /// `jobs` by a caller, with its answer.
     Jobs(Caller, Vec<JobSummary>),
+    /// `drain` or `undrain`, answered with the nodes table.
+    Nodes(Vec<NodeStatus>),
 }
 
 /// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
@@ -180,6 +182,8 @@ pub enum Answer {
     Summary(Result<JobSummary, Refusal>),
     /// To `jobs`.
     Jobs(Result<Vec<JobSummary>, Refusal>),
+    /// To `drain` or `undrain`: the nodes table once the change is durable.
+    Nodes(Result<Vec<NodeStatus>, Refusal>),
 }
 
 /// Which result a [`Effect::StoreResult`] stores, and for whom.
@@ -265,6 +269,10 @@ impl Ledger {
         };
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
         ledger.scheduler.set_attempt_base(recovered.incarnation << 40);
+        for (name, hold) in recovered.holds {
+            ledger.seen_nodes.insert(name.clone());
+            ledger.scheduler.restore_hold(&name, hold);
+        }
         for job in recovered.jobs {
             ledger.restore(now, job);
         }
@@ -434,7 +442,9 @@ impl Ledger {
     ///
     /// # Errors
     /// [`Refusal::Quota`] when the caller has its most jobs at once or a full spool,
-    /// [`Refusal::NoPlatform`] for a native payload no connected node can run.
+    /// [`Refusal::NoPlatform`] for a native payload no connected node can run,
+    /// [`Refusal::NoEligibleNode`] when nodes are connected and none could ever run the job
+    /// (too little memory in total, no slots). With no node connected every job waits.
     pub fn handle_submit(
         &mut self,
         now: Time,
@@ -443,13 +453,20 @@ impl Ledger {
         submission: JobSubmission,
     ) -> Result<JobId, Refusal> {
         self.check_submission_quota(&caller.name).map_err(Refusal::Quota)?;
-        if let PayloadKind::Native { os, arch } = &submission.kind {
-            // A native payload for a platform no connected node has is refused now, not after
-            // its placement timeout; with no node connected yet it may still find one.
-            if !self.nodes.is_empty() && !self.scheduler.platform_available(os, arch) {
-                let reason =
-                    self.scheduler.eligible_summary(&requirements(&caller.name, &submission)).err().map(|b| b.to_string()).unwrap_or_default();
-                return Err(Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason });
+        // A job no connected node could ever run (platform, memory, slots) is refused now; with
+        // no node connected, or nodes only drained, quarantined or short of memory for now, it
+        // waits and says why.
+        if !self.nodes.is_empty() {
+            if let Err(blocked) = self.scheduler.eligible_summary(&requirements(&caller.name, &submission)) {
+                if blocked.is_permanent() {
+                    let reason = blocked.to_string();
+                    return Err(match &submission.kind {
+                        PayloadKind::Native { os, arch } if !self.scheduler.platform_available(os, arch) => {
+                            Refusal::NoPlatform { os: os.clone(), arch: arch.clone(), reason }
+                        }
+                        _ => Refusal::NoEligibleNode(reason),
+                    });
+                }
             }
         }
         let job = JobId(self.next_job);
@@ -574,30 +591,38 @@ impl Ledger {
         self.answer(request, question);
     }
 
-    /// An operator drains (or undrains, which also releases a quarantine) every connected node
-    /// named `name`; answered with the nodes.
+    /// An operator drains (or undrains, which also releases a quarantine) the node `name`: every
+    /// session of that name, connected now or later, and across dispatcher restarts (the hold is
+    /// journaled). Answered with the nodes table once the change is durable.
     ///
-    /// # Errors
-    /// [`Refusal::NotOperator`] for a client, [`Refusal::UnknownNode`] when no node of that
-    /// name is connected.
-    pub fn handle_drain(&mut self, now: Time, caller: &Caller, name: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+    /// Refusals, answered at once: [`Refusal::NotOperator`] for a client,
+    /// [`Refusal::UnknownNode`] when no node of that name is connected and the name is not held
+    /// (so a drained or quarantined node that is away can still be undrained).
+    pub fn handle_drain(&mut self, now: Time, request: RequestId, caller: &Caller, name: &str, drain: bool) {
         if !caller.operator {
-            return Err(Refusal::NotOperator(if drain { "drain nodes" } else { "undrain nodes" }, caller.name.clone()));
+            let refusal = Refusal::NotOperator(if drain { "drain nodes" } else { "undrain nodes" }, caller.name.clone());
+            self.effects.push_back(Effect::Answer { request, answer: Answer::Nodes(Err(refusal)) });
+            return;
         }
-        let ids: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.info.name == name).map(|(id, _)| *id).collect();
-        if ids.is_empty() {
-            return Err(Refusal::UnknownNode(name.to_owned()));
+        let current = self.scheduler.hold(name).cloned().unwrap_or_default();
+        let connected = self.nodes.values().any(|n| n.info.name == name);
+        if !connected && !current.is_held() {
+            let answer = Answer::Nodes(Err(Refusal::UnknownNode(name.to_owned())));
+            self.effects.push_back(Effect::Answer { request, answer });
+            return;
         }
-        for id in ids {
+        let hold = if drain { NodeHold { drained: true, ..current.clone() } } else { NodeHold::default() };
+        if hold != current {
             if drain {
-                info!(target: LOG_TARGET, node = %name, by = %caller.name, "node drained by an operator");
-                self.scheduler.handle_drain(now.at, id);
+                info!(target: LOG_TARGET, node = %name, by = %caller.name, connected, "node drained by an operator");
             } else {
-                info!(target: LOG_TARGET, node = %name, by = %caller.name, "node undrained by an operator");
-                self.scheduler.handle_undrain(now.at, id);
+                info!(target: LOG_TARGET, node = %name, by = %caller.name, connected, "node undrained by an operator");
             }
+            self.scheduler.handle_hold(now.at, name, hold.clone());
+            self.batch.put_hold(name, Some(hold));
         }
-        Ok(self.node_statuses(now))
+        let nodes = self.node_statuses(now);
+        self.answer(request, Question::Nodes(nodes));
     }
 
     /// Fails a running job with `message`, cancelling its attempts.
@@ -646,7 +671,7 @@ fn requirements(owner: &str, submission: &JobSubmission) -> JobRequirements {
         memory_limit: submission.memory_limit,
         max_attempts: submission.max_attempts,
         priority: submission.priority,
-        placement_timeout: Duration::from_millis(submission.placement_timeout_ms),
+        placement_timeout: submission.placement_timeout_ms.map(Duration::from_millis),
         platform: match &submission.kind {
             PayloadKind::Wasm => None,
             PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),

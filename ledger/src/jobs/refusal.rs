@@ -24,6 +24,10 @@ pub enum Refusal {
         /// Why no connected node is eligible.
         reason: String,
     },
+    /// Nodes are connected and none could ever run the job (too little memory in total, no
+    /// slots): waiting would not help unless other nodes join.
+    #[error("no connected node could ever run this job: {0}")]
+    NoEligibleNode(String),
     /// The job's input spool file could not be created.
     #[error("dispatcher cannot store the job's input: {0}")]
     InputStorage(std::io::Error),
@@ -33,8 +37,8 @@ pub enum Refusal {
     /// The journal failed to record the state an answer describes.
     #[error("dispatcher storage failed before this answer was recorded: {0}")]
     Unrecorded(String),
-    /// A drain or undrain named a node that is not connected.
-    #[error("no node named {0:?} is connected")]
+    /// A drain or undrain named a node that is not connected and not held.
+    #[error("no node named {0:?} is connected (and none of that name is drained or quarantined)")]
     UnknownNode(String),
     /// A request only operators may make, from a client.
     #[error("only an operator may {0}; {1:?} has a client certificate (operators use one from `dispy-dispatcher pki issue-admin`)")]

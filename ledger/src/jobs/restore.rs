@@ -22,6 +22,8 @@ pub struct Recovered {
     pub incarnation: u64,
     /// Every remembered job.
     pub jobs: Vec<RestoredJob>,
+    /// Node names an operator drained or that were quarantined, held until released.
+    pub holds: Vec<(String, crate::record::NodeHold)>,
 }
 
 /// One remembered job, with the extents [`RestoredJob::reads`] said to read.

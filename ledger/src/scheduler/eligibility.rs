@@ -103,6 +103,16 @@ impl fmt::Display for Blocked {
     }
 }
 
+impl Blocked {
+    /// Whether no connected node could run the job even if every one were undrained, released
+    /// and idle: each is on another platform, has no slots, has too little memory in total or
+    /// rejected it. False with no node connected (one may join).
+    pub fn is_permanent(&self) -> bool {
+        let connected_wrong: usize = self.wrong_platform.iter().map(|(_, count)| count).sum();
+        self.connected > 0 && connected_wrong + self.rejected + self.no_slots + self.too_small == self.connected
+    }
+}
+
 /// "1 lacks" / "2 lack": picks the verb form for a count.
 fn verb(count: usize, singular: &'static str, plural: &'static str) -> &'static str {
     if count == 1 {
@@ -124,18 +134,19 @@ impl Scheduler {
     }
 
     /// Starts or stops the job's placement clock: it runs while the job has pending chunks,
-    /// nothing in flight and no connected node that could ever run it.
+    /// nothing in flight and no connected node that could ever run it, and only when its
+    /// submitter set a `placement_timeout` (otherwise the job waits, saying why).
     pub(super) fn refresh_clock(&mut self, now: Instant, job: JobId) {
         let Some(j) = self.jobs.get(&job) else { return };
-        let stuck = j.has_pending() && j.in_flight == 0 && !self.any_eligible(job, j);
+        let stuck = j.req.placement_timeout.is_some() && j.has_pending() && j.in_flight == 0 && !self.any_eligible(job, j);
         let Some(j) = self.jobs.get_mut(&job) else { return };
-        match (stuck, j.placement_deadline) {
-            (true, None) => {
-                let at = now + j.req.placement_timeout;
+        match (stuck, j.placement_deadline, j.req.placement_timeout) {
+            (true, None, Some(timeout)) => {
+                let at = now + timeout;
                 j.placement_deadline = Some(at);
                 self.timers.insert((at, Timer::Placement(job)));
             }
-            (false, Some(at)) => {
+            (false, Some(at), _) => {
                 j.placement_deadline = None;
                 self.timers.remove(&(at, Timer::Placement(job)));
             }

@@ -56,11 +56,18 @@ impl Scheduler {
         let capacity = share_limit(&self.config, resources.slots, None);
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
-        if capacity > 0 {
+        let mut node_state = Node::new(now, resources, capacity, timer_at);
+        if let Some(hold) = self.holds.get(&node_state.name) {
+            // Held by name: the new session takes no work until an operator releases the name.
+            node_state.drained = hold.drained;
+            node_state.quarantine.clone_from(&hold.quarantine);
+        }
+        if node_state.free_positions() > 0 {
             self.free.insert((capacity, Reverse(node)));
+        }
+        if node_state.is_idle() {
             self.idle.insert((capacity, Reverse(node)));
         }
-        let node_state = Node::new(now, resources, capacity, timer_at);
         self.eligible_slots += node_state.eligible_slots();
         self.nodes.insert(node, node_state);
         self.freed = true;
@@ -197,6 +204,8 @@ impl Scheduler {
                     blame.count, failed.report.failure
                 );
                 self.update_node(failed.node, |n| n.quarantine = Some(reason.clone()));
+                let name = self.nodes[&failed.node].name.clone();
+                self.holds.entry(name).or_default().quarantine = Some(reason.clone());
                 self.out.notify(Notice::NodeQuarantined { node: failed.node, reason });
                 self.eligibility_changed(now);
             }

@@ -71,7 +71,11 @@
 //!   `quarantine_threshold` blamed failures, from at least two different chunks (of one job or
 //!   several), is quarantined ([`Notice::NodeQuarantined`]) until an operator undrains it, which
 //!   also clears its count. Counts last for the node's session: a node that reconnects starts
-//!   with a clean record.
+//!   with a clean record, but the quarantine itself is held by the node's name ([`NodeHold`]).
+//! - **Holds.** Drain and quarantine belong to a node's *name*, not its session: a
+//!   [`NodeHold`] set with [`Scheduler::handle_hold`] (or a quarantine) applies to every session
+//!   of that name, connected now or registering later, until it is released. The ledger journals
+//!   holds and gives them back with [`Scheduler::restore_hold`] after a restart.
 //! - **Silence.** A node silent for half of `node_timeout` is *suspect* ([`Notice::NodeSuspect`]):
 //!   it takes no new work but still counts as eligible; a heartbeat clears it
 //!   ([`Notice::NodeRecovered`]). Silent for all of `node_timeout`, it is dropped
@@ -157,6 +161,23 @@ pub struct NodeResources {
     pub arch: String,
 }
 
+/// What holds a node *name* back from new work, whatever session it connects with: an
+/// operator's drain, a quarantine, or both. Released together by an operator's undrain.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NodeHold {
+    /// An operator drained the name.
+    pub drained: bool,
+    /// Why the name is quarantined, if it is (see [`Notice::NodeQuarantined`]).
+    pub quarantine: Option<String>,
+}
+
+impl NodeHold {
+    /// Whether anything holds the node back.
+    pub fn is_held(&self) -> bool {
+        self.drained || self.quarantine.is_some()
+    }
+}
+
 /// What the scheduler needs to know about a job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobRequirements {
@@ -169,8 +190,9 @@ pub struct JobRequirements {
     /// round-robin. It orders nothing between tenants.
     pub priority: i32,
     /// How long the job may sit with pending chunks, nothing in flight and no node that could
-    /// ever take it before it fails with [`JobFailure::NoEligibleNode`].
-    pub placement_timeout: Duration,
+    /// ever take it before it fails with [`JobFailure::NoEligibleNode`]; `None` (the default a
+    /// submitter gets) waits as long as it takes, saying why in [`Scheduler::blocked_reason`].
+    pub placement_timeout: Option<Duration>,
     /// The `(os, arch)` the payload needs, compared exactly with [`NodeResources::os`] and
     /// [`NodeResources::arch`]; `None` (WebAssembly) runs anywhere.
     pub platform: Option<(String, String)>,
@@ -320,6 +342,8 @@ impl fmt::Display for NodeState {
 pub struct Scheduler {
     config: SchedulerConfig,
     nodes: HashMap<NodeId, Node>,
+    /// Holds by node name, applied to every session of that name (see [`NodeHold`]).
+    holds: HashMap<String, NodeHold>,
     jobs: HashMap<JobId, Job>,
     /// Every attempt placed on a node and not yet finished, cancelled or requeued. An attempt id
     /// missing here marks a report to discard.
@@ -379,6 +403,7 @@ impl Scheduler {
         Self {
             config,
             nodes: HashMap::new(),
+            holds: HashMap::new(),
             jobs: HashMap::new(),
             attempts: HashMap::new(),
             lost: VecDeque::new(),
@@ -436,35 +461,78 @@ impl Scheduler {
         self.settle(now);
     }
 
-    /// An operator drains the node: it finishes the attempts it holds (running and queued) and
-    /// takes no new ones, not even speculative copies, until [`Scheduler::handle_undrain`]. It
-    /// stops counting as eligible, so the reason of [`JobFailure::NoEligibleNode`] counts it as
-    /// drained. Unknown nodes and nodes already drained are ignored.
+    /// An operator drains the node's name (see [`Scheduler::handle_hold`]): it finishes the
+    /// attempts it holds (running and queued) and takes no new ones, not even speculative copies,
+    /// until [`Scheduler::handle_undrain`]. It stops counting as eligible, so the reason of
+    /// [`JobFailure::NoEligibleNode`] counts it as drained. Unknown nodes and nodes already
+    /// drained are ignored.
     pub fn handle_drain(&mut self, now: Instant, node: NodeId) {
-        match self.nodes.get(&node) {
-            Some(n) if !n.drained => {}
-            _ => return,
+        let Some(n) = self.nodes.get(&node).filter(|n| !n.drained) else { return };
+        let name = n.name.clone();
+        let mut hold = self.holds.get(&name).cloned().unwrap_or_default();
+        hold.drained = true;
+        self.handle_hold(now, &name, hold);
+    }
+
+    /// An operator puts a drained or quarantined node's name back to work; a quarantined node
+    /// also forgets the failures it was blamed for. Unknown nodes and nodes taking work are
+    /// ignored.
+    pub fn handle_undrain(&mut self, now: Instant, node: NodeId) {
+        let Some(n) = self.nodes.get(&node).filter(|n| n.drained || n.quarantine.is_some()) else { return };
+        let name = n.name.clone();
+        self.handle_hold(now, &name, NodeHold::default());
+    }
+
+    /// Holds (or with a [`NodeHold`] that holds nothing, releases) every session of the node
+    /// `name`, connected now or registering later. A drained name finishes the attempts it holds
+    /// and takes no new ones; a released one forgets the failures it was blamed for and takes
+    /// work at once. A name need not be connected.
+    pub fn handle_hold(&mut self, now: Instant, name: &str, hold: NodeHold) {
+        if hold.is_held() {
+            self.holds.insert(name.to_owned(), hold.clone());
+        } else {
+            self.holds.remove(name);
         }
-        self.update_node(node, |n| n.drained = true);
-        self.eligibility_changed(now);
+        let mut sessions: Vec<NodeId> = self.nodes.iter().filter(|(_, n)| n.name == name).map(|(id, _)| *id).collect();
+        sessions.sort_unstable();
+        let mut changed = false;
+        for id in sessions {
+            let n = &self.nodes[&id];
+            if n.drained == hold.drained && n.quarantine == hold.quarantine {
+                continue;
+            }
+            let release = !hold.is_held();
+            self.update_node(id, |n| {
+                n.drained = hold.drained;
+                n.quarantine.clone_from(&hold.quarantine);
+                if release {
+                    n.blame = Blame::default();
+                }
+            });
+            self.fill_node(now, id);
+            changed = true;
+        }
+        if changed {
+            self.eligibility_changed(now);
+        }
         self.settle(now);
     }
 
-    /// An operator puts a drained or quarantined node back to work; a quarantined node also
-    /// forgets the failures it was blamed for. Unknown nodes and nodes taking work are ignored.
-    pub fn handle_undrain(&mut self, now: Instant, node: NodeId) {
-        match self.nodes.get(&node) {
-            Some(n) if n.drained || n.quarantine.is_some() => {}
-            _ => return,
+    /// A hold the journal kept from an earlier dispatcher lifetime, before any node registers.
+    pub fn restore_hold(&mut self, name: &str, hold: NodeHold) {
+        if hold.is_held() {
+            self.holds.insert(name.to_owned(), hold);
         }
-        self.update_node(node, |n| {
-            n.drained = false;
-            n.quarantine = None;
-            n.blame = Blame::default();
-        });
-        self.fill_node(now, node);
-        self.eligibility_changed(now);
-        self.settle(now);
+    }
+
+    /// The hold on node `name`, if any.
+    pub fn hold(&self, name: &str) -> Option<&NodeHold> {
+        self.holds.get(name)
+    }
+
+    /// Every held node name, connected or not, in no particular order.
+    pub fn holds(&self) -> impl Iterator<Item = (&str, &NodeHold)> + '_ {
+        self.holds.iter().map(|(name, hold)| (name.as_str(), hold))
     }
 
     /// A new job; its chunks arrive with [`Scheduler::handle_chunks_added`]. A `job` id that is
@@ -599,7 +667,8 @@ impl Scheduler {
 
     /// Fires every deadline at or before `now`: silent nodes become suspect
     /// ([`Notice::NodeSuspect`]) and later are dropped ([`Action::DropNode`]) with their attempts
-    /// requeued, jobs whose placement clock ran out fail with [`JobFailure::NoEligibleNode`], and
+    /// requeued, jobs whose placement clock (a `placement_timeout` their submitter set) ran out
+    /// fail with [`JobFailure::NoEligibleNode`], and
     /// stragglers get speculative copies. Calling it early or twice is harmless.
     pub fn handle_timeout(&mut self, now: Instant) {
         while let Some(&(at, timer)) = self.timers.first() {

@@ -27,7 +27,7 @@ pub(super) fn req() -> JobRequirements {
         memory_limit: GIB,
         max_attempts: 3,
         priority: 0,
-        placement_timeout: Duration::from_secs(30),
+        placement_timeout: Some(Duration::from_secs(30)),
         platform: None,
         tenant: "alice".to_owned(),
     }

@@ -17,7 +17,7 @@ use super::super::{
     AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, RequestId,
     RestoredJob, Time,
 };
-use crate::record::{Batch, Extent, JobRecord};
+use crate::record::{Batch, Extent, JobRecord, NodeHold};
 use crate::scheduler::{NodeId, SchedulerConfig};
 
 /// A small xorshift generator: histories come from a seed, so a failure replays.
@@ -67,6 +67,7 @@ struct Durable {
     jobs: BTreeMap<JobId, JobRecord>,
     inputs: BTreeMap<(JobId, ChunkIndex), Extent>,
     results: BTreeMap<(JobId, ChunkIndex), Extent>,
+    holds: BTreeMap<String, NodeHold>,
 }
 
 impl Durable {
@@ -87,6 +88,12 @@ impl Durable {
             self.jobs.remove(job);
             self.inputs.retain(|(j, _), _| j != job);
             self.results.retain(|(j, _), _| j != job);
+        }
+        for (name, hold) in &batch.holds {
+            match hold {
+                Some(hold) => self.holds.insert(name.clone(), hold.clone()),
+                None => self.holds.remove(name),
+            };
         }
     }
 
@@ -142,7 +149,7 @@ impl World {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
         let durable = Durable { next_job: 1, incarnation: 1, ..Durable::default() };
         let mut world = Self {
-            ledger: Ledger::new(ledger_config(), Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now),
+            ledger: Ledger::new(ledger_config(), Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now),
             now,
             durable,
             spool: HashMap::new(),
@@ -327,7 +334,8 @@ impl World {
                 }
             })
             .collect();
-        Recovered { next_job: self.durable.next_job, incarnation: self.durable.incarnation, jobs }
+        let holds = self.durable.holds.iter().map(|(n, h)| (n.clone(), h.clone())).collect();
+        Recovered { next_job: self.durable.next_job, incarnation: self.durable.incarnation, jobs, holds }
     }
 
     /// Ends a turn and carries out every effect, checking each promise as it is kept.
@@ -527,7 +535,7 @@ pub(super) fn submission() -> JobSubmission {
         chunk_timeout_ms: 60_000,
         memory_limit: 1 << 20,
         priority: 0,
-        placement_timeout_ms: 600_000,
+        placement_timeout_ms: Some(600_000),
         output: "out".into(),
         results: ResultMode::Concat,
         shared_input: false,

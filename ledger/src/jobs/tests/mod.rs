@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 mod desk;
 mod harness;
+mod holds;
 mod payloads;
 mod tenants;
 

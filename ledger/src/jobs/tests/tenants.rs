@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use wire::proto::{JobId, JobState};
+use wire::proto::{JobId, JobState, NodeStatus};
 
 use super::super::{Answer, Caller, Quota, Quotas, Refusal, RequestId};
 use super::desk::Desk;
@@ -19,6 +19,16 @@ fn operator() -> Caller {
 }
 
 impl Desk {
+    fn drain(&mut self, who: &Caller, node: &str, drain: bool) -> Result<Vec<NodeStatus>, Refusal> {
+        let request = self.request();
+        self.ledger.handle_drain(self.now, request, who, node, drain);
+        self.turn();
+        match self.answers.remove(&request) {
+            Some(Answer::Nodes(nodes)) => nodes,
+            other => panic!("drain answered {other:?}"),
+        }
+    }
+
     fn request(&mut self) -> RequestId {
         RequestId(self.fresh())
     }
@@ -87,13 +97,13 @@ fn operators_see_and_cancel_every_job_and_alone_manage_nodes() {
     assert_eq!(desk.cancel(&operator(), b), Ok(JobState::Cancelled));
     assert!(desk.ledger.attachable(&operator(), a).is_ok());
 
-    let refused = desk.ledger.handle_drain(desk.now, &alice, "node-a", true).expect_err("a client cannot drain");
+    let refused = desk.drain(&alice, "node-a", true).expect_err("a client cannot drain");
     assert!(matches!(refused, Refusal::NotOperator(..)), "{refused}");
     assert!(refused.to_string().contains("only an operator may drain nodes"), "{refused}");
-    let nodes = desk.ledger.handle_drain(desk.now, &operator(), "node-a", true).expect("an operator drains");
+    let nodes = desk.drain(&operator(), "node-a", true).expect("an operator drains");
     assert_eq!(nodes[0].state, "drained");
-    assert!(desk.ledger.handle_drain(desk.now, &bob, "node-a", false).is_err(), "a client cannot undrain");
-    let nodes = desk.ledger.handle_drain(desk.now, &operator(), "node-a", false).expect("an operator undrains");
+    assert!(desk.drain(&bob, "node-a", false).is_err(), "a client cannot undrain");
+    let nodes = desk.drain(&operator(), "node-a", false).expect("an operator undrains");
     assert_ne!(nodes[0].state, "drained");
 }
 

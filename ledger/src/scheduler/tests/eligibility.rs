@@ -54,7 +54,7 @@ fn check_no_eligible_on(
     }
     let req = JobRequirements {
         memory_limit: limit_gib * GIB,
-        placement_timeout: Duration::from_secs(10),
+        placement_timeout: Some(Duration::from_secs(10)),
         platform: platform.map(|(os, arch)| (os.to_owned(), arch.to_owned())),
         ..req()
     };
@@ -116,7 +116,7 @@ fn platform_must_match() {
 
 #[test]
 fn placement_clock_runs_only_while_no_node_is_eligible() {
-    let req = JobRequirements { placement_timeout: Duration::from_secs(10), ..req() };
+    let req = JobRequirements { placement_timeout: Some(Duration::from_secs(10)), ..req() };
     // The clock starts with the first pending chunk and a capable node stops it.
     let mut sim = Sim::new();
     let job = sim.submit(req.clone());
@@ -136,7 +136,7 @@ fn placement_clock_runs_only_while_no_node_is_eligible() {
     sim.add_node(1);
     let first = sim.submit_chunks(req.clone(), 3);
     let second =
-        sim.submit_chunks(JobRequirements { placement_timeout: Duration::from_secs(1), ..req }, 1);
+        sim.submit_chunks(JobRequirements { placement_timeout: Some(Duration::from_secs(1)), ..req }, 1);
     sim.drive();
     assert_eq!((sim.outcome(first), sim.outcome(second)), (Some(&Ok(())), Some(&Ok(()))));
     sim.check_final();
@@ -199,7 +199,7 @@ fn blocked_jobs_say_why() {
     let mut sim = Sim::new();
     let node = sim.add_node(1);
     sim.drain(node);
-    let job = sim.submit_chunks(JobRequirements { placement_timeout: ms(10_000), ..req() }, 1);
+    let job = sim.submit_chunks(JobRequirements { placement_timeout: Some(ms(10_000)), ..req() }, 1);
     sim.drive();
     let reason = "1 connected, 1 drained, 0 eligible".to_owned();
     assert_eq!(sim.outcome(job), Some(&Err(JobFailure::NoEligibleNode { reason })));

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use wire::proto::{AttemptId, FailureKind};
 
 use super::super::sim::{failure, req, Behavior, NodeSpec, Sim, GIB};
-use super::super::{JobRequirements, NodeState, Scheduler, SchedulerConfig};
+use super::super::{JobRequirements, NodeHold, NodeState, Scheduler, SchedulerConfig};
 use super::{N1, N2, N3, J1, resources, config, no_speculation, ms, check_actions, check_trace, submit_whole_job};
 
 #[test]
@@ -202,7 +202,8 @@ fn node_whose_failures_succeed_elsewhere_is_quarantined_until_undrained() {
         ),
     );
     let reason = reason.to_owned();
-    assert_eq!(sim.sched.node_state(bad), Some(NodeState::Quarantined { reason }));
+    assert_eq!(sim.sched.node_state(bad), Some(NodeState::Quarantined { reason: reason.clone() }));
+    assert_eq!(sim.sched.hold("n1").and_then(|h| h.quarantine.clone()), Some(reason), "held by name");
     let job = sim.submit_chunks(req(), 4);
     sim.drive();
     assert_eq!((sim.assigned(bad).len(), sim.assigned(good).len()), (5, 10));
@@ -240,4 +241,33 @@ fn one_chunk_that_fails_on_a_node_is_not_enough_to_quarantine_it() {
     assert!(s.handle_chunk_succeeded(now, N2, AttemptId(6)).is_some());
     check_actions(&mut s, "");
     assert_eq!(s.node_state(N1), Some(NodeState::Ready));
+}
+
+#[test]
+fn holds_belong_to_the_node_name_and_apply_to_its_next_sessions() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_drain(now, N1);
+    assert_eq!(s.hold("n1"), Some(&NodeHold { drained: true, quarantine: None }));
+    // The session ends and the node comes back under a new id: still drained, given nothing.
+    s.handle_node_lost(now, N1);
+    s.handle_node_joined(now, N2, resources("n1", 1));
+    submit_whole_job(&mut s, now, 2);
+    check_actions(&mut s, "");
+    assert_eq!(s.node_state(N2), Some(NodeState::Drained));
+    // A quarantine joins the drain on the name, and a restored hold applies before any work.
+    let quarantined = NodeHold { drained: true, quarantine: Some("bad disk".into()) };
+    s.handle_hold(now, "n1", quarantined.clone());
+    assert_eq!(s.node_state(N2), Some(NodeState::Quarantined { reason: "bad disk".into() }));
+    let mut restarted = Scheduler::new(config(0));
+    restarted.restore_hold("n1", quarantined);
+    restarted.handle_node_joined(now, N3, resources("n1", 1));
+    submit_whole_job(&mut restarted, now, 1);
+    check_actions(&mut restarted, "");
+    // Released by name, the connected session takes the waiting work at once.
+    s.handle_hold(now, "n1", NodeHold::default());
+    assert_eq!(s.hold("n1"), None);
+    check_actions(&mut s, "start-job n2 j1\nassign n2 j1 c0 a1");
+    assert_eq!(restarted.holds().count(), 1);
 }

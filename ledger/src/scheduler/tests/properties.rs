@@ -160,7 +160,7 @@ fn apply(sim: &mut Sim, op: &Op) {
                 memory_limit: memory_gib * GIB,
                 max_attempts,
                 priority,
-                placement_timeout: Duration::from_secs(timeout_s),
+                placement_timeout: Some(Duration::from_secs(timeout_s)),
                 platform: native.then(|| {
                     let (os, arch) = platform(choice);
                     (os.to_owned(), arch.to_owned())
