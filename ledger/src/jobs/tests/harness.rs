@@ -513,6 +513,7 @@ pub(super) fn info(name: &str) -> NodeInfo {
         version: "test".into(),
         cached_payloads: Vec::new(),
         confinement: wire::proto::Confinement::Landlock,
+        claims: Vec::new(),
     }
 }
 
