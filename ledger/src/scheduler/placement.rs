@@ -53,7 +53,7 @@ pub(super) enum Placing {
 }
 
 /// How far into a job's requeue a node looks for a chunk that did not fail on it.
-const REQUEUE_SCAN: usize = 16;
+pub(super) const REQUEUE_SCAN: usize = 16;
 
 impl Scheduler {
     /// Gives the node's free positions to pending jobs one chunk at a time: each to the tenant with

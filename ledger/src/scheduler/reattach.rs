@@ -59,15 +59,22 @@ impl Scheduler {
         true
     }
 
-    /// Adopts a restored chunk that awaits its claim, if the claim names it and an id from
-    /// before this point.
+    /// Adopts a chunk nothing runs, if the claim names it and an id from before this point: a
+    /// restored chunk that awaits its claim, or a requeued one not yet placed again (its node
+    /// was written off, then came back holding it).
     fn adopt_unclaimed(&mut self, now: Instant, claim: &Claim, node: NodeId) -> bool {
         if claim.attempt.0 >= self.next_attempt {
             return false;
         }
         let Some(j) = self.jobs.get_mut(&claim.job) else { return false };
         if !j.unclaimed.remove(&claim.chunk) {
-            return false;
+            // A scan of the requeue: claims are rare (a registration) and few (what one node
+            // holds).
+            let Some(i) = j.requeued.iter().position(|&c| c == claim.chunk) else { return false };
+            j.requeued.remove(i);
+            if j.requeued.len() >= super::placement::REQUEUE_SCAN {
+                self.window_moved.push(claim.job);
+            }
         }
         let placing = Placing::Adopted { attempt: claim.attempt, speculative: false, twin: None };
         self.place_attempt(now, claim.job, claim.chunk, node, placing);

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use wire::proto::{AttemptId, ChunkIndex, Claim, JobId};
 
 use super::super::sim::{req, GIB};
-use super::super::{Scheduler, SchedulerConfig};
+use super::super::Scheduler;
 use super::{check_actions, no_speculation, resources, submit_whole_job, J1, N1, N2, N3};
 
 /// What the restarted scheduler's journal incarnation makes its first attempt id.
@@ -131,13 +131,32 @@ fn a_disconnected_node_silent_past_node_timeout_is_dropped_and_its_attempts_requ
     assert_eq!(s.handle_chunk_succeeded(now + Duration::from_secs(5), N2, AttemptId(2)), Some((J1, 1)));
     // The requeued chunk goes before the fresh one.
     check_actions(&mut s, "assign n2 j1 c0 a3");
-    // The node comes back too late: its claim is refused (the chunk runs elsewhere), but the
+    // The node comes back too late: its claim is refused (the chunk runs again elsewhere), but the
     // result it held still completes the chunk once, and the rerun is cancelled.
     s.handle_node_rejoined(now + Duration::from_secs(6), N3, resources("n1", 1), &[claim(J1, 0, 1)]);
     check_actions(&mut s, "cancel n3 a1\nstart-job n3 j1\nassign n3 j1 c2 a4");
     assert_eq!(s.handle_chunk_succeeded(now + Duration::from_secs(6), N3, AttemptId(1)), Some((J1, 0)));
     check_actions(&mut s, "cancel n2 a3");
     assert_eq!(s.handle_chunk_succeeded(now + Duration::from_secs(6), N2, AttemptId(3)), None);
+}
+
+#[test]
+fn a_node_written_off_takes_back_a_requeued_chunk_not_yet_placed_again() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(no_speculation(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    submit_whole_job(&mut s, now, 3);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nstart-job n2 j1\nassign n2 j1 c1 a2");
+    s.handle_node_disconnected(now, N1);
+    s.handle_heartbeat(now + Duration::from_secs(4), N2, 16 * GIB);
+    s.handle_timeout(now + Duration::from_secs(5));
+    check_actions(&mut s, "drop n1: no heartbeat for 5s");
+    // Chunk 0 waits in the queue (n2 is full) when n1 returns holding it: it is adopted, not rerun.
+    s.handle_node_rejoined(now + Duration::from_secs(6), N3, resources("n1", 1), &[claim(J1, 0, 1)]);
+    check_actions(&mut s, "start-job n3 j1");
+    assert_eq!(s.handle_chunk_succeeded(now + Duration::from_secs(6), N3, AttemptId(1)), Some((J1, 0)));
+    check_actions(&mut s, "assign n3 j1 c2 a3");
 }
 
 #[test]
