@@ -75,18 +75,18 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     // The conversion only fails for configs without TLS 1.3, which we just required.
     let quic = QuicServerConfig::try_from(tls).expect("TLS 1.3 is enabled");
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(crate::net::transport_config(crate::net::DISPATCHER_IDLE_TIMEOUT));
+    config.transport_config(crate::net::transport_config(crate::net::IDLE_TIMEOUT));
     Ok(config)
 }
 
 /// The QUIC client configuration for nodes and clients: presents their certificate, trusts only
 /// a dispatcher certificate signed by the cluster CA, and calls the dispatcher dead after
-/// [`crate::net::DEFAULT_DISPATCHER_TIMEOUT`] of silence.
+/// [`crate::net::IDLE_TIMEOUT`] of silence.
 ///
 /// # Errors
 /// [`TlsError`] when the identity's certificates or key are unusable.
 pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, TlsError> {
-    client_config_with_timeout(identity, crate::net::DEFAULT_DISPATCHER_TIMEOUT)
+    client_config_with_timeout(identity, crate::net::IDLE_TIMEOUT)
 }
 
 /// [`client_config`] calling the dispatcher dead after `dispatcher_timeout` of silence (see

@@ -356,7 +356,8 @@ impl Node {
             .map_err(|e| fail(e.to_string()))?
             .next()
             .ok_or_else(|| fail("no address found".into()))?;
-        let client = common::tls::client_config(&self.identity.borrow()).map_err(|e| fail(e.to_string()))?;
+        let client = common::tls::client_config_with_timeout(&self.identity.borrow(), self.config.dispatcher_timeout)
+            .map_err(|e| fail(e.to_string()))?;
         let connecting = self
             .endpoint
             .connect_with(client, addr, common::tls::dispatcher_server_name())
