@@ -425,6 +425,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             version: env!("CARGO_PKG_VERSION").into(),
             cached_payloads: Vec::new(),
             confinement: wire::proto::Confinement::Landlock,
+            claims: Vec::new(),
         }))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;

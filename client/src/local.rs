@@ -50,6 +50,7 @@ impl LocalCluster {
                 cache_dir: root.join(format!("node-{i}")),
                 cache_max_bytes: common::config::DEFAULT_CACHE_MAX_BYTES,
                 heartbeat_interval: Duration::from_secs(1),
+                dispatcher_timeout: common::net::DEFAULT_DISPATCHER_TIMEOUT,
                 health_log_interval: Duration::from_secs(30),
                 tls_dir: None,
                 // Every local node is this machine: whatever the submitter can name, they can read.

@@ -3,6 +3,8 @@
 //! [`FramedRecv`] are its halves and also serve the unidirectional bulk streams.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use serde::{de::DeserializeOwned, Serialize};
@@ -15,6 +17,49 @@ use wire::frame::{self, FrameError};
 /// at `net.core.rmem_max`/`wmem_max`, which operators of large clusters raise.
 const SOCKET_BUFFER: usize = 8 << 20;
 
+/// How long a node or client waits without hearing from the dispatcher before it calls the
+/// connection dead and dials again (the node's `dispatcher_timeout`): a dispatcher killed or cut
+/// off is noticed this fast.
+pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The idle timeout the dispatcher offers, and that of [`crate::tls::client_config`]. QUIC uses
+/// the smaller of the two peers' timeouts, so nodes and clients choose how fast they notice a
+/// dead dispatcher (`tls::client_config_with_timeout`); the dispatcher notices silent nodes by
+/// their heartbeats (`node_timeout`), not by this. Clients keep this longer timeout until they
+/// reconnect by themselves: a client that gave up after 2 s would fail its `run` on a short
+/// network blip.
+pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Flow-control windows sized for multi-megabyte chunks on fast links.
+const STREAM_WINDOW: u32 = 16 << 20;
+const CONNECTION_WINDOW: u32 = 64 << 20;
+
+/// The QUIC transport settings of every dispy endpoint, with `idle_timeout`: a connection that
+/// hears nothing from its peer for that long is closed. Keep-alives go out four times per idle
+/// timeout (at most once a second), so an idle but healthy connection never times out, even
+/// after a lost packet or two. Timeouts are clamped to 100 ms .. 1 h.
+pub fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
+    let idle_timeout = idle_timeout.clamp(Duration::from_millis(100), Duration::from_secs(3600));
+    let mut t = quinn::TransportConfig::default();
+    t.keep_alive_interval(Some((idle_timeout / 4).min(Duration::from_secs(1))));
+    // Clamped above to an hour, well inside QUIC's varint range.
+    t.max_idle_timeout(Some(idle_timeout.try_into().expect("idle timeout fits a varint")));
+    // dispy opens one control stream per connection and a handful of unidirectional ones; low
+    // limits keep one flooding peer from making us track thousands of streams.
+    t.max_concurrent_bidi_streams(4u32.into());
+    t.max_concurrent_uni_streams(32u32.into());
+    t.stream_receive_window(STREAM_WINDOW.into());
+    t.receive_window(CONNECTION_WINDOW.into());
+    t.send_window(u64::from(CONNECTION_WINDOW));
+    // Probe for datagrams up to the largest UDP payload: loopback and jumbo-frame networks
+    // carry far more than the 1452-byte default, and each datagram costs a syscall and a
+    // decryption; on a 1500-byte path the probes simply fail and the MTU stays where it is.
+    let mut mtu = quinn::MtuDiscoveryConfig::default();
+    mtu.upper_bound(u16::MAX);
+    t.mtu_discovery_config(Some(mtu));
+    Arc::new(t)
+}
+
 /// A QUIC endpoint on `bind` with enlarged socket buffers: a server when `server` is given
 /// (which can also dial), otherwise a client.
 ///
@@ -26,7 +71,7 @@ pub fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
     let _ = socket.set_recv_buffer_size(SOCKET_BUFFER);
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&bind.into())?;
-    let runtime = std::sync::Arc::new(quinn::TokioRuntime);
+    let runtime = Arc::new(quinn::TokioRuntime);
     quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }
 

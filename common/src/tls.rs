@@ -44,13 +44,6 @@ pub struct PeerIdentity {
     pub role: Role,
 }
 
-/// Keep-alive and idle timeout shared by every endpoint: a silent peer is noticed within seconds.
-const KEEP_ALIVE: Duration = Duration::from_secs(1);
-const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Flow-control windows sized for multi-megabyte chunks on fast links.
-const STREAM_WINDOW: u32 = 16 << 20;
-const CONNECTION_WINDOW: u32 = 64 << 20;
-
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
 }
@@ -59,27 +52,6 @@ fn roots(identity: &Identity) -> Result<RootCertStore, TlsError> {
     let mut roots = RootCertStore::empty();
     roots.add(identity.ca.clone()).map_err(|e| TlsError::BadCa(e.to_string()))?;
     Ok(roots)
-}
-
-fn transport() -> Arc<quinn::TransportConfig> {
-    let mut t = quinn::TransportConfig::default();
-    t.keep_alive_interval(Some(KEEP_ALIVE));
-    // IDLE_TIMEOUT is a small constant, well inside QUIC's varint range.
-    t.max_idle_timeout(Some(IDLE_TIMEOUT.try_into().expect("idle timeout fits a varint")));
-    // dispy opens one control stream per connection and a handful of unidirectional ones; low
-    // limits keep one flooding peer from making us track thousands of streams.
-    t.max_concurrent_bidi_streams(4u32.into());
-    t.max_concurrent_uni_streams(32u32.into());
-    t.stream_receive_window(STREAM_WINDOW.into());
-    t.receive_window(CONNECTION_WINDOW.into());
-    t.send_window(u64::from(CONNECTION_WINDOW));
-    // Probe for datagrams up to the largest UDP payload: loopback and jumbo-frame networks
-    // carry far more than the 1452-byte default, and each datagram costs a syscall and a
-    // decryption; on a 1500-byte path the probes simply fail and the MTU stays where it is.
-    let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(u16::MAX);
-    t.mtu_discovery_config(Some(mtu));
-    Arc::new(t)
 }
 
 /// The dispatcher's QUIC server configuration: presents its certificate followed by the CA's
@@ -103,16 +75,29 @@ pub fn server_config(identity: &Identity) -> Result<quinn::ServerConfig, TlsErro
     // The conversion only fails for configs without TLS 1.3, which we just required.
     let quic = QuicServerConfig::try_from(tls).expect("TLS 1.3 is enabled");
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(crate::net::transport_config(crate::net::IDLE_TIMEOUT));
     Ok(config)
 }
 
 /// The QUIC client configuration for nodes and clients: presents their certificate, trusts only
-/// a dispatcher certificate signed by the cluster CA.
+/// a dispatcher certificate signed by the cluster CA, and calls the dispatcher dead after
+/// [`crate::net::IDLE_TIMEOUT`] of silence.
 ///
 /// # Errors
 /// [`TlsError`] when the identity's certificates or key are unusable.
 pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, TlsError> {
+    client_config_with_timeout(identity, crate::net::IDLE_TIMEOUT)
+}
+
+/// [`client_config`] calling the dispatcher dead after `dispatcher_timeout` of silence (see
+/// [`crate::net::transport_config`]).
+///
+/// # Errors
+/// [`TlsError`] when the identity's certificates or key are unusable.
+pub fn client_config_with_timeout(
+    identity: &Identity,
+    dispatcher_timeout: Duration,
+) -> Result<quinn::ClientConfig, TlsError> {
     let mut tls = rustls::ClientConfig::builder_with_provider(provider())
         .with_protocol_versions(&[&rustls::version::TLS13])?
         .with_root_certificates(roots(identity)?)
@@ -121,7 +106,7 @@ pub fn client_config(identity: &Identity) -> Result<quinn::ClientConfig, TlsErro
     // As in server_config: TLS 1.3 is enabled, so the conversion succeeds.
     let quic = QuicClientConfig::try_from(tls).expect("TLS 1.3 is enabled");
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
-    config.transport_config(transport());
+    config.transport_config(crate::net::transport_config(dispatcher_timeout));
     Ok(config)
 }
 

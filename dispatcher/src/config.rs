@@ -27,6 +27,9 @@ pub struct DispatcherConfig {
     pub retention: Duration,
     /// A node silent this long is declared lost (default 5 s).
     pub node_timeout: Duration,
+    /// After a restart, how long restored chunks wait for their nodes to claim them (default
+    /// 10 s).
+    pub reattach_grace: Duration,
     /// Runs of one chunk that may be lost with their node before it fails its job (default 3).
     pub crash_limit: u32,
     /// Attempts queued per slot beyond the running one, so slots never wait for the network.
@@ -62,6 +65,7 @@ impl DispatcherConfig {
             state_dir,
             retention: common::config::DEFAULT_RETENTION,
             node_timeout: common::config::DEFAULT_NODE_TIMEOUT,
+            reattach_grace: common::config::DEFAULT_REATTACH_GRACE,
             crash_limit: common::config::DEFAULT_CRASH_LIMIT,
             pipeline_depth: common::config::DEFAULT_PIPELINE_DEPTH,
             max_message: common::config::DEFAULT_MAX_MESSAGE,
@@ -110,6 +114,7 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
         config.retention = settings.retention;
         config.node_timeout = settings.node_timeout;
+        config.reattach_grace = settings.reattach_grace;
         config.crash_limit = settings.crash_limit;
         config.pipeline_depth = settings.pipeline_depth;
         config.max_message = settings.max_message;

@@ -344,8 +344,12 @@ impl Core {
             }
             Event::NodeMessage { node, msg } => self.ledger.handle_node_message(now, node, msg),
             Event::NodeReport { node, report } => self.ledger.handle_report(now, node, report),
-            Event::NodeClosed { node, reason } => {
-                self.ledger.handle_node_closed(now, node, &reason);
+            Event::NodeClosed { node, reason, lost } => {
+                if lost {
+                    self.ledger.handle_node_disconnected(now, node, &reason);
+                } else {
+                    self.ledger.handle_node_closed(now, node, &reason);
+                }
                 self.nodes.remove(&node);
             }
             Event::Submit { caller, submission, submitter, reply } => {

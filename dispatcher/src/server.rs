@@ -105,6 +105,7 @@ impl Dispatcher {
                 pipeline_depth: config.pipeline_depth,
                 pipeline_budget: Some(PIPELINE_BUDGET),
                 node_timeout: config.node_timeout,
+                reattach_grace: config.reattach_grace,
                 crash_limit: config.crash_limit,
                 tenants: config.shares(),
                 ..SchedulerConfig::default()
@@ -351,7 +352,13 @@ async fn serve_node(
         Ok(()) => "connection closed".to_owned(),
         Err(e) => e.to_string(),
     };
-    let _ = events.send(Event::NodeClosed { node, reason }).await;
+    // A connection that timed out or was reset may come back with the node's chunks still
+    // running; one closed by either side on purpose will not.
+    let lost = matches!(&result, Err(ConnError::Stream(e)) if matches!(
+        e.connection_error(),
+        Some(quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset | quinn::ConnectionError::TransportError(_))
+    ));
+    let _ = events.send(Event::NodeClosed { node, reason, lost }).await;
     result
 }
 

@@ -3,20 +3,29 @@
 //!
 //! One connection is one session. Inside a session a single task selects over the control
 //! stream, the heartbeat timer, incoming unidirectional streams (assignments and payloads) and the
-//! report writer, so when any of them fails the whole session ends together and every running
-//! chunk of the session is cancelled (the dispatcher requeues them).
+//! report writer, so when any of them fails the whole session ends together.
+//!
+//! Work outlives sessions: a job whose payload is ready keeps running its chunks when the
+//! connection is lost (the dispatcher restarted, or the network dropped), and every report waits
+//! until the dispatcher acknowledges it. The next session's `Register` claims the attempts the
+//! node holds (queued, running, or finished with a result not yet acknowledged); the dispatcher
+//! confirms each job it still wants with `StartJob` and refuses the other attempts with
+//! `CancelAttempt`. A job the new session has not confirmed is dropped once it holds no attempt.
+//! Only jobs still preparing (waiting for their payload) end with their session.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use wire::proto::{
-    AttemptId, Assignment, ChunkReport, Confinement, DispatcherToNode, Heartbeat, Hello, HelloReply, JobId,
-    JobSpec, NodeInfo, NodeToDispatcher, PayloadHash, PayloadKind, Role, StreamHeader, PROTOCOL_VERSION,
+    AttemptId, Assignment, ChunkIndex, ChunkReport, Claim, Confinement, DispatcherToNode, Heartbeat, Hello,
+    HelloReply, JobId, JobSpec, NodeInfo, NodeToDispatcher, PayloadHash, PayloadKind, Role, StreamHeader,
+    PROTOCOL_VERSION,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -39,7 +48,9 @@ const PAYLOAD_WAIT: Duration = Duration::from_secs(120);
 /// Reports kept for resending at most; beyond this the oldest are dropped.
 const MAX_UNACKED: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Short, so a node is back soon after its dispatcher restarts (within its `reattach_grace`) and
+/// within the dispatcher's `node_timeout` after a network blip.
+const BACKOFF_MAX: Duration = Duration::from_secs(2);
 
 /// Why a session ended.
 #[derive(Debug, Error)]
@@ -91,9 +102,54 @@ struct Node {
     endpoint: quinn::Endpoint,
     /// The identity presented at the next dial; certificate renewal replaces it.
     identity: tokio::sync::watch::Sender<common::pki::Identity>,
-    /// Reports sent but not yet acknowledged, across sessions: a report lost with a connection
-    /// is sent again on the next one.
-    unacked: Mutex<BTreeMap<AttemptId, ChunkReport>>,
+    /// Reports not yet acknowledged, across sessions, and where the current session sends
+    /// them: a report lost with a connection is sent again on the next one.
+    outbox: Mutex<Outbox>,
+    /// Where slot threads send reports, for every session.
+    reports: mpsc::UnboundedSender<ChunkReport>,
+    /// Jobs and the attempts this node holds, across sessions.
+    work: Mutex<Held>,
+    /// Numbers sessions, so a job knows which session last confirmed it.
+    sessions: AtomicU64,
+}
+
+/// Reports waiting for their acknowledgement.
+#[derive(Default)]
+struct Outbox {
+    unacked: BTreeMap<AttemptId, ChunkReport>,
+    /// The current session's report writer, if one runs.
+    session: Option<mpsc::UnboundedSender<ChunkReport>>,
+}
+
+/// What this node runs for the dispatcher.
+#[derive(Default)]
+struct Held {
+    jobs: HashMap<JobId, HeldJob>,
+    /// Attempts assigned and neither acknowledged nor cancelled, with their job and chunk: the
+    /// claims of the next registration (a failed attempt leaves at once: there is nothing to
+    /// claim, its report is only resent to be acknowledged).
+    attempts: BTreeMap<AttemptId, (JobId, ChunkIndex)>,
+}
+
+/// A job on this node and the session that last started or confirmed it.
+struct HeldJob {
+    state: JobState,
+    session: u64,
+}
+
+impl Held {
+    /// Forgets an attempt; its job goes too if an earlier session started it, the current one
+    /// has not confirmed it, and it holds no other attempt.
+    fn release(&mut self, attempt: AttemptId, current: u64) {
+        let Some((job, _)) = self.attempts.remove(&attempt) else { return };
+        let stale = self.jobs.get(&job).is_some_and(|j| j.session != current);
+        if stale && !self.attempts.values().any(|(j, _)| *j == job) {
+            if let Some(held) = self.jobs.remove(&job) {
+                debug!(%job, "job not confirmed by the dispatcher and no attempt left; dropped");
+                held.state.cancel();
+            }
+        }
+    }
 }
 
 /// Runs the node until `shutdown` completes.
@@ -101,12 +157,14 @@ struct Node {
 /// # Errors
 /// [`StartError`] when the node cannot start; lost connections are retried, never returned.
 pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
-    let node = Arc::new(Node::start(config)?);
+    let (reports, report_rx) = mpsc::unbounded_channel();
+    let node = Arc::new(Node::start(config, reports)?);
     info!(name = %node.name, slots = node.slots, dispatcher = %node.config.dispatcher, "node starting");
     tokio::select! {
         () = shutdown => info!("shutting down"),
         () = node.clone().dial_forever() => {}
         () = node.log_health() => {}
+        () = node.collect_reports(report_rx) => {}
     }
     node.endpoint.close(0u32.into(), b"node shutting down");
     node.endpoint.wait_idle().await;
@@ -114,7 +172,7 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Resu
 }
 
 impl Node {
-    fn start(config: NodeConfig) -> Result<Self, StartError> {
+    fn start(config: NodeConfig, reports: mpsc::UnboundedSender<ChunkReport>) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
         let probe = Probe::this_machine(&config.payload_user);
         let policy = NativePolicy::decide(&config.native_settings(), &probe);
@@ -131,7 +189,10 @@ impl Node {
         let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
         let cache = PayloadCache::open(&config.cache_dir, config.cache_max_bytes)?;
         let mut endpoint = common::net::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None).map_err(StartError::Bind)?;
-        endpoint.set_default_client_config(common::tls::client_config(&config.identity)?);
+        endpoint.set_default_client_config(common::tls::client_config_with_timeout(
+            &config.identity,
+            config.dispatcher_timeout,
+        )?);
         let identity = tokio::sync::watch::Sender::new(config.identity.clone());
         Ok(Self {
             config,
@@ -143,18 +204,45 @@ impl Node {
             health: HealthProbe::default(),
             endpoint,
             identity,
-            unacked: Mutex::default(),
+            outbox: Mutex::default(),
+            reports,
+            work: Mutex::default(),
+            sessions: AtomicU64::new(0),
         })
     }
 
-    /// Sends reports, first any left unacknowledged by an earlier session, keeping each until
-    /// the dispatcher acknowledges it.
-    async fn write_reports(
-        &self,
-        mut send: FramedSend,
-        mut reports: mpsc::UnboundedReceiver<ChunkReport>,
-    ) -> Result<(), SessionError> {
-        let resend: Vec<ChunkReport> = self.unacked().values().cloned().collect();
+    /// Keeps every report from the slot threads until it is acknowledged, and hands it to the
+    /// current session's writer if one runs.
+    async fn collect_reports(&self, mut reports: mpsc::UnboundedReceiver<ChunkReport>) {
+        while let Some(report) = reports.recv().await {
+            if report.outcome.is_err() {
+                self.work().attempts.remove(&report.attempt);
+            }
+            let mut outbox = self.outbox();
+            if let Some(session) = &outbox.session {
+                if session.send(report.clone()).is_err() {
+                    outbox.session = None;
+                }
+            }
+            outbox.unacked.insert(report.attempt, report);
+            while outbox.unacked.len() > MAX_UNACKED {
+                // A dispatcher that never acknowledges must not exhaust our memory.
+                if let Some((attempt, _)) = outbox.unacked.pop_first() {
+                    warn!(%attempt, "dropping an unacknowledged report: too many outstanding");
+                }
+            }
+        }
+    }
+
+    /// Sends reports, first any left unacknowledged by an earlier session, then each new one as
+    /// it comes; each is kept until the dispatcher acknowledges it.
+    async fn write_reports(&self, mut send: FramedSend) -> Result<(), SessionError> {
+        let (session, mut reports) = mpsc::unbounded_channel();
+        let resend: Vec<ChunkReport> = {
+            let mut outbox = self.outbox();
+            outbox.session = Some(session);
+            outbox.unacked.values().cloned().collect()
+        };
         if !resend.is_empty() {
             info!(reports = resend.len(), "resending unacknowledged reports");
         }
@@ -170,28 +258,36 @@ impl Node {
             for report in &batch {
                 send.queue_frame(report)?;
             }
-            self.remember(batch);
             send.flush().await?;
         }
         Ok(())
     }
 
-    fn remember(&self, reports: Vec<ChunkReport>) {
-        let mut unacked = self.unacked();
-        for report in reports {
-            unacked.insert(report.attempt, report);
-        }
-        while unacked.len() > MAX_UNACKED {
-            // A dispatcher that never acknowledges must not exhaust our memory.
-            if let Some((attempt, _)) = unacked.pop_first() {
-                warn!(%attempt, "dropping an unacknowledged report: too many outstanding");
-            }
-        }
+    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        // Only map operations happen under this lock; a poisoned map is still consistent.
+        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn unacked(&self) -> std::sync::MutexGuard<'_, BTreeMap<AttemptId, ChunkReport>> {
+    fn work(&self) -> std::sync::MutexGuard<'_, Held> {
         // Only map operations happen under this lock; a poisoned map is still consistent.
-        self.unacked.lock().unwrap_or_else(|p| p.into_inner())
+        self.work.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// At the start of a session: drops jobs that hold no attempt (the dispatcher starts them
+    /// again if it wants them) and lists the attempts to claim.
+    fn claims(&self) -> Vec<Claim> {
+        let mut work = self.work();
+        let Held { jobs, attempts } = &mut *work;
+        attempts.retain(|_, (job, _)| jobs.contains_key(job));
+        jobs.retain(|job, held| {
+            let keep = attempts.values().any(|(j, _)| j == job);
+            if !keep {
+                held.state.cancel();
+                self.pool.cancel_job(*job);
+            }
+            keep
+        });
+        attempts.iter().map(|(&attempt, &(job, chunk))| Claim { job, chunk, attempt }).collect()
     }
 
     /// Logs this node's health at a steady interval, connected or not, for operators following
@@ -225,7 +321,11 @@ impl Node {
                 async move { node.session().await }.instrument(tracing::info_span!("session"))
             });
             match session.await {
-                Ok(Ok(())) => last_failure = None,
+                Ok(Ok(())) => {
+                    // The session was up: dial again at once, its chunks are waiting.
+                    last_failure = None;
+                    backoff = BACKOFF_START;
+                }
                 Ok(Err(SessionError::Connect { address, reason })) => {
                     // Say it once at warn (a wrong certificate would otherwise look like silence),
                     // then quietly while it keeps failing the same way.
@@ -256,7 +356,8 @@ impl Node {
             .map_err(|e| fail(e.to_string()))?
             .next()
             .ok_or_else(|| fail("no address found".into()))?;
-        let client = common::tls::client_config(&self.identity.borrow()).map_err(|e| fail(e.to_string()))?;
+        let client = common::tls::client_config_with_timeout(&self.identity.borrow(), self.config.dispatcher_timeout)
+            .map_err(|e| fail(e.to_string()))?;
         let connecting = self
             .endpoint
             .connect_with(client, addr, common::tls::dispatcher_server_name())
@@ -280,6 +381,11 @@ impl Node {
             HelloReply::Refused { reason } => return Err(SessionError::Refused(reason)),
         }
         let health = self.health.sample();
+        let number = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
+        let claims = self.claims();
+        if !claims.is_empty() {
+            info!(attempts = claims.len(), "claiming the attempts held from the last session");
+        }
         control
             .write_frame(&NodeToDispatcher::Register(NodeInfo {
                 name: self.name.clone(),
@@ -293,19 +399,19 @@ impl Node {
                 version: env!("CARGO_PKG_VERSION").into(),
                 cached_payloads: self.cache.list(),
                 confinement: self.executor.native_policy().confinement(),
+                claims,
             }))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
         let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;
         let (to_dispatcher, outbox) = mpsc::channel(256);
-        let (reports, report_rx) = mpsc::unbounded_channel();
-        let session = Arc::new(Session { node: Arc::clone(&self), jobs: Mutex::default(), reports, to_dispatcher });
+        let session = Arc::new(Session { node: Arc::clone(&self), number, to_dispatcher });
         let result = tokio::select! {
             r = write_control(control.send, outbox) => r,
             r = read_control(control.recv) => r,
             r = session.heartbeat() => r,
             r = Arc::clone(&session).accept_streams(&conn) => r,
-            r = self.write_reports(reports_stream, report_rx) => r,
+            r = self.write_reports(reports_stream) => r,
             r = crate::enroll::keep_renewed(&conn, &self.identity, self.config.tls_dir.as_deref()) => r.map_err(SessionError::from),
         };
         session.end();
@@ -319,7 +425,7 @@ impl Node {
     }
 }
 
-/// A job as this node knows it within one session.
+/// A job as this node knows it.
 enum JobState {
     /// Waiting for the payload or the compiler; chunks queue here.
     Preparing { context: Arc<PendingContext>, waiting: Vec<Assignment> },
@@ -338,8 +444,8 @@ struct PendingContext {
 /// Per-connection state.
 struct Session {
     node: Arc<Node>,
-    jobs: Mutex<HashMap<JobId, JobState>>,
-    reports: mpsc::UnboundedSender<ChunkReport>,
+    /// This session's number (see `Node::sessions`).
+    number: u64,
     to_dispatcher: mpsc::Sender<NodeToDispatcher>,
 }
 
@@ -397,13 +503,28 @@ impl Session {
             while preparations.try_join_next().is_some() {}
             match msg {
                 DispatcherToNode::StartJob(spec) => {
+                    let job = spec.job;
+                    // Kept from an earlier session (or started twice): the dispatcher confirms
+                    // it wants it; its payload is ready (`Some(true)`) or being prepared.
+                    let kept = self.node.work().jobs.get_mut(&job).map(|held| {
+                        held.session = self.number;
+                        matches!(held.state, JobState::Ready(_))
+                    });
+                    match kept {
+                        Some(true) => {
+                            debug!(%job, "job kept from the last session confirmed");
+                            let _ = self.to_dispatcher.send(NodeToDispatcher::JobReady { job }).await;
+                            continue;
+                        }
+                        Some(false) => continue,
+                        None => {}
+                    }
                     // Held from now, so the payload is not evicted between its arrival and the compile.
                     let lease = self.node.cache.lease(spec.payload);
                     let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default(), lease });
-                    let job = context.spec.job;
                     debug!(%job, payload = ?context.spec.payload, "job starting");
                     let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
-                    self.lock().insert(job, state);
+                    self.node.work().jobs.insert(job, HeldJob { state, session: self.number });
                     let session = Arc::clone(&self);
                     // Tracked by the JoinSet, which aborts what is left when the session ends.
                     preparations.spawn(async move {
@@ -414,38 +535,57 @@ impl Session {
                     });
                 }
                 DispatcherToNode::Assign(assignment) => {
-                    let mut jobs = self.lock();
-                    match jobs.get_mut(&assignment.job) {
-                        Some(JobState::Ready(context)) => self.node.pool.submit(Work {
-                            job: Arc::clone(context),
-                            assignment,
-                            reports: self.reports.clone(),
-                        }),
-                        Some(JobState::Preparing { waiting, .. }) => waiting.push(assignment),
+                    let mut work = self.node.work();
+                    let Held { jobs, attempts } = &mut *work;
+                    let (job, chunk, attempt) = (assignment.job, assignment.chunk, assignment.attempt);
+                    match jobs.get_mut(&job).map(|held| &mut held.state) {
+                        Some(JobState::Ready(context)) => {
+                            attempts.insert(attempt, (job, chunk));
+                            self.node.pool.submit(Work {
+                                job: Arc::clone(context),
+                                assignment,
+                                reports: self.node.reports.clone(),
+                            });
+                        }
+                        Some(JobState::Preparing { waiting, .. }) => {
+                            attempts.insert(attempt, (job, chunk));
+                            waiting.push(assignment);
+                        }
                         // The job was rejected here; the dispatcher already requeued the chunk.
-                        None => debug!(job = %assignment.job, attempt = %assignment.attempt, "assignment for an unknown job dropped"),
+                        None => debug!(%job, %attempt, "assignment for an unknown job dropped"),
                     }
                 }
                 DispatcherToNode::EndJob { job } => {
                     debug!(%job, "job ended");
-                    if let Some(state) = self.lock().remove(&job) {
-                        state.cancel();
+                    let mut work = self.node.work();
+                    if let Some(held) = work.jobs.remove(&job) {
+                        held.state.cancel();
                     }
+                    work.attempts.retain(|_, (j, _)| *j != job);
+                    drop(work);
                     self.node.pool.cancel_job(job);
                 }
                 DispatcherToNode::CancelAttempt { attempt } => {
                     // The attempt may still wait for its job's payload, or already be queued.
-                    for state in self.lock().values_mut() {
-                        if let JobState::Preparing { waiting, .. } = state {
+                    let mut work = self.node.work();
+                    for held in work.jobs.values_mut() {
+                        if let JobState::Preparing { waiting, .. } = &mut held.state {
                             waiting.retain(|a| a.attempt != attempt);
                         }
                     }
+                    work.release(attempt, self.number);
+                    drop(work);
                     self.node.pool.cancel_attempt(attempt);
                 }
                 DispatcherToNode::Ack { attempts } => {
-                    let mut unacked = self.node.unacked();
+                    let mut outbox = self.node.outbox();
+                    for attempt in &attempts {
+                        outbox.unacked.remove(attempt);
+                    }
+                    drop(outbox);
+                    let mut work = self.node.work();
                     for attempt in attempts {
-                        unacked.remove(&attempt);
+                        work.release(attempt, self.number);
                     }
                 }
             }
@@ -456,36 +596,41 @@ impl Session {
     /// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while
     /// it was being prepared. Returns the answer for the dispatcher, if it still wants one.
     fn finish_preparation(&self, job: JobId, prepared: Result<Arc<JobContext>, String>) -> Option<NodeToDispatcher> {
-        let mut jobs = self.lock();
-        let Some(JobState::Preparing { waiting, .. }) = jobs.remove(&job) else {
+        let mut work = self.node.work();
+        let Some(HeldJob { state: JobState::Preparing { waiting, .. }, session }) = work.jobs.remove(&job) else {
             return None;
         };
         match prepared {
             Ok(context) => {
                 for assignment in waiting {
-                    self.node.pool.submit(Work { job: Arc::clone(&context), assignment, reports: self.reports.clone() });
+                    let reports = self.node.reports.clone();
+                    self.node.pool.submit(Work { job: Arc::clone(&context), assignment, reports });
                 }
-                jobs.insert(job, JobState::Ready(context));
+                work.jobs.insert(job, HeldJob { state: JobState::Ready(context), session });
                 Some(NodeToDispatcher::JobReady { job })
             }
             Err(error) => {
                 warn!(%job, %error, "job rejected");
+                work.attempts.retain(|_, (j, _)| *j != job);
                 Some(NodeToDispatcher::JobRejected { job, error })
             }
         }
     }
 
-    /// Cancels everything this session started: the dispatcher requeues its attempts.
+    /// The session ended: jobs still preparing end with it (their preparation stops, and the
+    /// dispatcher places their chunks again); ready jobs keep running.
     fn end(&self) {
-        for (job, state) in self.lock().drain() {
-            state.cancel();
-            self.node.pool.cancel_job(job);
-        }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<JobId, JobState>> {
-        // Only map operations happen under this lock; a poisoned map is still consistent.
-        self.jobs.lock().unwrap_or_else(|p| p.into_inner())
+        let mut work = self.node.work();
+        let Held { jobs, attempts } = &mut *work;
+        jobs.retain(|job, held| {
+            if matches!(held.state, JobState::Ready(_)) {
+                return true;
+            }
+            held.state.cancel();
+            self.node.pool.cancel_job(*job);
+            attempts.retain(|_, (j, _)| j != job);
+            false
+        });
     }
 }
 

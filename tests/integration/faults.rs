@@ -420,3 +420,83 @@ fn test_bed_runs_a_job_across_namespaces() {
     let got = std::fs::read(&output).unwrap_or_else(|e| panic!("no output file: {e}\n{run}"));
     check_same_bytes(&got, &serial_output(&payload, b"64 48 50", "range:0..48:5", &[]), &run);
 }
+
+/// Every `chunk assigned ... chunk=C attempt=A node=N` debug line of the dispatcher's log, as
+/// (chunk, node), in order.
+fn assignments(log: &str) -> Vec<(u64, String)> {
+    log.lines()
+        .filter(|line| line.contains("chunk assigned"))
+        .filter_map(|line| {
+            let word = |key: &str| line.split_whitespace().find_map(|w| w.strip_prefix(key)?.strip_prefix('='));
+            Some((word("chunk")?.parse().ok()?, word("node")?.to_owned()))
+        })
+        .collect()
+}
+
+/// The chunks the dispatcher assigned more than once, each with the node of its first assignment.
+fn reassigned(log: &str) -> Vec<(u64, String)> {
+    let mut first: std::collections::HashMap<u64, String> = std::collections::HashMap::new();
+    let mut again = std::collections::BTreeMap::new();
+    for (chunk, node) in assignments(log) {
+        match first.get(&chunk) {
+            Some(was) => {
+                again.insert(chunk, was.clone());
+            }
+            None => {
+                first.insert(chunk, node);
+            }
+        }
+    }
+    again.into_iter().collect()
+}
+
+#[test]
+fn dispatcher_link_cut_for_three_seconds_runs_no_chunk_twice() {
+    let Some(cluster) = NetCluster::builder().start("dispatcher_link_cut_for_three_seconds_runs_no_chunk_twice") else {
+        return;
+    };
+    let output = cluster.output_dir("blip").join("result.bin");
+    let job = cluster.submit_in_background(slow_job(SPIN, &output, &[("--placement-timeout", "60s")]));
+    wait_mid_job(&cluster, 1);
+    // Every node loses the dispatcher, and the submitter too; the nodes' dispatcher_timeout (2 s)
+    // ends their sessions, and they keep running their chunks.
+    cluster.bed().set_link(tests::netns::DISPATCHER_HOST, false).unwrap_or_else(|e| panic!("cannot cut: {e:#}"));
+    std::thread::sleep(Duration::from_secs(3));
+    cluster.bed().set_link(tests::netns::DISPATCHER_HOST, true).unwrap_or_else(|e| panic!("cannot restore: {e:#}"));
+    check_still_running(&cluster);
+    let run = join(job);
+    let (_, retries) = check_standard_run(&run, &output);
+    let log = cluster.dispatcher_log();
+    // The check reads the dispatcher's debug lines; without them it would pass vacuously.
+    assert!(log_has(&log, &["chunk assigned"]), "the dispatcher's debug lines are missing\n{log}");
+    let again = reassigned(&log);
+    let copies = log_count(&log, &["speculative copy of a straggling chunk"]);
+    let disconnected = log_count(&log, &["node disconnected"]);
+    let lost = log_count(&log, &["node lost"]);
+    println!(
+        "link cut 3 s: {disconnected} node sessions lost and taken back, {lost} nodes written off, \
+         {} chunks assigned twice, {copies} speculative copies, {retries} retries",
+        again.len()
+    );
+    assert!(again.is_empty() && lost == 0, "the blip cost chunk runs: reassigned {again:?}, {lost} nodes lost\n{log}");
+}
+
+#[test]
+fn node_killed_and_restarted_reruns_only_its_own_chunks() {
+    let Some(mut cluster) = NetCluster::builder().start("node_killed_and_restarted_reruns_only_its_own_chunks") else {
+        return;
+    };
+    let output = cluster.output_dir("restart").join("result.bin");
+    let job = cluster.submit_in_background(slow_job(SPIN, &output, &[]));
+    wait_mid_job(&cluster, 1);
+    cluster.kill_node("n2");
+    cluster.start_node("n2");
+    let run = join(job);
+    check_standard_run(&run, &output);
+    let log = cluster.dispatcher_log();
+    assert!(log_has(&log, &["chunk assigned"]), "the dispatcher's debug lines are missing\n{log}");
+    let again = reassigned(&log);
+    println!("n2 killed and restarted: chunks assigned again (with their first node): {again:?}");
+    let others: Vec<&(u64, String)> = again.iter().filter(|(_, node)| node != "n2").collect();
+    assert!(others.is_empty(), "chunks of other nodes ran again: {others:?}\n{log}");
+}

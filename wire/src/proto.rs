@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -164,6 +164,22 @@ pub struct NodeInfo {
     pub cached_payloads: Vec<PayloadHash>,
     /// How this node runs native payloads, shown by `dispy-submit nodes`.
     pub confinement: Confinement,
+    /// The attempts this node holds from an earlier session: queued, running, or finished with
+    /// a report not yet acknowledged. The dispatcher adopts each it still wants (the node keeps
+    /// running it and its result counts) and answers [`DispatcherToNode::CancelAttempt`] for the
+    /// rest; empty on a node's first registration.
+    pub claims: Vec<Claim>,
+}
+
+/// An attempt a reconnecting node holds, as [`NodeInfo::claims`] lists it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claim {
+    /// The job.
+    pub job: JobId,
+    /// The chunk.
+    pub chunk: ChunkIndex,
+    /// The attempt the dispatcher assigned it under.
+    pub attempt: AttemptId,
 }
 
 /// How a node runs native (`.so`) payloads: confined, unconfined by its operator's choice, or

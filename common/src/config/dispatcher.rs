@@ -23,6 +23,8 @@ pub const DEFAULT_STATE_DIR: &str = "/var/lib/dispy-dispatcher";
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Default `node_timeout`: heartbeat silence after which a node is lost.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default `reattach_grace`: how long after a restart restored chunks wait for their nodes.
+pub const DEFAULT_REATTACH_GRACE: Duration = Duration::from_secs(10);
 /// Default `crash_limit`: as Dask's allowed-failures and HyperQueue's crash limit.
 pub const DEFAULT_CRASH_LIMIT: u32 = 3;
 /// Default `pipeline_depth`: the most attempts queued per slot beyond the running one (each job's
@@ -65,6 +67,12 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         name: "node_timeout",
         value_name: "DURATION",
         help: "Heartbeat silence after which a node is declared lost [default: 5s]",
+    },
+    Key {
+        name: "reattach_grace",
+        value_name: "DURATION",
+        help: "After a restart, how long unfinished chunks wait for reconnecting nodes to claim \
+               them before they run again [default: 10s]",
     },
     Key {
         name: "crash_limit",
@@ -154,6 +162,9 @@ pub struct DispatcherSettings {
     pub retention: Duration,
     /// A node silent this long is declared lost and its chunks requeued.
     pub node_timeout: Duration,
+    /// After a restart, how long restored chunks wait for the nodes still running them to
+    /// reconnect and claim them, before they are requeued.
+    pub reattach_grace: Duration,
     /// Runs of one chunk that may be lost with their node before the chunk fails its job, so a
     /// chunk that crashes nodes is not retried forever.
     pub crash_limit: u32,
@@ -213,6 +224,9 @@ impl DispatcherSettings {
             }),
             node_timeout: v.check("node_timeout", DEFAULT_NODE_TIMEOUT, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))
+            }),
+            reattach_grace: v.check("reattach_grace", DEFAULT_REATTACH_GRACE, |_, s| {
+                duration_within(s, Duration::ZERO, Duration::from_secs(3600))
             }),
             crash_limit: v.check("crash_limit", DEFAULT_CRASH_LIMIT, |_, s| integer_within(s, 1, 1000)),
             pipeline_depth: v.check("pipeline_depth", DEFAULT_PIPELINE_DEPTH, |_, s| integer_within(s, 0, 64)),

@@ -24,6 +24,8 @@ pub const DEFAULT_PAYLOAD_USER: &str = "nobody";
 pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 /// Default `heartbeat_interval`.
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
+/// Default `dispatcher_timeout`: silence after which the node calls the dispatcher dead.
+pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = crate::net::DEFAULT_DISPATCHER_TIMEOUT;
 /// Default `health_log_interval`.
 pub const DEFAULT_HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// The node's default `async_threads`: its network work is light (chunks run on slot threads of
@@ -83,6 +85,12 @@ pub const NODE_KEYS: &[Key] = &[
     },
     Key { name: "heartbeat_interval", value_name: "DURATION", help: "How often to send a heartbeat [default: 1s]" },
     Key {
+        name: "dispatcher_timeout",
+        value_name: "DURATION",
+        help: "Silence after which the dispatcher is taken for dead and dialled again; running chunks \
+               go on meanwhile [default: 2s]",
+    },
+    Key {
         name: "health_log_interval",
         value_name: "DURATION",
         help: "How often to log a \"node health\" line [default: 30s]",
@@ -132,6 +140,9 @@ pub struct NodeSettings {
     pub scratch_dir: PathBuf,
     /// How often to send a heartbeat; keep it well under the dispatcher's `node_timeout`.
     pub heartbeat_interval: Duration,
+    /// How long the dispatcher may be silent before the node takes it for dead and dials again
+    /// (QUIC keep-alives keep a healthy idle connection open); the node's chunks run on meanwhile.
+    pub dispatcher_timeout: Duration,
     /// How often to log a `node health` line for operators following the journal.
     pub health_log_interval: Duration,
     /// The TLS directory (default `/etc/dispy/node`), the async runtime (default one thread: the
@@ -179,6 +190,9 @@ impl NodeSettings {
             scratch_dir: v.check("scratch_dir", PathBuf::from(beside_cache), Validator::path),
             heartbeat_interval: v.check("heartbeat_interval", DEFAULT_HEARTBEAT_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_millis(10), Duration::from_secs(60))
+            }),
+            dispatcher_timeout: v.check("dispatcher_timeout", DEFAULT_DISPATCHER_TIMEOUT, |_, s| {
+                duration_within(s, Duration::from_millis(500), Duration::from_secs(600))
             }),
             health_log_interval: v.check("health_log_interval", DEFAULT_HEALTH_LOG_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400))

@@ -74,6 +74,7 @@ fn a_full_dispatcher_file() {
         state_dir: PathBuf::from("/srv/dispy"),
         retention: Duration::from_secs(168 * 3600),
         node_timeout: Duration::from_secs(10),
+        reattach_grace: Duration::from_secs(10),
         crash_limit: 3,
         pipeline_depth: 0,
         max_message: 4 << 20,
@@ -107,6 +108,7 @@ fn a_full_node_file() {
         cache_max_bytes = "512MiB"
         shared_input_roots = "/mnt/data:/srv/shared/"
         heartbeat_interval = "250ms"
+        dispatcher_timeout = "3s"
         health_log_interval = 60
         async_threads = 2
         log_format = "text"
@@ -120,6 +122,7 @@ fn a_full_node_file() {
     assert_eq!(settings.cache_max_bytes, 512 << 20);
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
+    assert_eq!(settings.dispatcher_timeout, Duration::from_secs(3));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
     assert_eq!(settings.daemon.async_threads, Some(2));
     assert_eq!(settings.daemon.log_level, "debug");

@@ -82,8 +82,10 @@ pub(crate) enum Event {
     NodeMessage { node: NodeId, msg: NodeToDispatcher },
     /// A chunk report from a registered node.
     NodeReport { node: NodeId, report: ChunkReport },
-    /// A node's connection ended.
-    NodeClosed { node: NodeId, reason: String },
+    /// A node's connection ended: closed on purpose (`lost` false: the node left, or the
+    /// dispatcher closed it), or lost to a timeout or reset (`lost`: the node may be running its
+    /// chunks still and come back for them).
+    NodeClosed { node: NodeId, reason: String, lost: bool },
     /// A client submits a job; the reply says where to spool its input.
     Submit {
         caller: Caller,

@@ -73,6 +73,7 @@ fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
             version: "0".into(),
             cached_payloads: Vec::new(),
             confinement: wire::proto::Confinement::Landlock,
+            claims: Vec::new(),
         })),
         _ => framed(&ClientRequest::ListNodes),
     };

@@ -156,6 +156,8 @@ impl Ledger {
                     if let Some(entry) = self.nodes.remove(&node) {
                         info!(target: LOG_TARGET, node = %entry.info.name, %reason, "node lost");
                         self.send_node(node, NodeCommand::Close(reason));
+                    } else if let Some(name) = self.away.remove(&node) {
+                        info!(target: LOG_TARGET, node = %name, %reason, "node lost");
                     }
                 }
                 Action::JobSucceeded { job, stats } => {

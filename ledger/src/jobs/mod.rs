@@ -240,6 +240,9 @@ pub struct Ledger {
     spool_use: HashMap<String, u64>,
     /// Names of every node that ever registered, so a returning node is logged as rejoined.
     seen_nodes: HashSet<String>,
+    /// Nodes whose connection was lost and whose attempts the scheduler holds for them, by
+    /// name, until they register again or are dropped as silent.
+    away: HashMap<NodeId, String>,
     ticks: u32,
 }
 
@@ -265,6 +268,7 @@ impl Ledger {
             quotas: config.quotas,
             spool_use: HashMap::new(),
             seen_nodes: HashSet::new(),
+            away: HashMap::new(),
             ticks: 0,
         };
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
@@ -341,22 +345,26 @@ impl Ledger {
         }
     }
 
-    /// A node finished its handshake and registration; returns its id.
+    /// A node finished its handshake and registration; returns its id. It supersedes an earlier
+    /// session of the same name and takes over the attempts it claims (see
+    /// [`Scheduler::handle_node_rejoined`]).
     pub fn handle_node_registered(&mut self, now: Time, info: NodeInfo, address: String) -> NodeId {
         let node = NodeId(self.next_node);
         self.next_node += 1;
         let event = if self.seen_nodes.insert(info.name.clone()) { "node joined" } else { "node rejoined" };
         info!(target: LOG_TARGET, node = %info.name, %address, slots = info.slots, cores = info.cores,
             memory = %wire::units::format_size(info.memory_total), os = %info.os, arch = %info.arch,
-            "{event}");
-        self.scheduler.handle_node_joined(now.at, node, NodeResources {
+            claims = info.claims.len(), "{event}");
+        // The scheduler supersedes a disconnected session of this name: nothing is left to log.
+        self.away.retain(|_, name| *name != info.name);
+        self.scheduler.handle_node_rejoined(now.at, node, NodeResources {
             name: info.name.clone(),
             slots: info.slots,
             memory_total: info.memory_total,
             memory_available: info.memory_available,
             os: info.os.clone(),
             arch: info.arch.clone(),
-        });
+        }, &info.claims);
         self.nodes.insert(node, NodeEntry::new(info, address, now.at));
         node
     }
@@ -401,11 +409,22 @@ impl Ledger {
         }
     }
 
-    /// A node's connection ended.
+    /// A node closed its connection on purpose (it is stopping): its attempts are requeued now.
     pub fn handle_node_closed(&mut self, now: Time, node: NodeId, reason: &str) {
         if let Some(entry) = self.nodes.remove(&node) {
             info!(target: LOG_TARGET, node = %entry.info.name, %reason, "node left");
             self.scheduler.handle_node_lost(now.at, node);
+        }
+    }
+
+    /// A node's connection was lost (timed out, reset, cut off): the node may still be running
+    /// its attempts, so they stay its own until it registers again or stays silent for
+    /// `node_timeout` (see [`Scheduler::handle_node_disconnected`]).
+    pub fn handle_node_disconnected(&mut self, now: Time, node: NodeId, reason: &str) {
+        if let Some(entry) = self.nodes.remove(&node) {
+            info!(target: LOG_TARGET, node = %entry.info.name, %reason, "node disconnected; keeping its chunks until it returns or times out");
+            self.away.insert(node, entry.info.name);
+            self.scheduler.handle_node_disconnected(now.at, node);
         }
     }
 

@@ -42,6 +42,11 @@ pub struct SchedulerConfig {
     /// fails its job (a chunk that crashes or cuts off every node it runs on would otherwise be
     /// retried forever); 0 counts as 1. Default 3.
     pub crash_limit: u32,
+    /// After a dispatcher restart, how long the chunks of restored jobs without a stored result
+    /// wait for a reconnecting node to claim them ([`Scheduler::handle_node_rejoined`]) before
+    /// they are requeued; a node that claims one keeps running it instead of the chunk running
+    /// again. Zero requeues them at once. Default 10 s.
+    pub reattach_grace: Duration,
     /// How tenants share the cluster (see the module documentation). A tenant's share is read
     /// when its first live job arrives. Default: weight 1 and no cap for everyone.
     pub tenants: TenantShares,
@@ -58,6 +63,7 @@ impl Default for SchedulerConfig {
             speculation_min_age: Duration::from_secs(1),
             quarantine_threshold: 3,
             crash_limit: 3,
+            reattach_grace: Duration::from_secs(10),
             tenants: TenantShares::default(),
         }
     }

@@ -142,7 +142,11 @@ impl Scheduler {
                 assert!(pick.is_none(), "job {job} could place {pick:?} on idle node {node}");
             }
         }
-        assert_eq!(self.timers.len(), self.nodes.len() + clocks + wakeups, "stale timers");
+        let grace = usize::from(self.grace_until.is_some());
+        if let Some(at) = self.grace_until {
+            assert!(self.timers.contains(&(at, Timer::Grace)));
+        }
+        assert_eq!(self.timers.len(), self.nodes.len() + clocks + wakeups + grace, "stale timers");
     }
 
     /// Eager speculation: no straggler the scheduler would look at could be copied now, the job
@@ -252,6 +256,6 @@ impl Scheduler {
             && self.tenant_ids.is_empty()
             && self.tenant_order.is_empty()
             && self.spec_waiting.is_empty()
-            && self.timers.len() == self.nodes.len()
+            && self.timers.len() == self.nodes.len() + usize::from(self.grace_until.is_some())
     }
 }

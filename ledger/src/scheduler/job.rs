@@ -42,6 +42,10 @@ pub(super) struct Job {
     pub(super) done: u64,
     /// Chunks to place again (failed, or on a lost or rejecting node), served before fresh ones.
     pub(super) requeued: VecDeque<ChunkIndex>,
+    /// Chunks of a job restored after a dispatcher restart that wait, during the reattach grace,
+    /// for a reconnecting node to claim the attempt it still holds; requeued when it ends. Not
+    /// pending: nothing places them meanwhile.
+    pub(super) unclaimed: BTreeSet<ChunkIndex>,
     /// Live attempts, speculative copies included.
     pub(super) in_flight: u64,
     /// Live original-and-copy pairs: `in_flight - pairs` chunks are in flight.
@@ -92,6 +96,7 @@ impl Job {
             input_complete: false,
             done: 0,
             requeued: VecDeque::new(),
+            unclaimed: BTreeSet::new(),
             in_flight: 0,
             pairs: 0,
             retries: 0,

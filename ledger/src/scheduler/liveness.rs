@@ -6,7 +6,7 @@
 use std::cmp::Reverse;
 use std::time::{Duration, Instant};
 
-use wire::proto::{AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, FailureKind, JobFailure, JobId};
+use wire::proto::{AttemptFailure, AttemptId, ChunkFailure, ChunkIndex, Claim, FailureKind, JobFailure, JobId};
 
 use super::job::{FailedAttempt, LostAttempt};
 use super::model::share_limit;
@@ -49,10 +49,11 @@ pub enum Notice {
 
 impl Scheduler {
     /// The body of [`Scheduler::handle_node_joined`].
-    pub(super) fn join_node(&mut self, now: Instant, node: NodeId, resources: NodeResources) {
+    pub(super) fn join_node(&mut self, now: Instant, node: NodeId, resources: NodeResources, claims: &[Claim]) {
         if self.nodes.contains_key(&node) {
             return;
         }
+        let previous = self.sessions.insert(resources.name.clone(), node).filter(|old| self.nodes.contains_key(old));
         let capacity = share_limit(&self.config, resources.slots, None);
         let timer_at = now + self.suspect_after();
         self.timers.insert((timer_at, Timer::Heartbeat(node)));
@@ -71,6 +72,11 @@ impl Scheduler {
         self.eligible_slots += node_state.eligible_slots();
         self.nodes.insert(node, node_state);
         self.freed = true;
+        // What the node holds is its own before anything new is placed on it.
+        self.adopt_claims(now, node, previous, claims);
+        if let Some(old) = previous {
+            self.supersede(now, old);
+        }
         self.fill_node(now, node);
         if self.tenants.values().any(|t| t.max_slot_share.is_some() && !t.pending.is_empty()) {
             // Capped tenants' caps grew: what waited for them may fit nodes with room elsewhere.
@@ -216,6 +222,9 @@ impl Scheduler {
     /// re-places work; the common part of a closed connection and a heartbeat timeout.
     pub(super) fn lose_node(&mut self, now: Instant, node: NodeId) {
         let Some(n) = self.nodes.remove(&node) else { return };
+        if self.sessions.get(&n.name) == Some(&node) {
+            self.sessions.remove(&n.name);
+        }
         self.timers.remove(&(n.timer_at, Timer::Heartbeat(node)));
         self.eligible_slots = self.eligible_slots.saturating_sub(n.eligible_slots());
         // Its attempts are released below without their node: take back the slots they held.

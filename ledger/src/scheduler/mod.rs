@@ -101,7 +101,7 @@ use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::fmt;
 use std::time::{Duration, Instant};
 
-use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, JobFailure, JobId};
+use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, Claim, JobFailure, JobId};
 
 use job::{Attempt, Job, LostAttempt};
 use node::{Blame, Node, NodeJob};
@@ -124,6 +124,7 @@ mod model;
 mod node;
 mod outcome;
 mod placement;
+mod reattach;
 #[cfg(test)]
 mod sim;
 mod speculation;
@@ -351,6 +352,13 @@ pub struct Scheduler {
     /// Attempts that were in flight on a node when it was lost, oldest first (bounded): a result
     /// the node sends again after reconnecting can still complete the chunk.
     lost: VecDeque<LostAttempt>,
+    /// The latest session of each node name: a node that registers again supersedes it and
+    /// takes over the attempts it claims.
+    sessions: HashMap<String, NodeId>,
+    /// When the reattach grace after a restart ends (see `Job::unclaimed`), while it runs.
+    grace_until: Option<Instant>,
+    /// Whether a reattach grace was started, so jobs restored later requeue at once.
+    grace_started: bool,
     /// Nodes taking new work with at least one free pipeline position, keyed so that iterating
     /// in reverse gives the node with the most free positions first (the oldest among equals).
     free: BTreeSet<(u32, Reverse<NodeId>)>,
@@ -407,6 +415,9 @@ impl Scheduler {
             jobs: HashMap::new(),
             attempts: HashMap::new(),
             lost: VecDeque::new(),
+            sessions: HashMap::new(),
+            grace_until: None,
+            grace_started: false,
             free: BTreeSet::new(),
             idle: BTreeSet::new(),
             tenants: HashMap::new(),
@@ -434,7 +445,39 @@ impl Scheduler {
     /// A node registered; it counts as having just sent a heartbeat. Pending work is placed on
     /// it at once. A `node` id that is already connected is ignored.
     pub fn handle_node_joined(&mut self, now: Instant, node: NodeId, resources: NodeResources) {
-        self.join_node(now, node, resources);
+        self.join_node(now, node, resources, &[]);
+    }
+
+    /// A node registered holding `claims`, the attempts it kept from an earlier session
+    /// (queued, running, or finished with a result it will send again). Like
+    /// [`Scheduler::handle_node_joined`], and moreover:
+    /// - an earlier session of the same name (connected or disconnected) is superseded: the
+    ///   attempts of it that the node claims move to `node` under the same ids, the rest are
+    ///   requeued as if that session were lost, and a still-connected one gets
+    ///   [`Action::DropNode`];
+    /// - after a dispatcher restart, a claimed chunk of a restored job that still awaits its
+    ///   claim (see [`SchedulerConfig::reattach_grace`]) is adopted: it becomes a live attempt
+    ///   on `node` under the claimed id, without an [`Action::Assign`];
+    /// - every other claim (unknown or ended job, chunk done, queued or in flight elsewhere, an
+    ///   id this scheduler never handed out, a chunk claimed twice) is refused with
+    ///   [`Action::CancelAttempt`], so the node drops it.
+    ///
+    /// A job adopted onto `node` gets its [`Action::StartJob`] first, as for a placement, so the
+    /// node knows the dispatcher still wants it. Results for adopted attempts are reported and
+    /// accepted as for any other; each chunk's result is still accepted once.
+    pub fn handle_node_rejoined(&mut self, now: Instant, node: NodeId, resources: NodeResources, claims: &[Claim]) {
+        self.join_node(now, node, resources, claims);
+    }
+
+    /// The node's connection ended without the node leaving (cut off, or its idle timeout
+    /// expired): unlike [`Scheduler::handle_node_lost`], its attempts stay in flight, since the
+    /// node may still run them and reconnect. It takes no new work. When it registers again
+    /// under its name ([`Scheduler::handle_node_rejoined`]) it takes back what it claims; when
+    /// it stays silent for `node_timeout` (counted from when it was last heard) it is dropped
+    /// ([`Action::DropNode`]) and its attempts requeued, as for any silent node. Unknown nodes
+    /// are ignored.
+    pub fn handle_node_disconnected(&mut self, _now: Instant, node: NodeId) {
+        self.update_node(node, |n| n.connected = false);
     }
 
     /// A node's heartbeat: pushes its deadline back, clears suspicion ([`Notice::NodeRecovered`])
@@ -551,6 +594,11 @@ impl Scheduler {
     /// whether chunk `i` already has a stored result; only the others run (again). Restored
     /// results count as done but not as samples for speculation. A `job` id that is already
     /// known is ignored.
+    ///
+    /// The first call starts the reattach grace (`reattach_grace` from `now`): until it ends, the
+    /// chunks without a result wait for nodes to claim them ([`Scheduler::handle_node_rejoined`]);
+    /// then those still unclaimed are requeued. Jobs restored after the grace started are
+    /// treated alike, and once it ended they requeue at once.
     pub fn handle_job_restored(
         &mut self,
         now: Instant,
@@ -565,8 +613,20 @@ impl Scheduler {
         let Some(j) = self.jobs.get_mut(&job) else { return };
         j.total = done.len() as u64;
         j.next_fresh = j.total;
-        j.requeued = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c).collect();
-        j.done = j.total - j.requeued.len() as u64;
+        let missing = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c);
+        if !self.grace_started && !self.config.reattach_grace.is_zero() {
+            self.grace_started = true;
+            let until = now + self.config.reattach_grace;
+            self.grace_until = Some(until);
+            self.timers.insert((until, Timer::Grace));
+        }
+        if self.grace_until.is_some() {
+            j.unclaimed = missing.collect();
+            j.done = j.total - j.unclaimed.len() as u64;
+        } else {
+            j.requeued = missing.collect();
+            j.done = j.total - j.requeued.len() as u64;
+        }
         self.sync_pending(job);
         self.fill_job(now, job);
         self.refresh_clock(now, job);
@@ -679,6 +739,7 @@ impl Scheduler {
             match timer {
                 Timer::Heartbeat(node) => self.heartbeat_missed(now, node),
                 Timer::Placement(job) => self.placement_expired(now, job),
+                Timer::Grace => self.grace_ended(now),
                 Timer::Speculate(job) => {
                     let Some(j) = self.jobs.get_mut(&job) else { continue };
                     j.spec_deadline = None;
@@ -794,6 +855,8 @@ enum Timer {
     Placement(JobId),
     /// The job's oldest attempt that is not yet a straggler becomes one then.
     Speculate(JobId),
+    /// The reattach grace after a restart ends: unclaimed chunks are requeued.
+    Grace,
 }
 
 /// What the scheduler has for the driver: commands and notices, each numbered in the order it

@@ -35,6 +35,10 @@ pub(super) struct Node {
     /// once the node is suspect.
     pub(super) timer_at: Instant,
     pub(super) suspect: bool,
+    /// False once its connection ended without the node leaving: it keeps its attempts (the node
+    /// may still run them) and takes no new work until it registers again under its name or
+    /// stays silent for `node_timeout`.
+    pub(super) connected: bool,
     pub(super) drained: bool,
     /// Why the node is quarantined, if it is.
     pub(super) quarantine: Option<String>,
@@ -91,6 +95,7 @@ impl Node {
             alive_at: now,
             timer_at,
             suspect: false,
+            connected: true,
             drained: false,
             quarantine: None,
             blame: Blame::default(),
@@ -109,7 +114,7 @@ impl Node {
 
     /// Whether the node takes new work at all.
     pub(super) fn open(&self) -> bool {
-        !self.drained && !self.suspect && self.quarantine.is_none()
+        self.connected && !self.drained && !self.suspect && self.quarantine.is_none()
     }
 
     /// The slots tenants' slot shares are shares of: all of them unless drained or quarantined

@@ -33,8 +33,27 @@ pub(super) enum Pick {
     Fresh,
 }
 
+/// How [`Scheduler::place_attempt`] creates an attempt.
+#[derive(Debug, Clone, Copy)]
+pub(super) enum Placing {
+    /// A new attempt, a speculative copy of `twin` if given.
+    New {
+        /// The straggler it copies.
+        twin: Option<AttemptId>,
+    },
+    /// An attempt the node already holds, kept under its id.
+    Adopted {
+        /// Its id.
+        attempt: AttemptId,
+        /// Whether it was placed as a speculative copy.
+        speculative: bool,
+        /// The other live attempt of its chunk, if it is one of a pair.
+        twin: Option<AttemptId>,
+    },
+}
+
 /// How far into a job's requeue a node looks for a chunk that did not fail on it.
-const REQUEUE_SCAN: usize = 16;
+pub(super) const REQUEUE_SCAN: usize = 16;
 
 impl Scheduler {
     /// Gives the node's free positions to pending jobs one chunk at a time: each to the tenant with
@@ -208,6 +227,21 @@ impl Scheduler {
     ) -> bool {
         #[cfg(test)]
         self.check_cap_before_place(job, node);
+        self.place_attempt(now, job, chunk, node, Placing::New { twin })
+    }
+
+    /// Creates an attempt of the chunk on the node: a new one (sent with [`Action::Assign`]), or
+    /// one the node already holds and the scheduler adopts under its id (nothing is sent but the
+    /// job's [`Action::StartJob`], when the node's session has not had it). Returns what
+    /// [`Scheduler::assign`] does.
+    pub(super) fn place_attempt(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        chunk: ChunkIndex,
+        node: NodeId,
+        placing: Placing,
+    ) -> bool {
         let (Some(j), Some(n)) = (self.jobs.get_mut(&job), self.nodes.get_mut(&node)) else {
             return false;
         };
@@ -222,17 +256,24 @@ impl Scheduler {
         let new_share = !n.shares.contains_key(&job);
         let limit = share_limit(&self.config, n.slots, j.first_run);
         n.shares.entry(job).or_insert(Share { in_flight: 0, limit, run_nanos: None }).in_flight += 1;
-        let attempt = AttemptId(self.next_attempt);
-        self.next_attempt += 1;
+        let (attempt, speculative, twin) = match placing {
+            Placing::New { twin } => {
+                let attempt = AttemptId(self.next_attempt);
+                self.next_attempt += 1;
+                if twin.is_some() {
+                    j.speculative += 1;
+                }
+                (attempt, twin.is_some(), twin)
+            }
+            Placing::Adopted { attempt, speculative, twin } => (attempt, speculative, twin),
+        };
         let memory = j.req.memory_limit;
         // The newest attempt: it runs at once if fewer than `slots` are ahead of it.
         let running_since = (n.attempts.len() < n.slots as usize).then_some(now);
         n.attempts.insert(attempt);
         n.in_flight_memory = n.in_flight_memory.saturating_add(memory);
-        let speculative = twin.is_some();
-        if speculative {
+        if twin.is_some() {
             j.pairs += 1;
-            j.speculative += 1;
         }
         if new_share {
             self.refresh_capacity(node);
@@ -256,7 +297,9 @@ impl Scheduler {
         if let Some(t) = twin.and_then(|twin| self.attempts.get_mut(&twin)) {
             t.twin = Some(attempt);
         }
-        self.out.act(Action::Assign { node, job, chunk, attempt, speculative });
+        if matches!(placing, Placing::New { .. }) {
+            self.out.act(Action::Assign { node, job, chunk, attempt, speculative });
+        }
         let capped = self.tenants.get(&tenant).is_some_and(|t| t.max_slot_share.is_some());
         self.nodes.get(&node).is_some_and(|n| {
             let took_every_slot = capped && n.tenants.get(&tenant) == Some(&n.slots);

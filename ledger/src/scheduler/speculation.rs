@@ -94,7 +94,7 @@ impl Scheduler {
         if !(multiplier.is_finite() && multiplier > 0.0) {
             return None;
         }
-        if !j.input_complete || j.has_pending() || j.candidates.is_empty() {
+        if !j.input_complete || j.has_pending() || !j.unclaimed.is_empty() || j.candidates.is_empty() {
             return None;
         }
         if j.durations.len() < self.config.speculation_min_samples.max(1) as usize {

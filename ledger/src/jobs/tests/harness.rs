@@ -299,9 +299,17 @@ impl World {
             self.follow(job, client);
         }
         for n in 0..self.nodes.len() {
-            let id = self.ledger.handle_node_registered(self.now, info(&self.nodes[n].name), "10.0.0.1:1".into());
+            // The nodes outlive the dispatcher: they keep what they were assigned and claim it,
+            // and the restarted ledger adopts what it still wants (refusing the rest, which the
+            // node then drops on `CancelAttempt`).
+            let mut node_info = info(&self.nodes[n].name);
+            node_info.claims = self.nodes[n]
+                .queue
+                .iter()
+                .map(|&(attempt, job, chunk, _)| wire::proto::Claim { job, chunk, attempt })
+                .collect();
+            let id = self.ledger.handle_node_registered(self.now, node_info, "10.0.0.1:1".into());
             self.nodes[n].id = id;
-            self.nodes[n].queue.clear();
             let resend: Vec<ChunkReport> = self.nodes[n].unacked.values().cloned().collect();
             for report in resend {
                 self.ledger.handle_report(self.now, id, report);
@@ -521,6 +529,7 @@ pub(super) fn info(name: &str) -> NodeInfo {
         version: "test".into(),
         cached_payloads: Vec::new(),
         confinement: wire::proto::Confinement::Landlock,
+        claims: Vec::new(),
     }
 }
 

@@ -14,6 +14,7 @@ mod failures;
 mod liveness;
 mod placement;
 mod properties;
+mod reattach;
 mod speculation;
 mod tenants;
 

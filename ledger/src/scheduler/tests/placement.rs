@@ -171,7 +171,8 @@ fn equal_jobs_share_one_node_in_turns() {
 #[test]
 fn restored_job_runs_only_the_chunks_without_a_result() {
     let now = Instant::now();
-    let mut s = Scheduler::new(SchedulerConfig::default());
+    // No reattach grace: the chunks without a result are requeued at once.
+    let mut s = Scheduler::new(SchedulerConfig { reattach_grace: Duration::ZERO, ..SchedulerConfig::default() });
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_job_restored(now, J1, req(), &[true, false, true, false]);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c1 a1\nassign n1 j1 c3 a2");
