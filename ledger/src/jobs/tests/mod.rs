@@ -9,6 +9,7 @@ use proptest::prelude::*;
 
 mod harness;
 mod payloads;
+mod resume;
 mod tenants;
 
 use harness::{Rng, World};

@@ -24,7 +24,7 @@ struct Desk {
 impl Desk {
     fn new() -> Self {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
-        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Quotas::default() };
+        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Quotas::default(), input_grace: Duration::ZERO };
         let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now);
         let node = ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
         let mut desk = Self { ledger, now, node, next: 0, shipped: Vec::new() };

@@ -34,7 +34,7 @@ struct Desk {
 impl Desk {
     fn new(quotas: Quotas) -> Self {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
-        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas };
+        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas, input_grace: Duration::ZERO };
         let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, jobs: Vec::new() }, now);
         ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
         let mut desk = Self { ledger, now, next: 0, answers: HashMap::new(), removed: Vec::new() };
