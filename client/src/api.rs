@@ -4,9 +4,15 @@
 //!
 //! A job's output is written under a temporary name next to the requested one and renamed only
 //! when every chunk succeeded, so a partial output is never presented as complete.
+//!
+//! A dispatcher that goes away (restarted, or cut off for a while) costs a following job
+//! nothing: `run`, `wait` and [`JobStream`] reconnect with [`Backoff`] for up to the client's
+//! reconnect timeout, resume an unfinished upload from the last chunk the dispatcher had stored,
+//! re-attach and skip the results they already had. Refusals are never retried.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use bytes::Bytes;
 use wire::frame::DEFAULT_MAX_MESSAGE;
@@ -35,11 +41,78 @@ const INPUT_QUEUE: usize = 64;
 const INPUT_FLUSH: usize = 1 << 20;
 /// How long `close` lets the endpoint send its last packets.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_millis(10);
+/// How long a client keeps trying to reach a dispatcher it lost, unless told otherwise.
+pub const DEFAULT_RECONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// QUIC application close codes of a dispatcher that may be back soon: `0` (shutting down) and
+/// `5` (too many connections with this certificate, while old ones time out).
+const TRANSIENT_CLOSE_CODES: [u32; 2] = [0, 5];
+
+/// The pauses between attempts to reach a dispatcher: 100 ms, doubling up to 2 s.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    /// The first pause.
+    pub const FIRST: Duration = Duration::from_millis(100);
+    /// The longest pause.
+    pub const MAX: Duration = Duration::from_secs(2);
+
+    /// A backoff at its first pause.
+    pub fn new() -> Self {
+        Self { next: Self::FIRST }
+    }
+
+    /// The next pause.
+    pub fn next_delay(&mut self) -> Duration {
+        let delay = self.next;
+        self.next = (self.next * 2).min(Self::MAX);
+        delay
+    }
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// What can go wrong for a client.
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum ClientError {
+    /// The dispatcher could not be reached for now (not running, restarting, the network down):
+    /// worth trying again.
+    #[error("failed to connect to the dispatcher at {address}: {reason}")]
+    Unreachable {
+        /// Where we dialled.
+        address: String,
+        /// Why it failed.
+        reason: String,
+    },
+    /// The dispatcher was lost and did not come back within the reconnect timeout.
+    #[error(
+        "lost the dispatcher at {address} and could not reconnect within {}s ({last}); a submitted job goes on \
+         there once it is back: `dispy-submit wait JOB` reattaches",
+        .after.as_secs()
+    )]
+    ReconnectTimeout {
+        /// Where we dialled.
+        address: String,
+        /// How long we tried.
+        after: Duration,
+        /// The last failure.
+        last: String,
+    },
+    /// An upload cut off by a lost dispatcher cannot go on from where the dispatcher stopped.
+    #[error("job {job}'s input upload cannot resume: {reason}; submit the job again")]
+    CannotResume {
+        /// The job.
+        job: JobId,
+        /// Why.
+        reason: String,
+    },
     /// The dispatcher could not be reached or the TLS handshake failed.
     #[error("failed to connect to the dispatcher at {address}: {reason}")]
     Connect {
@@ -98,6 +171,31 @@ pub enum ClientError {
     Protocol(String),
 }
 
+impl ClientError {
+    /// Whether the error says only that the dispatcher went away (stopped, restarted, or the
+    /// network dropped the connection), so reconnecting may carry on; refusals and protocol,
+    /// input or output errors are final.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. } => true,
+            ClientError::Stream(e) => e.connection_error().is_some_and(is_transient_loss),
+            _ => false,
+        }
+    }
+}
+
+/// Whether a lost connection may come back: a timeout, a reset (a restarted dispatcher does not
+/// know the connection), or a close saying so.
+fn is_transient_loss(e: &quinn::ConnectionError) -> bool {
+    match e {
+        quinn::ConnectionError::TimedOut | quinn::ConnectionError::Reset => true,
+        quinn::ConnectionError::ApplicationClosed(c) => {
+            TRANSIENT_CLOSE_CODES.iter().any(|code| c.error_code == quinn::VarInt::from_u32(*code))
+        }
+        _ => false,
+    }
+}
+
 /// A finished job.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JobReport {
@@ -118,6 +216,19 @@ pub enum Update<'a> {
     Waiting(&'a str),
     /// An `auto` split rule measured its probe chunks and chose the chunk size.
     ChunkSize(&'a Decision),
+    /// The dispatcher accepted the job under this id (the job can be followed from elsewhere).
+    Accepted(JobId),
+    /// The dispatcher was lost, and why; the client is reconnecting.
+    Reconnecting(&'a str),
+}
+
+/// What a following client has of its job, kept across reconnections.
+#[derive(Debug, Default)]
+struct Followed {
+    /// Results written so far; a re-attached stream sends them again, and they are skipped.
+    written: u64,
+    /// Whether the dispatcher confirmed the whole input stored.
+    input_stored: bool,
 }
 
 /// A job this client follows: its id and, for an `auto` rule, the tuner that sizes its chunks
@@ -148,6 +259,10 @@ pub struct Client {
     endpoint: quinn::Endpoint,
     conn: quinn::Connection,
     control: Connection,
+    /// The dispatcher's address, resolved again at every dial.
+    address: String,
+    /// How long to try reaching a lost dispatcher again.
+    reconnect_timeout: Duration,
     /// A job whose [`JobStream`] was dropped before its verdict: that verdict is still due on
     /// the control stream, where it would be taken for the answer to a later request.
     abandoned: Option<JobId>,
@@ -161,45 +276,89 @@ impl Client {
     /// [`ClientError::Refused`] when it turns this certificate away.
     pub async fn connect(address: &str, identity: &Identity) -> Result<Self, ClientError> {
         let fail = |reason: String| ClientError::Connect { address: address.to_owned(), reason };
-        let addr: SocketAddr = tokio::net::lookup_host(address)
-            .await
-            .map_err(|e| fail(e.to_string()))?
-            .next()
-            .ok_or_else(|| fail("no address found".into()))?;
+        let addr = resolve(address).await?;
         let bind: SocketAddr = if addr.is_ipv4() { ([0, 0, 0, 0], 0).into() } else { ([0u16; 8], 0).into() };
         let mut endpoint = common::net::endpoint(bind, None).map_err(|e| fail(e.to_string()))?;
-        endpoint.set_default_client_config(common::tls::client_config(identity).map_err(|e| fail(e.to_string()))?);
-        let conn = endpoint
-            .connect(addr, common::tls::dispatcher_server_name())
-            .map_err(|e| fail(e.to_string()))?
-            .await
-            .map_err(|e| fail(explain_connection_error(&e)))?;
-        let hello = Hello {
-            protocol_version: PROTOCOL_VERSION,
-            role: Role::Client,
-            software: format!("dispy-submit {}", env!("CARGO_PKG_VERSION")),
-        };
-        let opened = async {
-            let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
-            control.write_frame(&hello).await?;
-            Ok::<_, StreamError>(control)
-        };
-        let mut control = match opened.await {
-            Ok(control) => control,
-            Err(e) => match e.connection_error() {
-                Some(closed) => return Err(ClientError::Refused(explain_connection_error(closed))),
-                None => return Err(e.into()),
-            },
-        };
-        match control.recv.expect_frame::<HelloReply>().await {
-            Ok(HelloReply::Welcome { .. }) => Ok(Self { endpoint, conn, control, abandoned: None }),
-            Ok(HelloReply::Refused { reason }) => Err(ClientError::Refused(reason)),
-            // The dispatcher verifies our certificate after the handshake's first flight, so a
-            // refused certificate shows up here, as the connection closing.
-            Err(e) => match e.connection_error() {
-                Some(closed) => Err(ClientError::Refused(explain_connection_error(closed))),
-                None => Err(e.into()),
-            },
+        // A dead dispatcher is noticed in about 2 s; the calls above the connection reconnect.
+        let config = common::tls::client_config_with_timeout(identity, common::net::DEFAULT_DISPATCHER_TIMEOUT)
+            .map_err(|e| fail(e.to_string()))?;
+        endpoint.set_default_client_config(config);
+        let (conn, control) = dial(&endpoint, address).await?;
+        Ok(Self {
+            endpoint,
+            conn,
+            control,
+            address: address.to_owned(),
+            reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
+            abandoned: None,
+        })
+    }
+
+    /// How long `run`, `wait` and [`JobStream`] keep trying to reach a dispatcher they lost
+    /// (default [`DEFAULT_RECONNECT_TIMEOUT`]); zero gives up at once.
+    pub fn set_reconnect_timeout(&mut self, timeout: Duration) {
+        self.reconnect_timeout = timeout;
+    }
+
+    /// Dials the dispatcher again after `lost`, with [`Backoff`], until it answers or the
+    /// reconnect timeout passes.
+    ///
+    /// # Errors
+    /// [`ClientError::ReconnectTimeout`], or a refusal (never retried).
+    pub async fn reconnect(&mut self, lost: &ClientError) -> Result<(), ClientError> {
+        let started = tokio::time::Instant::now();
+        let deadline = started + self.reconnect_timeout;
+        let mut backoff = Backoff::new();
+        let mut last = lost.to_string();
+        tracing::info!(error = %lost, timeout_s = self.reconnect_timeout.as_secs(), "lost the dispatcher; reconnecting");
+        self.conn.close(0u32.into(), b"reconnecting");
+        loop {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                return Err(ClientError::ReconnectTimeout { address: self.address.clone(), after: self.reconnect_timeout, last });
+            }
+            match tokio::time::timeout_at(deadline, dial(&self.endpoint, &self.address)).await {
+                Ok(Ok((conn, control))) => {
+                    tracing::info!(after_ms = started.elapsed().as_millis() as u64, "reconnected to the dispatcher");
+                    self.conn = conn;
+                    self.control = control;
+                    self.abandoned = None;
+                    return Ok(());
+                }
+                Ok(Err(e)) if e.is_transient() => last = e.to_string(),
+                Ok(Err(e)) => return Err(e),
+                Err(_) => continue,
+            }
+            tokio::time::sleep_until(deadline.min(tokio::time::Instant::now() + backoff.next_delay())).await;
+        }
+    }
+
+    /// Asks to resume `job`'s cut-off upload; returns where it goes on. A dispatcher that has not
+    /// yet noticed the lost upload says to retry, which this does with [`Backoff`] within the
+    /// reconnect timeout.
+    async fn resume_input(&mut self, job: JobId) -> Result<(u64, bool), ClientError> {
+        let deadline = tokio::time::Instant::now() + self.reconnect_timeout;
+        let mut backoff = Backoff::new();
+        loop {
+            self.control.write_frame(&ClientRequest::ResumeInput { job }).await?;
+            loop {
+                match self.control.recv.expect_frame::<ClientEvent>().await? {
+                    ClientEvent::InputResumed { job: j, stored, complete } if j == job => {
+                        tracing::info!(%job, stored, complete, "input upload resumed");
+                        return Ok((stored, complete));
+                    }
+                    ClientEvent::Retry { message } => {
+                        if tokio::time::Instant::now() >= deadline {
+                            return Err(ClientError::Refused(message));
+                        }
+                        break;
+                    }
+                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                    event if is_late_news(&event) => {}
+                    other => return Err(unexpected(&other)),
+                }
+            }
+            tokio::time::sleep(backoff.next_delay()).await;
         }
     }
 
@@ -305,39 +464,88 @@ impl Client {
 
     /// Runs a job to completion: uploads the payload if the dispatcher lacks it, streams the
     /// input while results stream back, and renames the output into place on success.
-    /// `on_update` sees every progress update and every reason the job has to wait.
+    /// `on_update` sees the job's id once accepted, every progress update and every reason the job
+    /// has to wait. A dispatcher lost on the way is reconnected to (see the module doc): the
+    /// upload resumes after the last chunk it stored (the input is read again up to there) and
+    /// the results already written are skipped.
     ///
     /// # Errors
     /// [`ClientError::JobFailed`] when a chunk exhausted its attempts or no node could run the
-    /// job; other variants for local or connection problems. No output is left behind on error.
+    /// job; [`ClientError::ReconnectTimeout`] when a lost dispatcher did not come back in time;
+    /// [`ClientError::CannotResume`] for an `auto` rule's upload cut off before it was stored;
+    /// other variants for local or connection problems. No output is left behind on error.
     pub async fn run(
         &mut self,
         job: &JobDescription,
-        on_update: impl FnMut(Update<'_>),
+        mut on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
-        let sink = OutputSink::create(&job.output, job.results)
+        let mut sink = OutputSink::create(&job.output, job.results)
             .map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
         let (started, chunks) = self.start(job).await?;
         let id = started.id;
-        let conn = self.conn.clone();
-        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
-        let report = {
-            let input = send_input(&conn, id, chunks);
-            let follow = self.follow(&started, sink, &job.output, on_update);
-            tokio::pin!(input, follow);
-            // The input sender never completes successfully; the job ends when `follow` does.
-            tokio::select! {
-                biased;
-                r = &mut follow => r?,
-                Err(e) = &mut input => return Err(e),
+        on_update(Update::Accepted(id));
+        let mut followed = Followed::default();
+        let mut input: Option<Box<dyn Iterator<Item = Result<Vec<u8>, SplitError>> + Send>> = Some(Box::new(chunks));
+        let progress = loop {
+            let attempt = self.run_attached(&started, input.take(), &mut sink, &mut followed, &job.output, &mut on_update).await;
+            let lost = match attempt {
+                Ok(progress) => break progress,
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            on_update(Update::Reconnecting(&lost.to_string()));
+            self.reconnect(&lost).await?;
+            if !followed.input_stored {
+                let (stored, complete) = self.resume_input(id).await?;
+                if !complete {
+                    if started.tuner.is_some() {
+                        let reason = "an `auto` rule's chunk sizes were measured by the lost dispatcher".to_owned();
+                        return Err(ClientError::CannotResume { job: id, reason });
+                    }
+                    let chunks = if job.shared_input { job.split.shared_chunks(&job.inputs)? } else { job.split.chunks(&job.inputs)? };
+                    // Splits are deterministic for fixed rules: the chunks from `stored` on are
+                    // those the dispatcher lacks.
+                    input = Some(Box::new(chunks.skip(usize::try_from(stored).unwrap_or(usize::MAX))));
+                }
             }
         };
+        let output = sink.commit().map_err(|source| ClientError::Output { path: job.output.clone(), source })?;
         self.release(id).await;
-        Ok(report)
+        Ok(JobReport { job: id, progress, output })
+    }
+
+    /// Attaches to a running job, sends `input` if there is some, and follows the job until its
+    /// verdict or an error.
+    async fn run_attached(
+        &mut self,
+        started: &Started,
+        input: Option<Box<dyn Iterator<Item = Result<Vec<u8>, SplitError>> + Send>>,
+        sink: &mut OutputSink,
+        followed: &mut Followed,
+        output_path: &Path,
+        on_update: &mut impl FnMut(Update<'_>),
+    ) -> Result<JobProgress, ClientError> {
+        let id = started.id;
+        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+        let conn = self.conn.clone();
+        let input = async {
+            match input {
+                Some(chunks) => send_input(&conn, id, chunks).await,
+                None => std::future::pending().await,
+            }
+        };
+        let follow = self.follow(started, sink, followed, output_path, on_update);
+        tokio::pin!(input, follow);
+        // The input sender never completes successfully; the job ends when `follow` does.
+        tokio::select! {
+            biased;
+            r = &mut follow => r,
+            Err(e) = &mut input => Err(e),
+        }
     }
 
     /// Reattaches to a job (submitted earlier, perhaps by another process), waits for it and
-    /// writes its output to `output`.
+    /// writes its output to `output`, reconnecting to a lost dispatcher as `run` does.
     ///
     /// # Errors
     /// As [`Client::run`].
@@ -346,16 +554,29 @@ impl Client {
         id: JobId,
         output: &Path,
         results: ResultMode,
-        on_update: impl FnMut(Update<'_>),
+        mut on_update: impl FnMut(Update<'_>),
     ) -> Result<JobReport, ClientError> {
-        let sink = OutputSink::create(output, results)
+        let mut sink = OutputSink::create(output, results)
             .map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
         self.check_usable()?;
-        self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let started = Started { id, tuner: None };
-        let report = self.follow(&started, sink, output, on_update).await?;
+        let mut followed = Followed { written: 0, input_stored: true };
+        let progress = loop {
+            let attempt = async {
+                self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+                self.follow(&started, &mut sink, &mut followed, output, &mut on_update).await
+            };
+            let lost = match attempt.await {
+                Ok(progress) => break progress,
+                Err(e) if e.is_transient() => e,
+                Err(e) => return Err(e),
+            };
+            on_update(Update::Reconnecting(&lost.to_string()));
+            self.reconnect(&lost).await?;
+        };
+        let output = sink.commit().map_err(|source| ClientError::Output { path: output.to_owned(), source })?;
         self.release(id).await;
-        Ok(report)
+        Ok(JobReport { job: id, progress, output })
     }
 
     /// Submits the job and uploads its payload if needed; returns the job id, its chunks and,
@@ -399,15 +620,18 @@ impl Client {
         }
     }
 
-    /// Writes an attached job's results and follows its events until the verdict.
+    /// Writes an attached job's results (skipping those `followed` has already) and follows its
+    /// events until the verdict; returns the final counts.
     async fn follow(
         &mut self,
         started: &Started,
-        mut sink: OutputSink,
+        sink: &mut OutputSink,
+        followed: &mut Followed,
         output_path: &Path,
-        mut on_update: impl FnMut(Update<'_>),
-    ) -> Result<JobReport, ClientError> {
+        on_update: &mut impl FnMut(Update<'_>),
+    ) -> Result<JobProgress, ClientError> {
         let id = started.id;
+        let Followed { written, input_stored } = followed;
         let output = async {
             let stream = self.conn.accept_uni().await.map_err(StreamError::from)?;
             let mut recv = FramedRecv::new(stream, DEFAULT_MAX_MESSAGE);
@@ -415,12 +639,16 @@ impl Client {
                 return Err(ClientError::Protocol("expected the job's output stream".into()));
             }
             recv.set_max_frame(MAX_RESULT);
+            // A re-attached stream starts again from the first result.
             let mut count = 0u64;
             while let Some(result) = recv.read_raw().await? {
-                sink.write(count, &result).map_err(|source| ClientError::Output { path: output_path.to_owned(), source })?;
+                if count >= *written {
+                    sink.write(count, &result).map_err(|source| ClientError::Output { path: output_path.to_owned(), source })?;
+                    *written = count + 1;
+                }
                 count += 1;
             }
-            Ok::<_, ClientError>((count, sink))
+            Ok::<_, ClientError>(count)
         };
         let control = &mut self.control;
         let events = async {
@@ -439,17 +667,16 @@ impl Client {
                     }
                     ClientEvent::JobFailed { failure } => return Err(ClientError::JobFailed { job: id, failure }),
                     ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                    ClientEvent::InputStored { .. } => {}
+                    ClientEvent::InputStored { .. } => *input_stored = true,
                     other => return Err(unexpected(&other)),
                 }
             }
         };
-        let (progress, (written, sink)) = tokio::try_join!(events, output)?;
-        if written != progress.total {
-            return Err(ClientError::Protocol(format!("received {written} results for {} chunks", progress.total)));
+        let (progress, received) = tokio::try_join!(events, output)?;
+        if received != progress.total {
+            return Err(ClientError::Protocol(format!("received {received} results for {} chunks", progress.total)));
         }
-        let output = sink.commit().map_err(|source| ClientError::Output { path: output_path.to_owned(), source })?;
-        Ok(JobReport { job: id, progress, output })
+        Ok(progress)
     }
 
     /// Refuses requests after a [`JobStream`] was dropped before its verdict.
@@ -518,7 +745,9 @@ async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), Clie
 
 /// Reads `chunks` on a blocking thread, at most a few dozen ahead of the receiver; the thread
 /// ends when the chunks do or the receiver is dropped.
-pub fn read_ahead(chunks: Chunks) -> mpsc::Receiver<Result<Vec<u8>, SplitError>> {
+pub fn read_ahead(
+    chunks: impl Iterator<Item = Result<Vec<u8>, SplitError>> + Send + 'static,
+) -> mpsc::Receiver<Result<Vec<u8>, SplitError>> {
     let (tx, rx) = mpsc::channel(INPUT_QUEUE);
     tokio::task::spawn_blocking(move || {
         for chunk in chunks {
@@ -532,7 +761,11 @@ pub fn read_ahead(chunks: Chunks) -> mpsc::Receiver<Result<Vec<u8>, SplitError>>
 
 /// Writes `chunks` as raw frames on the job's input stream. Completes only on error; on success
 /// it stays pending so the caller's select keeps waiting.
-async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Result<(), ClientError> {
+async fn send_input(
+    conn: &quinn::Connection,
+    job: JobId,
+    chunks: impl Iterator<Item = Result<Vec<u8>, SplitError>> + Send + 'static,
+) -> Result<(), ClientError> {
     let rx = read_ahead(chunks);
     let sent = async {
         // Owned here, so the reader thread sees the channel close when sending stops early.
@@ -557,6 +790,48 @@ async fn send_input(conn: &quinn::Connection, job: JobId, chunks: Chunks) -> Res
     std::future::pending().await
 }
 
+/// Resolves `address` (again at every dial, as a restarted dispatcher may have moved).
+async fn resolve(address: &str) -> Result<SocketAddr, ClientError> {
+    let fail = |reason: String| ClientError::Connect { address: address.to_owned(), reason };
+    tokio::net::lookup_host(address).await.map_err(|e| fail(e.to_string()))?.next().ok_or_else(|| fail("no address found".into()))
+}
+
+/// Dials the dispatcher and says hello; a dispatcher that is not there (yet) is
+/// [`ClientError::Unreachable`], one that turns us away [`ClientError::Refused`].
+async fn dial(endpoint: &quinn::Endpoint, address: &str) -> Result<(quinn::Connection, Connection), ClientError> {
+    let fail = |reason: String| ClientError::Connect { address: address.to_owned(), reason };
+    let unreachable = |e: &quinn::ConnectionError| ClientError::Unreachable { address: address.to_owned(), reason: explain_connection_error(e) };
+    let addr = resolve(address).await?;
+    let conn = match endpoint.connect(addr, common::tls::dispatcher_server_name()).map_err(|e| fail(e.to_string()))?.await {
+        Ok(conn) => conn,
+        Err(e) if is_transient_loss(&e) => return Err(unreachable(&e)),
+        Err(e) => return Err(fail(explain_connection_error(&e))),
+    };
+    let hello = Hello {
+        protocol_version: PROTOCOL_VERSION,
+        role: Role::Client,
+        software: format!("dispy-submit {}", env!("CARGO_PKG_VERSION")),
+    };
+    let opened = async {
+        let mut control = Connection::open(&conn, DEFAULT_MAX_MESSAGE).await?;
+        control.write_frame(&hello).await?;
+        Ok::<_, StreamError>(control)
+    };
+    let refused = |e: StreamError| match e.connection_error() {
+        Some(closed) if is_transient_loss(closed) => unreachable(closed),
+        Some(closed) => ClientError::Refused(explain_connection_error(closed)),
+        None => e.into(),
+    };
+    let mut control = opened.await.map_err(refused)?;
+    match control.recv.expect_frame::<HelloReply>().await {
+        Ok(HelloReply::Welcome { .. }) => Ok((conn, control)),
+        Ok(HelloReply::Refused { reason }) => Err(ClientError::Refused(reason)),
+        // The dispatcher verifies our certificate after the handshake's first flight, so a
+        // refused certificate shows up here, as the connection closing.
+        Err(e) => Err(refused(e)),
+    }
+}
+
 /// Turns quinn's connection errors into words a user can act on.
 fn explain_connection_error(e: &quinn::ConnectionError) -> String {
     match e {
@@ -573,3 +848,6 @@ fn explain_connection_error(e: &quinn::ConnectionError) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -10,4 +10,4 @@ pub mod local;
 mod output;
 pub mod split;
 
-pub use api::{read_ahead, Client, ClientError, JobReport, JobStream, Update};
+pub use api::{read_ahead, Backoff, Client, ClientError, JobReport, JobStream, Update, DEFAULT_RECONNECT_TIMEOUT};

@@ -23,11 +23,10 @@ const SOCKET_BUFFER: usize = 8 << 20;
 pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The idle timeout the dispatcher offers, and that of [`crate::tls::client_config`]. QUIC uses
-/// the smaller of the two peers' timeouts, so nodes and clients choose how fast they notice a
-/// dead dispatcher (`tls::client_config_with_timeout`); the dispatcher notices silent nodes by
-/// their heartbeats (`node_timeout`), not by this. Clients keep this longer timeout until they
-/// reconnect by themselves: a client that gave up after 2 s would fail its `run` on a short
-/// network blip.
+/// the smaller of the two peers' timeouts, so nodes and `dispy-submit` choose how fast they
+/// notice a dead dispatcher (`tls::client_config_with_timeout` with
+/// [`DEFAULT_DISPATCHER_TIMEOUT`]; both reconnect by themselves); the dispatcher notices silent
+/// nodes by their heartbeats (`node_timeout`), not by this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Flow-control windows sized for multi-megabyte chunks on fast links.

@@ -25,6 +25,9 @@ pub struct DispatcherConfig {
     pub state_dir: PathBuf,
     /// How long a finished job's results are kept when nobody fetches them (default 24 h).
     pub retention: Duration,
+    /// How long a job whose upload was cut off waits for its submitter to resume it (default
+    /// 2 min).
+    pub input_grace: Duration,
     /// A node silent this long is declared lost (default 5 s).
     pub node_timeout: Duration,
     /// After a restart, how long restored chunks wait for their nodes to claim them (default
@@ -64,6 +67,7 @@ impl DispatcherConfig {
             identity,
             state_dir,
             retention: common::config::DEFAULT_RETENTION,
+            input_grace: common::config::DEFAULT_INPUT_GRACE,
             node_timeout: common::config::DEFAULT_NODE_TIMEOUT,
             reattach_grace: common::config::DEFAULT_REATTACH_GRACE,
             crash_limit: common::config::DEFAULT_CRASH_LIMIT,
@@ -113,6 +117,7 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
         }
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
         config.retention = settings.retention;
+        config.input_grace = settings.input_grace;
         config.node_timeout = settings.node_timeout;
         config.reattach_grace = settings.reattach_grace;
         config.crash_limit = settings.crash_limit;

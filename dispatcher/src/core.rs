@@ -51,6 +51,8 @@ enum Pending {
     Summary(oneshot::Sender<Result<JobSummary, Refusal>>),
     Jobs(oneshot::Sender<Result<Vec<JobSummary>, Refusal>>),
     Nodes(oneshot::Sender<Result<Vec<NodeStatus>, Refusal>>),
+    /// A resumed upload of this job, answered with where it goes on and its appender.
+    Resume(JobId, oneshot::Sender<Result<(ledger::jobs::Resumed, Option<Upload>), Refusal>>),
 }
 
 /// The core's state: the ledger and the I/O it cannot do.
@@ -292,6 +294,15 @@ impl Core {
                 (Some(Pending::Summary(reply)), ledger::jobs::Answer::Summary(summary)) => drop(reply.send(summary)),
                 (Some(Pending::Jobs(reply)), ledger::jobs::Answer::Jobs(jobs)) => drop(reply.send(jobs)),
                 (Some(Pending::Nodes(reply)), ledger::jobs::Answer::Nodes(nodes)) => drop(reply.send(nodes)),
+                (Some(Pending::Resume(job, reply)), ledger::jobs::Answer::Resume(resumed)) => match resumed {
+                    Ok(resumed) if !resumed.complete => {
+                        let (stop, stopped) = oneshot::channel();
+                        self.uploads.insert(job, stop);
+                        return self.ask_disk(DiskRequest::OpenInput { job, resumed, stopped, reply });
+                    }
+                    Ok(resumed) => drop(reply.send(Ok((resumed, None)))),
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                },
                 _ => warn!(request = request.0, "an answer for no such question"),
             },
             Effect::StoreResult { ticket, output } => return self.ask_disk(DiskRequest::Store { ticket, output }),
@@ -374,6 +385,15 @@ impl Core {
             Event::InputFailed { job, error } => {
                 self.uploads.remove(&job);
                 self.ledger.handle_input_failed(now, job, &error);
+            }
+            Event::InputInterrupted { job } => {
+                self.uploads.remove(&job);
+                self.ledger.handle_input_interrupted(now, job);
+            }
+            Event::ResumeInput { caller, job, submitter, reply } => {
+                let client = self.client_id(submitter);
+                let request = self.pending(Pending::Resume(job, reply));
+                self.ledger.handle_resume_input(request, client, &caller, job);
             }
             Event::Attach { caller, job, commands, client, reply } => match self.ledger.attachable(&caller, job) {
                 Err(refusal) => drop(reply.send(Err(refusal))),

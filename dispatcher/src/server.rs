@@ -112,6 +112,7 @@ impl Dispatcher {
             },
             retention: config.retention,
             quotas: config.quotas(),
+            input_grace: config.input_grace,
         };
         let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone()).map_err(state)?;
         let server = common::tls::server_config(&config.identity)?;
@@ -578,11 +579,30 @@ async fn handle_request(
                     let events = events.clone();
                     let max_chunk = config.max_chunk;
                     // Tracked by the connection's JoinSet; it ends with the input stream.
-                    uploads.spawn(async move {
-                        if let Err(error) = receive_input(input, max_chunk, upload, &events).await {
-                            let _ = events.send(Event::InputFailed { job, error }).await;
-                        }
-                    });
+                    uploads.spawn(async move { spool_input(input, max_chunk, upload, &events).await });
+                }
+                Err(refusal) => {
+                    let _ = outbox.send(ClientEvent::Error { message: refusal.to_string() });
+                }
+            }
+        }
+        ClientRequest::ResumeInput { job } => {
+            let (reply, answer) = oneshot::channel();
+            events.send(Event::ResumeInput { caller, job, submitter: outbox.clone(), reply }).await.map_err(gone)?;
+            match answer.await.map_err(|_| ConnError::CoreGone)? {
+                Ok((resumed, upload)) => {
+                    let (stored, complete) = (resumed.stored, resumed.complete);
+                    let _ = outbox.send(ClientEvent::InputResumed { job, stored, complete });
+                    if let Some(upload) = upload {
+                        let input = conn.accept_uni().await.map_err(StreamError::from)?;
+                        let events = events.clone();
+                        let max_chunk = config.max_chunk;
+                        // Tracked by the connection's JoinSet; it ends with the input stream.
+                        uploads.spawn(async move { spool_input(input, max_chunk, upload, &events).await });
+                    }
+                }
+                Err(refusal) if refusal.is_transient() => {
+                    let _ = outbox.send(ClientEvent::Retry { message: refusal.to_string() });
                 }
                 Err(refusal) => {
                     let _ = outbox.send(ClientEvent::Error { message: refusal.to_string() });
@@ -591,6 +611,32 @@ async fn handle_request(
         }
     }
     Ok(())
+}
+
+/// Receives a job's input and tells the core how it ended: a lost connection leaves the job
+/// waiting for its submitter to resume the upload, any other failure fails it.
+async fn spool_input(input: quinn::RecvStream, max_chunk: usize, upload: Upload, events: &mpsc::Sender<Event>) {
+    let job = upload.job;
+    let event = match receive_input(input, max_chunk, upload, events).await {
+        Ok(()) => return,
+        Err(InputError::Lost) => Event::InputInterrupted { job },
+        Err(InputError::Failed(error)) => Event::InputFailed { job, error },
+    };
+    let _ = events.send(event).await;
+}
+
+/// Why an upload ended before its input did.
+enum InputError {
+    /// The connection carrying it was lost: the submitter may resume it.
+    Lost,
+    /// Anything else, in words.
+    Failed(String),
+}
+
+impl From<String> for InputError {
+    fn from(error: String) -> Self {
+        InputError::Failed(error)
+    }
 }
 
 async fn drain_node(events: &mpsc::Sender<Event>, client: &ClientConn<'_>, node: String, drain: bool) -> Result<(), ConnError> {
@@ -626,13 +672,14 @@ async fn receive_input(
     max_chunk: usize,
     upload: Upload,
     events: &mpsc::Sender<Event>,
-) -> Result<(), String> {
+) -> Result<(), InputError> {
     let Upload { job, mut appender, mut stopped } = upload;
     let mut input = FramedRecv::new(stream, wire::frame::DEFAULT_MAX_MESSAGE);
     match input.expect_frame::<StreamHeader>().await {
         Ok(StreamHeader::JobInput { job: j }) if j == job => {}
-        Ok(other) => return Err(format!("expected the job's input stream, got {other:?}")),
-        Err(e) => return Err(format!("input stream failed: {e}")),
+        Ok(other) => return Err(format!("expected the job's input stream, got {other:?}").into()),
+        Err(e) if e.is_connection_lost() => return Err(InputError::Lost),
+        Err(e) => return Err(format!("input stream failed: {e}").into()),
     }
     input.set_max_frame(max_chunk);
     loop {
@@ -640,21 +687,21 @@ async fn receive_input(
             biased;
             // The job ended (cancelled, failed, over its owner's spool quota): dropping the
             // stream stops the submitter's sending, and the control stream tells it why.
-            _ = &mut stopped => return Err(format!("job {job} ended before its input did")),
+            _ = &mut stopped => return Err(format!("job {job} ended before its input did").into()),
             read = input.read_raw() => read,
         };
         let chunk = match read {
             Ok(Some(chunk)) => chunk,
             Ok(None) => break,
-            Err(e) if e.is_connection_lost() => return Err("the submitter disconnected before the input was complete".into()),
-            Err(e) => return Err(format!("bad input stream: {e}")),
+            Err(e) if e.is_connection_lost() => return Err(InputError::Lost),
+            Err(e) => return Err(format!("bad input stream: {e}").into()),
         };
         let extent = appender.append(&chunk).map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
         events.send(Event::Input { job, extent }).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
     }
     // Made durable by the core's next journal commit, which `InputStored` waits for.
     let sync = appender.sync_handle().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
-    events.send(Event::InputEnd { job, sync }).await.map_err(|_| "the dispatcher is shutting down".to_string())
+    events.send(Event::InputEnd { job, sync }).await.map_err(|_| "the dispatcher is shutting down".to_string().into())
 }
 
 /// Follows one job for one client: results in chunk order on an output stream, progress and the

@@ -3,7 +3,8 @@
 //! nodes keep running theirs and the restarted dispatcher adopts them, issue 19); a finished job survives a restart until fetched (and spooled files
 //! of jobs the journal does not know are deleted), and a graceful
 //! stop right after a job keeps its verdict; a restart during
-//! the upload fails the job with the reason instead of resuming half an input; a job survives
+//! an upload whose submitter died fails the job with the reason once `input_grace` has passed
+//! (a live submitter resumes it: `reconnect.rs`); a job survives
 //! its submitter, and `wait` in a new process fetches its output; a 2 GiB input streams through
 //! while the dispatcher's peak RSS stays bounded; a full disk fails only the job that filled it,
 //! with a clear error, and earlier results stay fetchable; `status`, `jobs`, `cancel` and `wait`
@@ -283,8 +284,9 @@ fn graceful_stop_right_after_a_job_keeps_its_verdict() {
 }
 
 #[test]
-fn restart_during_upload_fails_the_job_clearly() {
-    let mut cluster = DurableCluster::builder().nodes(1).start();
+fn restart_during_upload_fails_the_job_clearly_once_its_submitter_does_not_resume_it() {
+    // The job waits `input_grace` for its submitter to resume the upload; this one is dead.
+    let mut cluster = DurableCluster::builder().nodes(1).dispatcher_args(&["--input-grace", "3s"]).start();
     let input = cluster.path("upload.bin");
     BlockPattern::new(1 << 20, 512).write_to(&input).expect("write the 512 MiB input");
     let submit = cluster.submit_command(&[
@@ -319,11 +321,19 @@ fn restart_during_upload_fails_the_job_clearly() {
     cluster.kill_dispatcher();
     submitter.kill();
 
-    // The restarted dispatcher cannot resume a job with half its input: it fails it, says why,
-    // and frees its spool.
+    // The restarted dispatcher keeps the job for its submitter to resume; nobody does, so after
+    // the grace it fails it, says why, and frees its spool.
     cluster.start_dispatcher();
     let status = cluster.status_json(job).unwrap_or_else(|run| panic!("job {job} forgotten by the restart\n{run}"));
-    assert_eq!(status["state"], "failed", "{status}");
+    assert!(["running", "failed"].contains(&status["state"].as_str().unwrap_or_default()), "{status}");
+    let mut status = status;
+    assert_eventually!(
+        {
+            status = cluster.status_json(job).unwrap_or_default();
+            status["state"] == "failed"
+        },
+        "job {job} outlived its input grace: {status}"
+    );
     let failure = status["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("input was complete"), "the failure does not say the input was incomplete: {status}");
     let spool = cluster.state_dir().join("jobs").join(job.to_string());

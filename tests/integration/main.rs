@@ -11,6 +11,8 @@
 //! - `durability`: dispatcher restarts, detached jobs, bounded memory, a full disk, retention.
 //! - `operator_state`: drains and revocations across restarts, jobs waiting for a first node,
 //!   a torn journal checked and repaired.
+//! - `reconnect`: `run`, `wait` and `stream` reconnect across a SIGKILLed and restarted
+//!   dispatcher (an upload resumes), and give up after `--reconnect-timeout` with exit code 2.
 //! - `faults`: a multi-host bed in network namespaces: killed, cut-off, slow and drained nodes.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
@@ -31,6 +33,7 @@ mod load;
 mod local;
 mod native;
 mod protocol;
+mod reconnect;
 mod revocation;
 mod security;
 mod stream;

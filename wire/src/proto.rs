@@ -478,6 +478,15 @@ pub enum ClientRequest {
     },
     /// List connected nodes; answered with [`ClientEvent::Nodes`].
     ListNodes,
+    /// Resume the upload of a job's input after the connection that carried it was lost (the
+    /// dispatcher restarted, or the network dropped it): answered with
+    /// [`ClientEvent::InputResumed`], after which the client sends the chunks from `stored` on
+    /// a new [`StreamHeader::JobInput`] stream, or with [`ClientEvent::Retry`] while the lost
+    /// connection's upload has not ended yet. Only the job's owner may resume it.
+    ResumeInput {
+        /// The job.
+        job: JobId,
+    },
 }
 
 /// Where a job is in its life.
@@ -549,6 +558,13 @@ pub struct JobProgress {
     /// The nodes' run time over the accepted results, summed, so a submitter can size `auto`
     /// chunks; counts only results accepted since the dispatcher started.
     pub run_nanos: u64,
+    /// Attempts started, speculative copies and reruns included, so a user can check how much
+    /// work the job cost. After a dispatcher restart it counts one attempt per chunk done before
+    /// the restart plus those started since.
+    pub attempts: u64,
+    /// Chunks whose input is durable at the dispatcher: a submitter resuming an upload after a
+    /// restart resends from here, so it may forget the chunks before.
+    pub stored: u64,
 }
 
 /// One failed attempt in a job failure report.
@@ -671,6 +687,22 @@ pub enum ClientEvent {
     },
     /// Answer to [`ClientRequest::ListNodes`].
     Nodes(Vec<NodeStatus>),
+    /// Answer to [`ClientRequest::ResumeInput`]: send the input from chunk `stored` on, unless
+    /// `complete` says the dispatcher needs no more (all of it is stored, or the job ended).
+    InputResumed {
+        /// The job.
+        job: JobId,
+        /// Chunks whose input is durable; the next chunk sent gets this index.
+        stored: u64,
+        /// Whether no more input is wanted.
+        complete: bool,
+    },
+    /// The request cannot be served yet but may be soon (an upload resumed before the dispatcher
+    /// noticed that the connection carrying it was lost): ask again after a pause.
+    Retry {
+        /// Why, in words for the user.
+        message: String,
+    },
     /// The request was refused.
     Error {
         /// Why, in words for the user.

@@ -5,6 +5,12 @@
 //!
 //! Results are handed to the caller as they arrive instead of going to an output file, so nothing
 //! here is renamed into place: a caller that needs all-or-nothing output uses [`Client::run`].
+//!
+//! A lost dispatcher is reconnected to as for `run`: the stream keeps every chunk sent until
+//! the dispatcher reports it stored ([`JobProgress::stored`]), resends the ones it lacks on a new
+//! input stream, and skips the results already handed to the caller.
+
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use wire::frame::DEFAULT_MAX_MESSAGE;
@@ -13,6 +19,9 @@ use common::net::{open_uni, FramedRecv, FramedSend, StreamError};
 use wire::proto::{ClientEvent, ClientRequest, JobId, JobProgress, StreamHeader};
 
 use super::{is_late_news, submission, unexpected, Client, ClientError, MAX_RESULT};
+
+/// The outcome of one try at an operation that a lost dispatcher interrupts.
+type Try<T> = Result<T, ClientError>;
 
 /// A running job whose input the caller sends chunk by chunk; see [`Client::open`].
 ///
@@ -31,6 +40,15 @@ pub struct JobStream<'c> {
     /// The job's success, when it arrived before the last results (they travel on another
     /// stream).
     succeeded: Option<JobProgress>,
+    /// Chunks sent that the dispatcher may not have stored yet, from chunk `unstored_from`.
+    unstored: VecDeque<Bytes>,
+    unstored_from: u64,
+    /// Results handed to the caller.
+    received: u64,
+    /// Results of a re-attached output stream still to skip (the caller has them).
+    skip: u64,
+    /// Whether the caller ended the input.
+    input_ended: bool,
 }
 
 impl Client {
@@ -60,7 +78,20 @@ impl Client {
             return Err(ClientError::Protocol("expected the job's output stream".into()));
         }
         output.set_max_frame(MAX_RESULT);
-        Ok(JobStream { client: self, id, input, output, outstanding: 0, ended: false, succeeded: None })
+        Ok(JobStream {
+            client: self,
+            id,
+            input,
+            output,
+            outstanding: 0,
+            ended: false,
+            succeeded: None,
+            unstored: VecDeque::new(),
+            unstored_from: 0,
+            received: 0,
+            skip: 0,
+            input_ended: false,
+        })
     }
 }
 
@@ -81,15 +112,91 @@ impl JobStream<'_> {
     /// [`ClientError::JobFailed`] when the job already failed (the dispatcher stopped taking
     /// input), [`ClientError::Stream`] when the connection fails.
     pub async fn send(&mut self, chunk: &[u8]) -> Result<(), ClientError> {
-        self.input.queue_raw(chunk)?;
-        match self.input.flush().await {
-            Ok(()) => {
-                self.outstanding += 1;
-                Ok(())
-            }
+        // Kept until stored, so a reconnection can send it again.
+        self.unstored.push_back(Bytes::copy_from_slice(chunk));
+        self.outstanding += 1;
+        let sent = async {
+            self.input.queue_raw(chunk)?;
+            self.input.flush().await
+        };
+        match sent.await {
+            Ok(()) => Ok(()),
             // The dispatcher stopped the input because the job ended; the control stream says why.
             Err(e) if e.is_stopped() => Err(self.verdict_error().await),
-            Err(e) => Err(e.into()),
+            Err(e) => self.recover(e.into()).await,
+        }
+    }
+
+    /// After `lost`: reconnects if it says only that the dispatcher went away, resumes the input
+    /// (resending what the dispatcher lacks), re-attaches, and arranges to skip the results the
+    /// caller has; otherwise returns `lost`.
+    async fn recover(&mut self, lost: ClientError) -> Try<()> {
+        let mut lost = lost;
+        loop {
+            if !lost.is_transient() || self.ended {
+                return Err(lost);
+            }
+            tracing::warn!(job = %self.id, error = %lost, "lost the dispatcher; reconnecting");
+            self.client.reconnect(&lost).await?;
+            match self.reattach().await {
+                Ok(()) => {
+                    tracing::warn!(job = %self.id, "reconnected; the job goes on");
+                    return Ok(());
+                }
+                Err(e) => lost = e,
+            }
+        }
+    }
+
+    /// On a new connection: resume the input from what the dispatcher stored, attach, and
+    /// accept the output stream, which starts again from the first result.
+    async fn reattach(&mut self) -> Try<()> {
+        let id = self.id;
+        let (stored, complete) = self.client.resume_input(id).await?;
+        self.client.control.write_frame(&ClientRequest::Attach { job: id }).await?;
+        if !complete {
+            if stored < self.unstored_from {
+                return Err(ClientError::CannotResume {
+                    job: id,
+                    reason: format!("the dispatcher has {stored} chunks, but chunks from {} were dropped here", self.unstored_from),
+                });
+            }
+            self.forget_stored(stored);
+            let mut input = open_uni(&self.client.conn, &StreamHeader::JobInput { job: id }).await?;
+            for chunk in &self.unstored {
+                input.queue_raw(chunk)?;
+            }
+            if self.input_ended {
+                input.finish().await?;
+            } else {
+                input.flush().await?;
+            }
+            self.input = input;
+        }
+        let output = loop {
+            tokio::select! {
+                stream = self.client.conn.accept_uni() => break stream.map_err(StreamError::from)?,
+                event = self.client.control.recv.expect_frame::<ClientEvent>() => match event? {
+                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                    event if is_late_news(&event) => {}
+                    other => return Err(unexpected(&other)),
+                },
+            }
+        };
+        let mut output = FramedRecv::new(output, DEFAULT_MAX_MESSAGE);
+        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job: id }) {
+            return Err(ClientError::Protocol("expected the job's output stream".into()));
+        }
+        output.set_max_frame(MAX_RESULT);
+        self.output = output;
+        self.skip = self.received;
+        Ok(())
+    }
+
+    /// Drops the kept chunks before `stored`: the dispatcher has them durably.
+    fn forget_stored(&mut self, stored: u64) {
+        while self.unstored_from < stored && self.unstored.pop_front().is_some() {
+            self.unstored_from += 1;
         }
     }
 
@@ -100,6 +207,15 @@ impl JobStream<'_> {
     /// [`ClientError::JobFailed`] when a chunk exhausted its attempts (or no node can run the
     /// job); [`ClientError::Stream`] when the connection fails.
     pub async fn recv(&mut self) -> Result<Option<Bytes>, ClientError> {
+        loop {
+            match self.recv_once().await {
+                Err(e) if e.is_transient() && !self.ended => self.recover(e).await?,
+                other => return other,
+            }
+        }
+    }
+
+    async fn recv_once(&mut self) -> Try<Option<Bytes>> {
         if self.outstanding == 0 {
             return Ok(None);
         }
@@ -108,8 +224,10 @@ impl JobStream<'_> {
             // loses nothing.
             tokio::select! {
                 result = self.output.read_raw() => match result? {
+                    Some(_) if self.skip > 0 => self.skip -= 1,
                     Some(result) => {
                         self.outstanding -= 1;
+                        self.received += 1;
                         return Ok(Some(result));
                     }
                     // The job ended early (it failed); the control stream says why.
@@ -130,10 +248,11 @@ impl JobStream<'_> {
     /// # Errors
     /// As [`JobStream::recv`].
     pub async fn finish(mut self) -> Result<(Vec<Bytes>, JobProgress), ClientError> {
+        self.input_ended = true;
         match self.input.finish().await {
             Ok(()) => {}
             Err(e) if e.is_stopped() => return Err(self.verdict_error().await),
-            Err(e) => return Err(e.into()),
+            Err(e) => self.recover(e.into()).await?,
         }
         let mut rest = Vec::new();
         while let Some(result) = self.recv().await? {
@@ -143,7 +262,17 @@ impl JobStream<'_> {
             if let Some(progress) = self.succeeded {
                 break progress;
             }
-            let event = self.client.control.recv.expect_frame::<ClientEvent>().await?;
+            let event = match self.client.control.recv.expect_frame::<ClientEvent>().await {
+                Ok(event) => event,
+                Err(e) => {
+                    self.recover(e.into()).await?;
+                    // The re-attached output stream sends the results again; the caller has them.
+                    while self.skip > 0 && self.output.read_raw().await?.is_some() {
+                        self.skip -= 1;
+                    }
+                    continue;
+                }
+            };
             if let Some(error) = self.on_event(event) {
                 return Err(error);
             }
@@ -168,6 +297,10 @@ impl JobStream<'_> {
             ClientEvent::Error { message } => Some(ClientError::Refused(message)),
             ClientEvent::Waiting { reason } => {
                 tracing::info!(job = %self.id, %reason, "waiting for a node");
+                None
+            }
+            ClientEvent::Progress(progress) => {
+                self.forget_stored(progress.stored);
                 None
             }
             event if is_late_news(&event) => None,

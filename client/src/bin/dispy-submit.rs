@@ -37,6 +37,10 @@ struct Cli {
     /// Directory with this client's ca.pem, cert.pem and key.pem (from `pki issue-client`).
     #[arg(long, global = true, env = "DISPY_TLS_DIR", default_value = "/etc/dispy/client")]
     tls_dir: PathBuf,
+    /// How long `run`, `wait` and `stream` keep trying to reach a dispatcher they lost (restarted,
+    /// or cut off), e.g. 30s; 0s gives up at once.
+    #[arg(long, global = true, env = "DISPY_RECONNECT_TIMEOUT", default_value = "2m", value_parser = parse_timeout)]
+    reconnect_timeout: Duration,
     #[command(subcommand)]
     command: Command,
 }
@@ -44,7 +48,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run a job and write its output; exits 0 only if every chunk succeeded.
-    Run(Box<RunArgs>),
+    Run {
+        #[command(flatten)]
+        args: Box<RunArgs>,
+        /// Print a final JSON object (job, chunks, attempts, retries, output) on standard output.
+        #[arg(long)]
+        json: bool,
+    },
     /// Submit a job, upload its input, print its id and return; `wait` fetches the output later.
     Submit(Box<RunArgs>),
     /// Run a job over standard input as it arrives (split rule bytes:SIZE or lines:N): each
@@ -164,7 +174,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match &cli.command {
-            Command::Run(run_args) => run(&cli, run_args).await,
+            Command::Run { args, json } => run(&cli, args, *json).await,
             Command::Submit(run_args) => submit(&cli, run_args).await,
             Command::Stream(run_args) => stream(&cli, run_args).await,
             Command::Wait { job, output } => wait(&cli, JobId(*job), output.as_deref()).await,
@@ -252,7 +262,7 @@ async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure
     }
 }
 
-async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
+async fn run(cli: &Cli, args: &RunArgs, json: bool) -> Result<(), Failure> {
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local).await?;
@@ -267,14 +277,31 @@ async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         cluster.shutdown().await;
     }
     let report = result?;
+    let p = &report.progress;
     eprintln!(
-        "job {} done: {} chunks, {} retries; output written to {}",
+        "job {} done: {} chunks, {} attempts, {} retries; output written to {}",
         report.job,
-        report.progress.done,
-        report.progress.retries,
+        p.done,
+        p.attempts,
+        p.retries,
         report.output.display()
     );
+    if json {
+        let object = serde_json::json!({
+            "job": report.job.0,
+            "chunks": p.total,
+            "attempts": p.attempts,
+            "retries": p.retries,
+            "output": report.output.display().to_string(),
+        });
+        println!("{object}");
+    }
     Ok(())
+}
+
+/// `--reconnect-timeout`: a duration such as `30s` or `2m`.
+fn parse_timeout(text: &str) -> Result<Duration, String> {
+    wire::units::parse_duration(text).map_err(|e| e.to_string())
 }
 
 async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
@@ -328,6 +355,7 @@ async fn pipe_through(client: &mut Client, job: &JobDescription) -> Result<(JobI
     let mut stdout = tokio::io::stdout();
     let mut stream = client.open(job).await?;
     let id = stream.id();
+    eprintln!("job {id} accepted");
     let mut input_open = true;
     loop {
         tokio::select! {
@@ -414,6 +442,7 @@ async fn with_client<T>(
         Some(cluster) => Client::connect(&cluster.address().to_string(), cluster.client_identity()).await?,
         None => Client::connect(&cli.dispatcher, &load_identity(cli).map_err(Failure::Usage)?).await?,
     };
+    client.set_reconnect_timeout(cli.reconnect_timeout);
     let answer = request(&mut client).await;
     client.close().await;
     answer
@@ -452,6 +481,8 @@ fn job_json(j: &JobSummary) -> serde_json::Value {
         "total": j.progress.total,
         "input_complete": j.progress.input_complete,
         "running": j.progress.running,
+        "chunks": j.progress.total,
+        "attempts": j.progress.attempts,
         "retries": j.progress.retries,
         "submitted_unix_ms": j.submitted_unix_ms,
         "output": j.output,
@@ -637,6 +668,8 @@ impl ProgressDisplay {
     fn update(&mut self, update: Update<'_>) {
         let p = match update {
             Update::Progress(p) => p,
+            Update::Accepted(job) => return self.note(&format!("job {job} accepted")),
+            Update::Reconnecting(reason) => return self.note(&format!("lost the dispatcher ({reason}); reconnecting")),
             Update::Waiting(reason) => return self.note(&format!("waiting: {reason}")),
             Update::ChunkSize(decision) => return self.note(&decision.to_string()),
         };

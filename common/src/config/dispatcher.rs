@@ -21,6 +21,9 @@ pub const DEFAULT_DISPATCHER_TLS_DIR: &str = "/etc/dispy/dispatcher";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/dispy-dispatcher";
 /// Default `retention`: how long a finished job's results wait to be fetched.
 pub const DEFAULT_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Default `input_grace`: how long a job whose upload was cut off waits for its submitter to
+/// resume it; as long as `dispy-submit`'s default `--reconnect-timeout`.
+pub const DEFAULT_INPUT_GRACE: Duration = Duration::from_secs(120);
 /// Default `node_timeout`: heartbeat silence after which a node is lost.
 pub const DEFAULT_NODE_TIMEOUT: Duration = Duration::from_secs(5);
 /// Default `reattach_grace`: how long after a restart restored chunks wait for their nodes.
@@ -62,6 +65,12 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         name: "retention",
         value_name: "DURATION",
         help: "How long a finished job's results are kept for `dispy-submit wait` [default: 24h]",
+    },
+    Key {
+        name: "input_grace",
+        value_name: "DURATION",
+        help: "How long a job whose input upload was cut off (by a restart or a lost connection) waits \
+               for its submitter to resume it before it fails; 0s fails it at once [default: 2m]",
     },
     Key {
         name: "node_timeout",
@@ -160,6 +169,9 @@ pub struct DispatcherSettings {
     pub state_dir: PathBuf,
     /// How long a finished job's results are kept for `dispy-submit wait` to fetch.
     pub retention: Duration,
+    /// How long a job whose upload was cut off (the dispatcher restarted, the submitter's
+    /// connection dropped) waits for its submitter to resume it, so a blip costs no job.
+    pub input_grace: Duration,
     /// A node silent this long is declared lost and its chunks requeued.
     pub node_timeout: Duration,
     /// After a restart, how long restored chunks wait for the nodes still running them to
@@ -221,6 +233,9 @@ impl DispatcherSettings {
             state_dir: v.check("state_dir", PathBuf::from(DEFAULT_STATE_DIR), Validator::path),
             retention: v.check("retention", DEFAULT_RETENTION, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(365 * 86_400))
+            }),
+            input_grace: v.check("input_grace", DEFAULT_INPUT_GRACE, |_, s| {
+                duration_within(s, Duration::ZERO, Duration::from_secs(86_400))
             }),
             node_timeout: v.check("node_timeout", DEFAULT_NODE_TIMEOUT, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(3600))

@@ -42,7 +42,8 @@ use crate::messages::io_message;
 pub use daemon::{DaemonSettings, DEFAULT_LOG_LEVEL};
 pub use dispatcher::{
     DispatcherSettings, DEFAULT_CRASH_LIMIT, DEFAULT_DISPATCHER_TLS_DIR, DEFAULT_ENROLLED_CERT_VALIDITY,
-    DEFAULT_LISTEN, DEFAULT_MAX_CHUNK, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_PAYLOAD, DEFAULT_NODE_TIMEOUT, DEFAULT_REATTACH_GRACE,
+    DEFAULT_INPUT_GRACE, DEFAULT_LISTEN, DEFAULT_MAX_CHUNK, DEFAULT_MAX_MESSAGE, DEFAULT_MAX_PAYLOAD, DEFAULT_NODE_TIMEOUT,
+    DEFAULT_REATTACH_GRACE,
     DEFAULT_PAYLOAD_MEMORY_CAP, DEFAULT_PIPELINE_DEPTH, DEFAULT_PORT, DEFAULT_RETENTION, DEFAULT_STATE_DIR,
     DISPATCHER_KEYS,
 };
@@ -64,9 +65,9 @@ pub const ENV_PREFIX: &str = "DISPY_";
 /// Separates nested keys in variable names (`DISPY_A__B` is `a.b`), as in the `tenants` table.
 pub const ENV_SEPARATOR: &str = "__";
 /// `DISPY_*` variables read by other dispy programs, ignored by a daemon that has no such key
-/// (besides the other daemon's keys): `dispy-submit` reads `DISPY_DISPATCHER` and
-/// `DISPY_TLS_DIR`, the integration tests `DISPY_TEST_LOG`.
-pub const SHARED_VARIABLES: &[&str] = &["DISPY_DISPATCHER", "DISPY_TLS_DIR", "DISPY_TEST_LOG"];
+/// (besides the other daemon's keys): `dispy-submit` reads `DISPY_DISPATCHER`, `DISPY_TLS_DIR`
+/// and `DISPY_RECONNECT_TIMEOUT`, the integration tests `DISPY_TEST_LOG`.
+pub const SHARED_VARIABLES: &[&str] = &["DISPY_DISPATCHER", "DISPY_TLS_DIR", "DISPY_RECONNECT_TIMEOUT", "DISPY_TEST_LOG"];
 
 /// One key of a daemon: the row of its table that everything but validation is derived from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -73,6 +73,7 @@ fn a_full_dispatcher_file() {
         listen: "127.0.0.1:9000".parse().expect("an address"),
         state_dir: PathBuf::from("/srv/dispy"),
         retention: Duration::from_secs(168 * 3600),
+        input_grace: super::DEFAULT_INPUT_GRACE,
         node_timeout: Duration::from_secs(10),
         reattach_grace: Duration::from_secs(10),
         crash_limit: 3,

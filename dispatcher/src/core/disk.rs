@@ -41,6 +41,14 @@ pub(super) enum DiskRequest {
         stopped: oneshot::Receiver<()>,
         reply: oneshot::Sender<Result<Upload, Refusal>>,
     },
+    /// Open a job's input file for a resumed upload, and answer the submitter with its appender
+    /// (or the core with `InputFailed`).
+    OpenInput {
+        job: JobId,
+        resumed: ledger::jobs::Resumed,
+        stopped: oneshot::Receiver<()>,
+        reply: oneshot::Sender<Result<(ledger::jobs::Resumed, Option<Upload>), Refusal>>,
+    },
     /// Open (creating if need be) a job's results file for an attachment.
     OpenResults(PendingAttach),
     /// Append an accepted result.
@@ -73,7 +81,8 @@ pub(super) enum DiskDone {
 #[derive(Default)]
 struct JobFiles {
     results: Option<Appender>,
-    /// The input file, to sync with the commit that records the input complete.
+    /// The input file, synced with every commit that records its chunks (so a resumed upload
+    /// may go on after the last chunk journaled) and the one that records the input complete.
     input_sync: Option<std::fs::File>,
 }
 
@@ -101,11 +110,27 @@ pub(super) fn disk_thread(
                 // The core hears first: only once it has the reader may the submitter send input.
                 match created {
                     Ok((appender, reader)) => {
+                        files.entry(job).or_default().input_sync = appender.sync_handle().ok();
                         let told = done.send(DiskDone::InputReady { job, reader: Arc::new(reader) });
                         let _ = reply.send(Ok(Upload { job, appender, stopped }));
                         told
                     }
                     Err(refusal) => {
+                        let told = done.send(DiskDone::InputFailed { job, error: refusal.to_string() });
+                        let _ = reply.send(Err(refusal));
+                        told
+                    }
+                }
+            }
+            DiskRequest::OpenInput { job, resumed, stopped, reply } => {
+                match spool.appender(job, SpoolFile::Input) {
+                    Ok(appender) => {
+                        files.entry(job).or_default().input_sync = appender.sync_handle().ok();
+                        let _ = reply.send(Ok((resumed, Some(Upload { job, appender, stopped }))));
+                        Ok(())
+                    }
+                    Err(e) => {
+                        let refusal = Refusal::InputStorage(e);
                         let told = done.send(DiskDone::InputFailed { job, error: refusal.to_string() });
                         let _ = reply.send(Err(refusal));
                         told
@@ -137,8 +162,15 @@ pub(super) fn disk_thread(
                 Ok(())
             }
             DiskRequest::Commit { batch, sync_inputs, sync_results } => {
-                let mut sync: Vec<std::fs::File> =
-                    sync_inputs.iter().filter_map(|job| files.get_mut(job)?.input_sync.take()).collect();
+                let mut sync: Vec<std::fs::File> = Vec::new();
+                for job in sync_inputs {
+                    if let Some(file) = files.get(&job).and_then(|f| f.input_sync.as_ref()) {
+                        match file.try_clone() {
+                            Ok(file) => sync.push(file),
+                            Err(e) => warn!(%job, error = %e, "cannot sync an input file"),
+                        }
+                    }
+                }
                 for job in sync_results {
                     if let Some(appender) = files.get(&job).and_then(|f| f.results.as_ref()) {
                         match appender.sync_handle() {

@@ -13,7 +13,7 @@ use wire::proto::{
 };
 
 pub(crate) use ledger::jobs::AttachCommand as ClientCommand;
-use ledger::jobs::Caller;
+use ledger::jobs::{Caller, Resumed};
 
 use super::Refusal;
 use crate::liveness::LastHeard;
@@ -47,7 +47,7 @@ pub(crate) enum NodeCommand {
     Close(String),
 }
 
-/// Where an accepted job's input goes.
+/// Where an accepted (or resumed) job's input goes.
 #[derive(Debug)]
 pub(crate) struct Upload {
     /// The new job.
@@ -100,6 +100,16 @@ pub(crate) enum Event {
     InputEnd { job: JobId, sync: std::fs::File },
     /// A job's input could not be received or stored.
     InputFailed { job: JobId, error: String },
+    /// The connection uploading a job's input was lost before the input ended.
+    InputInterrupted { job: JobId },
+    /// A client resumes the upload of a job's input; the reply says from which chunk, with where
+    /// to spool the rest unless no more is wanted.
+    ResumeInput {
+        caller: Caller,
+        job: JobId,
+        submitter: mpsc::UnboundedSender<ClientEvent>,
+        reply: oneshot::Sender<Result<(Resumed, Option<Upload>), Refusal>>,
+    },
     /// A client follows a job.
     Attach {
         caller: Caller,

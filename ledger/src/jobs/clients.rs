@@ -9,7 +9,7 @@ impl Ledger {
     /// Sends a job's clients what changed: results in order, the verdict, and to a submitter
     /// still waiting for `InputStored` the news that the job failed first.
     pub(super) fn notify(&mut self, job: JobId) {
-        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        let scheduled = self.scheduler.progress(job);
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         let failed = match &entry.record.state {
             JobState::Failed(failure) => Some(ClientEvent::JobFailed { failure: failure.clone() }),
@@ -24,7 +24,7 @@ impl Ledger {
                 }
             }
         }
-        let progress = entry.progress(running);
+        let progress = entry.progress(scheduled);
         let state = entry.record.state.clone();
         let effects = &mut self.effects;
         let results = &entry.results;
@@ -62,7 +62,8 @@ impl Ledger {
         }
         let Some(scheduled) = self.scheduler.progress(job) else { return };
         entry.retries = scheduled.retries;
-        let progress = entry.progress(scheduled.running);
+        entry.attempts = scheduled.attempts;
+        let progress = entry.progress(Some(scheduled));
         if entry.last_progress != Some(progress) {
             entry.last_progress = Some(progress);
             for attacher in &entry.attachers {
@@ -88,13 +89,13 @@ impl Ledger {
     /// A job as `status` and `jobs` show it to `caller`.
     pub(super) fn summary(&self, caller: &Caller, job: JobId) -> Result<JobSummary, Refusal> {
         let entry = self.visible(caller, job)?;
-        let running = self.scheduler.progress(job).map_or(0, |p| p.running);
+        let scheduled = self.scheduler.progress(job);
         Ok(JobSummary {
             job,
             owner: entry.record.owner.clone(),
             name: entry.record.submission.name.clone(),
             state: entry.record.state.clone(),
-            progress: entry.progress(running),
+            progress: entry.progress(scheduled),
             submitted_unix_ms: entry.record.submitted_unix_ms,
             blocked: self.scheduler.blocked_reason(job).map(|b| b.to_string()),
             output: entry.record.submission.output.clone(),

@@ -61,6 +61,11 @@ impl Ledger {
     /// The last [`Effect::Commit`] is durable: its promises are kept.
     pub fn handle_committed(&mut self) {
         self.policy.handle_committed();
+        for (job, stored) in std::mem::take(&mut self.in_flight_inputs) {
+            if let Some(entry) = self.jobs.get_mut(&job) {
+                entry.stored = entry.stored.max(stored);
+            }
+        }
         if let Some((promises, _)) = self.in_flight.take() {
             self.keep(promises);
         }
@@ -71,6 +76,7 @@ impl Ledger {
     /// files of jobs it forgot stay, for a restarted dispatcher to restore (and expire).
     pub fn handle_commit_failed(&mut self, now: Time, error: &dyn Display) {
         self.policy.handle_committed();
+        self.in_flight_inputs.clear();
         let Some((promises, jobs)) = self.in_flight.take() else { return };
         warn!(target: LOG_TARGET, %error, "journal commit failed; failing the jobs it concerned");
         // The lost batch may have carried the next job id: ids handed out must never return.
@@ -102,17 +108,20 @@ impl Ledger {
                 Question::Summary(..) => Answer::Summary(Err(refusal)),
                 Question::Jobs(..) => Answer::Jobs(Err(refusal)),
                 Question::Nodes(..) => Answer::Nodes(Err(refusal)),
+                Question::Resume(..) => Answer::Resume(Err(refusal)),
             };
             self.effects.push_back(Effect::Answer { request, answer });
         }
         // Answers gathering for the next batch were given before the failures it now records.
         let mut gathering = std::mem::take(&mut self.promises.answers);
         for (_, question) in &mut gathering {
-            *question = match question {
-                Question::Summary(caller, job, _) => Question::Summary(caller.clone(), *job, self.summary(caller, *job)),
-                Question::Jobs(caller, _) => Question::Jobs(caller.clone(), self.summaries(caller)),
-                Question::Nodes(nodes) => Question::Nodes(std::mem::take(nodes)),
-            };
+            match question {
+                Question::Summary(caller, job, answer) => *answer = self.summary(caller, *job),
+                Question::Jobs(caller, jobs) => *jobs = self.summaries(caller),
+                // The nodes table and where an upload resumes do not change; a job failed
+                // meanwhile stops the upload.
+                Question::Nodes(_) | Question::Resume(_) => {}
+            }
         }
         self.promises.answers = gathering;
         self.promises.absorb(promises);
@@ -164,6 +173,7 @@ impl Ledger {
                     info!(target: LOG_TARGET, %job, retries = stats.retries, speculative = stats.speculative, "job succeeded");
                     let Some(entry) = self.jobs.get_mut(&job) else { continue };
                     entry.retries = stats.retries;
+                    entry.attempts = stats.attempts;
                     if entry.unstored > 0 {
                         // Its last results are on their way to the spool; it ends with them.
                         entry.succeeded = true;
@@ -175,6 +185,7 @@ impl Ledger {
                     warn!(target: LOG_TARGET, %job, retries = stats.retries, "job failed: {failure}");
                     if let Some(entry) = self.jobs.get_mut(&job) {
                         entry.retries = stats.retries;
+                        entry.attempts = stats.attempts;
                     }
                     self.finish(now, job, JobState::Failed(failure));
                 }
@@ -300,7 +311,20 @@ impl Ledger {
         let jobs = batch.touched_jobs();
         let mut sync_results: Vec<JobId> = self.dirty_results.drain().collect();
         sync_results.sort_unstable();
-        let sync_inputs = std::mem::take(&mut self.input_syncs);
+        // Input extents point at synced bytes once journaled, so a resumed upload may go on
+        // after the last chunk journaled: the input files they point into are synced first.
+        let mut sync_inputs = std::mem::take(&mut self.input_syncs);
+        let mut stored: Vec<(JobId, u64)> = Vec::new();
+        for (job, chunk, _) in &batch.inputs {
+            match stored.last_mut() {
+                Some((last, count)) if last == job => *count = (*count).max(chunk + 1),
+                _ => stored.push((*job, chunk + 1)),
+            }
+        }
+        sync_inputs.extend(stored.iter().map(|(job, _)| *job));
+        sync_inputs.sort_unstable();
+        sync_inputs.dedup();
+        self.in_flight_inputs = stored;
         self.in_flight = Some((std::mem::take(&mut self.promises), jobs));
         self.effects.push_back(Effect::Commit { batch, sync_inputs, sync_results });
     }
@@ -339,6 +363,7 @@ impl Question {
             Question::Summary(_, _, summary) => Answer::Summary(summary),
             Question::Jobs(_, jobs) => Answer::Jobs(Ok(jobs)),
             Question::Nodes(nodes) => Answer::Nodes(Ok(nodes)),
+            Question::Resume(resumed) => Answer::Resume(resumed),
         }
     }
 }

@@ -5,6 +5,8 @@ use std::time::Instant;
 
 use wire::proto::{ChunkIndex, JobProgress, NodeInfo, PayloadHash};
 
+use crate::scheduler::Progress;
+
 use super::{AttachId, ClientId};
 use crate::record::{Extent, JobRecord};
 
@@ -55,6 +57,18 @@ pub(super) struct JobEntry {
     pub(super) results: Vec<Option<Extent>>,
     pub(super) done: u64,
     pub(super) retries: u64,
+    /// Attempts the scheduler started, as last seen (it forgets an ended job).
+    pub(super) attempts: u64,
+    /// Chunks done before a dispatcher restart, counted as one attempt each: the attempts of
+    /// earlier lifetimes are not journaled.
+    pub(super) attempts_base: u64,
+    /// Chunks whose input is durable (journaled, its spool bytes synced).
+    pub(super) stored: u64,
+    /// Whether a connection is uploading its input now.
+    pub(super) uploading: bool,
+    /// While its input is incomplete and no connection uploads it: until when its submitter may
+    /// resume the upload, and what the job fails with after that.
+    pub(super) resume: Option<(Instant, String)>,
     /// Node run time of the results accepted since this dispatcher started.
     pub(super) run_nanos: u64,
     /// Accepted results on their way to the spool.
@@ -79,6 +93,11 @@ impl JobEntry {
             results: Vec::new(),
             done: 0,
             retries: 0,
+            attempts: 0,
+            attempts_base: 0,
+            stored: 0,
+            uploading: false,
+            resume: None,
             run_nanos: 0,
             unstored: 0,
             spool_bytes: 0,
@@ -95,14 +114,17 @@ impl JobEntry {
         !self.record.input_complete && self.done == self.record.chunks
     }
 
-    pub(super) fn progress(&self, running: u64) -> JobProgress {
+    /// The job's counts, with the scheduler's live ones when it still knows the job.
+    pub(super) fn progress(&self, scheduled: Option<Progress>) -> JobProgress {
         JobProgress {
             done: self.done,
             total: self.record.chunks,
             input_complete: self.record.input_complete,
-            running,
+            running: scheduled.map_or(0, |p| p.running),
             retries: self.retries,
             run_nanos: self.run_nanos,
+            attempts: self.attempts_base + scheduled.map_or(self.attempts, |p| p.attempts),
+            stored: self.stored,
         }
     }
 }

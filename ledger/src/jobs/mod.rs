@@ -17,7 +17,7 @@
 //! maps to its channels: [`NodeId`] (assigned here), [`ClientId`] (a client connection),
 //! [`AttachId`] (one attachment) and [`RequestId`] (a question awaiting its answer).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -58,6 +58,18 @@ enum Question {
     Jobs(Caller, Vec<JobSummary>),
     /// `drain` or `undrain`, answered with the nodes table.
     Nodes(Vec<NodeStatus>),
+    /// A resumed upload, with where it resumes.
+    Resume(Result<Resumed, Refusal>),
+}
+
+/// Where a resumed upload goes on ([`Ledger::handle_resume_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Chunks whose input is durable; the upload goes on with this chunk index.
+    pub stored: u64,
+    /// Whether no more input is wanted (all of it is stored, or the job ended): the client
+    /// sends nothing and follows the job.
+    pub complete: bool,
 }
 
 /// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
@@ -184,6 +196,8 @@ pub enum Answer {
     Jobs(Result<Vec<JobSummary>, Refusal>),
     /// To `drain` or `undrain`: the nodes table once the change is durable.
     Nodes(Result<Vec<NodeStatus>, Refusal>),
+    /// To a resumed upload: where it goes on. The driver then takes the input from there.
+    Resume(Result<Resumed, Refusal>),
 }
 
 /// Which result a [`Effect::StoreResult`] stores, and for whom.
@@ -210,6 +224,10 @@ pub struct LedgerConfig {
     pub retention: Duration,
     /// What each tenant may hold at once.
     pub quotas: Quotas,
+    /// How long a job whose input is incomplete waits for its submitter to resume the upload
+    /// after losing it (the dispatcher restarted, the connection dropped) before it fails; zero
+    /// fails it at once.
+    pub input_grace: Duration,
 }
 
 /// The dispatcher's job ledger.
@@ -224,6 +242,12 @@ pub struct Ledger {
     promises: Held,
     /// Promises of the batch being committed, and the jobs it concerns.
     in_flight: Option<(Held, Vec<JobId>)>,
+    /// For each job whose input the batch being committed records, its chunks with input once
+    /// that batch is durable.
+    in_flight_inputs: Vec<(JobId, u64)>,
+    /// Jobs waiting for their submitter to resume their upload, by deadline.
+    resume_deadlines: BTreeSet<(Instant, JobId)>,
+    input_grace: Duration,
     policy: CommitPolicy,
     /// Jobs whose results file gained bytes that `batch` points at.
     dirty_results: HashSet<JobId>,
@@ -257,6 +281,9 @@ impl Ledger {
             batch: Batch::default(),
             promises: Promises::default(),
             in_flight: None,
+            in_flight_inputs: Vec::new(),
+            resume_deadlines: BTreeSet::new(),
+            input_grace: config.input_grace,
             policy: CommitPolicy::default(),
             dirty_results: HashSet::new(),
             input_syncs: Vec::new(),
@@ -301,10 +328,10 @@ impl Ledger {
 
     /// When [`Ledger::handle_timeout`] is next due.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        match (self.scheduler.poll_timeout(), self.policy.poll_timeout()) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        [self.scheduler.poll_timeout(), self.policy.poll_timeout(), self.resume_deadlines.first().map(|(at, _)| *at)]
+            .into_iter()
+            .flatten()
+            .min()
     }
 
     /// Whether one of the scheduler's timers (heartbeats, placement, speculation) is due, so the
@@ -317,6 +344,19 @@ impl Ledger {
     /// the turn.
     pub fn handle_timeout(&mut self, now: Time) {
         self.scheduler.handle_timeout(now.at);
+        while let Some(&(at, job)) = self.resume_deadlines.first() {
+            if at > now.at {
+                break;
+            }
+            self.resume_deadlines.pop_first();
+            let Some(entry) = self.jobs.get_mut(&job) else { continue };
+            if entry.uploading || entry.record.state != JobState::Running || entry.record.input_complete {
+                continue;
+            }
+            let Some((_, message)) = entry.resume.take() else { continue };
+            warn!(target: LOG_TARGET, %job, "job input was not resumed in time");
+            self.fail(now, job, message);
+        }
     }
 
     /// A node's connection saw a frame at `at`, maybe before the ledger handled it: a node behind
@@ -505,6 +545,7 @@ impl Ledger {
         self.batch.jobs.push((job, record.clone()));
         let mut entry = JobEntry::new(record);
         entry.submitter = Some(client);
+        entry.uploading = true;
         self.jobs.insert(job, entry);
         Ok(job)
     }
@@ -535,6 +576,7 @@ impl Ledger {
     pub fn handle_input_end(&mut self, now: Time, job: JobId) {
         if let Some(entry) = self.jobs.get_mut(&job).filter(|e| e.record.state == JobState::Running) {
             debug!(target: LOG_TARGET, %job, chunks = entry.record.chunks, "input complete");
+            entry.uploading = false;
             entry.record.input_complete = true;
             self.batch.jobs.push((job, entry.record.clone()));
             self.input_syncs.push(job);
@@ -544,8 +586,67 @@ impl Ledger {
         }
     }
 
+    /// The connection uploading a job's input was lost before the input ended: the job keeps
+    /// what arrived and waits for its submitter to resume the upload
+    /// ([`Ledger::handle_resume_input`]) for the input grace, then fails.
+    pub fn handle_input_interrupted(&mut self, now: Time, job: JobId) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        entry.uploading = false;
+        if entry.record.state == JobState::Running && !entry.record.input_complete {
+            info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, "job input interrupted; waiting for its submitter to resume it");
+            self.await_resume(now, job, "the submitter disconnected before the job's input was complete; submit it again");
+        }
+    }
+
+    /// `caller`, on connection `client`, resumes the upload of its job's input. The answer says
+    /// from which chunk (every chunk before is durable); it is given once that is so, and the
+    /// driver then takes the input from there with [`Ledger::handle_input`] as for a new job.
+    /// Only the job's owner may resume it (an operator's certificate is no exception: an upload
+    /// continues with the identity that started it). A job that needs no more input (complete,
+    /// or ended) answers `complete`, and its submitter follows it to hear its verdict.
+    pub fn handle_resume_input(&mut self, request: RequestId, client: ClientId, caller: &Caller, job: JobId) {
+        let answer = self.resume_input(client, caller, job);
+        self.answer(request, Question::Resume(answer));
+    }
+
+    fn resume_input(&mut self, client: ClientId, caller: &Caller, job: JobId) -> Result<Resumed, Refusal> {
+        let entry = self.jobs.get_mut(&job).filter(|e| e.record.owner == caller.name).ok_or(Refusal::UnknownJob(job))?;
+        let stored = entry.inputs.len() as u64;
+        if entry.record.state != JobState::Running || entry.record.input_complete {
+            return Ok(Resumed { stored, complete: true });
+        }
+        if entry.uploading {
+            return Err(Refusal::UploadInProgress(job));
+        }
+        info!(target: LOG_TARGET, %job, stored, "job input resumed by its submitter");
+        entry.uploading = true;
+        entry.submitter = Some(client);
+        if let Some((at, _)) = entry.resume.take() {
+            self.resume_deadlines.remove(&(at, job));
+        }
+        Ok(Resumed { stored, complete: false })
+    }
+
+    /// A job whose input is incomplete lost its upload: it waits for the input grace, then
+    /// fails with `message`.
+    pub(super) fn await_resume(&mut self, now: Time, job: JobId, message: &str) {
+        if self.input_grace.is_zero() {
+            self.fail(now, job, message.to_owned());
+            return;
+        }
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        let at = now.at + self.input_grace;
+        if let Some((earlier, _)) = entry.resume.replace((at, message.to_owned())) {
+            self.resume_deadlines.remove(&(earlier, job));
+        }
+        self.resume_deadlines.insert((at, job));
+    }
+
     /// A job's input could not be received or stored: the job fails.
     pub fn handle_input_failed(&mut self, now: Time, job: JobId, error: &str) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.uploading = false;
+        }
         if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
             warn!(target: LOG_TARGET, %job, %error, "job input failed");
             self.fail(now, job, format!("job input failed: {error}"));

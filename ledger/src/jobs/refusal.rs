@@ -46,4 +46,15 @@ pub enum Refusal {
     /// A quota of the submitter's is reached.
     #[error("refused: {0}")]
     Quota(super::tenants::Exceeded),
+    /// An upload was resumed while the connection that carried it still counts as uploading
+    /// (the dispatcher has not noticed yet that it was lost); asking again shortly succeeds.
+    #[error("job {0}'s input is still being received on another connection")]
+    UploadInProgress(JobId),
+}
+
+impl Refusal {
+    /// Whether the same request may succeed if made again shortly, so a client retries it.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Refusal::UploadInProgress(_))
+    }
 }

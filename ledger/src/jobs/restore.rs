@@ -1,6 +1,7 @@
-//! Starting from what the journal kept: unfinished jobs whose input was complete resume and rerun
-//! only chunks without a stored result; jobs whose input was still arriving fail; finished jobs
-//! wait to be fetched or to expire.
+//! Starting from what the journal kept: unfinished jobs resume and rerun only chunks without a
+//! stored result; a job whose input was still arriving also waits (for the input grace) for its
+//! submitter to resume the upload from the last durable chunk, then fails; finished jobs wait
+//! to be fetched or to expire.
 
 use tracing::{info, warn};
 use wire::proto::{ChunkIndex, JobFailure, JobId, JobState};
@@ -40,11 +41,11 @@ pub struct RestoredJob {
 }
 
 impl RestoredJob {
-    /// Which of a job's extents the restore needs: `(inputs, results)`. A running job with its
-    /// whole input needs both; a succeeded one its results; any other neither.
+    /// Which of a job's extents the restore needs: `(inputs, results)`. A running job needs
+    /// both (with its input complete or not); a succeeded one its results; any other neither.
     pub fn reads(record: &JobRecord) -> (bool, bool) {
         match record.state {
-            JobState::Running => (record.input_complete, record.input_complete),
+            JobState::Running => (true, true),
             JobState::Succeeded => (false, true),
             JobState::Failed(_) | JobState::Cancelled => (false, false),
         }
@@ -72,12 +73,6 @@ impl Ledger {
             self.charge_spool_anyway(job, bytes);
             return;
         }
-        if !entry.record.input_complete {
-            self.jobs.insert(job, entry);
-            let message = "the dispatcher restarted before the job's input was complete; submit it again".to_owned();
-            self.finish(now, job, JobState::Failed(JobFailure::Other { message }));
-            return;
-        }
         let (inputs, results) = match (inputs, results) {
             (Ok(inputs), Ok(results)) => (inputs, results),
             (Err(e), _) | (_, Err(e)) => {
@@ -90,13 +85,26 @@ impl Ledger {
         entry.results = vec![None; entry.inputs.len()];
         entry.done = fill(&mut entry.results, results);
         entry.record.chunks = entry.inputs.len() as u64;
+        entry.stored = entry.record.chunks;
+        // The attempts of earlier lifetimes are not journaled: each chunk done counts as one.
+        entry.attempts_base = entry.done;
         let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
-        info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, "resuming job");
-        self.scheduler.handle_job_restored(now.at, job, requirements(&entry.record.owner, &entry.record.submission), &done);
+        let requirements = requirements(&entry.record.owner, &entry.record.submission);
+        let complete = entry.record.input_complete;
+        // An incomplete input waits for its submitter to resume the upload.
+        info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, input_complete = complete, "resuming job");
+        if complete {
+            self.scheduler.handle_job_restored(now.at, job, requirements, &done);
+        } else {
+            self.scheduler.handle_job_restored_incomplete(now.at, job, requirements, &done);
+        }
         let bytes = entry.inputs.iter().chain(entry.results.iter().flatten()).map(|e| e.len).sum();
         self.jobs.insert(job, entry);
         self.charge_spool_anyway(job, bytes);
         self.touched.insert(job);
+        if !complete {
+            self.await_resume(now, job, "the dispatcher restarted before the job's input was complete; submit it again");
+        }
     }
 }
 

@@ -17,6 +17,8 @@ use super::{JobRequirements, NodeId};
 pub struct JobStats {
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// Attempts started, speculative copies and reruns included.
+    pub attempts: u64,
     /// Speculative copies launched.
     pub speculative: u64,
     /// Speculative copies whose result was accepted (they beat the original).
@@ -51,6 +53,8 @@ pub(super) struct Job {
     /// Live original-and-copy pairs: `in_flight - pairs` chunks are in flight.
     pub(super) pairs: u64,
     pub(super) retries: u64,
+    /// Attempts started, speculative copies and reruns included.
+    pub(super) attempts: u64,
     pub(super) speculative: u64,
     pub(super) speculative_wins: u64,
     /// Failed attempts of chunks not yet done, oldest first; only chunks that failed appear.
@@ -100,6 +104,7 @@ impl Job {
             in_flight: 0,
             pairs: 0,
             retries: 0,
+            attempts: 0,
             speculative: 0,
             speculative_wins: 0,
             failures: HashMap::new(),
@@ -133,6 +138,7 @@ impl Job {
     pub(super) fn stats(&self) -> JobStats {
         JobStats {
             retries: self.retries,
+            attempts: self.attempts,
             speculative: self.speculative,
             speculative_wins: self.speculative_wins,
             median_chunk_time: self.durations.median(),

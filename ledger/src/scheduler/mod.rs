@@ -301,6 +301,8 @@ pub struct Progress {
     pub running: u64,
     /// Attempts that failed and were retried.
     pub retries: u64,
+    /// Attempts started, speculative copies and reruns included.
+    pub attempts: u64,
 }
 
 /// What a node is doing, for the nodes table.
@@ -606,11 +608,27 @@ impl Scheduler {
         req: JobRequirements,
         done: &[bool],
     ) {
+        if self.restore_job(now, job, req, done) {
+            self.handle_input_complete(now, job);
+        }
+    }
+
+    /// Like [`Scheduler::handle_job_restored`], for a job whose input was still arriving: the
+    /// chunks known so far run, and more follow with [`Scheduler::handle_chunks_added`] once its
+    /// submitter resumes the upload.
+    pub fn handle_job_restored_incomplete(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) {
+        if self.restore_job(now, job, req, done) {
+            self.settle(now);
+        }
+    }
+
+    /// Registers a restored job with `done` chunks; returns false for a known `job`.
+    fn restore_job(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) -> bool {
         if self.jobs.contains_key(&job) {
-            return;
+            return false;
         }
         self.handle_job_submitted(now, job, req);
-        let Some(j) = self.jobs.get_mut(&job) else { return };
+        let Some(j) = self.jobs.get_mut(&job) else { return false };
         j.total = done.len() as u64;
         j.next_fresh = j.total;
         let missing = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c);
@@ -630,7 +648,7 @@ impl Scheduler {
         self.sync_pending(job);
         self.fill_job(now, job);
         self.refresh_clock(now, job);
-        self.handle_input_complete(now, job);
+        true
     }
 
     /// `count` more chunks of the job's input arrived; their indices continue from the number
@@ -782,6 +800,7 @@ impl Scheduler {
             input_complete: j.input_complete,
             running: j.in_flight,
             retries: j.retries,
+            attempts: j.attempts,
         })
     }
 

@@ -246,6 +246,7 @@ impl Scheduler {
             return false;
         };
         j.in_flight += 1;
+        j.attempts += 1;
         let tenant = j.tenant;
         *n.tenants.entry(tenant).or_default() += 1;
         if let Entry::Vacant(entry) = n.jobs.entry(job) {

@@ -30,7 +30,7 @@ pub(super) struct Desk {
 impl Desk {
     pub(super) fn new(quotas: Quotas) -> Self {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
-        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas };
+        let config = LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas, input_grace: Duration::ZERO };
         let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now);
         let node = ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
         let mut desk =

@@ -14,8 +14,8 @@ use wire::proto::{
 };
 
 use super::super::{
-    AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, RequestId,
-    RestoredJob, Time,
+    Answer, AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, RequestId,
+    RestoredJob, Resumed, Time,
 };
 use crate::record::{Batch, Extent, JobRecord, NodeHold};
 use crate::scheduler::{NodeId, SchedulerConfig};
@@ -140,16 +140,25 @@ pub(super) struct World {
     pub(super) stored_at_restart: HashSet<(JobId, ChunkIndex)>,
     pub(super) restarts: u32,
     pub(super) verdicts: u32,
+    /// How long a job whose upload was cut off waits for it to resume.
+    grace: Duration,
+    /// Answers to resumed uploads, by question.
+    resumed: HashMap<RequestId, Result<Resumed, String>>,
 }
 
 const SLOTS: u32 = 2;
 
 impl World {
     pub(super) fn new(nodes: usize) -> Self {
+        Self::with_grace(nodes, Duration::ZERO)
+    }
+
+    /// A world whose jobs wait `grace` for a cut-off upload to resume.
+    pub(super) fn with_grace(nodes: usize, grace: Duration) -> Self {
         let now = Time { at: Instant::now(), unix_ms: 1_000_000 };
         let durable = Durable { next_job: 1, incarnation: 1, ..Durable::default() };
         let mut world = Self {
-            ledger: Ledger::new(ledger_config(), Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now),
+            ledger: Ledger::new(ledger_config(grace), Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now),
             now,
             durable,
             spool: HashMap::new(),
@@ -163,6 +172,8 @@ impl World {
             stored_at_restart: HashSet::new(),
             restarts: 0,
             verdicts: 0,
+            grace,
+            resumed: HashMap::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -200,6 +211,65 @@ impl World {
             self.follow(job, client);
         }
         self.turn();
+    }
+
+    /// A client submits a job whose input is `inputs`, and follows it; the input is sent with
+    /// [`World::upload`].
+    pub(super) fn begin_upload(&mut self, inputs: Vec<Vec<u8>>) -> (JobId, ClientId) {
+        let client = ClientId(self.fresh());
+        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission()) else {
+            panic!("a wasm job is always accepted");
+        };
+        self.spool.entry(job).or_default();
+        self.submitted.insert(job, inputs);
+        self.follow(job, client);
+        self.turn();
+        (job, client)
+    }
+
+    /// The submitter sends chunks `range` of its job's input, and ends it if `end`.
+    pub(super) fn upload(&mut self, job: JobId, range: std::ops::Range<usize>, end: bool) {
+        for c in range {
+            let input = self.submitted[&job][c].clone();
+            let Some(files) = self.spool.get_mut(&job) else { return };
+            let extent = Extent { offset: files.input.len() as u64, len: input.len() as u64 };
+            files.input.extend_from_slice(&input);
+            self.ledger.handle_input(self.now, job, extent);
+        }
+        if end {
+            self.ledger.handle_input_end(self.now, job);
+        }
+        self.turn();
+    }
+
+    /// The connection uploading `job`'s input is lost.
+    pub(super) fn cut_upload(&mut self, job: JobId) {
+        self.ledger.handle_input_interrupted(self.now, job);
+        self.turn();
+    }
+
+    /// `caller` on `client` resumes `job`'s upload (and follows the job); the answer, once given.
+    pub(super) fn resume(&mut self, job: JobId, client: ClientId, caller: &Caller) -> Option<Result<Resumed, String>> {
+        let request = RequestId(self.fresh());
+        self.questions.insert(request, job);
+        self.ledger.handle_resume_input(request, client, caller, job);
+        self.turn();
+        self.resume_answer(request)
+    }
+
+    /// The answer to the last resume question still unanswered, if it has come.
+    pub(super) fn resume_answer(&mut self, request: RequestId) -> Option<Result<Resumed, String>> {
+        self.resumed.remove(&request)
+    }
+
+    /// The latest resume question, for [`World::resume_answer`] once its answer is held.
+    pub(super) fn last_request(&self) -> RequestId {
+        RequestId(self.next_id)
+    }
+
+    /// `job` as its owner sees it.
+    pub(super) fn summary(&self, job: JobId) -> Option<wire::proto::JobSummary> {
+        self.ledger.summary(&owner(), job).ok()
     }
 
     fn follow(&mut self, job: JobId, client: ClientId) {
@@ -289,7 +359,7 @@ impl World {
         }
         self.durable.incarnation += 1;
         self.stored_at_restart = self.durable.results.keys().copied().collect();
-        self.ledger = Ledger::new(ledger_config(), self.recovered(), self.now);
+        self.ledger = Ledger::new(ledger_config(self.grace), self.recovered(), self.now);
         self.questions.clear();
         self.accepted.clear();
         let jobs: Vec<JobId> = self.followers.values().map(|f| f.job).collect();
@@ -389,6 +459,14 @@ impl World {
                 Effect::Attachment { attach, command } => self.deliver(attach, command),
                 Effect::Answer { request, answer } => {
                     let job = self.questions.remove(&request).expect("an answer to a question asked");
+                    if let Answer::Resume(resumed) = &answer {
+                        if let Ok(r) = resumed {
+                            // Every chunk before the one the upload resumes from is durable.
+                            let durable = self.durable.inputs.range((job, 0)..=(job, u64::MAX)).count() as u64;
+                            assert!(r.complete || r.stored == durable, "resumed from {} with {durable} durable", r.stored);
+                        }
+                        self.resumed.insert(request, resumed.as_ref().map(|r| *r).map_err(|e| e.to_string()));
+                    }
                     // A verdict is told only once it is durable.
                     if let super::super::Answer::Summary(Ok(summary)) = &answer {
                         if summary.state.is_finished() {
@@ -491,20 +569,19 @@ impl World {
         self.in_flight.is_some()
     }
 
-    /// Journal extents of live jobs point at synced bytes: results always, inputs once the input
-    /// is complete. (A failed job's files are deleted while the journal still names them.)
+    /// Journal extents of live jobs point at synced bytes, results and inputs (a cut-off upload
+    /// resumes after the last one journaled). (A failed job's files are deleted while the
+    /// journal still names them.)
     fn check_extents_synced(&self) {
         let live = |job: &JobId| self.durable.jobs.get(job).is_some_and(|r| matches!(r.state, JobState::Running | JobState::Succeeded));
         for ((job, chunk), extent) in self.durable.results.iter().filter(|((job, _), _)| live(job)) {
             let synced = self.spool.get(job).map_or(u64::MAX, |f| f.results_synced);
             assert!(extent.offset + extent.len <= synced, "result of chunk {chunk} of job {job} durable but unsynced: {extent:?} synced {synced} restarts {} state {:?}", self.restarts, self.durable.jobs.get(job).map(|r| &r.state));
         }
-        for (job, record) in self.durable.jobs.iter().filter(|(job, _)| live(job)) {
-            if record.input_complete {
-                let synced = self.spool.get(job).map_or(u64::MAX, |f| f.input_synced);
-                for (_, extent) in self.durable.inputs.range((*job, 0)..=(*job, u64::MAX)) {
-                    assert!(extent.offset + extent.len <= synced, "input of job {job} complete but unsynced");
-                }
+        for job in self.durable.jobs.keys().filter(|job| live(job)) {
+            let synced = self.spool.get(job).map_or(u64::MAX, |f| f.input_synced);
+            for (_, extent) in self.durable.inputs.range((*job, 0)..=(*job, u64::MAX)) {
+                assert!(extent.offset + extent.len <= synced, "input of job {job} durable but unsynced");
             }
         }
     }
@@ -556,6 +633,6 @@ pub(super) fn owner() -> Caller {
     Caller { name: "alice".into(), operator: false }
 }
 
-fn ledger_config() -> LedgerConfig {
-    LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Default::default() }
+fn ledger_config(input_grace: Duration) -> LedgerConfig {
+    LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Default::default(), input_grace }
 }

@@ -150,7 +150,7 @@ impl Office {
 }
 
 fn ledger_config() -> LedgerConfig {
-    LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Default::default() }
+    LedgerConfig { scheduler: config(), retention: Duration::from_secs(3600), quotas: Default::default(), input_grace: Duration::ZERO }
 }
 
 #[test]

@@ -11,6 +11,7 @@ mod desk;
 mod harness;
 mod holds;
 mod payloads;
+mod resume;
 mod tenants;
 
 use harness::{Rng, World};
