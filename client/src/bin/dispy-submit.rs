@@ -278,14 +278,8 @@ async fn run(cli: &Cli, args: &RunArgs, json: bool) -> Result<(), Failure> {
     }
     let report = result?;
     let p = &report.progress;
-    eprintln!(
-        "job {} done: {} chunks, {} attempts, {} retries; output written to {}",
-        report.job,
-        p.done,
-        p.attempts,
-        p.retries,
-        report.output.display()
-    );
+    // Scripts parse this line as it always was; `--json` carries the attempts too.
+    eprintln!("job {} done: {} chunks, {} retries; output written to {}", report.job, p.done, p.retries, report.output.display());
     if json {
         let object = serde_json::json!({
             "job": report.job.0,
