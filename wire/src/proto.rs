@@ -10,8 +10,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version carried in [`Hello`]; a peer with another version is refused.
-pub const PROTOCOL_VERSION: u32 = 3;
+/// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 4
+/// added [`NodeStatus::cert_expires_unix`].
+pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -612,6 +613,10 @@ pub struct NodeStatus {
     pub state: String,
     /// How the node runs native payloads, as [`Confinement`]'s text (e.g. "landlock").
     pub confinement: String,
+    /// When the node's certificate expires, in seconds since the Unix epoch (0: unknown): the
+    /// one it connected with, or the one the dispatcher renewed it with since.
+    #[serde(default)]
+    pub cert_expires_unix: u64,
 }
 
 /// Dispatcher to client, on the control stream.

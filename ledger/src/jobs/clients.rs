@@ -126,6 +126,8 @@ impl Ledger {
                 last_heartbeat_ms: now.at.saturating_duration_since(n.last_heartbeat).as_millis() as u64,
                 state: self.scheduler.node_state(*id).map_or_else(|| "unknown".into(), |s| s.to_string()),
                 confinement: n.info.confinement.to_string(),
+                // The connection tasks know the certificates; they fill this in.
+                cert_expires_unix: 0,
             })
             .collect();
         list.sort_by(|a, b| a.name.cmp(&b.name));
