@@ -41,7 +41,8 @@ pub fn parse_args<A: clap::Parser>(
         })
     };
     let mut command = with_keys(A::command());
-    if command.find_subcommand(CHECK_CONFIG).is_some() {
+    let has_check = command.find_subcommand(CHECK_CONFIG).is_some();
+    if has_check {
         command = command.mut_subcommand(CHECK_CONFIG, with_keys);
     }
     let mut matches = command.try_get_matches_from(args)?;
@@ -49,7 +50,7 @@ pub fn parse_args<A: clap::Parser>(
         .iter()
         .filter_map(|key| matches.remove_one::<String>(key.name).map(|value| (key.name, value)))
         .collect();
-    if let Some(sub) = matches.subcommand_matches(CHECK_CONFIG) {
+    if let Some(sub) = has_check.then(|| matches.subcommand_matches(CHECK_CONFIG)).flatten() {
         for key in keys {
             if let Some(value) = sub.get_one::<String>(key.name).cloned() {
                 flags.retain(|(name, _)| *name != key.name);
@@ -131,6 +132,29 @@ mod tests {
         assert!(error.use_stderr() && error.to_string().contains("--slots"), "{error}");
         let help = parse_args::<Args>(NODE_KEYS, ["dispy-node", "--help"]).expect_err("help").to_string();
         assert!(help.contains("--health-log-interval <DURATION>") && help.contains("[default: 30s]"), "{help}");
+    }
+
+    /// A daemon with `check-config`, which takes the key flags as well.
+    #[derive(Debug, clap::Parser)]
+    struct Checked {
+        #[command(subcommand)]
+        command: Option<Sub>,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        CheckConfig {
+            #[arg(long)]
+            config: Option<PathBuf>,
+        },
+    }
+
+    #[test]
+    fn check_config_takes_the_key_flags_after_it_too() {
+        let line = ["dispy-node", "--slots", "2", "--log-level", "warn", "check-config", "--slots", "4", "--config", "n.toml"];
+        let (args, flags) = parse_args::<Checked>(NODE_KEYS, line).expect("valid");
+        assert!(matches!(args.command, Some(Sub::CheckConfig { config: Some(ref c) }) if c == &PathBuf::from("n.toml")));
+        assert_eq!(flags, Flags::from_iter([("log_level", "warn".to_owned()), ("slots", "4".to_owned())]));
     }
 
     #[test]
