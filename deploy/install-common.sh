@@ -4,12 +4,21 @@
 #   config      the config file name in /etc/dispy and deploy/ (dispatcher.toml, node.toml)
 #   tls         the certificate directory in /etc/dispy (dispatcher, node)
 #   state       the unit's StateDirectory under /var/lib (dispy-dispatcher, dispy-node)
-#   dispatcher_option   1 if --dispatcher HOST:PORT is accepted (the node), else 0
+#   dispatcher_option   1 if --dispatcher HOST:PORT, --token and --name are accepted (the node),
+#                       else 0
+#   tls_owner   owner:group of /etc/dispy/$tls (the node owns its own, to save renewals)
 # then calls main "$@". Plain POSIX sh: it runs under dash as well as bash.
 
 usage() {
     cat <<EOF
 Usage: $script [OPTIONS] [BINARY]
+EOF
+    if [ "$dispatcher_option" = 1 ]; then
+        cat <<EOF
+       $script --dispatcher HOST:PORT --token TOKEN [--name NAME] [BINARY]
+EOF
+    fi
+    cat <<EOF
 
 Installs $name: the binary (BINARY, default target/release/$name), /etc/dispy/$config (from
 deploy/$config, never overwriting an existing one), certificates, the system user $user and
@@ -23,6 +32,12 @@ EOF
     if [ "$dispatcher_option" = 1 ]; then
         cat <<EOF
   --dispatcher H:P  the dispatcher's address, written into a newly created /etc/dispy/$config
+  --token TOKEN     enrol with a join token from \`dispy-dispatcher token create\` (needs
+                    --dispatcher): the node makes its own key, pins the CA the token names and
+                    writes its certificate into /etc/dispy/$tls; skipped when a certificate is
+                    already there (the node renews it itself)
+  --name NAME       with --token: the node name to ask for [default: the host name]; a token
+                    made with --name decides
 EOF
     fi
     cat <<EOF
@@ -106,6 +121,26 @@ ensure_user() {
     say "created system user $user"
 }
 
+# Enrols with the join token: the installed binary makes the key here and writes ca.pem,
+# cert.pem and key.pem into the TLS directory. An identity already there is kept (the node renews
+# it itself), so running the script again with the same, now spent, token changes nothing.
+enrol() {
+    tls_dir=$root/etc/dispy/$tls
+    if [ -f "$tls_dir/cert.pem" ] && [ -f "$tls_dir/key.pem" ]; then
+        say "keeping the identity in $tls_dir (already enrolled); the token was not used"
+        return 0
+    fi
+    say "enrolling with $dispatcher_address"
+    if [ -n "$node_name" ]; then
+        "$root/usr/local/bin/$name" join "$dispatcher_address" "$token" --tls-dir "$tls_dir" --name "$node_name" ||
+            die "enrolment failed (above); nothing was started"
+    else
+        "$root/usr/local/bin/$name" join "$dispatcher_address" "$token" --tls-dir "$tls_dir" ||
+            die "enrolment failed (above); nothing was started"
+    fi
+    changed=1
+}
+
 # The root steps a staged install skips, as a script for the target machine.
 write_setup_script() {
     setup=$staging/setup.sh
@@ -115,8 +150,10 @@ write_setup_script() {
 # staged tree. Safe to run more than once.
 set -eu
 getent passwd $user >/dev/null 2>&1 || useradd --system --user-group --home-dir /var/lib/$state --no-create-home --shell /usr/sbin/nologin --comment "$name service" $user
-chown root:$user /etc/dispy/$tls
-[ ! -e /etc/dispy/$tls/key.pem ] || chown $user:$user /etc/dispy/$tls/key.pem
+chown $tls_owner /etc/dispy/$tls
+for file in ca.pem cert.pem key.pem; do
+    [ ! -e /etc/dispy/$tls/\$file ] || chown $user:$user /etc/dispy/$tls/\$file
+done
 systemctl daemon-reload
 systemctl enable --now $name.service
 EOF
@@ -131,6 +168,10 @@ install_all() {
         for file in ca.pem cert.pem key.pem; do
             [ -f "$tls_src/$file" ] || die "--tls-dir $tls_src has no $file"
         done
+    fi
+    if [ -n "$token" ]; then
+        [ -z "$tls_src" ] || die "give --tls-dir or --token, not both"
+        [ -n "$dispatcher_address" ] || die "--token needs --dispatcher HOST:PORT"
     fi
     [ -n "$root" ] || ensure_user
 
@@ -165,9 +206,14 @@ install_all() {
         put "$tls_src/cert.pem" "$root/etc/dispy/$tls/cert.pem" 644
         put "$tls_src/key.pem" "$root/etc/dispy/$tls/key.pem" 600
     fi
+    if [ -n "$token" ]; then
+        enrol
+    fi
     if [ -z "$root" ]; then
-        own "/etc/dispy/$tls" "root:$user"
-        own "/etc/dispy/$tls/key.pem" "$user:$user"
+        own "/etc/dispy/$tls" "$tls_owner"
+        for file in ca.pem cert.pem key.pem; do
+            own "/etc/dispy/$tls/$file" "$user:$user"
+        done
     fi
     has_certs=0
     if [ -f "$root/etc/dispy/$tls/cert.pem" ] && [ -f "$root/etc/dispy/$tls/key.pem" ]; then
@@ -231,6 +277,8 @@ main() {
     tls_src=
     root=
     dispatcher_address=
+    token=
+    node_name=
     uninstall=0
     purge=0
     while [ $# -gt 0 ]; do
@@ -248,6 +296,15 @@ main() {
                 case $dispatcher_address in
                     *:* ) ;;
                     *) die "--dispatcher needs host:port, got '$dispatcher_address'" ;;
+                esac
+                ;;
+            --token | --token=* | --name | --name=*)
+                [ "$dispatcher_option" = 1 ] || die "unknown option $1 (see --help)"
+                case $1 in
+                    --token=*) token=${1#*=}; shift ;;
+                    --name=*) node_name=${1#*=}; shift ;;
+                    --token) [ $# -ge 2 ] || die "--token needs a join token"; token=$2; shift 2 ;;
+                    *) [ $# -ge 2 ] || die "--name needs a node name"; node_name=$2; shift 2 ;;
                 esac
                 ;;
             --uninstall) uninstall=1; shift ;;

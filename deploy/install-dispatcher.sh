@@ -10,6 +10,7 @@ user=dispy
 config=dispatcher.toml
 tls=dispatcher
 state=dispy-dispatcher
+tls_owner=root:dispy
 dispatcher_option=0
 . "$(dirname "$0")/install-common.sh"
 main "$@"

@@ -12,9 +12,15 @@ use crate::config::{DaemonSettings, Flags, Key};
 /// Exit code for unusable configuration or arguments (sysexits' EX_USAGE).
 pub const EXIT_CONFIG: u8 = 64;
 
+/// The subcommand that checks a daemon's configuration; it takes the daemon's key flags too, so
+/// `dispy-node check-config --slots 4` checks what `dispy-node --slots 4` would run with.
+pub const CHECK_CONFIG: &str = "check-config";
+
 /// Parses a daemon's command line: the derived `A` (`--config`, subcommands) plus a flag for
 /// each of `keys` (`--` + the key with dashes, taking one value, help from the key's row), which
-/// is returned apart as [`Flags`] for [`Sources::flags`](crate::config::Sources::flags).
+/// is returned apart as [`Flags`] for [`Sources::flags`](crate::config::Sources::flags). When
+/// `A` has a [`CHECK_CONFIG`] subcommand, it takes the same flags, which win over those given
+/// before it.
 ///
 /// # Errors
 /// clap's error for bad arguments, and for `--help` and `--version`; print it and exit with
@@ -23,21 +29,36 @@ pub fn parse_args<A: clap::Parser>(
     keys: &[Key],
     args: impl IntoIterator<Item = impl Into<OsString> + Clone>,
 ) -> Result<(A, Flags), clap::Error> {
-    let command = keys.iter().fold(A::command(), |command, key| {
-        command.arg(
-            clap::Arg::new(key.name)
-                .long(key.long())
-                .value_name(key.value_name)
-                .help(key.help)
-                .action(clap::ArgAction::Set),
-        )
-    });
+    let with_keys = |command: clap::Command| {
+        keys.iter().fold(command, |command, key| {
+            command.arg(
+                clap::Arg::new(key.name)
+                    .long(key.long())
+                    .value_name(key.value_name)
+                    .help(key.help)
+                    .action(clap::ArgAction::Set),
+            )
+        })
+    };
+    let mut command = with_keys(A::command());
+    let has_check = command.find_subcommand(CHECK_CONFIG).is_some();
+    if has_check {
+        command = command.mut_subcommand(CHECK_CONFIG, with_keys);
+    }
     let mut matches = command.try_get_matches_from(args)?;
-    let flags = keys
+    let mut flags: Vec<(&'static str, String)> = keys
         .iter()
         .filter_map(|key| matches.remove_one::<String>(key.name).map(|value| (key.name, value)))
         .collect();
-    Ok((A::from_arg_matches_mut(&mut matches)?, flags))
+    if let Some(sub) = has_check.then(|| matches.subcommand_matches(CHECK_CONFIG)).flatten() {
+        for key in keys {
+            if let Some(value) = sub.get_one::<String>(key.name).cloned() {
+                flags.retain(|(name, _)| *name != key.name);
+                flags.push((key.name, value));
+            }
+        }
+    }
+    Ok((A::from_arg_matches_mut(&mut matches)?, flags.into_iter().collect()))
 }
 
 /// Starts logging from `settings`, builds the configuration with `configure` and a runtime.
@@ -111,6 +132,29 @@ mod tests {
         assert!(error.use_stderr() && error.to_string().contains("--slots"), "{error}");
         let help = parse_args::<Args>(NODE_KEYS, ["dispy-node", "--help"]).expect_err("help").to_string();
         assert!(help.contains("--health-log-interval <DURATION>") && help.contains("[default: 30s]"), "{help}");
+    }
+
+    /// A daemon with `check-config`, which takes the key flags as well.
+    #[derive(Debug, clap::Parser)]
+    struct Checked {
+        #[command(subcommand)]
+        command: Option<Sub>,
+    }
+
+    #[derive(Debug, clap::Subcommand)]
+    enum Sub {
+        CheckConfig {
+            #[arg(long)]
+            config: Option<PathBuf>,
+        },
+    }
+
+    #[test]
+    fn check_config_takes_the_key_flags_after_it_too() {
+        let line = ["dispy-node", "--slots", "2", "--log-level", "warn", "check-config", "--slots", "4", "--config", "n.toml"];
+        let (args, flags) = parse_args::<Checked>(NODE_KEYS, line).expect("valid");
+        assert!(matches!(args.command, Some(Sub::CheckConfig { config: Some(ref c) }) if c == &PathBuf::from("n.toml")));
+        assert_eq!(flags, Flags::from_iter([("log_level", "warn".to_owned()), ("slots", "4".to_owned())]));
     }
 
     #[test]

@@ -54,6 +54,10 @@ pub const SECRET_LEN: usize = 16;
 pub const FINGERPRINT_LEN: usize = 32;
 /// Longest node name; a name is also a DNS label in the certificate (`NAME.node.dispy`).
 pub const MAX_NAME_LEN: usize = 63;
+/// The organization (O) in the subject of every certificate issued by enrolment or renewal: it
+/// marks a certificate its node renews itself, so expiry warnings wait until renewal is overdue
+/// (`common::check::CertExpiry`).
+pub const ENROLLED_ORGANIZATION: &str = "dispy enrolled node";
 
 /// A join token that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -355,6 +359,7 @@ impl CaSigner {
         params.distinguished_name = DistinguishedName::new();
         params.distinguished_name.push(DnType::CommonName, name);
         params.distinguished_name.push(DnType::OrganizationalUnitName, Role::Node.as_str());
+        params.distinguished_name.push(DnType::OrganizationName, ENROLLED_ORGANIZATION);
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;

@@ -151,6 +151,23 @@ impl CertificateAuthority {
     /// # Errors
     /// [`PkiError::Generate`] if signing fails (for example an unusable name).
     pub fn issue(&self, role: Role, name: &str, validity: Duration) -> Result<IssuedCert, PkiError> {
+        let now = std::time::SystemTime::now();
+        // Allow for clocks a little behind ours.
+        self.issue_between(role, name, now - Duration::from_secs(3600), now + validity)
+    }
+
+    /// Issues a certificate valid from `not_before` to `not_after`, which may both be past: tests
+    /// of expiry use it (`issue` starts an hour ago and lasts a given time).
+    ///
+    /// # Errors
+    /// As [`CertificateAuthority::issue`].
+    pub fn issue_between(
+        &self,
+        role: Role,
+        name: &str,
+        not_before: std::time::SystemTime,
+        not_after: std::time::SystemTime,
+    ) -> Result<IssuedCert, PkiError> {
         let key = KeyPair::generate()?;
         let mut sans = vec![format!("{name}.{role}.dispy")];
         let mut usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
@@ -165,7 +182,8 @@ impl CertificateAuthority {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         params.extended_key_usages = usages;
         params.use_authority_key_identifier_extension = true;
-        set_validity(&mut params, validity);
+        params.not_before = not_before.into();
+        params.not_after = not_after.into();
         let cert = params.signed_by(&key, &self.issuer)?;
         Ok(IssuedCert { cert_pem: cert.pem(), key_pem: key.serialize_pem() })
     }
@@ -185,7 +203,14 @@ impl CertificateAuthority {
     /// # Errors
     /// As [`CertificateAuthority::issue`], or an I/O error.
     pub fn issue_to_dir(&self, role: Role, name: &str, validity: Duration, dir: &Path) -> Result<(), PkiError> {
-        let issued = self.issue(role, name, validity)?;
+        self.write_to_dir(&self.issue(role, name, validity)?, dir)
+    }
+
+    /// Writes `issued` with the CA certificate as an identity directory (`key.pem` mode 0600).
+    ///
+    /// # Errors
+    /// An I/O error.
+    pub fn write_to_dir(&self, issued: &IssuedCert, dir: &Path) -> Result<(), PkiError> {
         write(&dir.join(CA_CERT_FILE), &self.cert_pem, false)?;
         write(&dir.join(CERT_FILE), &issued.cert_pem, false)?;
         write(&dir.join(KEY_FILE), &issued.key_pem, true)

@@ -1,4 +1,5 @@
-//! Graceful shutdown on SIGINT or SIGTERM, for every daemon's `run(.., shutdown)`.
+//! Signals for every daemon: graceful shutdown on SIGINT or SIGTERM (`run(.., shutdown)`), and
+//! SIGHUP to reload what can be reloaded without a restart (the dispatcher's certificate).
 
 /// Completes when the process receives SIGINT or SIGTERM.
 pub async fn shutdown() {
@@ -15,4 +16,12 @@ pub async fn shutdown() {
         _ = tokio::signal::ctrl_c() => tracing::info!("received SIGINT"),
         _ = terminate.recv() => tracing::info!("received SIGTERM"),
     }
+}
+
+/// The SIGHUPs this process receives, one `recv` each (`systemctl reload` sends one).
+///
+/// # Errors
+/// When the signal cannot be watched (no runtime with signal support).
+pub fn reloads() -> std::io::Result<tokio::signal::unix::Signal> {
+    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
 }

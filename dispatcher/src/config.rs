@@ -21,6 +21,9 @@ pub struct DispatcherConfig {
     pub listen: SocketAddr,
     /// The dispatcher's certificate, key and the cluster CA.
     pub identity: Identity,
+    /// Where `identity` was loaded from, so SIGHUP can load it again; `None` (`--local`, tests)
+    /// has nothing to reload.
+    pub tls_dir: Option<PathBuf>,
     /// Where the journal, spooled inputs and results, and payloads live.
     pub state_dir: PathBuf,
     /// How long a finished job's results are kept when nobody fetches them (default 24 h).
@@ -65,6 +68,7 @@ impl DispatcherConfig {
         Self {
             listen,
             identity,
+            tls_dir: None,
             state_dir,
             retention: common::config::DEFAULT_RETENTION,
             input_grace: common::config::DEFAULT_INPUT_GRACE,
@@ -116,6 +120,7 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
             })?;
         }
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
+        config.tls_dir = Some(settings.daemon.tls_dir);
         config.retention = settings.retention;
         config.input_grace = settings.input_grace;
         config.node_timeout = settings.node_timeout;

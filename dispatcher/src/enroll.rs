@@ -102,6 +102,9 @@ struct Inner {
     /// One list per [`Revocable`] role; a dispatcher certificate has none.
     revoked: HashMap<Role, RevocationList>,
     validity: Duration,
+    /// When each node's certificate ends, by name: the one it connected with, or the one it was
+    /// renewed with since, for `dispy-submit nodes`. One entry per node name ever connected.
+    node_expiry: std::sync::Mutex<HashMap<String, SystemTime>>,
 }
 
 impl fmt::Debug for Enrollment {
@@ -147,8 +150,20 @@ impl Enrollment {
                     .map(|kind| (kind.role(), RevocationList::new(&config.state_dir, kind)))
                     .collect(),
                 validity: config.enrolled_cert_validity,
+                node_expiry: std::sync::Mutex::default(),
             }),
         }
+    }
+
+    /// Records that node `name`'s certificate ends at `not_after` (at connection and renewal).
+    pub fn note_node_certificate(&self, name: &str, not_after: SystemTime) {
+        // Only inserts and lookups happen under this lock; a poisoned map is still whole.
+        self.inner.node_expiry.lock().unwrap_or_else(|p| p.into_inner()).insert(name.to_owned(), not_after);
+    }
+
+    /// When node `name`'s certificate ends, as last recorded.
+    pub fn node_certificate_expiry(&self, name: &str) -> Option<SystemTime> {
+        self.inner.node_expiry.lock().unwrap_or_else(|p| p.into_inner()).get(name).copied()
     }
 
     /// Whether the certificate name `name` has been revoked for `role`.
@@ -205,6 +220,7 @@ impl Enrollment {
         }
         let csr = CertRequest::parse(&request.csr_der)?;
         let issued = signer.sign_node(&csr, &peer.name, self.inner.validity, now)?;
+        self.note_node_certificate(&peer.name, issued.valid_until);
         info!(node = %peer.name, valid_until = %common::enroll::format_utc(issued.valid_until), "node certificate renewed");
         Ok(issued)
     }

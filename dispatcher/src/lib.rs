@@ -1,5 +1,5 @@
 //! The `dispy-dispatcher` daemon as a library: the QUIC server, the core that drives the
-//! scheduler, the journal, the spool, the payload store and enrolment.
+//! scheduler, the journal, the spool, the payload store, enrolment and certificate reloads.
 #![forbid(unsafe_code)]
 
 pub mod config;
@@ -8,5 +8,6 @@ pub mod enroll;
 pub mod journal;
 mod liveness;
 mod payloads;
+pub mod reload;
 pub mod server;
 mod spool;

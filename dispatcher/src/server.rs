@@ -30,6 +30,7 @@ use crate::core::{ClientCommand, Core, Event, NodeCommand, Upload};
 use crate::journal::{Journal, JournalError};
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
+use crate::reload::CertReloader;
 use ledger::jobs::{Caller, LedgerConfig};
 use ledger::scheduler::{NodeId, SchedulerConfig};
 use crate::spool::Spool;
@@ -79,6 +80,8 @@ pub enum ServeError {
 /// A bound dispatcher, not yet serving; lets callers learn the port before running.
 pub struct Dispatcher {
     endpoint: quinn::Endpoint,
+    /// The certificate new handshakes get, replaced by [`CertReloader::reload`].
+    cert: Arc<common::tls::ServerCert>,
     config: Arc<DispatcherConfig>,
     core: Core,
     payloads: PayloadStore,
@@ -115,10 +118,15 @@ impl Dispatcher {
             input_grace: config.input_grace,
         };
         let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone()).map_err(state)?;
-        let server = common::tls::server_config(&config.identity)?;
+        let (server, cert) = common::tls::server_config_reloadable(&config.identity)?;
         let endpoint = common::net::endpoint(config.listen, Some(server))
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Self { endpoint, config: Arc::new(config), core, payloads })
+        Ok(Self { endpoint, cert, config: Arc::new(config), core, payloads })
+    }
+
+    /// What reloads the certificate this dispatcher presents (SIGHUP, in `dispy-dispatcher`).
+    pub fn certificate(&self) -> CertReloader {
+        CertReloader { cert: Arc::clone(&self.cert), tls_dir: self.config.tls_dir.clone() }
     }
 
     /// The address actually bound (useful with port 0).
@@ -255,6 +263,7 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
         conn.close(crate::enroll::CLOSE_REVOKED.into(), reason.as_bytes());
         return;
     }
+    note_certificate(&conn, &peer, &shared.enrollment);
     let span = tracing::info_span!("peer", name = %peer.name, role = %peer.role);
     let result = async {
         let mut control = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, config, &peer))
@@ -276,6 +285,41 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             warn!(error = %e, "connection failed");
             conn.close(2u32.into(), e.to_string().as_bytes());
         }
+    }
+}
+
+/// Warns about a peer whose certificate is near its end (a self-renewing node's only once its
+/// renewal is overdue), and records when a node's ends, for `nodes`.
+fn note_certificate(conn: &quinn::Connection, peer: &PeerIdentity, enrollment: &crate::enroll::Enrollment) {
+    let Some(expiry) = common::tls::peer_certificate(conn).and_then(|cert| common::check::CertExpiry::of(&cert).ok()) else {
+        return;
+    };
+    if peer.role == Role::Node {
+        enrollment.note_node_certificate(&peer.name, expiry.not_after);
+    }
+    if let Some(message) = expiry.warning(std::time::SystemTime::now()) {
+        warn!(
+            peer = %peer.name,
+            role = %peer.role,
+            expires = %common::enroll::format_utc(expiry.not_after),
+            "peer certificate expires soon: {message}"
+        );
+    }
+}
+
+/// Fills in what the core cannot know about nodes: when their certificates end.
+fn with_certificates(event: ClientEvent, enrollment: &crate::enroll::Enrollment) -> ClientEvent {
+    match event {
+        ClientEvent::Nodes(mut nodes) => {
+            for node in &mut nodes {
+                node.cert_expires_unix = enrollment
+                    .node_certificate_expiry(&node.name)
+                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_secs());
+            }
+            ClientEvent::Nodes(nodes)
+        }
+        other => other,
     }
 }
 
@@ -471,7 +515,7 @@ async fn serve_client(
     };
     let result = tokio::select! {
         r = requests => r,
-        r = write_client_events(send, outbox_rx) => r,
+        r = write_client_events(send, outbox_rx, &shared.enrollment) => r,
         r = crate::enroll::watch_peer(conn, peer, &shared.enrollment) => r.map_err(ConnError::from),
     };
     // Let uploads see the end of their streams (and report incomplete input) before going.
@@ -744,11 +788,15 @@ async fn stream_results(
     Ok(())
 }
 
-async fn write_client_events(mut send: FramedSend, mut outbox: mpsc::UnboundedReceiver<ClientEvent>) -> Result<(), ConnError> {
+async fn write_client_events(
+    mut send: FramedSend,
+    mut outbox: mpsc::UnboundedReceiver<ClientEvent>,
+    enrollment: &crate::enroll::Enrollment,
+) -> Result<(), ConnError> {
     while let Some(event) = outbox.recv().await {
-        send.queue_frame(&event)?;
+        send.queue_frame(&with_certificates(event, enrollment))?;
         while let Ok(more) = outbox.try_recv() {
-            send.queue_frame(&more)?;
+            send.queue_frame(&with_certificates(more, enrollment))?;
         }
         send.flush().await?;
     }

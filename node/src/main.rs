@@ -1,7 +1,9 @@
 //! `dispy-node`: the worker daemon's command line. Reads the settings (config file, then
 //! `DISPY_*` variables, then flags, through `common::config`), sets up logging, and runs
-//! [`node::daemon::run`] until SIGINT or SIGTERM. `dispy-node join ADDR TOKEN` instead enrols
-//! this machine with a one-time join token ([`node::enroll::join`]) and writes its identity.
+//! [`node::daemon::run`] until SIGINT or SIGTERM, logging when its certificate nears its end.
+//! `dispy-node join ADDR TOKEN` instead enrols this machine with a one-time join token
+//! ([`node::enroll::join`]) and writes its identity; `dispy-node check-config` checks the
+//! configuration the daemon would run with (`common::check`).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -28,6 +30,15 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check the configuration the daemon would run with (the same file, DISPY_* variables and
+    /// flags, which may also follow this word): every key, the certificates, the cache and
+    /// scratch directories and the dispatcher address. Prints one line per problem and what the
+    /// daemon would do; exits 0 only when it would start cleanly, 64 otherwise.
+    CheckConfig {
+        /// Config file [default: /etc/dispy/node.toml, which may be absent].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Enrol this machine with a one-time join token from `dispy-dispatcher token create`.
     ///
     /// Makes this node's key here, dials the dispatcher trusting only the CA the token pins,
@@ -64,21 +75,53 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
-    if let Some(Command::Join { address, token, join_tls_dir, name, force }) = args.command.take() {
-        return join(&sources(&args, &flags), address, &token, join_tls_dir, name, force);
+    match args.command.take() {
+        Some(Command::Join { address, token, join_tls_dir, name, force }) => {
+            return join(&sources(&args, &flags), address, &token, join_tls_dir, name, force)
+        }
+        Some(Command::CheckConfig { config }) => return check_config(&args, &flags, config),
+        None => {}
     }
     let loaded = common::config::load_node(&sources(&args, &flags)).and_then(NodeSettings::try_from);
     let (config, runtime) = match common::daemon::prepare("dispy-node", loaded, NodeConfig::try_from) {
         Ok(prepared) => prepared,
         Err(code) => return code,
     };
-    match runtime.block_on(node::daemon::run(config, common::signal::shutdown())) {
+    // The certificate in use is the one in tls_dir, which renewals rewrite.
+    let loaded_cert = config.identity.cert.clone();
+    let cert_file = config.tls_dir.as_ref().map(|dir| dir.join("cert.pem"));
+    let current_cert = move || {
+        use rustls::pki_types::{pem::PemObject, CertificateDer};
+        let on_disk = cert_file.as_ref().and_then(|path| CertificateDer::pem_file_iter(path).ok()?.next()?.ok());
+        Some(on_disk.unwrap_or_else(|| loaded_cert.clone()))
+    };
+    let daemon = async {
+        tokio::select! {
+            result = node::daemon::run(config, common::signal::shutdown()) => result,
+            () = common::check::watch_expiry(current_cert, "this node's") => Ok(()),
+        }
+    };
+    match runtime.block_on(daemon) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("dispy-node: {e}");
             ExitCode::FAILURE
         }
     }
+}
+
+/// `check-config`: every key problem, or else what `common::check` finds; the exit code.
+fn check_config(args: &Args, flags: &Flags, config: Option<PathBuf>) -> ExitCode {
+    let sources = Sources::new()
+        .file_or_default(config.as_deref().or(args.config.as_deref()), common::config::DEFAULT_NODE_FILE)
+        .env(common::config::process_env())
+        .flags(flags);
+    let mut report = common::check::Report::default();
+    match common::config::load_node(&sources).and_then(NodeSettings::try_from) {
+        Ok(settings) => report = common::check::check_node(&settings, std::time::SystemTime::now()),
+        Err(e) => report.config_error(&e),
+    }
+    ExitCode::from(report.finish("dispy-node"))
 }
 
 /// The config file, the process's `DISPY_*` variables and the flags, in rising precedence.

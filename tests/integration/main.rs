@@ -21,6 +21,8 @@
 //!   nodes that disable or cannot confine native payloads refuse them and are named.
 //! - `stream`: jobs fed chunk by chunk through `Client::open`.
 //! - `tenants`: ownership, operators and quotas between two clients.
+//! - `operations`: the one-command node install with a join token, the dispatcher's certificate
+//!   reloaded under a running job, expiry warnings, `check-config`.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
 
@@ -32,6 +34,7 @@ mod jobs;
 mod load;
 mod local;
 mod native;
+mod operations;
 mod protocol;
 mod reconnect;
 mod revocation;

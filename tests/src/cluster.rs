@@ -21,9 +21,17 @@ pub struct ClusterBuilder {
     slots: u32,
     dispatcher_args: Vec<String>,
     node_args: Vec<String>,
+    enrolment: bool,
 }
 
 impl ClusterBuilder {
+    /// Turns on node enrolment with join tokens: the dispatcher gets the cluster's CA directory
+    /// as `--ca-dir`, so `manage(&["token", "create", ..])` makes tokens it redeems.
+    pub fn enrolment(mut self) -> Self {
+        self.enrolment = true;
+        self
+    }
+
     /// How many nodes to start (default 2).
     pub fn nodes(mut self, nodes: usize) -> Self {
         self.nodes = nodes;
@@ -59,6 +67,10 @@ impl ClusterBuilder {
         let client = pki.issue_client("tester");
         let node_names: Vec<String> = (1..=self.nodes).map(|i| format!("n{i}")).collect();
         let node_dirs: Vec<PathBuf> = node_names.iter().map(|name| pki.issue_node(name)).collect();
+        let mut dispatcher_args = self.dispatcher_args;
+        if self.enrolment {
+            dispatcher_args.extend(["--ca-dir".to_owned(), pki.dir().display().to_string()]);
+        }
         let mut cluster = Cluster {
             nodes: Vec::new(),
             dispatcher: None,
@@ -66,7 +78,7 @@ impl ClusterBuilder {
             client,
             pki,
             slots: self.slots,
-            dispatcher_args: self.dispatcher_args,
+            dispatcher_args,
             node_args: self.node_args,
             temp,
         };
@@ -98,7 +110,7 @@ pub struct Cluster {
 impl Cluster {
     /// A builder for a cluster of two one-slot nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 2, slots: 1, dispatcher_args: Vec::new(), node_args: Vec::new() }
+        ClusterBuilder { nodes: 2, slots: 1, dispatcher_args: Vec::new(), node_args: Vec::new(), enrolment: false }
     }
 
     /// A cluster of `nodes` one-slot nodes, started and ready.
@@ -300,13 +312,13 @@ impl Cluster {
     }
 
     /// The dispatcher's `--state-dir`.
-    fn state_dir(&self) -> PathBuf {
+    pub fn state_dir(&self) -> PathBuf {
         self.dir().join("dispatcher-state")
     }
 
     /// An empty config file, passed to the daemons so a machine's `/etc/dispy/*.toml` cannot
     /// change what the tests see; every setting comes from flags.
-    fn empty_config(&self) -> PathBuf {
+    pub fn empty_config(&self) -> PathBuf {
         let path = self.dir().join("empty-config.toml");
         if !path.exists() {
             std::fs::write(&path, "").expect("write an empty config file");

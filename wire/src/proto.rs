@@ -10,7 +10,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version carried in [`Hello`]; a peer with another version is refused.
+/// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 4
+/// added the nodes' claims of their attempts, resumable uploads, attempt counts and
+/// [`NodeStatus::cert_expires_unix`].
 pub const PROTOCOL_VERSION: u32 = 4;
 
 /// The TLS application protocol name negotiated by every dispy connection.
@@ -645,6 +647,10 @@ pub struct NodeStatus {
     pub state: String,
     /// How the node runs native payloads, as [`Confinement`]'s text (e.g. "landlock").
     pub confinement: String,
+    /// When the node's certificate expires, in seconds since the Unix epoch (0: unknown): the
+    /// one it connected with, or the one the dispatcher renewed it with since.
+    #[serde(default)]
+    pub cert_expires_unix: u64,
 }
 
 /// Dispatcher to client, on the control stream.

@@ -573,10 +573,15 @@ fn check_payload(job: &JobDescription, local: bool) -> anyhow::Result<()> {
 }
 
 fn load_identity(cli: &Cli) -> anyhow::Result<Identity> {
-    Identity::load(&cli.tls_dir).context(
+    let identity = Identity::load(&cli.tls_dir).context(
         "failed to load the client certificate (set --tls-dir or DISPY_TLS_DIR; \
          `dispy-dispatcher pki issue-client` makes one; `run --local N` needs none)",
-    )
+    )?;
+    // From 30 days before the end: say so, every time, where the user looks.
+    if let Some(warning) = common::check::CertExpiry::of(&identity.cert).ok().and_then(|e| e.warning(std::time::SystemTime::now())) {
+        eprintln!("dispy-submit: warning: {warning} ({})", cli.tls_dir.display());
+    }
+    Ok(identity)
 }
 
 async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
@@ -592,8 +597,8 @@ async fn nodes(cli: &Cli, json: bool) -> Result<(), Failure> {
 
 fn print_node_table(nodes: &[NodeStatus]) {
     println!(
-        "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8} NATIVE",
-        "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE"
+        "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6} {:>10} {:<8} {:<8} NATIVE",
+        "NODE", "ADDRESS", "SLOTS", "BUSY", "MEMORY AVAIL/TOTAL", "LOAD", "HEARTBEAT", "STATE", "CERT"
     );
     for n in nodes {
         let memory = format!(
@@ -607,12 +612,35 @@ fn print_node_table(nodes: &[NodeStatus]) {
             continue;
         }
         println!(
-            "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8} {}",
-            n.name, n.address, n.slots, n.busy, memory, n.load, n.last_heartbeat_ms, n.state, n.confinement
+            "{:<20} {:<22} {:>5} {:>5} {:>21} {:>6.2} {:>8}ms {:<8} {:<8} {}",
+            n.name,
+            n.address,
+            n.slots,
+            n.busy,
+            memory,
+            n.load,
+            n.last_heartbeat_ms,
+            n.state,
+            cert_left(n.cert_expires_unix),
+            n.confinement
         );
     }
     if nodes.is_empty() {
         println!("(no nodes connected)");
+    }
+}
+
+/// How long a node's certificate has left, for the CERT column: `364d`, `20h`, `expired`, or
+/// `-` when the dispatcher does not know.
+fn cert_left(expires_unix: u64) -> String {
+    if expires_unix == 0 {
+        return "-".to_owned();
+    }
+    let now = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    match expires_unix.saturating_sub(now) {
+        0 => "expired".to_owned(),
+        left if left >= 2 * 86_400 => format!("{}d", left / 86_400),
+        left => format!("{}h", left / 3600),
     }
 }
 
@@ -633,6 +661,7 @@ fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
                 "last_heartbeat_ms": n.last_heartbeat_ms,
                 "state": n.state,
                 "confinement": n.confinement,
+                "cert_expires_unix": n.cert_expires_unix,
             })
         })
         .collect()

@@ -1,7 +1,8 @@
-//! `dispy-dispatcher`: the daemon's command line, plus the `pki` commands that create the
-//! cluster CA and issue certificates, the `token` commands that make one-time join tokens for
-//! new nodes, the `nodes`, `clients` and `admins` commands that revoke certificates by name, and
-//! the `journal` commands that check and repair the journal.
+//! `dispy-dispatcher`: the daemon's command line (SIGHUP reloads its certificate), plus the `pki`
+//! commands that create the cluster CA and issue certificates, `check-config`, the `token`
+//! commands that make one-time join tokens for new nodes, the `nodes`, `clients` and `admins`
+//! commands that revoke certificates by name, and the `journal` commands that check and repair
+//! the journal.
 //! The logic lives in the `dispatcher` library; the settings come from `common::config` (file,
 //! then `DISPY_*` variables, then these flags).
 
@@ -36,6 +37,15 @@ struct Args {
 
 #[derive(Debug, Subcommand)]
 enum Command {
+    /// Check the configuration the daemon would run with (the same file, DISPY_* variables and
+    /// flags, which may also follow this word): every key, the certificates, the state
+    /// directory and the listen address. Prints one line per problem and what the daemon would
+    /// do; exits 0 only when it would start cleanly, 64 otherwise.
+    CheckConfig {
+        /// Config file [default: /etc/dispy/dispatcher.toml, which may be absent].
+        #[arg(long, value_name = "FILE")]
+        config: Option<PathBuf>,
+    },
     /// Create the cluster CA and issue certificates.
     Pki {
         #[command(subcommand)]
@@ -173,6 +183,19 @@ enum PkiAction {
         #[command(flatten)]
         validity: Validity,
     },
+    /// Issue the dispatcher's certificate again, under the existing CA in DIR (no CA re-key),
+    /// into DIR/dispatcher (or --out); then install it and `systemctl reload dispy-dispatcher`
+    /// (SIGHUP), which keeps every connection and job.
+    IssueDispatcher {
+        /// The CA directory.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Where to write ca.pem, cert.pem and key.pem [default: DIR/dispatcher].
+        #[arg(long)]
+        out: Option<PathBuf>,
+        #[command(flatten)]
+        validity: Validity,
+    },
     /// Issue a node certificate into DIR/nodes/NAME (or --out).
     IssueNode(IssueArgs),
     /// Issue a client (user) certificate into DIR/clients/NAME (or --out): it sees and changes
@@ -257,6 +280,13 @@ fn main() -> ExitCode {
             }
         };
     }
+    if let Some(Command::CheckConfig { config }) = &args.command {
+        let sources = Sources::new()
+            .file_or_default(config.as_deref().or(args.config.as_deref()), common::config::DEFAULT_DISPATCHER_FILE)
+            .env(common::config::process_env())
+            .flags(&flags);
+        return ExitCode::from(check_config(&sources));
+    }
     let loaded = common::config::load_dispatcher(&sources(&args, &flags)).and_then(DispatcherSettings::try_from);
     let (config, runtime) = match common::daemon::prepare("dispy-dispatcher", loaded, DispatcherConfig::try_from) {
         Ok(prepared) => prepared,
@@ -265,7 +295,17 @@ fn main() -> ExitCode {
     let state_dir = config.state_dir.clone();
     let served = runtime.block_on(async {
         let dispatcher = Dispatcher::bind(config)?;
-        dispatcher.run(common::signal::shutdown()).await;
+        let reloader = dispatcher.certificate();
+        match common::signal::reloads() {
+            Ok(hups) => tokio::select! {
+                () = dispatcher.run(common::signal::shutdown()) => {}
+                () = reloader.serve(hups) => {}
+            },
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot watch SIGHUP; reloading the certificate needs a restart");
+                dispatcher.run(common::signal::shutdown()).await;
+            }
+        }
         Ok::<_, dispatcher::server::ServeError>(())
     });
     match served {
@@ -287,6 +327,16 @@ fn main() -> ExitCode {
     }
 }
 
+/// `check-config`: every key problem, or else what `common::check` finds; the exit code.
+fn check_config(sources: &Sources) -> u8 {
+    let mut report = common::check::Report::default();
+    match common::config::load_dispatcher(sources).and_then(DispatcherSettings::try_from) {
+        Ok(settings) => report = common::check::check_dispatcher(&settings, std::time::SystemTime::now()),
+        Err(e) => report.config_error(&e),
+    }
+    report.finish("dispy-dispatcher")
+}
+
 /// The config file, the process's `DISPY_*` variables and the flags, in rising precedence.
 fn sources(args: &Args, flags: &Flags) -> Sources {
     Sources::new()
@@ -303,6 +353,17 @@ fn pki(action: &PkiAction) -> anyhow::Result<()> {
             let out = dir.join("dispatcher");
             ca.issue_to_dir(Role::Dispatcher, "dispatcher", validity.duration()?, &out)?;
             println!("created CA in {} and the dispatcher identity in {}", dir.display(), out.display());
+        }
+        PkiAction::IssueDispatcher { dir, out, validity } => {
+            let ca = CertificateAuthority::load(dir)
+                .context("failed to load the CA (run `dispy-dispatcher pki init` first)")?;
+            let out = out.clone().unwrap_or_else(|| dir.join("dispatcher"));
+            ca.issue_to_dir(Role::Dispatcher, "dispatcher", validity.duration()?, &out)?;
+            println!(
+                "issued the dispatcher certificate, valid for {} days, into {}; install it in the dispatcher's tls_dir, then `systemctl reload dispy-dispatcher` (SIGHUP)",
+                validity.days,
+                out.display()
+            );
         }
         PkiAction::IssueNode(args) => issue(Role::Node, args, "nodes")?,
         PkiAction::IssueClient(args) => issue(Role::Client, args, "clients")?,
@@ -390,7 +451,7 @@ fn enrolment(args: &Args, flags: &Flags, command: &Command) -> Result<(), Comman
         Command::Clients { action } => revocation(args, flags, Revocable::Client, action)?,
         Command::Admins { action } => revocation(args, flags, Revocable::Operator, action)?,
         Command::Journal { action } => return journal(args, flags, action),
-        Command::Pki { .. } => {}
+        Command::Pki { .. } | Command::CheckConfig { .. } => {}
     }
     Ok(())
 }

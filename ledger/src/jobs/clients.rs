@@ -128,6 +128,8 @@ impl Ledger {
                 last_heartbeat_ms: now.at.saturating_duration_since(n.last_heartbeat).as_millis() as u64,
                 state: self.scheduler.node_state(*id).map_or_else(|| "unknown".into(), |s| s.to_string()),
                 confinement: n.info.confinement.to_string(),
+                // The connection tasks know the certificates; they fill this in.
+                cert_expires_unix: 0,
             })
             .collect();
         // Held names with no session connected, so an operator sees what `undrain` would release.
@@ -150,6 +152,7 @@ impl Ledger {
                     None => "drained, not connected".into(),
                 },
                 confinement: String::new(),
+                cert_expires_unix: 0,
             })
             .collect();
         list.extend(away);
