@@ -70,8 +70,9 @@ fn one_command_install_enrols_and_the_node_runs_a_job() {
         .arg("--slots")
         .arg("1")
         .env_remove("RUST_LOG");
-    let _node = Daemon::spawn("node joined", node, &cluster.dir().join("node-joined.log"));
-    cluster.wait_for_nodes(&["joined"]);
+    let node = Daemon::spawn("node joined", node, &cluster.dir().join("node-joined.log"));
+    let joined = tests::poll_until(tests::EVENTUALLY_TIMEOUT, || cluster.ready_nodes().is_some_and(|n| n == ["joined"]));
+    assert!(joined, "the installed node never joined\n{}\n{}", node.log(), cluster.logs());
     let output = cluster.output_dir("joined").join("sums.bin");
     let input = example("data/lorem.txt");
     cluster.run_job(&Job::new(&example("checksum.wat"), "bytes:1KiB", &output).input(&input)).check_success();
