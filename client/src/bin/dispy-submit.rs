@@ -453,7 +453,7 @@ fn print_job_table(jobs: &[JobSummary]) {
         let owner = if j.owner.is_empty() { "-" } else { &j.owner };
         println!(
             "{:>6} {:<16} {:<20} {:<10} {:>15} {:>8} {:>8}",
-            j.job, owner, j.name, j.state.name(), done, j.progress.running, j.progress.retries
+            j.job.0, owner, j.name, j.state.name(), done, j.progress.running, j.progress.retries
         );
     }
     if jobs.is_empty() {
