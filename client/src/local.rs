@@ -51,6 +51,8 @@ impl LocalCluster {
                 cache_max_bytes: common::config::DEFAULT_CACHE_MAX_BYTES,
                 heartbeat_interval: Duration::from_secs(1),
                 dispatcher_timeout: common::net::DEFAULT_DISPATCHER_TIMEOUT,
+                // The dispatcher stops with the nodes: there is no one to finish chunks for.
+                stop_timeout: Duration::ZERO,
                 health_log_interval: Duration::from_secs(30),
                 tls_dir: None,
                 // Every local node is this machine: whatever the submitter can name, they can read.
@@ -64,7 +66,7 @@ impl LocalCluster {
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {
-                if let Err(e) = node::daemon::run(config, wait_for_stop(stopped)).await {
+                if let Err(e) = node::daemon::run(config, wait_for_stop(stopped), std::future::pending()).await {
                     tracing::error!(error = %e, "local node failed to start");
                 }
             });

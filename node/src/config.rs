@@ -27,6 +27,8 @@ pub struct NodeConfig {
     pub heartbeat_interval: Duration,
     /// Silence after which the dispatcher is taken for dead (default 2 s).
     pub dispatcher_timeout: Duration,
+    /// On SIGTERM, how long running chunks may finish before the node cancels them (default 60 s).
+    pub stop_timeout: Duration,
     /// How often to log a health line.
     pub health_log_interval: Duration,
     /// Where renewed certificates are written (the identity's directory); `None` keeps them in
@@ -74,6 +76,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             cache_max_bytes: settings.cache_max_bytes,
             heartbeat_interval: settings.heartbeat_interval,
             dispatcher_timeout: settings.dispatcher_timeout,
+            stop_timeout: settings.stop_timeout,
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.daemon.tls_dir),
             shared_input_roots: settings.shared_input_roots,

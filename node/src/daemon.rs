@@ -12,6 +12,12 @@
 //! confirms each job it still wants with `StartJob` and refuses the other attempts with
 //! `CancelAttempt`. A job the new session has not confirmed is dropped once it holds no attempt.
 //! Only jobs still preparing (waiting for their payload) end with their session.
+//!
+//! A stop is graceful: at `shutdown` (SIGTERM) every session tells the dispatcher it is
+//! `Leaving`, so it gets no new work; the chunks the node holds finish and their reports are
+//! acknowledged, for up to `stop_timeout`, and then the node closes its connection on purpose.
+//! Whatever is left at that deadline or at `hurry` (a second SIGTERM) is cancelled, and the
+//! dispatcher requeues it the moment the connection closes.
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -48,6 +54,8 @@ const PAYLOAD_WAIT: Duration = Duration::from_secs(120);
 /// Reports kept for resending at most; beyond this the oldest are dropped.
 const MAX_UNACKED: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
+/// How often a stopping node looks whether everything it held is finished and acknowledged.
+const STOP_POLL: Duration = Duration::from_millis(20);
 /// Short, so a node is back soon after its dispatcher restarts (within its `reattach_grace`) and
 /// within the dispatcher's `node_timeout` after a network blip.
 const BACKOFF_MAX: Duration = Duration::from_secs(2);
@@ -111,6 +119,8 @@ struct Node {
     work: Mutex<Held>,
     /// Numbers sessions, so a job knows which session last confirmed it.
     sessions: AtomicU64,
+    /// Set once the node is stopping: every session, current or later, says `Leaving`.
+    stopping: tokio::sync::watch::Sender<bool>,
 }
 
 /// Reports waiting for their acknowledgement.
@@ -152,21 +162,53 @@ impl Held {
     }
 }
 
-/// Runs the node until `shutdown` completes.
+/// Runs the node until `shutdown` completes, then stops gracefully: it tells the dispatcher it is
+/// leaving, lets the chunks it holds finish and their reports be acknowledged for up to
+/// `stop_timeout`, cancels what is left (at once when `hurry` completes), and closes its
+/// connection. `hurry` is first polled after `shutdown` completed, so a second
+/// `common::signal::shutdown()` completes at the second SIGTERM.
 ///
 /// # Errors
 /// [`StartError`] when the node cannot start; lost connections are retried, never returned.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()>) -> Result<(), StartError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()>,
+    hurry: impl Future<Output = ()>,
+) -> Result<(), StartError> {
     let (reports, report_rx) = mpsc::unbounded_channel();
     let node = Arc::new(Node::start(config, reports)?);
     info!(name = %node.name, slots = node.slots, dispatcher = %node.config.dispatcher, "node starting");
+    // Sessions, reports and the health log go on while the node drains; none of them ends.
+    let working = async {
+        tokio::join!(node.clone().dial_forever(), node.log_health(), node.collect_reports(report_rx));
+    };
+    tokio::pin!(working);
     tokio::select! {
-        () = shutdown => info!("shutting down"),
-        () = node.clone().dial_forever() => {}
-        () = node.log_health() => {}
-        () = node.collect_reports(report_rx) => {}
+        () = shutdown => {}
+        () = &mut working => {}
     }
-    node.endpoint.close(0u32.into(), b"node shutting down");
+    let held = node.held();
+    info!(attempts = held, stop_timeout = ?node.config.stop_timeout, "stopping: finishing the chunks this node holds, taking no new ones");
+    node.stopping.send_replace(true);
+    let finished = tokio::select! {
+        () = node.drained() => true,
+        () = tokio::time::sleep(node.config.stop_timeout) => {
+            warn!(attempts = node.held(), "stop_timeout passed; cancelling the chunks left, which the dispatcher runs elsewhere");
+            false
+        }
+        () = hurry => {
+            warn!(attempts = node.held(), "stopping at once; cancelling the chunks left, which the dispatcher runs elsewhere");
+            false
+        }
+        () = &mut working => false,
+    };
+    if !finished {
+        node.cancel_all();
+    }
+    let (done, failed) = node.pool.totals();
+    info!(chunks_done = done, chunks_failed = failed, drained = finished, "node stopped");
+    // An application close: the dispatcher requeues at once whatever this node still held.
+    node.endpoint.close(0u32.into(), b"node stopping");
     node.endpoint.wait_idle().await;
     Ok(())
 }
@@ -208,7 +250,37 @@ impl Node {
             reports,
             work: Mutex::default(),
             sessions: AtomicU64::new(0),
+            stopping: tokio::sync::watch::Sender::new(false),
         })
+    }
+
+    /// Attempts this node holds: assigned and neither acknowledged nor cancelled.
+    fn held(&self) -> usize {
+        self.work().attempts.len()
+    }
+
+    /// Completes once every attempt this node held is finished and every report acknowledged.
+    async fn drained(&self) {
+        // Polled: acknowledgements arrive within milliseconds of a result, and a stop is rare.
+        let mut ticker = tokio::time::interval(STOP_POLL);
+        loop {
+            ticker.tick().await;
+            if self.held() == 0 && self.outbox().unacked.is_empty() {
+                return;
+            }
+        }
+    }
+
+    /// Stops every job and attempt this node holds, sending no report for them.
+    fn cancel_all(&self) {
+        let mut work = self.work();
+        for (job, held) in work.jobs.drain() {
+            held.state.cancel();
+            self.pool.cancel_job(job);
+        }
+        for attempt in std::mem::take(&mut work.attempts).into_keys() {
+            self.pool.cancel_attempt(attempt);
+        }
     }
 
     /// Keeps every report from the slot threads until it is acknowledged, and hands it to the
@@ -413,6 +485,7 @@ impl Node {
             r = Arc::clone(&session).accept_streams(&conn) => r,
             r = self.write_reports(reports_stream) => r,
             r = crate::enroll::keep_renewed(&conn, &self.identity, self.config.tls_dir.as_deref()) => r.map_err(SessionError::from),
+            r = session.announce_leaving() => r,
         };
         session.end();
         match result {
@@ -450,6 +523,19 @@ struct Session {
 }
 
 impl Session {
+    /// Once the node is stopping (now or later in this session), tells the dispatcher it is
+    /// leaving, so it gets no new work; then waits for the session to end some other way.
+    async fn announce_leaving(&self) -> Result<(), SessionError> {
+        let mut stopping = self.node.stopping.subscribe();
+        if stopping.wait_for(|stopping| *stopping).await.is_ok() {
+            debug!("telling the dispatcher this node is leaving");
+            if self.to_dispatcher.send(NodeToDispatcher::Leaving).await.is_err() {
+                return Ok(());
+            }
+        }
+        std::future::pending().await
+    }
+
     async fn heartbeat(&self) -> Result<(), SessionError> {
         let mut ticker = tokio::time::interval(self.node.config.heartbeat_interval);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

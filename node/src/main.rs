@@ -1,6 +1,7 @@
 //! `dispy-node`: the worker daemon's command line. Reads the settings (config file, then
 //! `DISPY_*` variables, then flags, through `common::config`), sets up logging, and runs
-//! [`node::daemon::run`] until SIGINT or SIGTERM, logging when its certificate nears its end.
+//! [`node::daemon::run`] until SIGINT or SIGTERM (which drain it; a second one stops it at once),
+//! logging when its certificate nears its end.
 //! `dispy-node join ADDR TOKEN` instead enrols this machine with a one-time join token
 //! ([`node::enroll::join`]) and writes its identity; `dispy-node check-config` checks the
 //! configuration the daemon would run with (`common::check`).
@@ -97,7 +98,8 @@ fn main() -> ExitCode {
     };
     let daemon = async {
         tokio::select! {
-            result = node::daemon::run(config, common::signal::shutdown()) => result,
+            // The first SIGTERM drains the node; a second one cancels what is left.
+            result = node::daemon::run(config, common::signal::shutdown(), common::signal::shutdown()) => result,
             () = common::check::watch_expiry(current_cert, "this node's") => Ok(()),
         }
     };

@@ -23,6 +23,8 @@
 //! - `tenants`: ownership, operators and quotas between two clients.
 //! - `operations`: the one-command node install with a join token, the dispatcher's certificate
 //!   reloaded under a running job, expiry warnings, `check-config`.
+//! - `stop`: SIGTERM drains a node (its running chunks finish and never run again); a second
+//!   SIGTERM or `stop_timeout` cancels what is left, requeued at once; `drain --wait`.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
 
@@ -39,6 +41,7 @@ mod protocol;
 mod reconnect;
 mod revocation;
 mod security;
+mod stop;
 mod stream;
 mod tenants;
 mod durability;

@@ -75,6 +75,11 @@ impl Daemon {
         self.child.wait().expect("an exited child has a status")
     }
 
+    /// Sends the process SIGTERM and returns at once (a second one, say, while it drains).
+    pub fn send_sigterm(&self) {
+        signal(self.pid(), "-TERM");
+    }
+
     /// Kills the process and waits for it.
     pub fn kill(&mut self) {
         self.killed = true;

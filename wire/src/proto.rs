@@ -325,6 +325,10 @@ pub enum NodeToDispatcher {
         /// The payloads, none of them used by a job on the node.
         payloads: Vec<PayloadHash>,
     },
+    /// The node is stopping (SIGTERM): give it no new work. It finishes the attempts it holds
+    /// (up to its `stop_timeout`), waits for their acknowledgements and then closes its
+    /// connection on purpose, whereupon whatever it still held is requeued at once.
+    Leaving,
 }
 
 /// One chunk to run.
@@ -635,6 +639,10 @@ pub struct NodeStatus {
     pub slots: u32,
     /// Slots running a chunk at the last heartbeat.
     pub busy: u32,
+    /// Attempts the dispatcher has placed on the node (running or queued there) and holds no
+    /// result for yet: with `busy`, what `drain --wait` waits to see reach 0.
+    #[serde(default)]
+    pub in_flight: u32,
     /// Total memory in bytes.
     pub memory_total: u64,
     /// Available memory in bytes at the last heartbeat.

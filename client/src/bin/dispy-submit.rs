@@ -93,6 +93,10 @@ enum Command {
     Drain {
         /// The node's name.
         node: String,
+        /// Return only once the node is idle (no slot busy, no chunk held), printing progress
+        /// to stderr, so it can be stopped or upgraded without rerunning anything.
+        #[arg(long)]
+        wait: bool,
     },
     /// Put a drained or quarantined node back to work (operators only).
     Undrain {
@@ -181,8 +185,8 @@ fn main() -> ExitCode {
             Command::Status { job, json } => status(&cli, JobId(*job), false, *json).await,
             Command::Cancel { job } => status(&cli, JobId(*job), true, false).await,
             Command::Jobs { json } => jobs(&cli, *json).await,
-            Command::Drain { node } => drain(&cli, node, true).await,
-            Command::Undrain { node } => drain(&cli, node, false).await,
+            Command::Drain { node, wait } => drain(&cli, node, true, *wait).await,
+            Command::Undrain { node } => drain(&cli, node, false, false).await,
             Command::Nodes { json } => nodes(&cli, *json).await,
         }
     });
@@ -417,10 +421,40 @@ async fn jobs(cli: &Cli, json: bool) -> Result<(), Failure> {
     Ok(())
 }
 
-async fn drain(cli: &Cli, node: &str, drain: bool) -> Result<(), Failure> {
-    let nodes = with_client(cli, None, async |client| Ok(client.drain(node, drain).await?)).await?;
+async fn drain(cli: &Cli, node: &str, drain: bool, wait: bool) -> Result<(), Failure> {
+    let nodes = with_client(cli, None, async |client| {
+        let mut nodes = client.drain(node, drain).await?;
+        if wait {
+            let mut said = None;
+            while let Some(work) = work_left(&nodes, node) {
+                if said != Some(work) {
+                    let (busy, held) = work;
+                    eprintln!("waiting for {node} to finish: {busy} slots busy, {held} chunks held");
+                    said = Some(work);
+                }
+                tokio::time::sleep(DRAIN_POLL).await;
+                nodes = client.nodes().await?;
+            }
+            eprintln!("{node} is idle");
+        }
+        Ok(nodes)
+    })
+    .await?;
     print_node_table(&nodes);
     Ok(())
+}
+
+/// How often `drain --wait` asks whether the node is idle.
+const DRAIN_POLL: Duration = Duration::from_millis(250);
+
+/// The slots busy and the chunks the dispatcher has placed on the sessions of `node`, or `None`
+/// when it is idle (or not connected: a node that left holds nothing).
+fn work_left(nodes: &[NodeStatus], node: &str) -> Option<(u32, u32)> {
+    let (busy, held) = nodes
+        .iter()
+        .filter(|n| n.name == node && n.address != "-")
+        .fold((0, 0), |(busy, held), n| (busy + n.busy, held + n.in_flight));
+    (busy > 0 || held > 0).then_some((busy, held))
 }
 
 /// Connects (to the embedded cluster if there is one, else to `--dispatcher`), runs `request`,
@@ -655,6 +689,7 @@ fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
                 "hostname": n.hostname,
                 "slots": n.slots,
                 "busy": n.busy,
+                "in_flight": n.in_flight,
                 "memory_total": n.memory_total,
                 "memory_available": n.memory_available,
                 "load": n.load,

@@ -26,6 +26,9 @@ pub const DEFAULT_CACHE_MAX_BYTES: u64 = 1 << 30;
 pub const DEFAULT_HEARTBEAT_INTERVAL: Duration = Duration::from_secs(1);
 /// Default `dispatcher_timeout`: silence after which the node calls the dispatcher dead.
 pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = crate::net::DEFAULT_DISPATCHER_TIMEOUT;
+/// Default `stop_timeout`: how long a stopping node lets its running chunks finish. Below the
+/// unit's `TimeoutStopSec` (90s), which must exceed it.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Default `health_log_interval`.
 pub const DEFAULT_HEALTH_LOG_INTERVAL: Duration = Duration::from_secs(30);
 /// The node's default `async_threads`: its network work is light (chunks run on slot threads of
@@ -91,6 +94,12 @@ pub const NODE_KEYS: &[Key] = &[
                go on meanwhile [default: 2s]",
     },
     Key {
+        name: "stop_timeout",
+        value_name: "DURATION",
+        help: "On SIGTERM, how long running chunks may finish before the node cancels them and leaves \
+               (a second SIGTERM cancels at once); keep it below the unit's TimeoutStopSec [default: 60s]",
+    },
+    Key {
         name: "health_log_interval",
         value_name: "DURATION",
         help: "How often to log a \"node health\" line [default: 30s]",
@@ -143,6 +152,10 @@ pub struct NodeSettings {
     /// How long the dispatcher may be silent before the node takes it for dead and dials again
     /// (QUIC keep-alives keep a healthy idle connection open); the node's chunks run on meanwhile.
     pub dispatcher_timeout: Duration,
+    /// On SIGTERM, how long the node lets its running chunks finish (and waits for their results'
+    /// acknowledgements) before it cancels what is left and leaves: a stop is graceful within
+    /// the service manager's patience (`TimeoutStopSec` must exceed it).
+    pub stop_timeout: Duration,
     /// How often to log a `node health` line for operators following the journal.
     pub health_log_interval: Duration,
     /// The TLS directory (default `/etc/dispy/node`), the async runtime (default one thread: the
@@ -194,6 +207,7 @@ impl NodeSettings {
             dispatcher_timeout: v.check("dispatcher_timeout", DEFAULT_DISPATCHER_TIMEOUT, |_, s| {
                 duration_within(s, Duration::from_millis(500), Duration::from_secs(600))
             }),
+            stop_timeout: v.check("stop_timeout", DEFAULT_STOP_TIMEOUT, |_, s| duration_within(s, Duration::ZERO, Duration::from_secs(86_400))),
             health_log_interval: v.check("health_log_interval", DEFAULT_HEALTH_LOG_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400))
             }),

@@ -440,6 +440,13 @@ impl Ledger {
                 }
             }
             NodeToDispatcher::PayloadsEvicted { payloads } => self.handle_payloads_evicted(node, &payloads),
+            NodeToDispatcher::Leaving => {
+                if self.nodes.contains_key(&node) {
+                    let held = self.scheduler.node_in_flight(node).unwrap_or(0);
+                    info!(target: LOG_TARGET, node = %self.node_name(node), attempts = held, "node stopping: finishing its attempts, taking no new ones");
+                    self.scheduler.handle_node_leaving(now.at, node);
+                }
+            }
             NodeToDispatcher::Register(_) => {
                 if self.nodes.remove(&node).is_some() {
                     self.send_node(node, NodeCommand::Close("registered twice".into()));

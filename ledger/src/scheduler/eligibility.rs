@@ -211,7 +211,7 @@ impl Scheduler {
                 blocked.too_small += 1;
             } else if n.quarantine.is_some() {
                 blocked.quarantined += 1;
-            } else if n.drained {
+            } else if n.drained || n.leaving {
                 blocked.drained += 1;
             } else if n.memory_available < limit {
                 blocked.short_of_memory += 1;

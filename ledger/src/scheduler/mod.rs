@@ -316,6 +316,9 @@ pub enum NodeState {
     Draining,
     /// Drained and idle: safe to stop.
     Drained,
+    /// The node is stopping (it sent `Leaving`): finishing the attempts it holds, taking no new
+    /// ones, and then leaving.
+    Stopping,
     /// Takes no new work until undrained; see [`Notice::NodeQuarantined`].
     Quarantined {
         /// Why.
@@ -333,6 +336,7 @@ impl fmt::Display for NodeState {
             NodeState::Busy => f.write_str("busy"),
             NodeState::Draining => f.write_str("draining"),
             NodeState::Drained => f.write_str("drained"),
+            NodeState::Stopping => f.write_str("stopping"),
             NodeState::Quarantined { reason } => write!(f, "quarantined: {reason}"),
             NodeState::Suspect => f.write_str("suspect"),
         }
@@ -504,6 +508,26 @@ impl Scheduler {
     pub fn handle_node_lost(&mut self, now: Instant, node: NodeId) {
         self.lose_node(now, node);
         self.settle(now);
+    }
+
+    /// The node session is stopping (it sent `Leaving`): like a drain it finishes the attempts
+    /// it holds and takes no new ones, not even speculative copies, but only this session, and
+    /// nothing is held against its name. When it then closes its connection
+    /// ([`Scheduler::handle_node_lost`]) what it still holds is requeued at once. Unknown nodes
+    /// and nodes already leaving are ignored.
+    pub fn handle_node_leaving(&mut self, now: Instant, node: NodeId) {
+        if self.nodes.get(&node).is_none_or(|n| n.leaving) {
+            return;
+        }
+        self.update_node(node, |n| n.leaving = true);
+        self.eligibility_changed(now);
+        self.settle(now);
+    }
+
+    /// Attempts placed on the node (running or queued there) with no result yet; `None` for
+    /// unknown and dropped nodes.
+    pub fn node_in_flight(&self, node: NodeId) -> Option<u32> {
+        self.nodes.get(&node).map(|n| n.in_flight)
     }
 
     /// An operator drains the node's name (see [`Scheduler::handle_hold`]): it finishes the
@@ -851,6 +875,8 @@ impl Scheduler {
             NodeState::Suspect
         } else if let Some(reason) = &n.quarantine {
             NodeState::Quarantined { reason: reason.clone() }
+        } else if n.leaving {
+            NodeState::Stopping
         } else if n.drained {
             if n.in_flight > 0 {
                 NodeState::Draining

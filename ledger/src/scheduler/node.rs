@@ -40,6 +40,9 @@ pub(super) struct Node {
     /// stays silent for `node_timeout`.
     pub(super) connected: bool,
     pub(super) drained: bool,
+    /// The node said it is stopping (`Leaving`): this session takes no new work, as if drained,
+    /// but nothing is recorded against its name, so it takes work again when it comes back.
+    pub(super) leaving: bool,
     /// Why the node is quarantined, if it is.
     pub(super) quarantine: Option<String>,
     pub(super) blame: Blame,
@@ -97,6 +100,7 @@ impl Node {
             suspect: false,
             connected: true,
             drained: false,
+            leaving: false,
             quarantine: None,
             blame: Blame::default(),
             in_flight: 0,
@@ -114,13 +118,13 @@ impl Node {
 
     /// Whether the node takes new work at all.
     pub(super) fn open(&self) -> bool {
-        self.connected && !self.drained && !self.suspect && self.quarantine.is_none()
+        self.connected && !self.drained && !self.leaving && !self.suspect && self.quarantine.is_none()
     }
 
-    /// The slots tenants' slot shares are shares of: all of them unless drained or quarantined
-    /// (a suspect node still counts, as for eligibility).
+    /// The slots tenants' slot shares are shares of: all of them unless drained, leaving or
+    /// quarantined (a suspect node still counts, as for eligibility).
     pub(super) fn eligible_slots(&self) -> u64 {
-        if self.drained || self.quarantine.is_some() {
+        if self.drained || self.leaving || self.quarantine.is_some() {
             0
         } else {
             u64::from(self.slots)
@@ -164,7 +168,8 @@ impl Node {
     }
 
     /// Whether the job could run here once the node has room: what "eligible" means. A suspect
-    /// node stays eligible (it may heartbeat again); a drained or quarantined one does not.
+    /// node stays eligible (it may heartbeat again); a drained, leaving or quarantined one does
+    /// not.
     pub(super) fn can_ever_run(&self, job: JobId, req: &JobRequirements) -> bool {
         self.can_ever_run_with(job, req, self.memory_available)
     }
@@ -172,6 +177,7 @@ impl Node {
     pub(super) fn can_ever_run_with(&self, job: JobId, req: &JobRequirements, memory_available: u64) -> bool {
         self.capacity > 0
             && !self.drained
+            && !self.leaving
             && self.quarantine.is_none()
             && !self.rejected(job)
             && self.runs(req)

@@ -146,7 +146,7 @@ pub(super) struct World {
     resumed: HashMap<RequestId, Result<Resumed, String>>,
 }
 
-const SLOTS: u32 = 2;
+pub(super) const SLOTS: u32 = 2;
 
 impl World {
     pub(super) fn new(nodes: usize) -> Self {

@@ -1,12 +1,14 @@
 //! Operator state and waiting jobs, driven call by call: a drain belongs to the node's name, so it
 //! holds across the node's reconnects and (journaled) across dispatcher restarts until undrained,
 //! and its answer waits until it is durable; a job waits for a node as long as it takes, saying
-//! why, and is refused at once only when the connected nodes could never run it.
+//! why, and is refused at once only when the connected nodes could never run it. A stopping node
+//! (`Leaving`) is drained for its session only, and what it still holds when it leaves is requeued
+//! at once.
 
 use std::collections::{BTreeMap, HashMap};
 use std::time::{Duration, Instant};
 
-use wire::proto::{JobFailure, JobId, JobState, NodeStatus};
+use wire::proto::{JobFailure, JobId, JobState, NodeStatus, NodeToDispatcher};
 
 use super::super::{
     Answer, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, Refusal, RequestId, Time,
@@ -251,4 +253,34 @@ fn a_job_no_connected_node_could_ever_run_is_refused_at_once() {
     assert!(matches!(refused, Refusal::NoEligibleNode(_)), "{refused}");
     let text = refused.to_string();
     assert!(text.contains("no connected node could ever run this job") && text.contains("memory"), "{text}");
+}
+
+#[test]
+fn a_stopping_node_takes_no_new_work_and_what_it_held_is_requeued_the_moment_it_leaves() {
+    let mut office = Office::new();
+    let a = office.connect("node-a");
+    let chunks = u64::from(super::harness::SLOTS);
+    office.submit(chunks, 1 << 20, None).expect("submitted");
+    let on = |office: &Office, name: &str| office.assigned.iter().filter(|(node, _)| node == name).count();
+    assert_eq!(on(&office, "node-a"), chunks as usize, "node-a runs every chunk");
+
+    // SIGTERM on node-a: it says it is leaving, and this session takes no new work.
+    office.ledger.handle_node_message(office.now, a, NodeToDispatcher::Leaving);
+    office.turn();
+    let status = office.ledger.node_statuses(office.now).into_iter().find(|n| n.name == "node-a").expect("listed");
+    assert_eq!((status.state.as_str(), status.in_flight), ("stopping", chunks as u32));
+    assert!(office.holds.is_empty(), "nothing is held against the name: {:?}", office.holds);
+    office.connect("node-b");
+    office.submit(2, 1 << 20, None).expect("submitted");
+    assert_eq!(on(&office, "node-a"), chunks as usize, "a stopping node got new work: {:?}", office.assigned);
+    assert_eq!(on(&office, "node-b"), 2, "the new job runs on node-b");
+
+    // It closes its connection on purpose with its attempts unfinished (a second SIGTERM, or its
+    // stop_timeout): they run on node-b at once, with no node_timeout to wait out.
+    office.disconnect(a);
+    assert_eq!(on(&office, "node-b"), 2 + chunks as usize, "requeued at once: {:?}", office.assigned);
+
+    // Back after its restart, the name takes work as before.
+    office.connect("node-a");
+    assert_eq!(office.state_of("node-a").as_deref(), Some("ready"));
 }
