@@ -527,8 +527,10 @@ impl NetCluster {
             .arg(self.slots.to_string())
             .arg("--heartbeat-interval")
             .arg("1s");
-        // The node logs each job it starts and ends at debug level; scenarios read those lines.
+        // The node logs each job it starts and ends, and each chunk it completes, at debug level;
+        // scenarios read those lines.
         with_debug_target(&mut daemon, "node::daemon");
+        with_debug_target(&mut daemon, "node::pool");
         let log = self.temp.path().join(format!("node-{name}-{run}.log"));
         let label = format!("node {name} #{run} (netns {})", self.bed.namespace(name));
         node.runs.push(Process::spawn(label, self.bed.command(name, &daemon), &log));
