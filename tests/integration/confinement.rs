@@ -124,6 +124,7 @@ fn hostile_native_payload_is_confined() {
         "read passwd /etc/passwd".to_owned(),
         "write scratch probe.txt".to_owned(),
         "read scratch-back probe.txt".to_owned(),
+        "cwd where -".to_owned(),
     ];
     let (run, report) = probe(&cluster, "hostile", &library, &probes.join("\n"));
     run.check_success();
@@ -136,6 +137,9 @@ fn hostile_native_payload_is_confined() {
     check_allowed(&report, "usr");
     check_allowed(&report, "scratch");
     check_allowed(&report, "scratch-back");
+    // Each chunk runs in its own directory inside its worker's scratch directory.
+    let cwd = outcome(&report, "where");
+    assert!(cwd.contains("scratch-n1/worker-") && cwd.ends_with("/attempt-1"), "not a per-attempt directory: {cwd}\n{report}");
     if Path::new("/etc/os-release").exists() {
         check_allowed(&report, "os-release");
     }

@@ -17,8 +17,9 @@
 //! refuses native payloads unless its operator set `allow_unconfined_native`; such workers still
 //! get `no_new_privs` and whatever part of the confinement the machine does offer.
 //!
-//! Each worker gets a fresh scratch directory under `scratch_dir` ([`Scratch`]), its working
-//! directory, `HOME` and `TMPDIR`, owned by the user it runs as and removed when the worker ends.
+//! Each worker gets a fresh scratch directory under `scratch_dir` ([`Scratch`]), its `HOME` and
+//! `TMPDIR`, owned by the user it runs as and removed when the worker ends; each chunk runs in
+//! its own `attempt-N` directory inside it, removed when the chunk ends (`worker::AttemptDir`).
 //! Workers start with an empty environment besides those and `PATH`, so nothing of the node's
 //! environment (credentials included) reaches payload code.
 

@@ -10,6 +10,7 @@
 use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
 
 use wire::abi;
 
@@ -91,6 +92,7 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
     write_frame(&mut conn, tag::READY, &has_setup)?;
 
     let output_limit = usize::try_from(init.output_limit).unwrap_or(usize::MAX);
+    let mut chunks: u64 = 0;
     loop {
         let request = match read_frame(&mut conn, &mut body) {
             Ok(Some(request)) => request,
@@ -106,14 +108,45 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
             return write_frame(&mut conn, tag::BAD_REQUEST, reason.as_bytes());
         }
         limit_cpu(init.cpu_seconds)?;
+        chunks += 1;
+        let attempt_dir = AttemptDir::enter(init.scratch.as_deref(), chunks)?;
         OUTPUT.begin(output_limit);
         let code = library.run(&body, &init.args);
+        drop(attempt_dir);
         match OUTPUT.finish() {
             Emitted::OverLimit => write_frame(&mut conn, tag::OUTPUT_LIMIT, b"")?,
             Emitted::OutOfMemory => return write_frame(&mut conn, tag::MEMORY, b""),
             Emitted::Bytes(_) if code != 0 => write_frame(&mut conn, tag::CODE, &code.to_le_bytes())?,
             Emitted::Bytes(output) => write_frame(&mut conn, tag::OUTPUT, &output)?,
         }
+    }
+}
+
+/// Each chunk's own scratch directory, `attempt-N` inside the worker's: the chunk's working
+/// directory while it runs, removed with what it wrote when it ends. The worker's scratch
+/// directory itself (`HOME`, `TMPDIR`, where `dispy_setup` may leave files for every chunk of the
+/// job) goes with the worker.
+struct AttemptDir {
+    root: PathBuf,
+    dir: PathBuf,
+}
+
+impl AttemptDir {
+    /// Creates and enters the directory of chunk `n`; nothing without a scratch directory.
+    fn enter(scratch: Option<&Path>, n: u64) -> io::Result<Option<Self>> {
+        let Some(root) = scratch else { return Ok(None) };
+        let dir = root.join(format!("attempt-{n}"));
+        std::fs::create_dir(&dir)?;
+        std::env::set_current_dir(&dir)?;
+        Ok(Some(Self { root: root.to_owned(), dir }))
+    }
+}
+
+impl Drop for AttemptDir {
+    fn drop(&mut self) {
+        // Best effort: the worker's whole scratch directory goes when the worker ends anyway.
+        let _ = std::env::set_current_dir(&self.root);
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
