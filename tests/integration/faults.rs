@@ -517,3 +517,32 @@ fn node_killed_and_restarted_reruns_only_its_own_chunks() {
     let others: Vec<&(u64, String)> = again.iter().filter(|(_, node)| node != "n2").collect();
     assert!(others.is_empty(), "chunks of other nodes ran again: {others:?}\n{log}");
 }
+
+/// Issue 19's first scenario on the bed: the dispatcher SIGKILLed mid-job and started again.
+/// `run` reconnects and exits 0 by itself with the serial output; its `--json` counts have
+/// attempts == chunks (plus any speculative copy logged), and no chunk ran twice on the nodes:
+/// they kept running what they held and the restarted dispatcher adopted it.
+#[test]
+fn dispatcher_killed_and_restarted_mid_job_costs_no_chunk_run() {
+    let Some(mut cluster) = NetCluster::builder().start("dispatcher_killed_and_restarted_mid_job_costs_no_chunk_run") else {
+        return;
+    };
+    let output = cluster.output_dir("restart").join("result.bin");
+    let mut args = slow_job(SPIN, &output, &[]);
+    args.push("--json".into());
+    let job = cluster.submit_in_background(args);
+    wait_mid_job(&cluster, 1);
+    cluster.restart_dispatcher();
+    let run = join(job);
+    check_standard_run(&run, &output);
+    let last = run.stdout.lines().last().unwrap_or_default();
+    let summary: serde_json::Value = serde_json::from_str(last).unwrap_or_else(|e| panic!("final line is not JSON ({e})\n{run}"));
+    let log = cluster.dispatcher_log();
+    let copies = log_count(&log, &["speculative copy of a straggling chunk"]) as u64;
+    assert_eq!(summary["chunks"].as_u64(), Some(CHUNKS), "{summary}");
+    assert_eq!(summary["attempts"].as_u64(), Some(CHUNKS + copies), "a chunk ran again ({copies} copies): {summary}\n{run}");
+    let node_logs: Vec<String> = ["n1", "n2", "n3"].iter().map(|n| cluster.node_log(n)).collect();
+    let twice = completed_twice(&node_logs);
+    println!("dispatcher SIGKILLed mid-job: {summary}, {copies} speculative copies, chunks run twice {twice:?}");
+    assert!(twice.is_empty() || copies > 0, "chunks ran twice on the nodes: {twice:?}\n{log}");
+}

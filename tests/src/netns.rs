@@ -307,6 +307,8 @@ impl NetClusterBuilder {
         let mut cluster = NetCluster {
             nodes,
             dispatcher: None,
+            past_dispatchers: Vec::new(),
+            dispatcher_flags: Vec::new(),
             bed,
             address,
             client,
@@ -315,9 +317,9 @@ impl NetClusterBuilder {
             temp,
             _turn: turn,
         };
-        let mut flags: Vec<OsString> = vec!["--node-timeout".into(), self.node_timeout.into()];
-        flags.extend(self.dispatcher_flags);
-        cluster.start_dispatcher(&flags);
+        cluster.dispatcher_flags = vec!["--node-timeout".into(), self.node_timeout.into()];
+        cluster.dispatcher_flags.extend(self.dispatcher_flags);
+        cluster.start_dispatcher();
         for name in &names {
             cluster.start_node(name);
         }
@@ -378,6 +380,10 @@ pub struct NetCluster {
     // and the turn is released last.
     nodes: Vec<NetNode>,
     dispatcher: Option<Process>,
+    /// Dispatchers killed by [`NetCluster::restart_dispatcher`], kept for their logs.
+    past_dispatchers: Vec<Process>,
+    /// The flags every dispatcher lifetime gets.
+    dispatcher_flags: Vec<OsString>,
     bed: NetBed,
     address: String,
     client: PathBuf,
@@ -602,9 +608,19 @@ impl NetCluster {
         self.nodes[self.node_index(name)].runs.iter().map(|p| p.daemon.log()).collect()
     }
 
-    /// Everything the dispatcher has logged so far.
+    /// Everything the dispatcher has logged so far, every lifetime in order.
     pub fn dispatcher_log(&self) -> String {
-        self.dispatcher.as_ref().map(|p| p.daemon.log()).unwrap_or_default()
+        self.past_dispatchers.iter().chain(&self.dispatcher).map(|p| p.daemon.log()).collect()
+    }
+
+    /// SIGKILLs the dispatcher (no shutdown, no flush) and starts it again on the same address and
+    /// state directory, waiting until it answers.
+    pub fn restart_dispatcher(&mut self) {
+        if let Some(mut old) = self.dispatcher.take() {
+            old.daemon.kill();
+            self.past_dispatchers.push(old);
+        }
+        self.start_dispatcher();
     }
 
     /// Whether the dispatcher is still running.
@@ -614,7 +630,8 @@ impl NetCluster {
 
     /// The tails of every daemon's log; printed when a test panics while holding the cluster.
     pub fn logs(&self) -> String {
-        let processes = self.dispatcher.iter().chain(self.nodes.iter().flat_map(|n| &n.runs));
+        let processes =
+            self.past_dispatchers.iter().chain(&self.dispatcher).chain(self.nodes.iter().flat_map(|n| &n.runs));
         processes.map(Process::log_tail).collect::<Vec<_>>().join("\n")
     }
 
@@ -629,7 +646,7 @@ impl NetCluster {
     }
 
     /// Starts the dispatcher in its namespace and waits until it answers `nodes`.
-    fn start_dispatcher(&mut self, flags: &[OsString]) {
+    fn start_dispatcher(&mut self) {
         let mut daemon = command("dispy-dispatcher");
         daemon
             .arg("--config")
@@ -640,11 +657,11 @@ impl NetCluster {
             .arg(self.temp.path().join("ca").join("dispatcher"))
             .arg("--state-dir")
             .arg(self.temp.path().join("dispatcher-state"))
-            .args(flags);
+            .args(&self.dispatcher_flags);
         // The dispatcher logs each assignment and each discarded result at debug level;
         // scenarios read those lines.
         with_debug_target(&mut daemon, "dispatcher::ledger");
-        let log = self.temp.path().join("dispatcher.log");
+        let log = self.temp.path().join(format!("dispatcher-{}.log", self.past_dispatchers.len() + 1));
         let label = format!("dispatcher (netns {})", self.bed.namespace(DISPATCHER_HOST));
         self.dispatcher = Some(Process::spawn(label, self.bed.command(DISPATCHER_HOST, &daemon), &log));
         let mut last = None;
