@@ -13,7 +13,9 @@
 //!   a torn journal checked and repaired.
 //! - `reconnect`: `run`, `wait` and `stream` reconnect across a SIGKILLed and restarted
 //!   dispatcher (an upload resumes), and give up after `--reconnect-timeout` with exit code 2.
-//! - `faults`: a multi-host bed in network namespaces: killed, cut-off, slow and drained nodes.
+//! - `faults`: a multi-host bed in network namespaces: killed, cut-off, slow and drained nodes;
+//!   the dispatcher SIGKILLed and restarted, or cut off for 3 s, with no chunk run twice.
+//! - `cancel`: a cancelled job, and the losing original of a speculated straggler, stop at once.
 //! - `failures`: payloads that trap, loop, hog memory or fail, and one-line usage errors.
 //! - `local`: `dispy-submit run --local` runs the examples with no setup.
 //! - `native`: C payloads as `.so` and `.wasm` match the WAT; foreign libraries are refused.
