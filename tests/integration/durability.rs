@@ -303,21 +303,7 @@ fn restart_during_upload_fails_the_job_clearly_once_its_submitter_does_not_resum
     let mut submitter = Daemon::spawn("dispy-submit submit", submit, &cluster.path("submitter.log"));
 
     // SIGKILL the dispatcher while the input is still arriving.
-    let mut job = None;
-    assert_eventually!(
-        {
-            let jobs = cluster.jobs_json().unwrap_or_default();
-            assert!(
-                !jobs.iter().any(|j| j["input_complete"] == true),
-                "the whole input was stored before the kill; make it larger: {jobs:?}"
-            );
-            job = jobs.iter().find(|j| j["total"].as_u64() >= Some(1)).and_then(|j| j["job"].as_u64());
-            job.is_some()
-        },
-        "the upload never started\nsubmitter: {}",
-        submitter.log()
-    );
-    let job = job.unwrap_or_default();
+    let job = cluster.job_mid_upload(1, || format!("submitter: {}", submitter.log()));
     cluster.kill_dispatcher();
     submitter.kill();
 

@@ -118,22 +118,9 @@ fn run_whose_upload_is_cut_by_a_restart_resumes_it_and_finishes() {
     ]);
     let run = in_background(run);
     // Kill while the input is still arriving, once some of it is stored.
-    let mut job = None;
-    assert_eventually!(
-        {
-            let jobs = cluster.jobs_json().unwrap_or_default();
-            assert!(
-                !jobs.iter().any(|j| j["input_complete"] == true),
-                "the whole input was stored before the kill; make it larger: {jobs:?}"
-            );
-            job = jobs.iter().find(|j| j["total"].as_u64() >= Some(8)).and_then(|j| j["job"].as_u64());
-            job.is_some()
-        },
-        "the upload never started\n{}",
-        cluster.logs()
-    );
+    let job = cluster.job_mid_upload(8, || cluster.logs());
     crash_and_restart(&mut cluster);
-    let status = cluster.status_json(job.unwrap_or_default());
+    let status = cluster.status_json(job);
     let run = run.join().expect("the run thread");
     run.check_success();
     run.check_stderr_mentions(&["reconnecting"]);

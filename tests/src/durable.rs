@@ -336,6 +336,28 @@ impl DurableCluster {
         run.stdout.trim().parse().unwrap_or_else(|_| panic!("`submit` did not print a job id\n{run}"))
     }
 
+    /// Waits until a job's upload is under way, with at least `chunks` chunks listed and its
+    /// input not yet complete, and returns its id: the moment to kill the dispatcher mid-upload.
+    ///
+    /// # Panics
+    /// If the whole input was stored first (the test's input is too small), or no upload starts
+    /// in time; `context` says what else to print.
+    #[track_caller]
+    pub fn job_mid_upload(&self, chunks: u64, context: impl Fn() -> String) -> u64 {
+        let mut job = None;
+        let started = poll_until(EVENTUALLY_TIMEOUT, || {
+            let jobs = self.jobs_json().unwrap_or_default();
+            assert!(
+                !jobs.iter().any(|j| j["input_complete"] == true),
+                "the whole input was stored before the kill; make it larger: {jobs:?}"
+            );
+            job = jobs.iter().find(|j| j["total"].as_u64() >= Some(chunks)).and_then(|j| j["job"].as_u64());
+            job.is_some()
+        });
+        assert!(started, "the upload never started\n{}", context());
+        job.unwrap_or_default()
+    }
+
     /// `status JOB --json`, parsed; the failed run otherwise (for an unknown job, say).
     ///
     /// # Errors

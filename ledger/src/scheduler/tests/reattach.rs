@@ -26,6 +26,17 @@ fn restarted(now: Instant) -> Scheduler {
     s
 }
 
+/// Nodes n1 and n2 with one slot each (no pipeline, no speculation), running chunks 0 and 1 of
+/// a three-chunk job.
+fn a_chunk_on_each_of_two_nodes(now: Instant) -> Scheduler {
+    let mut s = Scheduler::new(no_speculation(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_node_joined(now, N2, resources("n2", 1));
+    submit_whole_job(&mut s, now, 3);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nstart-job n2 j1\nassign n2 j1 c1 a2");
+    s
+}
+
 #[test]
 fn restored_chunks_wait_for_their_claims_during_the_grace_and_are_adopted() {
     let now = Instant::now();
@@ -116,11 +127,7 @@ fn a_disconnected_node_keeps_its_attempts_and_takes_them_back_when_it_registers_
 #[test]
 fn a_disconnected_node_silent_past_node_timeout_is_dropped_and_its_attempts_requeued() {
     let now = Instant::now();
-    let mut s = Scheduler::new(no_speculation(0));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_node_joined(now, N2, resources("n2", 1));
-    submit_whole_job(&mut s, now, 3);
-    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nstart-job n2 j1\nassign n2 j1 c1 a2");
+    let mut s = a_chunk_on_each_of_two_nodes(now);
     s.handle_node_disconnected(now, N1);
     s.handle_heartbeat(now + Duration::from_secs(2), N2, 16 * GIB);
     s.handle_heartbeat(now + Duration::from_secs(4), N2, 16 * GIB);
@@ -143,11 +150,7 @@ fn a_disconnected_node_silent_past_node_timeout_is_dropped_and_its_attempts_requ
 #[test]
 fn a_node_written_off_takes_back_a_requeued_chunk_not_yet_placed_again() {
     let now = Instant::now();
-    let mut s = Scheduler::new(no_speculation(0));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_node_joined(now, N2, resources("n2", 1));
-    submit_whole_job(&mut s, now, 3);
-    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nstart-job n2 j1\nassign n2 j1 c1 a2");
+    let mut s = a_chunk_on_each_of_two_nodes(now);
     s.handle_node_disconnected(now, N1);
     s.handle_heartbeat(now + Duration::from_secs(4), N2, 16 * GIB);
     s.handle_timeout(now + Duration::from_secs(5));
@@ -162,11 +165,7 @@ fn a_node_written_off_takes_back_a_requeued_chunk_not_yet_placed_again() {
 #[test]
 fn a_node_that_restarts_supersedes_its_old_session_and_only_its_own_chunks_run_again() {
     let now = Instant::now();
-    let mut s = Scheduler::new(no_speculation(0));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_node_joined(now, N2, resources("n2", 1));
-    submit_whole_job(&mut s, now, 3);
-    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1\nstart-job n2 j1\nassign n2 j1 c1 a2");
+    let mut s = a_chunk_on_each_of_two_nodes(now);
     // n1 was killed and restarted before its old connection timed out: it claims nothing.
     s.handle_node_rejoined(now + Duration::from_secs(1), N3, resources("n1", 1), &[]);
     check_actions(&mut s, "drop n1: the node registered again on a new connection\nstart-job n3 j1\nassign n3 j1 c0 a3");
