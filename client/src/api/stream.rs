@@ -63,21 +63,7 @@ impl Client {
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;
         let mut input = open_uni(&self.conn, &StreamHeader::JobInput { job: id }).await?;
         input.flush().await?;
-        let output = loop {
-            tokio::select! {
-                stream = self.conn.accept_uni() => break stream.map_err(StreamError::from)?,
-                event = self.control.recv.expect_frame::<ClientEvent>() => match event? {
-                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                    event if is_late_news(&event) => {}
-                    other => return Err(unexpected(&other)),
-                },
-            }
-        };
-        let mut output = FramedRecv::new(output, DEFAULT_MAX_MESSAGE);
-        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job: id }) {
-            return Err(ClientError::Protocol("expected the job's output stream".into()));
-        }
-        output.set_max_frame(MAX_RESULT);
+        let output = self.accept_output(id).await?;
         Ok(JobStream {
             client: self,
             id,
@@ -173,21 +159,7 @@ impl JobStream<'_> {
             }
             self.input = input;
         }
-        let output = loop {
-            tokio::select! {
-                stream = self.client.conn.accept_uni() => break stream.map_err(StreamError::from)?,
-                event = self.client.control.recv.expect_frame::<ClientEvent>() => match event? {
-                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
-                    event if is_late_news(&event) => {}
-                    other => return Err(unexpected(&other)),
-                },
-            }
-        };
-        let mut output = FramedRecv::new(output, DEFAULT_MAX_MESSAGE);
-        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job: id }) {
-            return Err(ClientError::Protocol("expected the job's output stream".into()));
-        }
-        output.set_max_frame(MAX_RESULT);
+        let output = self.client.accept_output(id).await?;
         self.output = output;
         self.skip = self.received;
         Ok(())
@@ -331,5 +303,28 @@ impl Drop for JobStream<'_> {
         if !self.ended {
             self.client.abandoned = Some(self.id);
         }
+    }
+}
+
+impl Client {
+    /// Waits for the dispatcher to open `job`'s output stream (after an attach), failing on a
+    /// refusal that comes on the control stream instead.
+    async fn accept_output(&mut self, job: JobId) -> Result<FramedRecv, ClientError> {
+        let stream = loop {
+            tokio::select! {
+                stream = self.conn.accept_uni() => break stream.map_err(StreamError::from)?,
+                event = self.control.recv.expect_frame::<ClientEvent>() => match event? {
+                    ClientEvent::Error { message } => return Err(ClientError::Refused(message)),
+                    event if is_late_news(&event) => {}
+                    other => return Err(unexpected(&other)),
+                },
+            }
+        };
+        let mut output = FramedRecv::new(stream, DEFAULT_MAX_MESSAGE);
+        if output.expect_frame::<StreamHeader>().await? != (StreamHeader::JobOutput { job }) {
+            return Err(ClientError::Protocol("expected the job's output stream".into()));
+        }
+        output.set_max_frame(MAX_RESULT);
+        Ok(output)
     }
 }
