@@ -57,7 +57,10 @@ impl Scheduler {
             }
         }
         self.speculate_dirty(now);
-        if std::mem::take(&mut self.freed) {
+        // A capped tenant's room also changes with its own slots and the cluster's eligible
+        // slots, which free no position: with caps in play, waiting copies are always looked at.
+        let capped = !self.spec_waiting.is_empty() && self.tenants.values().any(|t| t.max_slot_share.is_some());
+        if std::mem::take(&mut self.freed) || capped {
             let mut cursor = None;
             loop {
                 let next = match cursor {

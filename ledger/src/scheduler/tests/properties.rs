@@ -390,3 +390,38 @@ fn a_history_that_left_a_capped_tenant_beside_an_idle_node() {
     ];
     assert!(replay(config, &ops), "jobs never ended");
 }
+
+/// A history `random_histories_keep_the_promises` found: alice, capped at a quarter of the slots,
+/// had a straggler waiting for room under her cap; her room changed without any node position
+/// freeing, so nothing looked at the waiting copy again. Replayed so it stays fixed.
+#[test]
+fn a_history_that_left_a_capped_straggler_waiting_when_its_cap_grew() {
+    let mut config = found_config(0);
+    let share = |weight, max_slot_share| TenantShare { weight, max_slot_share };
+    config.tenants.by_name = [("alice", share(0, 0.25)), ("bob", share(0, 1.0)), ("carol", share(0, 1.0))]
+        .into_iter()
+        .map(|(name, share)| (name.to_owned(), share))
+        .collect();
+    let ops = [
+        Op::AddNode { slots: 0, memory_gib: 0, behavior: 0, platform: 0 },
+        Op::AddNode { slots: 1, memory_gib: 0, behavior: 0, platform: 2 },
+        Op::Freeze(0),
+        Op::Freeze(0),
+        Op::Freeze(0),
+        Op::AddNode { slots: 0, memory_gib: 0, behavior: 0, platform: 0 },
+        Op::Kill(3),
+        Op::Freeze(0),
+        Op::Freeze(0),
+        Op::AddNode { slots: 0, memory_gib: 0, behavior: 0, platform: 0 },
+        Op::Submit { chunks: 2, max_attempts: 0, priority: 0, memory_gib: 0, timeout_s: 1, platform: 2, tenant: 0 },
+        Op::AddNode { slots: 0, memory_gib: 0, behavior: 0, platform: 0 },
+        Op::AddNode { slots: 2, memory_gib: 1, behavior: 0, platform: 1 },
+        Op::AddNode { slots: 3, memory_gib: 0, behavior: 0, platform: 0 },
+        Op::AddNode { slots: 2, memory_gib: 0, behavior: 2, platform: 2 },
+        Op::Advance(441),
+        Op::Submit { chunks: 1, max_attempts: 0, priority: 0, memory_gib: 0, timeout_s: 1, platform: 1, tenant: 0 },
+        Op::Drain(4),
+        Op::Freeze(0),
+    ];
+    assert!(replay(config, &ops), "jobs never ended");
+}
