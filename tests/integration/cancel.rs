@@ -3,11 +3,9 @@
 //! is stopped on its node (a native worker killed), and that node runs the chunk queued behind it
 //! at once instead of spinning until the original ends.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Duration;
 
-use tests::{example, fixture, poll_until, skip, Cluster, Job};
+use tests::{fixture, native_fixture, poll_until, Cluster, Job};
 
 /// How long a freed slot may take to show in `nodes` (heartbeats come every second), with room
 /// for a loaded machine; far less than the chunks' own minute of spinning.
@@ -41,26 +39,6 @@ fn cancelling_a_job_stops_its_running_chunk_and_frees_the_slot() {
     cluster.run_job(&Job::new(&fixture("count.wat"), "range:0..2:1", &quick).payload_args("1")).check_success();
 }
 
-/// Builds the straggler payload into `dir`; `None` (after [`skip`]) without `cc`.
-fn straggler(test: &str, dir: &Path) -> Option<PathBuf> {
-    let out = dir.join("straggler.so");
-    let status = Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-I"])
-        .arg(example("c"))
-        .arg("-o")
-        .arg(&out)
-        .arg(fixture("straggler.c"))
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        Ok(s) => panic!("cc failed on straggler.c ({s})"),
-        Err(e) => {
-            skip(test, &format!("cc is not available ({e})"));
-            None
-        }
-    }
-}
-
 /// Lines 0 and 1 straggle on n1 (a minute) and take 0.3 s on n2; the rest take 0.3 s anywhere.
 /// One of the two lands on n1, with a fast line queued behind it there. At the job's tail the
 /// straggler's copy wins on n2 and n1's original must be stopped: the fast line queued behind it
@@ -70,7 +48,7 @@ fn straggler(test: &str, dir: &Path) -> Option<PathBuf> {
 fn the_losing_original_of_a_speculated_straggler_is_stopped_and_its_node_runs_the_next_chunk() {
     let cluster = Cluster::builder().nodes(2).slots(1).start();
     let test = "the_losing_original_of_a_speculated_straggler_is_stopped_and_its_node_runs_the_next_chunk";
-    let Some(library) = straggler(test, cluster.dir()) else { return };
+    let Some(library) = native_fixture(test, "straggler", cluster.dir()) else { return };
     let lines: Vec<String> = (0..2).map(|i| format!("!slow {i}")).chain((0..30).map(|i| format!("fast {i}"))).collect();
     let input = cluster.dir().join("lines.txt");
     std::fs::write(&input, lines.iter().map(|l| format!("{l}\n")).collect::<String>()).expect("write the input");

@@ -11,29 +11,8 @@
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use tests::{assert_eventually, example, fixture, skip, Cluster, Job};
-
-/// Builds the hostile payload into `dir`; `None` (after [`skip`]) without `cc`.
-fn hostile(test: &str, dir: &Path) -> Option<PathBuf> {
-    let out = dir.join("hostile.so");
-    let status = Command::new("cc")
-        .args(["-O2", "-shared", "-fPIC", "-I"])
-        .arg(example("c"))
-        .arg("-o")
-        .arg(&out)
-        .arg(fixture("hostile.c"))
-        .status();
-    match status {
-        Ok(s) if s.success() => Some(out),
-        Ok(s) => panic!("cc failed on hostile.c ({s})"),
-        Err(e) => {
-            skip(test, &format!("cc is not available ({e})"));
-            None
-        }
-    }
-}
+use tests::{assert_eventually, example, native_fixture, skip, Cluster, Job};
 
 /// Runs the hostile payload with `probes` as its args on one chunk; returns the run and the
 /// output (empty when the job failed).
@@ -87,7 +66,7 @@ fn open_to_everyone(path: &Path) {
 fn hostile_native_payload_is_confined() {
     const TEST: &str = "hostile_native_payload_is_confined";
     let cluster = Cluster::start(1);
-    let Some(library) = hostile(TEST, cluster.dir()) else {
+    let Some(library) = native_fixture(TEST, "hostile", cluster.dir()) else {
         return;
     };
     let nodes = cluster.nodes_json().unwrap_or_else(|run| panic!("nodes failed\n{run}"));
@@ -157,7 +136,7 @@ fn hostile_native_payload_is_confined() {
 fn nodes_with_native_disabled_refuse_and_are_named() {
     const TEST: &str = "nodes_with_native_disabled_refuse_and_are_named";
     let cluster = Cluster::builder().nodes(2).node_args(&["--allow-native", "false"]).start();
-    let Some(library) = hostile(TEST, cluster.dir()) else {
+    let Some(library) = native_fixture(TEST, "hostile", cluster.dir()) else {
         return;
     };
     let nodes = cluster.nodes_json().unwrap_or_else(|run| panic!("nodes failed\n{run}"));
@@ -185,7 +164,7 @@ fn node_that_cannot_confine_refuses_unless_allowed() {
         .node_args(&["--payload-user", no_user])
         .node_args(&["--health-log-interval", "1s"])
         .start();
-    let Some(library) = hostile(TEST, cluster.dir()) else {
+    let Some(library) = native_fixture(TEST, "hostile", cluster.dir()) else {
         return;
     };
     let nodes = cluster.nodes_json().unwrap_or_else(|run| panic!("nodes failed\n{run}"));
@@ -223,7 +202,7 @@ fn node_that_cannot_confine_refuses_unless_allowed() {
 fn corrupted_cached_payload_is_fetched_again() {
     const TEST: &str = "corrupted_cached_payload_is_fetched_again";
     let mut cluster = Cluster::start(1);
-    let Some(library) = hostile(TEST, cluster.dir()) else {
+    let Some(library) = native_fixture(TEST, "hostile", cluster.dir()) else {
         return;
     };
     let (run, first) = probe(&cluster, "first", &library, "read usr /usr/include/stdio.h");

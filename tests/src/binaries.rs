@@ -107,3 +107,27 @@ pub fn command(binary_name: &str) -> Command {
     command.env("RUST_LOG", log).env("NO_COLOR", "1").stdin(Stdio::null());
     command
 }
+
+/// Builds the C fixture `tests/fixtures/NAME.c` into `dir/NAME.so` with `cc`, against
+/// `examples/c/dispy.h`; `None` (after [`crate::skip`]) when `cc` is missing.
+///
+/// # Panics
+/// If `cc` fails on the source.
+pub fn native_fixture(test: &str, name: &str, dir: &Path) -> Option<PathBuf> {
+    let out = dir.join(format!("{name}.so"));
+    let status = Command::new("cc")
+        .args(["-O2", "-shared", "-fPIC", "-I"])
+        .arg(example("c"))
+        .arg("-o")
+        .arg(&out)
+        .arg(fixture(&format!("{name}.c")))
+        .status();
+    match status {
+        Ok(s) if s.success() => Some(out),
+        Ok(s) => panic!("cc failed on {name}.c ({s})"),
+        Err(e) => {
+            crate::skip(test, &format!("cc is not available ({e})"));
+            None
+        }
+    }
+}

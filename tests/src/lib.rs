@@ -45,7 +45,7 @@ mod run;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-pub use binaries::{binary, command, example, fixture, workspace_root};
+pub use binaries::{binary, command, example, fixture, native_fixture, workspace_root};
 pub use cluster::{Cluster, ClusterBuilder};
 pub(crate) use daemon::signal;
 pub use daemon::{free_udp_port, proc_status_bytes, Daemon};
