@@ -113,6 +113,8 @@ pub struct Client {
     /// A job whose [`JobStream`] was dropped before its verdict: that verdict is still due on
     /// the control stream, where it would be taken for the answer to a later request.
     abandoned: Option<JobId>,
+    /// This client's certificate name: the owner of the jobs it submits.
+    name: String,
 }
 
 impl Client {
@@ -130,6 +132,7 @@ impl Client {
         let config = common::tls::client_config_with_timeout(identity, common::net::DEFAULT_DISPATCHER_TIMEOUT)
             .map_err(|e| fail(e.to_string()))?;
         endpoint.set_default_client_config(config);
+        let name = common::tls::identity_of(&identity.cert).map_err(|e| fail(e.to_string()))?.name;
         let (conn, control) = dial(&endpoint, address).await?;
         Ok(Self {
             endpoint,
@@ -138,7 +141,22 @@ impl Client {
             address: address.to_owned(),
             reconnect_timeout: DEFAULT_RECONNECT_TIMEOUT,
             abandoned: None,
+            name,
         })
+    }
+
+    /// The newest job this client's certificate submitted that the dispatcher still remembers
+    /// (what `last` means wherever the CLI takes a job id).
+    ///
+    /// # Errors
+    /// [`ClientError::NoJobs`] when there is none; connection errors as for [`Client::jobs`].
+    pub async fn last_job(&mut self) -> Result<JobId, ClientError> {
+        let jobs = self.jobs().await?;
+        jobs.iter()
+            .filter(|j| j.owner == self.name)
+            .map(|j| j.job)
+            .max()
+            .ok_or_else(|| ClientError::NoJobs { owner: self.name.clone() })
     }
 
     /// How long `run`, `wait` and [`JobStream`] keep trying to reach a dispatcher they lost

@@ -3,6 +3,7 @@
 //! module per concern; the harness (`tests::Cluster` and friends) lives in `tests/src/lib.rs`.
 //!
 //! - `jobs`: distributed output equals the serial run for every split rule; `nodes` listings.
+//! - `cli`: every command's `--json`, `last`, exit codes 0, 1, 2 and 64, completions, man page.
 //! - `security`: certificates from another CA and certificates of the wrong role are refused.
 //! - `revocation`: `pki issue-admin` and `--days`; revoked nodes, clients and operators are
 //!   refused and their open connections closed, until unrevoked.
@@ -30,6 +31,7 @@
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
 
+mod cli;
 mod confinement;
 mod cancel;
 mod deploy;

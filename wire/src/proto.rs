@@ -10,10 +10,9 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
-/// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 4
-/// added the nodes' claims of their attempts, resumable uploads, attempt counts and
-/// [`NodeStatus::cert_expires_unix`].
-pub const PROTOCOL_VERSION: u32 = 4;
+/// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 5
+/// added the nodes' platform, cores and version to [`NodeStatus`].
+pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -627,7 +626,7 @@ impl std::fmt::Display for JobFailure {
 }
 
 /// A node as `dispy-submit nodes` shows it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// Node name.
     pub name: String,
@@ -635,6 +634,14 @@ pub struct NodeStatus {
     pub address: String,
     /// Host name the node reported.
     pub hostname: String,
+    /// Operating system, as Rust's `std::env::consts::OS`.
+    pub os: String,
+    /// CPU architecture, as Rust's `std::env::consts::ARCH`.
+    pub arch: String,
+    /// Logical cores of the machine.
+    pub cores: u32,
+    /// `dispy-node` version.
+    pub version: String,
     /// Chunk slots.
     pub slots: u32,
     /// Slots running a chunk at the last heartbeat.

@@ -124,6 +124,12 @@ pub enum ClientError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// `last` was asked for, and the dispatcher remembers no job of this certificate.
+    #[error("the dispatcher remembers no job submitted as {owner}, so there is no `last` job")]
+    NoJobs {
+        /// The certificate name the jobs would belong to.
+        owner: String,
+    },
     /// The job ran and failed.
     #[error("job {job} failed: {failure}")]
     JobFailed {

@@ -120,6 +120,10 @@ impl Ledger {
                 name: n.info.name.clone(),
                 address: n.address.clone(),
                 hostname: n.info.hostname.clone(),
+                os: n.info.os.clone(),
+                arch: n.info.arch.clone(),
+                cores: n.info.cores,
+                version: n.info.version.clone(),
                 slots: n.info.slots,
                 busy: n.busy,
                 in_flight: self.scheduler.node_in_flight(*id).unwrap_or(0),
@@ -141,20 +145,11 @@ impl Ledger {
             .map(|(name, hold)| NodeStatus {
                 name: name.to_owned(),
                 address: "-".into(),
-                hostname: String::new(),
-                slots: 0,
-                busy: 0,
-                in_flight: 0,
-                memory_total: 0,
-                memory_available: 0,
-                load: 0.0,
-                last_heartbeat_ms: 0,
                 state: match &hold.quarantine {
                     Some(reason) => format!("quarantined, not connected: {reason}"),
                     None => "drained, not connected".into(),
                 },
-                confinement: String::new(),
-                cert_expires_unix: 0,
+                ..NodeStatus::default()
             })
             .collect();
         list.extend(away);
