@@ -106,6 +106,12 @@ impl JobDescription {
         }
     }
 
+    /// Whether nodes could read this job's input in place (`shared_input`): its split rule cuts
+    /// byte ranges, and every input is a regular file.
+    pub fn can_share_input(&self) -> bool {
+        check_shared_input(true, &self.split).is_ok() && !self.inputs.is_empty() && self.inputs.iter().all(|p| p.is_file())
+    }
+
     /// Parses a job TOML file; relative paths inside are resolved against the file's directory.
     ///
     /// # Errors

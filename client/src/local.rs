@@ -14,6 +14,8 @@ use tokio::task::JoinSet;
 use dispatcher::config::DispatcherConfig;
 use dispatcher::server::Dispatcher;
 
+use crate::job::JobDescription;
+
 /// A running embedded cluster; [`LocalCluster::shutdown`] stops it and removes its files.
 pub struct LocalCluster {
     address: SocketAddr,
@@ -72,6 +74,21 @@ impl LocalCluster {
             });
         }
         Ok(Self { address, client: ca.issue_identity(Role::Client, "local-client")?, stop, tasks, root })
+    }
+
+    /// Lets this cluster's nodes read `job`'s input files themselves, as `--shared-input` does,
+    /// when the job allows it ([`JobDescription::can_share_input`]): they run on this machine, so
+    /// the bytes need not cross two QUIC hops. The paths become absolute, so they mean the same
+    /// whatever directory a node resolves them from.
+    pub fn read_input_in_place(job: &mut JobDescription) {
+        if job.shared_input || !job.can_share_input() {
+            return;
+        }
+        let Ok(inputs) = job.inputs.iter().map(std::path::absolute).collect::<Result<Vec<_>, _>>() else {
+            return;
+        };
+        job.inputs = inputs;
+        job.shared_input = true;
     }
 
     /// The dispatcher's address.

@@ -74,3 +74,41 @@ async fn results_match_a_serial_run_and_failures_are_reported() {
     reused.close().await;
     cluster.shutdown().await;
 }
+
+/// A local cluster's nodes read the submitter's files in place: the dispatcher spools chunk
+/// references, not the bytes, and the output is the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_nodes_read_input_files_in_place() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let input = scratch.path().join("input.bin");
+    let data: Vec<u8> = (0..1_000_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 11) as u8).collect();
+    std::fs::write(&input, &data).expect("input");
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    wait_for_nodes(&cluster, 2).await;
+
+    let payload = repo("examples/checksum.wat");
+    let split = SplitRule::Bytes(64 * 1024);
+    let mut job = JobDescription::new(payload.clone(), split, scratch.path().join("sums.bin"));
+    job.inputs = vec![input.clone()];
+    LocalCluster::read_input_in_place(&mut job);
+    assert!(job.shared_input, "a bytes split over a regular file is read in place");
+
+    let mut submitter = client(&cluster).await;
+    let id = submitter.submit(&job).await.expect("submitted");
+    let spooled = cluster.root.join("dispatcher").join("jobs").join(id.0.to_string()).join("input");
+    let spooled = std::fs::metadata(&spooled).map(|m| m.len()).unwrap_or_else(|e| panic!("{}: {e}", spooled.display()));
+    assert!(spooled < 10_000, "the dispatcher spooled {spooled} bytes for a 1 MB input read in place");
+    let report = submitter.wait(id, &job.output, job.results, |_| {}).await.expect("job succeeds");
+    let chunks = split.chunks(&[input]).expect("split").map(|c| c.expect("chunk"));
+    let serial = run_serial(&WasmEngine::new().expect("engine"), &std::fs::read(&payload).expect("payload"), b"", chunks)
+        .expect("serial run");
+    assert_eq!(std::fs::read(&report.output).expect("output"), serial);
+
+    // A `lines` rule cuts at line ends it has to read: its chunks still travel as bytes.
+    let mut lines = JobDescription::new(payload, SplitRule::Lines(10), scratch.path().join("lines.bin"));
+    lines.inputs = vec![scratch.path().join("input.bin")];
+    LocalCluster::read_input_in_place(&mut lines);
+    assert!(!lines.shared_input);
+    submitter.close().await;
+    cluster.shutdown().await;
+}

@@ -43,9 +43,12 @@ async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure
 }
 
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
-    let job = job_from(args).map_err(Failure::Usage)?;
+    let mut job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local).await?;
+    if local.is_some() {
+        LocalCluster::read_input_in_place(&mut job);
+    }
     let result = with_client(cli, local.as_ref(), async |client| {
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p)), INTERRUPTED_RUN).await;
