@@ -1,6 +1,7 @@
 //! Native payload confinement on real nodes: a hostile `.so` (tests/fixtures/hostile.c) tries
-//! to read the node's key, the dispatcher's key and the payload cache, to write into the cache
-//! and to open a TCP connection, and is denied each, while reading under /usr and writing its
+//! to read the node's key, the dispatcher's key and the payload cache, to write into the cache,
+//! to open a TCP connection, to send a UDP datagram and to connect to a Unix socket by its path,
+//! and is denied each, while reading under /usr and writing its
 //! scratch directory work; nodes with `allow_native = false`, or that cannot confine (running as
 //! root with a `payload_user` that does not exist, the one honest way to lose confinement on a
 //! kernel with Landlock), refuse native jobs and the submitter's error names them and says why;
@@ -91,6 +92,12 @@ fn hostile_native_payload_is_confined() {
     }
     let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a TCP port");
     let port = listener.local_addr().expect("its address").port();
+    let datagrams = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind a UDP port");
+    let udp_port = datagrams.local_addr().expect("its address").port();
+    // A Unix socket anyone may connect to, as a local service's would be.
+    let unix_path = cluster.dir().join("service.sock");
+    let _service = std::os::unix::net::UnixListener::bind(&unix_path).expect("bind a Unix socket");
+    open_to_everyone(&unix_path);
     let planted = cache.join("planted");
     let probes = [
         format!("read node-key {}", node_key.display()),
@@ -98,6 +105,8 @@ fn hostile_native_payload_is_confined() {
         format!("read cache {}", cached.display()),
         format!("write cache-write {}", planted.display()),
         format!("connect tcp {port}"),
+        format!("udp udp {udp_port}"),
+        format!("unix unix {}", unix_path.display()),
         "read usr /usr/include/stdio.h".to_owned(),
         "read os-release /etc/os-release".to_owned(),
         "read passwd /etc/passwd".to_owned(),
@@ -112,6 +121,11 @@ fn hostile_native_payload_is_confined() {
     check_denied(&report, "cache");
     check_denied(&report, "cache-write");
     check_denied(&report, "tcp");
+    check_denied(&report, "udp");
+    check_denied(&report, "unix");
+    datagrams.set_nonblocking(true).expect("a non-blocking UDP socket");
+    let mut datagram = [0; 16];
+    assert!(datagrams.recv(&mut datagram).is_err(), "a datagram escaped the worker\n{report}");
     check_denied(&report, "passwd");
     check_allowed(&report, "usr");
     check_allowed(&report, "scratch");

@@ -7,7 +7,8 @@
 //! read its payload file, its own `/proc/self` and the node's `shared_input_roots`, use a few
 //! character devices ([`DEVICES`]), and write only its scratch directory; it may neither bind nor
 //! connect TCP sockets (Landlock ABI 4 and later), reach abstract Unix sockets or signal processes
-//! outside its own domain (ABI 6). Everything else is denied, including the node's TLS
+//! outside its own domain (ABI 6), and a seccomp filter fails every `socket` and `io_uring_setup`
+//! call, which covers what Landlock does not (UDP, Unix sockets by path). Everything else is denied, including the node's TLS
 //! directory, payload cache, state and configuration. When the node runs as root, the worker
 //! also switches to `payload_user` (no supplementary groups) before restricting itself. The
 //! worker opens its payload file before it switches user and loads it through `/proc/self/fd`,
@@ -299,7 +300,68 @@ pub(super) fn enter(plan: Plan, payload: &Path, reads: &[PathBuf], scratch: Opti
         }
         None => loader::set_no_new_privs().map_err(|e| format!("cannot set no_new_privs: {e}"))?,
     }
+    if let Some(filter) = socket_filter() {
+        match loader::install_seccomp_filter(&filter) {
+            Ok(()) => {}
+            Err(e) if plan.landlock => return Err(format!("cannot install the seccomp filter: {e}")),
+            // An unconfined worker gets what the machine offers.
+            Err(_) => {}
+        }
+    }
     Ok(())
+}
+
+/// `AUDIT_ARCH_*` of the architecture this node was built for: the filter below lets through
+/// only system calls of this calling convention.
+#[cfg(target_arch = "x86_64")]
+const AUDIT_ARCH: Option<u32> = Some(0xC000_003E);
+#[cfg(target_arch = "aarch64")]
+const AUDIT_ARCH: Option<u32> = Some(0xC000_00B7);
+#[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
+const AUDIT_ARCH: Option<u32> = None;
+
+/// The x32 calling convention's bit in a system call number on x86_64 (the same calls under
+/// other numbers).
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+
+/// A seccomp program that fails, with `EACCES`, the system calls Landlock leaves open to a
+/// worker: `socket` of any family (Landlock ABI 7 covers neither UDP nor connecting to a Unix
+/// socket by its path) and `io_uring_setup` (io_uring can open and connect sockets without
+/// calling `socket`); also every call made through another calling convention (i386's
+/// `int 0x80`, x32), which would reach the same kernel code under other numbers. The worker's
+/// own channel to the node exists before this is installed. `None` on an architecture this
+/// list was not written for.
+fn socket_filter() -> Option<Vec<libc::sock_filter>> {
+    // Offsets into `struct seccomp_data`: the call's number, then its architecture.
+    const NR: u32 = 0;
+    const ARCH: u32 = 4;
+    let load = |offset| libc::sock_filter { code: (libc::BPF_LD | libc::BPF_W | libc::BPF_ABS) as u16, jt: 0, jf: 0, k: offset };
+    let ret = |verdict| libc::sock_filter { code: (libc::BPF_RET | libc::BPF_K) as u16, jt: 0, jf: 0, k: verdict };
+    // A conditional jump whose "deny" branch is patched to the program's last instruction below.
+    let jump = |op, value| libc::sock_filter { code: (libc::BPF_JMP | op | libc::BPF_K) as u16, jt: 0, jf: 0, k: value };
+    let denied = [libc::SYS_socket, libc::SYS_io_uring_setup].map(|nr| nr as u32);
+
+    let mut program = vec![load(ARCH), jump(libc::BPF_JEQ, AUDIT_ARCH?), load(NR)];
+    // Jumps whose true branch denies; the architecture check above denies on false instead.
+    let mut deny_if_true = Vec::new();
+    if cfg!(target_arch = "x86_64") {
+        deny_if_true.push(program.len());
+        program.push(jump(libc::BPF_JGE, X32_SYSCALL_BIT));
+    }
+    for nr in denied {
+        deny_if_true.push(program.len());
+        program.push(jump(libc::BPF_JEQ, nr));
+    }
+    program.push(ret(libc::SECCOMP_RET_ALLOW));
+    program.push(ret(libc::SECCOMP_RET_ERRNO | libc::EACCES as u32));
+    let deny = program.len() - 1;
+    // Offsets count from the instruction after the jump; every program here is a few dozen long.
+    let to_deny = |at: usize| (deny - at - 1) as u8;
+    program[1].jf = to_deny(1);
+    for at in deny_if_true {
+        program[at].jt = to_deny(at);
+    }
+    Some(program)
 }
 
 /// The worker's ruleset: everything of [`ABI_USED`] handled, and only the grants allowed.

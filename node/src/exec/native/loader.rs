@@ -244,6 +244,25 @@ pub(super) fn set_no_new_privs() -> io::Result<()> {
     Ok(())
 }
 
+/// Installs `filter`, a classic BPF program of seccomp (built by `super::confine`), on this
+/// process for good. Needs `no_new_privs`, which the caller has set.
+///
+/// # Errors
+/// The kernel's refusal (no seccomp, a malformed program).
+pub(super) fn install_seccomp_filter(filter: &[libc::sock_filter]) -> io::Result<()> {
+    let len = u16::try_from(filter.len()).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    let program = libc::sock_fprog { len, filter: filter.as_ptr().cast_mut() };
+    // SAFETY: `program` points to `len` valid instructions that outlive the call (the kernel
+    // copies them); `PR_SET_SECCOMP` changes only this single-threaded worker process's state.
+    let set = unsafe {
+        libc::prctl(libc::PR_SET_SECCOMP, libc::SECCOMP_MODE_FILTER as libc::c_ulong, &raw const program as libc::c_ulong, 0, 0)
+    };
+    if set != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// Moves this process's stdin (the protocol socket) to a new close-on-exec descriptor and puts
 /// `/dev/null` on descriptor 0, so a payload reading stdin cannot steal protocol bytes.
 pub(super) fn take_stdin() -> io::Result<OwnedFd> {
