@@ -46,6 +46,9 @@ pub(crate) use ledger::jobs::Refusal;
 /// How often running jobs' progress is sent to their clients.
 const PROGRESS_INTERVAL: Duration = Duration::from_millis(200);
 
+/// How often payload files no job uses are looked for (`PayloadStore::collect`).
+const PAYLOAD_COLLECTION_INTERVAL: Duration = Duration::from_secs(600);
+
 /// A question waiting for the ledger's answer.
 enum Pending {
     Summary(oneshot::Sender<Result<JobSummary, Refusal>>),
@@ -164,6 +167,9 @@ impl Core {
     pub(crate) async fn run(mut self, mut events: mpsc::Receiver<Event>) {
         let mut progress = tokio::time::interval(PROGRESS_INTERVAL);
         progress.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The first tick is at once: a restarted dispatcher sheds what piled up while it ran before.
+        let mut payload_collection = tokio::time::interval(PAYLOAD_COLLECTION_INTERVAL);
+        payload_collection.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let deadline = self.ledger.poll_timeout().map(Instant::from_std);
             tokio::select! {
@@ -199,6 +205,9 @@ impl Core {
                     self.ledger.handle_tick(now());
                     self.clients.retain(|(_, events)| !events.is_closed());
                     self.payloads.forget_unneeded(|payload| self.ledger.payload_needed(payload));
+                }
+                _ = payload_collection.tick() => {
+                    self.ask_disk(DiskRequest::CollectPayloads { in_use: self.ledger.payloads_in_use() });
                 }
             }
             self.end_turn();

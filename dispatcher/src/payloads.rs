@@ -4,17 +4,28 @@
 //!
 //! Any number of submissions may store the same payload at once: each writes its own temporary
 //! file and renames it into place, and a payload already there is stored.
+//!
+//! Files do not pile up: [`PayloadStore::collect`] removes those no unfinished job uses that were
+//! neither stored nor asked for within [`UNUSED_PAYLOAD_GRACE`]; a submission that finds its
+//! payload here refreshes the file's time, so it is not collected between that check and the
+//! job's creation.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
 
 use bytes::Bytes;
 use wire::proto::PayloadHash;
 
 /// What temporary files end with, so a crash's leftovers are recognised and removed.
 const PARTIAL: &str = ".partial";
+
+/// How long a payload file no unfinished job uses stays, counted from when it was stored or a
+/// submission last asked for it: a client resubmitting the same module within this long uploads
+/// nothing.
+pub(crate) const UNUSED_PAYLOAD_GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
 
 /// Content-addressed payloads on disk; clones share one memory cache.
 #[derive(Debug, Clone)]
@@ -57,9 +68,38 @@ impl PayloadStore {
         Ok(Self { dir, memory: Arc::new(Mutex::new(memory)), temporaries: Arc::default() })
     }
 
-    /// Whether the payload is stored.
+    /// Whether the payload is stored; a stored file's time is refreshed, since a job is about to
+    /// use it (see [`PayloadStore::collect`]).
     pub(crate) fn contains(&self, hash: &PayloadHash) -> bool {
-        self.lock().bytes.contains_key(hash) || self.path(hash).exists()
+        let file = std::fs::File::options().append(true).open(self.path(hash));
+        match file {
+            Ok(file) => {
+                // Best effort: at worst the file is collected early and the submission refused.
+                let _ = file.set_modified(std::time::SystemTime::now());
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
+    /// Removes the payload files that `in_use` does not name and that were last stored or asked
+    /// for before `unused_since`, and their bytes in memory; returns how many went. A file that
+    /// cannot be examined or removed stays for the next round.
+    pub(crate) fn collect(&self, in_use: &HashSet<PayloadHash>, unused_since: SystemTime) -> usize {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return 0 };
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            let Some(hash) = entry.file_name().to_str().and_then(PayloadHash::from_hex) else { continue };
+            let stale = entry.metadata().and_then(|m| m.modified()).is_ok_and(|t| t < unused_since);
+            if in_use.contains(&hash) || !stale {
+                continue;
+            }
+            self.lock().remove(&hash);
+            if std::fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        removed
     }
 
     /// Stores verified payload bytes durably (write a temporary file of its own, sync, rename);

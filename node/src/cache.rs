@@ -107,7 +107,7 @@ impl PayloadCache {
             if name.ends_with(PARTIAL) {
                 // Only this process writes here, and it has not started storing yet.
                 let _ = std::fs::remove_file(entry.path());
-            } else if let (Some(hash), Ok(meta)) = (parse_hash(name), entry.metadata()) {
+            } else if let (Some(hash), Ok(meta)) = (PayloadHash::from_hex(name), entry.metadata()) {
                 found.push((meta.modified().ok(), hash, meta.len()));
             }
         }
@@ -156,7 +156,7 @@ impl PayloadCache {
             return Vec::new();
         };
         entries
-            .filter_map(|e| e.ok()?.file_name().to_str().and_then(parse_hash))
+            .filter_map(|e| e.ok()?.file_name().to_str().and_then(PayloadHash::from_hex))
             .take(MAX_ADVERTISED)
             .collect()
     }
@@ -333,10 +333,6 @@ impl Usage {
 fn lock_usage(usage: &Mutex<Usage>) -> std::sync::MutexGuard<'_, Usage> {
     // Every change under this lock leaves the maps consistent, so a poisoned one still is.
     usage.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-fn parse_hash(name: &str) -> Option<PayloadHash> {
-    blake3::Hash::from_hex(name).ok().map(|h| PayloadHash(*h.as_bytes()))
 }
 
 #[cfg(test)]

@@ -43,6 +43,11 @@ impl PayloadHash {
     pub fn to_hex(&self) -> String {
         blake3::Hash::from_bytes(self.0).to_hex().to_string()
     }
+
+    /// Reads [`PayloadHash::to_hex`]'s form back (a payload file's name); `None` for anything else.
+    pub fn from_hex(text: &str) -> Option<Self> {
+        blake3::Hash::from_hex(text).ok().map(|h| Self(*h.as_bytes()))
+    }
 }
 
 impl std::fmt::Debug for PayloadHash {

@@ -6,7 +6,7 @@
 //! over before the commit that syncs it, and a result is appended before the ledger puts its
 //! extent in a batch (it does so only once told the result is stored).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -14,12 +14,12 @@ use ledger::jobs::StoreTicket;
 use ledger::record::{Batch, Extent};
 use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
-use tracing::warn;
+use tracing::{info, warn};
 use wire::proto::{ClientEvent, JobId, PayloadHash};
 
 use super::commit::CommitRequest;
 use super::{Attachment, ClientCommand, Refusal, Upload};
-use crate::payloads::PayloadStore;
+use crate::payloads::{PayloadStore, UNUSED_PAYLOAD_GRACE};
 use crate::spool::{Appender, Reader, Spool, SpoolFile};
 
 /// An attachment waiting for its job's results file to be opened.
@@ -61,6 +61,9 @@ pub(super) enum DiskRequest {
     Remove(JobId),
     /// Read a payload to ship to a node.
     LoadPayload { node: NodeId, payload: PayloadHash },
+    /// Remove the payload files no unfinished job uses (`in_use` names those that are) and no
+    /// one stored or asked for within [`UNUSED_PAYLOAD_GRACE`].
+    CollectPayloads { in_use: HashSet<PayloadHash> },
 }
 
 /// What the disk tells the core.
@@ -192,6 +195,14 @@ pub(super) fn disk_thread(
             }
             DiskRequest::LoadPayload { node, payload } => {
                 done.send(DiskDone::Payload { node, payload, bytes: payloads.load(&payload) })
+            }
+            DiskRequest::CollectPayloads { in_use } => {
+                let unused_since = std::time::SystemTime::now() - UNUSED_PAYLOAD_GRACE;
+                let removed = payloads.collect(&in_use, unused_since);
+                if removed > 0 {
+                    info!(removed, "removed payload files no job has used for an hour");
+                }
+                Ok(())
             }
         };
     }

@@ -105,3 +105,32 @@ fn a_payload_larger_than_the_cap_is_never_kept() {
     zero.load(&small).expect("load");
     assert_eq!(zero.memory_held(), 0, "a cap of 0 keeps nothing in memory");
 }
+
+/// Files go once no unfinished job uses them and no one stored or asked for them within the
+/// grace; one in use, or asked for again, stays.
+#[test]
+fn unused_payload_files_are_collected_after_their_grace() {
+    let state = tempfile::tempdir().expect("tempdir");
+    let store = PayloadStore::open(state.path(), 1 << 20).expect("open");
+    let [(old, old_bytes), (busy, busy_bytes), (asked, asked_bytes), (fresh, fresh_bytes)] = [1, 2, 3, 4].map(|seed| payload(seed, 1000));
+    for (hash, bytes) in [(old, &old_bytes), (busy, &busy_bytes), (asked, &asked_bytes), (fresh, &fresh_bytes)] {
+        store.store(hash, bytes).expect("store");
+    }
+    store.load(&old).expect("old payload in memory");
+    // Three files last touched two hours ago; `fresh` was stored just now.
+    let two_hours_ago = SystemTime::now() - 2 * UNUSED_PAYLOAD_GRACE;
+    for hash in [old, busy, asked] {
+        let file = std::fs::File::options().append(true).open(store.path(&hash)).expect("open the file");
+        file.set_modified(two_hours_ago).expect("age the file");
+    }
+    // A submission asks for `asked`: it is about to be used.
+    assert!(store.contains(&asked));
+
+    let removed = store.collect(&HashSet::from([busy]), SystemTime::now() - UNUSED_PAYLOAD_GRACE);
+    assert_eq!(removed, 1);
+    assert!(!store.path(&old).exists() && store.memory_held() == 0, "the old payload is gone, from disk and memory");
+    for kept in [busy, asked, fresh] {
+        assert!(store.contains(&kept), "{kept} should stay");
+    }
+    assert!(!store.contains(&old));
+}

@@ -321,6 +321,11 @@ impl Ledger {
         self.jobs.values().any(|e| e.record.state == JobState::Running && e.record.submission.payload == *payload)
     }
 
+    /// Every payload an unfinished job uses: the files the driver must keep.
+    pub fn payloads_in_use(&self) -> std::collections::HashSet<PayloadHash> {
+        self.jobs.values().filter(|e| e.record.state == JobState::Running).map(|e| e.record.submission.payload).collect()
+    }
+
     /// The next thing the driver must do.
     pub fn poll_effect(&mut self) -> Option<Effect> {
         self.effects.pop_front()
