@@ -11,6 +11,9 @@ pub enum Refusal {
     /// The job is not known here (never submitted, or forgotten once fetched or expired).
     #[error("no job {0} here (finished jobs are forgotten once fetched or expired)")]
     UnknownJob(JobId),
+    /// The job's output was fetched and deleted; its record and logs stay until it expires.
+    #[error("job {0}'s output was already fetched (its status, logs and explain stay until it expires)")]
+    OutputFetched(JobId),
     /// A submission named a payload the dispatcher does not hold.
     #[error("payload was not uploaded")]
     PayloadNotUploaded,

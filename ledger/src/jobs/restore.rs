@@ -61,6 +61,8 @@ impl Ledger {
                 // Its results wait to be fetched: `wait` streams them from the spool.
                 match results {
                     Ok(results) => {
+                        // A succeeded job without results had its output fetched (released).
+                        entry.released = results.is_empty() && entry.record.chunks > 0;
                         entry.results = vec![None; entry.record.chunks as usize];
                         fill(&mut entry.results, results);
                         entry.done = entry.record.chunks;

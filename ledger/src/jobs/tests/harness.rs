@@ -84,6 +84,10 @@ impl Durable {
         for (job, chunk, extent) in &batch.results {
             self.results.insert((*job, *chunk), *extent);
         }
+        for job in &batch.released {
+            self.inputs.retain(|(j, _), _| j != job);
+            self.results.retain(|(j, _), _| j != job);
+        }
         for job in &batch.deleted {
             self.jobs.remove(job);
             self.inputs.retain(|(j, _), _| j != job);
@@ -144,6 +148,8 @@ pub(super) struct World {
     grace: Duration,
     /// Answers to resumed uploads, by question.
     resumed: HashMap<RequestId, Result<Resumed, String>>,
+    /// Attempt logs stored, by job, until the job is forgotten.
+    pub(super) logs: HashMap<JobId, Vec<crate::jobs::LogRecord>>,
 }
 
 pub(super) const SLOTS: u32 = 2;
@@ -174,6 +180,7 @@ impl World {
             verdicts: 0,
             grace,
             resumed: HashMap::new(),
+            logs: HashMap::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -303,7 +310,8 @@ impl World {
             Some(_) if rng.chance(10) => Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() }),
             Some(input) => Ok(Bytes::from(run(input))),
         };
-        let report = ChunkReport { attempt, outcome, run_nanos: 1_000 };
+        let log = Bytes::from(format!("attempt {attempt} of chunk {_chunk}\n"));
+        let report = ChunkReport { attempt, outcome, run_nanos: 1_000, log };
         self.nodes[n].unacked.insert(attempt, report.clone());
         let id = self.nodes[n].id;
         self.ledger.handle_report(self.now, id, report);
@@ -498,6 +506,17 @@ impl World {
                 }
                 Effect::RemoveSpool(job) => {
                     self.spool.remove(&job);
+                }
+                Effect::ForgetSpool(job) => {
+                    assert!(!self.ledger.knows(job), "the logs of job {job} deleted while it is remembered");
+                    self.spool.remove(&job);
+                    self.logs.remove(&job);
+                }
+                Effect::StoreLog(record) => {
+                    assert!(self.ledger.knows(record.job), "a log stored for unknown job {}", record.job);
+                    let expect = format!("attempt {} of chunk {}\n", record.attempt, record.chunk);
+                    assert_eq!(record.log, expect.as_bytes(), "a log stored under another attempt or chunk");
+                    self.logs.entry(record.job).or_default().push(record);
                 }
             }
         }
