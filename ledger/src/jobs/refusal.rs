@@ -37,6 +37,9 @@ pub enum Refusal {
     /// The job's results spool file could not be opened.
     #[error("cannot read the job's results: {0}")]
     ResultsUnreadable(std::io::Error),
+    /// The job's logs file could not be read.
+    #[error("cannot read the job's logs: {0}")]
+    LogsUnreadable(std::io::Error),
     /// The journal failed to record the state an answer describes.
     #[error("dispatcher storage failed before this answer was recorded: {0}")]
     Unrecorded(String),
