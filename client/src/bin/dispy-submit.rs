@@ -109,6 +109,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print a job's attempt logs (dispy.log, WASI stderr, native stdout and stderr), each line
+    /// as `CHUNK: LINE`.
+    Logs {
+        /// The job id.
+        job: u64,
+        /// Only this chunk's attempts.
+        #[arg(long)]
+        chunk: Option<u64>,
+        /// Keep printing new logs until the job ends.
+        #[arg(long)]
+        follow: bool,
+        /// Print one JSON object per attempt log, one per line.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Why a job waits (each node's reason) and every failed attempt of its chunks.
+    Explain {
+        /// The job id.
+        job: u64,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Debug, ClapArgs)]
@@ -188,6 +211,12 @@ fn main() -> ExitCode {
             Command::Drain { node, wait } => drain(&cli, node, true, *wait).await,
             Command::Undrain { node } => drain(&cli, node, false, false).await,
             Command::Nodes { json } => nodes(&cli, *json).await,
+            Command::Logs { job, chunk, follow, json } => {
+                with_client(&cli, None, async |c| Ok(client::report::print_logs(c, JobId(*job), *chunk, *follow, *json).await?)).await
+            }
+            Command::Explain { job, json } => {
+                with_client(&cli, None, async |c| Ok(client::report::print_explanation(&c.explain(JobId(*job)).await?, *json))).await
+            }
         }
     });
     // An input reader may still be blocked in a read of standard input; nothing waits for it.
@@ -200,6 +229,9 @@ fn main() -> ExitCode {
         }
         Err(Failure::Job(e)) => {
             eprintln!("dispy-submit: {e}");
+            if let ClientError::JobFailed { failure, .. } = &e {
+                client::report::failure_tails(failure).iter().for_each(|line| eprintln!("{line}"));
+            }
             ExitCode::from(EXIT_JOB_FAILED)
         }
         Err(Failure::Other(e)) => {
