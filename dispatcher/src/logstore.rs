@@ -153,7 +153,7 @@ mod tests {
     use super::*;
 
     fn record(chunk: u64, attempt: u64, log: &str) -> LogRecord {
-        LogRecord { job: JobId(1), chunk, attempt: AttemptId(attempt), node: "node-a".into(), failed: attempt % 2 == 0, log: Bytes::from(log.to_owned()) }
+        LogRecord { job: JobId(1), chunk, attempt: AttemptId(attempt), node: "node-a".into(), failed: attempt.is_multiple_of(2), log: Bytes::from(log.to_owned()) }
     }
 
     #[test]

@@ -215,7 +215,8 @@ fn main() -> ExitCode {
                 with_client(&cli, None, async |c| Ok(client::report::print_logs(c, JobId(*job), *chunk, *follow, *json).await?)).await
             }
             Command::Explain { job, json } => {
-                with_client(&cli, None, async |c| Ok(client::report::print_explanation(&c.explain(JobId(*job)).await?, *json))).await
+                let explained = with_client(&cli, None, async |c| Ok(c.explain(JobId(*job)).await?)).await;
+                explained.map(|e| client::report::print_explanation(&e, *json))
             }
         }
     });
