@@ -147,3 +147,35 @@ fn native_stdout_and_stderr_are_the_attempt_log_also_of_a_crash() {
     let log = text(&worker.take_log());
     assert!(log.contains("stdout: !crash\n") && log.contains("stderr: !crash\n"), "{log:?}");
 }
+
+#[test]
+fn the_sdks_log_lines_are_the_attempt_log() {
+    let fixtures = Fixtures::new("the_sdks_log_lines_are_the_attempt_log", &[Target::Native]);
+    if fixtures.build("checksum.c", Target::Native).is_none() {
+        return;
+    }
+    let path = crate::exec::fixtures::build_sdk_example();
+    let bytes = std::fs::read(&path).expect("the example is readable");
+    let kind = wire::abi::detect_kind(&bytes).expect("a shared library");
+    let executor = Executor::new().expect("the executor starts");
+    let mut worker = worker_for(&executor, &kind, &bytes, &path);
+    worker.run(b"hello").expect("runs");
+    assert_eq!(text(&worker.take_log()), "hashed 5 bytes\n");
+    worker.run(b"").expect("runs");
+    assert_eq!(text(&worker.take_log()), "hashed 0 bytes\n");
+}
+
+#[test]
+fn dispy_h_logs_through_the_import_on_wasm32_and_stderr_natively() {
+    let test = "dispy_h_logs_through_the_import_on_wasm32_and_stderr_natively";
+    let fixtures = Fixtures::new(test, &[Target::Native, Target::Wasm32]);
+    let executor = Executor::new().expect("the executor starts");
+    for target in [Target::Native, Target::Wasm32] {
+        let Some(path) = fixtures.build("faults/log_lines.c", target) else { continue };
+        let bytes = std::fs::read(&path).expect("the fixture is readable");
+        let kind = wire::abi::detect_kind(&bytes).expect("a payload");
+        let mut worker = worker_for(&executor, &kind, &bytes, &path);
+        assert_eq!(worker.run(b"abc").expect("runs"), b"", "{target:?}");
+        assert_eq!(text(&worker.take_log()), "got a chunk\nabc\n", "{target:?}");
+    }
+}
