@@ -8,8 +8,8 @@ use wire::proto::JobId;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The job is not known here (never submitted, or forgotten once fetched or expired).
-    #[error("no job {0} here (finished jobs are forgotten once fetched or expired)")]
+    /// The job is not known here (never submitted, or forgotten when its retention ended).
+    #[error("no job {0} here (finished jobs are forgotten when their retention ends)")]
     UnknownJob(JobId),
     /// The job's output was fetched and deleted; its record and logs stay until it expires.
     #[error("job {0}'s output was already fetched (its status, logs and explain stay until it expires)")]
