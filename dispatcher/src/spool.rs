@@ -94,7 +94,8 @@ impl Spool {
         Ok(dir.join("logs"))
     }
 
-    /// Deletes a job's input and results files; its logs stay.
+    /// Deletes a job's input and results files; its logs stay (the directory goes when it is
+    /// left empty).
     pub(crate) fn remove_data(&self, job: JobId) {
         let dir = self.root.join(job.0.to_string());
         for file in [SpoolFile::Input, SpoolFile::Results] {
@@ -104,6 +105,8 @@ impl Spool {
                 }
             }
         }
+        // Fails, as it should, while the job has logs.
+        let _ = std::fs::remove_dir(&dir);
     }
 
     /// Whether a job has spool files.

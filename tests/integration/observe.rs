@@ -3,7 +3,8 @@
 //! index, one chunk with `--chunk`, all of a detached job with `--follow`), also after the output
 //! was fetched; `explain` says which node lacks what for a waiting job and lists every attempt of
 //! a failed one with its node, error and log tail, as the failed `run` does; every `--json` output
-//! parses; another tenant's job answers `logs` and `explain` as a job that does not exist.
+//! parses; another tenant's job answers `logs` and `explain` as a job that does not exist; a
+//! fetched job's logs survive a dispatcher restart and go when the job expires.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -234,4 +235,36 @@ fn explain_says_why_a_job_waits_and_lists_a_failed_jobs_attempts() {
     let objects = log_objects(&cluster, &client, &job);
     let expect = (0, "n1".to_owned(), true, vec!["starting".to_owned(), "!boom".to_owned()]);
     assert_eq!(objects, [expect.clone(), expect]);
+}
+
+#[test]
+fn a_fetched_jobs_logs_survive_a_dispatcher_restart_and_go_when_it_expires() {
+    let mut cluster = tests::durable::DurableCluster::builder().nodes(1).retention("20s").start();
+    let input = cluster.path("words.txt");
+    std::fs::write(&input, WORDS).expect("write the input");
+    let output = cluster.path("words.out");
+    let run = cluster.submit(&[
+        &"run", &"--payload", &fixture("logger.wat"), &"--input", &input, &"--split", &"lines:1", &"--output", &output, &"--json",
+    ]);
+    let job = job_of(&run);
+    let logs = |cluster: &tests::durable::DurableCluster| cluster.submit(&[&"logs", &job, &"--chunk", &"2"]);
+    let before = logs(&cluster);
+    before.check_success();
+    assert_eq!(before.stdout, "2: starting\n2: gamma\n");
+
+    cluster.kill_dispatcher();
+    cluster.start_dispatcher();
+    let after = logs(&cluster);
+    after.check_success();
+    assert_eq!(after.stdout, before.stdout, "the logs survive the restart");
+    let status = cluster.status_json(job.parse().expect("an id")).unwrap_or_else(|run| panic!("forgotten\n{run}"));
+    assert_eq!(status["state"], "succeeded", "a fetched job stays known across a restart");
+    let spool = cluster.state_dir().join("jobs").join(&job);
+    assert!(spool.join("logs").is_file() && !spool.join("results").exists(), "only the logs stay in {}", spool.display());
+
+    // At the end of its retention (20 s, checked every 10 s) the job, its logs with it, is
+    // forgotten.
+    let forgotten = tests::poll_until(std::time::Duration::from_secs(90), || logs(&cluster).stderr.contains("no job"));
+    assert!(forgotten, "job {job}'s logs outlived its retention");
+    assert!(!spool.exists(), "the expired job's spool {} is still there", spool.display());
 }
