@@ -104,8 +104,10 @@ impl Core {
                 if inputs {
                     resumed.push(job);
                 }
-                // A job failed just before a crash lost its files before its end was durable.
-                let gone = (inputs || results) && !spool.has(job);
+                // A job failed just before a crash lost its files before its end was durable; a
+                // succeeded one whose results are gone was fetched (released) just before.
+                let gone = (inputs || results) && !spool.has_data(job);
+                let released_before = gone && !inputs;
                 RestoredJob {
                     job,
                     inputs: if gone {
@@ -115,7 +117,11 @@ impl Core {
                     } else {
                         Ok(Vec::new())
                     },
-                    results: if results { journal.results(job).map_err(Into::into) } else { Ok(Vec::new()) },
+                    results: if results && !released_before {
+                        journal.results(job).map_err(Into::into)
+                    } else {
+                        Ok(Vec::new())
+                    },
                     record,
                 }
             })

@@ -109,9 +109,10 @@ impl Spool {
         let _ = std::fs::remove_dir(&dir);
     }
 
-    /// Whether a job has spool files.
-    pub(crate) fn has(&self, job: JobId) -> bool {
-        self.root.join(job.0.to_string()).is_dir()
+    /// Whether a job has its input or results file (its logs aside).
+    pub(crate) fn has_data(&self, job: JobId) -> bool {
+        let dir = self.root.join(job.0.to_string());
+        [SpoolFile::Input, SpoolFile::Results].iter().any(|file| dir.join(file.name()).is_file())
     }
 
     /// Deletes a job's files, its logs included.

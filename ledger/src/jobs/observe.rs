@@ -148,7 +148,9 @@ impl Ledger {
         }
         tracing::debug!(target: super::LOG_TARGET, %job, "job released by its client");
         entry.released = true;
-        entry.results.iter_mut().for_each(|r| *r = None);
+        // Kept until the job expires, so it keeps only what `status`, `logs` and `explain` need.
+        entry.results = Vec::new();
+        entry.inputs = Vec::new();
         self.discharge_spool(job);
         self.batch.released.push(job);
         self.effects.push_back(Effect::RemoveSpool(job));

@@ -63,8 +63,10 @@ impl Ledger {
                     Ok(results) => {
                         // A succeeded job without results had its output fetched (released).
                         entry.released = results.is_empty() && entry.record.chunks > 0;
-                        entry.results = vec![None; entry.record.chunks as usize];
-                        fill(&mut entry.results, results);
+                        if !entry.released {
+                            entry.results = vec![None; entry.record.chunks as usize];
+                            fill(&mut entry.results, results);
+                        }
                         entry.done = entry.record.chunks;
                     }
                     Err(e) => warn!(target: LOG_TARGET, %job, error = %e, "cannot read a finished job's results"),
