@@ -29,6 +29,7 @@ use tokio::sync::mpsc;
 
 use crate::output::OutputSink;
 
+mod observe;
 mod reconnect;
 mod stream;
 pub use reconnect::{Backoff, ClientError, DEFAULT_RECONNECT_TIMEOUT};

@@ -28,6 +28,7 @@ use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
+use wire::observe::{Explanation, LogPage};
 use wire::proto::{ClientEvent, JobId, JobSummary, NodeStatus};
 
 use crate::journal::{Journal, Recovered};
@@ -56,6 +57,10 @@ enum Pending {
     Nodes(oneshot::Sender<Result<Vec<NodeStatus>, Refusal>>),
     /// A resumed upload of this job, answered with where it goes on and its appender.
     Resume(JobId, oneshot::Sender<Result<(ledger::jobs::Resumed, Option<Upload>), Refusal>>),
+    /// `logs`, answered by the disk once the ledger allowed it.
+    Logs(oneshot::Sender<Result<LogPage, Refusal>>),
+    /// `explain`.
+    Explain(oneshot::Sender<Result<Box<Explanation>, Refusal>>),
 }
 
 /// The core's state: the ledger and the I/O it cannot do.
@@ -102,8 +107,10 @@ impl Core {
                 if inputs {
                     resumed.push(job);
                 }
-                // A job failed just before a crash lost its files before its end was durable.
-                let gone = (inputs || results) && !spool.has(job);
+                // A job failed just before a crash lost its files before its end was durable; a
+                // succeeded one whose results are gone was fetched (released) just before.
+                let gone = (inputs || results) && !spool.has_data(job);
+                let released_before = gone && !inputs;
                 RestoredJob {
                     job,
                     inputs: if gone {
@@ -113,7 +120,11 @@ impl Core {
                     } else {
                         Ok(Vec::new())
                     },
-                    results: if results { journal.results(job).map_err(Into::into) } else { Ok(Vec::new()) },
+                    results: if results && !released_before {
+                        journal.results(job).map_err(Into::into)
+                    } else {
+                        Ok(Vec::new())
+                    },
                     record,
                 }
             })
@@ -312,6 +323,11 @@ impl Core {
                     Ok(resumed) => drop(reply.send(Ok((resumed, None)))),
                     Err(refusal) => drop(reply.send(Err(refusal))),
                 },
+                (Some(Pending::Logs(reply)), ledger::jobs::Answer::Logs(query)) => match query {
+                    Ok(query) => return self.ask_disk(DiskRequest::ReadLogs { query, reply }),
+                    Err(refusal) => drop(reply.send(Err(refusal))),
+                },
+                (Some(Pending::Explain(reply)), ledger::jobs::Answer::Explain(explained)) => drop(reply.send(explained)),
                 _ => warn!(request = request.0, "an answer for no such question"),
             },
             Effect::StoreResult { ticket, output } => return self.ask_disk(DiskRequest::Store { ticket, output }),
@@ -324,6 +340,12 @@ impl Core {
                 self.uploads.remove(&job);
                 return self.ask_disk(DiskRequest::Remove(job));
             }
+            Effect::ForgetSpool(job) => {
+                self.inputs.remove(&job);
+                self.uploads.remove(&job);
+                return self.ask_disk(DiskRequest::Forget(job));
+            }
+            Effect::StoreLog(record) => return self.ask_disk(DiskRequest::StoreLog(record)),
         }
         false
     }
@@ -433,6 +455,14 @@ impl Core {
             Event::Drain { caller, node, drain, reply } => {
                 let request = self.pending(Pending::Nodes(reply));
                 self.ledger.handle_drain(now, request, &caller, &node, drain);
+            }
+            Event::Logs { caller, job, chunk, from, reply } => {
+                let request = self.pending(Pending::Logs(reply));
+                self.ledger.handle_logs(request, &caller, job, chunk, from);
+            }
+            Event::Explain { caller, job, reply } => {
+                let request = self.pending(Pending::Explain(reply));
+                self.ledger.handle_explain(request, &caller, job);
             }
         }
     }

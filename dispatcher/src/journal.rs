@@ -278,6 +278,10 @@ impl Journal {
             for (job, chunk, extent) in &batch.results {
                 results.insert((job.0, *chunk), (extent.offset, extent.len)).map_err(|e| err(e.into()))?;
             }
+            for job in &batch.released {
+                inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
+                results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
+            }
             for job in &batch.deleted {
                 jobs.remove(job.0).map_err(|e| err(e.into()))?;
                 inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;

@@ -7,6 +7,7 @@ mod core;
 pub mod enroll;
 pub mod journal;
 mod liveness;
+mod logstore;
 mod payloads;
 pub mod reload;
 pub mod server;

@@ -457,7 +457,7 @@ async fn run_node_commands(
                     Err(e) => {
                         // Counted as a failed attempt, so it is retried and reported.
                         let failure = ChunkFailure { kind: FailureKind::Node, message: format!("dispatcher could not read the chunk's input: {e}") };
-                        let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0 };
+                        let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new() };
                         events.send(Event::NodeReport { node, report }).await.map_err(|_| ConnError::CoreGone)?;
                     }
                 },
@@ -570,8 +570,9 @@ async fn handle_request(
             });
         }
         ClientRequest::Release { job } => events.send(Event::Release { caller, job }).await.map_err(gone)?,
-        ClientRequest::Drain { node } => drain_node(events, client, node, true).await?,
-        ClientRequest::Undrain { node } => drain_node(events, client, node, false).await?,
+        ClientRequest::Drain { .. } | ClientRequest::Undrain { .. } | ClientRequest::Logs { .. } | ClientRequest::Explain { .. } => {
+            observe::ask(events, client, request).await?;
+        }
         ClientRequest::Attach { job } => {
             let (commands, command_rx) = mpsc::unbounded_channel();
             let (reply, answer) = oneshot::channel();
@@ -681,17 +682,6 @@ impl From<String> for InputError {
     fn from(error: String) -> Self {
         InputError::Failed(error)
     }
-}
-
-async fn drain_node(events: &mpsc::Sender<Event>, client: &ClientConn<'_>, node: String, drain: bool) -> Result<(), ConnError> {
-    let (reply, answer) = oneshot::channel();
-    let caller = client.caller.clone();
-    events.send(Event::Drain { caller, node, drain, reply }).await.map_err(|_| ConnError::CoreGone)?;
-    let _ = client.outbox.send(match answer.await.map_err(|_| ConnError::CoreGone)? {
-        Ok(nodes) => ClientEvent::Nodes(nodes),
-        Err(refusal) => ClientEvent::Error { message: refusal.to_string() },
-    });
-    Ok(())
 }
 
 async fn receive_payload(conn: &quinn::Connection, config: &DispatcherConfig, expected: PayloadHash) -> Result<Bytes, ConnError> {
@@ -804,5 +794,6 @@ async fn write_client_events(
     std::future::pending().await
 }
 
+mod observe;
 #[cfg(test)]
 mod tests;

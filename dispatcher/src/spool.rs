@@ -1,7 +1,9 @@
 //! The dispatcher's spool: each job's chunk inputs and accepted results in append-only files under
 //! `STATE_DIR/jobs/ID/`, so memory stays bounded however large the input, and a restarted
 //! dispatcher still has them. Which bytes belong to which chunk is recorded in the
-//! [`Journal`](crate::journal::Journal) as `Extent`s.
+//! [`Journal`](crate::journal::Journal) as `Extent`s. Beside them, the job's attempt logs
+//! (`logs`, self-describing: see [`crate::logstore`]) stay after the input and results go
+//! ([`Spool::remove_data`]) until the job is forgotten ([`Spool::remove`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
@@ -79,12 +81,41 @@ impl Spool {
         }
     }
 
-    /// Whether a job has spool files.
-    pub(crate) fn has(&self, job: JobId) -> bool {
-        self.root.join(job.0.to_string()).is_dir()
+    /// The path of a job's `logs` file (see [`crate::logstore`]), creating the job's directory
+    /// when `create` says so.
+    ///
+    /// # Errors
+    /// If the directory cannot be created.
+    pub(crate) fn logs_path(&self, job: JobId, create: bool) -> std::io::Result<PathBuf> {
+        let dir = self.root.join(job.0.to_string());
+        if create {
+            std::fs::create_dir_all(&dir)?;
+        }
+        Ok(dir.join("logs"))
     }
 
-    /// Deletes a job's files.
+    /// Deletes a job's input and results files; its logs stay (the directory goes when it is
+    /// left empty).
+    pub(crate) fn remove_data(&self, job: JobId) {
+        let dir = self.root.join(job.0.to_string());
+        for file in [SpoolFile::Input, SpoolFile::Results] {
+            if let Err(e) = std::fs::remove_file(dir.join(file.name())) {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%job, error = %e, "failed to delete spooled data");
+                }
+            }
+        }
+        // Fails, as it should, while the job has logs.
+        let _ = std::fs::remove_dir(&dir);
+    }
+
+    /// Whether a job has its input or results file (its logs aside).
+    pub(crate) fn has_data(&self, job: JobId) -> bool {
+        let dir = self.root.join(job.0.to_string());
+        [SpoolFile::Input, SpoolFile::Results].iter().any(|file| dir.join(file.name()).is_file())
+    }
+
+    /// Deletes a job's files, its logs included.
     pub(crate) fn remove(&self, job: JobId) {
         let dir = self.root.join(job.0.to_string());
         if let Err(e) = std::fs::remove_dir_all(&dir) {

@@ -36,7 +36,11 @@
  * running out of memory fails the chunk with a message naming the cause; the chunk is retried on
  * another worker. `input` and `args` stay valid only during the call; `emit` copies the bytes
  * before it returns and may only be called during dispy_run, from the thread that called it.
- * Do not read stdin; anything written to stdout or stderr goes to the node's log.
+ * Do not read stdin. Everything written to stdout and stderr during a chunk (and during
+ * dispy_setup, counted with the first chunk) is captured as that attempt's log, up to 64 KiB
+ * (then "[dispy: log truncated, N bytes dropped]"), and shown by `dispy-submit logs JOB`; the
+ * worker flushes stdio after every call, but a crash loses what stdout still buffered, so write
+ * diagnostics to stderr (unbuffered) or call dispy_log.
  *
  * ---- The WebAssembly ABI (wasm32) -----------------------------------------------------------
  *     export memory
@@ -45,11 +49,18 @@
  *     export dispy_abi_version() -> i32             // optional; returns 1
  *     export dispy_setup(args_ptr, args_len: i32) -> i32   // optional
  *     import dispy.emit(ptr: i32, len: i32)
+ *     import dispy.log(ptr: i32, len: i32)          // optional: one line of the attempt's log
  * Built with -nostdlib there is no libc: no malloc, printf or memcpy (write loops, or use
  * static buffers). This header provides dispy_alloc, a bump allocator over the memory after the
  * program's data: the host allocates the job's arguments once per worker, then each chunk's input
  * right before dispy_run, and the DISPY_RUN wrapper frees the input and anything allocated during
  * the chunk when dispy_run returns. Payload code may call dispy_alloc for scratch space too.
+ *
+ * ---- Logs (both kinds) ----------------------------------------------------------------------
+ *     dispy_log(const char *line, size_t len);   // one line of this attempt's log
+ * On wasm32 it calls the optional import dispy.log (a module that never calls it does not
+ * import it); natively it writes the line to stderr. A newline is added when the line lacks one.
+ * Each attempt keeps its first 64 KiB of log; `dispy-submit logs JOB [--chunk N]` prints it.
  */
 #ifndef DISPY_H
 #define DISPY_H
@@ -81,6 +92,15 @@ void dispy__host_emit(const uint8_t *data, size_t len);
 static inline void dispy_emit(dispy_out *out, const void *data, size_t len) {
     (void)out;
     dispy__host_emit((const uint8_t *)data, len);
+}
+
+/* The optional host function `dispy.log(ptr, len)`. */
+__attribute__((import_module("dispy"), import_name("log")))
+void dispy__host_log(const uint8_t *data, size_t len);
+
+/* Appends one line to this attempt's log. */
+static inline void dispy_log(const char *line, size_t len) {
+    dispy__host_log((const uint8_t *)line, len);
 }
 
 /* The first byte after the program's static data and stack, provided by wasm-ld. */
@@ -138,6 +158,14 @@ static inline void dispy__release(const void *mark) {
 /* Appends `len` bytes at `data` to the chunk's output. */
 static inline void dispy_emit(dispy_out *out, const void *data, size_t len) {
     out->emit(out->ctx, (const uint8_t *)data, len);
+}
+
+#include <stdio.h>
+
+/* Appends one line to this attempt's log: stderr, which the node captures per attempt. */
+static inline void dispy_log(const char *line, size_t len) {
+    fwrite(line, 1, len, stderr);
+    if (len == 0 || line[len - 1] != '\n') fputc('\n', stderr);
 }
 
 /* Defines dispy_run; the body follows the macro, with the parameters named as given. */

@@ -49,6 +49,9 @@ pub struct Batch {
     pub results: Vec<(JobId, ChunkIndex, Extent)>,
     /// Jobs to forget entirely.
     pub deleted: Vec<JobId>,
+    /// Finished jobs whose output was fetched: their input and result extents go, their record
+    /// stays (with their logs) until they expire.
+    pub released: Vec<JobId>,
     /// Node names whose hold changed, in order: `Some` holds the name, `None` releases it.
     pub holds: Vec<(String, Option<NodeHold>)>,
 }
@@ -91,6 +94,7 @@ impl Batch {
             && self.inputs.is_empty()
             && self.results.is_empty()
             && self.deleted.is_empty()
+            && self.released.is_empty()
             && self.holds.is_empty()
     }
 

@@ -180,7 +180,8 @@ fn slot_loop(shared: &Shared) {
             continue;
         }
         shared.busy.fetch_add(1, Ordering::Relaxed);
-        let (outcome, run_time) = match run_chunk(shared, &mut current, &work) {
+        let mut log = bytes::Bytes::new();
+        let (outcome, run_time) = match run_chunk(shared, &mut current, &work, &mut log) {
             Ok((output, run_time)) => (Ok(output), run_time),
             Err(failure) => (Err(failure), std::time::Duration::ZERO),
         };
@@ -201,18 +202,19 @@ fn slot_loop(shared: &Shared) {
         }
         // A closed channel means the session ended; the dispatcher requeues the attempt.
         let run_nanos = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos });
+        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos, log });
     }
 }
 
 /// Runs one chunk, setting up the job's worker first if this slot has none; the time returned is
 /// the chunk's own run, without the setup, which is what chunk sizing wants to know. While it
 /// runs, the worker's own cancel flag is in `shared.running` under the attempt (the caller
-/// removes it).
+/// removes it). What the chunk logged goes to `log`, whether it failed or not.
 fn run_chunk(
     shared: &Shared,
     current: &mut Option<(Arc<JobContext>, Worker, CancelFlag)>,
     work: &Work,
+    log: &mut bytes::Bytes,
 ) -> Result<(bytes::Bytes, std::time::Duration), wire::proto::ChunkFailure> {
     let job = &work.job;
     let reuse = current.as_ref().filter(|(context, _, _)| Arc::ptr_eq(context, job)).map(|(_, _, cancel)| cancel.clone());
@@ -240,7 +242,9 @@ fn run_chunk(
         }
     };
     let started = std::time::Instant::now();
-    match worker.run(input) {
+    let outcome = worker.run(input);
+    *log = worker.take_log().into();
+    match outcome {
         Ok(output) => Ok((output.into(), started.elapsed())),
         Err(failure) => {
             // A worker that failed may hold broken guest state; the next chunk gets a fresh one.

@@ -1,6 +1,6 @@
 //! A `.so` payload written with the dispy SDK: the FNV-1a 64-bit hash of each chunk, emitted as
 //! 8 little-endian bytes. Its output is byte-identical to `examples/checksum.wat` and
-//! `examples/c/checksum.c`.
+//! `examples/c/checksum.c`; it also logs each chunk's length (`dispy-submit logs JOB`).
 //!
 //! ```text
 //! cargo build --release -p dispy-sdk --example checksum
@@ -16,6 +16,7 @@ fn checksum(input: &[u8], _args: &[u8], out: &mut Emitter) -> Result<(), i32> {
         (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     out.emit(&hash.to_le_bytes());
+    dispy_sdk::log(format!("hashed {} bytes", input.len()));
     Ok(())
 }
 

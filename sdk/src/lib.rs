@@ -22,6 +22,9 @@
 //! many chunks of one job in turn: `dispy_setup` runs once per worker, so per-worker state (parsed
 //! arguments, tables) can live in a `static` such as a `std::sync::OnceLock`.
 //!
+//! Logs: [`log`] writes one line to the attempt's log (the payload's stderr, which the node
+//! captures per attempt together with stdout, up to 64 KiB, and `dispy-submit logs JOB` prints).
+//!
 //! Failure semantics: returning `Err(code)` (non-zero) is a payload error reported to the user
 //! with the code and not retried. A panic is caught at the ABI boundary and aborts the worker
 //! process; the node reports it as a crash (`SIGABRT`, with the panic message from stderr) and
@@ -70,6 +73,21 @@ impl Emitter<'_> {
         // SAFETY: `emit` and `ctx` came from the host's `dispy_run` call that is still running
         // (the borrow ties `self` to it), and `bytes` is a valid slice for the call's duration.
         unsafe { (self.emit)(self.ctx, bytes.as_ptr(), bytes.len()) }
+    }
+}
+
+/// Writes one line to this attempt's log: the payload's stderr, which the node captures per
+/// attempt (with stdout; the first 64 KiB, then a `[dispy: log truncated, N bytes dropped]` line)
+/// and keeps with the job, for `dispy-submit logs JOB [--chunk N]` and a failed job's report. A
+/// newline is added when `line` lacks one. Logging never fails the chunk: a write error is
+/// ignored.
+pub fn log(line: impl AsRef<[u8]>) {
+    use std::io::Write;
+    let line = line.as_ref();
+    let mut stderr = std::io::stderr().lock();
+    let _ = stderr.write_all(line);
+    if !line.ends_with(b"\n") {
+        let _ = stderr.write_all(b"\n");
     }
 }
 

@@ -1,4 +1,5 @@
-//! `dispy-submit` as a script sees it, on a real cluster: every command's `--json` output parses,
+//! `dispy-submit` as a script sees it, on a real cluster: every command's `--json` output parses
+//! (`logs` one object per line),
 //! `last` names the caller's newest job, and the exit codes are those the README promises (0 done,
 //! 1 the job failed, 2 a refusal or connection problem, 64 bad arguments). Also the shell
 //! completions and the manual page.
@@ -85,6 +86,13 @@ fn every_command_speaks_json_and_last_names_the_newest_job() {
     let waited = json(&cluster, 0, &[&"wait", &"last"]);
     assert_eq!((waited["job"].as_u64(), waited["state"].as_str()), (Some(second), Some("done")), "{waited}");
     assert_eq!(waited["chunks"].as_u64(), Some(chunks), "{waited}");
+    let explained = json(&cluster, 0, &[&"explain", &"last"]);
+    assert!(explained.is_object(), "{explained}");
+    let logs = cluster.submit(&[&"logs", &"last", &"--json"]);
+    assert_eq!(logs.code, Some(0), "{logs}");
+    for line in logs.stdout.lines() {
+        serde_json::from_str::<serde_json::Value>(line).unwrap_or_else(|e| panic!("not JSON: {e}: {line}\n{logs}"));
+    }
     let third = cluster.submit_with(cluster.client_dir(), args, COMMAND_TIMEOUT);
     assert_eq!(third.code, Some(0), "{third}");
     let cancelled = json(&cluster, 0, &[&"cancel", &"last"]);

@@ -8,7 +8,8 @@
 //! its submitter, and `wait` in a new process fetches its output; a 2 GiB input streams through
 //! while the dispatcher's peak RSS stays bounded; a full disk fails only the job that filled it,
 //! with a clear error, and earlier results stay fetchable; `status`, `jobs`, `cancel` and `wait`
-//! on detached jobs, and fetched or expired jobs being forgotten; a corrupt journal stops the
+//! on detached jobs, a fetched job keeping its record without its output, and expired jobs being
+//! forgotten; a corrupt journal stops the
 //! dispatcher with an error naming the file.
 //!
 //! Chunk executions are counted from the nodes' `node health` lines (the cumulative
@@ -322,8 +323,11 @@ fn restart_during_upload_fails_the_job_clearly_once_its_submitter_does_not_resum
     );
     let failure = status["failure"].as_str().unwrap_or_default();
     assert!(failure.contains("input was complete"), "the failure does not say the input was incomplete: {status}");
+    // Its input and results go; only its attempt logs (none here: no chunk ran) would stay.
     let spool = cluster.state_dir().join("jobs").join(job.to_string());
-    assert!(!spool.exists(), "the failed job's spool {} is still there", spool.display());
+    for file in ["input", "results"] {
+        assert!(!spool.join(file).exists(), "the failed job's {file} in {} is still there", spool.display());
+    }
     let wait = cluster.submit(&[&"wait", &job.to_string()]);
     wait.check_code(1);
     wait.check_stderr_mentions(&["input was complete"]);
@@ -563,7 +567,8 @@ fn detached_job_status_jobs_cancel_and_forgetting() {
     unknown.check_one_line_error();
     unknown.check_stderr_mentions(&["424242", "no job"]);
 
-    // A finished job is forgotten once `wait` has fetched it.
+    // Once `wait` has fetched a finished job's output, the output is gone from the dispatcher;
+    // the job's record (and its logs) stay until it expires.
     let short_output = cluster.path("short.bin");
     let split = "range:0..6:1";
     let short = cluster.submit_detached(&[
@@ -580,17 +585,22 @@ fn detached_job_status_jobs_cancel_and_forgetting() {
     let wait = cluster.submit(&[&"wait", &short.to_string()]);
     wait.check_success();
     check_same_bytes(&read_output(&short_output, &wait), &serial_output(&payload, b"1000", split, &[]), &wait);
-    let mut last = None;
+    let mut again = None;
     assert_eventually!(
         {
-            last = cluster.status_json(short).err();
-            last.as_ref().is_some_and(|run| run.stderr.contains("no job"))
+            let run = cluster.submit(&[&"wait", &short.to_string()]);
+            let fetched = run.code == Some(2) && run.stderr.contains("output was already fetched");
+            again = Some(run);
+            fetched
         },
-        "job {short} is still known after `wait` fetched it; last `status`: {last:?}"
+        "job {short}'s output can still be fetched after `wait` fetched it: {again:?}"
     );
-    let again = cluster.submit(&[&"wait", &short.to_string()]);
-    assert!(again.code.is_some_and(|c| c != 0), "a fetched job can be fetched again\n{again}");
-    again.check_stderr_mentions(&["no job"]);
+    let status = cluster.status_json(short).unwrap_or_else(|run| panic!("job {short} forgotten before it expired\n{run}"));
+    assert_eq!(status["state"], "succeeded");
+    let spool = cluster.state_dir().join("jobs").join(short.to_string());
+    for file in ["input", "results"] {
+        assert!(!spool.join(file).exists(), "the fetched job's {file} in {} is still there", spool.display());
+    }
 }
 
 #[test]

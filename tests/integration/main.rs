@@ -30,6 +30,8 @@
 //!   SIGTERM or `stop_timeout` cancels what is left, requeued at once; `drain --wait`.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
+//! - `observe`: attempt logs (`dispy.log`, native stdout and stderr) through `logs`, and
+//!   `explain` on a waiting and a failed job, with `--json` parsed.
 
 mod cli;
 mod confinement;
@@ -40,6 +42,7 @@ mod jobs;
 mod load;
 mod local;
 mod native;
+mod observe;
 mod operations;
 mod protocol;
 mod reconnect;

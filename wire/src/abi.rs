@@ -18,6 +18,9 @@ pub const EXPORT_SETUP: &str = "dispy_setup";
 pub const IMPORT_MODULE: &str = "dispy";
 /// Host function `dispy.emit(ptr: i32, len: i32)`: append bytes to the chunk's output.
 pub const IMPORT_EMIT: &str = "emit";
+/// Optional host function `dispy.log(ptr: i32, len: i32)`: one line of the attempt's log (a
+/// newline is added when the bytes lack one; see [`crate::observe`]).
+pub const IMPORT_LOG: &str = "log";
 
 /// Native payload symbol: `int32_t dispy_run(input, input_len, args, args_len, emit, ctx)`.
 pub const NATIVE_RUN: &str = "dispy_run";

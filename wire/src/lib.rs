@@ -9,5 +9,6 @@
 pub mod abi;
 pub mod chunk;
 pub mod frame;
+pub mod observe;
 pub mod proto;
 pub mod units;

@@ -10,8 +10,13 @@
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
+mod enroll;
+
+pub use enroll::{EnrollReply, EnrollRequest, RenewRequest};
+
 /// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 5
-/// added the nodes' platform, cores and version to [`NodeStatus`].
+/// added attempt logs ([`ChunkReport::log`], `Logs`, `Explain`; see [`crate::observe`]) and the
+/// nodes' platform, cores and version to [`NodeStatus`].
 pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The TLS application protocol name negotiated by every dispy connection.
@@ -399,6 +404,9 @@ pub struct ChunkReport {
     pub outcome: Result<Bytes, ChunkFailure>,
     /// How long the chunk ran on its slot, setup excluded; 0 for a failure. Sizes `auto` chunks.
     pub run_nanos: u64,
+    /// What the attempt logged (`dispy.log`, WASI stderr, native stdout and stderr), at most
+    /// [`crate::observe::ATTEMPT_LOG_MAX`] bytes plus a truncation marker; empty if nothing.
+    pub log: Bytes,
 }
 
 /// How results are written on the submitter's side.
@@ -497,6 +505,21 @@ pub enum ClientRequest {
         /// The job.
         job: JobId,
     },
+    /// The logs of a job's attempts stored after cursor `from` (0: from the start), of one chunk
+    /// or all; answered with [`ClientEvent::Logs`]. A follower asks again from the page's `next`.
+    Logs {
+        /// The job.
+        job: JobId,
+        /// Only this chunk's attempts.
+        chunk: Option<ChunkIndex>,
+        /// The cursor of an earlier page.
+        from: u64,
+    },
+    /// Why a job waits and how its chunks failed; answered with [`ClientEvent::Explanation`].
+    Explain {
+        /// The job.
+        job: JobId,
+    },
 }
 
 /// Where a job is in its life.
@@ -584,6 +607,9 @@ pub struct AttemptFailure {
     pub node: String,
     /// What went wrong.
     pub failure: ChunkFailure,
+    /// The last lines of the attempt's log ([`crate::observe::tail`]); empty if it logged nothing.
+    #[serde(default)]
+    pub log_tail: Vec<String>,
 }
 
 /// Why a job failed.
@@ -620,6 +646,9 @@ impl std::fmt::Display for JobFailure {
                 write!(f, "chunk {chunk} failed after {} attempt(s)", attempts.len())?;
                 for a in attempts {
                     write!(f, "; on node {}: {}", a.node, a.failure)?;
+                    if let Some(last) = a.log_tail.last() {
+                        write!(f, " (log: {last})")?;
+                    }
                 }
                 Ok(())
             }
@@ -729,6 +758,10 @@ pub enum ClientEvent {
         /// Why, in words for the user.
         message: String,
     },
+    /// Answer to [`ClientRequest::Logs`].
+    Logs(crate::observe::LogPage),
+    /// Answer to [`ClientRequest::Explain`].
+    Explanation(Box<crate::observe::Explanation>),
     /// The request was refused.
     Error {
         /// Why, in words for the user.
@@ -760,52 +793,4 @@ pub enum StreamHeader {
     Work,
     /// Node to dispatcher: [`ChunkReport`] frames for the life of the connection.
     Reports,
-}
-
-/// Node to dispatcher, on the control stream of a connection made without a client certificate,
-/// right after a [`Hello`] (role [`Role::Node`]) was answered with `Welcome`: redeem a one-time
-/// join token for a node certificate. Answered with [`EnrollReply`]; the dispatcher closes the
-/// connection after that. (See `common::enroll` for the token format.)
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct EnrollRequest {
-    /// The token's secret bytes (never its fingerprint part, which only the node needs).
-    #[serde(with = "serde_bytes")]
-    pub token_secret: Vec<u8>,
-    /// A PKCS#10 certificate signing request (DER) for a key the node made itself. Only its
-    /// public key is used; the dispatcher sets every certificate field.
-    #[serde(with = "serde_bytes")]
-    pub csr_der: Vec<u8>,
-    /// The name the node asks for; a token made for a name overrides it.
-    pub name: String,
-}
-
-/// The dispatcher's answer to [`EnrollRequest`] and [`RenewRequest`].
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub enum EnrollReply {
-    /// The certificate for the node's key.
-    Issued {
-        /// The node certificate, PEM.
-        cert_pem: String,
-        /// The cluster CA certificate, PEM, for the node's `ca.pem`.
-        ca_pem: String,
-        /// When the certificate expires, seconds since the Unix epoch.
-        valid_until_unix: u64,
-    },
-    /// Nothing was issued; the dispatcher closes the connection (enrolment) or the stream
-    /// (renewal) after this.
-    Refused {
-        /// Human-readable reason, shown to the operator as is.
-        reason: String,
-    },
-}
-
-/// Node to dispatcher, as the only message of a bidirectional stream the node opens on its
-/// normal (mutual TLS) connection after registering: a new certificate for the same name, for a
-/// new key. Answered with [`EnrollReply`] on the same stream.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct RenewRequest {
-    /// A PKCS#10 certificate signing request (DER) for the node's new key; only its public key
-    /// is used.
-    #[serde(with = "serde_bytes")]
-    pub csr_der: Vec<u8>,
 }

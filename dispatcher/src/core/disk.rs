@@ -3,22 +3,25 @@
 //! journal writer thread, so a commit's syncs never hold up a result being stored.
 //!
 //! Requests are carried out in order, which the core relies on: a job's input file is handed
-//! over before the commit that syncs it, and a result is appended before the ledger puts its
-//! extent in a batch (it does so only once told the result is stored).
+//! over before the commit that syncs it, a result is appended before the ledger puts its extent
+//! in a batch (it does so only once told the result is stored), and an attempt's log is appended
+//! before the commit that acknowledges its report, which syncs every `logs` file that grew.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use bytes::Bytes;
-use ledger::jobs::StoreTicket;
+use ledger::jobs::{LogQuery, LogRecord, StoreTicket};
 use ledger::record::{Batch, Extent};
 use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
+use wire::observe::LogPage;
 use wire::proto::{ClientEvent, JobId, PayloadHash};
 
 use super::commit::CommitRequest;
 use super::{Attachment, ClientCommand, Refusal, Upload};
+use crate::logstore::{self, LogFile};
 use crate::payloads::{PayloadStore, UNUSED_PAYLOAD_GRACE};
 use crate::spool::{Appender, Reader, Spool, SpoolFile};
 
@@ -57,8 +60,14 @@ pub(super) enum DiskRequest {
     InputEnded { job: JobId, sync: std::fs::File },
     /// Sync the named files and commit the batch (on the journal writer thread).
     Commit { batch: Batch, sync_inputs: Vec<JobId>, sync_results: Vec<JobId> },
-    /// Close a job's files and delete them.
+    /// Close a job's input and results files and delete them; its logs stay.
     Remove(JobId),
+    /// Close and delete every file of a forgotten job, its logs included.
+    Forget(JobId),
+    /// Append an attempt's log to its job's `logs` file.
+    StoreLog(LogRecord),
+    /// Read a job's logs and answer the client.
+    ReadLogs { query: LogQuery, reply: oneshot::Sender<Result<LogPage, Refusal>> },
     /// Read a payload to ship to a node.
     LoadPayload { node: NodeId, payload: PayloadHash },
     /// Remove the payload files no unfinished job uses (`in_use` names those that are) and no
@@ -87,6 +96,10 @@ struct JobFiles {
     /// The input file, synced with every commit that records its chunks (so a resumed upload
     /// may go on after the last chunk journaled) and the one that records the input complete.
     input_sync: Option<std::fs::File>,
+    /// The `logs` file, once an attempt log arrived.
+    logs: Option<LogFile>,
+    /// Whether `logs` grew since the last commit, which syncs it.
+    logs_dirty: bool,
 }
 
 /// Runs on its own thread until the core drops its request channel.
@@ -174,6 +187,15 @@ pub(super) fn disk_thread(
                         }
                     }
                 }
+                for (job, entry) in files.iter_mut().filter(|(_, f)| f.logs_dirty) {
+                    entry.logs_dirty = false;
+                    if let Some(logs) = &entry.logs {
+                        match logs.sync_handle() {
+                            Ok(file) => sync.push(file),
+                            Err(e) => warn!(%job, error = %e, "cannot sync a logs file"),
+                        }
+                    }
+                }
                 for job in sync_results {
                     if let Some(appender) = files.get(&job).and_then(|f| f.results.as_ref()) {
                         match appender.sync_handle() {
@@ -189,8 +211,41 @@ pub(super) fn disk_thread(
                 Ok(())
             }
             DiskRequest::Remove(job) => {
+                if let Some(entry) = files.get_mut(&job) {
+                    entry.results = None;
+                    entry.input_sync = None;
+                }
+                spool.remove_data(job);
+                Ok(())
+            }
+            DiskRequest::Forget(job) => {
                 files.remove(&job);
                 spool.remove(job);
+                Ok(())
+            }
+            DiskRequest::StoreLog(record) => {
+                let job = record.job;
+                let entry = files.entry(job).or_default();
+                let stored = match &mut entry.logs {
+                    Some(logs) => logs.append(&record),
+                    slot => spool
+                        .logs_path(job, true)
+                        .and_then(|path| LogFile::open(&path))
+                        .and_then(|logs| slot.insert(logs).append(&record)),
+                };
+                match stored {
+                    Ok(()) => entry.logs_dirty = true,
+                    // A log is diagnostics: losing one costs no result, so the job goes on.
+                    Err(e) => warn!(%job, chunk = record.chunk, error = %e, "cannot store an attempt's log"),
+                }
+                Ok(())
+            }
+            DiskRequest::ReadLogs { query, reply } => {
+                let page = spool
+                    .logs_path(query.job, false)
+                    .and_then(|path| logstore::read(&path, query.chunk, query.from, query.finished))
+                    .map_err(Refusal::LogsUnreadable);
+                let _ = reply.send(page);
                 Ok(())
             }
             DiskRequest::LoadPayload { node, payload } => {

@@ -131,4 +131,14 @@ pub(crate) enum Event {
     ListNodes { reply: oneshot::Sender<Vec<NodeStatus>> },
     /// `dispy-submit drain` / `undrain`.
     Drain { caller: Caller, node: String, drain: bool, reply: oneshot::Sender<Result<Vec<NodeStatus>, Refusal>> },
+    /// `dispy-submit logs`: a job's attempt logs after a cursor.
+    Logs {
+        caller: Caller,
+        job: JobId,
+        chunk: Option<u64>,
+        from: u64,
+        reply: oneshot::Sender<Result<wire::observe::LogPage, Refusal>>,
+    },
+    /// `dispy-submit explain`.
+    Explain { caller: Caller, job: JobId, reply: oneshot::Sender<Result<Box<wire::observe::Explanation>, Refusal>> },
 }

@@ -138,6 +138,9 @@ enum FailureV1 {
 struct AttemptV1 {
     node: String,
     failure: ChunkFailureV1,
+    /// Added after v1 shipped: rows written before lack it and read as no lines.
+    #[serde(default)]
+    log_tail: Vec<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -249,6 +252,7 @@ impl From<&JobFailure> for FailureV1 {
                             kind: FailureKindV1::from(&a.failure.kind),
                             message: a.failure.message.clone(),
                         },
+                        log_tail: a.log_tail.clone(),
                     })
                     .collect(),
             },
@@ -269,6 +273,7 @@ impl From<FailureV1> for JobFailure {
                     .map(|a| AttemptFailure {
                         node: a.node,
                         failure: ChunkFailure { kind: a.failure.kind.into(), message: a.failure.message },
+                        log_tail: a.log_tail,
                     })
                     .collect(),
             },

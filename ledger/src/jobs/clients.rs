@@ -1,11 +1,42 @@
-//! What clients hear: results in chunk order and verdicts for every attachment, progress and
+//! Who follows a job, and what clients hear: results in chunk order and verdicts for every attachment, progress and
 //! why a job waits, and the summaries `status` and `jobs` show.
 
 use wire::proto::{ClientEvent, JobFailure, JobId, JobState, JobSummary, NodeStatus};
 
-use super::{AttachCommand, Caller, Effect, Ledger, Refusal, Time};
+use super::entries::Attacher;
+use super::{AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, Refusal, Time};
 
 impl Ledger {
+    /// Whether `caller` can follow `job`, and if so whether it has results to read (it is
+    /// running or succeeded), so the driver opens its results file before
+    /// [`Ledger::handle_attach`].
+    ///
+    /// # Errors
+    /// [`Refusal::UnknownJob`], also for another tenant's job.
+    pub fn attachable(&self, caller: &Caller, job: JobId) -> Result<bool, Refusal> {
+        let entry = self.visible(caller, job)?;
+        if entry.released {
+            return Err(Refusal::OutputFetched(job));
+        }
+        Ok(matches!(entry.record.state, JobState::Running | JobState::Succeeded))
+    }
+
+    /// A client connection follows `job` through `attach`: it is sent every result from the
+    /// first, in chunk order, then the verdict. Call after [`Ledger::attachable`] said yes.
+    pub fn handle_attach(&mut self, job: JobId, attach: AttachId, client: ClientId) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.attachers.push(Attacher { attach, client, next: 0 });
+            self.touched.insert(job);
+        }
+    }
+
+    /// An attachment's client went away.
+    pub fn handle_attachment_closed(&mut self, job: JobId, attach: AttachId) {
+        if let Some(entry) = self.jobs.get_mut(&job) {
+            entry.attachers.retain(|a| a.attach != attach);
+        }
+    }
+
     /// Sends a job's clients what changed: results in order, the verdict, and to a submitter
     /// still waiting for `InputStored` the news that the job failed first.
     pub(super) fn notify(&mut self, job: JobId) {

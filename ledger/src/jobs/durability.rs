@@ -339,7 +339,7 @@ impl Ledger {
             }
         }
         for job in promises.removals {
-            self.effects.push_back(Effect::RemoveSpool(job));
+            self.effects.push_back(Effect::ForgetSpool(job));
         }
         for (request, question) in promises.answers {
             self.effects.push_back(Effect::Answer { request, answer: question.into_answer() });

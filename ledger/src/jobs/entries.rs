@@ -83,6 +83,8 @@ pub(super) struct JobEntry {
     pub(super) last_progress: Option<JobProgress>,
     /// Why the job last could not place its chunks, so a changed reason is sent once.
     pub(super) last_blocked: Option<String>,
+    /// Its output was fetched: input and results are gone, record and logs stay until it expires.
+    pub(super) released: bool,
 }
 
 impl JobEntry {
@@ -106,6 +108,7 @@ impl JobEntry {
             attachers: Vec::new(),
             last_progress: None,
             last_blocked: None,
+            released: false,
         }
     }
 

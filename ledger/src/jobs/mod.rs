@@ -34,13 +34,15 @@ use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Schedul
 mod clients;
 mod durability;
 mod entries;
+mod observe;
 mod refusal;
 mod restore;
 mod tenants;
 #[cfg(test)]
 mod tests;
 
-use entries::{Attacher, JobEntry, NodeEntry};
+use entries::{JobEntry, NodeEntry};
+pub use observe::{LogQuery, LogRecord};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob};
 pub use tenants::{Caller, Exceeded, Quota, Quotas};
@@ -150,8 +152,13 @@ pub enum Effect {
         /// Jobs whose results spool file the batch points into and must be synced first.
         sync_results: Vec<JobId>,
     },
-    /// Close a job's spool files and delete them.
+    /// Close a job's input and results files and delete them (its output was fetched, or it
+    /// failed or was cancelled); its logs stay.
     RemoveSpool(JobId),
+    /// Delete every spool file of a forgotten job, its logs included.
+    ForgetSpool(JobId),
+    /// Append an attempt's log to the job's `logs` spool file (before the next commit).
+    StoreLog(LogRecord),
 }
 
 /// What to tell a node.
@@ -198,6 +205,10 @@ pub enum Answer {
     Nodes(Result<Vec<NodeStatus>, Refusal>),
     /// To a resumed upload: where it goes on. The driver then takes the input from there.
     Resume(Result<Resumed, Refusal>),
+    /// To `logs`: which logs to read from the job's `logs` spool file.
+    Logs(Result<LogQuery, Refusal>),
+    /// To `explain`.
+    Explain(Result<Box<wire::observe::Explanation>, Refusal>),
 }
 
 /// Which result a [`Effect::StoreResult`] stores, and for whom.
@@ -482,7 +493,9 @@ impl Ledger {
 
     /// A chunk report from a registered node. An accepted result is stored first
     /// ([`Effect::StoreResult`]); every other report is acknowledged with the next commit.
-    pub fn handle_report(&mut self, now: Time, node: NodeId, report: ChunkReport) {
+    pub fn handle_report(&mut self, now: Time, node: NodeId, mut report: ChunkReport) {
+        let log = std::mem::take(&mut report.log);
+        let log_tail = self.store_log(node, report.attempt, report.outcome.is_err(), log);
         match report.outcome {
             Ok(output) => {
                 self.scheduler.handle_run_time(now.at, node, report.attempt, Duration::from_nanos(report.run_nanos));
@@ -502,7 +515,7 @@ impl Ledger {
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
                 warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
-                self.scheduler.handle_chunk_failed(now.at, node, report.attempt, failure);
+                self.scheduler.handle_chunk_failed_logged(now.at, node, report.attempt, failure, log_tail);
             }
         }
     }
@@ -662,41 +675,6 @@ impl Ledger {
         if self.jobs.get(&job).is_some_and(|e| e.record.state == JobState::Running) {
             warn!(target: LOG_TARGET, %job, %error, "job input failed");
             self.fail(now, job, format!("job input failed: {error}"));
-        }
-    }
-
-    /// Whether `caller` can follow `job`, and if so whether it has results to read (it is
-    /// running or succeeded), so the driver opens its results file before
-    /// [`Ledger::handle_attach`].
-    ///
-    /// # Errors
-    /// [`Refusal::UnknownJob`], also for another tenant's job.
-    pub fn attachable(&self, caller: &Caller, job: JobId) -> Result<bool, Refusal> {
-        let entry = self.visible(caller, job)?;
-        Ok(matches!(entry.record.state, JobState::Running | JobState::Succeeded))
-    }
-
-    /// A client connection follows `job` through `attach`: it is sent every result from the
-    /// first, in chunk order, then the verdict. Call after [`Ledger::attachable`] said yes.
-    pub fn handle_attach(&mut self, job: JobId, attach: AttachId, client: ClientId) {
-        if let Some(entry) = self.jobs.get_mut(&job) {
-            entry.attachers.push(Attacher { attach, client, next: 0 });
-            self.touched.insert(job);
-        }
-    }
-
-    /// An attachment's client went away.
-    pub fn handle_attachment_closed(&mut self, job: JobId, attach: AttachId) {
-        if let Some(entry) = self.jobs.get_mut(&job) {
-            entry.attachers.retain(|a| a.attach != attach);
-        }
-    }
-
-    /// A client has a finished job's whole output: the job is forgotten.
-    pub fn handle_release(&mut self, caller: &Caller, job: JobId) {
-        if self.visible(caller, job).is_ok_and(|e| e.record.state.is_finished()) {
-            debug!(target: LOG_TARGET, %job, "job released by its client");
-            self.forget(job);
         }
     }
 

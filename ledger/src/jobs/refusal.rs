@@ -8,9 +8,12 @@ use wire::proto::JobId;
 #[derive(Debug, Error)]
 #[non_exhaustive]
 pub enum Refusal {
-    /// The job is not known here (never submitted, or forgotten once fetched or expired).
-    #[error("no job {0} here (finished jobs are forgotten once fetched or expired)")]
+    /// The job is not known here (never submitted, or forgotten when its retention ended).
+    #[error("no job {0} here (finished jobs are forgotten when their retention ends)")]
     UnknownJob(JobId),
+    /// The job's output was fetched and deleted; its record and logs stay until it expires.
+    #[error("job {0}'s output was already fetched (its status, logs and explain stay until it expires)")]
+    OutputFetched(JobId),
     /// A submission named a payload the dispatcher does not hold.
     #[error("payload was not uploaded")]
     PayloadNotUploaded,
@@ -34,6 +37,9 @@ pub enum Refusal {
     /// The job's results spool file could not be opened.
     #[error("cannot read the job's results: {0}")]
     ResultsUnreadable(std::io::Error),
+    /// The job's logs file could not be read.
+    #[error("cannot read the job's logs: {0}")]
+    LogsUnreadable(std::io::Error),
     /// The journal failed to record the state an answer describes.
     #[error("dispatcher storage failed before this answer was recorded: {0}")]
     Unrecorded(String),

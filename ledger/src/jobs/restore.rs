@@ -61,8 +61,12 @@ impl Ledger {
                 // Its results wait to be fetched: `wait` streams them from the spool.
                 match results {
                     Ok(results) => {
-                        entry.results = vec![None; entry.record.chunks as usize];
-                        fill(&mut entry.results, results);
+                        // A succeeded job without results had its output fetched (released).
+                        entry.released = results.is_empty() && entry.record.chunks > 0;
+                        if !entry.released {
+                            entry.results = vec![None; entry.record.chunks as usize];
+                            fill(&mut entry.results, results);
+                        }
                         entry.done = entry.record.chunks;
                     }
                     Err(e) => warn!(target: LOG_TARGET, %job, error = %e, "cannot read a finished job's results"),

@@ -7,7 +7,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::time::Instant;
 
-use wire::proto::{ChunkIndex, JobFailure, JobId};
+use wire::observe::NodeReason;
+use wire::proto::{AttemptFailure, ChunkIndex, JobFailure, JobId};
 use wire::units::format_size;
 
 use super::job::Job;
@@ -122,7 +123,53 @@ fn verb(count: usize, singular: &'static str, plural: &'static str) -> &'static 
     }
 }
 
+/// Why node `n` cannot take a chunk of a job with requirements `req` now (for a submitted `job`,
+/// rejections count): the first reason that applies, permanent reasons first, as [`Blocked`]
+/// counts them. A node that could run it is `Busy` when its slots are full, else `Eligible`.
+fn classify(n: &super::node::Node, job: Option<JobId>, req: &JobRequirements) -> NodeReason {
+    if !n.runs(req) {
+        let payload = req.platform.as_ref().map(|(os, arch)| format!("{os}/{arch}")).unwrap_or_default();
+        NodeReason::WrongPlatform { node: format!("{}/{}", n.os, n.arch), payload }
+    } else if job.is_some_and(|job| n.rejected(job)) {
+        NodeReason::Rejected
+    } else if n.capacity == 0 {
+        NodeReason::NoSlots
+    } else if n.memory_total < req.memory_limit {
+        NodeReason::TooSmall { memory_total: n.memory_total }
+    } else if n.quarantine.is_some() {
+        NodeReason::Quarantined
+    } else if n.drained || n.leaving {
+        NodeReason::Drained
+    } else if n.memory_available < req.memory_limit {
+        NodeReason::ShortOfMemory { memory_available: n.memory_available }
+    } else if n.free_positions() == 0 {
+        NodeReason::Busy { in_flight: n.in_flight, slots: n.capacity }
+    } else {
+        NodeReason::Eligible
+    }
+}
+
 impl Scheduler {
+    /// Each connected node by name, with why it cannot take a chunk of `job` now (the per-node
+    /// breakdown of [`Scheduler::blocked_reason`], for `explain`); empty for an unknown job.
+    pub fn node_reasons(&self, job: JobId) -> Vec<(String, NodeReason)> {
+        let Some(j) = self.jobs.get(&job) else { return Vec::new() };
+        let mut reasons: Vec<(String, NodeReason)> =
+            self.nodes.values().map(|n| (n.name.clone(), classify(n, Some(job), &j.req))).collect();
+        reasons.sort_by(|a, b| a.0.cmp(&b.0));
+        reasons
+    }
+
+    /// The failed attempts of a running job's chunks that are not done yet, by chunk, oldest
+    /// first; empty for an unknown job.
+    pub fn failed_attempts(&self, job: JobId) -> Vec<(ChunkIndex, Vec<AttemptFailure>)> {
+        let Some(j) = self.jobs.get(&job) else { return Vec::new() };
+        let mut failed: Vec<_> =
+            j.failures.iter().map(|(chunk, history)| (*chunk, history.iter().map(|f| f.report.clone()).collect())).collect();
+        failed.sort_by_key(|(chunk, _)| *chunk);
+        failed
+    }
+
     /// Whether a node the chunk has not failed on could ever run it.
     pub(super) fn has_alternative(&self, job: JobId, j: &Job, chunk: ChunkIndex) -> bool {
         self.nodes.iter().any(|(&id, n)| !j.failed_on(chunk, id) && n.can_ever_run(job, &j.req))
@@ -183,6 +230,8 @@ impl Scheduler {
     /// `job`, who rejected it).
     pub(super) fn blocked(&self, job: Option<JobId>, req: &JobRequirements) -> Blocked {
         let limit = req.memory_limit;
+        // Permanent reasons first (see `classify`): they tell the user what undraining or waiting
+        // cannot fix.
         let mut blocked = Blocked {
             connected: self.nodes.len(),
             platform: req.platform.clone(),
@@ -199,24 +248,16 @@ impl Scheduler {
             slot_share: job.and_then(|job| self.slot_share(self.jobs.get(&job)?.tenant)),
         };
         let mut platforms: BTreeMap<(&str, &str), usize> = BTreeMap::new();
-        // Permanent reasons first: they tell the user what undraining or waiting cannot fix.
         for n in self.nodes.values() {
-            if !n.runs(req) {
-                *platforms.entry((n.os.as_str(), n.arch.as_str())).or_default() += 1;
-            } else if job.is_some_and(|job| n.rejected(job)) {
-                blocked.rejected += 1;
-            } else if n.capacity == 0 {
-                blocked.no_slots += 1;
-            } else if n.memory_total < limit {
-                blocked.too_small += 1;
-            } else if n.quarantine.is_some() {
-                blocked.quarantined += 1;
-            } else if n.drained || n.leaving {
-                blocked.drained += 1;
-            } else if n.memory_available < limit {
-                blocked.short_of_memory += 1;
-            } else {
-                blocked.eligible += 1;
+            match classify(n, job, req) {
+                NodeReason::WrongPlatform { .. } => *platforms.entry((n.os.as_str(), n.arch.as_str())).or_default() += 1,
+                NodeReason::Rejected => blocked.rejected += 1,
+                NodeReason::NoSlots => blocked.no_slots += 1,
+                NodeReason::TooSmall { .. } => blocked.too_small += 1,
+                NodeReason::Quarantined => blocked.quarantined += 1,
+                NodeReason::Drained => blocked.drained += 1,
+                NodeReason::ShortOfMemory { .. } => blocked.short_of_memory += 1,
+                _ => blocked.eligible += 1,
             }
         }
         blocked.wrong_platform = platforms

@@ -312,6 +312,7 @@ impl Scheduler {
                 kind: FailureKind::Node,
                 message: "the node was lost (crashed or cut off) while running this chunk".into(),
             },
+            log_tail: Vec::new(),
         });
         let attempts = failed.chain(crashed).collect();
         self.end_job(now, job, Some(Verdict::Failed(JobFailure::Chunk { chunk, attempts })));

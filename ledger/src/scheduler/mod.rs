@@ -545,7 +545,25 @@ impl Scheduler {
         attempt: AttemptId,
         failure: ChunkFailure,
     ) {
-        self.chunk_failed(now, node, attempt, failure);
+        self.chunk_failed(now, node, attempt, failure, Vec::new());
+    }
+
+    /// As [`Scheduler::handle_chunk_failed`], with the last lines of the attempt's log, kept in
+    /// its [`AttemptFailure`](wire::proto::AttemptFailure) for `explain` and the job's failure.
+    pub fn handle_chunk_failed_logged(
+        &mut self,
+        now: Instant,
+        node: NodeId,
+        attempt: AttemptId,
+        failure: ChunkFailure,
+        log_tail: Vec<String>,
+    ) {
+        self.chunk_failed(now, node, attempt, failure, log_tail);
+    }
+
+    /// The job and chunk of a live attempt, if the scheduler knows it.
+    pub fn attempt_chunk(&self, attempt: AttemptId) -> Option<(JobId, ChunkIndex)> {
+        self.attempts.get(&attempt).map(|a| (a.job, a.chunk))
     }
 
     /// The job is cancelled: its in-flight attempts are cancelled, its nodes get

@@ -132,6 +132,7 @@ impl Scheduler {
         node: NodeId,
         attempt: AttemptId,
         failure: ChunkFailure,
+        log_tail: Vec<String>,
     ) {
         self.handle_sign_of_life(now, node);
         if self.attempts.get(&attempt).is_none_or(|a| a.node != node) {
@@ -143,7 +144,7 @@ impl Scheduler {
         let Some(job) = self.jobs.get_mut(&a.job) else { return };
         let retryable = failure.kind.is_retryable();
         let history = job.failures.entry(a.chunk).or_default();
-        history.push(FailedAttempt { node, report: AttemptFailure { node: name, failure } });
+        history.push(FailedAttempt { node, report: AttemptFailure { node: name, failure, log_tail } });
         if !retryable || history.len() >= job.req.max_attempts.max(1) as usize {
             let attempts = job
                 .failures

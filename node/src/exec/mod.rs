@@ -20,6 +20,7 @@
 //! runs in the daemon's address space; its only `unsafe` lives in `native::loader`, which runs
 //! in worker processes.
 
+pub mod log;
 pub mod native;
 pub mod wasi;
 pub mod wasm;
@@ -59,16 +60,18 @@ pub enum ExecError {
         expected: &'static str,
     },
     /// The module imports something the host does not provide.
-    #[error("payload imports `{module}.{name}`, only `dispy.emit` is provided")]
+    #[error("payload imports `{module}.{name}`, only `dispy.emit` and `dispy.log` are provided")]
     ForbiddenImport {
         /// The import's module name.
         module: String,
         /// The import's field name.
         name: String,
     },
-    /// The module imports `dispy.emit` with the wrong kind or signature.
-    #[error("payload imports `dispy.emit` as {found} but the dispy ABI v1 provides (i32, i32) -> ()")]
+    /// The module imports `dispy.emit` or `dispy.log` with the wrong kind or signature.
+    #[error("payload imports `dispy.{name}` as {found} but the dispy ABI v1 provides (i32, i32) -> ()")]
     EmitType {
+        /// The import's field name, `emit` or `log`.
+        name: &'static str,
         /// What the module asks for.
         found: String,
     },
@@ -288,6 +291,16 @@ impl Worker {
             Worker::Native(w) => w.run(input),
         }
     }
+
+    /// What the payload logged since the last call (the setup's lines go with the first chunk):
+    /// `dispy.log` lines, a WASI filter's stderr or a native payload's stdout and stderr, bounded
+    /// by [`log::AttemptLog`]. Call it after every [`Worker::run`], failed ones included.
+    pub fn take_log(&mut self) -> Vec<u8> {
+        match self {
+            Worker::Wasm(w) => w.take_log(),
+            Worker::Native(w) => w.take_log(),
+        }
+    }
 }
 
 /// A failure of `kind` with a one-line `message`.
@@ -334,6 +347,8 @@ fn deadline_after(timeout: Duration) -> std::time::Instant {
         .unwrap_or(now)
 }
 
+#[cfg(test)]
+mod capture_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]

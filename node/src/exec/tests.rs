@@ -519,7 +519,7 @@ fn compile_errors() {
     let forbidden = module_with(run).replace("(module", r#"(module (import "env" "foo" (func))"#);
     check_compile_error(
         forbidden.as_bytes(),
-        "payload imports `env.foo`, only `dispy.emit` is provided",
+        "payload imports `env.foo`, only `dispy.emit` and `dispy.log` are provided",
     );
     let bad_emit = module_with(run).replace(
         "(module",

@@ -7,8 +7,8 @@
 //! on whitespace, and its exit status is the chunk's status (0 = success, anything else
 //! [`FailureKind::PayloadError`] with that code). It gets no preopened directories (so no files),
 //! no network (preview 1 cannot create sockets, and no address is allowed), no environment
-//! variables, and no `poll_oneoff` (see [`NO_POLL`]); stderr is kept (its first line explains a
-//! failure) but capped. The memory limit (a store limiter) and the time limit and cancellation
+//! variables, and no `poll_oneoff` (see [`NO_POLL`]); stderr is the attempt's log (its first line also explains a
+//! failure), capped like every attempt log. The memory limit (a store limiter) and the time limit and cancellation
 //! (epoch deadlines) are the same as for ABI modules.
 //!
 //! **A fresh instance per chunk.** A WASI command runs `_start` once: the C runtime initialises,
@@ -26,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use wire::abi;
+use wire::observe::ATTEMPT_LOG_MAX;
 use wire::proto::{ChunkFailure, FailureKind};
 use wire::units::format_size;
 use tokio::io::AsyncWrite;
@@ -40,6 +41,7 @@ use super::wasm::{
     check_memory, classify_error, describe_extern, on_epoch, one_line, GuestLimiter, Interrupt,
     Ticker, MAX_OUTPUT,
 };
+use super::log::AttemptLog;
 use super::{cancelled, deadline_after, failure, reused, CancelFlag, ExecError, Limits};
 
 /// The WASI command entry point that marks a module as a filter.
@@ -57,8 +59,6 @@ pub const NO_POLL: &str = "poll_oneoff";
 /// WASI errno `ENOTSUP`, what [`NO_POLL`] returns.
 const ERRNO_NOTSUP: i32 = 58;
 
-/// Bytes of a filter's stderr kept per chunk (the rest is dropped), for failure messages.
-const STDERR_KEEP: usize = 4096;
 
 /// Longest stderr excerpt quoted in a failure message.
 const STDERR_QUOTE: usize = 200;
@@ -151,6 +151,8 @@ pub(super) struct FilterWorker {
     output_limit: usize,
     /// Set after any failure, as for ABI workers, so callers see the same behaviour.
     broken: bool,
+    /// The last chunk's stderr: the attempt's log.
+    log: AttemptLog,
     /// Keeps the epoch ticking while this worker exists.
     _ticker: Arc<Ticker>,
 }
@@ -176,6 +178,7 @@ impl FilterWorker {
             cancel,
             output_limit: MAX_OUTPUT,
             broken: false,
+            log: AttemptLog::default(),
             _ticker: ticker,
         }
     }
@@ -195,6 +198,11 @@ impl FilterWorker {
         result
     }
 
+    /// The last chunk's stderr, bounded like every attempt log.
+    pub(super) fn take_log(&mut self) -> Vec<u8> {
+        self.log.take()
+    }
+
     /// Lowers the stdout cap, so tests need not write a gigabyte.
     #[cfg(test)]
     pub(super) fn set_output_limit(&mut self, bytes: usize) {
@@ -203,7 +211,7 @@ impl FilterWorker {
 
     fn run_fresh(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
         let stdout = CappedOutput::new(self.output_limit, Overflow::Trap);
-        let stderr = CappedOutput::new(STDERR_KEEP, Overflow::Drop);
+        let stderr = CappedOutput::new(ATTEMPT_LOG_MAX, Overflow::Drop);
         let wasi = WasiCtxBuilder::new()
             .stdin(MemoryInputPipe::new(Bytes::copy_from_slice(input)))
             .stdout(stdout.clone())
@@ -222,7 +230,11 @@ impl FilterWorker {
             let start = instance.get_typed_func::<(), ()>(&mut *store, WASI_START)?;
             start.call(&mut *store, ())
         };
-        let error = match run(&mut store) {
+        let result = run(&mut store);
+        let (bytes, dropped) = stderr.take_counted();
+        self.log.push(&bytes);
+        self.log.count_dropped(dropped);
+        let error = match result {
             Ok(()) => return Ok(stdout.take()),
             Err(error) => error,
         };
@@ -230,12 +242,12 @@ impl FilterWorker {
             Some(I32Exit(0)) => Ok(stdout.take()),
             Some(&I32Exit(code)) => Err(failure(
                 FailureKind::PayloadError(code),
-                format!("payload exited with code {code}{}", stderr.quote()),
+                format!("payload exited with code {code}{}", quote(&bytes)),
             )),
             None => {
                 let mut failure = classify_error(&store.data().limiter, &error, self.limits.chunk_timeout);
                 if failure.kind == FailureKind::Trap {
-                    failure.message.push_str(&stderr.quote());
+                    failure.message.push_str(&quote(&bytes));
                 }
                 Err(failure)
             }
@@ -288,13 +300,15 @@ struct CappedOutput(Arc<Mutex<Captured>>);
 
 struct Captured {
     bytes: Vec<u8>,
+    /// Bytes past the cap of an [`Overflow::Drop`] output.
+    dropped: u64,
     limit: usize,
     overflow: Overflow,
 }
 
 impl CappedOutput {
     fn new(limit: usize, overflow: Overflow) -> Self {
-        Self(Arc::new(Mutex::new(Captured { bytes: Vec::new(), limit, overflow })))
+        Self(Arc::new(Mutex::new(Captured { bytes: Vec::new(), dropped: 0, limit, overflow })))
     }
 
     fn lock(&self) -> MutexGuard<'_, Captured> {
@@ -313,6 +327,7 @@ impl CappedOutput {
         match captured.overflow {
             Overflow::Drop => {
                 captured.bytes.extend_from_slice(&bytes[..room]);
+                captured.dropped += (bytes.len() - room) as u64;
                 Ok(())
             }
             Overflow::Trap => Err(format!(
@@ -327,20 +342,25 @@ impl CappedOutput {
         std::mem::take(&mut self.lock().bytes)
     }
 
-    /// The first line of what was captured, as a suffix for a failure message; empty if none.
-    fn quote(&self) -> String {
-        let captured = self.lock();
-        let text = String::from_utf8_lossy(&captured.bytes);
-        let line = text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("");
-        if line.is_empty() {
-            return String::new();
-        }
-        let mut quoted: String = line.chars().filter(|c| !c.is_control()).take(STDERR_QUOTE).collect();
-        if line.chars().count() > STDERR_QUOTE {
-            quoted.push('…');
-        }
-        format!(" (stderr: {quoted})")
+    /// The captured bytes and how many were dropped, leaving the buffer empty.
+    fn take_counted(&self) -> (Vec<u8>, u64) {
+        let mut captured = self.lock();
+        (std::mem::take(&mut captured.bytes), std::mem::take(&mut captured.dropped))
     }
+}
+
+/// The first line of a filter's stderr, as a suffix for a failure message; empty if none.
+fn quote(stderr: &[u8]) -> String {
+    let text = String::from_utf8_lossy(stderr);
+    let line = text.lines().map(str::trim).find(|line| !line.is_empty()).unwrap_or("");
+    if line.is_empty() {
+        return String::new();
+    }
+    let mut quoted: String = line.chars().filter(|c| !c.is_control()).take(STDERR_QUOTE).collect();
+    if line.chars().count() > STDERR_QUOTE {
+        quoted.push('…');
+    }
+    format!(" (stderr: {quoted})")
 }
 
 impl IsTerminal for CappedOutput {

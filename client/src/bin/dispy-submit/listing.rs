@@ -1,5 +1,5 @@
 //! The commands that look at the cluster and change it: `status`, `cancel`, `jobs`, `nodes`,
-//! `drain` and `undrain`, as tables or JSON.
+//! `drain`, `undrain`, `logs` and `explain`, as text or JSON.
 
 use std::time::Duration;
 
@@ -24,6 +24,24 @@ pub(crate) async fn status(cli: &Cli, job: JobRef, cancel: bool) -> Result<(), F
             println!("waiting: {reason}");
         }
     }
+    Ok(())
+}
+
+pub(crate) async fn logs(cli: &Cli, job: JobRef, chunk: Option<u64>, follow: bool) -> Result<(), Failure> {
+    with_client(cli, None, async |client| {
+        let job = job.resolve(client).await?;
+        Ok(client::report::print_logs(client, job, chunk, follow, cli.json).await?)
+    })
+    .await
+}
+
+pub(crate) async fn explain(cli: &Cli, job: JobRef) -> Result<(), Failure> {
+    let explained = with_client(cli, None, async |client| {
+        let job = job.resolve(client).await?;
+        Ok(client.explain(job).await?)
+    })
+    .await?;
+    client::report::print_explanation(&explained, cli.json);
     Ok(())
 }
 

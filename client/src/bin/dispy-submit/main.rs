@@ -43,9 +43,9 @@ struct Cli {
     /// or cut off), e.g. 30s; 0s gives up at once.
     #[arg(long, global = true, env = "DISPY_RECONNECT_TIMEOUT", default_value = "2m", value_parser = parse_timeout)]
     reconnect_timeout: Duration,
-    /// Print the answer as JSON on standard output (one value; `stream` prints its summary on
-    /// standard error, since standard output carries the results). Errors become
-    /// `{"error": …, "exit": CODE}`.
+    /// Print the answer as JSON on standard output (one value; `logs` one object per line;
+    /// `stream` prints its summary on standard error, since standard output carries the
+    /// results). Errors become `{"error": …, "exit": CODE}`.
     #[arg(long, global = true)]
     json: bool,
     #[command(subcommand)]
@@ -99,6 +99,23 @@ enum Command {
     },
     /// List the nodes connected to the dispatcher.
     Nodes,
+    /// Print a job's attempt logs (dispy.log, WASI stderr, native stdout and stderr), each line
+    /// as `CHUNK: LINE` (with `--json`, one object per attempt log, one per line).
+    Logs {
+        /// The job id, or `last` for your newest job.
+        job: JobRef,
+        /// Only this chunk's attempts.
+        #[arg(long)]
+        chunk: Option<u64>,
+        /// Keep printing new logs until the job ends.
+        #[arg(long)]
+        follow: bool,
+    },
+    /// Why a job waits (each node's reason) and every failed attempt of its chunks.
+    Explain {
+        /// The job id, or `last` for your newest job.
+        job: JobRef,
+    },
     /// Print a shell completion script, e.g. `dispy-submit completions bash >
     /// /etc/bash_completion.d/dispy-submit`.
     Completions {
@@ -162,6 +179,8 @@ fn main() -> ExitCode {
             Command::Drain { node, wait } => listing::drain(&cli, node, true, *wait).await,
             Command::Undrain { node } => listing::drain(&cli, node, false, false).await,
             Command::Nodes => listing::nodes(&cli).await,
+            Command::Logs { job, chunk, follow } => listing::logs(&cli, *job, *chunk, *follow).await,
+            Command::Explain { job } => listing::explain(&cli, *job).await,
             Command::Completions { shell } => {
                 clap_complete::generate(*shell, &mut Cli::command(), "dispy-submit", &mut std::io::stdout());
                 Ok(())
@@ -179,7 +198,11 @@ fn main() -> ExitCode {
         Err(Failure::Job(e)) => {
             // `run --json` and `wait --json` end with one summary object, failed or not.
             let job = match &e {
-                ClientError::JobFailed { job, .. } => Some(job.0),
+                ClientError::JobFailed { job, failure } => {
+                    // The last lines its failed chunks logged, under the one-line verdict.
+                    client::report::failure_tails(failure).iter().for_each(|line| eprintln!("{line}"));
+                    Some(job.0)
+                }
                 _ => None,
             };
             fail(&cli, EXIT_JOB_FAILED, &e.to_string(), job)

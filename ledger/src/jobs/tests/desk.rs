@@ -25,6 +25,14 @@ pub(super) struct Desk {
     pub(super) removed: Vec<JobId>,
     /// Payloads shipped to the node, in order.
     pub(super) shipped: Vec<PayloadHash>,
+    /// Jobs whose every file (logs included) went, in order.
+    pub(super) forgotten: Vec<JobId>,
+    /// Attempt logs stored, in order.
+    pub(super) logs: Vec<crate::jobs::LogRecord>,
+    /// Results to store, for a test to report stored.
+    pub(super) to_store: Vec<crate::jobs::StoreTicket>,
+    /// Assignments sent to the node: (job, chunk, attempt).
+    pub(super) assigned: Vec<(JobId, u64, wire::proto::AttemptId)>,
 }
 
 impl Desk {
@@ -34,7 +42,19 @@ impl Desk {
         let mut ledger = Ledger::new(config, Recovered { next_job: 1, incarnation: 1, ..Recovered::default() }, now);
         let node = ledger.handle_node_registered(now, info("node-a"), "10.0.0.1:1".into());
         let mut desk =
-            Self { ledger, now, node, next: 0, answers: HashMap::new(), removed: Vec::new(), shipped: Vec::new() };
+            Self {
+            ledger,
+            now,
+            node,
+            next: 0,
+            answers: HashMap::new(),
+            removed: Vec::new(),
+            shipped: Vec::new(),
+            forgotten: Vec::new(),
+            logs: Vec::new(),
+            assigned: Vec::new(),
+            to_store: Vec::new(),
+        };
         desk.turn();
         desk
     }
@@ -48,6 +68,12 @@ impl Desk {
                 Effect::Commit { .. } => self.ledger.handle_committed(),
                 Effect::Answer { request, answer } => drop(self.answers.insert(request, answer)),
                 Effect::RemoveSpool(job) => self.removed.push(job),
+                Effect::ForgetSpool(job) => self.forgotten.push(job),
+                Effect::StoreLog(record) => self.logs.push(record),
+                Effect::StoreResult { ticket, .. } => self.to_store.push(ticket),
+                Effect::Node { command: NodeCommand::Assign { job, chunk, attempt, .. }, .. } => {
+                    self.assigned.push((job, chunk, attempt));
+                }
                 Effect::Node { command: NodeCommand::Payload(payload), .. } => self.shipped.push(payload),
                 _ => {}
             }

@@ -14,7 +14,7 @@ use wire::proto::{
 };
 
 use super::super::{
-    Answer, AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, RequestId,
+    Answer, AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, LedgerConfig, NodeCommand, Recovered, Refusal, RequestId,
     RestoredJob, Resumed, Time,
 };
 use crate::record::{Batch, Extent, JobRecord, NodeHold};
@@ -68,6 +68,8 @@ struct Durable {
     inputs: BTreeMap<(JobId, ChunkIndex), Extent>,
     results: BTreeMap<(JobId, ChunkIndex), Extent>,
     holds: BTreeMap<String, NodeHold>,
+    /// Jobs whose release is durable: their results are gone because their owner has them.
+    released: HashSet<JobId>,
 }
 
 impl Durable {
@@ -84,6 +86,11 @@ impl Durable {
         for (job, chunk, extent) in &batch.results {
             self.results.insert((*job, *chunk), *extent);
         }
+        for job in &batch.released {
+            self.inputs.retain(|(j, _), _| j != job);
+            self.results.retain(|(j, _), _| j != job);
+        }
+        self.released.extend(batch.released.iter().copied());
         for job in &batch.deleted {
             self.jobs.remove(job);
             self.inputs.retain(|(j, _), _| j != job);
@@ -101,6 +108,7 @@ impl Durable {
     /// the job is over without results or forgotten.
     fn settles(&self, job: JobId, chunk: ChunkIndex) -> bool {
         self.results.contains_key(&(job, chunk))
+            || self.released.contains(&job)
             || self.jobs.get(&job).is_none_or(|r| matches!(r.state, JobState::Failed(_) | JobState::Cancelled))
     }
 }
@@ -144,6 +152,10 @@ pub(super) struct World {
     grace: Duration,
     /// Answers to resumed uploads, by question.
     resumed: HashMap<RequestId, Result<Resumed, String>>,
+    /// Attempt logs stored, by job, until the job is forgotten.
+    pub(super) logs: HashMap<JobId, Vec<crate::jobs::LogRecord>>,
+    /// Jobs whose owner released them.
+    released: HashSet<JobId>,
 }
 
 pub(super) const SLOTS: u32 = 2;
@@ -174,6 +186,8 @@ impl World {
             verdicts: 0,
             grace,
             resumed: HashMap::new(),
+            logs: HashMap::new(),
+            released: HashSet::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -280,6 +294,33 @@ impl World {
         }
     }
 
+    /// The owner has a finished job's whole output and releases it, as `run` and `wait` do: its
+    /// input and results go at once, its record and logs stay (and stay released across a restart
+    /// once the release is durable) until it expires.
+    pub(super) fn release(&mut self, pick: u64) {
+        let pending: HashSet<JobId> = self.followers.values().filter(|f| !f.done).map(|f| f.job).collect();
+        let finished: Vec<JobId> = self
+            .submitted
+            .keys()
+            .copied()
+            .filter(|job| !pending.contains(job) && self.summary(*job).is_some_and(|s| s.state.is_finished()))
+            .collect();
+        let Some(&job) = finished.get(pick as usize % finished.len().max(1)) else { return };
+        self.ledger.handle_release(&owner(), job);
+        self.turn();
+        assert!(
+            matches!(self.ledger.attachable(&owner(), job), Err(Refusal::OutputFetched(_))),
+            "released job {job} can still be followed"
+        );
+        assert!(self.spool.get(&job).is_none_or(|f| f.results.is_empty()), "released job {job} kept its results");
+        self.released.insert(job);
+    }
+
+    /// How many jobs their owner released.
+    pub(super) fn released_count(&self) -> usize {
+        self.released.len()
+    }
+
     /// A client asks for a job's status.
     pub(super) fn ask(&mut self, pick: u64) {
         let jobs: Vec<JobId> = self.submitted.keys().copied().collect();
@@ -303,7 +344,8 @@ impl World {
             Some(_) if rng.chance(10) => Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() }),
             Some(input) => Ok(Bytes::from(run(input))),
         };
-        let report = ChunkReport { attempt, outcome, run_nanos: 1_000 };
+        let log = Bytes::from(format!("attempt {attempt} of chunk {_chunk}\n"));
+        let report = ChunkReport { attempt, outcome, run_nanos: 1_000, log };
         self.nodes[n].unacked.insert(attempt, report.clone());
         let id = self.nodes[n].id;
         self.ledger.handle_report(self.now, id, report);
@@ -368,6 +410,17 @@ impl World {
             let client = ClientId(self.fresh());
             self.follow(job, client);
         }
+        // A release that was durable holds across the restart.
+        for &job in &self.released {
+            let durable = self.durable.jobs.get(&job).is_some_and(|r| r.state == JobState::Succeeded && r.chunks > 0)
+                && !self.durable.results.keys().any(|(j, _)| *j == job);
+            if durable {
+                assert!(
+                    matches!(self.ledger.attachable(&owner(), job), Err(Refusal::OutputFetched(_))),
+                    "job {job}'s durable release was lost in a restart"
+                );
+            }
+        }
         for n in 0..self.nodes.len() {
             // The nodes outlive the dispatcher: they keep what they were assigned and claim it,
             // and the restarted ledger adopts what it still wants (refusing the rest, which the
@@ -400,6 +453,8 @@ impl World {
                 };
                 // A job failed just before the crash lost its files before its end was durable.
                 let gone = (inputs || results) && !self.spool.contains_key(job);
+                // A succeeded job whose files are gone was released just before the crash.
+                let released_before = gone && !inputs;
                 RestoredJob {
                     job: *job,
                     record: record.clone(),
@@ -408,7 +463,7 @@ impl World {
                     } else {
                         Ok(if inputs { of(&self.durable.inputs).into_iter().map(|(_, e)| e).collect() } else { Vec::new() })
                     },
-                    results: Ok(if results { of(&self.durable.results) } else { Vec::new() }),
+                    results: Ok(if results && !released_before { of(&self.durable.results) } else { Vec::new() }),
                 }
             })
             .collect();
@@ -447,11 +502,15 @@ impl World {
                     ClientEvent::InputStored { job, chunks } => {
                         let record = self.durable.jobs.get(&job).expect("InputStored for a job the journal lacks");
                         assert!(record.input_complete && record.chunks == chunks, "InputStored before the input was durable");
-                        let files = &self.spool[&job];
-                        assert!(
-                            self.durable.inputs.range((job, 0)..=(job, u64::MAX)).all(|(_, e)| e.offset + e.len <= files.input_synced),
-                            "InputStored while input bytes were unsynced"
-                        );
+                        // A job whose owner already released it (it ran before its input was
+                        // durable) has no input left to check.
+                        if !self.released.contains(&job) {
+                            let files = &self.spool[&job];
+                            assert!(
+                                self.durable.inputs.range((job, 0)..=(job, u64::MAX)).all(|(_, e)| e.offset + e.len <= files.input_synced),
+                                "InputStored while input bytes were unsynced"
+                            );
+                        }
                     }
                     ClientEvent::Progress(_) | ClientEvent::JobFailed { .. } | ClientEvent::Error { .. } => {}
                     other => panic!("unexpected client event {other:?}"),
@@ -498,6 +557,17 @@ impl World {
                 }
                 Effect::RemoveSpool(job) => {
                     self.spool.remove(&job);
+                }
+                Effect::ForgetSpool(job) => {
+                    assert!(!self.ledger.knows(job), "the logs of job {job} deleted while it is remembered");
+                    self.spool.remove(&job);
+                    self.logs.remove(&job);
+                }
+                Effect::StoreLog(record) => {
+                    assert!(self.ledger.knows(record.job), "a log stored for unknown job {}", record.job);
+                    let expect = format!("attempt {} of chunk {}\n", record.attempt, record.chunk);
+                    assert_eq!(record.log, expect.as_bytes(), "a log stored under another attempt or chunk");
+                    self.logs.entry(record.job).or_default().push(record);
                 }
             }
         }

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 mod desk;
 mod harness;
 mod holds;
+mod observe;
 mod payloads;
 mod resume;
 mod tenants;
@@ -36,6 +37,7 @@ fn history(seed: u64, faults: bool) -> World {
             80..=87 => world.ask(rng.next()),
             88..=91 => world.submit(1 + rng.below(4) as usize, rng.chance(50)),
             92 if faults && world.restarts < 3 => world.restart(),
+            93..=94 => world.release(rng.next()),
             _ => world.wait(Duration::from_millis(5)),
         }
     }
@@ -95,13 +97,17 @@ fn a_restart_keeps_what_was_stored_and_runs_only_the_rest() {
 
 #[test]
 fn histories_reach_the_cases_they_are_meant_to_check() {
-    let (mut restarts, mut verdicts, mut stored) = (0, 0, 0);
+    let (mut restarts, mut verdicts, mut stored, mut released, mut logged) = (0, 0, 0, 0, 0);
     for seed in 0..64 {
         let world = history(seed, true);
         restarts += world.restarts;
         verdicts += world.verdicts;
         stored += world.stored_at_restart.len();
+        released += world.released_count();
+        logged += world.logs.values().map(Vec::len).sum::<usize>();
     }
+    assert!(released > 10, "only {released} jobs were released");
+    assert!(logged > 100, "only {logged} attempt logs were stored");
     assert!(restarts > 10, "only {restarts} restarts");
     assert!(verdicts > 50, "only {verdicts} verdicts reached followers");
     assert!(stored > 10, "only {stored} chunks were durable at a restart");

@@ -98,6 +98,13 @@ impl Library {
         }
     }
 
+    /// Flushes the C library's stdio buffers, so what the payload `printf`ed reaches the node
+    /// before the reply that ends the call (stdout to a socket is fully buffered).
+    pub(super) fn flush_stdio(&self) {
+        // SAFETY: `fflush(NULL)` flushes every open output stream and takes no pointer of ours.
+        unsafe { libc::fflush(ptr::null_mut()) };
+    }
+
     /// Calls `dispy_run`, collecting what it emits in [`OUTPUT`] (which the caller resets with
     /// [`Output::begin`] and collects with [`Output::finish`]); returns its code.
     pub(super) fn run(&self, input: &[u8], args: &[u8]) -> i32 {

@@ -14,8 +14,10 @@
 //! (`protocol.rs`) over a Unix socket on the worker's stdin, non-blocking, driven by `poll(2)`
 //! with a 10 ms tick so the wall-clock deadline and the [`CancelFlag`] are checked promptly. On a
 //! timeout or cancellation the node kills the worker's process group with SIGKILL. The worker's
-//! stdout and stderr go to a second socket that the node drains while it waits: lines are logged
-//! at debug level and the last few quoted in failure messages. Dropping a worker kills and reaps
+//! stdout and stderr go to a second socket that the node drains while it waits (the protocol
+//! socket stays separate, so a payload's `printf` cannot forge a reply): the bytes are the
+//! attempt's log ([`NativeWorker::take_log`]; the worker flushes C stdio after every call into
+//! the payload), lines are logged at debug level and the last few quoted in failure messages. Dropping a worker kills and reaps
 //! its process, so no zombie is left.
 //!
 //! How an ending is reported (until the protocol has a crash kind, crashes use
@@ -39,10 +41,10 @@
 mod confine;
 #[allow(unsafe_code)]
 mod loader;
+mod output;
 mod protocol;
 mod worker;
 
-use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -62,7 +64,9 @@ pub use protocol::WORKER_MARKER;
 use super::wasm::MAX_OUTPUT;
 use super::{cancelled, deadline_after, failure, reused, setup_failure, timed_out};
 use super::{CancelFlag, ExecError, Limits};
+use super::log::AttemptLog;
 use confine::Scratch;
+use output::StderrTail;
 use loader::Interest;
 use protocol::{tag, Init, Mode, PREFIX_LEN};
 
@@ -75,12 +79,6 @@ const CHECK_MEMORY: u64 = 1 << 30;
 /// How often a waiting node checks the deadline and the cancel flag; the resolution of native
 /// timeouts and cancellation, as `EPOCH_TICK` is for WebAssembly.
 const TICK: Duration = Duration::from_millis(10);
-
-/// Lines of a worker's stderr kept for failure messages, and the longest quote made of them.
-const STDERR_LINES: usize = 4;
-const STDERR_QUOTE: usize = 300;
-/// Longest stderr line kept; the rest of a longer line is dropped.
-const STDERR_LINE: usize = 1024;
 
 /// Turns this process into a native worker if it was started as one, and never returns then;
 /// otherwise returns at once.
@@ -342,6 +340,12 @@ impl NativeWorker {
         }
     }
 
+    /// What the worker wrote to stdout and stderr since the last call (its setup's output goes
+    /// with the first chunk), bounded by [`AttemptLog`].
+    pub fn take_log(&mut self) -> Vec<u8> {
+        self.process.captured.take()
+    }
+
     /// The worker's process id, for tests that check it is gone.
     #[cfg(test)]
     pub(crate) fn pid(&self) -> u32 {
@@ -399,6 +403,8 @@ struct Process {
     /// The worker's stdout and stderr, non-blocking.
     log: UnixStream,
     stderr: StderrTail,
+    /// Everything the worker wrote to stdout and stderr since [`NativeWorker::take_log`].
+    captured: AttemptLog,
     /// Whether `log` may still deliver bytes; after its end of file it is no longer polled (a
     /// closed socket would make every poll return at once).
     log_open: bool,
@@ -433,7 +439,7 @@ impl Process {
         // The command holds the worker's ends of the sockets; closing them here is what makes
         // the worker's exit read as end of file.
         drop(command);
-        let process = Self { child, conn, log, stderr: StderrTail::default(), log_open: true, reaped: false };
+        let process = Self { child, conn, log, stderr: StderrTail::default(), captured: AttemptLog::default(), log_open: true, reaped: false };
         process.conn.set_nonblocking(true)?;
         process.log.set_nonblocking(true)?;
         Ok(process)
@@ -495,7 +501,12 @@ impl Process {
                 loop {
                     match reply.read_from(&mut self.conn) {
                         Ok(Received::Frame(tag::MEMORY, _)) => out_of_memory = true,
-                        Ok(Received::Frame(reply, body)) => return Exchange::Reply(reply, body),
+                        Ok(Received::Frame(reply, body)) => {
+                            // The worker wrote its output before replying, and a Unix socket
+                            // queues a write at its reader at once: all of it is there.
+                            self.drain_log();
+                            return Exchange::Reply(reply, body);
+                        }
                         Ok(Received::Pending) => break,
                         Ok(Received::End) => return self.reap(deadline, cancel, out_of_memory),
                         Err(e) => return Exchange::Broken(format!("bad reply: {e}")),
@@ -536,7 +547,10 @@ impl Process {
         while self.log_open {
             match self.log.read(&mut buf) {
                 Ok(0) => self.log_open = false,
-                Ok(n) => self.stderr.push(&buf[..n], self.child.id()),
+                Ok(n) => {
+                    self.captured.push(&buf[..n]);
+                    self.stderr.push(&buf[..n], self.child.id());
+                }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(_) => self.log_open = false,
@@ -667,67 +681,6 @@ impl ReplyReader {
         self.body = vec![0; len - 1];
         self.body_len = 0;
         Ok(())
-    }
-}
-
-/// The last lines a worker wrote to stdout or stderr; every line is also logged at debug level.
-#[derive(Default)]
-struct StderrTail {
-    lines: VecDeque<String>,
-    partial: Vec<u8>,
-}
-
-impl StderrTail {
-    fn clear(&mut self) {
-        self.lines.clear();
-        self.partial.clear();
-    }
-
-    fn push(&mut self, bytes: &[u8], pid: u32) {
-        for &byte in bytes {
-            if byte == b'\n' {
-                self.end_line(pid);
-            } else if self.partial.len() < STDERR_LINE {
-                self.partial.push(byte);
-            }
-        }
-    }
-
-    /// Keeps a last line that has no newline.
-    fn flush_partial(&mut self) {
-        if !self.partial.is_empty() {
-            self.end_line(0);
-        }
-    }
-
-    fn end_line(&mut self, pid: u32) {
-        let line: String = String::from_utf8_lossy(&self.partial)
-            .chars()
-            .filter(|c| !c.is_control())
-            .collect();
-        self.partial.clear();
-        let line = line.trim();
-        if line.is_empty() {
-            return;
-        }
-        tracing::debug!(worker = pid, "payload output: {line}");
-        if self.lines.len() == STDERR_LINES {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line.to_string());
-    }
-
-    /// The kept lines as a suffix for a one-line failure message; empty if none.
-    fn quote(&self) -> String {
-        if self.lines.is_empty() {
-            return String::new();
-        }
-        let joined = self.lines.iter().map(String::as_str).collect::<Vec<_>>().join(" | ");
-        let mut quoted: String = joined.chars().take(STDERR_QUOTE).collect();
-        if joined.chars().count() > STDERR_QUOTE {
-            quoted.push('…');
-        }
-        format!(" (output: {quoted})")
     }
 }
 

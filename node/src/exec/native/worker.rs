@@ -86,6 +86,7 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
         return write_frame(&mut conn, tag::READY, &has_setup);
     }
     let code = library.setup(&init.args);
+    library.flush_stdio();
     if code != 0 {
         return write_frame(&mut conn, tag::CODE, &code.to_le_bytes());
     }
@@ -112,6 +113,7 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
         let attempt_dir = AttemptDir::enter(init.scratch.as_deref(), chunks)?;
         OUTPUT.begin(output_limit);
         let code = library.run(&body, &init.args);
+        library.flush_stdio();
         drop(attempt_dir);
         match OUTPUT.finish() {
             Emitted::OverLimit => write_frame(&mut conn, tag::OUTPUT_LIMIT, b"")?,

@@ -1,5 +1,5 @@
 //! The dispy ABI v1 checks [`WasmEngine::compile`](super::WasmEngine::compile) runs on a module
-//! before any chunk: the only import is `dispy.emit`, the exports have the ABI's types, and the
+//! before any chunk: the only imports are `dispy.emit` and `dispy.log`, the exports have the ABI's types, and the
 //! memory is a plain 32-bit one. Also how wasmtime's types and errors are written in the one-line
 //! [`ExecError`] messages a user sees ([`describe_extern`], [`one_line`]).
 
@@ -15,18 +15,19 @@ pub(super) const SIG_SETUP: &str = "(i32, i32) -> i32";
 pub(super) const SIG_ABI_VERSION: &str = "() -> i32";
 const SIG_EMIT: &str = "(i32, i32) -> ()";
 
-/// Checks that every import is `dispy.emit` with the ABI's type.
+/// Checks that every import is `dispy.emit` or the optional `dispy.log`, with the ABI's type.
 pub(super) fn check_imports(module: &Module) -> Result<(), ExecError> {
     for import in module.imports() {
-        if import.module() != abi::IMPORT_MODULE || import.name() != abi::IMPORT_EMIT {
-            return Err(ExecError::ForbiddenImport {
-                module: import.module().to_string(),
-                name: import.name().to_string(),
-            });
-        }
+        let name = match (import.module(), import.name()) {
+            (abi::IMPORT_MODULE, abi::IMPORT_EMIT) => abi::IMPORT_EMIT,
+            (abi::IMPORT_MODULE, abi::IMPORT_LOG) => abi::IMPORT_LOG,
+            (module, name) => {
+                return Err(ExecError::ForbiddenImport { module: module.to_string(), name: name.to_string() })
+            }
+        };
         let found = describe_extern(&import.ty());
         if found != SIG_EMIT {
-            return Err(ExecError::EmitType { found });
+            return Err(ExecError::EmitType { name, found });
         }
     }
     Ok(())

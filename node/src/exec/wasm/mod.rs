@@ -44,7 +44,7 @@ pub(super) use sandbox::{classify_error, on_epoch, GuestLimiter, Interrupt};
 
 use super::wasi::{self, FilterPayload};
 use check::{check_func, check_imports, SIG_ABI_VERSION, SIG_ALLOC, SIG_RUN, SIG_SETUP};
-use sandbox::{arm, classify, emit, new_store, HostState};
+use sandbox::{arm, classify, emit, log, new_store, HostState};
 
 /// How often the ticker thread advances the engine's epoch; the resolution of chunk timeouts and
 /// cancellation.
@@ -97,7 +97,7 @@ impl WasmEngine {
     ///
     /// The check needs no job: required exports (`memory`, `dispy_alloc`, `dispy_run`) with the
     /// right types, optional ones (`dispy_setup`, `dispy_abi_version`) with the right types when
-    /// present, and no import but `dispy.emit`. When `dispy_abi_version` is exported it is called
+    /// present, and no import but `dispy.emit` and `dispy.log`. When `dispy_abi_version` is exported it is called
     /// in a throwaway store (with a memory limit and a deadline) and must return 1. Compiling is
     /// CPU-heavy: call it from a blocking thread.
     ///
@@ -123,6 +123,7 @@ impl WasmEngine {
         let mut linker = Linker::new(&self.engine);
         linker
             .func_wrap(abi::IMPORT_MODULE, abi::IMPORT_EMIT, emit)
+            .and_then(|linker| linker.func_wrap(abi::IMPORT_MODULE, abi::IMPORT_LOG, log))
             .map_err(|e| ExecError::Engine(one_line(&e)))?;
         // The imports were checked above, so this only fails on an engine problem.
         let pre = linker

@@ -16,6 +16,7 @@ use wire::units::format_size;
 use wasmtime::{Caller, Engine, Extern, Memory, ResourceLimiter, Store, Trap, UpdateDeadline};
 
 use super::{one_line, CancelFlag, Limits, MAX_OUTPUT, MAX_TABLE_ELEMENTS, MAX_WASM32_MEMORY};
+use crate::exec::log::AttemptLog;
 use crate::exec::{cancelled, deadline_after, failure, timed_out};
 
 /// The host side of one store: limits, deadline and the output being collected.
@@ -30,6 +31,8 @@ pub(super) struct HostState {
     pub(super) cancel: CancelFlag,
     /// The guest's memory once instantiated, so `emit` need not look it up by name.
     pub(super) memory: Option<Memory>,
+    /// What `dispy.log` collected since the worker's log was last taken.
+    pub(super) log: AttemptLog,
 }
 
 /// Caps a store's memories and tables, remembering whether it refused to grow memory.
@@ -135,6 +138,7 @@ pub(super) fn new_store(engine: &Engine, limits: Limits, cancel: CancelFlag) -> 
         deadline: Instant::now(),
         cancel,
         memory: None,
+        log: AttemptLog::default(),
     };
     let mut store = Store::new(engine, state);
     store.limiter(|state| &mut state.limiter);
@@ -166,26 +170,44 @@ pub(super) fn arm(store: &mut Store<HostState>, timeout: Duration) {
     store.set_epoch_deadline(1);
 }
 
-/// The host function `dispy.emit(ptr, len)`: appends guest bytes to the chunk's output.
-pub(super) fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<()> {
-    let memory = match caller.data().memory {
-        Some(memory) => memory,
-        // Called from the start function, before the worker recorded the memory.
+/// The guest's memory, recorded by the worker or (from the start function, before that) looked
+/// up by name; `what` names the host function for the error.
+fn guest_memory(caller: &mut Caller<'_, HostState>, what: &str) -> wasmtime::Result<Memory> {
+    match caller.data().memory {
+        Some(memory) => Ok(memory),
         None => match caller.get_export(abi::EXPORT_MEMORY) {
-            Some(Extern::Memory(memory)) => memory,
-            _ => return Err(Interrupt::Emit("dispy.emit called without a memory".into()).into()),
+            Some(Extern::Memory(memory)) => Ok(memory),
+            _ => Err(Interrupt::Emit(format!("{what} called without a memory")).into()),
         },
-    };
-    let (data, state) = memory.data_and_store_mut(&mut caller);
+    }
+}
+
+/// The bytes `ptr..ptr + len` of the guest's memory, or the error for a range outside it.
+fn guest_range<'a>(data: &'a [u8], ptr: i32, len: i32, what: &str) -> wasmtime::Result<&'a [u8]> {
     // The ABI's i32 pointers and lengths are unsigned byte offsets.
     let (start, len) = (ptr as u32 as usize, len as u32 as usize);
-    let Some(bytes) = start.checked_add(len).and_then(|end| data.get(start..end)) else {
-        return Err(Interrupt::Emit(format!(
-            "dispy.emit({start:#x}, {len}) reads outside the payload's memory of {} bytes",
-            data.len()
-        ))
-        .into());
-    };
+    start.checked_add(len).and_then(|end| data.get(start..end)).ok_or_else(|| {
+        Interrupt::Emit(format!("{what}({start:#x}, {len}) reads outside the payload's memory of {} bytes", data.len()))
+            .into()
+    })
+}
+
+/// The host function `dispy.log(ptr, len)`: one line of the attempt's log. A bad range traps
+/// like `dispy.emit`'s; a full log drops the rest and counts it.
+pub(super) fn log(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<()> {
+    let memory = guest_memory(&mut caller, "dispy.log")?;
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let bytes = guest_range(data, ptr, len, "dispy.log")?;
+    state.log.push_line(bytes);
+    Ok(())
+}
+
+/// The host function `dispy.emit(ptr, len)`: appends guest bytes to the chunk's output.
+pub(super) fn emit(mut caller: Caller<'_, HostState>, ptr: i32, len: i32) -> wasmtime::Result<()> {
+    let memory = guest_memory(&mut caller, "dispy.emit")?;
+    let (data, state) = memory.data_and_store_mut(&mut caller);
+    let bytes = guest_range(data, ptr, len, "dispy.emit")?;
+    let len = bytes.len();
     if state.output.len().saturating_add(len) > state.output_limit {
         return Err(Interrupt::Emit(format!(
             "payload emitted more than {} of output for one chunk",

@@ -89,6 +89,14 @@ impl WasmWorker {
         }
     }
 
+    /// What the payload logged since the last call: its `dispy.log` lines, or a filter's stderr.
+    pub fn take_log(&mut self) -> Vec<u8> {
+        match &mut self.inner {
+            WorkerInner::Abi(worker) => worker.store.data_mut().log.take(),
+            WorkerInner::Filter(filter) => filter.take_log(),
+        }
+    }
+
     /// Lowers the output cap of this worker, so tests need not emit a gigabyte.
     #[cfg(test)]
     pub(crate) fn set_output_limit(&mut self, bytes: usize) {
