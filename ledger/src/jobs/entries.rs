@@ -75,6 +75,9 @@ pub(super) struct JobEntry {
     pub(super) unstored: u64,
     /// Bytes of its inputs and results in the spool, counted in its owner's quota.
     pub(super) spool_bytes: u64,
+    /// Bytes of attempt logs stored since this dispatcher started, held under
+    /// `MAX_JOB_LOG_BYTES` (they count in `spool_bytes` too).
+    pub(super) log_bytes: u64,
     /// The job succeeded but results are still being stored: it finishes when they are.
     pub(super) succeeded: bool,
     /// The connection that submitted it, until it hears `InputStored` or the verdict.
@@ -103,6 +106,7 @@ impl JobEntry {
             run_nanos: 0,
             unstored: 0,
             spool_bytes: 0,
+            log_bytes: 0,
             succeeded: false,
             submitter: None,
             attachers: Vec::new(),

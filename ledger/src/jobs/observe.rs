@@ -22,6 +22,10 @@ use wire::proto::{AttemptId, ChunkIndex, JobFailure, JobId, JobState, PayloadKin
 use super::{Answer, Caller, Effect, Ledger, Refusal, RequestId};
 use crate::scheduler::NodeId;
 
+/// The most attempt-log bytes one job keeps (per dispatcher lifetime); they also count in its
+/// owner's spool quota while the job holds its files.
+pub(crate) const MAX_JOB_LOG_BYTES: u64 = 64 << 20;
+
 /// One attempt's log for the driver to append to its job's `logs` spool file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LogRecord {
@@ -62,10 +66,24 @@ impl Ledger {
         }
         let log_tail = if failed { tail(&log, TAIL_LINES) } else { Vec::new() };
         let Some((job, chunk)) = self.scheduler.attempt_chunk(attempt) else { return log_tail };
-        if self.jobs.contains_key(&job) {
-            let record = LogRecord { job, chunk, attempt, node: self.node_name(node), failed, log };
-            self.effects.push_back(Effect::StoreLog(record));
+        let node = self.node_name(node);
+        let Some(entry) = self.jobs.get_mut(&job) else { return log_tail };
+        // A job of many chunks that all print could fill the disk 64 KiB at a time: past its
+        // bound, the job's first attempt over it leaves a note instead, and later ones nothing.
+        if entry.log_bytes >= MAX_JOB_LOG_BYTES {
+            return log_tail;
         }
+        let log = if entry.log_bytes + log.len() as u64 > MAX_JOB_LOG_BYTES {
+            entry.log_bytes = MAX_JOB_LOG_BYTES;
+            let bound = wire::units::format_size(MAX_JOB_LOG_BYTES);
+            Bytes::from(format!("[dispy: this job's logs reached {bound}; later attempts' logs are not kept]\n"))
+        } else {
+            entry.log_bytes += log.len() as u64;
+            log
+        };
+        let bytes = log.len() as u64;
+        self.charge_spool_anyway(job, bytes);
+        self.effects.push_back(Effect::StoreLog(LogRecord { job, chunk, attempt, node, failed, log }));
         log_tail
     }
 

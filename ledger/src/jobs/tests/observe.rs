@@ -228,3 +228,26 @@ fn a_released_job_keeps_its_record_and_logs_until_it_expires() {
     assert_eq!(desk.forgotten, [job], "its logs go when it expires");
     assert!(matches!(desk.logs(&alice(), job, None), Err(Refusal::UnknownJob(_))));
 }
+
+/// A job's logs stop at `MAX_JOB_LOG_BYTES`: the attempt that would cross it leaves a note, later
+/// ones nothing, and what is kept counts in the owner's spool.
+#[test]
+fn a_jobs_logs_stop_at_their_bound_with_a_note() {
+    use super::super::observe::MAX_JOB_LOG_BYTES;
+    let mut desk = Desk::new(Quotas::default());
+    let job = desk.one_chunk_job();
+    let big = "x".repeat((MAX_JOB_LOG_BYTES * 5 / 8) as usize);
+    for attempt in 0..3 {
+        while desk.assigned.iter().filter(|(j, _, _)| *j == job).count() <= attempt {
+            desk.wait(Duration::from_secs(5));
+        }
+        desk.report(job, Err(trap()), &big);
+    }
+    let kept: Vec<usize> = desk.logs.iter().map(|r| r.log.len()).collect();
+    assert_eq!(kept.len(), 2, "the third attempt's log is not kept: {kept:?}");
+    assert_eq!(kept[0], big.len());
+    let note = String::from_utf8_lossy(&desk.logs[1].log).into_owned();
+    assert!(note.starts_with("[dispy: this job's logs reached 64.0 MiB"), "{note}");
+    // The one-byte input and the two logs kept.
+    assert_eq!(desk.ledger.spool_use("alice"), 1 + kept.iter().sum::<usize>() as u64);
+}
