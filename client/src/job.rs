@@ -99,11 +99,47 @@ impl JobDescription {
     /// dispatcher no more than [`MAX_AUTO_SHIPPED_BYTES`](crate::split::auto::MAX_AUTO_SHIPPED_BYTES).
     pub fn max_auto_chunk_bytes(&self) -> u64 {
         let memory_bound = self.memory_limit / 4;
-        if self.shared_input {
+        if self.shared_input || self.has_object_input() {
             memory_bound
         } else {
             memory_bound.min(crate::split::auto::MAX_AUTO_SHIPPED_BYTES)
         }
+    }
+
+    /// Whether the job's inputs are objects (`s3://…`, `https://…`) that nodes read themselves
+    /// with ranged GETs; [`JobDescription::validate`] refuses a mix of objects and files.
+    pub fn has_object_input(&self) -> bool {
+        self.inputs.iter().any(|input| wire::chunk::is_object_url(&input.to_string_lossy()))
+    }
+
+    /// The job's chunk inputs, cut by its rule: object references for object input (see
+    /// [`SplitRule::object_chunks`]; this makes requests, so call it off the async runtime),
+    /// file references for shared input, the bytes otherwise.
+    ///
+    /// # Errors
+    /// As [`SplitRule::chunks`] and its shared and object forms.
+    pub fn input_chunks(&self) -> Result<crate::split::Chunks, crate::split::SplitError> {
+        if self.has_object_input() {
+            let stores = node::object_input::ObjectStores::new(None)?;
+            self.split.object_chunks(&self.inputs, std::sync::Arc::new(stores))
+        } else if self.shared_input {
+            self.split.shared_chunks(&self.inputs)
+        } else {
+            self.split.chunks(&self.inputs)
+        }
+    }
+
+    /// What a node's `object_store_buckets` must list to read this job's object input.
+    pub fn object_buckets(&self) -> Vec<String> {
+        let mut entries: Vec<String> = self
+            .inputs
+            .iter()
+            .filter_map(|input| node::object_input::ObjectUrl::parse(&input.to_string_lossy()).ok())
+            .map(|url| url.allow_entry())
+            .collect();
+        entries.sort();
+        entries.dedup();
+        entries
     }
 
     /// Whether nodes could read this job's input in place (`shared_input`): its split rule cuts
@@ -168,6 +204,7 @@ impl JobDescription {
         for input in &self.inputs {
             check("input", check_path(input));
         }
+        check("input", check_inputs(&self.inputs));
         match (self.split.needs_input(), self.inputs.is_empty()) {
             (true, true) => problems.push(KeyProblem::Missing { key: "input" }),
             (false, false) => problems.push(KeyProblem::Invalid {
@@ -355,6 +392,9 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
     let placement_timeout =
         p.optional("placement_timeout", raw.placement_timeout, Parser::duration);
     let shared_input = p.optional("shared_input", raw.shared_input, Parser::boolean);
+    if let Some(Err(reason)) = inputs.as_deref().map(check_inputs) {
+        p.problems.push(KeyProblem::Invalid { key: "input", reason });
+    }
     if let (Some(true), Some(split)) = (shared_input, &split) {
         if let Err(reason) = check_shared_input(true, split) {
             p.problems.push(KeyProblem::Invalid { key: "shared_input", reason });
@@ -488,12 +528,20 @@ impl<'a> Parser<'a> {
             toml::Value::Array(items) if items.is_empty() => {
                 Err("expected at least one file or directory, found an empty array".to_owned())
             }
-            toml::Value::Array(items) => items.into_iter().map(|item| self.path(item)).collect(),
-            toml::Value::String(_) => self.path(value).map(|path| vec![path]),
+            toml::Value::Array(items) => items.into_iter().map(|item| self.input(item)).collect(),
+            toml::Value::String(_) => self.input(value).map(|path| vec![path]),
             other => Err(format!(
                 "expected a path or an array of paths, found {}",
                 describe(&other)
             )),
+        }
+    }
+
+    /// An input path, or an object URL kept as written.
+    fn input(&self, value: toml::Value) -> Result<PathBuf, String> {
+        match &value {
+            toml::Value::String(text) if wire::chunk::is_object_url(text) => Ok(PathBuf::from(text)),
+            _ => self.path(value),
         }
     }
 
@@ -678,6 +726,15 @@ fn check_shared_input(shared: bool, split: &SplitRule) -> Result<(), String> {
             "shared input needs a bytes split rule (bytes:SIZE or bytes:auto), not {other}"
         )),
     }
+}
+
+/// Object URLs and files cannot be mixed in one job: nodes read the one, the submitter the other.
+fn check_inputs(inputs: &[PathBuf]) -> Result<(), String> {
+    let objects = inputs.iter().filter(|input| wire::chunk::is_object_url(&input.to_string_lossy())).count();
+    if objects > 0 && objects < inputs.len() {
+        return Err("object URLs (s3://, https://) and local files cannot be mixed in one job; submit them as separate jobs".into());
+    }
+    Ok(())
 }
 
 fn check_memory_limit(limit: u64) -> Result<(), String> {

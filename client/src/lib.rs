@@ -8,6 +8,7 @@ mod api;
 pub mod job;
 pub mod local;
 mod output;
+pub mod readers;
 pub mod split;
 
 pub use api::{read_ahead, Backoff, Client, ClientError, JobReport, JobStream, Update, DEFAULT_RECONNECT_TIMEOUT};
