@@ -39,8 +39,9 @@ impl ObjectLines {
         loop {
             let Some((stream, piece)) = &mut self.reading else {
                 let Some((url, _)) = self.objects.get(self.at.0) else {
-                    // The end: what is left is the last chunk.
+                    // The end: what is left is the last chunk, once.
                     let chunk = self.cut(self.at);
+                    self.start = self.at;
                     return (!chunk.is_empty()).then(|| Ok(chunk.encode()));
                 };
                 match self.stores.stream(url) {
