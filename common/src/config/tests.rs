@@ -341,9 +341,15 @@ fn the_node_example_parses_and_documents_the_defaults() {
     let shipped = node(&shipped).unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(shipped.dispatcher, DEFAULT_DISPATCHER_ADDRESS, "the example names a real host");
     let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
-    // `slots` defaults to the core count, so its commented line shows an example instead.
+    // `slots` defaults to the core count and `object_store_endpoint` to the environment's, so
+    // their commented lines show examples instead.
     assert!(documented.iter().any(|key| key == "slots"));
-    let expect = NodeSettings { slots: defaults.slots, ..NodeSettings::default() };
+    assert!(defaults.object_store_endpoint.is_some());
+    let expect = NodeSettings {
+        slots: defaults.slots,
+        object_store_endpoint: defaults.object_store_endpoint.clone(),
+        ..NodeSettings::default()
+    };
     let daemon = DaemonSettings { origins: Origins::default(), ..defaults.daemon };
     assert_eq!(NodeSettings { daemon, ..defaults }, expect);
 }

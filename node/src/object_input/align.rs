@@ -103,7 +103,7 @@ mod tests {
     fn ranges_become_whole_lines() {
         check("aa\nbb\ncc\n", 3, &["aa\n", "bb\n", "cc\n"]);
         check("aa\nbb\ncc\n", 4, &["aa\nbb\n", "cc\n", ""]);
-        check("aa\nbb\ncc", 2, &["aa\n", "bb\n", "", "cc", ""]);
+        check("aa\nbb\ncc", 2, &["aa\n", "bb\n", "", "cc"]);
         check("a very long line\nx\n", 4, &["a very long line\n", "", "", "", "x\n"]);
         check("\n\n\n", 1, &["\n", "\n", "\n"]);
         check("no newline at all", 5, &["no newline at all", "", "", ""]);
