@@ -106,42 +106,6 @@ impl JobDescription {
         }
     }
 
-    /// Whether the job's inputs are objects (`s3://…`, `https://…`) that nodes read themselves
-    /// with ranged GETs; [`JobDescription::validate`] refuses a mix of objects and files.
-    pub fn has_object_input(&self) -> bool {
-        self.inputs.iter().any(|input| wire::chunk::is_object_url(&input.to_string_lossy()))
-    }
-
-    /// The job's chunk inputs, cut by its rule: object references for object input (see
-    /// [`SplitRule::object_chunks`]; this makes requests, so call it off the async runtime),
-    /// file references for shared input, the bytes otherwise.
-    ///
-    /// # Errors
-    /// As [`SplitRule::chunks`] and its shared and object forms.
-    pub fn input_chunks(&self) -> Result<crate::split::Chunks, crate::split::SplitError> {
-        if self.has_object_input() {
-            let stores = node::object_input::ObjectStores::new(None)?;
-            self.split.object_chunks(&self.inputs, std::sync::Arc::new(stores))
-        } else if self.shared_input {
-            self.split.shared_chunks(&self.inputs)
-        } else {
-            self.split.chunks(&self.inputs)
-        }
-    }
-
-    /// What a node's `object_store_buckets` must list to read this job's object input.
-    pub fn object_buckets(&self) -> Vec<String> {
-        let mut entries: Vec<String> = self
-            .inputs
-            .iter()
-            .filter_map(|input| node::object_input::ObjectUrl::parse(&input.to_string_lossy()).ok())
-            .map(|url| url.allow_entry())
-            .collect();
-        entries.sort();
-        entries.dedup();
-        entries
-    }
-
     /// Whether nodes could read this job's input in place (`shared_input`): its split rule cuts
     /// byte ranges, and every input is a regular file.
     pub fn can_share_input(&self) -> bool {
@@ -728,15 +692,6 @@ fn check_shared_input(shared: bool, split: &SplitRule) -> Result<(), String> {
     }
 }
 
-/// Object URLs and files cannot be mixed in one job: nodes read the one, the submitter the other.
-fn check_inputs(inputs: &[PathBuf]) -> Result<(), String> {
-    let objects = inputs.iter().filter(|input| wire::chunk::is_object_url(&input.to_string_lossy())).count();
-    if objects > 0 && objects < inputs.len() {
-        return Err("object URLs (s3://, https://) and local files cannot be mixed in one job; submit them as separate jobs".into());
-    }
-    Ok(())
-}
-
 fn check_memory_limit(limit: u64) -> Result<(), String> {
     if limit == 0 {
         Err("must be greater than zero".to_owned())
@@ -798,6 +753,9 @@ fn toml_message(text: &str, error: &toml::de::Error) -> String {
         None => format!("invalid TOML: {message}"),
     }
 }
+
+mod objects;
+use objects::check_inputs;
 
 #[cfg(test)]
 mod tests;

@@ -67,10 +67,10 @@ fn object_input_matches_a_local_copy_and_only_allowed_nodes_read_it() {
     let checksum = example("checksum.wat");
     let upper = example("upper.wat");
     let cases: [(&Path, &str, &str, Vec<u8>); 4] = [
-        (&checksum, "bytes:7KiB", "s3://data/text.txt", serial_output(&checksum, b"", "bytes:7KiB", &[local.clone()])),
-        (&checksum, "lines:150", "s3://data/text.txt", serial_output(&checksum, b"", "lines:150", &[local.clone()])),
+        (&checksum, "bytes:7KiB", "s3://data/text.txt", serial_output(&checksum, b"", "bytes:7KiB", std::slice::from_ref(&local))),
+        (&checksum, "lines:150", "s3://data/text.txt", serial_output(&checksum, b"", "lines:150", std::slice::from_ref(&local))),
         (&upper, "lines:auto", "s3://data/text.txt", data.to_ascii_uppercase()),
-        (&checksum, "files", "s3://data/parts/", serial_output(&checksum, b"", "files", &[local_parts.clone()])),
+        (&checksum, "files", "s3://data/parts/", serial_output(&checksum, b"", "files", std::slice::from_ref(&local_parts))),
     ];
     for (i, (payload, split, input, want)) in cases.into_iter().enumerate() {
         let output = cluster.output_dir(&format!("case-{i}")).join("out.bin");
