@@ -36,6 +36,11 @@ pub struct NodeConfig {
     pub tls_dir: Option<PathBuf>,
     /// Directories whose files shared-input jobs may have this node read; empty refuses them.
     pub shared_input_roots: Vec<PathBuf>,
+    /// Buckets and `https://` URL prefixes object-input jobs may have this node read; empty
+    /// refuses them (see `common::config::NodeSettings::object_store_buckets`).
+    pub object_store_buckets: Vec<String>,
+    /// The S3-compatible endpoint, overriding `AWS_ENDPOINT_URL`.
+    pub object_store_endpoint: Option<String>,
     /// Whether native payloads run here at all.
     pub allow_native: bool,
     /// Whether native payloads run when this node cannot confine them.
@@ -80,6 +85,8 @@ impl TryFrom<NodeSettings> for NodeConfig {
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.daemon.tls_dir),
             shared_input_roots: settings.shared_input_roots,
+            object_store_buckets: settings.object_store_buckets,
+            object_store_endpoint: settings.object_store_endpoint,
             allow_native: settings.allow_native,
             allow_unconfined_native: settings.allow_unconfined_native,
             payload_user: settings.payload_user,

@@ -43,6 +43,7 @@ pub use crate::config::NodeConfig;
 use crate::exec::native::{NativeEngine, NativePolicy, Probe};
 use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
+use crate::object_input::{Allowlist, NodeObjects, ObjectStores};
 use crate::pool::{JobContext, Pool, Work};
 
 mod prepare;
@@ -120,6 +121,8 @@ struct Node {
     sessions: AtomicU64,
     /// Set once the node is stopping: every session, current or later, says `Leaving`.
     stopping: tokio::sync::watch::Sender<bool>,
+    /// How object input is read; `None` when `object_store_buckets` is empty (none is).
+    objects: Option<Arc<NodeObjects>>,
 }
 
 /// Reports waiting for their acknowledgement.
@@ -235,6 +238,14 @@ impl Node {
             config.dispatcher_timeout,
         )?);
         let identity = tokio::sync::watch::Sender::new(config.identity.clone());
+        let objects = match config.object_store_buckets.as_slice() {
+            [] => None,
+            buckets => {
+                let stores = ObjectStores::new(config.object_store_endpoint.clone()).map_err(|e| StartError::Executor(e.to_string()))?;
+                info!(buckets = %buckets.join(","), "object input readable");
+                Some(Arc::new(NodeObjects { stores, allow: Allowlist::new(buckets.to_vec()) }))
+            }
+        };
         Ok(Self {
             config,
             name,
@@ -250,6 +261,7 @@ impl Node {
             work: Mutex::default(),
             sessions: AtomicU64::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
+            objects,
         })
     }
 
@@ -471,6 +483,7 @@ impl Node {
                 cached_payloads: self.cache.list(),
                 confinement: self.executor.native_policy().confinement(),
                 claims,
+                object_store_buckets: self.config.object_store_buckets.clone(),
             }))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
@@ -620,6 +633,10 @@ impl Session {
                     });
                 }
                 DispatcherToNode::Assign(assignment) => {
+                    if let Some(error) = self.object_refusal(&assignment) {
+                        self.reject(assignment.job, error).await;
+                        continue;
+                    }
                     let mut work = self.node.work();
                     let Held { jobs, attempts } = &mut *work;
                     let (job, chunk, attempt) = (assignment.job, assignment.chunk, assignment.attempt);
@@ -676,6 +693,34 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// For a chunk of a shared-input job naming objects this node may not read (a bucket
+    /// missing from its `object_store_buckets`), why; the job is then rejected here before
+    /// anything of it runs, and the dispatcher places its chunks on nodes that may.
+    fn object_refusal(&self, assignment: &Assignment) -> Option<String> {
+        let shared = match &self.node.work().jobs.get(&assignment.job)?.state {
+            JobState::Preparing { context, .. } => context.spec.shared_input,
+            JobState::Ready(context) => context.shared_input_roots.is_some(),
+        };
+        // A malformed reference fails its chunk on the slot, with the decoder's message.
+        let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok().filter(|_| shared)?;
+        NodeObjects::refusal(self.node.objects.as_deref(), &chunk)
+    }
+
+    /// Rejects a job this node holds: it stops here, its attempts are forgotten (the dispatcher
+    /// requeues them elsewhere without counting a failure), and later chunks of it are dropped.
+    async fn reject(&self, job: JobId, error: String) {
+        {
+            let mut work = self.node.work();
+            if let Some(held) = work.jobs.remove(&job) {
+                held.state.cancel();
+            }
+            work.attempts.retain(|_, (j, _)| *j != job);
+        }
+        self.node.pool.cancel_job(job);
+        warn!(%job, %error, "job rejected");
+        let _ = self.to_dispatcher.send(NodeToDispatcher::JobRejected { job, error }).await;
     }
 
     /// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while

@@ -9,4 +9,5 @@ pub mod daemon;
 pub mod enroll;
 mod health;
 mod pool;
+pub mod object_input;
 pub mod shared_input;

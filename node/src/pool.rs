@@ -36,6 +36,9 @@ pub(crate) struct JobContext {
     /// (chunk inputs are then references to them); `None` for a job whose chunks carry their
     /// bytes.
     pub shared_input_roots: Option<Vec<std::path::PathBuf>>,
+    /// How this node reads object input (chunk references naming `s3://` or `https://` URLs);
+    /// `None` when its `object_store_buckets` is empty.
+    pub objects: Option<Arc<crate::object_input::NodeObjects>>,
 }
 
 /// One chunk waiting for a slot.
@@ -237,7 +240,16 @@ fn run_chunk(
         Some(roots) => {
             let node_failure = |message: String| wire::proto::ChunkFailure { kind: FailureKind::Node, message };
             let chunk = wire::chunk::ChunkRef::decode(&work.assignment.input).map_err(node_failure)?;
-            shared = crate::shared_input::read(&chunk, roots, job.memory_limit).map_err(node_failure)?;
+            let names_objects = chunk.segments.iter().any(|s| wire::chunk::is_object_url(&s.path));
+            shared = match (&job.objects, names_objects) {
+                (_, false) => crate::shared_input::read(&chunk, roots, job.memory_limit).map_err(node_failure)?,
+                (Some(objects), true) => {
+                    objects.stores.read_chunk(&chunk, &objects.allow, job.memory_limit).map_err(|e| node_failure(e.to_string()))?
+                }
+                (None, true) => {
+                    return Err(node_failure(crate::object_input::NodeObjects::refusal(None, &chunk).unwrap_or_default()))
+                }
+            };
             &shared
         }
     };
@@ -279,6 +291,7 @@ mod tests {
             chunk_timeout: Duration::from_secs(3600),
             cancel: CancelFlag::default(),
             shared_input_roots: None,
+            objects: None,
         })
     }
 

@@ -52,5 +52,6 @@ mod stop;
 mod stream;
 mod tenants;
 mod durability;
+mod object_input;
 mod operator_state;
 mod faults;

@@ -32,6 +32,7 @@
 
 pub mod durable;
 pub mod netns;
+pub mod s3;
 
 mod binaries;
 mod cluster;
