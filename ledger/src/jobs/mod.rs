@@ -34,6 +34,7 @@ use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Schedul
 mod clients;
 mod durability;
 mod entries;
+mod observe;
 mod refusal;
 mod restore;
 mod tenants;
@@ -41,6 +42,7 @@ mod tenants;
 mod tests;
 
 use entries::{Attacher, JobEntry, NodeEntry};
+pub use observe::{FailedAttempt, JobView, Observation};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob};
 pub use tenants::{Caller, Exceeded, Quota, Quotas};
@@ -256,6 +258,8 @@ pub struct Ledger {
     /// Jobs whose results, input or state changed this turn: their clients hear of it.
     touched: HashSet<JobId>,
     effects: VecDeque<Effect>,
+    /// News for the driver's metrics (see `observe`).
+    observations: observe::Observations,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -289,6 +293,7 @@ impl Ledger {
             input_syncs: Vec::new(),
             touched: HashSet::new(),
             effects: VecDeque::new(),
+            observations: observe::Observations::default(),
             next_node: 1,
             next_job: recovered.next_job,
             retention: config.retention,
@@ -497,7 +502,13 @@ impl Ledger {
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
                 warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
+                let at = self.scheduler.attempt_chunk(report.attempt);
+                let retries = at.and_then(|(job, _)| self.scheduler.progress(job)).map_or(0, |p| p.retries);
+                let message = failure.message.clone();
                 self.scheduler.handle_chunk_failed(now.at, node, report.attempt, failure);
+                if let Some(at) = at {
+                    self.observe_failed(now, node, at, retries, &message);
+                }
             }
         }
     }
@@ -575,6 +586,8 @@ impl Ledger {
             entry.record.chunks += 1;
             self.batch.inputs.push((job, chunk, extent));
             self.scheduler.handle_chunks_added(now.at, job, 1);
+            self.observe_queued(job, chunk, now.at);
+            self.observe(Observation::InputStored { bytes: extent.len });
         }
     }
 

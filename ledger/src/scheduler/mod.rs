@@ -617,6 +617,11 @@ impl Scheduler {
         })
     }
 
+    /// The job and chunk of a live attempt; `None` for unknown, ended and discarded ones.
+    pub fn attempt_chunk(&self, attempt: AttemptId) -> Option<(JobId, ChunkIndex)> {
+        self.attempts.get(&attempt).map(|a| (a.job, a.chunk))
+    }
+
     /// The jobs `node` got `StartJob` for and that have not ended there.
     pub fn jobs_started_on(&self, node: NodeId) -> impl Iterator<Item = JobId> + '_ {
         self.nodes.get(&node).into_iter().flat_map(|n| n.jobs.keys().copied())
