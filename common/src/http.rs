@@ -111,17 +111,20 @@ impl Access {
 
 /// A bound HTTP address, serving once [`HttpServer::serve`] runs.
 pub struct HttpServer {
-    listener: tokio::net::TcpListener,
+    listener: std::net::TcpListener,
     access: Access,
 }
 
 impl HttpServer {
-    /// Binds `addr` (TCP).
+    /// Binds `addr` (TCP), before the runtime serves it, so a daemon that cannot listen fails
+    /// at start.
     ///
     /// # Errors
     /// [`HttpError::Bind`] when the address cannot be bound.
-    pub async fn bind(addr: SocketAddr, access: Access) -> Result<Self, HttpError> {
-        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|source| HttpError::Bind { addr, source })?;
+    pub fn bind(addr: SocketAddr, access: Access) -> Result<Self, HttpError> {
+        let bind = |source| HttpError::Bind { addr, source };
+        let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
+        listener.set_nonblocking(true).map_err(bind)?;
         Ok(Self { listener, access })
     }
 
@@ -136,7 +139,14 @@ impl HttpServer {
     /// Serves `router` behind the access rule until `shutdown` completes; errors are logged.
     pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
         let router = router.layer(axum::middleware::from_fn_with_state(self.access, check_access));
-        if let Err(e) = axum::serve(self.listener, router).with_graceful_shutdown(shutdown).await {
+        let listener = match tokio::net::TcpListener::from_std(self.listener) {
+            Ok(listener) => listener,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot serve HTTP");
+                return;
+            }
+        };
+        if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
             tracing::warn!(error = %e, "the HTTP server stopped");
         }
     }
