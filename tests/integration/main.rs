@@ -27,6 +27,8 @@
 //!   reloaded under a running job, expiry warnings, `check-config`.
 //! - `stop`: SIGTERM drains a node (its running chunks finish and never run again); a second
 //!   SIGTERM or `stop_timeout` cancels what is left, requeued at once; `drain --wait`.
+//! - `observability`: `/metrics` of the dispatcher and a node parsed by Prometheus parsers, the
+//!   HTTP access rule (loopback, or a bearer token), the status page in headless Chromium.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
 
@@ -38,6 +40,7 @@ mod jobs;
 mod load;
 mod local;
 mod native;
+mod observability;
 mod operations;
 mod protocol;
 mod reconnect;
