@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use ledger::jobs::{JobView, Observation};
+use ledger::jobs::Observation;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -115,7 +115,11 @@ impl Metrics {
         r.register("nodes", "Connected nodes (and held names not connected, as away) by state", metrics.nodes.clone());
         r.register("slots", "Chunk slots of the connected nodes", metrics.slots.clone());
         r.register("slots_busy", "Slots running a chunk at the nodes' last heartbeats", metrics.slots_busy.clone());
-        r.register("jobs", "Jobs the dispatcher keeps (finished ones for the retention) by state", metrics.jobs.clone());
+        r.register(
+            "jobs",
+            "Jobs by state: running ones, and finished ones for the retention (with http_listen, also those whose results were fetched)",
+            metrics.jobs.clone(),
+        );
         r.register("chunks_completed", "Chunks whose accepted result is stored", metrics.completed.clone());
         r.register("chunks_failed", "Chunk attempts that failed on a node", metrics.failed.clone());
         r.register("chunks_retried", "Failed chunk attempts that were run again", metrics.retried.clone());
@@ -206,8 +210,8 @@ impl Metrics {
         self.commit_time.observe(took.as_secs_f64());
     }
 
-    /// Sets the gauges from the nodes table and the jobs.
-    pub(crate) fn refresh(&self, nodes: &[NodeStatus], jobs: &[JobView]) {
+    /// Sets the gauges from the nodes table and the jobs' states (`JobState::name`).
+    pub(crate) fn refresh<'a>(&self, nodes: &[NodeStatus], jobs: impl Iterator<Item = &'a str> + Clone) {
         for state in NODE_STATES {
             let count = nodes.iter().filter(|n| state_word(&n.state) == *state).count();
             self.nodes.get_or_create(&State { state: (*state).to_owned() }).set(count as i64);
@@ -215,7 +219,7 @@ impl Metrics {
         self.slots.set(nodes.iter().map(|n| i64::from(n.slots)).sum());
         self.slots_busy.set(nodes.iter().map(|n| i64::from(n.busy)).sum());
         for state in JOB_STATES {
-            let count = jobs.iter().filter(|j| j.summary.state.name() == *state).count();
+            let count = jobs.clone().filter(|name| name == state).count();
             self.jobs.get_or_create(&State { state: (*state).to_owned() }).set(count as i64);
         }
     }

@@ -139,7 +139,7 @@ impl Dispatcher {
                     .map_or(0, |d| d.as_secs());
                 let listen = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
                 let (sender, receiver) = tokio::sync::watch::channel(Arc::new(StatusSnapshot::default()));
-                (Some((server, receiver)), Some((StatusBook::new(listen, cert_end), sender)))
+                (Some((server, receiver)), Some((StatusBook::new(listen, cert_end, config.retention), sender)))
             }
             None => (None, None),
         };

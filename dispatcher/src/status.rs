@@ -8,7 +8,7 @@
 //! from which its throughput and ETA are estimated. Operators see every tenant's jobs here:
 //! the address is theirs (loopback, or a token).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use ledger::jobs::{FailedAttempt, JobView, Observation};
@@ -19,10 +19,12 @@ use wire::proto::{JobId, JobState, NodeStatus};
 pub const THROUGHPUT_SAMPLES: usize = 600;
 /// Failed attempts the page lists, newest first.
 pub const RECENT_FAILURES: usize = 50;
+/// Jobs that left the ledger kept listed at most: the newest.
+const MAX_FORGOTTEN: usize = 1000;
 /// The window over which a job's throughput is measured.
 const JOB_RATE_WINDOW: Duration = Duration::from_secs(30);
 
-/// Everything the status page shows, as JSON.
+/// Everything the status page shows, as JSON (`GET /api/status`).
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct StatusSnapshot {
     /// When it was taken, milliseconds since the Unix epoch (0: none taken yet).
@@ -33,7 +35,8 @@ pub struct StatusSnapshot {
     pub cert_expires_unix: u64,
     /// The nodes table, as `dispy-submit nodes` shows it.
     pub nodes: Vec<NodeStatus>,
-    /// Every job the dispatcher keeps, newest first.
+    /// Every job the dispatcher keeps, newest first, and finished jobs whose results were fetched
+    /// until their retention passes.
     pub jobs: Vec<JobRow>,
     /// The most recent failed attempts, newest first.
     pub failures: Vec<FailureRow>,
@@ -108,14 +111,20 @@ pub(crate) struct StatusBook {
     failures: VecDeque<FailedAttempt>,
     /// Each live job's recent (when, done) samples.
     progress: HashMap<JobId, VecDeque<(Instant, u64)>>,
+    /// Finished jobs the ledger forgot (fetched and released), listed for the retention, by id.
+    forgotten: BTreeMap<u64, JobRow>,
+    retention: Duration,
     listen: String,
     cert_expires_unix: u64,
 }
 
 impl StatusBook {
-    /// An empty book for a dispatcher listening on `listen` with a certificate ending then.
-    pub(crate) fn new(listen: String, cert_expires_unix: u64) -> Self {
+    /// An empty book for a dispatcher listening on `listen` with a certificate ending then,
+    /// listing finished jobs for `retention`.
+    pub(crate) fn new(listen: String, cert_expires_unix: u64, retention: Duration) -> Self {
         Self {
+            forgotten: BTreeMap::new(),
+            retention,
             throughput: VecDeque::from([0]),
             completed: 0,
             failures: VecDeque::new(),
@@ -140,6 +149,13 @@ impl StatusBook {
                 }
                 self.failures.push_back(failed.clone());
             }
+            Observation::JobForgotten(view) => {
+                let row = self.job_row(Instant::now(), view);
+                self.forgotten.insert(row.id, row);
+                while self.forgotten.len() > MAX_FORGOTTEN {
+                    self.forgotten.pop_first();
+                }
+            }
             _ => {}
         }
     }
@@ -154,7 +170,10 @@ impl StatusBook {
         self.throughput.push_back(0);
         self.progress.retain(|job, _| jobs.iter().any(|j| j.summary.job == *job && j.summary.state == JobState::Running));
         let mut rows: Vec<JobRow> = jobs.iter().map(|view| self.job_row(now, view)).collect();
-        rows.reverse();
+        let cutoff = unix_ms.saturating_sub(self.retention.as_millis() as u64);
+        self.forgotten.retain(|_, row| row.finished_unix_ms.is_none_or(|end| end >= cutoff));
+        rows.extend(self.forgotten.values().filter(|row| !jobs.iter().any(|j| j.summary.job.0 == row.id)).cloned());
+        rows.sort_unstable_by_key(|row| std::cmp::Reverse(row.id));
         StatusSnapshot {
             taken_unix_ms: unix_ms,
             listen: self.listen.clone(),

@@ -60,10 +60,14 @@ impl Observer {
         }
         let nodes = ledger.node_statuses(now);
         let jobs = ledger.job_views();
-        self.metrics.refresh(&nodes, &jobs);
-        if let Some((book, status)) = &mut self.status {
-            let snapshot = book.snapshot(now.at, now.unix_ms, nodes, &jobs);
-            status.send_replace(Arc::new(snapshot));
+        match &mut self.status {
+            Some((book, status)) => {
+                let snapshot = book.snapshot(now.at, now.unix_ms, nodes, &jobs);
+                // The page's jobs, those whose results were fetched included.
+                self.metrics.refresh(&snapshot.nodes, snapshot.jobs.iter().map(|j| j.state));
+                status.send_replace(Arc::new(snapshot));
+            }
+            None => self.metrics.refresh(&nodes, jobs.iter().map(|j| j.summary.state.name())),
         }
     }
 }

@@ -54,7 +54,7 @@ fn observations_and_tables_become_conventional_metrics() {
     metrics.observe(&Observation::Placed { wait: Duration::from_millis(1) });
     metrics.observe(&Observation::InputStored { bytes: 7 });
     metrics.observe_commit(Duration::from_millis(2));
-    metrics.refresh(&[node("n1", "ready", 4, 1), node("n2", "quarantined: 3 failures", 2, 2), node("n3", "drained, not connected", 0, 0)], &[]);
+    metrics.refresh(&[node("n1", "ready", 4, 1), node("n2", "quarantined: 3 failures", 2, 2), node("n3", "drained, not connected", 0, 0)], ["running", "failed", "running"].into_iter());
     metrics.set_certificates(Some(1_900_000_000), &[("n1".into(), 1_800_000_000)]);
     let conn = metrics.connection("node");
     metrics.refused("hello");
@@ -77,7 +77,9 @@ fn observations_and_tables_become_conventional_metrics() {
     check(&text, r#"dispy_nodes{state="busy"} 0"#);
     check(&text, "dispy_slots 6");
     check(&text, "dispy_slots_busy 3");
-    check(&text, r#"dispy_jobs{state="running"} 0"#);
+    check(&text, r#"dispy_jobs{state="running"} 2"#);
+    check(&text, r#"dispy_jobs{state="failed"} 1"#);
+    check(&text, r#"dispy_jobs{state="succeeded"} 0"#);
     check(&text, r#"dispy_connections{role="node"} 1"#);
     check(&text, r#"dispy_handshakes_refused_total{reason="hello"} 1"#);
     check(&text, r#"dispy_certificate_expiry_seconds{certificate="dispatcher"} 1900000000"#);

@@ -263,6 +263,9 @@ impl Ledger {
 
     /// Forgets a finished job; its files go once the journal no longer points at them.
     pub(super) fn forget(&mut self, job: JobId) {
+        if let Some(view) = self.job_view(job) {
+            self.observe(Observation::JobForgotten(Box::new(view)));
+        }
         self.discharge_spool(job);
         self.jobs.remove(&job);
         self.batch.deleted.push(job);

@@ -45,6 +45,9 @@ pub enum Observation {
         /// Its size.
         bytes: u64,
     },
+    /// A finished job left the ledger (its results were fetched and released, or its retention
+    /// passed), as it was last: the status page keeps listing it for the retention.
+    JobForgotten(Box<JobView>),
 }
 
 /// One failed attempt, for the status page's recent failures.
@@ -100,13 +103,14 @@ impl Ledger {
     pub fn job_views(&self) -> Vec<JobView> {
         let mut ids: Vec<JobId> = self.jobs.keys().copied().collect();
         ids.sort_unstable();
-        ids.into_iter()
-            .filter_map(|job| {
-                let entry = self.jobs.get(&job)?;
-                let summary = self.summary(&super::Caller { name: entry.record.owner.clone(), operator: true }, job).ok()?;
-                Some(JobView { summary, finished_unix_ms: entry.record.finished_unix_ms })
-            })
-            .collect()
+        ids.into_iter().filter_map(|job| self.job_view(job)).collect()
+    }
+
+    /// One job as operators see it; `None` for an unknown one.
+    pub(super) fn job_view(&self, job: JobId) -> Option<JobView> {
+        let entry = self.jobs.get(&job)?;
+        let summary = self.summary(&super::Caller { name: entry.record.owner.clone(), operator: true }, job).ok()?;
+        Some(JobView { summary, finished_unix_ms: entry.record.finished_unix_ms })
     }
 
     pub(super) fn observe(&mut self, observation: Observation) {
