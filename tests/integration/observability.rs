@@ -244,16 +244,15 @@ fn the_status_page_shows_the_nodes_and_the_jobs_in_headless_chromium() {
     let http = format!("127.0.0.1:{}", free_tcp_port());
     let cluster = Cluster::builder().nodes(2).slots(2).dispatcher_args(&["--http-listen", &http]).start();
     // A job that succeeds, one whose chunk traps on every attempt, and one still running.
-    let sums = cluster.output_dir("page").join("sums.bin");
+    let out = cluster.output_dir("page");
+    let sums = out.join("sums.bin");
     cluster.run_job(&Job::new(&example("checksum.wat"), "bytes:512", &sums).input(&example("data/lorem.txt"))).check_success();
-    let trapped = cluster.output_dir("page").join("trap.bin");
+    let trapped = out.join("trap.bin");
     let failed = cluster.run_job(&Job::new(&fixture("trap.wat"), "bytes:1KiB", &trapped).input(&example("data/lorem.txt")));
     failed.check_code(1);
-    let slow = cluster.output_dir("page").join("slow.bin");
+    let slow = out.join("slow.bin");
     let running = cluster.submit(&[
         &"submit",
-        &"--name",
-        &"slow-render",
         &"--payload",
         &fixture("count.wat"),
         &"--split",
@@ -281,7 +280,9 @@ fn the_status_page_shows_the_nodes_and_the_jobs_in_headless_chromium() {
         ("node n2", "data-node=\"n2\""),
         ("the succeeded job", "data-job=\"1\""),
         ("the failed job", "data-job=\"2\""),
-        ("the running job", "slow-render"),
+        ("the running job", "data-job=\"3\""),
+        ("the running job's name", ">count<"),
+        ("a running state", ">running<"),
         ("the jobs' owner", ">tester<"),
         ("a succeeded state", ">succeeded<"),
         ("a failed state", ">failed<"),

@@ -73,7 +73,9 @@ function renderJobs(jobs) {
       el("td", {}, j.owner || "–"),
       el("td", { class: "state-" + j.state }, j.state),
       el("td", {}, bar([["done", j.done], ...rest], Math.max(j.total, 1)),
-        el("div", { class: "muted" }, j.done + " done, " + j.running + " running, " + waiting + " waiting")),
+        el("div", { class: "muted" }, j.state === "running"
+          ? j.done + " done, " + j.running + " running, " + waiting + " waiting"
+          : j.done + " done" + (waiting + j.running ? ", " + (waiting + j.running) + " not run" : ""))),
       el("td", { class: "num" }, j.done + " / " + j.total + (j.input_complete ? "" : "+")),
       el("td", { class: "num" }, j.chunks_per_second ? j.chunks_per_second.toFixed(1) + " /s" : "–"),
       el("td", { class: "num" }, duration(j.eta_seconds)),
