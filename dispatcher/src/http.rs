@@ -30,6 +30,16 @@ pub(crate) struct HttpState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) status: watch::Receiver<Arc<StatusSnapshot>>,
     pub(crate) certificates: CertificateEnds,
+    /// The certificate new handshakes get, SIGHUP reloads included.
+    pub(crate) own: Arc<common::tls::ServerCert>,
+}
+
+impl HttpState {
+    /// When the dispatcher's certificate in use ends, seconds since the Unix epoch.
+    fn own_end(&self) -> Option<u64> {
+        let expiry = common::check::CertExpiry::of(&self.own.current()).ok()?;
+        expiry.not_after.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+    }
 }
 
 /// The routes.
@@ -50,13 +60,13 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .iter()
         .filter_map(|node| Some((node.name.clone(), (state.certificates)(&node.name)?)))
         .collect();
-    let own = (snapshot.cert_expires_unix > 0).then_some(snapshot.cert_expires_unix);
-    state.metrics.set_certificates(own, &nodes);
+    state.metrics.set_certificates(state.own_end(), &nodes);
     ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render()).into_response()
 }
 
 async fn status(State(state): State<HttpState>) -> Response {
     let mut snapshot = StatusSnapshot::clone(&state.status.borrow());
+    snapshot.cert_expires_unix = state.own_end().unwrap_or(0);
     for node in &mut snapshot.nodes {
         node.cert_expires_unix = (state.certificates)(&node.name).unwrap_or(0);
     }

@@ -158,7 +158,7 @@ impl Metrics {
         r.register("handshakes_refused", "Connections refused before or at the handshake, by reason", metrics.refused.clone());
         r.register_with_unit(
             "certificate_expiry",
-            "When certificates end (notAfter), as a Unix timestamp: the dispatcher's own \
+            "When certificates end (notAfter), as a Unix timestamp: the dispatcher's own in use \
              (certificate=dispatcher) and each connected node's (certificate=NODE NAME)",
             Unit::Seconds,
             metrics.cert_expiry.clone(),

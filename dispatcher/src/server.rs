@@ -133,13 +133,9 @@ impl Dispatcher {
         let (http, status) = match &config.http {
             Some((addr, access)) => {
                 let server = common::http::HttpServer::bind(*addr, access.clone())?;
-                let cert_end = common::check::CertExpiry::of(&config.identity.cert)
-                    .ok()
-                    .and_then(|expiry| expiry.not_after.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs());
                 let listen = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
                 let (sender, receiver) = tokio::sync::watch::channel(Arc::new(StatusSnapshot::default()));
-                (Some((server, receiver)), Some((StatusBook::new(listen, cert_end, config.retention), sender)))
+                (Some((server, receiver)), Some((StatusBook::new(listen, config.retention), sender)))
             }
             None => (None, None),
         };
@@ -188,7 +184,8 @@ impl Dispatcher {
                 let end = ends.enrollment.node_certificate_expiry(name)?;
                 end.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
             });
-            let state = crate::http::HttpState { metrics: Arc::clone(&shared.metrics), status, certificates };
+            let own = Arc::clone(&self.cert);
+            let state = crate::http::HttpState { metrics: Arc::clone(&shared.metrics), status, certificates, own };
             if let Ok(addr) = server.local_addr() {
                 info!(%addr, "serving /metrics and the status page");
             }

@@ -31,7 +31,8 @@ pub struct StatusSnapshot {
     pub taken_unix_ms: u64,
     /// The dispatcher's QUIC address.
     pub listen: String,
-    /// When the dispatcher's certificate ends, seconds since the Unix epoch (0: unknown).
+    /// When the dispatcher's certificate in use ends, seconds since the Unix epoch (0: unknown);
+    /// filled in when served.
     pub cert_expires_unix: u64,
     /// The nodes table, as `dispy-submit nodes` shows it.
     pub nodes: Vec<NodeStatus>,
@@ -115,13 +116,12 @@ pub(crate) struct StatusBook {
     forgotten: BTreeMap<u64, JobRow>,
     retention: Duration,
     listen: String,
-    cert_expires_unix: u64,
 }
 
 impl StatusBook {
-    /// An empty book for a dispatcher listening on `listen` with a certificate ending then,
-    /// listing finished jobs for `retention`.
-    pub(crate) fn new(listen: String, cert_expires_unix: u64, retention: Duration) -> Self {
+    /// An empty book for a dispatcher listening on `listen`, listing finished jobs for
+    /// `retention`.
+    pub(crate) fn new(listen: String, retention: Duration) -> Self {
         Self {
             forgotten: BTreeMap::new(),
             retention,
@@ -130,7 +130,6 @@ impl StatusBook {
             failures: VecDeque::new(),
             progress: HashMap::new(),
             listen,
-            cert_expires_unix,
         }
     }
 
@@ -177,7 +176,7 @@ impl StatusBook {
         StatusSnapshot {
             taken_unix_ms: unix_ms,
             listen: self.listen.clone(),
-            cert_expires_unix: self.cert_expires_unix,
+            cert_expires_unix: 0,
             nodes,
             jobs: rows,
             failures: self.failures.iter().rev().map(failure_row).collect(),

@@ -33,7 +33,7 @@ fn completed() -> Observation {
 
 #[test]
 fn throughput_is_counted_per_second_over_ten_minutes() {
-    let mut book = StatusBook::new("127.0.0.1:7870".into(), 0, HOUR);
+    let mut book = StatusBook::new("127.0.0.1:7870".into(), HOUR);
     let start = Instant::now();
     for second in 0..THROUGHPUT_SAMPLES as u64 + 5 {
         for _ in 0..second % 3 {
@@ -50,7 +50,7 @@ fn throughput_is_counted_per_second_over_ten_minutes() {
 
 #[test]
 fn recent_failures_are_bounded_and_newest_first() {
-    let mut book = StatusBook::new(String::new(), 0, HOUR);
+    let mut book = StatusBook::new(String::new(), HOUR);
     for chunk in 0..RECENT_FAILURES as u64 + 10 {
         book.observe(&Observation::AttemptFailed(FailedAttempt {
             job: JobId(1),
@@ -69,7 +69,7 @@ fn recent_failures_are_bounded_and_newest_first() {
 
 #[test]
 fn a_running_job_gets_a_rate_and_an_eta() {
-    let mut book = StatusBook::new(String::new(), 0, HOUR);
+    let mut book = StatusBook::new(String::new(), HOUR);
     let start = Instant::now();
     let first = book.snapshot(start, 0, Vec::new(), &[job(10, 100, JobState::Running)]);
     assert_eq!(first.jobs[0].eta_seconds, None, "no rate from one sample");
@@ -84,7 +84,7 @@ fn a_running_job_gets_a_rate_and_an_eta() {
 
 #[test]
 fn a_released_job_stays_listed_for_the_retention() {
-    let mut book = StatusBook::new(String::new(), 0, HOUR);
+    let mut book = StatusBook::new(String::new(), HOUR);
     let mut ended = job(100, 100, JobState::Succeeded);
     ended.finished_unix_ms = Some(1_000_000);
     book.observe(&Observation::JobForgotten(Box::new(ended)));
