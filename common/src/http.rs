@@ -2,11 +2,14 @@
 //! node): one access rule for both, and serving an axum `Router` under it until shutdown.
 //!
 //! The rule ([`Access::new`]): a loopback address is open to whoever can reach it; any other
-//! address needs `http_token_file`, a file holding a bearer token, and every request must then
-//! carry `Authorization: Bearer TOKEN` (or `?token=TOKEN`, so a browser can open the status
-//! page from a link). Without a token file a non-loopback address is refused, and the daemon
-//! does not start. A token file set for a loopback address is required there too. There is no
-//! TLS on this address: put a TLS proxy in front when the token must cross an untrusted network.
+//! address needs `http_token_file`, a file holding a bearer token, and every request for data
+//! must then carry `Authorization: Bearer TOKEN` (or `?token=TOKEN`, so a browser can open the
+//! status page from a link, and the page's script passes it on). Static files that hold no data
+//! (the page's HTML, script and style, as public as the source) are served without it, through
+//! [`HttpServer::serve`]'s `public` routes. Without a token file a non-loopback address is
+//! refused, and the daemon does not start. A token file set for a loopback address is required
+//! there too. There is no TLS on this address: put a TLS proxy in front when the token must cross
+//! an untrusted network.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -136,9 +139,10 @@ impl HttpServer {
         self.listener.local_addr()
     }
 
-    /// Serves `router` behind the access rule until `shutdown` completes; errors are logged.
-    pub async fn serve(self, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
-        let router = router.layer(axum::middleware::from_fn_with_state(self.access, check_access));
+    /// Serves `router` behind the access rule, and `public` (static files without data) to
+    /// anyone who reaches the address, until `shutdown` completes; errors are logged.
+    pub async fn serve(self, router: Router, public: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
+        let router = router.layer(axum::middleware::from_fn_with_state(self.access, check_access)).merge(public);
         let listener = match tokio::net::TcpListener::from_std(self.listener) {
             Ok(listener) => listener,
             Err(e) => {

@@ -1,6 +1,6 @@
 //! `http_listen`: `GET /metrics` (Prometheus, OpenMetrics text), the status page at `GET /`
-//! (`index.html`, `status.js`, `status.css`, embedded in the binary) and the JSON it polls every
-//! second, `GET /api/status`. Handlers only read: the metrics' atomics and the latest
+//! (`index.html`, `status.js`, `status.css`, embedded in the binary and served without the token:
+//! they hold no data) and the JSON it polls every second, `GET /api/status`. Handlers only read: the metrics' atomics and the latest
 //! [`StatusSnapshot`] the core published; the certificate ends come from the enrolment records
 //! as `nodes` shows them. Access (loopback, or a bearer token) is `common::http`'s.
 
@@ -42,15 +42,18 @@ impl HttpState {
     }
 }
 
-/// The routes.
+/// The routes with data, behind the access rule.
 pub(crate) fn router(state: HttpState) -> Router {
+    Router::new().route("/metrics", get(metrics)).route("/api/status", get(status)).with_state(state)
+}
+
+/// The page's files: no data, the same for everyone (the source is public), so served without
+/// the token; the page asks for the token when `/api/status` needs one.
+pub(crate) fn assets() -> Router {
     Router::new()
         .route("/", get(|| async { Html(INDEX_HTML) }))
         .route("/status.js", get(|| async { ([(header::CONTENT_TYPE, "text/javascript; charset=utf-8")], STATUS_JS) }))
         .route("/status.css", get(|| async { ([(header::CONTENT_TYPE, "text/css; charset=utf-8")], STATUS_CSS) }))
-        .route("/metrics", get(metrics))
-        .route("/api/status", get(status))
-        .with_state(state)
 }
 
 async fn metrics(State(state): State<HttpState>) -> Response {

@@ -190,7 +190,8 @@ impl Dispatcher {
                 info!(%addr, "serving /metrics and the status page");
             }
             let stop = cancel.clone();
-            tokio::spawn(server.serve(crate::http::router(state), async move { stop.cancelled().await }))
+            let (router, assets) = (crate::http::router(state), crate::http::assets());
+            tokio::spawn(server.serve(router, assets, async move { stop.cancelled().await }))
         });
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));

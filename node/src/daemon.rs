@@ -191,7 +191,7 @@ pub async fn run(
             info!(%addr, "serving /metrics");
         }
         let router = node.metrics_router(&pool_metrics);
-        tokio::spawn(server.serve(router, async move { drop(metrics_stopped.await) }))
+        tokio::spawn(server.serve(router, axum::Router::new(), async move { drop(metrics_stopped.await) }))
     });
     // Sessions, reports and the health log go on while the node drains; none of them ends.
     let working = async {

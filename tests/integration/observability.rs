@@ -204,8 +204,8 @@ fn a_non_loopback_http_address_needs_a_token_and_a_token_is_then_required() {
     std::fs::write(&token, "s3cret-token\n").expect("write the token");
     let http = format!("127.0.0.1:{}", free_tcp_port());
     let token_path = token.display().to_string();
-    let _cluster = Cluster::builder().nodes(1).dispatcher_args(&["--http-listen", &http, "--http-token-file", &token_path]).start();
-    for path in ["/metrics", "/", "/api/status", "/status.js"] {
+    let cluster = Cluster::builder().nodes(1).dispatcher_args(&["--http-listen", &http, "--http-token-file", &token_path]).start();
+    for path in ["/metrics", "/api/status", "/api/status?token=wrong"] {
         let reply = http_get(&http, path, &[]).expect("GET");
         assert_eq!(reply.status, 401, "{path}: {reply:?}");
         let wrong = http_get(&http, path, &["Authorization: Bearer s3cret-tokeN"]).expect("GET");
@@ -213,9 +213,30 @@ fn a_non_loopback_http_address_needs_a_token_and_a_token_is_then_required() {
         let right = http_get(&http, path, &["Authorization: Bearer s3cret-token"]).expect("GET");
         assert_eq!(right.status, 200, "{path}: {right:?}");
     }
-    let from_browser = http_get(&http, "/?token=s3cret-token", &[]).expect("GET");
-    assert_eq!(from_browser.status, 200, "{from_browser:?}");
-    assert!(from_browser.body.contains("status.js"), "{from_browser:?}");
+    let queried = http_get(&http, "/api/status?token=s3cret-token", &[]).expect("GET");
+    assert_eq!(queried.status, 200, "{queried:?}");
+    assert!(queried.body.contains("\"nodes\""), "{queried:?}");
+    // The page's files hold no data: served to anyone, and the page asks for the token.
+    for path in ["/", "/status.js", "/status.css"] {
+        let reply = http_get(&http, path, &[]).expect("GET");
+        assert_eq!(reply.status, 200, "{path}: {reply:?}");
+    }
+
+    // A browser opening the page with the token in its address sees the nodes; without, it is
+    // told a token is needed.
+    let test = "a_non_loopback_http_address_needs_a_token_and_a_token_is_then_required";
+    let Some(chromium) = chromium(test) else { return };
+    let profile = cluster.dir().join("chromium-profile");
+    let mut dom = String::new();
+    assert_eventually!(
+        {
+            dom = headless(&chromium, &profile, &["--dump-dom"], &format!("http://{http}/?token=s3cret-token")).stdout;
+            dom.contains("data-node=\"n1\"")
+        },
+        "the page opened with the token never showed the node:\n{dom}"
+    );
+    let refused = headless(&chromium, &profile, &["--dump-dom"], &format!("http://{http}/")).stdout;
+    assert!(refused.contains("a token is required") && !refused.contains("data-node="), "{refused}");
 }
 
 /// Debian's `chromium`, or `None` after a `SKIPPED` line (a failure when strict).

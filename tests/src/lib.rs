@@ -15,7 +15,7 @@
 //! [`RawClient`] speaks QUIC to the dispatcher directly for hostile-input tests.
 //!
 //! A test that needs something the machine may lack (root, `ip netns`, a tmpfs mount, `cc`,
-//! `clang`, `systemd-analyze`) calls [`skip`] when it is missing: one `SKIPPED <test>: <why>` line
+//! `clang`, `systemd-analyze`, `chromium`, python3-prometheus-client) calls [`skip`] when it is missing: one `SKIPPED <test>: <why>` line
 //! and an early return, or a failure with the same reason under `DISPY_TEST_STRICT=1`, which CI
 //! sets so that nothing passes there by not running.
 //!

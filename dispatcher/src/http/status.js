@@ -135,6 +135,9 @@ function render(s) {
 async function poll() {
   try {
     const response = await fetch(statusUrl, { cache: "no-store" });
+    if (response.status === 401) {
+      throw new Error(token ? "the token was refused" : "a token is required: open this page as /?token=TOKEN");
+    }
     if (!response.ok) throw new Error(response.status + " " + response.statusText);
     render(await response.json());
   } catch (e) {
