@@ -1,8 +1,9 @@
 //! `http_listen`: `GET /metrics` (Prometheus, OpenMetrics text), the status page at `GET /`
 //! (`index.html`, `status.js`, `status.css`, embedded in the binary and served without the token:
-//! they hold no data) and the JSON it polls every second, `GET /api/status`. Handlers only read: the metrics' atomics and the latest
-//! [`StatusSnapshot`] the core published; the certificate ends come from the enrolment records
-//! as `nodes` shows them. Access (loopback, or a bearer token) is `common::http`'s.
+//! they hold no data) and the JSON it polls every second, `GET /api/status`. Handlers only read:
+//! the metrics' atomics and the latest [`StatusSnapshot`] the core published; the certificates'
+//! ends come from the enrolment records as `nodes` shows them, and from the certificate this
+//! dispatcher presents now. Access (loopback, or a bearer token) is `common::http`'s.
 
 use std::sync::Arc;
 

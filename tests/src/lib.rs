@@ -15,9 +15,9 @@
 //! [`RawClient`] speaks QUIC to the dispatcher directly for hostile-input tests.
 //!
 //! A test that needs something the machine may lack (root, `ip netns`, a tmpfs mount, `cc`,
-//! `clang`, `systemd-analyze`, `chromium`, python3-prometheus-client) calls [`skip`] when it is missing: one `SKIPPED <test>: <why>` line
-//! and an early return, or a failure with the same reason under `DISPY_TEST_STRICT=1`, which CI
-//! sets so that nothing passes there by not running.
+//! `clang`, `systemd-analyze`, `chromium`, python3-prometheus-client) calls [`skip`] when it is
+//! missing: one `SKIPPED <test>: <why>` line and an early return, or a failure with the same
+//! reason under `DISPY_TEST_STRICT=1`, which CI sets so that nothing passes there by not running.
 //!
 //! Children get `RUST_LOG` from `DISPY_TEST_LOG` (default `info`), none of the caller's `DISPY_*`
 //! variables, and daemons an explicit empty config file and state directories in the cluster's
