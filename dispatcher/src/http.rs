@@ -64,8 +64,8 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         .iter()
         .filter_map(|node| Some((node.name.clone(), (state.certificates)(&node.name)?)))
         .collect();
-    state.metrics.set_certificates(state.own_end(), &nodes);
-    ([(header::CONTENT_TYPE, CONTENT_TYPE)], state.metrics.render()).into_response()
+    let text = state.metrics.render_with_certificates(state.own_end(), &nodes);
+    ([(header::CONTENT_TYPE, CONTENT_TYPE)], text).into_response()
 }
 
 async fn status(State(state): State<HttpState>) -> Response {

@@ -77,6 +77,9 @@ pub struct Metrics {
     connections: Family<Role, Gauge>,
     refused: Family<Reason, Counter>,
     cert_expiry: Family<Certificate, Gauge>,
+    /// Held while a scrape resets the certificate gauges and renders, so two scrapes at once
+    /// never see each other's half-reset family.
+    scrape: std::sync::Mutex<()>,
 }
 
 impl Default for Metrics {
@@ -110,6 +113,7 @@ impl Metrics {
             connections: Family::default(),
             refused: Family::default(),
             cert_expiry: Family::default(),
+            scrape: std::sync::Mutex::new(()),
         };
         let r = &mut registry;
         r.register("nodes", "Connected nodes (and held names not connected, as away) by state", metrics.nodes.clone());
@@ -224,9 +228,16 @@ impl Metrics {
         }
     }
 
-    /// Sets the certificate expiry gauges: the dispatcher's own and those of `nodes` (name, Unix
-    /// end), dropping nodes no longer connected.
-    pub(crate) fn set_certificates(&self, dispatcher: Option<u64>, nodes: &[(String, u64)]) {
+    /// [`Metrics::render`], with the certificate expiry gauges set first: the dispatcher's own
+    /// and those of `nodes` (name, Unix end), nodes no longer connected dropped.
+    pub(crate) fn render_with_certificates(&self, dispatcher: Option<u64>, nodes: &[(String, u64)]) -> String {
+        // Only this guard's holder touches the family; a poisoned lock guards nothing broken.
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.set_certificates(dispatcher, nodes);
+        self.render()
+    }
+
+    fn set_certificates(&self, dispatcher: Option<u64>, nodes: &[(String, u64)]) {
         self.cert_expiry.clear();
         if let Some(end) = dispatcher {
             self.cert_expiry.get_or_create(&Certificate { certificate: "dispatcher".into() }).set(end as i64);

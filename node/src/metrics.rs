@@ -62,6 +62,9 @@ pub(crate) struct NodeMetrics {
     slots_busy: Gauge,
     cache_bytes: Gauge,
     cert_expiry: Family<Certificate, Gauge>,
+    /// Held while a scrape sets the gauges and renders, so two scrapes at once never see each
+    /// other's half-reset certificate family.
+    scrape: std::sync::Mutex<()>,
 }
 
 /// What a scrape reads at that moment.
@@ -83,6 +86,7 @@ impl NodeMetrics {
             slots_busy: Gauge::default(),
             cache_bytes: Gauge::default(),
             cert_expiry: Family::default(),
+            scrape: std::sync::Mutex::new(()),
         };
         for outcome in ["succeeded", "failed", "cancelled"] {
             let _ = pool.chunks.get_or_create(&Outcome { outcome });
@@ -111,6 +115,8 @@ impl NodeMetrics {
 
     /// The metrics as text, with the gauges set from `reading`.
     pub(crate) fn render(&self, reading: &Reading) -> String {
+        // Only this guard's holder sets the gauges; a poisoned lock guards nothing broken.
+        let _scrape = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
         self.slots.set(i64::from(reading.slots));
         self.slots_busy.set(i64::from(reading.busy));
         self.cache_bytes.set(reading.cache_bytes as i64);

@@ -55,11 +55,10 @@ fn observations_and_tables_become_conventional_metrics() {
     metrics.observe(&Observation::InputStored { bytes: 7 });
     metrics.observe_commit(Duration::from_millis(2));
     metrics.refresh(&[node("n1", "ready", 4, 1), node("n2", "quarantined: 3 failures", 2, 2), node("n3", "drained, not connected", 0, 0)], ["running", "failed", "running"].into_iter());
-    metrics.set_certificates(Some(1_900_000_000), &[("n1".into(), 1_800_000_000)]);
     let conn = metrics.connection("node");
     metrics.refused("hello");
     metrics.sent("result", 5);
-    let text = metrics.render();
+    let text = metrics.render_with_certificates(Some(1_900_000_000), &[("n1".into(), 1_800_000_000)]);
     check(&text, "# TYPE dispy_chunks_completed counter");
     check(&text, r#"dispy_chunks_completed_total{tenant="alice"} 3"#);
     check(&text, r#"dispy_chunks_failed_total{tenant="alice"} 2"#);

@@ -1,6 +1,6 @@
 //! Observations in virtual time: every chunk with an accepted, stored result is observed
 //! completed once, every chunk's first placement and input once, and the failures observed as
-//! retried are the retries each job's progress counts.
+//! retried are the retries each job's progress counts; a released job leaves as it last was.
 
 use std::time::Duration;
 
@@ -45,6 +45,16 @@ fn observations_count_each_chunk_once_and_every_retry() {
             assert_eq!(retries, view.summary.progress.retries, "seed {seed}: job {job}");
         }
         failures += count(|o| matches!(o, Observation::AttemptFailed(f) if f.message == "trapped" && f.node.starts_with("node-")));
+        // Released, each job leaves the ledger as it last was, for the status page to keep.
+        for view in &views {
+            world.ledger.handle_release(&super::harness::owner(), view.summary.job);
+            let forgotten = world.ledger.poll_observation();
+            assert!(
+                matches!(&forgotten, Some(Observation::JobForgotten(last)) if **last == *view),
+                "seed {seed}: {forgotten:?}"
+            );
+        }
+        assert!(world.ledger.job_views().is_empty());
         retried += views.iter().map(|v| v.summary.progress.retries).sum::<u64>();
     }
     assert!(failures > 5 && retried > 5, "the histories reach failures ({failures}) and retries ({retried})");
