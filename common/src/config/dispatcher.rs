@@ -159,8 +159,8 @@ pub const DISPATCHER_KEYS: &[Key] = &[
     Key {
         name: "http_token_file",
         value_name: "FILE",
-        help: "A file holding the bearer token every request to http_listen must carry \
-               [default: none; required unless http_listen is a loopback address]",
+        help: "A file holding the bearer token requests for /metrics and /api/status on http_listen \
+               must carry [default: none; required unless http_listen is a loopback address]",
     },
     LOG_FORMAT,
     Key {
