@@ -264,7 +264,8 @@ fn the_status_page_shows_the_nodes_and_the_jobs_in_headless_chromium() {
     let Some(chromium) = chromium(test) else { return };
     let http = format!("127.0.0.1:{}", free_tcp_port());
     let cluster = Cluster::builder().nodes(2).slots(2).dispatcher_args(&["--http-listen", &http]).start();
-    // A job that succeeds, one whose chunk traps on every attempt, and one still running.
+    // A job that succeeds, one whose chunk traps on every attempt, and one still running (for
+    // minutes: it is killed with the cluster).
     let out = cluster.output_dir("page");
     let sums = out.join("sums.bin");
     cluster.run_job(&Job::new(&example("checksum.wat"), "bytes:512", &sums).input(&example("data/lorem.txt"))).check_success();
@@ -277,7 +278,7 @@ fn the_status_page_shows_the_nodes_and_the_jobs_in_headless_chromium() {
         &"--payload",
         &fixture("count.wat"),
         &"--split",
-        &"range:0..400:1",
+        &"range:0..4000:1",
         &"--args",
         &"40000000",
         &"--output",
