@@ -38,6 +38,10 @@ function fill(table, rows, empty) {
   body.replaceChildren(...(rows.length ? rows : [el("tr", {}, el("td", { colspan: columns, class: "empty" }, empty))]));
 }
 
+function plural(count, noun) {
+  return count + " " + noun + (count === 1 ? "" : "s");
+}
+
 function stateWord(state) {
   if (state.includes("not connected")) return "away";
   return state.split(/[^a-z]/)[0];
@@ -123,8 +127,8 @@ function render(s) {
   const slots = s.nodes.reduce((a, n) => a + n.slots, 0);
   const running = s.jobs.filter((j) => j.state === "running").length;
   document.getElementById("summary").textContent =
-    s.listen + " · " + s.nodes.length + " nodes · " + busy + "/" + slots + " slots busy · " +
-    running + " jobs running · " + s.completed + " chunks completed";
+    s.listen + " · " + plural(s.nodes.length, "node") + " · " + busy + "/" + slots + " slots busy · " +
+    plural(running, "job") + " running · " + plural(s.completed, "chunk") + " completed";
   document.getElementById("updated").textContent = "updated " + when(s.taken_unix_ms);
   renderChart(s.throughput);
   renderNodes(s.nodes);
