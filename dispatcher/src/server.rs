@@ -230,7 +230,10 @@ impl Dispatcher {
         // The core ends once every event sender is gone.
         let _ = core_task.await;
         if let Some(http) = http {
-            let _ = http.await;
+            // Requests in flight finish; a stuck client does not hold the stop up.
+            if tokio::time::timeout(SHUTDOWN_GRACE, http).await.is_err() {
+                warn!("HTTP connections did not finish within the grace period");
+            }
         }
         self.endpoint.wait_idle().await;
     }
