@@ -227,7 +227,8 @@ pub async fn run(
     node.endpoint.wait_idle().await;
     drop(stop_metrics);
     if let Some(task) = metrics_task {
-        let _ = task.await;
+        // Scrapes in flight finish; a stuck client does not hold the stop up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     Ok(())
 }
