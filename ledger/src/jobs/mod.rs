@@ -502,13 +502,7 @@ impl Ledger {
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
                 warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
-                let at = self.scheduler.attempt_chunk(report.attempt);
-                let retries = at.and_then(|(job, _)| self.scheduler.progress(job)).map_or(0, |p| p.retries);
-                let message = failure.message.clone();
-                self.scheduler.handle_chunk_failed(now.at, node, report.attempt, failure);
-                if let Some(at) = at {
-                    self.observe_failed(now, node, at, retries, &message);
-                }
+                self.chunk_failed_observed(now, node, report.attempt, failure);
             }
         }
     }

@@ -6,7 +6,7 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use wire::proto::{ChunkIndex, JobId, JobSummary};
+use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, JobId, JobSummary};
 
 use super::{Ledger, Time};
 use crate::scheduler::NodeId;
@@ -135,14 +135,18 @@ impl Ledger {
         }
     }
 
-    /// An attempt of `job` failed on `node`; `retries_before` is the job's retries before the
-    /// scheduler heard of it.
-    pub(super) fn observe_failed(&mut self, now: Time, node: NodeId, at: (JobId, ChunkIndex), retries_before: u64, message: &str) {
-        let (job, chunk) = at;
+    /// Hands a failed attempt to the scheduler, observing it with whether its chunk runs again
+    /// (the job's retries grew); a report to discard is not observed.
+    pub(super) fn chunk_failed_observed(&mut self, now: Time, node: NodeId, attempt: AttemptId, failure: ChunkFailure) {
+        let at = self.scheduler.attempt_chunk(attempt);
+        let retries_before = at.and_then(|(job, _)| self.scheduler.progress(job)).map_or(0, |p| p.retries);
+        let message = failure.message.clone();
+        self.scheduler.handle_chunk_failed(now.at, node, attempt, failure);
+        let Some((job, chunk)) = at else { return };
         let retried = self.scheduler.progress(job).is_some_and(|p| p.retries > retries_before);
         let tenant = self.jobs.get(&job).map(|e| e.record.owner.clone()).unwrap_or_default();
         let node = self.node_name(node);
-        let failed = FailedAttempt { job, chunk, tenant, node, message: message.to_owned(), unix_ms: now.unix_ms, retried };
+        let failed = FailedAttempt { job, chunk, tenant, node, message, unix_ms: now.unix_ms, retried };
         self.observe(Observation::AttemptFailed(failed));
     }
 }
