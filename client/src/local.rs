@@ -78,6 +78,7 @@ impl LocalCluster {
                 allow_unconfined_native: true,
                 payload_user: common::config::DEFAULT_PAYLOAD_USER.to_owned(),
                 scratch_dir: root.join(format!("scratch-{i}")),
+                metrics: None,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

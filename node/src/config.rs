@@ -49,6 +49,9 @@ pub struct NodeConfig {
     pub payload_user: String,
     /// Where native workers get their scratch directories.
     pub scratch_dir: PathBuf,
+    /// Where this node's `/metrics` is served, and who may read it; `None` (the default) serves
+    /// no HTTP.
+    pub metrics: Option<(std::net::SocketAddr, common::http::Access)>,
 }
 
 impl NodeConfig {
@@ -73,7 +76,18 @@ impl TryFrom<NodeSettings> for NodeConfig {
         let identity = Identity::load(&settings.daemon.tls_dir).map_err(|e| {
             settings.daemon.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
         })?;
+        let metrics = match settings.metrics_listen {
+            Some(addr) => Some((
+                addr,
+                common::http::Access::new(addr, settings.http_token_file.as_deref()).map_err(|e| {
+                    let key = if matches!(e, common::http::HttpError::Exposed { .. }) { "metrics_listen" } else { "http_token_file" };
+                    settings.daemon.invalid(key, e.to_string())
+                })?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            metrics,
             dispatcher: settings.dispatcher,
             identity,
             slots: settings.slots,

@@ -44,6 +44,8 @@ use crate::exec::native::{NativeEngine, NativePolicy, Probe};
 use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
 use crate::object_input::{Allowlist, NodeObjects, ObjectStores};
+use crate::metrics::{NodeMetrics, PoolMetrics, Reading};
+use common::http::HttpServer;
 use crate::pool::{JobContext, Pool, Work};
 
 mod prepare;
@@ -96,6 +98,9 @@ pub enum StartError {
     /// The UDP socket could not be bound.
     #[error("failed to bind a UDP socket: {0}")]
     Bind(std::io::Error),
+    /// `metrics_listen` could not be bound.
+    #[error("metrics_listen: {0}")]
+    Metrics(#[from] common::http::HttpError),
 }
 
 /// State shared by every session of this daemon.
@@ -178,8 +183,19 @@ pub async fn run(
     hurry: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (reports, report_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node::start(config, reports)?);
+    let metrics_server = config.metrics.as_ref().map(|(addr, access)| HttpServer::bind(*addr, access.clone())).transpose()?;
+    let pool_metrics = PoolMetrics::default();
+    let node = Arc::new(Node::start(config, reports, pool_metrics.clone())?);
     info!(name = %node.name, slots = node.slots, dispatcher = %node.config.dispatcher, "node starting");
+    // Served until the node has stopped, drain included.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_server.map(|server| {
+        if let Ok(addr) = server.local_addr() {
+            info!(%addr, "serving /metrics");
+        }
+        let router = node.metrics_router(&pool_metrics);
+        tokio::spawn(server.serve(router, axum::Router::new(), async move { drop(metrics_stopped.await) }))
+    });
     // Sessions, reports and the health log go on while the node drains; none of them ends.
     let working = async {
         tokio::join!(node.clone().dial_forever(), node.log_health(), node.collect_reports(report_rx));
@@ -212,11 +228,16 @@ pub async fn run(
     // An application close: the dispatcher requeues at once whatever this node still held.
     node.endpoint.close(0u32.into(), b"node stopping");
     node.endpoint.wait_idle().await;
+    drop(stop_metrics);
+    if let Some(task) = metrics_task {
+        // Scrapes in flight finish; a stuck client does not hold the stop up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     Ok(())
 }
 
 impl Node {
-    fn start(config: NodeConfig, reports: mpsc::UnboundedSender<ChunkReport>) -> Result<Self, StartError> {
+    fn start(config: NodeConfig, reports: mpsc::UnboundedSender<ChunkReport>, metrics: PoolMetrics) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
         let probe = Probe::this_machine(&config.payload_user);
         let policy = NativePolicy::decide(&config.native_settings(), &probe);
@@ -230,7 +251,7 @@ impl Node {
         let slots = config.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
-        let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
+        let pool = Pool::new(executor.clone(), slots, metrics).map_err(|e| StartError::Executor(e.to_string()))?;
         let cache = PayloadCache::open(&config.cache_dir, config.cache_max_bytes)?;
         let mut endpoint = common::net::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config_with_timeout(
@@ -263,6 +284,23 @@ impl Node {
             stopping: tokio::sync::watch::Sender::new(false),
             objects,
         })
+    }
+
+    /// `GET /metrics` for `metrics_listen`: the pool's and cache's counters, and gauges read at
+    /// each scrape (the certificate in use, renewals included).
+    fn metrics_router(self: &Arc<Self>, pool: &PoolMetrics) -> axum::Router {
+        let metrics = Arc::new(NodeMetrics::new(pool, self.cache.metrics()));
+        let node = Arc::clone(self);
+        let read = Arc::new(move || Reading {
+            slots: node.slots,
+            busy: node.pool.busy(),
+            cache_bytes: node.cache.held(),
+            certificate: common::check::CertExpiry::of(&node.identity.borrow().cert)
+                .ok()
+                .and_then(|expiry| expiry.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|end| (node.name.clone(), end.as_secs())),
+        });
+        crate::metrics::router(metrics, read)
     }
 
     /// Attempts this node holds: assigned and neither acknowledged nor cancelled.

@@ -121,6 +121,18 @@ pub const NODE_KEYS: &[Key] = &[
         value_name: "N",
         help: "Threads for the node's network work; chunks run on slot threads of their own [default: 1]",
     },
+    Key {
+        name: "metrics_listen",
+        value_name: "ADDR",
+        help: "TCP address serving this node's Prometheus /metrics; an address other than loopback \
+               needs http_token_file [default: none, no HTTP server]",
+    },
+    Key {
+        name: "http_token_file",
+        value_name: "FILE",
+        help: "A file holding the bearer token every request to metrics_listen must carry \
+               [default: none; required unless metrics_listen is a loopback address]",
+    },
     LOG_FORMAT,
     Key {
         name: "log_level",
@@ -179,6 +191,10 @@ pub struct NodeSettings {
     pub stop_timeout: Duration,
     /// How often to log a `node health` line for operators following the journal.
     pub health_log_interval: Duration,
+    /// TCP address of this node's `/metrics`; `None` serves no HTTP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The bearer token's file, which a non-loopback `metrics_listen` requires.
+    pub http_token_file: Option<PathBuf>,
     /// The TLS directory (default `/etc/dispy/node`), the async runtime (default one thread: the
     /// node's network work is light) and logging.
     pub daemon: DaemonSettings,
@@ -234,6 +250,10 @@ impl NodeSettings {
             health_log_interval: v.check("health_log_interval", DEFAULT_HEALTH_LOG_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400))
             }),
+            metrics_listen: v.check("metrics_listen", None, |origin, s| {
+                super::dispatcher::socket_addr(origin, s).map(Some)
+            }),
+            http_token_file: v.check("http_token_file", None, |origin, s| Validator::path(origin, s).map(Some)),
             daemon: DaemonSettings::read(v, PROGRAM, DEFAULT_NODE_TLS_DIR, Some(DEFAULT_NODE_ASYNC_THREADS)),
         }
     }

@@ -3,11 +3,12 @@
 //! carries, which are kept only once it is durable.
 
 use std::fmt::Display;
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use wire::proto::{ClientEvent, DispatcherToNode, JobFailure, JobId, JobSpec, JobState};
 
-use super::{Answer, Effect, Held, Ledger, LOG_TARGET, NodeCommand, Question, Refusal, RequestId, StoreTicket, Time};
+use super::{Answer, Effect, Held, Ledger, LOG_TARGET, NodeCommand, Observation, Question, Refusal, RequestId, StoreTicket, Time};
 use crate::record::Extent;
 use crate::scheduler::{Action, NodeId, Notice};
 
@@ -28,6 +29,9 @@ impl Ledger {
                     *slot = Some(extent);
                     entry.done += 1;
                     entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                    let tenant = entry.record.owner.clone();
+                    let completed = Observation::ChunkCompleted { tenant, run: Duration::from_nanos(run_nanos), bytes: extent.len };
+                    self.observations.push(completed);
                 }
                 let succeeded = entry.succeeded && entry.unstored == 0;
                 let awaits_input = entry.awaits_input();
@@ -155,6 +159,7 @@ impl Ledger {
                         debug!(target: LOG_TARGET, %job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
                     }
                     self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
+                    self.observe_assigned(now, job, chunk, speculative);
                 }
                 Action::CancelAttempt { node, attempt } => {
                     self.send_node(node, NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }));

@@ -1,6 +1,6 @@
 //! What the ledger keeps per node and per job.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
 use wire::proto::{ChunkIndex, JobProgress, NodeInfo, PayloadHash};
@@ -50,6 +50,8 @@ pub(super) struct Attacher {
 /// A job the ledger knows: running, or finished and not yet fetched or expired.
 #[derive(Debug)]
 pub(super) struct JobEntry {
+    /// When each chunk not yet assigned got its input, for the queue-wait observation.
+    pub(super) queued_at: HashMap<ChunkIndex, Instant>,
     pub(super) record: JobRecord,
     /// Where each chunk's input is spooled, by chunk index.
     pub(super) inputs: Vec<Extent>,
@@ -113,6 +115,7 @@ impl JobEntry {
             last_progress: None,
             last_blocked: None,
             released: false,
+            queued_at: HashMap::new(),
         }
     }
 

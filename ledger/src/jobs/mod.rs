@@ -34,6 +34,7 @@ use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Schedul
 mod clients;
 mod durability;
 mod entries;
+mod observations;
 mod observe;
 mod refusal;
 mod restore;
@@ -42,6 +43,7 @@ mod tenants;
 mod tests;
 
 use entries::{JobEntry, NodeEntry};
+pub use observations::{FailedAttempt, JobView, Observation};
 pub use observe::{LogQuery, LogRecord};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob};
@@ -267,6 +269,8 @@ pub struct Ledger {
     /// Jobs whose results, input or state changed this turn: their clients hear of it.
     touched: HashSet<JobId>,
     effects: VecDeque<Effect>,
+    /// News for the driver's metrics (see `observe`).
+    observations: observations::Observations,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -300,6 +304,7 @@ impl Ledger {
             input_syncs: Vec::new(),
             touched: HashSet::new(),
             effects: VecDeque::new(),
+            observations: observations::Observations::default(),
             next_node: 1,
             next_job: recovered.next_job,
             retention: config.retention,
@@ -515,7 +520,7 @@ impl Ledger {
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
                 warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
-                self.scheduler.handle_chunk_failed_logged(now.at, node, report.attempt, failure, log_tail);
+                self.chunk_failed_observed(now, node, report.attempt, failure, log_tail);
             }
         }
     }
@@ -593,6 +598,8 @@ impl Ledger {
             entry.record.chunks += 1;
             self.batch.inputs.push((job, chunk, extent));
             self.scheduler.handle_chunks_added(now.at, job, 1);
+            self.observe_queued(job, chunk, now.at);
+            self.observe(Observation::InputStored { bytes: extent.len });
         }
     }
 

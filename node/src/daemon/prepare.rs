@@ -35,6 +35,7 @@ pub(super) async fn prepare(session: &Session, pending: &PendingContext) -> Resu
         }
     }
     let hash = spec.payload;
+    node.cache.note_lookup(&hash);
     let mut fetched_again = false;
     let payload = loop {
         let compiled = node.cache.compiled(&hash);

@@ -10,6 +10,7 @@ use proptest::prelude::*;
 mod desk;
 mod harness;
 mod holds;
+mod observations;
 mod observe;
 mod payloads;
 mod resume;
