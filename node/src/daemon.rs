@@ -49,12 +49,12 @@ use common::http::HttpServer;
 use crate::pool::{JobContext, Pool, Work};
 
 mod prepare;
+mod reports;
 use prepare::{prepare, receive_payload};
+use reports::Outbox;
 
 /// Largest assignment frame (chunk input plus header).
 const MAX_ASSIGNMENT: usize = 1 << 30;
-/// Reports kept for resending at most; beyond this the oldest are dropped.
-const MAX_UNACKED: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// How often a stopping node looks whether everything it held is finished and acknowledged.
 const STOP_POLL: Duration = Duration::from_millis(20);
@@ -128,14 +128,6 @@ struct Node {
     stopping: tokio::sync::watch::Sender<bool>,
     /// How object input is read; `None` when `object_store_buckets` is empty (none is).
     objects: Option<Arc<NodeObjects>>,
-}
-
-/// Reports waiting for their acknowledgement.
-#[derive(Default)]
-struct Outbox {
-    unacked: BTreeMap<AttemptId, ChunkReport>,
-    /// The current session's report writer, if one runs.
-    session: Option<mpsc::UnboundedSender<ChunkReport>>,
 }
 
 /// What this node runs for the dispatcher.
@@ -330,63 +322,6 @@ impl Node {
         for attempt in std::mem::take(&mut work.attempts).into_keys() {
             self.pool.cancel_attempt(attempt);
         }
-    }
-
-    /// Keeps every report from the slot threads until it is acknowledged, and hands it to the
-    /// current session's writer if one runs.
-    async fn collect_reports(&self, mut reports: mpsc::UnboundedReceiver<ChunkReport>) {
-        while let Some(report) = reports.recv().await {
-            if report.outcome.is_err() {
-                self.work().attempts.remove(&report.attempt);
-            }
-            let mut outbox = self.outbox();
-            if let Some(session) = &outbox.session {
-                if session.send(report.clone()).is_err() {
-                    outbox.session = None;
-                }
-            }
-            outbox.unacked.insert(report.attempt, report);
-            while outbox.unacked.len() > MAX_UNACKED {
-                // A dispatcher that never acknowledges must not exhaust our memory.
-                if let Some((attempt, _)) = outbox.unacked.pop_first() {
-                    warn!(%attempt, "dropping an unacknowledged report: too many outstanding");
-                }
-            }
-        }
-    }
-
-    /// Sends reports, first any left unacknowledged by an earlier session, then each new one as
-    /// it comes; each is kept until the dispatcher acknowledges it.
-    async fn write_reports(&self, mut send: FramedSend) -> Result<(), SessionError> {
-        let (session, mut reports) = mpsc::unbounded_channel();
-        let resend: Vec<ChunkReport> = {
-            let mut outbox = self.outbox();
-            outbox.session = Some(session);
-            outbox.unacked.values().cloned().collect()
-        };
-        if !resend.is_empty() {
-            info!(reports = resend.len(), "resending unacknowledged reports");
-        }
-        for report in &resend {
-            send.queue_frame(report)?;
-        }
-        send.flush().await?;
-        while let Some(report) = reports.recv().await {
-            let mut batch = vec![report];
-            while let Ok(more) = reports.try_recv() {
-                batch.push(more);
-            }
-            for report in &batch {
-                send.queue_frame(report)?;
-            }
-            send.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        // Only map operations happen under this lock; a poisoned map is still consistent.
-        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn work(&self) -> std::sync::MutexGuard<'_, Held> {
