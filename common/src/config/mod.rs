@@ -66,10 +66,17 @@ pub const ENV_PREFIX: &str = "DISPY_";
 pub const ENV_SEPARATOR: &str = "__";
 /// `DISPY_*` variables read by other dispy programs, ignored by a daemon that has no such key
 /// (besides the other daemon's keys): `dispy-submit` reads `DISPY_DISPATCHER`, `DISPY_TLS_DIR`
-/// and `DISPY_RECONNECT_TIMEOUT`, the test suite `DISPY_TEST_LOG` and `DISPY_TEST_STRICT` (CI
-/// exports the latter, and daemons started from that shell must still run).
-pub const SHARED_VARIABLES: &[&str] =
-    &["DISPY_DISPATCHER", "DISPY_TLS_DIR", "DISPY_RECONNECT_TIMEOUT", "DISPY_TEST_LOG", "DISPY_TEST_STRICT"];
+/// and `DISPY_RECONNECT_TIMEOUT`, the test suite `DISPY_TEST_LOG`, `DISPY_TEST_STRICT` and
+/// `DISPY_TEST_MOTO` (CI exports the last two, and daemons started from that shell must still
+/// run).
+pub const SHARED_VARIABLES: &[&str] = &[
+    "DISPY_DISPATCHER",
+    "DISPY_TLS_DIR",
+    "DISPY_RECONNECT_TIMEOUT",
+    "DISPY_TEST_LOG",
+    "DISPY_TEST_STRICT",
+    "DISPY_TEST_MOTO",
+];
 
 /// One key of a daemon: the row of its table that everything but validation is derived from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

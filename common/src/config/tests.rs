@@ -173,6 +173,7 @@ fn shared_and_empty_variables_are_ignored() {
         ("DISPY_SLOTS", "4"),
         ("DISPY_TEST_LOG", "debug"),
         ("DISPY_TEST_STRICT", "1"),
+        ("DISPY_TEST_MOTO", "/ci/venv/bin/moto_server"),
         ("DISPY_NODE_TIMEOUT", ""),
     ]);
     let settings = dispatcher(&sources).expect("valid");
