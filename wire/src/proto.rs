@@ -272,6 +272,10 @@ pub struct JobSpec {
     pub chunk_timeout_ms: u64,
     /// Chunk inputs are `ChunkRef`s (`crate::chunk`) for the node to read, not bytes.
     pub shared_input: bool,
+    /// The job reduces its results (`--results reduce`): the node refuses it when the payload
+    /// lacks `dispy_combine`.
+    #[serde(default)]
+    pub reduce: bool,
 }
 
 /// Dispatcher to node, in order on the work stream ([`StreamHeader::Work`]). Everything about
@@ -349,8 +353,12 @@ pub struct Assignment {
     pub chunk: ChunkIndex,
     /// The attempt this run belongs to.
     pub attempt: AttemptId,
-    /// The chunk's input bytes.
+    /// The chunk's input bytes; for a combine, two results packed by [`crate::abi::combine_input`].
     pub input: Bytes,
+    /// Run `dispy_combine` on the two results in `input` instead of `dispy_run` (a reduce job's
+    /// combine task, whose chunk index is beyond the job's input chunks).
+    #[serde(default)]
+    pub combine: bool,
 }
 
 /// Why an attempt failed.
@@ -417,6 +425,9 @@ pub enum ResultMode {
     Concat,
     /// One file per chunk in an output directory.
     Files,
+    /// The single result of combining every chunk's result with the payload's `dispy_combine`,
+    /// adjacent ranges only, left before right (on the nodes, tree-wise as ranges complete).
+    Reduce,
 }
 
 /// A job as a client submits it; the input follows on a [`StreamHeader::JobInput`] stream.

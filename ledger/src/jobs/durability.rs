@@ -24,9 +24,11 @@ impl Ledger {
         }
         match stored {
             Ok(extent) => {
+                let input_chunk = (chunk as usize) < entry.inputs.len();
                 if let Some(slot) = entry.results.get_mut(chunk as usize) {
                     *slot = Some(extent);
-                    entry.done += 1;
+                    // A reduce job's combines are not chunks of its progress.
+                    entry.done += u64::from(input_chunk);
                     entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
                 }
                 let succeeded = entry.succeeded && entry.unstored == 0;
@@ -37,6 +39,7 @@ impl Ledger {
                 // Results count toward the owner's spool until fetched, but never fail the job:
                 // the quota holds back new submissions instead.
                 self.charge_spool_anyway(job, extent.len);
+                self.reduce_stored(now, job, chunk);
                 if succeeded {
                     self.finish(now, job, JobState::Succeeded);
                 } else if awaits_input {
@@ -145,6 +148,11 @@ impl Ledger {
             match action {
                 Action::StartJob { node, job } => self.start_job(node, job),
                 Action::Assign { node, job, chunk, attempt, speculative } => {
+                    if let Some(inputs) = self.combine_inputs(job, chunk) {
+                        debug!(target: LOG_TARGET, %job, chunk, %attempt, speculative, node = %self.node_name(node), "combine assigned");
+                        self.send_node(node, NodeCommand::Combine { job, chunk, attempt, inputs });
+                        continue;
+                    }
                     let Some(input) = self.jobs.get(&job).and_then(|e| e.inputs.get(chunk as usize)).copied() else {
                         self.handle_input_unreadable(now, job, chunk, &"unknown chunk");
                         continue;
@@ -182,6 +190,7 @@ impl Ledger {
                     }
                 }
                 Action::JobFailed { job, failure, stats } => {
+                    let failure = self.reword_failure(job, failure);
                     warn!(target: LOG_TARGET, %job, retries = stats.retries, "job failed: {failure}");
                     if let Some(entry) = self.jobs.get_mut(&job) {
                         entry.retries = stats.retries;
@@ -293,6 +302,7 @@ impl Ledger {
             memory_limit: sub.memory_limit,
             chunk_timeout_ms: sub.chunk_timeout_ms,
             shared_input: sub.shared_input,
+            reduce: sub.results == wire::proto::ResultMode::Reduce,
         };
         let payload = sub.payload;
         let ship = node_entry.payloads.insert(payload);

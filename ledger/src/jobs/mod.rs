@@ -29,19 +29,20 @@ use wire::proto::{
 
 use crate::promises::{CommitPolicy, Promises};
 use crate::record::{Batch, Extent, JobRecord};
-use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use crate::scheduler::{NodeHold, NodeId, NodeResources, Scheduler, SchedulerConfig};
 
 mod clients;
 mod durability;
 mod entries;
 mod observe;
+mod reduce;
 mod refusal;
 mod restore;
 mod tenants;
 #[cfg(test)]
 mod tests;
 
-use entries::{JobEntry, NodeEntry};
+use entries::{requirements, JobEntry, NodeEntry};
 pub use observe::{LogQuery, LogRecord};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob};
@@ -176,6 +177,18 @@ pub enum NodeCommand {
         attempt: AttemptId,
         /// Where the chunk's input is spooled.
         input: Extent,
+    },
+    /// Send a reduce job's combine task on its work stream, its input the two results at these
+    /// extents of the job's results spool (packed by `wire::abi::combine_input`).
+    Combine {
+        /// The job.
+        job: JobId,
+        /// The combine's chunk index (beyond the job's input chunks).
+        chunk: ChunkIndex,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Where its left and right inputs are spooled.
+        inputs: (Extent, Extent),
     },
     /// Ship it the payload's bytes.
     Payload(PayloadHash),
@@ -607,6 +620,7 @@ impl Ledger {
             self.input_syncs.push(job);
             self.promises.stored.push(job);
             self.touched.insert(job);
+            self.reduce_input_end(now, job);
             self.scheduler.handle_input_complete(now.at, job);
         }
     }
@@ -772,20 +786,5 @@ impl Ledger {
 
     fn node_name(&self, node: NodeId) -> String {
         self.nodes.get(&node).map_or_else(|| format!("#{}", node.0), |n| n.info.name.clone())
-    }
-}
-
-/// What the scheduler needs of a job of `owner`.
-fn requirements(owner: &str, submission: &JobSubmission) -> JobRequirements {
-    JobRequirements {
-        memory_limit: submission.memory_limit,
-        max_attempts: submission.max_attempts,
-        priority: submission.priority,
-        placement_timeout: submission.placement_timeout_ms.map(Duration::from_millis),
-        platform: match &submission.kind {
-            PayloadKind::Wasm => None,
-            PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
-        },
-        tenant: owner.to_owned(),
     }
 }

@@ -421,7 +421,7 @@ impl Scheduler {
         req: JobRequirements,
         done: &[bool],
     ) {
-        if self.restore_job(now, job, req, done) {
+        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
             self.handle_input_complete(now, job);
         }
     }
@@ -430,13 +430,77 @@ impl Scheduler {
     /// chunks known so far run, and more follow with [`Scheduler::handle_chunks_added`] once its
     /// submitter resumes the upload.
     pub fn handle_job_restored_incomplete(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) {
-        if self.restore_job(now, job, req, done) {
+        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
             self.settle(now);
         }
     }
 
-    /// Registers a restored job with `done` chunks; returns false for a known `job`.
-    fn restore_job(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) -> bool {
+    /// Like [`Scheduler::handle_job_restored`] for a job with all its chunks known, of which
+    /// those in `held` (not done) are not ready to run: they wait, as after
+    /// [`Scheduler::handle_chunks_held`], for [`Scheduler::handle_chunk_released`]. A reduce
+    /// job's combines whose inputs are not both stored are restored so.
+    pub fn handle_job_restored_held(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        req: JobRequirements,
+        done: &[bool],
+        held: &BTreeSet<ChunkIndex>,
+    ) {
+        if self.restore_job(now, job, req, done, held) {
+            self.handle_input_complete(now, job);
+        }
+    }
+
+    /// `count` more chunks whose inputs are not ready yet (a reduce job's combines): known, so
+    /// the job is not over before they are done, but placed only once each is released with
+    /// [`Scheduler::handle_chunk_released`]. Their indices continue from the chunks so far.
+    /// Ignored for unknown jobs and after input completion.
+    pub fn handle_chunks_held(&mut self, _now: Instant, job: JobId, count: u64) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if j.input_complete || count == 0 {
+            return;
+        }
+        // Only fresh chunks come after `next_fresh`: held ones are taken out of that range.
+        let first = j.total;
+        if j.next_fresh < first {
+            // Fresh chunks remain: held chunks must not look fresh, so they stay out of `total`
+            // until the fresh ones are out of the way; simplest is to move the fresh ones to the
+            // requeued queue first, in order.
+            let fresh: Vec<ChunkIndex> = (j.next_fresh..first).collect();
+            j.requeued.extend(fresh);
+        }
+        j.total = first.saturating_add(count);
+        j.next_fresh = j.total;
+        j.held.extend(first..j.total);
+        self.sync_pending(job);
+    }
+
+    /// A held chunk's inputs are ready: it is placed like a requeued chunk. Ignored for unknown
+    /// jobs and chunks not held.
+    pub fn handle_chunk_released(&mut self, now: Instant, job: JobId, chunk: ChunkIndex) {
+        let Some(j) = self.jobs.get_mut(&job) else { return };
+        if !j.held.remove(&chunk) {
+            return;
+        }
+        j.requeued.push_back(chunk);
+        self.sync_pending(job);
+        self.mark_spec(job);
+        self.fill_job(now, job);
+        self.refresh_clock(now, job);
+        self.settle(now);
+    }
+
+    /// Registers a restored job with `done` chunks, `held` ones among the rest not ready;
+    /// returns false for a known `job`.
+    fn restore_job(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        req: JobRequirements,
+        done: &[bool],
+        held: &BTreeSet<ChunkIndex>,
+    ) -> bool {
         if self.jobs.contains_key(&job) {
             return false;
         }
@@ -444,7 +508,8 @@ impl Scheduler {
         let Some(j) = self.jobs.get_mut(&job) else { return false };
         j.total = done.len() as u64;
         j.next_fresh = j.total;
-        let missing = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c);
+        j.held = done.iter().zip(0..).filter(|(done, c)| !**done && held.contains(c)).map(|(_, c)| c).collect();
+        let missing = done.iter().zip(0..).filter(|(done, c)| !**done && !held.contains(c)).map(|(_, c)| c);
         if !self.grace_started && !self.config.reattach_grace.is_zero() {
             self.grace_started = true;
             let until = now + self.config.reattach_grace;
@@ -453,10 +518,10 @@ impl Scheduler {
         }
         if self.grace_until.is_some() {
             j.unclaimed = missing.collect();
-            j.done = j.total - j.unclaimed.len() as u64;
+            j.done = j.total - j.unclaimed.len() as u64 - j.held.len() as u64;
         } else {
             j.requeued = missing.collect();
-            j.done = j.total - j.requeued.len() as u64;
+            j.done = j.total - j.requeued.len() as u64 - j.held.len() as u64;
         }
         self.sync_pending(job);
         self.fill_job(now, job);
