@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use client::job::JobDescription;
 use client::split::SplitRule;
-use wire::proto::PayloadKind;
+use wire::proto::{PayloadKind, ResultMode};
 
 #[derive(Debug, ClapArgs)]
 pub(crate) struct RunArgs {
@@ -104,7 +104,7 @@ pub(crate) fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> any
     }
     if let Some(results) = &args.results {
         job.results = client::job::parse_result_mode(results)
-            .ok_or_else(|| anyhow::anyhow!("--results must be concat or files, not {results:?}"))?;
+            .ok_or_else(|| anyhow::anyhow!("--results must be concat, files or reduce, not {results:?}"))?;
     }
     if let Some(n) = args.max_attempts {
         job.max_attempts = n;
@@ -144,6 +144,15 @@ pub(crate) fn check_payload(job: &JobDescription, local: bool) -> anyhow::Result
         }
     }
     let executor = node::exec::Executor::new()?;
-    executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
+    let payload =
+        executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
+    if job.results == ResultMode::Reduce && !payload.has_combine() {
+        anyhow::bail!(
+            "payload {} does not export `{}`, which --results reduce needs to combine the chunks' results \
+             (see docs/payloads.md, \"Reduce\")",
+            job.payload.display(),
+            wire::abi::EXPORT_COMBINE
+        );
+    }
     Ok(())
 }

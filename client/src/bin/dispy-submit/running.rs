@@ -95,6 +95,9 @@ pub(crate) async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         return Err(usage("--shared-input needs files every node can read, not standard input"));
     }
     let job = job_with_io(args, Some(("/dev/stdin".into(), "/dev/stdout".into()))).map_err(Failure::Usage)?;
+    if job.results == wire::proto::ResultMode::Reduce {
+        return Err(usage("it hands back each chunk's result as it arrives and cannot reduce them (results = \"reduce\"); use run or submit"));
+    }
     if !matches!(job.split, SplitRule::Bytes(_) | SplitRule::Lines(_)) {
         return Err(usage(&format!("split rule {} cannot cut a stream; use bytes:SIZE or lines:N", job.split)));
     }
