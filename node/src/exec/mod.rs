@@ -400,4 +400,6 @@ mod capture_tests;
 #[cfg(test)]
 mod fixtures;
 #[cfg(test)]
+mod reduce_tests;
+#[cfg(test)]
 mod tests;
