@@ -1,6 +1,7 @@
 //! `dispy_combine` in both executors: the examples that reduce (examples/sum.wat and
 //! examples/c/histogram.c, native and wasm32) against Rust references, an order-sensitive combine
-//! (tests/fixtures/concat_combine.wat) against its input, a trapping combine, and the ABI checks.
+//! (tests/fixtures/concat_combine.wat) against its input, the Rust SDK's word count (a combine
+//! that must join words cut between chunks), a trapping combine, and the ABI checks.
 
 use std::path::Path;
 use std::sync::OnceLock;
@@ -8,7 +9,7 @@ use std::time::Duration;
 
 use wire::proto::FailureKind;
 
-use super::fixtures::{Fixtures, Target};
+use super::fixtures::{build_sdk_reduce_example, Fixtures, Target};
 use super::{CancelFlag, ExecError, Executor, Limits, Payload};
 
 const SUM: &str = include_str!("../../../examples/sum.wat");
@@ -142,5 +143,19 @@ fn the_c_histogram_reduces_natively_and_as_wasm() {
         let mut worker = executor().worker(&payload, b"", limits(), CancelFlag::default()).expect("worker");
         let failure = worker.combine(b"short", b"short").expect_err("not histograms");
         assert_eq!(failure.kind, FailureKind::PayloadError(1), "{target:?}: {failure:?}");
+    }
+}
+
+#[test]
+fn the_sdk_word_count_joins_words_cut_between_chunks() {
+    let path = build_sdk_reduce_example();
+    let bytes = std::fs::read(&path).expect("the example is readable");
+    let payload = load(&bytes, &path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(payload.has_combine());
+    let text: Vec<u8> = noise(20_000, 3).into_iter().map(|b| if b % 5 == 0 { b' ' } else { b'a' + b % 26 }).collect();
+    let words = text.split(u8::is_ascii_whitespace).filter(|w| !w.is_empty()).count() as u64;
+    for size in [1, 2, 7, 1_000, 20_000] {
+        let reduced = executor().reduce_serial(&payload, b"", chunks(&text, size)).expect("the reduce succeeds");
+        assert_eq!(reduced[..8], words.to_le_bytes(), "chunks of {size} bytes");
     }
 }
