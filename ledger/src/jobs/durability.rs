@@ -39,7 +39,6 @@ impl Ledger {
                 // Results count toward the owner's spool until fetched, but never fail the job:
                 // the quota holds back new submissions instead.
                 self.charge_spool_anyway(job, extent.len);
-                self.reduce_stored(now, job, chunk);
                 if succeeded {
                     self.finish(now, job, JobState::Succeeded);
                 } else if awaits_input {
@@ -64,6 +63,7 @@ impl Ledger {
     /// The last [`Effect::Commit`] is durable: its promises are kept.
     pub fn handle_committed(&mut self) {
         self.policy.handle_committed();
+        self.partials_committed(true);
         for (job, stored) in std::mem::take(&mut self.in_flight_inputs) {
             if let Some(entry) = self.jobs.get_mut(&job) {
                 entry.stored = entry.stored.max(stored);
@@ -79,6 +79,7 @@ impl Ledger {
     /// files of jobs it forgot stay, for a restarted dispatcher to restore (and expire).
     pub fn handle_commit_failed(&mut self, now: Time, error: &dyn Display) {
         self.policy.handle_committed();
+        self.partials_committed(false);
         self.in_flight_inputs.clear();
         let Some((promises, jobs)) = self.in_flight.take() else { return };
         warn!(target: LOG_TARGET, %error, "journal commit failed; failing the jobs it concerned");
@@ -149,7 +150,11 @@ impl Ledger {
                 Action::StartJob { node, job } => self.start_job(node, job),
                 Action::Assign { node, job, chunk, attempt, speculative } => {
                     if let Some(inputs) = self.combine_inputs(job, chunk) {
-                        debug!(target: LOG_TARGET, %job, chunk, %attempt, speculative, node = %self.node_name(node), "combine assigned");
+                        if speculative {
+                            info!(target: LOG_TARGET, %job, chunk, combine = true, node = %self.node_name(node), "speculative copy of a straggling chunk");
+                        } else {
+                            debug!(target: LOG_TARGET, %job, chunk, %attempt, node = %self.node_name(node), "combine assigned");
+                        }
                         self.send_node(node, NodeCommand::Combine { job, chunk, attempt, inputs });
                         continue;
                     }
@@ -226,7 +231,9 @@ impl Ledger {
             self.notify(job);
         }
         let pending = !self.batch.is_empty() || !self.promises.is_empty();
-        if self.policy.poll_commit(now.at, pending, self.promises.awaited()) {
+        // A reduce job's combines wait for their inputs to be durable: they are awaited too.
+        let awaited = self.promises.awaited() || self.partials_waiting();
+        if self.policy.poll_commit(now.at, pending, awaited) {
             self.send_batch();
         }
     }
@@ -318,6 +325,7 @@ impl Ledger {
     /// Hands the gathered batch to the journal, holding its promises until it is durable.
     fn send_batch(&mut self) {
         let batch = std::mem::take(&mut self.batch);
+        self.partials_sent(&batch);
         let jobs = batch.touched_jobs();
         let mut sync_results: Vec<JobId> = self.dirty_results.drain().collect();
         sync_results.sort_unstable();

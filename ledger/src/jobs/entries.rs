@@ -91,6 +91,9 @@ pub(super) struct JobEntry {
     /// A reduce job's combine tree, once its input is complete (see `super::reduce`); its
     /// combines' results follow the chunks' in `results`.
     pub(super) tree: Option<super::reduce::Tree>,
+    /// A reduce job's chunks and combines whose result is journaled: a combine runs once both
+    /// its inputs are (see `super::reduce`).
+    pub(super) durable: HashSet<ChunkIndex>,
 }
 
 impl JobEntry {
@@ -117,6 +120,7 @@ impl JobEntry {
             last_blocked: None,
             released: false,
             tree: None,
+            durable: HashSet::new(),
         }
     }
 

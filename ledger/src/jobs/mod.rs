@@ -292,6 +292,8 @@ pub struct Ledger {
     /// name, until they register again or are dropped as silent.
     away: HashMap<NodeId, String>,
     ticks: u32,
+    /// Reduce jobs' results on their way to the journal, and those just made durable.
+    partials: reduce::Partials,
 }
 
 impl Ledger {
@@ -321,6 +323,7 @@ impl Ledger {
             seen_nodes: HashSet::new(),
             away: HashMap::new(),
             ticks: 0,
+            partials: reduce::Partials::default(),
         };
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
         ledger.scheduler.set_attempt_base(recovered.incarnation << 40);
@@ -397,6 +400,7 @@ impl Ledger {
     /// Ends a turn: carries out the scheduler's decisions, tells clients what changed, and
     /// starts a commit when the policy says so.
     pub fn end_turn(&mut self, now: Time) {
+        self.release_combines(now);
         self.apply_actions(now);
         self.commit(now);
     }

@@ -6,9 +6,13 @@
 //! input chunks (index `n + t`, numbered in post-order so children come before parents), whose
 //! input is the two results it joins and which a node runs with `dispy_combine` instead of
 //! `dispy_run`. The scheduler knows combines as chunks *held* until both their inputs are stored
-//! ([`crate::scheduler::Scheduler::handle_chunks_held`]); storing a result releases its parent
-//! when its sibling is stored too, so combining proceeds tree-wise as ranges complete and the
-//! root's result, the job's output, is stored moments after the last chunk's. Placement, retries,
+//! ([`crate::scheduler::Scheduler::handle_chunks_held`]); a result made *durable* (journaled)
+//! releases its parent when its sibling is durable too, so combining proceeds tree-wise as
+//! ranges complete and the root's result, the job's output, is stored moments after the last
+//! chunk's (a batch holding a reduce job's results commits as promptly as one a client waits
+//! for). Waiting for durability costs a commit per tree level and buys simple restarts: a
+//! combine a node still runs after a dispatcher restart always has durable inputs, so the
+//! restarted dispatcher adopts it when the node claims it, and nothing is combined twice. Placement, retries,
 //! timeouts, speculation, node loss and the one-accepted-result rule are the scheduler's, as for
 //! any chunk: each result is combined exactly once. A combine's result is journaled as the
 //! result of its chunk index (the journal's result rows need no change), so a restarted
@@ -20,6 +24,8 @@
 //! safe). Combining starts when the input is complete, since the tree needs `n`.
 
 use std::collections::BTreeSet;
+
+use crate::record::Batch;
 
 use wire::proto::{ChunkIndex, JobFailure, JobId, ResultMode};
 
@@ -140,16 +146,17 @@ impl JobEntry {
         combines
     }
 
-    /// The combines whose two inputs are stored and whose own result is not.
+    /// The combines whose two inputs are durable and whose own result is not stored.
     pub(super) fn ready_combines(&self) -> Vec<ChunkIndex> {
         let Some(tree) = &self.tree else { return Vec::new() };
         let stored = |task: ChunkIndex| self.results.get(task as usize).is_some_and(Option::is_some);
+        let durable = |task: ChunkIndex| self.durable.contains(&task);
         tree.combine_tasks()
-            .filter(|&t| !stored(t) && tree.children(t).is_some_and(|(l, r)| stored(l) && stored(r)))
+            .filter(|&t| !stored(t) && tree.children(t).is_some_and(|(l, r)| durable(l) && durable(r)))
             .collect()
     }
 
-    /// The combines not done whose inputs are not both stored: restored as held.
+    /// The combines not done whose inputs are not both durable: restored as held.
     pub(super) fn unready_combines(&self) -> BTreeSet<ChunkIndex> {
         let Some(tree) = &self.tree else { return BTreeSet::new() };
         let ready: BTreeSet<ChunkIndex> = self.ready_combines().into_iter().collect();
@@ -158,7 +165,54 @@ impl JobEntry {
     }
 }
 
+/// Reduce jobs' results between their store and their release of a combine.
+#[derive(Debug, Default)]
+pub(super) struct Partials {
+    /// Results of reduce jobs in the batch being committed.
+    in_flight: Vec<(JobId, ChunkIndex)>,
+    /// Results of reduce jobs made durable since the last turn ended: each may release its
+    /// parent combine.
+    durable: Vec<(JobId, ChunkIndex)>,
+}
+
 impl Ledger {
+    /// The batch about to be committed: its results of reduce jobs are remembered, to release
+    /// combines once it is durable.
+    pub(super) fn partials_sent(&mut self, batch: &Batch) {
+        let jobs = &self.jobs;
+        self.partials.in_flight = batch
+            .results
+            .iter()
+            .filter(|(job, _, _)| jobs.get(job).is_some_and(JobEntry::reduces))
+            .map(|(job, chunk, _)| (*job, *chunk))
+            .collect();
+    }
+
+    /// The batch being committed is durable (`true`) or failed (its jobs fail).
+    pub(super) fn partials_committed(&mut self, durable: bool) {
+        let in_flight = std::mem::take(&mut self.partials.in_flight);
+        if durable {
+            for &(job, chunk) in &in_flight {
+                if let Some(entry) = self.jobs.get_mut(&job) {
+                    entry.durable.insert(chunk);
+                }
+            }
+            self.partials.durable.extend(in_flight);
+        }
+    }
+
+    /// Whether the gathering batch holds a reduce job's result: a combine waits for it.
+    pub(super) fn partials_waiting(&self) -> bool {
+        self.batch.results.iter().any(|(job, _, _)| self.jobs.get(job).is_some_and(JobEntry::reduces))
+    }
+
+    /// Releases the combines whose inputs became durable.
+    pub(super) fn release_combines(&mut self, now: Time) {
+        for (job, task) in std::mem::take(&mut self.partials.durable) {
+            self.reduce_stored(now, job, task);
+        }
+    }
+
     /// A reduce job's input is complete: its tree is planted, its combines are known to the
     /// scheduler (held), and those whose inputs are already stored are released. Call before the
     /// scheduler hears the input is complete.
@@ -171,14 +225,13 @@ impl Ledger {
         }
     }
 
-    /// A reduce job stored the result of `task`: the combine it feeds runs once its sibling is
-    /// stored too.
-    pub(super) fn reduce_stored(&mut self, now: Time, job: JobId, task: ChunkIndex) {
-        let Some(entry) = self.jobs.get(&job) else { return };
+    /// A reduce job's result of `task` is durable: the combine it feeds runs once its sibling's
+    /// is durable too.
+    fn reduce_stored(&mut self, now: Time, job: JobId, task: ChunkIndex) {
+        let Some(entry) = self.jobs.get(&job).filter(|e| e.record.state == wire::proto::JobState::Running) else { return };
         let Some(tree) = &entry.tree else { return };
         let Some(parent) = tree.parent(task) else { return };
-        let stored = |t: ChunkIndex| entry.results.get(t as usize).is_some_and(Option::is_some);
-        if tree.children(parent).is_some_and(|(l, r)| stored(l) && stored(r)) {
+        if tree.children(parent).is_some_and(|(l, r)| entry.durable.contains(&l) && entry.durable.contains(&r)) {
             self.scheduler.handle_chunk_released(now.at, job, parent);
         }
     }

@@ -98,6 +98,8 @@ impl Ledger {
         }
         fill(&mut entry.results, results);
         entry.done = entry.results.iter().take(entry.inputs.len()).flatten().count() as u64;
+        // Everything restored is journaled: durable, for a reduce job's combines.
+        entry.durable = (0..).zip(&entry.results).filter(|(_, r)| r.is_some()).map(|(c, _)| c).collect();
         entry.stored = entry.record.chunks;
         // The attempts of earlier lifetimes are not journaled: each chunk done counts as one.
         entry.attempts_base = entry.done;

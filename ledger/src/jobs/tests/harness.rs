@@ -636,6 +636,9 @@ impl World {
                     !self.stored_at_restart.contains(&(job, chunk)),
                     "combine {chunk} of job {job} rerun although its result was stored before the restart"
                 );
+                // Its inputs are durable, so a restart never loses what a running combine uses.
+                let journaled = |e: Extent| self.durable.results.range((job, 0)..=(job, u64::MAX)).any(|(_, d)| *d == e);
+                assert!(journaled(left) && journaled(right), "combine {chunk} of job {job} assigned before its inputs were durable");
                 let files = self.spool.get(&job);
                 let read = |e: Extent| files?.results.get(e.offset as usize..(e.offset + e.len) as usize).map(<[u8]>::to_vec);
                 let inputs = read(left).zip(read(right));
