@@ -46,6 +46,7 @@ mod observe;
 mod operations;
 mod protocol;
 mod reconnect;
+mod reduce;
 mod revocation;
 mod security;
 mod stop;
