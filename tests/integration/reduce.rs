@@ -209,7 +209,7 @@ fn a_dispatcher_killed_mid_reduce_resumes_with_no_chunk_or_combine_run_twice() {
     let logs = [cluster.dispatcher_log(1), cluster.dispatcher_log(2)].concat();
     let copies = log_events(&logs).iter().filter(|e| e["message"] == "speculative copy of a straggling chunk").count() as u64;
     let claims: u64 =
-        log_events(&cluster.dispatcher_log(2)).iter().filter(|e| e["message"] == "node rejoined").filter_map(|e| field_u64(e, "claims")).sum();
+        log_events(&cluster.dispatcher_log(2)).iter().filter(|e| e["message"] == "node rejoined" || e["message"] == "node joined").filter_map(|e| field_u64(e, "claims")).sum();
     let tasks = CHUNKS + (CHUNKS - 1);
     println!("{executed} runs and combines for {tasks} ({copies} speculative copies); the nodes claimed {claims} attempts after the restart");
     assert!(
