@@ -29,7 +29,10 @@ impl Ledger {
                     *slot = Some(extent);
                     // A reduce job's combines are not chunks of its progress.
                     entry.done += u64::from(input_chunk);
-                    entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                    // Run time sizes `auto` chunks: only chunks' counts.
+                    if input_chunk {
+                        entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                    }
                 }
                 let succeeded = entry.succeeded && entry.unstored == 0;
                 let awaits_input = entry.awaits_input();

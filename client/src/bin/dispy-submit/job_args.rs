@@ -32,7 +32,8 @@ pub(crate) struct RunArgs {
     /// Argument string passed to the payload.
     #[arg(long)]
     pub(crate) args: Option<String>,
-    /// concat (one file, chunk order) or files (one file per chunk).
+    /// concat (one file, chunk order), files (one file per chunk) or reduce (one result, every
+    /// chunk's combined with the payload's dispy_combine).
     #[arg(long)]
     pub(crate) results: Option<String>,
     /// Attempts per chunk before the job fails.
