@@ -80,7 +80,7 @@ fn sum_and_concatenation_reduce_to_the_serial_reference_for_every_split_rule() {
     }
     // The concatenation of a text's lines is the text; its sum is its bytes' sum.
     let all = std::fs::read(&text).expect("read the text");
-    assert_eq!(serial_reduce(&fixture("concat_combine.wat"), b"", "lines:1000", &[text.clone()]), all);
+    assert_eq!(serial_reduce(&fixture("concat_combine.wat"), b"", "lines:1000", std::slice::from_ref(&text)), all);
     let sum: u64 = all.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(serial_reduce(&example("sum.wat"), b"", "bytes:1MiB", &[text]), sum.to_le_bytes());
 }
