@@ -3,7 +3,7 @@
 //! reference (each result folded in left to right) for every split rule and `auto` sizing, with
 //! a sum (examples/sum.wat) and an order-sensitive combine, concatenation
 //! (tests/fixtures/concat_combine.wat, whose output is its input only when every chunk is
-//! combined once and in order); a payload without `dispy_combine` is refused at submit and
+//! combined once and in order), with shared input too; a payload without `dispy_combine` is refused at submit and
 //! `stream` refuses reduce; a combine that traps fails the job naming its chunks; a node killed
 //! while chunks are being combined costs nothing but time; and a dispatcher SIGKILLed in the
 //! middle of a reduce resumes it with no chunk and no combine run twice (counted, as in
@@ -78,6 +78,16 @@ fn sum_and_concatenation_reduce_to_the_serial_reference_for_every_split_rule() {
             }
         }
     }
+    // Shared input: chunks travel as references the nodes read, combines as the results.
+    let shared = cluster.shared_dir().join("shared.bin");
+    std::fs::write(&shared, pseudo_random_bytes(100_000, 4)).expect("write the shared input");
+    let payload = fixture("concat_combine.wat");
+    let output = cluster.output_dir("shared").join("reduced.bin");
+    let job = Job::new(&payload, "bytes:3KiB", &output).input(&shared).switch("--shared-input").flag("--results", "reduce");
+    let run = cluster.run_job(&job);
+    run.check_success();
+    check_same_bytes(&std::fs::read(&output).expect("output"), &std::fs::read(&shared).expect("input"), &run);
+
     // The concatenation of a text's lines is the text; its sum is its bytes' sum.
     let all = std::fs::read(&text).expect("read the text");
     assert_eq!(serial_reduce(&fixture("concat_combine.wat"), b"", "lines:1000", std::slice::from_ref(&text)), all);

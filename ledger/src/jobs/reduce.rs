@@ -201,9 +201,17 @@ impl Ledger {
         }
     }
 
-    /// Whether the gathering batch holds a reduce job's result: a combine waits for it.
+    /// Whether a combine waits for the gathering batch: it holds a result of a reduce job whose
+    /// tree is planted and whose sibling is stored too (the job's results before the input is
+    /// complete, or whose sibling is still running, can wait for the usual spacing).
     pub(super) fn partials_waiting(&self) -> bool {
-        self.batch.results.iter().any(|(job, _, _)| self.jobs.get(job).is_some_and(JobEntry::reduces))
+        self.batch.results.iter().any(|(job, task, _)| {
+            let Some(entry) = self.jobs.get(job) else { return false };
+            let Some(tree) = &entry.tree else { return false };
+            let Some((left, right)) = tree.parent(*task).and_then(|p| tree.children(p)) else { return false };
+            let sibling = if left == *task { right } else { left };
+            entry.results.get(sibling as usize).is_some_and(Option::is_some)
+        })
     }
 
     /// Releases the combines whose inputs became durable.
