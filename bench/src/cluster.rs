@@ -186,6 +186,9 @@ impl std::fmt::Display for Topology {
     }
 }
 
+/// The bucket W3's object-store run reads from.
+pub(crate) const S3_BUCKET: &str = "bench";
+
 /// A dispatcher and its nodes, running as child processes; dropping it kills them.
 pub(crate) struct Cluster {
     /// `127.0.0.1:PORT` of the dispatcher.
@@ -198,6 +201,13 @@ pub(crate) struct Cluster {
     pub(crate) nodes: Vec<Daemon>,
     /// The cluster's layout.
     pub(crate) topology: Topology,
+    /// The client's certificate directory, for `dispy-submit` runs.
+    pub(crate) client_dir: PathBuf,
+    /// `dispy-submit`.
+    pub(crate) submit: PathBuf,
+    /// A local S3-compatible server (moto) the nodes may read bucket `bench` from, when moto is
+    /// installed (`DISPY_TEST_MOTO` or on `PATH`).
+    pub(crate) s3: Option<tests::s3::S3Server>,
 }
 
 impl Cluster {
@@ -237,6 +247,7 @@ impl Cluster {
             command.arg("--async-threads").arg(threads.to_string());
         }
         let dispatcher = Daemon::spawn(command, &dir.join("dispatcher.log"))?;
+        let s3 = tests::s3::S3Server::start_if_installed();
 
         let mut nodes = Vec::new();
         for i in 1..=topology.nodes {
@@ -257,9 +268,13 @@ impl Cluster {
                 // The workloads' inputs live in `dir`: on one machine it is "shared storage".
                 .arg("--shared-input-roots")
                 .arg(dir);
+            if let Some(s3) = &s3 {
+                command.arg("--object-store-buckets").arg(S3_BUCKET).envs(s3.env());
+            }
             nodes.push(Daemon::spawn(command, &dir.join(format!("{name}.log")))?);
         }
-        let mut cluster = Cluster { address, client, dispatcher, nodes, topology };
+        let (client_dir, submit) = (pki.join("clients/bench"), binaries.path("dispy-submit"));
+        let mut cluster = Cluster { address, client, dispatcher, nodes, topology, client_dir, submit, s3 };
         cluster.wait_ready().await?;
         Ok(cluster)
     }

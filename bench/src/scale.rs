@@ -426,6 +426,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             cached_payloads: Vec::new(),
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
+            object_store_buckets: Vec::new(),
         }))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;

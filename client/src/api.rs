@@ -368,7 +368,7 @@ impl Client {
                         let reason = "an `auto` rule's chunk sizes were measured by the lost dispatcher".to_owned();
                         return Err(ClientError::CannotResume { job: id, reason });
                     }
-                    let chunks = if job.shared_input { job.split.shared_chunks(&job.inputs)? } else { job.split.chunks(&job.inputs)? };
+                    let chunks = input_chunks(job).await?;
                     // Splits are deterministic for fixed rules: the chunks from `stored` on are
                     // those the dispatcher lacks.
                     input = Some(Box::new(chunks.skip(usize::try_from(stored).unwrap_or(usize::MAX))));
@@ -449,7 +449,13 @@ impl Client {
     /// for an `auto` rule, their tuner.
     async fn start(&mut self, job: &JobDescription) -> Result<(Started, Chunks), ClientError> {
         let (submission, payload) = submission(job).await?;
-        let chunks = if job.shared_input { job.split.shared_chunks(&job.inputs)? } else { job.split.chunks(&job.inputs)? };
+        let chunks = input_chunks(job).await?;
+        if job.has_object_input() {
+            let nodes = self.nodes().await?;
+            if let Some(readers) = crate::readers::object_readers(job, &nodes).filter(crate::readers::Readers::none_can_read) {
+                return Err(ClientError::Unreadable(readers.to_string()));
+            }
+        }
         let tuner = match chunks.auto() {
             Some(auto) => {
                 let slots = self.nodes().await?.iter().map(|node| u64::from(node.slots)).sum();
@@ -604,9 +610,23 @@ async fn submission(job: &JobDescription) -> Result<(JobSubmission, Bytes), Clie
         placement_timeout_ms: job.placement_timeout.map(|t| t.as_millis() as u64),
         output: std::path::absolute(&job.output).unwrap_or_else(|_| job.output.clone()).display().to_string(),
         results: job.results,
-        shared_input: job.shared_input,
+        // Object input travels as references too: the nodes read it.
+        shared_input: job.shared_input || job.has_object_input(),
     };
     Ok((submission, Bytes::from(payload)))
+}
+
+/// The job's chunk inputs ([`JobDescription::input_chunks`]); object input is sized, listed
+/// and scanned through blocking requests, so that happens on a blocking thread.
+async fn input_chunks(job: &JobDescription) -> Result<Chunks, ClientError> {
+    if !job.has_object_input() {
+        return Ok(job.input_chunks()?);
+    }
+    let job = job.clone();
+    tokio::task::spawn_blocking(move || job.input_chunks())
+        .await
+        .map_err(|e| ClientError::Protocol(format!("input reader failed: {e}")))?
+        .map_err(ClientError::from)
 }
 
 /// Reads `chunks` on a blocking thread, at most a few dozen ahead of the receiver; the thread

@@ -99,7 +99,7 @@ impl JobDescription {
     /// dispatcher no more than [`MAX_AUTO_SHIPPED_BYTES`](crate::split::auto::MAX_AUTO_SHIPPED_BYTES).
     pub fn max_auto_chunk_bytes(&self) -> u64 {
         let memory_bound = self.memory_limit / 4;
-        if self.shared_input {
+        if self.shared_input || self.has_object_input() {
             memory_bound
         } else {
             memory_bound.min(crate::split::auto::MAX_AUTO_SHIPPED_BYTES)
@@ -168,6 +168,7 @@ impl JobDescription {
         for input in &self.inputs {
             check("input", check_path(input));
         }
+        check("input", check_inputs(&self.inputs));
         match (self.split.needs_input(), self.inputs.is_empty()) {
             (true, true) => problems.push(KeyProblem::Missing { key: "input" }),
             (false, false) => problems.push(KeyProblem::Invalid {
@@ -357,6 +358,9 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
     let placement_timeout =
         p.optional("placement_timeout", raw.placement_timeout, Parser::duration);
     let shared_input = p.optional("shared_input", raw.shared_input, Parser::boolean);
+    if let Some(Err(reason)) = inputs.as_deref().map(check_inputs) {
+        p.problems.push(KeyProblem::Invalid { key: "input", reason });
+    }
     if let (Some(true), Some(split)) = (shared_input, &split) {
         if let Err(reason) = check_shared_input(true, split) {
             p.problems.push(KeyProblem::Invalid { key: "shared_input", reason });
@@ -490,12 +494,20 @@ impl<'a> Parser<'a> {
             toml::Value::Array(items) if items.is_empty() => {
                 Err("expected at least one file or directory, found an empty array".to_owned())
             }
-            toml::Value::Array(items) => items.into_iter().map(|item| self.path(item)).collect(),
-            toml::Value::String(_) => self.path(value).map(|path| vec![path]),
+            toml::Value::Array(items) => items.into_iter().map(|item| self.input(item)).collect(),
+            toml::Value::String(_) => self.input(value).map(|path| vec![path]),
             other => Err(format!(
                 "expected a path or an array of paths, found {}",
                 describe(&other)
             )),
+        }
+    }
+
+    /// An input path, or an object URL kept as written.
+    fn input(&self, value: toml::Value) -> Result<PathBuf, String> {
+        match &value {
+            toml::Value::String(text) if wire::chunk::is_object_url(text) => Ok(PathBuf::from(text)),
+            _ => self.path(value),
         }
     }
 
@@ -743,6 +755,9 @@ fn toml_message(text: &str, error: &toml::de::Error) -> String {
         None => format!("invalid TOML: {message}"),
     }
 }
+
+mod objects;
+use objects::check_inputs;
 
 #[cfg(test)]
 mod tests;

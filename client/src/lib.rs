@@ -9,6 +9,7 @@ mod api;
 pub mod job;
 pub mod local;
 mod output;
+pub mod readers;
 pub mod report;
 pub mod split;
 

@@ -32,6 +32,16 @@ impl LocalCluster {
     /// # Errors
     /// When certificates cannot be made or a socket cannot be bound.
     pub async fn start(nodes: u32) -> anyhow::Result<Self> {
+        Self::start_reading(nodes, Vec::new()).await
+    }
+
+    /// Like [`LocalCluster::start`], with nodes that may read the object-store buckets (and
+    /// `https://` URL prefixes) listed, as a node's `object_store_buckets` says: `run --local`
+    /// passes the job's own ([`JobDescription::object_buckets`]).
+    ///
+    /// # Errors
+    /// As [`LocalCluster::start`].
+    pub async fn start_reading(nodes: u32, object_store_buckets: Vec<String>) -> anyhow::Result<Self> {
         let ca = CertificateAuthority::generate("local")?;
         let root = std::env::temp_dir().join(format!("dispy-local-{}-{}", std::process::id(), unique()));
         let identity = ca.issue_identity(Role::Dispatcher, "dispatcher")?;
@@ -59,12 +69,16 @@ impl LocalCluster {
                 tls_dir: None,
                 // Every local node is this machine: whatever the submitter can name, they can read.
                 shared_input_roots: vec![std::path::PathBuf::from("/")],
+                object_store_buckets: object_store_buckets.clone(),
+                // The submitter's AWS_* environment is the nodes' too.
+                object_store_endpoint: None,
                 // The submitter's own code on the submitter's own machine: confined where the
                 // machine allows (reading all of `/`, as above), and run anyway where it cannot.
                 allow_native: true,
                 allow_unconfined_native: true,
                 payload_user: common::config::DEFAULT_PAYLOAD_USER.to_owned(),
                 scratch_dir: root.join(format!("scratch-{i}")),
+                metrics: None,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

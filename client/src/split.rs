@@ -19,6 +19,7 @@ use std::path::PathBuf;
 pub mod auto;
 mod chunks;
 mod error;
+mod object;
 mod shared;
 mod splitter;
 mod syntax;
@@ -256,6 +257,72 @@ impl SplitRule {
             total: (auto.is_none()).then(|| total_bytes.div_ceil(size)),
             source: Source::Shared { files: files.into_iter(), current: None, size },
             auto,
+        })
+    }
+
+    /// Like [`SplitRule::shared_chunks`] for object inputs (`s3://BUCKET/KEY`, `https://…`):
+    /// each chunk is an encoded [`ChunkRef`](wire::chunk::ChunkRef) naming byte ranges of the
+    /// objects, which nodes read with ranged GETs. `bytes` rules cut ranges from the objects'
+    /// sizes, `lines:N` streams the objects once to find every N-th line end, `lines:auto` (one
+    /// object) cuts ranges the nodes move to whole lines, and `files` lists `s3://BUCKET/PREFIX/`
+    /// URLs and makes each object one chunk. Blocks on requests: call it off the async runtime.
+    ///
+    /// # Errors
+    /// As [`SplitRule::chunks`]; [`SplitError::Object`] when an object cannot be listed or
+    /// sized, [`SplitError::ObjectInput`] for a prefix given to a rule other than `files` or
+    /// several objects given to `lines:auto`.
+    pub fn object_chunks(&self, inputs: &[PathBuf], stores: std::sync::Arc<node::object_input::ObjectStores>) -> Result<Chunks, SplitError> {
+        use node::object_input::ObjectUrl;
+        self.validate()?;
+        if !self.needs_input() {
+            return Err(SplitError::UnexpectedInput { rule: self.to_string(), count: inputs.len() });
+        }
+        if inputs.is_empty() {
+            return Err(SplitError::MissingInput { rule: self.to_string() });
+        }
+        let urls = inputs.iter().map(|path| ObjectUrl::parse(&path.to_string_lossy())).collect::<Result<Vec<_>, _>>()?;
+        if let SplitRule::Files = self {
+            let mut objects = Vec::new();
+            for url in &urls {
+                objects.extend(stores.list(url)?);
+            }
+            return Ok(Chunks { total: Some(objects.len() as u64), source: Source::ObjectFiles(objects.into_iter()), auto: None });
+        }
+        let mut objects = Vec::with_capacity(urls.len());
+        for url in urls {
+            if url.is_prefix() {
+                return Err(SplitError::ObjectInput {
+                    reason: format!(
+                        "input {url} is a prefix, but the {} split rule reads objects (use the files rule for a prefix)",
+                        self.kind()
+                    ),
+                });
+            }
+            let len = stores.size(&url)?;
+            objects.push((url, len));
+        }
+        let total_bytes: u64 = objects.iter().map(|(_, len)| len).sum();
+        let auto = matches!(self, SplitRule::Auto(_)).then(|| AutoSize::new(Unit::Bytes, Some(total_bytes)));
+        let shared = |objects: Vec<(ObjectUrl, u64)>, size| Source::Shared {
+            files: objects.into_iter().map(|(url, len)| (PathBuf::from(url.to_string()), len)).collect::<Vec<_>>().into_iter(),
+            current: None,
+            size,
+        };
+        Ok(match *self {
+            SplitRule::Bytes(size) => Chunks { total: Some(total_bytes.div_ceil(size)), source: shared(objects, size), auto },
+            SplitRule::Auto(AutoSplit::Bytes) => Chunks { total: None, source: shared(objects, auto::PROBE_BYTES), auto },
+            SplitRule::Lines(lines) => {
+                Chunks { total: None, source: Source::ObjectLines(object::ObjectLines::new(stores, objects, lines)), auto }
+            }
+            _ => {
+                let [(url, object_len)] = <[_; 1]>::try_from(objects).map_err(|objects| SplitError::ObjectInput {
+                    reason: format!(
+                        "lines:auto reads one object at a time ({} given): each object's lines are aligned on its own;                          use lines:N or submit one job per object",
+                        objects.len()
+                    ),
+                })?;
+                Chunks { total: None, source: Source::Aligned { url, object_len, next: 0, size: auto::PROBE_BYTES }, auto }
+            }
         })
     }
 

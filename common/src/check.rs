@@ -409,6 +409,7 @@ pub fn check_dispatcher(settings: &DispatcherSettings, now: SystemTime) -> Repor
     }
     report.check_writable_dir(&settings.daemon, "state_dir", &settings.state_dir, WOULD_FAIL);
     report.check_listen(&settings.daemon, settings.listen);
+    report.check_http(&settings.daemon, "http_listen", settings.http_listen, settings.http_token_file.as_deref());
     report
 }
 
@@ -430,7 +431,21 @@ pub fn check_node(settings: &NodeSettings, now: SystemTime) -> Report {
             "the daemon would start and keep dialling until it does",
         );
     }
+    report.check_http(&settings.daemon, "metrics_listen", settings.metrics_listen, settings.http_token_file.as_deref());
     report
+}
+
+impl Report {
+    /// The HTTP address's access rule (`crate::http::Access`): a non-loopback address needs a
+    /// usable token file.
+    fn check_http(&mut self, daemon: &DaemonSettings, key: &str, addr: Option<SocketAddr>, token: Option<&Path>) {
+        let Some(addr) = addr else { return };
+        if let Err(e) = crate::http::Access::new(addr, token) {
+            let key = if matches!(e, crate::http::HttpError::Exposed { .. }) { key } else { "http_token_file" };
+            let at = key_at(&daemon.origins.of(key), key);
+            self.problem(format!("{at}: {e}"), WOULD_REFUSE);
+        }
+    }
 }
 
 /// `ORIGIN: key "KEY"`, as configuration problems begin.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use common::config::{ConfigError, DispatcherSettings, TenantLimits, TenantSettings};
+use common::http::Access;
 use common::pki::Identity;
 use ledger::jobs::{Quota, Quotas};
 use ledger::scheduler::{TenantShare, TenantShares};
@@ -57,6 +58,9 @@ pub struct DispatcherConfig {
     /// What each client may use: quotas and its share of the slots (default: no limits,
     /// equal weights).
     pub tenants: TenantSettings,
+    /// Where `/metrics` and the status page are served, and who may read them; `None` (the
+    /// default) serves no HTTP.
+    pub http: Option<(SocketAddr, Access)>,
 }
 
 /// The dispatcher's default port.
@@ -83,6 +87,7 @@ impl DispatcherConfig {
             ca_dir: None,
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
             tenants: TenantSettings::default(),
+            http: None,
         }
     }
 
@@ -119,7 +124,12 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
                 settings.daemon.invalid("ca_dir", format!("node enrolment cannot use this CA: {e}"))
             })?;
         }
+        let http = match settings.http_listen {
+            Some(addr) => Some((addr, http_access(&settings, addr)?)),
+            None => None,
+        };
         let mut config = Self::new(settings.listen, identity, settings.state_dir);
+        config.http = http;
         config.tls_dir = Some(settings.daemon.tls_dir);
         config.retention = settings.retention;
         config.input_grace = settings.input_grace;
@@ -138,3 +148,11 @@ impl TryFrom<DispatcherSettings> for DispatcherConfig {
     }
 }
 
+
+/// The access rule of `http_listen`, a refusal naming the key at fault.
+fn http_access(settings: &DispatcherSettings, addr: SocketAddr) -> Result<Access, ConfigError> {
+    Access::new(addr, settings.http_token_file.as_deref()).map_err(|e| {
+        let key = if matches!(e, common::http::HttpError::Exposed { .. }) { "http_listen" } else { "http_token_file" };
+        settings.daemon.invalid(key, e.to_string())
+    })
+}

@@ -40,9 +40,11 @@ use crate::spool::{Reader, Spool, SpoolFile};
 mod commit;
 mod disk;
 mod events;
+mod observe;
 use commit::{journal_writer, Committed};
 use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
 pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand, Upload};
+pub(crate) use observe::Observer;
 pub(crate) use ledger::jobs::Refusal;
 
 /// How often running jobs' progress is sent to their clients.
@@ -84,6 +86,8 @@ pub(crate) struct Core {
     /// The payload store the disk thread loads from, whose memory the core empties of payloads
     /// no running job uses.
     payloads: PayloadStore,
+    /// Metrics and the status page's snapshots, from what the ledger observes.
+    observer: Observer,
 }
 
 impl Core {
@@ -98,6 +102,7 @@ impl Core {
         recovered: Recovered,
         spool: Spool,
         payloads: PayloadStore,
+        observer: Observer,
     ) -> std::io::Result<Self> {
         let mut resumed = Vec::new();
         let jobs = recovered
@@ -169,6 +174,7 @@ impl Core {
             committed,
             commit_in_flight: false,
             payloads,
+            observer,
         };
         // Records what the restore decided (resumed and failed jobs).
         core.end_turn();
@@ -214,7 +220,9 @@ impl Core {
                 }
                 Some(committed) = self.committed.recv() => self.handle_committed(committed),
                 _ = progress.tick() => {
-                    self.ledger.handle_tick(now());
+                    let now = now();
+                    self.ledger.handle_tick(now);
+                    self.observer.tick(&self.ledger, now);
                     self.clients.retain(|(_, events)| !events.is_closed());
                     self.payloads.forget_unneeded(|payload| self.ledger.payload_needed(payload));
                 }
@@ -293,6 +301,7 @@ impl Core {
                 break;
             }
         }
+        self.observer.drain(&mut self.ledger);
     }
 
     /// Carries out every pending effect; returns whether doing so fed the ledger new inputs.
@@ -316,6 +325,9 @@ impl Core {
                 let last = matches!(command, AttachCommand::Event(ClientEvent::JobSucceeded { .. } | ClientEvent::JobFailed { .. }));
                 let Some((job, commands)) = self.attachments.get(&attach) else { return false };
                 let job = *job;
+                if let AttachCommand::Output(extent) = &command {
+                    self.observer.sent("result", extent.len);
+                }
                 let sent = commands.send(command).is_ok();
                 if last || !sent {
                     self.attachments.remove(&attach);
@@ -372,7 +384,10 @@ impl Core {
         let command = match command {
             LedgerCommand::Send(msg) => NodeCommand::Send(msg),
             LedgerCommand::Assign { job, chunk, attempt, input } => match self.inputs.get(&job) {
-                Some(reader) => NodeCommand::Assign { job, chunk, attempt, input: InputRef { reader: Arc::clone(reader), extent: input } },
+                Some(reader) => {
+                    self.observer.sent("input", input.len);
+                    NodeCommand::Assign { job, chunk, attempt, input: InputRef { reader: Arc::clone(reader), extent: input } }
+                }
                 None => {
                     self.ledger.handle_input_unreadable(now(), job, chunk, &"its input file is not open");
                     return true;
@@ -536,6 +551,7 @@ impl Core {
     /// A commit is durable (or failed): the ledger keeps its promises.
     fn handle_committed(&mut self, committed: Committed) {
         self.commit_in_flight = false;
+        self.observer.committed(committed.took);
         match committed.failed {
             None => self.ledger.handle_committed(),
             Some(error) => self.ledger.handle_commit_failed(now(), &error),

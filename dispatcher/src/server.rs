@@ -34,6 +34,9 @@ use crate::reload::CertReloader;
 use ledger::jobs::{Caller, LedgerConfig};
 use ledger::scheduler::{NodeId, SchedulerConfig};
 use crate::spool::Spool;
+use crate::metrics::Metrics;
+use crate::status::{StatusBook, StatusSnapshot};
+use peers::{note_certificate, with_certificates, PeerSlot};
 
 /// Connections served at once; more wait in the accept queue.
 const MAX_CONNECTIONS: usize = 10_000;
@@ -41,7 +44,7 @@ const MAX_CONNECTIONS: usize = 10_000;
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 /// Connections one certificate may hold at once; more are refused so one peer cannot starve
 /// others.
-const MAX_CONNECTIONS_PER_PEER: usize = 64;
+pub(crate) const MAX_CONNECTIONS_PER_PEER: usize = 64;
 /// How long a peer may take to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Work each slot has queued behind its running chunk, per job (see
@@ -67,6 +70,9 @@ pub enum ServeError {
         /// The underlying error.
         source: std::io::Error,
     },
+    /// The HTTP address (`http_listen`) could not be bound.
+    #[error("http_listen: {0}")]
+    Http(#[from] common::http::HttpError),
     /// The UDP socket could not be bound.
     #[error("failed to listen on {addr}: {source}")]
     Bind {
@@ -85,6 +91,9 @@ pub struct Dispatcher {
     config: Arc<DispatcherConfig>,
     core: Core,
     payloads: PayloadStore,
+    metrics: Arc<Metrics>,
+    /// The bound HTTP address and the status snapshots it serves, with `http_listen`.
+    http: Option<(common::http::HttpServer, tokio::sync::watch::Receiver<Arc<StatusSnapshot>>)>,
 }
 
 impl Dispatcher {
@@ -117,11 +126,22 @@ impl Dispatcher {
             quotas: config.quotas(),
             input_grace: config.input_grace,
         };
-        let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone()).map_err(state)?;
         let (server, cert) = common::tls::server_config_reloadable(&config.identity)?;
         let endpoint = common::net::endpoint(config.listen, Some(server))
             .map_err(|source| ServeError::Bind { addr: config.listen, source })?;
-        Ok(Self { endpoint, cert, config: Arc::new(config), core, payloads })
+        let metrics = Arc::new(Metrics::new());
+        let (http, status) = match &config.http {
+            Some((addr, access)) => {
+                let server = common::http::HttpServer::bind(*addr, access.clone())?;
+                let listen = endpoint.local_addr().map_or_else(|_| config.listen.to_string(), |a| a.to_string());
+                let (sender, receiver) = tokio::sync::watch::channel(Arc::new(StatusSnapshot::default()));
+                (Some((server, receiver)), Some((StatusBook::new(listen), sender)))
+            }
+            None => (None, None),
+        };
+        let observer = crate::core::Observer::new(Arc::clone(&metrics), status);
+        let core = Core::new(ledger, journal, recovered, spool.clone(), payloads.clone(), observer).map_err(state)?;
+        Ok(Self { endpoint, cert, config: Arc::new(config), core, payloads, metrics, http })
     }
 
     /// What reloads the certificate this dispatcher presents (SIGHUP, in `dispy-dispatcher`).
@@ -137,6 +157,12 @@ impl Dispatcher {
         self.endpoint.local_addr()
     }
 
+    /// The TCP address `/metrics` and the status page are served on (useful with port 0);
+    /// `None` without `http_listen`.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http.as_ref().and_then(|(server, _)| server.local_addr().ok())
+    }
+
     /// Serves until `shutdown` completes, then drains: stop accepting, cancel connection tasks,
     /// wait for them within a grace period, close the endpoint.
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
@@ -149,8 +175,24 @@ impl Dispatcher {
             payloads: self.payloads,
             enrollment,
             peers: Default::default(),
+            metrics: self.metrics,
         });
         let cancel = CancellationToken::new();
+        let http = self.http.map(|(server, status)| {
+            let ends = Arc::clone(&shared);
+            let certificates: crate::http::CertificateEnds = Arc::new(move |name: &str| {
+                let end = ends.enrollment.node_certificate_expiry(name)?;
+                end.duration_since(std::time::UNIX_EPOCH).ok().map(|d| d.as_secs())
+            });
+            let own = Arc::clone(&self.cert);
+            let state = crate::http::HttpState { metrics: Arc::clone(&shared.metrics), status, certificates, own };
+            if let Ok(addr) = server.local_addr() {
+                info!(%addr, "serving /metrics and the status page");
+            }
+            let stop = cancel.clone();
+            let (router, assets) = (crate::http::router(state), crate::http::assets());
+            tokio::spawn(server.serve(router, assets, async move { stop.cancelled().await }))
+        });
         let tracker = TaskTracker::new();
         let limit = Arc::new(Semaphore::new(MAX_CONNECTIONS));
         info!(%addr, "dispatcher listening");
@@ -187,6 +229,12 @@ impl Dispatcher {
         drop(events);
         // The core ends once every event sender is gone.
         let _ = core_task.await;
+        if let Some(http) = http {
+            // Requests in flight finish; a stuck client does not hold the stop up.
+            if tokio::time::timeout(SHUTDOWN_GRACE, http).await.is_err() {
+                warn!("HTTP connections did not finish within the grace period");
+            }
+        }
         self.endpoint.wait_idle().await;
     }
 }
@@ -198,37 +246,7 @@ struct Shared {
     enrollment: crate::enroll::Enrollment,
     /// Open connections per certificate name.
     peers: std::sync::Mutex<std::collections::HashMap<String, usize>>,
-}
-
-/// One of a peer's connection slots, given back on drop.
-struct PeerSlot<'a> {
-    peers: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>,
-    name: String,
-}
-
-impl<'a> PeerSlot<'a> {
-    fn take(peers: &'a std::sync::Mutex<std::collections::HashMap<String, usize>>, name: &str) -> Option<Self> {
-        // Only counter updates happen under this lock; a poisoned map is still consistent.
-        let mut map = peers.lock().unwrap_or_else(|p| p.into_inner());
-        let count = map.entry(name.to_owned()).or_default();
-        if *count >= MAX_CONNECTIONS_PER_PEER {
-            return None;
-        }
-        *count += 1;
-        Some(Self { peers, name: name.to_owned() })
-    }
-}
-
-impl Drop for PeerSlot<'_> {
-    fn drop(&mut self) {
-        let mut map = self.peers.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(count) = map.get_mut(&self.name) {
-            *count -= 1;
-            if *count == 0 {
-                map.remove(&self.name);
-            }
-        }
-    }
+    metrics: Arc<Metrics>,
 }
 
 async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events: mpsc::Sender<Event>) {
@@ -249,26 +267,40 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
         }
         Err(e) => {
             warn!(error = %e, "refusing connection");
+            shared.metrics.refused("bad_certificate");
             conn.close(1u32.into(), b"bad certificate");
             return;
         }
     };
     let Some(_slot) = PeerSlot::take(&shared.peers, &peer.name) else {
         warn!(peer = %peer.name, "refusing connection: too many from this peer");
+        shared.metrics.refused("too_many");
         conn.close(5u32.into(), b"too many connections with this certificate");
         return;
     };
     if let Some(reason) = shared.enrollment.revocation(&peer) {
         warn!(peer = %peer.name, role = %peer.role, "refusing a revoked certificate");
+        shared.metrics.refused("revoked");
         conn.close(crate::enroll::CLOSE_REVOKED.into(), reason.as_bytes());
         return;
     }
     note_certificate(&conn, &peer, &shared.enrollment);
+    let _open = shared.metrics.connection(&peer.role.to_string());
     let span = tracing::info_span!("peer", name = %peer.name, role = %peer.role);
     let result = async {
-        let mut control = tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, config, &peer))
-            .await
-            .map_err(|_| ConnError::Refused("no hello within 10 s".into()))??;
+        let mut control = match tokio::time::timeout(HELLO_TIMEOUT, handshake(&conn, config, &peer)).await {
+            Ok(Ok(control)) => control,
+            Ok(Err(e)) => {
+                if matches!(e, ConnError::Refused(_)) {
+                    shared.metrics.refused("hello");
+                }
+                return Err(e);
+            }
+            Err(_) => {
+                shared.metrics.refused("hello");
+                return Err(ConnError::Refused("no hello within 10 s".into()));
+            }
+        };
         match peer.role {
             Role::Node => serve_node(&conn, &mut control, &peer, config, &events, &shared.enrollment).await,
             Role::Client | Role::Operator => serve_client(&conn, control, &peer, &shared, &events).await,
@@ -285,41 +317,6 @@ async fn serve_connection(incoming: quinn::Incoming, shared: Arc<Shared>, events
             warn!(error = %e, "connection failed");
             conn.close(2u32.into(), e.to_string().as_bytes());
         }
-    }
-}
-
-/// Warns about a peer whose certificate is near its end (a self-renewing node's only once its
-/// renewal is overdue), and records when a node's ends, for `nodes`.
-fn note_certificate(conn: &quinn::Connection, peer: &PeerIdentity, enrollment: &crate::enroll::Enrollment) {
-    let Some(expiry) = common::tls::peer_certificate(conn).and_then(|cert| common::check::CertExpiry::of(&cert).ok()) else {
-        return;
-    };
-    if peer.role == Role::Node {
-        enrollment.note_node_certificate(&peer.name, expiry.not_after);
-    }
-    if let Some(message) = expiry.warning(std::time::SystemTime::now()) {
-        warn!(
-            peer = %peer.name,
-            role = %peer.role,
-            expires = %common::enroll::format_utc(expiry.not_after),
-            "peer certificate expires soon: {message}"
-        );
-    }
-}
-
-/// Fills in what the core cannot know about nodes: when their certificates end.
-fn with_certificates(event: ClientEvent, enrollment: &crate::enroll::Enrollment) -> ClientEvent {
-    match event {
-        ClientEvent::Nodes(mut nodes) => {
-            for node in &mut nodes {
-                node.cert_expires_unix = enrollment
-                    .node_certificate_expiry(&node.name)
-                    .and_then(|at| at.duration_since(std::time::UNIX_EPOCH).ok())
-                    .map_or(0, |d| d.as_secs());
-            }
-            ClientEvent::Nodes(nodes)
-        }
-        other => other,
     }
 }
 
@@ -795,5 +792,6 @@ async fn write_client_events(
 }
 
 mod observe;
+mod peers;
 #[cfg(test)]
 mod tests;

@@ -66,6 +66,8 @@ pub(crate) struct PayloadCache {
     usage: Arc<Mutex<Usage>>,
     /// Makes each temporary file name unique, so concurrent stores never share one.
     temporaries: AtomicU64,
+    /// Whether jobs found their payloads here, for `/metrics`.
+    metrics: crate::metrics::CacheMetrics,
 }
 
 /// Keeps a payload in the cache while a job on this node uses it; clones count as users too.
@@ -130,6 +132,7 @@ impl PayloadCache {
             arrived: Notify::new(),
             usage: Arc::new(Mutex::new(usage)),
             temporaries: AtomicU64::new(0),
+            metrics: crate::metrics::CacheMetrics::default(),
         };
         cache.evict(None);
         Ok(cache)
@@ -144,8 +147,19 @@ impl PayloadCache {
         PayloadLease { hash, usage: Arc::clone(&self.usage) }
     }
 
+    /// Counts a job looking for its payload: a hit when its bytes or compiled module are here.
+    pub(crate) fn note_lookup(&self, hash: &PayloadHash) {
+        let hit = self.contains(hash) || self.lock().contains_key(hash);
+        let counter = if hit { &self.metrics.hits } else { &self.metrics.misses };
+        counter.inc();
+    }
+
+    /// The hit and miss counters, for the node's registry.
+    pub(crate) fn metrics(&self) -> &crate::metrics::CacheMetrics {
+        &self.metrics
+    }
+
     /// Bytes of payload files in the cache.
-    #[cfg(test)]
     pub(crate) fn held(&self) -> u64 {
         lock_usage(&self.usage).held
     }

@@ -36,6 +36,11 @@ pub struct NodeConfig {
     pub tls_dir: Option<PathBuf>,
     /// Directories whose files shared-input jobs may have this node read; empty refuses them.
     pub shared_input_roots: Vec<PathBuf>,
+    /// Buckets and `https://` URL prefixes object-input jobs may have this node read; empty
+    /// refuses them (see `common::config::NodeSettings::object_store_buckets`).
+    pub object_store_buckets: Vec<String>,
+    /// The S3-compatible endpoint, overriding `AWS_ENDPOINT_URL`.
+    pub object_store_endpoint: Option<String>,
     /// Whether native payloads run here at all.
     pub allow_native: bool,
     /// Whether native payloads run when this node cannot confine them.
@@ -44,6 +49,9 @@ pub struct NodeConfig {
     pub payload_user: String,
     /// Where native workers get their scratch directories.
     pub scratch_dir: PathBuf,
+    /// Where this node's `/metrics` is served, and who may read it; `None` (the default) serves
+    /// no HTTP.
+    pub metrics: Option<(std::net::SocketAddr, common::http::Access)>,
 }
 
 impl NodeConfig {
@@ -68,7 +76,18 @@ impl TryFrom<NodeSettings> for NodeConfig {
         let identity = Identity::load(&settings.daemon.tls_dir).map_err(|e| {
             settings.daemon.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
         })?;
+        let metrics = match settings.metrics_listen {
+            Some(addr) => Some((
+                addr,
+                common::http::Access::new(addr, settings.http_token_file.as_deref()).map_err(|e| {
+                    let key = if matches!(e, common::http::HttpError::Exposed { .. }) { "metrics_listen" } else { "http_token_file" };
+                    settings.daemon.invalid(key, e.to_string())
+                })?,
+            )),
+            None => None,
+        };
         Ok(Self {
+            metrics,
             dispatcher: settings.dispatcher,
             identity,
             slots: settings.slots,
@@ -80,6 +99,8 @@ impl TryFrom<NodeSettings> for NodeConfig {
             health_log_interval: settings.health_log_interval,
             tls_dir: Some(settings.daemon.tls_dir),
             shared_input_roots: settings.shared_input_roots,
+            object_store_buckets: settings.object_store_buckets,
+            object_store_endpoint: settings.object_store_endpoint,
             allow_native: settings.allow_native,
             allow_unconfined_native: settings.allow_unconfined_native,
             payload_user: settings.payload_user,

@@ -43,15 +43,18 @@ pub use crate::config::NodeConfig;
 use crate::exec::native::{NativeEngine, NativePolicy, Probe};
 use crate::exec::{CancelFlag, Executor};
 use crate::health::HealthProbe;
+use crate::object_input::{Allowlist, NodeObjects, ObjectStores};
+use crate::metrics::{NodeMetrics, PoolMetrics, Reading};
+use common::http::HttpServer;
 use crate::pool::{JobContext, Pool, Work};
 
 mod prepare;
+mod reports;
 use prepare::{prepare, receive_payload};
+use reports::Outbox;
 
 /// Largest assignment frame (chunk input plus header).
 const MAX_ASSIGNMENT: usize = 1 << 30;
-/// Reports kept for resending at most; beyond this the oldest are dropped.
-const MAX_UNACKED: usize = 10_000;
 const BACKOFF_START: Duration = Duration::from_millis(100);
 /// How often a stopping node looks whether everything it held is finished and acknowledged.
 const STOP_POLL: Duration = Duration::from_millis(20);
@@ -95,6 +98,9 @@ pub enum StartError {
     /// The UDP socket could not be bound.
     #[error("failed to bind a UDP socket: {0}")]
     Bind(std::io::Error),
+    /// `metrics_listen` could not be bound.
+    #[error("metrics_listen: {0}")]
+    Metrics(#[from] common::http::HttpError),
 }
 
 /// State shared by every session of this daemon.
@@ -120,14 +126,8 @@ struct Node {
     sessions: AtomicU64,
     /// Set once the node is stopping: every session, current or later, says `Leaving`.
     stopping: tokio::sync::watch::Sender<bool>,
-}
-
-/// Reports waiting for their acknowledgement.
-#[derive(Default)]
-struct Outbox {
-    unacked: BTreeMap<AttemptId, ChunkReport>,
-    /// The current session's report writer, if one runs.
-    session: Option<mpsc::UnboundedSender<ChunkReport>>,
+    /// How object input is read; `None` when `object_store_buckets` is empty (none is).
+    objects: Option<Arc<NodeObjects>>,
 }
 
 /// What this node runs for the dispatcher.
@@ -175,8 +175,19 @@ pub async fn run(
     hurry: impl Future<Output = ()>,
 ) -> Result<(), StartError> {
     let (reports, report_rx) = mpsc::unbounded_channel();
-    let node = Arc::new(Node::start(config, reports)?);
+    let metrics_server = config.metrics.as_ref().map(|(addr, access)| HttpServer::bind(*addr, access.clone())).transpose()?;
+    let pool_metrics = PoolMetrics::default();
+    let node = Arc::new(Node::start(config, reports, pool_metrics.clone())?);
     info!(name = %node.name, slots = node.slots, dispatcher = %node.config.dispatcher, "node starting");
+    // Served until the node has stopped, drain included.
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    let metrics_task = metrics_server.map(|server| {
+        if let Ok(addr) = server.local_addr() {
+            info!(%addr, "serving /metrics");
+        }
+        let router = node.metrics_router(&pool_metrics);
+        tokio::spawn(server.serve(router, axum::Router::new(), async move { drop(metrics_stopped.await) }))
+    });
     // Sessions, reports and the health log go on while the node drains; none of them ends.
     let working = async {
         tokio::join!(node.clone().dial_forever(), node.log_health(), node.collect_reports(report_rx));
@@ -209,11 +220,16 @@ pub async fn run(
     // An application close: the dispatcher requeues at once whatever this node still held.
     node.endpoint.close(0u32.into(), b"node stopping");
     node.endpoint.wait_idle().await;
+    drop(stop_metrics);
+    if let Some(task) = metrics_task {
+        // Scrapes in flight finish; a stuck client does not hold the stop up.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
+    }
     Ok(())
 }
 
 impl Node {
-    fn start(config: NodeConfig, reports: mpsc::UnboundedSender<ChunkReport>) -> Result<Self, StartError> {
+    fn start(config: NodeConfig, reports: mpsc::UnboundedSender<ChunkReport>, metrics: PoolMetrics) -> Result<Self, StartError> {
         let name = common::tls::identity_of(&config.identity.cert)?.name;
         let probe = Probe::this_machine(&config.payload_user);
         let policy = NativePolicy::decide(&config.native_settings(), &probe);
@@ -227,7 +243,7 @@ impl Node {
         let slots = config.slots.unwrap_or_else(|| {
             std::thread::available_parallelism().map_or(1, |n| n.get() as u32)
         });
-        let pool = Pool::new(executor.clone(), slots).map_err(|e| StartError::Executor(e.to_string()))?;
+        let pool = Pool::new(executor.clone(), slots, metrics).map_err(|e| StartError::Executor(e.to_string()))?;
         let cache = PayloadCache::open(&config.cache_dir, config.cache_max_bytes)?;
         let mut endpoint = common::net::endpoint(SocketAddr::from(([0, 0, 0, 0], 0)), None).map_err(StartError::Bind)?;
         endpoint.set_default_client_config(common::tls::client_config_with_timeout(
@@ -235,6 +251,14 @@ impl Node {
             config.dispatcher_timeout,
         )?);
         let identity = tokio::sync::watch::Sender::new(config.identity.clone());
+        let objects = match config.object_store_buckets.as_slice() {
+            [] => None,
+            buckets => {
+                let stores = ObjectStores::new(config.object_store_endpoint.clone()).map_err(|e| StartError::Executor(e.to_string()))?;
+                info!(buckets = %buckets.join(","), "object input readable");
+                Some(Arc::new(NodeObjects { stores, allow: Allowlist::new(buckets.to_vec()) }))
+            }
+        };
         Ok(Self {
             config,
             name,
@@ -250,7 +274,25 @@ impl Node {
             work: Mutex::default(),
             sessions: AtomicU64::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
+            objects,
         })
+    }
+
+    /// `GET /metrics` for `metrics_listen`: the pool's and cache's counters, and gauges read at
+    /// each scrape (the certificate in use, renewals included).
+    fn metrics_router(self: &Arc<Self>, pool: &PoolMetrics) -> axum::Router {
+        let metrics = Arc::new(NodeMetrics::new(pool, self.cache.metrics()));
+        let node = Arc::clone(self);
+        let read = Arc::new(move || Reading {
+            slots: node.slots,
+            busy: node.pool.busy(),
+            cache_bytes: node.cache.held(),
+            certificate: common::check::CertExpiry::of(&node.identity.borrow().cert)
+                .ok()
+                .and_then(|expiry| expiry.not_after.duration_since(std::time::UNIX_EPOCH).ok())
+                .map(|end| (node.name.clone(), end.as_secs())),
+        });
+        crate::metrics::router(metrics, read)
     }
 
     /// Attempts this node holds: assigned and neither acknowledged nor cancelled.
@@ -280,63 +322,6 @@ impl Node {
         for attempt in std::mem::take(&mut work.attempts).into_keys() {
             self.pool.cancel_attempt(attempt);
         }
-    }
-
-    /// Keeps every report from the slot threads until it is acknowledged, and hands it to the
-    /// current session's writer if one runs.
-    async fn collect_reports(&self, mut reports: mpsc::UnboundedReceiver<ChunkReport>) {
-        while let Some(report) = reports.recv().await {
-            if report.outcome.is_err() {
-                self.work().attempts.remove(&report.attempt);
-            }
-            let mut outbox = self.outbox();
-            if let Some(session) = &outbox.session {
-                if session.send(report.clone()).is_err() {
-                    outbox.session = None;
-                }
-            }
-            outbox.unacked.insert(report.attempt, report);
-            while outbox.unacked.len() > MAX_UNACKED {
-                // A dispatcher that never acknowledges must not exhaust our memory.
-                if let Some((attempt, _)) = outbox.unacked.pop_first() {
-                    warn!(%attempt, "dropping an unacknowledged report: too many outstanding");
-                }
-            }
-        }
-    }
-
-    /// Sends reports, first any left unacknowledged by an earlier session, then each new one as
-    /// it comes; each is kept until the dispatcher acknowledges it.
-    async fn write_reports(&self, mut send: FramedSend) -> Result<(), SessionError> {
-        let (session, mut reports) = mpsc::unbounded_channel();
-        let resend: Vec<ChunkReport> = {
-            let mut outbox = self.outbox();
-            outbox.session = Some(session);
-            outbox.unacked.values().cloned().collect()
-        };
-        if !resend.is_empty() {
-            info!(reports = resend.len(), "resending unacknowledged reports");
-        }
-        for report in &resend {
-            send.queue_frame(report)?;
-        }
-        send.flush().await?;
-        while let Some(report) = reports.recv().await {
-            let mut batch = vec![report];
-            while let Ok(more) = reports.try_recv() {
-                batch.push(more);
-            }
-            for report in &batch {
-                send.queue_frame(report)?;
-            }
-            send.flush().await?;
-        }
-        Ok(())
-    }
-
-    fn outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
-        // Only map operations happen under this lock; a poisoned map is still consistent.
-        self.outbox.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn work(&self) -> std::sync::MutexGuard<'_, Held> {
@@ -471,6 +456,7 @@ impl Node {
                 cached_payloads: self.cache.list(),
                 confinement: self.executor.native_policy().confinement(),
                 claims,
+                object_store_buckets: self.config.object_store_buckets.clone(),
             }))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
@@ -620,6 +606,10 @@ impl Session {
                     });
                 }
                 DispatcherToNode::Assign(assignment) => {
+                    if let Some(error) = self.object_refusal(&assignment) {
+                        self.reject(assignment.job, error).await;
+                        continue;
+                    }
                     let mut work = self.node.work();
                     let Held { jobs, attempts } = &mut *work;
                     let (job, chunk, attempt) = (assignment.job, assignment.chunk, assignment.attempt);
@@ -676,6 +666,34 @@ impl Session {
             }
         }
         Ok(())
+    }
+
+    /// For a chunk of a shared-input job naming objects this node may not read (a bucket
+    /// missing from its `object_store_buckets`), why; the job is then rejected here before
+    /// anything of it runs, and the dispatcher places its chunks on nodes that may.
+    fn object_refusal(&self, assignment: &Assignment) -> Option<String> {
+        let shared = match &self.node.work().jobs.get(&assignment.job)?.state {
+            JobState::Preparing { context, .. } => context.spec.shared_input,
+            JobState::Ready(context) => context.shared_input_roots.is_some(),
+        };
+        // A malformed reference fails its chunk on the slot, with the decoder's message.
+        let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok().filter(|_| shared)?;
+        NodeObjects::refusal(self.node.objects.as_deref(), &chunk)
+    }
+
+    /// Rejects a job this node holds: it stops here, its attempts are forgotten (the dispatcher
+    /// requeues them elsewhere without counting a failure), and later chunks of it are dropped.
+    async fn reject(&self, job: JobId, error: String) {
+        {
+            let mut work = self.node.work();
+            if let Some(held) = work.jobs.remove(&job) {
+                held.state.cancel();
+            }
+            work.attempts.retain(|_, (j, _)| *j != job);
+        }
+        self.node.pool.cancel_job(job);
+        warn!(%job, %error, "job rejected");
+        let _ = self.to_dispatcher.send(NodeToDispatcher::JobRejected { job, error }).await;
     }
 
     /// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while

@@ -37,6 +37,9 @@ pub(crate) struct JobContext {
     /// (chunk inputs are then references to them); `None` for a job whose chunks carry their
     /// bytes.
     pub shared_input_roots: Option<Vec<std::path::PathBuf>>,
+    /// How this node reads object input (chunk references naming `s3://` or `https://` URLs);
+    /// `None` when its `object_store_buckets` is empty.
+    pub objects: Option<Arc<crate::object_input::NodeObjects>>,
 }
 
 /// One chunk waiting for a slot.
@@ -66,6 +69,7 @@ struct Shared {
     done: AtomicU64,
     failed: AtomicU64,
     executor: Executor,
+    metrics: crate::metrics::PoolMetrics,
 }
 
 #[derive(Debug, Default)]
@@ -79,7 +83,7 @@ impl Pool {
     ///
     /// # Errors
     /// When the OS refuses to start a thread.
-    pub(crate) fn new(executor: Executor, slots: u32) -> std::io::Result<Self> {
+    pub(crate) fn new(executor: Executor, slots: u32, metrics: crate::metrics::PoolMetrics) -> std::io::Result<Self> {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             running: Mutex::default(),
@@ -88,6 +92,7 @@ impl Pool {
             done: AtomicU64::new(0),
             failed: AtomicU64::new(0),
             executor,
+            metrics,
         });
         for slot in 0..slots {
             let shared = Arc::clone(&shared);
@@ -182,12 +187,15 @@ fn slot_loop(shared: &Shared) {
         }
         shared.busy.fetch_add(1, Ordering::Relaxed);
         let mut log = bytes::Bytes::new();
+        let started = std::time::Instant::now();
         let (outcome, run_time) = match run_chunk(shared, &mut current, &work, &mut log) {
             Ok((output, run_time)) => (Ok(output), run_time),
             Err(failure) => (Err(failure), std::time::Duration::ZERO),
         };
         shared.busy.fetch_sub(1, Ordering::Relaxed);
         let cancelled = lock(&shared.running).remove(&work.assignment.attempt).is_some_and(|flag| flag.is_cancelled());
+        let outcome_name = if cancelled { "cancelled" } else if outcome.is_ok() { "succeeded" } else { "failed" };
+        shared.metrics.finished(outcome_name, started.elapsed());
         if cancelled {
             // The job ended or the attempt was cancelled while it ran; nobody wants its result.
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, attempt = %work.assignment.attempt, "attempt cancelled while running; its slot is free");
@@ -250,7 +258,16 @@ fn run_chunk(
         Some(roots) => {
             let node_failure = |message: String| wire::proto::ChunkFailure { kind: FailureKind::Node, message };
             let chunk = wire::chunk::ChunkRef::decode(&work.assignment.input).map_err(node_failure)?;
-            shared = crate::shared_input::read(&chunk, roots, job.memory_limit).map_err(node_failure)?;
+            let names_objects = chunk.segments.iter().any(|s| wire::chunk::is_object_url(&s.path));
+            shared = match (&job.objects, names_objects) {
+                (_, false) => crate::shared_input::read(&chunk, roots, job.memory_limit).map_err(node_failure)?,
+                (Some(objects), true) => {
+                    objects.stores.read_chunk(&chunk, &objects.allow, job.memory_limit).map_err(|e| node_failure(e.to_string()))?
+                }
+                (None, true) => {
+                    return Err(node_failure(crate::object_input::NodeObjects::refusal(None, &chunk).unwrap_or_default()))
+                }
+            };
             &shared
         }
     };
@@ -302,6 +319,7 @@ mod tests {
             chunk_timeout: Duration::from_secs(3600),
             cancel: CancelFlag::default(),
             shared_input_roots: None,
+            objects: None,
         })
     }
 
@@ -317,7 +335,7 @@ mod tests {
         let cache = PayloadCache::open(dir.path(), 1 << 20).expect("cache");
         let looping = job(&executor, &cache, 1, include_str!("../../tests/fixtures/loop.wat"));
         let quick = job(&executor, &cache, 2, include_str!("../../examples/upper.wat"));
-        let pool = Pool::new(executor, 1).expect("pool");
+        let pool = Pool::new(executor, 1, crate::metrics::PoolMetrics::default()).expect("pool");
         let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
         pool.submit(work(&looping, 1, &reports));
         pool.submit(work(&quick, 2, &reports));

@@ -75,17 +75,17 @@ mod tests {
         let roots = resolve_roots(&[inside.clone(), dir.join("not-mounted")]);
         assert_eq!(roots.len(), 1, "a missing root is left out");
 
-        let chunk = ChunkRef { segments: vec![segment(&inside.join("a"), 7, 3), segment(&inside.join("b"), 0, 2)] };
+        let chunk = ChunkRef { segments: vec![segment(&inside.join("a"), 7, 3), segment(&inside.join("b"), 0, 2)], align: None };
         let chunk = ChunkRef::decode(&chunk.encode()).expect("round trip");
         assert_eq!(read(&chunk, &roots, 100), Ok(b"789ab".to_vec()));
         assert_eq!(read(&chunk, &roots, 4), Err("shared-input chunk of 5 bytes exceeds the 4-byte limit".into()));
 
-        let escape = ChunkRef { segments: vec![segment(&inside.join("../outside/secret"), 0, 6)] };
+        let escape = ChunkRef { segments: vec![segment(&inside.join("../outside/secret"), 0, 6)], align: None };
         let refused = read(&escape, &roots, 100).expect_err("outside the roots");
         assert!(refused.ends_with("is outside this node's shared_input_roots"), "{refused}");
         let none = read(&escape, &[], 100).expect_err("no roots");
         assert!(none.contains("serves no shared input"), "{none}");
-        let short = ChunkRef { segments: vec![segment(&inside.join("b"), 4, 10)] };
+        let short = ChunkRef { segments: vec![segment(&inside.join("b"), 4, 10)], align: None };
         assert!(read(&short, &roots, 100).expect_err("past the end").starts_with("cannot read 10 bytes at 4"));
         let _ = std::fs::remove_dir_all(&dir);
     }

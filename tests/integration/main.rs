@@ -28,6 +28,8 @@
 //!   reloaded under a running job, expiry warnings, `check-config`.
 //! - `stop`: SIGTERM drains a node (its running chunks finish and never run again); a second
 //!   SIGTERM or `stop_timeout` cancels what is left, requeued at once; `drain --wait`.
+//! - `observability`: `/metrics` of the dispatcher and a node parsed by Prometheus parsers, the
+//!   HTTP access rule (loopback, or a bearer token), the status page in headless Chromium.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
 //! - `observe`: attempt logs (`dispy.log`, native stdout and stderr) through `logs`, and
@@ -43,6 +45,7 @@ mod load;
 mod local;
 mod native;
 mod observe;
+mod observability;
 mod operations;
 mod protocol;
 mod reconnect;
@@ -53,5 +56,6 @@ mod stop;
 mod stream;
 mod tenants;
 mod durability;
+mod object_input;
 mod operator_state;
 mod faults;

@@ -22,6 +22,10 @@ pub struct ClusterBuilder {
     dispatcher_args: Vec<String>,
     node_args: Vec<String>,
     enrolment: bool,
+    /// Environment for every process (the AWS variables of an object-input test).
+    env: Vec<(String, String)>,
+    /// Environment for one node, by name.
+    node_env: Vec<(String, String, String)>,
 }
 
 impl ClusterBuilder {
@@ -56,6 +60,20 @@ impl ClusterBuilder {
         self
     }
 
+    /// Sets an environment variable for every process the cluster starts (daemons and
+    /// `dispy-submit`), never for the test itself.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Sets an environment variable for the node named `node` only (say its
+    /// `DISPY_OBJECT_STORE_BUCKETS`).
+    pub fn node_env(mut self, node: &str, key: &str, value: &str) -> Self {
+        self.node_env.push((node.to_owned(), key.to_owned(), value.to_owned()));
+        self
+    }
+
     /// Makes the certificates, starts the dispatcher and the nodes, and waits until the
     /// dispatcher answers and lists every node as ready.
     ///
@@ -80,6 +98,8 @@ impl ClusterBuilder {
             slots: self.slots,
             dispatcher_args,
             node_args: self.node_args,
+            env: self.env,
+            node_env: self.node_env,
             temp,
         };
         cluster.start_dispatcher();
@@ -104,13 +124,23 @@ pub struct Cluster {
     slots: u32,
     dispatcher_args: Vec<String>,
     node_args: Vec<String>,
+    env: Vec<(String, String)>,
+    node_env: Vec<(String, String, String)>,
     temp: TempDir,
 }
 
 impl Cluster {
     /// A builder for a cluster of two one-slot nodes.
     pub fn builder() -> ClusterBuilder {
-        ClusterBuilder { nodes: 2, slots: 1, dispatcher_args: Vec::new(), node_args: Vec::new(), enrolment: false }
+        ClusterBuilder {
+            nodes: 2,
+            slots: 1,
+            dispatcher_args: Vec::new(),
+            node_args: Vec::new(),
+            enrolment: false,
+            env: Vec::new(),
+            node_env: Vec::new(),
+        }
     }
 
     /// A cluster of `nodes` one-slot nodes, started and ready.
@@ -177,6 +207,7 @@ impl Cluster {
     pub fn submit_command(&self, tls_dir: &Path, args: Vec<OsString>) -> Command {
         let mut submit = command("dispy-submit");
         submit.arg("--dispatcher").arg(&self.address).arg("--tls-dir").arg(tls_dir).args(args);
+        submit.envs(self.env.iter().map(|(k, v)| (k, v)));
         submit
     }
 
@@ -258,6 +289,8 @@ impl Cluster {
             .arg("--scratch-dir")
             .arg(self.dir().join(format!("scratch-{name}")))
             .args(&self.node_args);
+        node.envs(self.env.iter().map(|(k, v)| (k, v)));
+        node.envs(self.node_env.iter().filter(|(n, _, _)| n == name).map(|(_, k, v)| (k, v)));
         let log = self.dir().join(format!("node-{name}.log"));
         self.nodes.push(Daemon::spawn(&format!("node {name}"), node, &log));
         self.nodes.len() - 1

@@ -15,9 +15,9 @@
 //! [`RawClient`] speaks QUIC to the dispatcher directly for hostile-input tests.
 //!
 //! A test that needs something the machine may lack (root, `ip netns`, a tmpfs mount, `cc`,
-//! `clang`, `systemd-analyze`) calls [`skip`] when it is missing: one `SKIPPED <test>: <why>` line
-//! and an early return, or a failure with the same reason under `DISPY_TEST_STRICT=1`, which CI
-//! sets so that nothing passes there by not running.
+//! `clang`, `systemd-analyze`, `chromium`, python3-prometheus-client) calls [`skip`] when it is
+//! missing: one `SKIPPED <test>: <why>` line and an early return, or a failure with the same
+//! reason under `DISPY_TEST_STRICT=1`, which CI sets so that nothing passes there by not running.
 //!
 //! Children get `RUST_LOG` from `DISPY_TEST_LOG` (default `info`), none of the caller's `DISPY_*`
 //! variables, and daemons an explicit empty config file and state directories in the cluster's
@@ -27,16 +27,19 @@
 //! `binaries` (finding and building the workspace binaries, [`command`]), `run` ([`Run`], a
 //! captured finished command), `pki` ([`Pki`], [`certificate_of`]), `daemon` ([`Daemon`], a long-running child with a
 //! log file), `cluster` ([`Cluster`] and its builder), `job` ([`Job`], `dispy-submit run` flags),
-//! `data` (serial references, byte comparisons, generated inputs) and `raw_client` ([`RawClient`]).
+//! `data` (serial references, byte comparisons, generated inputs), `http` ([`http_get`] for `/metrics`
+//! and the status page) and `raw_client` ([`RawClient`]).
 //! [`netns`] and [`durable`] hold the multi-host and durability scenario builders.
 
 pub mod durable;
 pub mod netns;
+pub mod s3;
 
 mod binaries;
 mod cluster;
 mod daemon;
 mod data;
+mod http;
 mod job;
 mod pki;
 mod raw_client;
@@ -50,6 +53,7 @@ pub use cluster::{Cluster, ClusterBuilder};
 pub(crate) use daemon::signal;
 pub use daemon::{free_udp_port, proc_status_bytes, Daemon};
 pub use data::{check_same_bytes, dir_entries, pseudo_random_bytes, serial_output, serial_reduce};
+pub use http::{free_tcp_port, http_get, HttpReply};
 pub use job::Job;
 pub use pki::{certificate_of, Certificate, Pki};
 pub use raw_client::{block_on, RawClient};

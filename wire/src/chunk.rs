@@ -2,13 +2,24 @@
 //! [`ChunkRef`] (where its bytes lie: path, offset, length) instead of as the bytes, and the node
 //! running it reads them itself. The bytes then never cross the network twice (submitter to
 //! dispatcher to node), as data-local engines arrange.
+//!
+//! Object inputs travel the same way: a segment whose path is a URL (`s3://BUCKET/KEY`,
+//! `https://…`, see [`is_object_url`]) names a byte range of an object, which the node reads with
+//! a ranged GET. A chunk of a `lines:auto` object input carries [`LineAlign`]: its range is only
+//! approximate, and the node moves both ends to line boundaries (Hadoop's rule) so that
+//! consecutive ranges hand out every line exactly once.
 
 use serde::{Deserialize, Serialize};
+
+/// Whether `path` names an object (`s3://`, `https://` or `http://`) rather than a file.
+pub fn is_object_url(path: &str) -> bool {
+    ["s3://", "https://", "http://"].iter().any(|scheme| path.starts_with(scheme))
+}
 
 /// Where one piece of a chunk's bytes lies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Segment {
-    /// Absolute, canonical path of the file.
+    /// Absolute, canonical path of the file, or the URL of an object.
     pub path: String,
     /// First byte.
     pub offset: u64,
@@ -22,6 +33,22 @@ pub struct Segment {
 pub struct ChunkRef {
     /// The pieces, in order.
     pub segments: Vec<Segment>,
+    /// Set for a `lines:auto` chunk of an object input (then it has one segment): the range
+    /// is moved to whole lines on the node. `None` for exact ranges.
+    #[serde(default)]
+    pub align: Option<LineAlign>,
+}
+
+/// How the node turns a `lines:auto` chunk's range `[offset, offset + len)` into whole lines:
+/// the chunk starts just after the first newline at or after byte `offset - 1` (at 0 for the
+/// first range) and ends just after the first newline at or after byte `offset + len - 1` (at
+/// the object's end if there is none). Consecutive ranges so hand out each line exactly once (a
+/// line belongs to the range holding the byte just before it), as Hadoop's `LineRecordReader`
+/// does; a range inside one long line gives an empty chunk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LineAlign {
+    /// The object's size, so the node knows where the last line ends without asking.
+    pub object_len: u64,
 }
 
 impl ChunkRef {
@@ -61,9 +88,21 @@ mod tests {
                 Segment { path: "/data/a".into(), offset: 7, len: 3 },
                 Segment { path: "/data/b".into(), offset: 0, len: 2 },
             ],
+            align: None,
         };
         assert_eq!(ChunkRef::decode(&chunk.encode()), Ok(chunk.clone()));
         assert_eq!(chunk.len(), 5);
         assert!(ChunkRef::decode(b"\xc1").is_err());
+        let aligned = ChunkRef { align: Some(LineAlign { object_len: 9 }), ..chunk };
+        assert_eq!(ChunkRef::decode(&aligned.encode()), Ok(aligned));
+    }
+
+    #[test]
+    fn object_urls_are_told_from_paths() {
+        assert!(is_object_url("s3://bucket/key"));
+        assert!(is_object_url("https://example.org/data.txt"));
+        assert!(is_object_url("http://127.0.0.1:9000/b/k"));
+        assert!(!is_object_url("/data/s3://x"));
+        assert!(!is_object_url("s3:/bucket"));
     }
 }

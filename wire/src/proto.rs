@@ -180,6 +180,11 @@ pub struct NodeInfo {
     /// running it and its result counts) and answers [`DispatcherToNode::CancelAttempt`] for the
     /// rest; empty on a node's first registration.
     pub claims: Vec<Claim>,
+    /// The object-store buckets (and `https://` URL prefixes) its operator lets it read
+    /// (`object_store_buckets`), so submitters learn before a job runs which nodes can read an
+    /// object input.
+    #[serde(default)]
+    pub object_store_buckets: Vec<String>,
 }
 
 /// An attempt a reconnecting node holds, as [`NodeInfo::claims`] lists it.
@@ -711,6 +716,9 @@ pub struct NodeStatus {
     /// one it connected with, or the one the dispatcher renewed it with since.
     #[serde(default)]
     pub cert_expires_unix: u64,
+    /// The object-store buckets and URL prefixes the node may read ([`NodeInfo`]'s).
+    #[serde(default)]
+    pub object_store_buckets: Vec<String>,
 }
 
 /// Dispatcher to client, on the control stream.

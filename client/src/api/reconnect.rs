@@ -94,6 +94,10 @@ pub enum ClientError {
     /// The dispatcher refused this client or request.
     #[error("the dispatcher refused: {0}")]
     Refused(String),
+    /// Nodes are connected, and none may read the job's object input (its bucket is in no
+    /// node's `object_store_buckets`); says which nodes lack what.
+    #[error("{0}; refusing to submit (add the bucket to a node's object_store_buckets)")]
+    Unreadable(String),
     /// The connection failed mid-conversation.
     #[error("lost the dispatcher: {0}")]
     Stream(#[from] StreamError),

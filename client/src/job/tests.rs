@@ -564,3 +564,25 @@ fn results_reduce_is_a_result_mode_of_job_files_and_flags() {
         assert_eq!(crate::job::parse_result_mode(crate::job::result_mode_name(mode)), Some(mode));
     }
 }
+
+#[test]
+fn object_urls_are_inputs_kept_as_written_and_not_mixed_with_files() {
+    let text = MINIMAL.replace("\"data.bin\"", "[\"s3://logs/a.txt\", \"https://h.org/b.txt\"]");
+    let job = JobDescription::from_toml_str(&text, Path::new(BASE)).expect("job parses");
+    assert_eq!(job.inputs, [PathBuf::from("s3://logs/a.txt"), PathBuf::from("https://h.org/b.txt")]);
+    assert!(job.has_object_input());
+    assert_eq!(job.object_buckets(), ["https://h.org/b.txt", "logs"]);
+    check_error(
+        &MINIMAL.replace("\"data.bin\"", "[\"s3://logs/a.txt\", \"local.txt\"]"),
+        "key \"input\": object URLs (s3://, https://) and local files cannot be mixed in one job; submit them as separate jobs",
+    );
+}
+
+#[test]
+fn object_rules_that_cannot_work_are_refused_before_any_request() {
+    let stores = std::sync::Arc::new(node::object_input::ObjectStores::new(None).expect("runtime"));
+    let prefix = SplitRule::Bytes(10).object_chunks(&["s3://logs/2026/".into()], stores.clone()).expect_err("a prefix");
+    assert!(prefix.to_string().contains("is a prefix, but the bytes split rule reads objects"), "{prefix}");
+    let bad = SplitRule::Files.object_chunks(&["s3:///x".into()], stores).expect_err("no bucket");
+    assert_eq!(bad.to_string(), "object input s3:///x: no bucket");
+}

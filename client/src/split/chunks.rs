@@ -12,6 +12,7 @@ use wire::chunk::ChunkRef;
 
 use super::auto::AutoSize;
 use super::error::{io_error, SplitError};
+use super::object::{next_aligned_chunk, whole_object, ObjectLines};
 use super::shared::next_shared_chunk;
 use super::splitter::Splitter;
 
@@ -75,6 +76,9 @@ impl Iterator for Chunks {
                 splitter,
             } => next_stream_chunk(paths, reader, splitter),
             Source::Shared { files, current, size } => next_shared_chunk(files, current, *size),
+            Source::ObjectLines(lines) => lines.next_chunk(),
+            Source::Aligned { url, object_len, next, size } => next_aligned_chunk(url, *object_len, next, *size).map(Ok),
+            Source::ObjectFiles(objects) => objects.next().map(|(url, len)| Ok(whole_object(&url, len))),
         };
         match (&item, &self.auto) {
             (Some(Ok(chunk)), Some(auto)) => auto.cut(self.source.units(chunk)),
@@ -93,7 +97,8 @@ impl Iterator for Chunks {
             }
             // A read error ends the iteration early, so only the upper bound is certain.
             Source::Files(paths) => (0, Some(paths.len())),
-            Source::Stream { .. } | Source::Shared { .. } => (0, None),
+            Source::ObjectFiles(objects) => (0, Some(objects.len())),
+            Source::Stream { .. } | Source::Shared { .. } | Source::ObjectLines(_) | Source::Aligned { .. } => (0, None),
         }
     }
 }
@@ -116,6 +121,12 @@ pub(super) enum Source {
         current: Option<(PathBuf, u64, u64)>,
         size: u64,
     },
+    /// `lines:N` over objects: the scan for every N-th line end.
+    ObjectLines(ObjectLines),
+    /// `lines:auto` over one object: its size, the next range's start and the range size.
+    Aligned { url: node::object_input::ObjectUrl, object_len: u64, next: u64, size: u64 },
+    /// `files` over objects: the objects still to describe, with their sizes.
+    ObjectFiles(std::vec::IntoIter<(node::object_input::ObjectUrl, u64)>),
     /// `files`: the files still to read, one chunk each.
     Files(std::vec::IntoIter<PathBuf>),
     /// `range`: the next chunk's start.
@@ -130,8 +141,10 @@ impl Source {
         let size = NonZeroU64::new(size).unwrap_or(NonZeroU64::MIN);
         match self {
             Source::Stream { splitter, .. } => splitter.resize(size),
-            Source::Range { step, .. } | Source::Shared { size: step, .. } => *step = size.get(),
-            Source::Files(_) | Source::Done => {}
+            Source::Range { step, .. } | Source::Shared { size: step, .. } | Source::Aligned { size: step, .. } => {
+                *step = size.get()
+            }
+            Source::Files(_) | Source::ObjectLines(_) | Source::ObjectFiles(_) | Source::Done => {}
         }
     }
 
@@ -142,7 +155,7 @@ impl Source {
                 let number = |bytes: &[u8]| u64::from_le_bytes(bytes.try_into().unwrap_or([0; 8]));
                 number(&bounds[8..]).saturating_sub(number(&bounds[..8]))
             }
-            (Source::Shared { .. }, _) => ChunkRef::decode(chunk).map_or(0, |chunk| chunk.len()),
+            (Source::Shared { .. } | Source::Aligned { .. }, _) => ChunkRef::decode(chunk).map_or(0, |chunk| chunk.len()),
             _ => chunk.len() as u64,
         }
     }

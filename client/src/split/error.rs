@@ -72,6 +72,16 @@ pub enum SplitError {
         /// The rule, as text.
         rule: String,
     },
+    /// An object input could not be listed, sized or read.
+    #[error(transparent)]
+    Object(#[from] node::object_input::ObjectError),
+    /// Object input used in a way it cannot be (a prefix for a rule that reads one object, or
+    /// several objects for `lines:auto`).
+    #[error("{reason}")]
+    ObjectInput {
+        /// What is wrong and what would work.
+        reason: String,
+    },
     /// A `range` rule was given input paths, which it would ignore.
     #[error("the {rule} split rule takes no input, but {count} input path(s) were given")]
     UnexpectedInput {

@@ -14,7 +14,7 @@ pub(super) fn next_shared_chunk(
     current: &mut Option<(PathBuf, u64, u64)>,
     size: u64,
 ) -> Option<Result<Vec<u8>, SplitError>> {
-    let mut chunk = ChunkRef { segments: Vec::new() };
+    let mut chunk = ChunkRef { segments: Vec::new(), align: None };
     let mut missing = size;
     while missing > 0 {
         let Some((path, offset, len)) = current else {

@@ -221,7 +221,7 @@ fn push_with(
 ///
 /// Newlines are counted a block at a time without early exit, which the compiler vectorises;
 /// only the block holding the wanted newline is scanned byte by byte.
-fn find_nth_newline(data: &[u8], n: u64) -> Result<usize, u64> {
+pub(super) fn find_nth_newline(data: &[u8], n: u64) -> Result<usize, u64> {
     const BLOCK: usize = 64;
     let mut wanted = n;
     let mut offset = 0;

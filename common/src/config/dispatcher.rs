@@ -150,6 +150,18 @@ pub const DISPATCHER_KEYS: &[Key] = &[
         help: "Threads for network and scheduling work; 1 gives the lowest latency on a small cluster, \
                more keep thousands of nodes served [default: one per logical core]",
     },
+    Key {
+        name: "http_listen",
+        value_name: "ADDR",
+        help: "TCP address serving Prometheus /metrics and the status page at /; an address other than \
+               loopback needs http_token_file [default: none, no HTTP server]",
+    },
+    Key {
+        name: "http_token_file",
+        value_name: "FILE",
+        help: "A file holding the bearer token requests for /metrics and /api/status on http_listen \
+               must carry [default: none; required unless http_listen is a loopback address]",
+    },
     LOG_FORMAT,
     Key {
         name: "log_level",
@@ -200,6 +212,10 @@ pub struct DispatcherSettings {
     pub enrolled_cert_validity: Duration,
     /// What each client may use: quotas and its share of the slots.
     pub tenants: TenantSettings,
+    /// TCP address of `/metrics` and the status page; `None` serves no HTTP.
+    pub http_listen: Option<SocketAddr>,
+    /// The bearer token's file, which a non-loopback `http_listen` requires.
+    pub http_token_file: Option<PathBuf>,
     /// The TLS directory (default `/etc/dispy/dispatcher`), the async runtime (default one thread
     /// per logical core) and logging.
     pub daemon: DaemonSettings,
@@ -260,13 +276,15 @@ impl DispatcherSettings {
                 duration_within(s, Duration::from_secs(3600), Duration::from_secs(365 * 86_400))
             }),
             tenants: TenantSettings::read(v),
+            http_listen: v.check("http_listen", None, |origin, s| socket_addr(origin, s).map(Some)),
+            http_token_file: v.check("http_token_file", None, |origin, s| Validator::path(origin, s).map(Some)),
             daemon: DaemonSettings::read(v, PROGRAM, DEFAULT_DISPATCHER_TLS_DIR, None),
         }
     }
 }
 
 /// An IP address and port.
-fn socket_addr(_: &Origin, value: Setting) -> Result<SocketAddr, String> {
+pub(super) fn socket_addr(_: &Origin, value: Setting) -> Result<SocketAddr, String> {
     let text = text(value)?;
     text.trim()
         .parse()

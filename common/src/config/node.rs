@@ -65,6 +65,18 @@ pub const NODE_KEYS: &[Key] = &[
                separated by ':' [default: none, shared input refused]",
     },
     Key {
+        name: "object_store_buckets",
+        value_name: "LIST",
+        help: "Object-store buckets (s3://BUCKET/...) and https:// URL prefixes whose objects object-input \
+               jobs may have this node read, separated by ',' [default: none, object input refused]",
+    },
+    Key {
+        name: "object_store_endpoint",
+        value_name: "URL",
+        help: "S3-compatible endpoint for object input, overriding AWS_ENDPOINT_URL; credentials and region \
+               come from the AWS_* environment [default: AWS_ENDPOINT_URL, else AWS itself]",
+    },
+    Key {
         name: "allow_native",
         value_name: "BOOL",
         help: "Whether this node runs native (.so) payloads at all; false refuses them [default: true]",
@@ -109,6 +121,18 @@ pub const NODE_KEYS: &[Key] = &[
         value_name: "N",
         help: "Threads for the node's network work; chunks run on slot threads of their own [default: 1]",
     },
+    Key {
+        name: "metrics_listen",
+        value_name: "ADDR",
+        help: "TCP address serving this node's Prometheus /metrics; an address other than loopback \
+               needs http_token_file [default: none, no HTTP server]",
+    },
+    Key {
+        name: "http_token_file",
+        value_name: "FILE",
+        help: "A file holding the bearer token every request to metrics_listen must carry \
+               [default: none; required unless metrics_listen is a loopback address]",
+    },
     LOG_FORMAT,
     Key {
         name: "log_level",
@@ -134,6 +158,15 @@ pub struct NodeSettings {
     /// shared-input jobs may have this node read; written like `PATH`, `/mnt/a:/mnt/b`. Empty,
     /// the default, refuses shared input.
     pub shared_input_roots: Vec<PathBuf>,
+    /// What object inputs this node may read: bucket names (`logs` allows `s3://logs/...`) and
+    /// URL prefixes (`https://data.example.org/public/` allows the URLs below it, matched on a
+    /// path boundary); written `logs,https://data.example.org/public/`. Empty, the default,
+    /// refuses object input, so an operator opts a node in to each bucket.
+    pub object_store_buckets: Vec<String>,
+    /// The S3-compatible endpoint object input is read from (an on-premises store), overriding
+    /// `AWS_ENDPOINT_URL`; `None` uses that variable, or AWS itself. Credentials never go in the
+    /// config: they come from the `AWS_*` environment (the unit's `EnvironmentFile`).
+    pub object_store_endpoint: Option<String>,
     /// Whether native payloads run here at all; `false` answers every native job with a
     /// rejection, for nodes that should only ever run sandboxed WebAssembly.
     pub allow_native: bool,
@@ -158,6 +191,10 @@ pub struct NodeSettings {
     pub stop_timeout: Duration,
     /// How often to log a `node health` line for operators following the journal.
     pub health_log_interval: Duration,
+    /// TCP address of this node's `/metrics`; `None` serves no HTTP.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// The bearer token's file, which a non-loopback `metrics_listen` requires.
+    pub http_token_file: Option<PathBuf>,
     /// The TLS directory (default `/etc/dispy/node`), the async runtime (default one thread: the
     /// node's network work is light) and logging.
     pub daemon: DaemonSettings,
@@ -197,6 +234,8 @@ impl NodeSettings {
                 size_within(s, 0, 1 << 40, "").map(|size| size as u64)
             }),
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
+            object_store_buckets: v.check("object_store_buckets", Vec::new(), |_, s| bucket_list(s)),
+            object_store_endpoint: v.check("object_store_endpoint", None, |_, s| endpoint(s).map(Some)),
             allow_native: v.check("allow_native", true, |_, s| boolean(s)),
             allow_unconfined_native: v.check("allow_unconfined_native", false, |_, s| boolean(s)),
             payload_user: v.check("payload_user", DEFAULT_PAYLOAD_USER.to_owned(), |_, s| user_name(s)),
@@ -211,6 +250,10 @@ impl NodeSettings {
             health_log_interval: v.check("health_log_interval", DEFAULT_HEALTH_LOG_INTERVAL, |_, s| {
                 duration_within(s, Duration::from_secs(1), Duration::from_secs(86_400))
             }),
+            metrics_listen: v.check("metrics_listen", None, |origin, s| {
+                super::dispatcher::socket_addr(origin, s).map(Some)
+            }),
+            http_token_file: v.check("http_token_file", None, |origin, s| Validator::path(origin, s).map(Some)),
             daemon: DaemonSettings::read(v, PROGRAM, DEFAULT_NODE_TLS_DIR, Some(DEFAULT_NODE_ASYNC_THREADS)),
         }
     }
@@ -224,6 +267,37 @@ fn absolute_paths(_: &Origin, value: Setting) -> Result<Vec<PathBuf>, String> {
     match paths.iter().find(|path| path.is_relative()) {
         Some(relative) => Err(format!("expected absolute directories separated by ':', found {}", relative.display())),
         None => Ok(paths),
+    }
+}
+
+/// Bucket names and `https://` (or `http://`) URL prefixes separated by `,`; an empty string is
+/// an empty list.
+fn bucket_list(value: Setting) -> Result<Vec<String>, String> {
+    let text = text(value)?;
+    let mut entries = Vec::new();
+    for entry in text.split(',').map(str::trim).filter(|entry| !entry.is_empty()) {
+        let url = entry.strip_prefix("https://").or_else(|| entry.strip_prefix("http://"));
+        let bad = match url {
+            Some(rest) => rest.is_empty() || rest.starts_with('/'),
+            None => entry.contains(|c: char| c == '/' || c == ':' || c.is_whitespace()),
+        };
+        if bad {
+            return Err(format!(
+                "expected bucket names or https:// URL prefixes separated by ',', found {entry:?}"
+            ));
+        }
+        entries.push(entry.to_owned());
+    }
+    Ok(entries)
+}
+
+/// An `http://` or `https://` URL with a host.
+fn endpoint(value: Setting) -> Result<String, String> {
+    let text = text(value)?;
+    let host = text.strip_prefix("https://").or_else(|| text.strip_prefix("http://"));
+    match host {
+        Some(host) if !host.is_empty() && !host.starts_with('/') => Ok(text),
+        _ => Err(format!("expected an http:// or https:// URL such as \"https://s3.example.org\", found {text:?}")),
     }
 }
 

@@ -63,6 +63,8 @@ fn a_full_dispatcher_file() {
         payload_memory_cap = "8MiB"
         ca_dir = "pki"
         enrolled_cert_validity = "24h"
+        http_listen = "127.0.0.1:9100"
+        http_token_file = "http-token"
         async_threads = 4
         log_format = "json"
         log_level = "info,dispatcher=debug"
@@ -85,6 +87,8 @@ fn a_full_dispatcher_file() {
         ca_dir: Some(PathBuf::from("/etc/dispy/pki")),
         enrolled_cert_validity: Duration::from_secs(24 * 3600),
         tenants: Default::default(),
+        http_listen: Some("127.0.0.1:9100".parse().expect("an address")),
+        http_token_file: Some(PathBuf::from("/etc/dispy/http-token")),
         daemon: DaemonSettings {
             program: "dispy-dispatcher",
             tls_dir: PathBuf::from("/etc/dispy/tls"),
@@ -108,6 +112,8 @@ fn a_full_node_file() {
         cache_dir = "cache"
         cache_max_bytes = "512MiB"
         shared_input_roots = "/mnt/data:/srv/shared/"
+        object_store_buckets = "logs, https://data.example.org/public/"
+        object_store_endpoint = "http://127.0.0.1:9000"
         heartbeat_interval = "250ms"
         dispatcher_timeout = "3s"
         health_log_interval = 60
@@ -122,11 +128,24 @@ fn a_full_node_file() {
     assert_eq!(settings.cache_dir, PathBuf::from("/etc/dispy/cache"), "relative to the file");
     assert_eq!(settings.cache_max_bytes, 512 << 20);
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
+    assert_eq!(settings.object_store_buckets, ["logs", "https://data.example.org/public/"]);
+    assert_eq!(settings.object_store_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.dispatcher_timeout, Duration::from_secs(3));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
     assert_eq!(settings.daemon.async_threads, Some(2));
     assert_eq!(settings.daemon.log_level, "debug");
+}
+
+#[test]
+fn object_store_keys_are_checked() {
+    let error = node(&toml("object_store_buckets = \"logs,s3://logs\"\nobject_store_endpoint = \"s3.example.org\""))
+        .expect_err("invalid");
+    let text = error.to_string();
+    assert!(text.contains("object_store_buckets") && text.contains("\"s3://logs\""), "{text}");
+    assert!(text.contains("object_store_endpoint") && text.contains("expected an http:// or https:// URL"), "{text}");
+    let from_env = node(&toml("").env([("DISPY_OBJECT_STORE_BUCKETS", "a,b")])).expect("valid");
+    assert_eq!(from_env.object_store_buckets, ["a", "b"]);
 }
 
 #[test]
@@ -315,9 +334,12 @@ fn the_dispatcher_example_parses_and_documents_the_defaults() {
     assert_eq!(documented.len(), DISPATCHER_KEYS.len(), "every key appears as a commented default");
     // `ca_dir` has no default (enrolment is off) and `async_threads` defaults to the core count;
     // their commented lines show examples instead.
+    // So do `http_listen` and `http_token_file` (no HTTP server by default).
     assert!(defaults.ca_dir.is_some() && defaults.daemon.async_threads.is_some());
+    assert!(defaults.http_listen.is_some() && defaults.http_token_file.is_some());
     let daemon = DaemonSettings { origins: Origins::default(), async_threads: None, ..defaults.daemon };
-    assert_eq!(DispatcherSettings { ca_dir: None, daemon, ..defaults }, DispatcherSettings::default());
+    let unset = DispatcherSettings { ca_dir: None, http_listen: None, http_token_file: None, daemon, ..defaults };
+    assert_eq!(unset, DispatcherSettings::default());
 }
 
 #[test]
@@ -326,9 +348,18 @@ fn the_node_example_parses_and_documents_the_defaults() {
     let shipped = node(&shipped).unwrap_or_else(|e| panic!("{e}"));
     assert_ne!(shipped.dispatcher, DEFAULT_DISPATCHER_ADDRESS, "the example names a real host");
     let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
-    // `slots` defaults to the core count, so its commented line shows an example instead.
+    // `slots` defaults to the core count, `object_store_endpoint` to the environment's, and
+    // `metrics_listen` and `http_token_file` to none, so their commented lines show examples.
     assert!(documented.iter().any(|key| key == "slots"));
-    let expect = NodeSettings { slots: defaults.slots, ..NodeSettings::default() };
+    assert!(defaults.object_store_endpoint.is_some());
+    assert!(defaults.metrics_listen.is_some() && defaults.http_token_file.is_some());
+    let expect = NodeSettings {
+        slots: defaults.slots,
+        object_store_endpoint: defaults.object_store_endpoint.clone(),
+        metrics_listen: defaults.metrics_listen,
+        http_token_file: defaults.http_token_file.clone(),
+        ..NodeSettings::default()
+    };
     let daemon = DaemonSettings { origins: Origins::default(), ..defaults.daemon };
     assert_eq!(NodeSettings { daemon, ..defaults }, expect);
 }

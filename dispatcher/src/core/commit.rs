@@ -17,6 +17,8 @@ pub(super) struct CommitRequest {
 pub(super) struct Committed {
     /// Why the batch is not durable, if it is not.
     pub(super) failed: Option<CommitError>,
+    /// How long the syncs and the commit took.
+    pub(super) took: std::time::Duration,
 }
 
 /// Why a batch could not be made durable.
@@ -33,13 +35,14 @@ pub(super) enum CommitError {
 /// Runs on its own thread: syncs and commits each batch it is given, in order.
 pub(super) fn journal_writer(mut journal: Journal, mut requests: mpsc::Receiver<CommitRequest>, done: mpsc::Sender<Committed>) {
     while let Some(mut request) = requests.blocking_recv() {
+        let started = std::time::Instant::now();
         let result = request
             .sync
             .iter()
             .try_for_each(std::fs::File::sync_data)
             .map_err(CommitError::Sync)
             .and_then(|()| Ok(journal.commit(&mut request.batch)?));
-        let committed = Committed { failed: result.err() };
+        let committed = Committed { failed: result.err(), took: started.elapsed() };
         if done.blocking_send(committed).is_err() {
             return;
         }

@@ -74,6 +74,7 @@ fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
             cached_payloads: Vec::new(),
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
+            object_store_buckets: Vec::new(),
         })),
         _ => framed(&ClientRequest::ListNodes),
     };

@@ -167,6 +167,7 @@ impl Ledger {
                 confinement: n.info.confinement.to_string(),
                 // The connection tasks know the certificates; they fill this in.
                 cert_expires_unix: 0,
+                object_store_buckets: n.info.object_store_buckets.clone(),
             })
             .collect();
         // Held names with no session connected, so an operator sees what `undrain` would release.

@@ -3,11 +3,12 @@
 //! carries, which are kept only once it is durable.
 
 use std::fmt::Display;
+use std::time::Duration;
 
 use tracing::{debug, info, warn};
 use wire::proto::{ClientEvent, DispatcherToNode, JobFailure, JobId, JobSpec, JobState};
 
-use super::{Answer, Effect, Held, Ledger, LOG_TARGET, NodeCommand, Question, Refusal, RequestId, StoreTicket, Time};
+use super::{Answer, Effect, Held, Ledger, LOG_TARGET, NodeCommand, Observation, Question, Refusal, RequestId, StoreTicket, Time};
 use crate::record::Extent;
 use crate::scheduler::{Action, NodeId, Notice};
 
@@ -27,11 +28,14 @@ impl Ledger {
                 let input_chunk = (chunk as usize) < entry.inputs.len();
                 if let Some(slot) = entry.results.get_mut(chunk as usize) {
                     *slot = Some(extent);
-                    // A reduce job's combines are not chunks of its progress.
+                    // A reduce job's combines are not chunks of its progress, of the run time
+                    // that sizes `auto` chunks, or of the chunks its metrics count.
                     entry.done += u64::from(input_chunk);
-                    // Run time sizes `auto` chunks: only chunks' counts.
                     if input_chunk {
                         entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                        let tenant = entry.record.owner.clone();
+                        let completed = Observation::ChunkCompleted { tenant, run: Duration::from_nanos(run_nanos), bytes: extent.len };
+                        self.observations.push(completed);
                     }
                 }
                 let succeeded = entry.succeeded && entry.unstored == 0;
@@ -171,6 +175,7 @@ impl Ledger {
                         debug!(target: LOG_TARGET, %job, chunk, %attempt, node = %self.node_name(node), "chunk assigned");
                     }
                     self.send_node(node, NodeCommand::Assign { job, chunk, attempt, input });
+                    self.observe_assigned(now, job, chunk, speculative);
                 }
                 Action::CancelAttempt { node, attempt } => {
                     self.send_node(node, NodeCommand::Send(DispatcherToNode::CancelAttempt { attempt }));

@@ -1,6 +1,6 @@
 //! What the ledger keeps per node and per job.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use wire::proto::{ChunkIndex, JobProgress, JobSubmission, NodeInfo, PayloadHash, PayloadKind};
@@ -50,6 +50,8 @@ pub(super) struct Attacher {
 /// A job the ledger knows: running, or finished and not yet fetched or expired.
 #[derive(Debug)]
 pub(super) struct JobEntry {
+    /// When each chunk not yet assigned got its input, for the queue-wait observation.
+    pub(super) queued_at: HashMap<ChunkIndex, Instant>,
     pub(super) record: JobRecord,
     /// Where each chunk's input is spooled, by chunk index.
     pub(super) inputs: Vec<Extent>,
@@ -121,6 +123,7 @@ impl JobEntry {
             released: false,
             tree: None,
             durable: HashSet::new(),
+            queued_at: HashMap::new(),
         }
     }
 

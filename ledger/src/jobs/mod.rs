@@ -34,6 +34,7 @@ use crate::scheduler::{NodeHold, NodeId, NodeResources, Scheduler, SchedulerConf
 mod clients;
 mod durability;
 mod entries;
+mod observations;
 mod observe;
 mod reduce;
 mod refusal;
@@ -43,9 +44,10 @@ mod tenants;
 mod tests;
 
 use entries::{requirements, JobEntry, NodeEntry};
+pub use observations::{FailedAttempt, JobView, Observation};
 pub use observe::{LogQuery, LogRecord};
 pub use refusal::Refusal;
-pub use restore::{ReadError, Recovered, RestoredJob};
+pub use restore::{ReadError, Recovered, RestoredJob, Resumed};
 pub use tenants::{Caller, Exceeded, Quota, Quotas};
 
 /// Promises held for a batch: acknowledgements, `InputStored`, answers and spool removals.
@@ -63,16 +65,6 @@ enum Question {
     Nodes(Vec<NodeStatus>),
     /// A resumed upload, with where it resumes.
     Resume(Result<Resumed, Refusal>),
-}
-
-/// Where a resumed upload goes on ([`Ledger::handle_resume_input`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resumed {
-    /// Chunks whose input is durable; the upload goes on with this chunk index.
-    pub stored: u64,
-    /// Whether no more input is wanted (all of it is stored, or the job ended): the client
-    /// sends nothing and follows the job.
-    pub complete: bool,
 }
 
 /// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
@@ -280,6 +272,8 @@ pub struct Ledger {
     /// Jobs whose results, input or state changed this turn: their clients hear of it.
     touched: HashSet<JobId>,
     effects: VecDeque<Effect>,
+    /// News for the driver's metrics (see `observe`).
+    observations: observations::Observations,
     next_node: u64,
     next_job: u64,
     retention: Duration,
@@ -315,6 +309,7 @@ impl Ledger {
             input_syncs: Vec::new(),
             touched: HashSet::new(),
             effects: VecDeque::new(),
+            observations: observations::Observations::default(),
             next_node: 1,
             next_job: recovered.next_job,
             retention: config.retention,
@@ -532,7 +527,7 @@ impl Ledger {
             Err(failure) => {
                 self.promises.ack(node, report.attempt);
                 warn!(target: LOG_TARGET, node = %self.node_name(node), attempt = %report.attempt, kind = ?failure.kind, "attempt failed: {failure}");
-                self.scheduler.handle_chunk_failed_logged(now.at, node, report.attempt, failure, log_tail);
+                self.chunk_failed_observed(now, node, report.attempt, failure, log_tail);
             }
         }
     }
@@ -610,6 +605,8 @@ impl Ledger {
             entry.record.chunks += 1;
             self.batch.inputs.push((job, chunk, extent));
             self.scheduler.handle_chunks_added(now.at, job, 1);
+            self.observe_queued(job, chunk, now.at);
+            self.observe(Observation::InputStored { bytes: extent.len });
         }
     }
 

@@ -10,6 +10,16 @@ use super::entries::JobEntry;
 use super::{requirements, Ledger, Time, LOG_TARGET};
 use crate::record::{Extent, JobRecord};
 
+/// Where a resumed upload goes on ([`Ledger::handle_resume_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Chunks whose input is durable; the upload goes on with this chunk index.
+    pub stored: u64,
+    /// Whether no more input is wanted (all of it is stored, or the job ended): the client
+    /// sends nothing and follows the job.
+    pub complete: bool,
+}
+
 /// A failure to read what the journal holds of a job.
 pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 

@@ -571,7 +571,7 @@ impl Scheduler {
         self.chunk_failed(now, node, attempt, failure, log_tail);
     }
 
-    /// The job and chunk of a live attempt, if the scheduler knows it.
+    /// The job and chunk of a live attempt; `None` for unknown, ended and discarded ones.
     pub fn attempt_chunk(&self, attempt: AttemptId) -> Option<(JobId, ChunkIndex)> {
         self.attempts.get(&attempt).map(|a| (a.job, a.chunk))
     }

@@ -35,6 +35,7 @@ pub(super) async fn prepare(session: &Session, pending: &PendingContext) -> Resu
         }
     }
     let hash = spec.payload;
+    node.cache.note_lookup(&hash);
     let mut fetched_again = false;
     let payload = loop {
         let compiled = node.cache.compiled(&hash);
@@ -95,6 +96,7 @@ pub(super) async fn prepare(session: &Session, pending: &PendingContext) -> Resu
         shared_input_roots: spec
             .shared_input
             .then(|| crate::shared_input::resolve_roots(&node.config.shared_input_roots)),
+        objects: node.objects.clone(),
     }))
 }
 

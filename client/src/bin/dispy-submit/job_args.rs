@@ -19,7 +19,8 @@ pub(crate) struct RunArgs {
     /// The payload: a WebAssembly module (.wasm or .wat) or a native shared library (.so).
     #[arg(long)]
     pub(crate) payload: Option<PathBuf>,
-    /// Input file or directory (repeat for several).
+    /// Input file or directory, or object URL (s3://BUCKET/KEY, s3://BUCKET/PREFIX/ with files,
+    /// https://...; nodes read their ranges, credentials from AWS_*); repeat for several.
     #[arg(long)]
     pub(crate) input: Vec<PathBuf>,
     /// Split rule: bytes:SIZE, lines:N, files, range:START..END:STEP, or auto (bytes:auto,

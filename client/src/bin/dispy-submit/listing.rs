@@ -224,6 +224,7 @@ fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
                 "state": n.state,
                 "confinement": n.confinement,
                 "cert_expires_unix": n.cert_expires_unix,
+                "object_store_buckets": n.object_store_buckets,
             })
         })
         .collect()

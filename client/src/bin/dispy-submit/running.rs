@@ -34,10 +34,11 @@ async fn interruptible<T>(
 }
 
 /// Starts the embedded cluster `--local N` asks for, if any.
-async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure> {
+/// Its nodes may read the job's object-store buckets, if it has any.
+async fn start_local(local: Option<u32>, buckets: Vec<String>) -> Result<Option<LocalCluster>, Failure> {
     match local {
         Some(0) => Err(Failure::Usage(anyhow::anyhow!("--local needs at least 1 node"))),
-        Some(n) => Ok(Some(LocalCluster::start(n).await.map_err(Failure::Other)?)),
+        Some(n) => Ok(Some(LocalCluster::start_reading(n, buckets).await.map_err(Failure::Other)?)),
         None => Ok(None),
     }
 }
@@ -45,11 +46,12 @@ async fn start_local(local: Option<u32>) -> Result<Option<LocalCluster>, Failure
 pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let mut job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
-    let local = start_local(args.local).await?;
+    let local = start_local(args.local, job.object_buckets()).await?;
     if local.is_some() {
         LocalCluster::read_input_in_place(&mut job);
     }
     let result = with_client(cli, local.as_ref(), async |client| {
+        tell_readers(client, &job).await?;
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p)), INTERRUPTED_RUN).await;
         display.finish();
@@ -75,11 +77,26 @@ pub(crate) async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     }
     let job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, false).map_err(Failure::Usage)?;
-    let id = with_client(cli, None, async |client| Ok(client.submit(&job).await?)).await?;
+    let id = with_client(cli, None, async |client| {
+        tell_readers(client, &job).await?;
+        Ok(client.submit(&job).await?)
+    })
+    .await?;
     if cli.json {
         println!("{}", serde_json::json!({ "job": id.0 }));
     } else {
         println!("{id}");
+    }
+    Ok(())
+}
+
+/// For object input, says which connected nodes can read it, before any chunk runs (the client
+/// refuses a job no connected node can read).
+async fn tell_readers(client: &mut Client, job: &JobDescription) -> Result<(), ClientError> {
+    if job.has_object_input() {
+        if let Some(readers) = client::readers::object_readers(job, &client.nodes().await?) {
+            eprintln!("{readers}");
+        }
     }
     Ok(())
 }
@@ -106,7 +123,7 @@ pub(crate) async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         return Err(usage(&format!("split rule {} cannot cut a stream; use bytes:SIZE or lines:N", job.split)));
     }
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
-    let local = start_local(args.local).await?;
+    let local = start_local(args.local, Vec::new()).await?;
     let result = with_client(cli, local.as_ref(), async |client| {
         interruptible(
             pipe_through(client, &job),

@@ -746,6 +746,7 @@ pub(super) fn info(name: &str) -> NodeInfo {
         cached_payloads: Vec::new(),
         confinement: wire::proto::Confinement::Landlock,
         claims: Vec::new(),
+        object_store_buckets: Vec::new(),
     }
 }
 

@@ -11,6 +11,7 @@ use proptest::prelude::*;
 mod desk;
 mod harness;
 mod holds;
+mod observations;
 mod observe;
 mod payloads;
 mod reduce;
