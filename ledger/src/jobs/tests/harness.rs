@@ -167,8 +167,11 @@ pub(super) struct World {
     reduce: HashSet<JobId>,
     /// Every combine fails with a trap (a payload whose `dispy_combine` is broken).
     pub(super) combine_traps: bool,
-    /// Combines run to success, by `(job, chunk)`, and those whose result was accepted.
+    /// Combines run to success, by `(job, chunk)`.
     pub(super) combines_run: HashMap<(JobId, ChunkIndex), u32>,
+    /// Combines assigned, by `(job, chunk)`: more than once for a retry, a speculative copy or
+    /// a rerun after a lost node.
+    pub(super) combines_assigned: HashMap<(JobId, ChunkIndex), u32>,
 }
 
 pub(super) const SLOTS: u32 = 2;
@@ -204,6 +207,7 @@ impl World {
             reduce: HashSet::new(),
             combine_traps: false,
             combines_run: HashMap::new(),
+            combines_assigned: HashMap::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -642,6 +646,7 @@ impl World {
                 let files = self.spool.get(&job);
                 let read = |e: Extent| files?.results.get(e.offset as usize..(e.offset + e.len) as usize).map(<[u8]>::to_vec);
                 let inputs = read(left).zip(read(right));
+                *self.combines_assigned.entry((job, chunk)).or_default() += 1;
                 node.queue.push((attempt, job, chunk, Work::Combine(inputs)));
             }
             NodeCommand::Send(DispatcherToNode::Ack { attempts }) => {

@@ -82,13 +82,16 @@ fn a_trapping_combine_fails_the_job_with_its_chunks_named() {
 
 #[test]
 fn random_histories_reach_reduce_jobs_with_restarts() {
-    let (mut combines, mut restarts) = (0, 0);
+    let (mut combines, mut restarts, mut again) = (0, 0, 0);
     for seed in 100..164 {
         let world = history(seed, true);
         combines += world.combines_run.len();
         restarts += world.restarts;
+        again += world.combines_assigned.values().filter(|&&n| n > 1).count();
     }
     assert!(combines > 50, "only {combines} combines ran");
+    // Retried (traps), copied or rerun combines, each still combined once into the output.
+    assert!(again > 10, "only {again} combines were assigned more than once");
     assert!(restarts > 10, "only {restarts} restarts");
 }
 
