@@ -3,7 +3,7 @@
 //! reference (each result folded in left to right) for every split rule and `auto` sizing, with
 //! a sum (examples/sum.wat) and an order-sensitive combine, concatenation
 //! (tests/fixtures/concat_combine.wat, whose output is its input only when every chunk is
-//! combined once and in order), with shared input too; a payload without `dispy_combine` is refused at submit and
+//! combined once and in order), with shared input too, and the C histogram as a native library; a payload without `dispy_combine` is refused at submit and
 //! `stream` refuses reduce; a combine that traps fails the job naming its chunks; a node killed
 //! while chunks are being combined costs nothing but time; and a dispatcher SIGKILLed in the
 //! middle of a reduce resumes it with no chunk and no combine run twice (counted, as in
@@ -11,12 +11,13 @@
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::time::Duration;
 
 use tests::durable::{field_u64, last_event_with, last_health, log_events, DurableCluster};
 use tests::{
-    assert_eventually, check_same_bytes, example, fixture, poll_until, pseudo_random_bytes, serial_reduce, Cluster,
-    Job, Run,
+    assert_eventually, check_same_bytes, example, fixture, poll_until, pseudo_random_bytes, serial_reduce, skip,
+    Cluster, Job, Run,
 };
 
 /// Spin rounds per run and per combine of `concat_combine.wat` in the fault tests: a tenth of a
@@ -93,6 +94,28 @@ fn sum_and_concatenation_reduce_to_the_serial_reference_for_every_split_rule() {
     assert_eq!(serial_reduce(&fixture("concat_combine.wat"), b"", "lines:1000", std::slice::from_ref(&text)), all);
     let sum: u64 = all.iter().map(|&b| u64::from(b)).sum();
     assert_eq!(serial_reduce(&example("sum.wat"), b"", "bytes:1MiB", &[text]), sum.to_le_bytes());
+}
+
+#[test]
+fn the_c_histogram_reduces_as_a_native_library() {
+    const TEST: &str = "the_c_histogram_reduces_as_a_native_library";
+    let cluster = Cluster::start(2);
+    let library = cluster.dir().join("histogram.so");
+    let built = Command::new("cc").args(["-O2", "-shared", "-fPIC", "-o"]).arg(&library).arg(example("c/histogram.c")).status();
+    match built {
+        Ok(status) => assert!(status.success(), "cc failed on histogram.c ({status})"),
+        Err(e) => return skip(TEST, &format!("cc is not available ({e})")),
+    }
+    let input = cluster.dir().join("input.bin");
+    let data = pseudo_random_bytes(200_000, 8);
+    std::fs::write(&input, &data).expect("write the input");
+    let mut counts = [0u64; 256];
+    for &b in &data {
+        counts[usize::from(b)] += 1;
+    }
+    let want: Vec<u8> = counts.iter().flat_map(|c| c.to_le_bytes()).collect();
+    // The reference is computed here: a native serial run needs the node's binary as its worker.
+    check_reduce(&cluster, "histogram", &library, "bytes:4KiB", &[input], &want);
 }
 
 #[test]

@@ -25,7 +25,8 @@ pub fn serial_output(payload: &Path, args: &[u8], split: &str, inputs: &[PathBuf
     run().unwrap_or_else(|e| panic!("serial run of {} failed: {e:#}", payload.display()))
 }
 
-/// The serial reference of `--results reduce`: `payload` run in this process over the chunks
+/// The serial reference of `--results reduce` for a WebAssembly `payload` (a native one needs the
+/// node's binary to run its worker processes): the payload run in this process over the chunks
 /// `split` cuts from `inputs`, the results folded left to right with its `dispy_combine`
 /// (`node::exec::Executor::reduce_serial`).
 ///
