@@ -2,7 +2,9 @@
 ;;
 ;; The W1 benchmark payload (bench/): with `bytes:16` every chunk is 16 bytes and the output is 8
 ;; bytes per chunk, so the job measures dispy's per-chunk overhead rather than guest work.
-;; Arguments are ignored. Any split rule works; chunks of any length are summed.
+;; Arguments are ignored. Any split rule works; chunks of any length are summed. It also exports
+;; dispy_combine (two sums in, their sum out) for W3 with `--results reduce`: 512 MiB in, the
+;; whole input's 8-byte sum out.
 (module
   ;; The only host function: append `len` bytes at `ptr` to the chunk's output.
   (import "dispy" "emit" (func $emit (param $ptr i32) (param $len i32)))
@@ -55,5 +57,15 @@
     (call $emit (global.get $sum_buf) (i32.const 8))
     ;; Free the input (see the allocator above).
     (global.set $heap (local.get $in))
+    (i32.const 0))
+
+  ;; Two 8-byte sums in (placed with one dispy_alloc, b right after a), their sum out.
+  (func (export "dispy_combine")
+        (param $a i32) (param $a_len i32) (param $b i32) (param $b_len i32) (result i32)
+    (if (i32.or (i32.ne (local.get $a_len) (i32.const 8)) (i32.ne (local.get $b_len) (i32.const 8)))
+      (then (return (i32.const 1))))
+    (i64.store (global.get $sum_buf) (i64.add (i64.load (local.get $a)) (i64.load (local.get $b))))
+    (call $emit (global.get $sum_buf) (i32.const 8))
+    (global.set $heap (local.get $a))
     (i32.const 0))
 )

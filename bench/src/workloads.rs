@@ -361,6 +361,7 @@ impl Bench<'_> {
             auto_rows.push(Row::new("W3", format!("chunk size bytes:auto chose, {how}"), "MiB", Summary::of(&sizes), ""));
         }
         let s3_rates = self.w3_from_s3(&input, &reference)?;
+        let reduce_rows = self.w3_reduce(&input).await?;
         // The input is large; do not keep it for the next workload.
         let _ = std::fs::remove_file(&input);
         let mut rows = vec![
@@ -393,6 +394,37 @@ impl Bench<'_> {
             Some(rates) => Row::new("W3", s3_row.into(), "MB/s", Summary::of(&rates), ""),
             None => Row::new("W3", format!("{s3_row}: skipped, moto_server not installed"), "MB/s", Summary::of(&[f64::NAN]), ""),
         });
+        rows.extend(reduce_rows);
+        Ok(rows)
+    }
+
+    /// W3's input through bench/payloads/sum.wat, an 8-byte sum per chunk: concatenated (512
+    /// sums out) and with `--results reduce` (the sums combined on the nodes, 8 bytes out).
+    async fn w3_reduce(&mut self, input: &Path) -> anyhow::Result<Vec<Row>> {
+        let bytes = self.sizes.w3_bytes;
+        let payload = workspace_root().join("bench/payloads/sum.wat");
+        let mut concat = self.job(&payload, input, SplitRule::Bytes(W3_CHUNK), "w3-sums.out");
+        concat.name = "bench-w3-sums".into();
+        let sums = self.reference(&concat)?;
+        let total: u64 = sums.chunks_exact(8).map(|s| u64::from_le_bytes(s.try_into().unwrap_or_default())).sum();
+        let mut reduce = concat.clone();
+        reduce.name = "bench-w3-reduce".into();
+        reduce.results = wire::proto::ResultMode::Reduce;
+        let total = total.to_le_bytes();
+        let mut rows = Vec::new();
+        for (job, want, what) in [
+            (&concat, sums.as_slice(), "concatenated results (sum.wat, 8 bytes a chunk out)"),
+            (&reduce, total.as_slice(), "--results reduce (sum.wat combined on the nodes, 8 bytes out)"),
+        ] {
+            let mut rates = Vec::new();
+            for run in 0..=self.runs {
+                let timing = self.timed_job(job, Reference::Fixed(want)).await?;
+                if run > 0 {
+                    rates.push(bytes as f64 / 1e6 / timing.total().as_secs_f64());
+                }
+            }
+            rows.push(Row::new("W3", format!("throughput, {} MiB in 1 MiB chunks, {what}", bytes >> 20), "MB/s", Summary::of(&rates), ""));
+        }
         Ok(rows)
     }
 

@@ -545,7 +545,7 @@ impl Client {
             }
         };
         let (progress, received) = tokio::try_join!(events, output)?;
-        if received != progress.total {
+        if received != sink.expected_results(progress.total) {
             return Err(ClientError::Protocol(format!("received {received} results for {} chunks", progress.total)));
         }
         Ok(progress)

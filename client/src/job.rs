@@ -198,11 +198,12 @@ pub fn default_name(payload: &Path) -> String {
         .unwrap_or_else(|| "job".to_owned())
 }
 
-/// Parses a result mode as written in job files and flags: "concat" or "files".
+/// Parses a result mode as written in job files and flags: "concat", "files" or "reduce".
 pub fn parse_result_mode(text: &str) -> Option<ResultMode> {
     match text {
         "concat" => Some(ResultMode::Concat),
         "files" => Some(ResultMode::Files),
+        "reduce" => Some(ResultMode::Reduce),
         _ => None,
     }
 }
@@ -212,6 +213,7 @@ pub fn result_mode_name(mode: ResultMode) -> &'static str {
     match mode {
         ResultMode::Concat => "concat",
         ResultMode::Files => "files",
+        ResultMode::Reduce => "reduce",
     }
 }
 
@@ -518,7 +520,7 @@ impl<'a> Parser<'a> {
     fn results(&self, value: toml::Value) -> Result<ResultMode, String> {
         let text = string(value)?;
         parse_result_mode(&text)
-            .ok_or_else(|| format!("expected \"concat\" or \"files\", found {text:?}"))
+            .ok_or_else(|| format!("expected \"concat\", \"files\" or \"reduce\", found {text:?}"))
     }
 
     fn args(&self, value: toml::Value) -> Result<Vec<u8>, String> {

@@ -17,6 +17,8 @@ pub(crate) struct OutputSink {
     temporary: PathBuf,
     writer: Option<BufWriter<File>>,
     committed: bool,
+    /// The job reduces its results: the output is its one combined result.
+    reduce: bool,
 }
 
 impl OutputSink {
@@ -27,13 +29,19 @@ impl OutputSink {
             std::fs::create_dir_all(parent)?;
         }
         let writer = match mode {
-            ResultMode::Concat => Some(BufWriter::with_capacity(1 << 20, File::create(&temporary)?)),
+            ResultMode::Concat | ResultMode::Reduce => Some(BufWriter::with_capacity(1 << 20, File::create(&temporary)?)),
             ResultMode::Files => {
                 std::fs::create_dir_all(&temporary)?;
                 None
             }
         };
-        Ok(Self { target: target.to_owned(), temporary, writer, committed: false })
+        Ok(Self { target: target.to_owned(), temporary, writer, committed: false, reduce: mode == ResultMode::Reduce })
+    }
+
+    /// How many results a job of `chunks` chunks sends: one each, or for a reduce job one in all
+    /// (none without chunks).
+    pub(crate) fn expected_results(&self, chunks: u64) -> u64 {
+        if self.reduce { chunks.min(1) } else { chunks }
     }
 
     /// Writes the result of chunk `index` (results arrive in chunk order).

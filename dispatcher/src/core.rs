@@ -20,6 +20,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bytes::Bytes;
 use ledger::jobs::{
     AttachCommand, AttachId, ClientId, Effect, Ledger, LedgerConfig, NodeCommand as LedgerCommand, RequestId,
     RestoredJob, Time,
@@ -29,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::warn;
 use wire::observe::{Explanation, LogPage};
-use wire::proto::{ClientEvent, JobId, JobSummary, NodeStatus};
+use wire::proto::{ChunkFailure, ChunkReport, ClientEvent, DispatcherToNode, FailureKind, JobId, JobSummary, NodeStatus};
 
 use crate::journal::{Journal, Recovered};
 use crate::liveness::LastHeard;
@@ -267,6 +268,20 @@ impl Core {
                 let _ = reply.send(attached);
             }
             DiskDone::Stored { ticket, stored } => self.ledger.handle_result_stored(now, ticket, stored),
+            DiskDone::Combine { node, attempt, assignment } => match assignment {
+                Ok(assignment) => {
+                    if let Some((commands, _)) = self.nodes.get(&node) {
+                        let _ = commands.send(NodeCommand::Send(DispatcherToNode::Assign(assignment)));
+                    }
+                }
+                Err(e) => {
+                    // Counted as a failed attempt, as for an unreadable chunk input.
+                    let message = format!("dispatcher could not read the results to combine: {e}");
+                    let failure = ChunkFailure { kind: FailureKind::Node, message };
+                    let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new() };
+                    self.ledger.handle_report(now, node, report);
+                }
+            },
             DiskDone::Payload { node, payload, bytes } => match bytes {
                 Ok(bytes) => {
                     if let Some((commands, _)) = self.nodes.get(&node) {
@@ -378,6 +393,9 @@ impl Core {
                     return true;
                 }
             },
+            LedgerCommand::Combine { job, chunk, attempt, inputs } => {
+                return self.ask_disk(DiskRequest::ReadCombine { node, job, chunk, attempt, inputs });
+            }
             LedgerCommand::Payload(payload) => return self.ask_disk(DiskRequest::LoadPayload { node, payload }),
             LedgerCommand::Close(reason) => NodeCommand::Close(reason),
         };

@@ -434,8 +434,8 @@ mod tests {
         assert_eq!(attempts[0].failure.kind, FailureKind::PayloadError(-3));
         assert_eq!(record.finished_unix_ms, Some(12));
         assert_eq!(record.owner, "", "a job from before owners belongs to nobody");
-        let newer = row::decode(3, &bytes).expect_err("an unknown version is refused");
-        assert!(newer.contains("row version 3"), "{newer}");
+        let newer = row::decode(4, &bytes).expect_err("an unknown version is refused");
+        assert!(newer.contains("row version 4"), "{newer}");
     }
 
     #[test]
@@ -461,6 +461,8 @@ mod tests {
         assert_eq!(again.jobs, vec![(JobId(7), expected.clone())]);
         expected.owner = "alice".into();
         assert_eq!(row::decode(2, &row::encode(&expected)).expect("round trip"), expected);
+        expected.submission.results = ResultMode::Reduce;
+        assert_eq!(row::decode(3, &row::encode(&expected)).expect("a reduce job round-trips"), expected);
     }
 
     #[test]

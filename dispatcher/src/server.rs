@@ -445,7 +445,7 @@ async fn run_node_commands(
                 NodeCommand::Send(msg) => work.queue_frame(&msg)?,
                 NodeCommand::Assign { job, chunk, attempt, input } => match input.read() {
                     Ok(input) => {
-                        work.queue_frame(&DispatcherToNode::Assign(Assignment { job, chunk, attempt, input }))?;
+                        work.queue_frame(&DispatcherToNode::Assign(Assignment { job, chunk, attempt, input, combine: false }))?;
                         // Big inputs go out one by one instead of piling up in the buffer.
                         if work.queued() >= 1 << 20 {
                             work.flush().await?;

@@ -30,6 +30,9 @@
  *                        dispy_emit_fn emit, void *ctx);
  *     uint32_t dispy_abi_version(void);                             // returns 1
  *     int32_t  dispy_setup(const uint8_t *args, size_t args_len);   // optional
+ *     int32_t  dispy_combine(const uint8_t *a, size_t a_len,        // optional: reduce jobs
+ *                            const uint8_t *b, size_t b_len,
+ *                            dispy_emit_fn emit, void *ctx);
  * The node runs the library in a worker process of its own (never in the daemon), with an
  * address-space limit (the job's memory limit plus a little for the worker itself), a CPU-time
  * limit and a wall-clock timeout. A crash (SIGSEGV, abort(), ...), a call to exit(), a timeout or
@@ -48,6 +51,7 @@
  *     export dispy_run(in_ptr, in_len, args_ptr, args_len: i32) -> i32
  *     export dispy_abi_version() -> i32             // optional; returns 1
  *     export dispy_setup(args_ptr, args_len: i32) -> i32   // optional
+ *     export dispy_combine(a_ptr, a_len, b_ptr, b_len: i32) -> i32   // optional: reduce jobs
  *     import dispy.emit(ptr: i32, len: i32)
  *     import dispy.log(ptr: i32, len: i32)          // optional: one line of the attempt's log
  * Built with -nostdlib there is no libc: no malloc, printf or memcpy (write loops, or use
@@ -151,6 +155,22 @@ static inline void dispy__release(const void *mark) {
     static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
                               size_t args_len, dispy_out *out)
 
+/* Defines the optional dispy_combine (see DISPY_COMBINE below) on wasm32: both results were
+ * placed with one dispy_alloc call, `b` right after `a`; the wrapper frees them (and anything
+ * allocated during the call) once the body returns. */
+#define DISPY_COMBINE(a, a_len, b, b_len, out)                                                   \
+    static int32_t dispy__combine(const uint8_t *a, size_t a_len, const uint8_t *b,              \
+                                  size_t b_len, dispy_out *out);                                 \
+    DISPY_EXPORT("dispy_combine") int32_t dispy_combine(const uint8_t *a_, size_t a_len_,        \
+                                                        const uint8_t *b_, size_t b_len_) {      \
+        dispy_out out_ = {0, 0};                                                                 \
+        int32_t code_ = dispy__combine(a_, a_len_, b_, b_len_, &out_);                           \
+        dispy__release(a_);                                                                      \
+        return code_;                                                                            \
+    }                                                                                            \
+    static int32_t dispy__combine(const uint8_t *a, size_t a_len, const uint8_t *b,              \
+                                  size_t b_len, dispy_out *out)
+
 #else /* native */
 
 #define DISPY_EXPORT(name) __attribute__((visibility("default")))
@@ -181,7 +201,29 @@ static inline void dispy_log(const char *line, size_t len) {
     static int32_t dispy__run(const uint8_t *input, size_t input_len, const uint8_t *args,       \
                               size_t args_len, dispy_out *out)
 
+/* Defines the optional dispy_combine natively (see the note below). */
+#define DISPY_COMBINE(a, a_len, b, b_len, out)                                                   \
+    static int32_t dispy__combine(const uint8_t *a, size_t a_len, const uint8_t *b,              \
+                                  size_t b_len, dispy_out *out);                                 \
+    DISPY_EXPORT("dispy_combine") int32_t dispy_combine(const uint8_t *a_, size_t a_len_,        \
+                                                        const uint8_t *b_, size_t b_len_,        \
+                                                        dispy_emit_fn emit_, void *ctx_) {       \
+        dispy_out out_ = {emit_, ctx_};                                                          \
+        return dispy__combine(a_, a_len_, b_, b_len_, &out_);                                    \
+    }                                                                                            \
+    static int32_t dispy__combine(const uint8_t *a, size_t a_len, const uint8_t *b,              \
+                                  size_t b_len, dispy_out *out)
+
 #endif
+
+/* DISPY_COMBINE(a, a_len, b, b_len, out) { ... } defines the optional dispy_combine, which jobs
+ * with `--results reduce` (job key results = "reduce") need: it emits, with dispy_emit(out, ...),
+ * the combination of two results, `a` being that of the chunks just before `b`'s. It must be
+ * associative (combine(combine(x, y), z) == combine(x, combine(y, z))); dispy never assumes it
+ * is commutative and only ever combines adjacent ranges, left before right, tree-wise on the
+ * nodes. Its results are combined again, so it must accept what it emits as well as what
+ * DISPY_RUN emits. Return 0 for success; non-zero, a crash or a timeout fails the combine like a
+ * chunk (retried, then the job fails naming the chunks it combined). */
 
 /* Defines the optional dispy_setup, run once per worker before its first chunk; the body
  * follows the macro. Return 0, or non-zero to fail the worker's setup. */

@@ -1,4 +1,5 @@
-//! The slot pool: one OS thread per slot, each running chunks one after another.
+//! The slot pool: one OS thread per slot, each running chunks (and a reduce job's combines,
+//! `Assignment::combine`) one after another.
 //!
 //! Guest code is synchronous and may spin until its deadline, so it never runs on the async
 //! runtime. Each thread keeps the [`Worker`] of the job it last served, so a job's
@@ -239,6 +240,18 @@ fn run_chunk(
     let Some((_, worker, _)) = current.as_mut() else {
         unreachable!("a worker was installed just above");
     };
+    if work.assignment.combine {
+        let started = std::time::Instant::now();
+        let outcome = match wire::abi::split_combine_input(&work.assignment.input) {
+            Some((a, b)) => worker.combine(a, b),
+            None => Err(wire::proto::ChunkFailure {
+                kind: FailureKind::Node,
+                message: "malformed combine input from the dispatcher".into(),
+            }),
+        };
+        *log = worker.take_log().into();
+        return finish(job, current, outcome, started);
+    }
     let shared;
     let input: &[u8] = match &job.shared_input_roots {
         None => &work.assignment.input,
@@ -261,6 +274,16 @@ fn run_chunk(
     let started = std::time::Instant::now();
     let outcome = worker.run(input);
     *log = worker.take_log().into();
+    finish(job, current, outcome, started)
+}
+
+/// The outcome of a run or combine that began at `started`; a failure drops the slot's worker.
+fn finish(
+    job: &JobContext,
+    current: &mut Option<(Arc<JobContext>, Worker, CancelFlag)>,
+    outcome: Result<Vec<u8>, wire::proto::ChunkFailure>,
+    started: std::time::Instant,
+) -> Result<(bytes::Bytes, std::time::Duration), wire::proto::ChunkFailure> {
     match outcome {
         Ok(output) => Ok((output.into(), started.elapsed())),
         Err(failure) => {
@@ -301,7 +324,7 @@ mod tests {
     }
 
     fn work(job: &Arc<JobContext>, attempt: u64, reports: &UnboundedSender<ChunkReport>) -> Work {
-        let assignment = Assignment { job: job.job, chunk: 0, attempt: AttemptId(attempt), input: bytes::Bytes::from_static(b"hi") };
+        let assignment = Assignment { job: job.job, chunk: 0, attempt: AttemptId(attempt), input: bytes::Bytes::from_static(b"hi"), combine: false };
         Work { job: Arc::clone(job), assignment, reports: reports.clone() }
     }
 

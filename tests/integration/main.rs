@@ -49,6 +49,7 @@ mod observability;
 mod operations;
 mod protocol;
 mod reconnect;
+mod reduce;
 mod revocation;
 mod security;
 mod stop;

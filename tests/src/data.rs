@@ -1,5 +1,5 @@
 //! Test data and how outputs are judged: [`serial_output`] computes the serial reference in this
-//! process, [`check_same_bytes`] compares an output with it, and [`dir_entries`] and
+//! process ([`serial_reduce`] that of `--results reduce`), [`check_same_bytes`] compares an output with it, and [`dir_entries`] and
 //! [`pseudo_random_bytes`] list and make inputs.
 
 use std::fmt;
@@ -23,6 +23,26 @@ pub fn serial_output(payload: &Path, args: &[u8], split: &str, inputs: &[PathBuf
         Ok(run_serial(&engine, &bytes, args, chunks)?)
     };
     run().unwrap_or_else(|e| panic!("serial run of {} failed: {e:#}", payload.display()))
+}
+
+/// The serial reference of `--results reduce` for a WebAssembly `payload` (a native one needs the
+/// node's binary to run its worker processes): the payload run in this process over the chunks
+/// `split` cuts from `inputs`, the results folded left to right with its `dispy_combine`
+/// (`node::exec::Executor::reduce_serial`).
+///
+/// # Panics
+/// If the rule, the inputs, the payload, a chunk or a combine fails.
+pub fn serial_reduce(payload: &Path, args: &[u8], split: &str, inputs: &[PathBuf]) -> Vec<u8> {
+    let run = || -> anyhow::Result<Vec<u8>> {
+        let rule: SplitRule = split.parse()?;
+        let chunks = rule.chunks(inputs)?.collect::<Result<Vec<_>, _>>()?;
+        let bytes = std::fs::read(payload).with_context(|| format!("failed to read {}", payload.display()))?;
+        let kind = wire::abi::detect_kind(&bytes).map_err(anyhow::Error::msg)?;
+        let executor = node::exec::Executor::new()?;
+        let loaded = executor.load(&kind, &bytes, payload)?;
+        Ok(executor.reduce_serial(&loaded, args, chunks)?)
+    };
+    run().unwrap_or_else(|e| panic!("serial reduce of {} failed: {e:#}", payload.display()))
 }
 
 /// Asserts two outputs are equal, reporting sizes and the first difference instead of dumping

@@ -52,7 +52,7 @@ pub use binaries::{binary, command, example, fixture, native_fixture, workspace_
 pub use cluster::{Cluster, ClusterBuilder};
 pub(crate) use daemon::signal;
 pub use daemon::{free_udp_port, proc_status_bytes, Daemon};
-pub use data::{check_same_bytes, dir_entries, pseudo_random_bytes, serial_output};
+pub use data::{check_same_bytes, dir_entries, pseudo_random_bytes, serial_output, serial_reduce};
 pub use http::{free_tcp_port, http_get, HttpReply};
 pub use job::Job;
 pub use pki::{certificate_of, Certificate, Pki};

@@ -14,6 +14,10 @@ pub const EXPORT_RUN: &str = "dispy_run";
 pub const EXPORT_ABI_VERSION: &str = "dispy_abi_version";
 /// Optional export: `dispy_setup(args_ptr, args_len: i32) -> i32`, once per worker.
 pub const EXPORT_SETUP: &str = "dispy_setup";
+/// Optional export: `dispy_combine(a_ptr, a_len, b_ptr, b_len: i32) -> i32`, emitting through
+/// `dispy.emit` the combination of two results (`a` of the chunks just before `b`'s). Needed by
+/// jobs with `--results reduce`; it must be associative, and dispy never assumes it commutes.
+pub const EXPORT_COMBINE: &str = "dispy_combine";
 /// Module of the host functions a guest may import.
 pub const IMPORT_MODULE: &str = "dispy";
 /// Host function `dispy.emit(ptr: i32, len: i32)`: append bytes to the chunk's output.
@@ -28,6 +32,26 @@ pub const NATIVE_RUN: &str = "dispy_run";
 pub const NATIVE_ABI_VERSION: &str = "dispy_abi_version";
 /// Optional native payload symbol: `int32_t dispy_setup(args, args_len)`.
 pub const NATIVE_SETUP: &str = "dispy_setup";
+
+/// Optional native payload symbol: `int32_t dispy_combine(a, a_len, b, b_len, emit, ctx)`.
+pub const NATIVE_COMBINE: &str = "dispy_combine";
+
+/// Packs the two results a combine task takes into one input: `a`'s length as a little-endian
+/// u64, then `a`, then `b`. [`split_combine_input`] undoes it on the node.
+pub fn combine_input(a: &[u8], b: &[u8]) -> Vec<u8> {
+    let mut input = Vec::with_capacity(8 + a.len() + b.len());
+    input.extend_from_slice(&(a.len() as u64).to_le_bytes());
+    input.extend_from_slice(a);
+    input.extend_from_slice(b);
+    input
+}
+
+/// Splits a combine task's input into its two results; `None` when it is malformed.
+pub fn split_combine_input(input: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (len, rest) = input.split_first_chunk::<8>()?;
+    let len = usize::try_from(u64::from_le_bytes(*len)).ok()?;
+    (len <= rest.len()).then(|| rest.split_at(len))
+}
 
 /// Tells a payload's kind from its first bytes: a WebAssembly binary, an ELF shared library (with
 /// the platform it was built for), or otherwise WAT text.
@@ -87,6 +111,15 @@ mod tests {
     #[track_caller]
     fn check(bytes: &[u8], expect: Result<PayloadKind, &str>) {
         assert_eq!(detect_kind(bytes), expect.map_err(str::to_owned));
+    }
+
+    #[test]
+    fn combine_input_round_trips() {
+        let input = combine_input(b"left", b"right!");
+        assert_eq!(split_combine_input(&input), Some((&b"left"[..], &b"right!"[..])));
+        assert_eq!(split_combine_input(&combine_input(b"", b"")), Some((&b""[..], &b""[..])));
+        assert_eq!(split_combine_input(&input[..7]), None);
+        assert_eq!(split_combine_input(&input[..10]), None);
     }
 
     #[test]

@@ -11,8 +11,10 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 mod enroll;
+mod ids;
 
 pub use enroll::{EnrollReply, EnrollRequest, RenewRequest};
+pub use ids::{AttemptId, ChunkIndex, JobId, PayloadHash};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 5
 /// added attempt logs ([`ChunkReport::log`], `Logs`, `Explain`; see [`crate::observe`]) and the
@@ -21,63 +23,6 @@ pub const PROTOCOL_VERSION: u32 = 5;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
-
-/// Identifies a job for the lifetime of a dispatcher.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct JobId(pub u64);
-
-/// Identifies one attempt at running one chunk; a retry or speculative copy gets a new one, so a
-/// late result from a superseded attempt can be recognised and dropped.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct AttemptId(pub u64);
-
-/// Position of a chunk in its job's input; results are delivered in this order.
-pub type ChunkIndex = u64;
-
-/// A blake3 digest naming a payload by its content.
-#[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct PayloadHash(pub [u8; 32]);
-
-impl PayloadHash {
-    /// Hashes payload bytes.
-    pub fn of(bytes: &[u8]) -> Self {
-        Self(*blake3::hash(bytes).as_bytes())
-    }
-
-    /// The hash as lowercase hex, used for file names and logs.
-    pub fn to_hex(&self) -> String {
-        blake3::Hash::from_bytes(self.0).to_hex().to_string()
-    }
-
-    /// Reads [`PayloadHash::to_hex`]'s form back (a payload file's name); `None` for anything else.
-    pub fn from_hex(text: &str) -> Option<Self> {
-        blake3::Hash::from_hex(text).ok().map(|h| Self(*h.as_bytes()))
-    }
-}
-
-impl std::fmt::Debug for PayloadHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", &self.to_hex()[..16])
-    }
-}
-
-impl std::fmt::Display for PayloadHash {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-impl std::fmt::Display for JobId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
-
-impl std::fmt::Display for AttemptId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}", self.0)
-    }
-}
 
 /// Who a peer is. The dispatcher takes it from the peer's certificate, never from a message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -277,6 +222,10 @@ pub struct JobSpec {
     pub chunk_timeout_ms: u64,
     /// Chunk inputs are `ChunkRef`s (`crate::chunk`) for the node to read, not bytes.
     pub shared_input: bool,
+    /// The job reduces its results (`--results reduce`): the node refuses it when the payload
+    /// lacks `dispy_combine`.
+    #[serde(default)]
+    pub reduce: bool,
 }
 
 /// Dispatcher to node, in order on the work stream ([`StreamHeader::Work`]). Everything about
@@ -354,8 +303,12 @@ pub struct Assignment {
     pub chunk: ChunkIndex,
     /// The attempt this run belongs to.
     pub attempt: AttemptId,
-    /// The chunk's input bytes.
+    /// The chunk's input bytes; for a combine, two results packed by [`crate::abi::combine_input`].
     pub input: Bytes,
+    /// Run `dispy_combine` on the two results in `input` instead of `dispy_run` (a reduce job's
+    /// combine task, whose chunk index is beyond the job's input chunks).
+    #[serde(default)]
+    pub combine: bool,
 }
 
 /// Why an attempt failed.
@@ -422,6 +375,9 @@ pub enum ResultMode {
     Concat,
     /// One file per chunk in an output directory.
     Files,
+    /// The single result of combining every chunk's result with the payload's `dispy_combine`,
+    /// adjacent ranges only, left before right (on the nodes, tree-wise as ranges complete).
+    Reduce,
 }
 
 /// A job as a client submits it; the input follows on a [`StreamHeader::JobInput`] stream.

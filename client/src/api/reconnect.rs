@@ -117,6 +117,10 @@ pub enum ClientError {
         /// Why.
         reason: String,
     },
+    /// A [`JobStream`](super::JobStream) hands back each chunk's result as it arrives, so it
+    /// cannot reduce them.
+    #[error("a job stream hands back each chunk's result as it arrives and cannot reduce them (results = \"reduce\"); use `run` or `submit` for a reduce job")]
+    ReduceStream,
     /// The input could not be read or split.
     #[error(transparent)]
     Input(#[from] SplitError),

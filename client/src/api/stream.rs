@@ -58,6 +58,9 @@ impl Client {
     /// # Errors
     /// As [`Client::run`] for the payload and the submission.
     pub async fn open(&mut self, job: &JobDescription) -> Result<JobStream<'_>, ClientError> {
+        if job.results == wire::proto::ResultMode::Reduce {
+            return Err(ClientError::ReduceStream);
+        }
         let (submission, payload) = submission(job).await?;
         let id = self.send_submission(submission, payload).await?;
         self.control.write_frame(&ClientRequest::Attach { job: id }).await?;

@@ -325,7 +325,7 @@ fn option_errors() {
     );
     check_option(
         "results = \"dir\"",
-        "key \"results\": expected \"concat\" or \"files\", found \"dir\"",
+        "key \"results\": expected \"concat\", \"files\" or \"reduce\", found \"dir\"",
     );
     check_option(
         "args = [1, 2]",
@@ -554,6 +554,15 @@ fn auto_chunks_are_bounded_by_memory_and_by_shipping() {
     job.memory_limit = 4 << 20;
     job.shared_input = false;
     assert_eq!(job.max_auto_chunk_bytes(), 1 << 20, "a small memory limit bounds shipped chunks too");
+}
+
+#[test]
+fn results_reduce_is_a_result_mode_of_job_files_and_flags() {
+    assert_eq!(crate::job::parse_result_mode("reduce"), Some(ResultMode::Reduce));
+    assert_eq!(crate::job::result_mode_name(ResultMode::Reduce), "reduce");
+    for mode in [ResultMode::Concat, ResultMode::Files, ResultMode::Reduce] {
+        assert_eq!(crate::job::parse_result_mode(crate::job::result_mode_name(mode)), Some(mode));
+    }
 }
 
 #[test]

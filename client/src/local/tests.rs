@@ -112,3 +112,39 @@ async fn local_nodes_read_input_files_in_place() {
     submitter.close().await;
     cluster.shutdown().await;
 }
+
+/// `Client::run` of a reduce job writes the one combined result; a payload without
+/// `dispy_combine` (which `dispy-submit` would refuse before submitting) is refused by the nodes,
+/// and the job fails saying why; `Client::open` refuses reduce.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reduce_jobs_through_the_client_api() {
+    let scratch = tempfile::tempdir().expect("a scratch directory");
+    let input = scratch.path().join("input.bin");
+    let data: Vec<u8> = (0..100_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8).collect();
+    std::fs::write(&input, &data).expect("input");
+    let cluster = LocalCluster::start(2).await.expect("cluster");
+    wait_for_nodes(&cluster, 2).await;
+
+    let mut job = JobDescription::new(repo("examples/sum.wat"), SplitRule::Bytes(3000), scratch.path().join("sum.bin"));
+    job.inputs = vec![input.clone()];
+    job.results = wire::proto::ResultMode::Reduce;
+    let report = client(&cluster).await.run(&job, |_| {}).await.expect("the reduce succeeds");
+    assert_eq!(report.progress.done, 34);
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(std::fs::read(&report.output).expect("output"), sum.to_le_bytes());
+
+    let mut refused = job.clone();
+    refused.payload = repo("examples/checksum.wat");
+    refused.output = scratch.path().join("never.bin");
+    match client(&cluster).await.run(&refused, |_| {}).await {
+        Err(ClientError::JobFailed { failure: JobFailure::Rejected { error }, .. }) => {
+            assert!(error.contains("does not export `dispy_combine`"), "{error}");
+        }
+        other => panic!("expected the nodes to refuse the job, got {other:?}"),
+    }
+    assert!(!refused.output.exists());
+
+    let mut stream_client = client(&cluster).await;
+    assert!(matches!(stream_client.open(&job).await, Err(ClientError::ReduceStream)));
+    cluster.shutdown().await;
+}

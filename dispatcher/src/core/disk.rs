@@ -17,7 +17,7 @@ use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
 use tracing::{info, warn};
 use wire::observe::LogPage;
-use wire::proto::{ClientEvent, JobId, PayloadHash};
+use wire::proto::{Assignment, AttemptId, ChunkIndex, ClientEvent, JobId, PayloadHash};
 
 use super::commit::CommitRequest;
 use super::{Attachment, ClientCommand, Refusal, Upload};
@@ -70,6 +70,9 @@ pub(super) enum DiskRequest {
     ReadLogs { query: LogQuery, reply: oneshot::Sender<Result<LogPage, Refusal>> },
     /// Read a payload to ship to a node.
     LoadPayload { node: NodeId, payload: PayloadHash },
+    /// Read the two results a reduce job's combine task takes and pack them into its
+    /// assignment for `node`.
+    ReadCombine { node: NodeId, job: JobId, chunk: ChunkIndex, attempt: AttemptId, inputs: (Extent, Extent) },
     /// Remove the payload files no unfinished job uses (`in_use` names those that are) and no
     /// one stored or asked for within [`UNUSED_PAYLOAD_GRACE`].
     CollectPayloads { in_use: HashSet<PayloadHash> },
@@ -87,6 +90,8 @@ pub(super) enum DiskDone {
     Stored { ticket: StoreTicket, stored: std::io::Result<Extent> },
     /// A payload to ship, or why it could not be read.
     Payload { node: NodeId, payload: PayloadHash, bytes: std::io::Result<Bytes> },
+    /// A combine's assignment to send to `node`, or why its inputs could not be read.
+    Combine { node: NodeId, attempt: AttemptId, assignment: std::io::Result<Assignment> },
 }
 
 /// A job's open spool files.
@@ -172,6 +177,13 @@ pub(super) fn disk_thread(
                     slot => spool.appender(ticket.job, SpoolFile::Results).and_then(|a| slot.insert(a).append(&output)),
                 };
                 done.send(DiskDone::Stored { ticket, stored })
+            }
+            DiskRequest::ReadCombine { node, job, chunk, attempt, inputs: (left, right) } => {
+                let assignment = spool.reader(job, SpoolFile::Results).and_then(|results| {
+                    let input = wire::abi::combine_input(&results.read(left)?, &results.read(right)?);
+                    Ok(Assignment { job, chunk, attempt, input: input.into(), combine: true })
+                });
+                done.send(DiskDone::Combine { node, attempt, assignment })
             }
             DiskRequest::InputEnded { job, sync } => {
                 files.entry(job).or_default().input_sync = Some(sync);

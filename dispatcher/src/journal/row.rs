@@ -6,6 +6,9 @@
 //! when it was still a wire type, so journals written before the row had its own type read as
 //! version 1. Version 2 adds the job's owner around a version 1 row; a journal of version 1 is
 //! rewritten as version 2 when it is opened, its jobs owned by nobody (only operators see them).
+//! Version 3 keeps version 2's layout and adds the `Reduce` results mode (a reduce job's
+//! combines' results are ordinary result rows, keyed by chunk indices beyond its input chunks);
+//! older journals are rewritten as version 3 when opened, unchanged but for the version.
 //!
 //! A job without a `placement_timeout` (it waits for a node as long as it takes) stores
 //! [`NO_PLACEMENT_TIMEOUT`] there, so the layout did not change; rows from before that existed
@@ -20,7 +23,7 @@ use wire::proto::{
 use super::{JobRecord, NodeHold};
 
 /// The row version this dispatcher writes.
-pub(super) const CURRENT_VERSION: u64 = 2;
+pub(super) const CURRENT_VERSION: u64 = 3;
 
 /// `placement_timeout_ms` of a job that waits for a node as long as it takes.
 pub(super) const NO_PLACEMENT_TIMEOUT: u64 = u64::MAX;
@@ -36,7 +39,8 @@ pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
 pub(super) fn decode(version: u64, bytes: &[u8]) -> Result<JobRecord, String> {
     match version {
         1 => rmp_serde::from_slice::<JobRowV1>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
-        2 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
+        // Version 3 has version 2's layout; only `results` may now say `Reduce`.
+        2 | 3 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
         other => Err(format!("row version {other} is newer than this dispatcher understands ({CURRENT_VERSION})")),
     }
 }
@@ -116,6 +120,9 @@ enum KindV1 {
 enum ResultsV1 {
     Concat,
     Files,
+    /// Version 3 on: `results = "reduce"`. A dispatcher that knows only version 2 refuses the
+    /// journal (its version) instead of misreading a reduce job.
+    Reduce,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -182,6 +189,7 @@ impl From<&JobRecord> for JobRowV1 {
                 results: match s.results {
                     ResultMode::Concat => ResultsV1::Concat,
                     ResultMode::Files => ResultsV1::Files,
+                    ResultMode::Reduce => ResultsV1::Reduce,
                 },
                 shared_input: s.shared_input,
             },
@@ -222,6 +230,7 @@ impl From<JobRowV1> for JobRecord {
                 results: match s.results {
                     ResultsV1::Concat => ResultMode::Concat,
                     ResultsV1::Files => ResultMode::Files,
+                    ResultsV1::Reduce => ResultMode::Reduce,
                 },
                 shared_input: s.shared_input,
             },

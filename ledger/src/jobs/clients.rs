@@ -58,12 +58,12 @@ impl Ledger {
         let progress = entry.progress(scheduled);
         let state = entry.record.state.clone();
         let effects = &mut self.effects;
-        let results = &entry.results;
-        entry.attachers.retain_mut(|attacher| {
+        let mut attachers = std::mem::take(&mut entry.attachers);
+        attachers.retain_mut(|attacher| {
             let tell = |command| Effect::Attachment { attach: attacher.attach, command };
             if !matches!(state, JobState::Failed(_) | JobState::Cancelled) {
-                while let Some(Some(extent)) = results.get(attacher.next as usize) {
-                    effects.push_back(tell(AttachCommand::Output(*extent)));
+                while let Some(extent) = entry.output_at(attacher.next) {
+                    effects.push_back(tell(AttachCommand::Output(extent)));
                     attacher.next += 1;
                 }
             }
@@ -81,6 +81,7 @@ impl Ledger {
             effects.push_back(tell(AttachCommand::Event(verdict)));
             false
         });
+        entry.attachers = attachers;
     }
 
     /// Sends a running job's progress, if it changed, to its attached clients, or while it has

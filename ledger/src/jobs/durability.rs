@@ -25,13 +25,18 @@ impl Ledger {
         }
         match stored {
             Ok(extent) => {
+                let input_chunk = (chunk as usize) < entry.inputs.len();
                 if let Some(slot) = entry.results.get_mut(chunk as usize) {
                     *slot = Some(extent);
-                    entry.done += 1;
-                    entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
-                    let tenant = entry.record.owner.clone();
-                    let completed = Observation::ChunkCompleted { tenant, run: Duration::from_nanos(run_nanos), bytes: extent.len };
-                    self.observations.push(completed);
+                    // A reduce job's combines are not chunks of its progress, of the run time
+                    // that sizes `auto` chunks, or of the chunks its metrics count.
+                    entry.done += u64::from(input_chunk);
+                    if input_chunk {
+                        entry.run_nanos = entry.run_nanos.saturating_add(run_nanos);
+                        let tenant = entry.record.owner.clone();
+                        let completed = Observation::ChunkCompleted { tenant, run: Duration::from_nanos(run_nanos), bytes: extent.len };
+                        self.observations.push(completed);
+                    }
                 }
                 let succeeded = entry.succeeded && entry.unstored == 0;
                 let awaits_input = entry.awaits_input();
@@ -65,6 +70,7 @@ impl Ledger {
     /// The last [`Effect::Commit`] is durable: its promises are kept.
     pub fn handle_committed(&mut self) {
         self.policy.handle_committed();
+        self.partials_committed(true);
         for (job, stored) in std::mem::take(&mut self.in_flight_inputs) {
             if let Some(entry) = self.jobs.get_mut(&job) {
                 entry.stored = entry.stored.max(stored);
@@ -80,6 +86,7 @@ impl Ledger {
     /// files of jobs it forgot stay, for a restarted dispatcher to restore (and expire).
     pub fn handle_commit_failed(&mut self, now: Time, error: &dyn Display) {
         self.policy.handle_committed();
+        self.partials_committed(false);
         self.in_flight_inputs.clear();
         let Some((promises, jobs)) = self.in_flight.take() else { return };
         warn!(target: LOG_TARGET, %error, "journal commit failed; failing the jobs it concerned");
@@ -149,6 +156,15 @@ impl Ledger {
             match action {
                 Action::StartJob { node, job } => self.start_job(node, job),
                 Action::Assign { node, job, chunk, attempt, speculative } => {
+                    if let Some(inputs) = self.combine_inputs(job, chunk) {
+                        if speculative {
+                            info!(target: LOG_TARGET, %job, chunk, combine = true, node = %self.node_name(node), "speculative copy of a straggling chunk");
+                        } else {
+                            debug!(target: LOG_TARGET, %job, chunk, %attempt, node = %self.node_name(node), "combine assigned");
+                        }
+                        self.send_node(node, NodeCommand::Combine { job, chunk, attempt, inputs });
+                        continue;
+                    }
                     let Some(input) = self.jobs.get(&job).and_then(|e| e.inputs.get(chunk as usize)).copied() else {
                         self.handle_input_unreadable(now, job, chunk, &"unknown chunk");
                         continue;
@@ -187,6 +203,7 @@ impl Ledger {
                     }
                 }
                 Action::JobFailed { job, failure, stats } => {
+                    let failure = self.reword_failure(job, failure);
                     warn!(target: LOG_TARGET, %job, retries = stats.retries, "job failed: {failure}");
                     if let Some(entry) = self.jobs.get_mut(&job) {
                         entry.retries = stats.retries;
@@ -222,7 +239,9 @@ impl Ledger {
             self.notify(job);
         }
         let pending = !self.batch.is_empty() || !self.promises.is_empty();
-        if self.policy.poll_commit(now.at, pending, self.promises.awaited()) {
+        // A reduce job's combines wait for their inputs to be durable: they are awaited too.
+        let awaited = self.promises.awaited() || self.partials_waiting();
+        if self.policy.poll_commit(now.at, pending, awaited) {
             self.send_batch();
         }
     }
@@ -298,6 +317,7 @@ impl Ledger {
             memory_limit: sub.memory_limit,
             chunk_timeout_ms: sub.chunk_timeout_ms,
             shared_input: sub.shared_input,
+            reduce: sub.results == wire::proto::ResultMode::Reduce,
         };
         let payload = sub.payload;
         let ship = node_entry.payloads.insert(payload);
@@ -313,6 +333,7 @@ impl Ledger {
     /// Hands the gathered batch to the journal, holding its promises until it is durable.
     fn send_batch(&mut self) {
         let batch = std::mem::take(&mut self.batch);
+        self.partials_sent(&batch);
         let jobs = batch.touched_jobs();
         let mut sync_results: Vec<JobId> = self.dirty_results.drain().collect();
         sync_results.sort_unstable();

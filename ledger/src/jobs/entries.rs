@@ -1,11 +1,11 @@
 //! What the ledger keeps per node and per job.
 
 use std::collections::{HashMap, HashSet};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
-use wire::proto::{ChunkIndex, JobProgress, NodeInfo, PayloadHash};
+use wire::proto::{ChunkIndex, JobProgress, JobSubmission, NodeInfo, PayloadHash, PayloadKind};
 
-use crate::scheduler::Progress;
+use crate::scheduler::{JobRequirements, Progress};
 
 use super::{AttachId, ClientId};
 use crate::record::{Extent, JobRecord};
@@ -90,6 +90,12 @@ pub(super) struct JobEntry {
     pub(super) last_blocked: Option<String>,
     /// Its output was fetched: input and results are gone, record and logs stay until it expires.
     pub(super) released: bool,
+    /// A reduce job's combine tree, once its input is complete (see `super::reduce`); its
+    /// combines' results follow the chunks' in `results`.
+    pub(super) tree: Option<super::reduce::Tree>,
+    /// A reduce job's chunks and combines whose result is journaled: a combine runs once both
+    /// its inputs are (see `super::reduce`).
+    pub(super) durable: HashSet<ChunkIndex>,
 }
 
 impl JobEntry {
@@ -115,6 +121,8 @@ impl JobEntry {
             last_progress: None,
             last_blocked: None,
             released: false,
+            tree: None,
+            durable: HashSet::new(),
             queued_at: HashMap::new(),
         }
     }
@@ -136,5 +144,20 @@ impl JobEntry {
             attempts: self.attempts_base + scheduled.map_or(self.attempts, |p| p.attempts),
             stored: self.stored,
         }
+    }
+}
+
+/// What the scheduler needs of a job of `owner`.
+pub(super) fn requirements(owner: &str, submission: &JobSubmission) -> JobRequirements {
+    JobRequirements {
+        memory_limit: submission.memory_limit,
+        max_attempts: submission.max_attempts,
+        priority: submission.priority,
+        placement_timeout: submission.placement_timeout_ms.map(Duration::from_millis),
+        platform: match &submission.kind {
+            PayloadKind::Wasm => None,
+            PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
+        },
+        tenant: owner.to_owned(),
     }
 }

@@ -29,24 +29,25 @@ use wire::proto::{
 
 use crate::promises::{CommitPolicy, Promises};
 use crate::record::{Batch, Extent, JobRecord};
-use crate::scheduler::{JobRequirements, NodeHold, NodeId, NodeResources, Scheduler, SchedulerConfig};
+use crate::scheduler::{NodeHold, NodeId, NodeResources, Scheduler, SchedulerConfig};
 
 mod clients;
 mod durability;
 mod entries;
 mod observations;
 mod observe;
+mod reduce;
 mod refusal;
 mod restore;
 mod tenants;
 #[cfg(test)]
 mod tests;
 
-use entries::{JobEntry, NodeEntry};
+use entries::{requirements, JobEntry, NodeEntry};
 pub use observations::{FailedAttempt, JobView, Observation};
 pub use observe::{LogQuery, LogRecord};
 pub use refusal::Refusal;
-pub use restore::{ReadError, Recovered, RestoredJob};
+pub use restore::{ReadError, Recovered, RestoredJob, Resumed};
 pub use tenants::{Caller, Exceeded, Quota, Quotas};
 
 /// Promises held for a batch: acknowledgements, `InputStored`, answers and spool removals.
@@ -64,16 +65,6 @@ enum Question {
     Nodes(Vec<NodeStatus>),
     /// A resumed upload, with where it resumes.
     Resume(Result<Resumed, Refusal>),
-}
-
-/// Where a resumed upload goes on ([`Ledger::handle_resume_input`]).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Resumed {
-    /// Chunks whose input is durable; the upload goes on with this chunk index.
-    pub stored: u64,
-    /// Whether no more input is wanted (all of it is stored, or the job ended): the client
-    /// sends nothing and follows the job.
-    pub complete: bool,
 }
 
 /// The ledger logs as part of the dispatcher, so operators' `dispatcher=...` filters and
@@ -179,6 +170,18 @@ pub enum NodeCommand {
         /// Where the chunk's input is spooled.
         input: Extent,
     },
+    /// Send a reduce job's combine task on its work stream, its input the two results at these
+    /// extents of the job's results spool (packed by `wire::abi::combine_input`).
+    Combine {
+        /// The job.
+        job: JobId,
+        /// The combine's chunk index (beyond the job's input chunks).
+        chunk: ChunkIndex,
+        /// The attempt.
+        attempt: AttemptId,
+        /// Where its left and right inputs are spooled.
+        inputs: (Extent, Extent),
+    },
     /// Ship it the payload's bytes.
     Payload(PayloadHash),
     /// Close its connection.
@@ -283,6 +286,8 @@ pub struct Ledger {
     /// name, until they register again or are dropped as silent.
     away: HashMap<NodeId, String>,
     ticks: u32,
+    /// Reduce jobs' results on their way to the journal, and those just made durable.
+    partials: reduce::Partials,
 }
 
 impl Ledger {
@@ -313,6 +318,7 @@ impl Ledger {
             seen_nodes: HashSet::new(),
             away: HashMap::new(),
             ticks: 0,
+            partials: reduce::Partials::default(),
         };
         // Attempt ids of earlier lifetimes may still arrive from nodes resending reports.
         ledger.scheduler.set_attempt_base(recovered.incarnation << 40);
@@ -389,6 +395,7 @@ impl Ledger {
     /// Ends a turn: carries out the scheduler's decisions, tells clients what changed, and
     /// starts a commit when the policy says so.
     pub fn end_turn(&mut self, now: Time) {
+        self.release_combines(now);
         self.apply_actions(now);
         self.commit(now);
     }
@@ -614,6 +621,7 @@ impl Ledger {
             self.input_syncs.push(job);
             self.promises.stored.push(job);
             self.touched.insert(job);
+            self.reduce_input_end(now, job);
             self.scheduler.handle_input_complete(now.at, job);
         }
     }
@@ -779,20 +787,5 @@ impl Ledger {
 
     fn node_name(&self, node: NodeId) -> String {
         self.nodes.get(&node).map_or_else(|| format!("#{}", node.0), |n| n.info.name.clone())
-    }
-}
-
-/// What the scheduler needs of a job of `owner`.
-fn requirements(owner: &str, submission: &JobSubmission) -> JobRequirements {
-    JobRequirements {
-        memory_limit: submission.memory_limit,
-        max_attempts: submission.max_attempts,
-        priority: submission.priority,
-        placement_timeout: submission.placement_timeout_ms.map(Duration::from_millis),
-        platform: match &submission.kind {
-            PayloadKind::Wasm => None,
-            PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
-        },
-        tenant: owner.to_owned(),
     }
 }

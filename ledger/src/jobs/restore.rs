@@ -10,6 +10,16 @@ use super::entries::JobEntry;
 use super::{requirements, Ledger, Time, LOG_TARGET};
 use crate::record::{Extent, JobRecord};
 
+/// Where a resumed upload goes on ([`Ledger::handle_resume_input`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Resumed {
+    /// Chunks whose input is durable; the upload goes on with this chunk index.
+    pub stored: u64,
+    /// Whether no more input is wanted (all of it is stored, or the job ended): the client
+    /// sends nothing and follows the job.
+    pub complete: bool,
+}
+
 /// A failure to read what the journal holds of a job.
 pub type ReadError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -65,6 +75,9 @@ impl Ledger {
                         entry.released = results.is_empty() && entry.record.chunks > 0;
                         if !entry.released {
                             entry.results = vec![None; entry.record.chunks as usize];
+                            if entry.reduces() {
+                                entry.plant_tree();
+                            }
                             fill(&mut entry.results, results);
                         }
                         entry.done = entry.record.chunks;
@@ -87,17 +100,30 @@ impl Ledger {
         };
         entry.inputs = inputs;
         entry.results = vec![None; entry.inputs.len()];
-        entry.done = fill(&mut entry.results, results);
         entry.record.chunks = entry.inputs.len() as u64;
+        let complete = entry.record.input_complete;
+        if complete && entry.reduces() {
+            // Its combines' results (partials) follow the chunks' (see `super::reduce`).
+            entry.plant_tree();
+        }
+        fill(&mut entry.results, results);
+        entry.done = entry.results.iter().take(entry.inputs.len()).flatten().count() as u64;
+        // Everything restored is journaled: durable, for a reduce job's combines.
+        entry.durable = (0..).zip(&entry.results).filter(|(_, r)| r.is_some()).map(|(c, _)| c).collect();
         entry.stored = entry.record.chunks;
         // The attempts of earlier lifetimes are not journaled: each chunk done counts as one.
         entry.attempts_base = entry.done;
         let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
         let requirements = requirements(&entry.record.owner, &entry.record.submission);
-        let complete = entry.record.input_complete;
         // An incomplete input waits for its submitter to resume the upload.
         info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, input_complete = complete, "resuming job");
-        if complete {
+        if entry.tree.is_some() {
+            // Combines whose inputs are not both stored wait for them; the rest run (or are
+            // claimed by the node still running them: a chunk index means the same combine in
+            // every lifetime).
+            let held = entry.unready_combines();
+            self.scheduler.handle_job_restored_held(now.at, job, requirements, &done, &held);
+        } else if complete {
             self.scheduler.handle_job_restored(now.at, job, requirements, &done);
         } else {
             self.scheduler.handle_job_restored_incomplete(now.at, job, requirements, &done);

@@ -108,7 +108,7 @@ impl Scheduler {
             assert!(j.next_fresh <= j.total);
             let placed = j.in_flight - j.pairs;
             assert!(
-                j.done + placed + j.requeued.len() as u64 + (j.total - j.next_fresh) == j.total,
+                j.done + placed + j.requeued.len() as u64 + j.held.len() as u64 + (j.total - j.next_fresh) == j.total,
                 "job {id}: chunks lost or duplicated"
             );
             let rejected = self.nodes.values().filter(|n| n.rejected(*id)).count();

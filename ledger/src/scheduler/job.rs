@@ -48,6 +48,11 @@ pub(super) struct Job {
     /// for a reconnecting node to claim the attempt it still holds; requeued when it ends. Not
     /// pending: nothing places them meanwhile.
     pub(super) unclaimed: BTreeSet<ChunkIndex>,
+    /// Chunks known but not ready to run (a reduce job's combines whose two inputs are not
+    /// stored yet): not pending, nothing places them until [`Scheduler::handle_chunk_released`].
+    ///
+    /// [`Scheduler::handle_chunk_released`]: super::Scheduler::handle_chunk_released
+    pub(super) held: BTreeSet<ChunkIndex>,
     /// Live attempts, speculative copies included.
     pub(super) in_flight: u64,
     /// Live original-and-copy pairs: `in_flight - pairs` chunks are in flight.
@@ -101,6 +106,7 @@ impl Job {
             done: 0,
             requeued: VecDeque::new(),
             unclaimed: BTreeSet::new(),
+            held: BTreeSet::new(),
             in_flight: 0,
             pairs: 0,
             retries: 0,

@@ -116,6 +116,7 @@ pub use tenant::{SlotShare, TenantShare, TenantShares};
 
 mod config;
 mod eligibility;
+mod held;
 #[cfg(test)]
 mod invariants;
 mod job;
@@ -421,7 +422,7 @@ impl Scheduler {
         req: JobRequirements,
         done: &[bool],
     ) {
-        if self.restore_job(now, job, req, done) {
+        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
             self.handle_input_complete(now, job);
         }
     }
@@ -430,13 +431,21 @@ impl Scheduler {
     /// chunks known so far run, and more follow with [`Scheduler::handle_chunks_added`] once its
     /// submitter resumes the upload.
     pub fn handle_job_restored_incomplete(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) {
-        if self.restore_job(now, job, req, done) {
+        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
             self.settle(now);
         }
     }
 
-    /// Registers a restored job with `done` chunks; returns false for a known `job`.
-    fn restore_job(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) -> bool {
+    /// Registers a restored job with `done` chunks, `held` ones among the rest not ready;
+    /// returns false for a known `job`.
+    fn restore_job(
+        &mut self,
+        now: Instant,
+        job: JobId,
+        req: JobRequirements,
+        done: &[bool],
+        held: &BTreeSet<ChunkIndex>,
+    ) -> bool {
         if self.jobs.contains_key(&job) {
             return false;
         }
@@ -444,7 +453,8 @@ impl Scheduler {
         let Some(j) = self.jobs.get_mut(&job) else { return false };
         j.total = done.len() as u64;
         j.next_fresh = j.total;
-        let missing = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c);
+        j.held = done.iter().zip(0..).filter(|(done, c)| !**done && held.contains(c)).map(|(_, c)| c).collect();
+        let missing = done.iter().zip(0..).filter(|(done, c)| !**done && !held.contains(c)).map(|(_, c)| c);
         if !self.grace_started && !self.config.reattach_grace.is_zero() {
             self.grace_started = true;
             let until = now + self.config.reattach_grace;
@@ -453,10 +463,10 @@ impl Scheduler {
         }
         if self.grace_until.is_some() {
             j.unclaimed = missing.collect();
-            j.done = j.total - j.unclaimed.len() as u64;
+            j.done = j.total - j.unclaimed.len() as u64 - j.held.len() as u64;
         } else {
             j.requeued = missing.collect();
-            j.done = j.total - j.requeued.len() as u64;
+            j.done = j.total - j.requeued.len() as u64 - j.held.len() as u64;
         }
         self.sync_pending(job);
         self.fill_job(now, job);

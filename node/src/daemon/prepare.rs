@@ -79,6 +79,12 @@ pub(super) async fn prepare(session: &Session, pending: &PendingContext) -> Resu
             Err(e) => return Err(e.to_string()),
         }
     };
+    if spec.reduce && !payload.has_combine() {
+        return Err(format!(
+            "the job reduces its results (--results reduce) but its payload does not export `{}`",
+            wire::abi::EXPORT_COMBINE
+        ));
+    }
     Ok(Arc::new(JobContext {
         job: spec.job,
         _lease: pending.lease.clone(),

@@ -191,21 +191,31 @@ fn toolchain(target: Target) -> bool {
 /// Builds the Rust SDK's example payload (`sdk/examples/checksum.rs`, a cdylib) and returns the
 /// `.so`. Cargo runs in its own target directory, since the one running these tests is locked.
 pub(crate) fn build_sdk_example() -> PathBuf {
+    sdk_examples().join("libchecksum.so")
+}
+
+/// Builds the Rust SDK's reducing example (`sdk/examples/wordcount.rs`) and returns the `.so`.
+pub(crate) fn build_sdk_reduce_example() -> PathBuf {
+    sdk_examples().join("libwordcount.so")
+}
+
+/// Builds every SDK example once per run; returns the directory of the `.so` files.
+fn sdk_examples() -> PathBuf {
     static BUILT: OnceLock<Result<PathBuf, String>> = OnceLock::new();
     let built = BUILT.get_or_init(|| {
         let target_dir = out_dir().join("sdk-target");
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let output = Command::new(cargo)
-            .args(["build", "--offline", "--quiet", "--example", "checksum", "--manifest-path"])
+            .args(["build", "--offline", "--quiet", "--example", "checksum", "--example", "wordcount", "--manifest-path"])
             .arg(root().join("sdk/Cargo.toml"))
             .arg("--target-dir")
             .arg(&target_dir)
             .output()
             .map_err(|e| format!("running cargo: {e}"))?;
         if !output.status.success() {
-            return Err(format!("cargo build of the SDK example failed: {}", String::from_utf8_lossy(&output.stderr)));
+            return Err(format!("cargo build of the SDK examples failed: {}", String::from_utf8_lossy(&output.stderr)));
         }
-        Ok(target_dir.join("debug/examples/libchecksum.so"))
+        Ok(target_dir.join("debug/examples"))
     });
     match built {
         Ok(path) => path.clone(),

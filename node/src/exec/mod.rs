@@ -184,6 +184,16 @@ impl std::fmt::Debug for Payload {
     }
 }
 
+impl Payload {
+    /// Whether the payload exports `dispy_combine`, which `--results reduce` needs.
+    pub fn has_combine(&self) -> bool {
+        match self {
+            Payload::Wasm(p) => p.has_combine(),
+            Payload::Native(p) => p.has_combine(),
+        }
+    }
+}
+
 /// Runs payloads of every kind; one per node process.
 #[derive(Clone)]
 pub struct Executor {
@@ -259,6 +269,32 @@ impl Executor {
         Ok(output)
     }
 
+    /// Runs every input through one worker of `payload`, then folds the outputs left to right
+    /// with `dispy_combine`: the serial reference of `--results reduce` (dispy combines tree-wise,
+    /// which an associative combine makes equal). No input gives an empty result.
+    ///
+    /// # Errors
+    /// As for [`Executor::run_serial`]; a failed combine is [`ExecError::Chunk`] with the index
+    /// of the right-hand chunk.
+    pub fn reduce_serial(
+        &self,
+        payload: &Payload,
+        args: &[u8],
+        inputs: impl IntoIterator<Item = Vec<u8>>,
+    ) -> Result<Vec<u8>, ExecError> {
+        let limits = Limits { memory: 1 << 32, chunk_timeout: Duration::from_secs(24 * 60 * 60) };
+        let mut worker = self.worker(payload, args, limits, CancelFlag::default()).map_err(ExecError::Worker)?;
+        let mut acc: Option<Vec<u8>> = None;
+        for (index, input) in (0u64..).zip(inputs) {
+            let result = worker.run(&input).map_err(|failure| ExecError::Chunk { index, failure })?;
+            acc = Some(match acc {
+                None => result,
+                Some(left) => worker.combine(&left, &result).map_err(|failure| ExecError::Chunk { index, failure })?,
+            });
+        }
+        Ok(acc.unwrap_or_default())
+    }
+
     /// Makes a worker for one slot of one job; runs the payload's setup.
     ///
     /// # Errors
@@ -289,6 +325,18 @@ impl Worker {
         match self {
             Worker::Wasm(w) => w.run(input),
             Worker::Native(w) => w.run(input),
+        }
+    }
+
+    /// Combines two adjacent results (`a` of the chunks before `b`'s) with the payload's
+    /// `dispy_combine`. After an error the worker must be dropped.
+    ///
+    /// # Errors
+    /// The combine's [`ChunkFailure`], as for [`Worker::run`].
+    pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        match self {
+            Worker::Wasm(w) => w.combine(a, b),
+            Worker::Native(w) => w.combine(a, b),
         }
     }
 
@@ -351,5 +399,7 @@ fn deadline_after(timeout: Duration) -> std::time::Instant {
 mod capture_tests;
 #[cfg(test)]
 mod fixtures;
+#[cfg(test)]
+mod reduce_tests;
 #[cfg(test)]
 mod tests;

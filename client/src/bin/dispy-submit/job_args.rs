@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::Args as ClapArgs;
 use client::job::JobDescription;
 use client::split::SplitRule;
-use wire::proto::PayloadKind;
+use wire::proto::{PayloadKind, ResultMode};
 
 #[derive(Debug, ClapArgs)]
 pub(crate) struct RunArgs {
@@ -33,7 +33,8 @@ pub(crate) struct RunArgs {
     /// Argument string passed to the payload.
     #[arg(long)]
     pub(crate) args: Option<String>,
-    /// concat (one file, chunk order) or files (one file per chunk).
+    /// concat (one file, chunk order), files (one file per chunk) or reduce (one result, every
+    /// chunk's combined with the payload's dispy_combine).
     #[arg(long)]
     pub(crate) results: Option<String>,
     /// Attempts per chunk before the job fails.
@@ -105,7 +106,7 @@ pub(crate) fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> any
     }
     if let Some(results) = &args.results {
         job.results = client::job::parse_result_mode(results)
-            .ok_or_else(|| anyhow::anyhow!("--results must be concat or files, not {results:?}"))?;
+            .ok_or_else(|| anyhow::anyhow!("--results must be concat, files or reduce, not {results:?}"))?;
     }
     if let Some(n) = args.max_attempts {
         job.max_attempts = n;
@@ -145,6 +146,15 @@ pub(crate) fn check_payload(job: &JobDescription, local: bool) -> anyhow::Result
         }
     }
     let executor = node::exec::Executor::new()?;
-    executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
+    let payload =
+        executor.load(&kind, &bytes, &job.payload).with_context(|| format!("payload {}", job.payload.display()))?;
+    if job.results == ResultMode::Reduce && !payload.has_combine() {
+        anyhow::bail!(
+            "payload {} does not export `{}`, which --results reduce needs to combine the chunks' results \
+             (see docs/payloads.md, \"Reduce\")",
+            job.payload.display(),
+            wire::abi::EXPORT_COMBINE
+        );
+    }
     Ok(())
 }

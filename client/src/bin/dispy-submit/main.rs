@@ -267,7 +267,10 @@ impl From<ClientError> for Failure {
     fn from(e: ClientError) -> Self {
         match e {
             ClientError::JobFailed { .. } => Failure::Job(e),
-            ClientError::Payload { .. } | ClientError::BadPayload { .. } | ClientError::Input(_) => Failure::Usage(e.into()),
+            ClientError::Payload { .. }
+            | ClientError::BadPayload { .. }
+            | ClientError::Input(_)
+            | ClientError::ReduceStream => Failure::Usage(e.into()),
             other => Failure::Other(other.into()),
         }
     }

@@ -105,6 +105,10 @@ async fn tell_readers(client: &mut Client, job: &JobDescription) -> Result<(), C
 /// results to standard output in chunk order as they come back.
 pub(crate) async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let usage = |message: &str| Failure::Usage(anyhow::anyhow!("stream: {message}"));
+    let reduce = "it hands back each chunk's result as it arrives and cannot reduce them (--results reduce); use run or submit";
+    if args.results.as_deref() == Some("reduce") {
+        return Err(usage(reduce));
+    }
     if !args.input.is_empty() || args.output.is_some() || args.results.is_some() {
         return Err(usage("it reads standard input and writes standard output; drop --input, --output and --results"));
     }
@@ -112,6 +116,9 @@ pub(crate) async fn stream(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
         return Err(usage("--shared-input needs files every node can read, not standard input"));
     }
     let job = job_with_io(args, Some(("/dev/stdin".into(), "/dev/stdout".into()))).map_err(Failure::Usage)?;
+    if job.results == wire::proto::ResultMode::Reduce {
+        return Err(usage(reduce));
+    }
     if !matches!(job.split, SplitRule::Bytes(_) | SplitRule::Lines(_)) {
         return Err(usage(&format!("split rule {} cannot cut a stream; use bytes:SIZE or lines:N", job.split)));
     }

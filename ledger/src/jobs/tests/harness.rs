@@ -113,11 +113,18 @@ impl Durable {
     }
 }
 
+/// What a fake node was assigned: a chunk's input, or a combine's two results as the
+/// dispatcher read them (`None` when it could not).
+enum Work {
+    Run(Extent),
+    Combine(Option<(Vec<u8>, Vec<u8>)>),
+}
+
 /// A fake node: runs what it is assigned, keeps its reports until acknowledged.
 struct FakeNode {
     name: String,
     id: NodeId,
-    queue: Vec<(AttemptId, JobId, ChunkIndex, Extent)>,
+    queue: Vec<(AttemptId, JobId, ChunkIndex, Work)>,
     unacked: HashMap<AttemptId, ChunkReport>,
 }
 
@@ -156,6 +163,15 @@ pub(super) struct World {
     pub(super) logs: HashMap<JobId, Vec<crate::jobs::LogRecord>>,
     /// Jobs whose owner released them.
     released: HashSet<JobId>,
+    /// Reduce jobs (see `super::reduce`), whose one output is every chunk's result combined.
+    reduce: HashSet<JobId>,
+    /// Every combine fails with a trap (a payload whose `dispy_combine` is broken).
+    pub(super) combine_traps: bool,
+    /// Combines run to success, by `(job, chunk)`.
+    pub(super) combines_run: HashMap<(JobId, ChunkIndex), u32>,
+    /// Combines assigned, by `(job, chunk)`: more than once for a retry, a speculative copy or
+    /// a rerun after a lost node.
+    pub(super) combines_assigned: HashMap<(JobId, ChunkIndex), u32>,
 }
 
 pub(super) const SLOTS: u32 = 2;
@@ -188,6 +204,10 @@ impl World {
             resumed: HashMap::new(),
             logs: HashMap::new(),
             released: HashSet::new(),
+            reduce: HashSet::new(),
+            combine_traps: false,
+            combines_run: HashMap::new(),
+            combines_assigned: HashMap::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -205,10 +225,25 @@ impl World {
 
     /// A client submits a job of `chunks` chunks, sends its whole input and, if `follow`, follows it.
     pub(super) fn submit(&mut self, chunks: usize, follow: bool) {
+        self.submit_as(chunks, follow, false);
+    }
+
+    /// As [`World::submit`], of a reduce job if `reduce`; returns the job.
+    pub(super) fn submit_as(&mut self, chunks: usize, follow: bool, reduce: bool) -> JobId {
         let client = ClientId(self.fresh());
-        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission()) else {
+        let mut submission = submission();
+        if reduce {
+            submission.results = ResultMode::Reduce;
+        }
+        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission) else {
             panic!("a wasm job is always accepted");
         };
+        // A job id whose submission was not durable at a restart is handed out again.
+        if reduce {
+            self.reduce.insert(job);
+        } else {
+            self.reduce.remove(&job);
+        }
         let inputs: Vec<Vec<u8>> = (0..chunks).map(|c| vec![job.0 as u8, c as u8, 7, 9]).collect();
         let files = self.spool.entry(job).or_default();
         let mut extents = Vec::new();
@@ -225,6 +260,7 @@ impl World {
             self.follow(job, client);
         }
         self.turn();
+        job
     }
 
     /// A client submits a job whose input is `inputs`, and follows it; the input is sent with
@@ -335,14 +371,29 @@ impl World {
     pub(super) fn run_one(&mut self, rng: &mut Rng) {
         let busy: Vec<usize> = (0..self.nodes.len()).filter(|n| !self.nodes[*n].queue.is_empty()).collect();
         let Some(&n) = busy.get(rng.below(busy.len() as u64) as usize) else { return };
-        let (attempt, job, _chunk, extent) = self.nodes[n].queue.remove(0);
-        let input = self.spool.get(&job).and_then(|f| f.input.get(extent.offset as usize..(extent.offset + extent.len) as usize));
+        let (attempt, job, _chunk, work) = self.nodes[n].queue.remove(0);
+        let input = match &work {
+            Work::Run(extent) => self
+                .spool
+                .get(&job)
+                .and_then(|f| f.input.get(extent.offset as usize..(extent.offset + extent.len) as usize))
+                .map(<[u8]>::to_vec),
+            // The order-sensitive combine of these histories: concatenation, left then right.
+            Work::Combine(inputs) => inputs.as_ref().map(|(a, b)| [a.as_slice(), b.as_slice()].concat()),
+        };
+        let combine = matches!(work, Work::Combine(_));
         let outcome = match input {
             // The dispatcher cannot read the input back (a failed job's files are deleted before
             // its end is durable, and a restart may resume it): the node hears of it as a failure.
             None => Err(ChunkFailure { kind: FailureKind::Node, message: "cannot read the chunk's input".into() }),
-            Some(_) if rng.chance(10) => Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() }),
-            Some(input) => Ok(Bytes::from(run(input))),
+            Some(_) if rng.chance(10) || (combine && self.combine_traps) => {
+                Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() })
+            }
+            Some(combined) if combine => {
+                *self.combines_run.entry((job, _chunk)).or_default() += 1;
+                Ok(Bytes::from(combined))
+            }
+            Some(input) => Ok(Bytes::from(run(&input))),
         };
         let log = Bytes::from(format!("attempt {attempt} of chunk {_chunk}\n"));
         let report = ChunkReport { attempt, outcome, run_nanos: 1_000, log };
@@ -429,7 +480,7 @@ impl World {
             node_info.claims = self.nodes[n]
                 .queue
                 .iter()
-                .map(|&(attempt, job, chunk, _)| wire::proto::Claim { job, chunk, attempt })
+                .map(|(attempt, job, chunk, _)| wire::proto::Claim { job: *job, chunk: *chunk, attempt: *attempt })
                 .collect();
             let id = self.ledger.handle_node_registered(self.now, node_info, "10.0.0.1:1".into());
             self.nodes[n].id = id;
@@ -581,7 +632,22 @@ impl World {
                     !self.stored_at_restart.contains(&(job, chunk)),
                     "chunk {chunk} of job {job} rerun although its result was stored before the restart"
                 );
-                node.queue.push((attempt, job, chunk, input));
+                node.queue.push((attempt, job, chunk, Work::Run(input)));
+            }
+            NodeCommand::Combine { job, chunk, attempt, inputs: (left, right) } => {
+                assert!(self.reduce.contains(&job), "a combine of job {job}, which does not reduce");
+                assert!(
+                    !self.stored_at_restart.contains(&(job, chunk)),
+                    "combine {chunk} of job {job} rerun although its result was stored before the restart"
+                );
+                // Its inputs are durable, so a restart never loses what a running combine uses.
+                let journaled = |e: Extent| self.durable.results.range((job, 0)..=(job, u64::MAX)).any(|(_, d)| *d == e);
+                assert!(journaled(left) && journaled(right), "combine {chunk} of job {job} assigned before its inputs were durable");
+                let files = self.spool.get(&job);
+                let read = |e: Extent| files?.results.get(e.offset as usize..(e.offset + e.len) as usize).map(<[u8]>::to_vec);
+                let inputs = read(left).zip(read(right));
+                *self.combines_assigned.entry((job, chunk)).or_default() += 1;
+                node.queue.push((attempt, job, chunk, Work::Combine(inputs)));
             }
             NodeCommand::Send(DispatcherToNode::Ack { attempts }) => {
                 for attempt in attempts {
@@ -605,19 +671,27 @@ impl World {
         let follower = self.followers.get_mut(&attach).expect("a command for a known attachment");
         assert!(!follower.done, "attachment {attach:?} told something after its verdict");
         let inputs = &self.submitted[&follower.job];
+        // A reduce job's output is one result: every chunk's, concatenated in order, once each.
+        let reduce = self.reduce.contains(&follower.job);
+        let outputs = if reduce { inputs.len().min(1) } else { inputs.len() };
         match command {
             AttachCommand::Output(extent) => {
                 let files = &self.spool[&follower.job];
                 let bytes = &files.results[extent.offset as usize..(extent.offset + extent.len) as usize];
-                let expected = run(&inputs[follower.next as usize]);
+                let expected = if reduce {
+                    assert_eq!(follower.next, 0, "a reduce job sent more than one result");
+                    inputs.iter().flat_map(|input| run(input)).collect()
+                } else {
+                    run(&inputs[follower.next as usize])
+                };
                 assert_eq!(bytes, expected.as_slice(), "chunk {} of job {} out of order or wrong", follower.next, follower.job);
                 follower.next += 1;
             }
             AttachCommand::OutputEnd => {
-                assert_eq!(follower.next as usize, inputs.len(), "output ended before every result was sent");
+                assert_eq!(follower.next as usize, outputs, "output ended before every result was sent");
             }
             AttachCommand::Event(ClientEvent::JobSucceeded { .. }) => {
-                assert_eq!(follower.next as usize, inputs.len(), "success before every result was sent");
+                assert_eq!(follower.next as usize, outputs, "success before every result was sent");
                 follower.done = true;
                 self.verdicts += 1;
             }

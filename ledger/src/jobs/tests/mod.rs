@@ -1,7 +1,8 @@
 //! The job ledger's promises in virtual time, over random histories: nothing is promised before
 //! it is durable; every accepted result reaches every attached client once and in chunk order; a
 //! failed commit fails the jobs it carried; a restart from any journal state resumes without
-//! rerunning stored chunks. The [`harness`] checks each promise as the ledger keeps it.
+//! rerunning stored chunks; a reduce job's one result combines every chunk's, once each and in
+//! order, and nothing stored (chunk or combine) is done again after a restart. The [`harness`] checks each promise as the ledger keeps it.
 
 use std::time::Duration;
 
@@ -13,6 +14,7 @@ mod holds;
 mod observations;
 mod observe;
 mod payloads;
+mod reduce;
 mod resume;
 mod tenants;
 
@@ -25,7 +27,7 @@ fn history(seed: u64, faults: bool) -> World {
     let mut rng = Rng::new(seed);
     let mut world = World::new(2 + rng.below(2) as usize);
     for _ in 0..1 + rng.below(3) {
-        world.submit(1 + rng.below(6) as usize, rng.chance(70));
+        world.submit_as(1 + rng.below(6) as usize, rng.chance(70), rng.chance(30));
     }
     for _ in 0..300 {
         match rng.below(100) {
@@ -36,7 +38,9 @@ fn history(seed: u64, faults: bool) -> World {
             }
             65..=79 => world.wait(Duration::from_millis(rng.below(60))),
             80..=87 => world.ask(rng.next()),
-            88..=91 => world.submit(1 + rng.below(4) as usize, rng.chance(50)),
+            88..=91 => {
+                world.submit_as(rng.below(5) as usize, rng.chance(50), rng.chance(30));
+            }
             92 if faults && world.restarts < 3 => world.restart(),
             93..=94 => world.release(rng.next()),
             _ => world.wait(Duration::from_millis(5)),

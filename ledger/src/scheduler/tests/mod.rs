@@ -11,6 +11,7 @@ use super::{NodeId, NodeResources, Scheduler, SchedulerConfig};
 
 mod eligibility;
 mod failures;
+mod held;
 mod liveness;
 mod placement;
 mod properties;

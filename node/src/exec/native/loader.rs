@@ -30,6 +30,8 @@ type RunFn = unsafe extern "C" fn(*const u8, usize, *const u8, usize, EmitFn, *m
 type EmitFn = unsafe extern "C" fn(*mut c_void, *const u8, usize);
 /// `uint32_t dispy_abi_version(void)`.
 type VersionFn = unsafe extern "C" fn() -> u32;
+/// `int32_t dispy_combine(a, a_len, b, b_len, emit, ctx)`.
+type CombineFn = unsafe extern "C" fn(*const u8, usize, *const u8, usize, EmitFn, *mut c_void) -> i32;
 /// `int32_t dispy_setup(args, args_len)`.
 type SetupFn = unsafe extern "C" fn(*const u8, usize) -> i32;
 
@@ -47,6 +49,7 @@ pub(super) struct Library {
     run: RunFn,
     version: VersionFn,
     setup: Option<SetupFn>,
+    combine: Option<CombineFn>,
     /// Keeps the code behind the function pointers above mapped.
     _library: RawLibrary,
 }
@@ -63,7 +66,7 @@ impl Library {
         // SAFETY: these are the types the dispy ABI v1 gives these symbols. A library that
         // exports them with other types breaks the ABI contract; the worst it can do is crash
         // this worker. The pointers stay valid while `_library` keeps the library loaded.
-        let (run, version, setup) = unsafe {
+        let (run, version, setup, combine) = unsafe {
             let run = library
                 .get::<RunFn>(b"dispy_run\0")
                 .map(|symbol| *symbol)
@@ -73,9 +76,10 @@ impl Library {
                 .map(|symbol| *symbol)
                 .map_err(|_| OpenError::MissingSymbol(abi::NATIVE_ABI_VERSION))?;
             let setup = library.get::<SetupFn>(b"dispy_setup\0").map(|symbol| *symbol).ok();
-            (run, version, setup)
+            let combine = library.get::<CombineFn>(b"dispy_combine\0").map(|symbol| *symbol).ok();
+            (run, version, setup, combine)
         };
-        Ok(Self { run, version, setup, _library: library })
+        Ok(Self { run, version, setup, combine, _library: library })
     }
 
     /// What `dispy_abi_version` returns.
@@ -87,6 +91,21 @@ impl Library {
     /// Whether the library exports `dispy_setup`.
     pub(super) fn has_setup(&self) -> bool {
         self.setup.is_some()
+    }
+
+    /// Whether the library exports `dispy_combine`.
+    pub(super) fn has_combine(&self) -> bool {
+        self.combine.is_some()
+    }
+
+    /// Calls `dispy_combine` on two results, collecting what it emits in [`OUTPUT`] as
+    /// [`Library::run`] does; `None` when the library does not export it.
+    pub(super) fn combine(&self, a: &[u8], b: &[u8]) -> Option<i32> {
+        let combine = self.combine?;
+        let ctx = ptr::from_ref(&OUTPUT).cast_mut().cast::<c_void>();
+        // SAFETY: as for `run`: a resolved ABI symbol called as the ABI defines, `a` and `b`
+        // valid for the call, and `emit` accepting any `ctx` at any time.
+        Some(unsafe { combine(a.as_ptr(), a.len(), b.as_ptr(), b.len(), emit, ctx) })
     }
 
     /// Calls `dispy_setup` if exported; returns its code (0 without one).

@@ -193,7 +193,11 @@ impl NativeEngine {
         let init = self.init(Mode::Check, (CHECK_MEMORY, cpu_seconds(CHECK_TIMEOUT), 0), &path, &[], None);
         let deadline = deadline_after(CHECK_TIMEOUT);
         match process.exchange(tag::INIT, &init.encode(), deadline, &CancelFlag::default()) {
-            Exchange::Reply(tag::READY, body) => Ok(NativePayload { path, has_setup: body == [1] }),
+            Exchange::Reply(tag::READY, body) => Ok(NativePayload {
+                path,
+                has_setup: body.first() == Some(&1),
+                has_combine: body.get(1) == Some(&1),
+            }),
             Exchange::Reply(reply, body) => Err(load_error(reply, &body)),
             Exchange::TimedOut => Err(ExecError::InvalidLibrary(format!(
                 "loading it and calling `dispy_abi_version` took longer than {CHECK_TIMEOUT:?}"
@@ -228,6 +232,8 @@ pub struct NativePayload {
     path: PathBuf,
     /// Whether it exports `dispy_setup`.
     has_setup: bool,
+    /// Whether it exports `dispy_combine`.
+    has_combine: bool,
 }
 
 impl NativePayload {
@@ -239,6 +245,11 @@ impl NativePayload {
     /// Whether the library exports `dispy_setup`.
     pub fn has_setup(&self) -> bool {
         self.has_setup
+    }
+
+    /// Whether the library exports `dispy_combine`.
+    pub fn has_combine(&self) -> bool {
+        self.has_combine
     }
 }
 
@@ -324,9 +335,33 @@ impl NativeWorker {
         result
     }
 
+    /// Combines two results with the library's `dispy_combine` in the worker process, with the
+    /// limits, failures and after-failure rules of [`NativeWorker::run`].
+    ///
+    /// # Errors
+    /// As for [`NativeWorker::run`].
+    pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        if self.broken {
+            return Err(reused());
+        }
+        if self.cancel.is_cancelled() {
+            return Err(cancelled());
+        }
+        let result = self.exchange_work(tag::COMBINE, &abi::combine_input(a, b));
+        if result.is_err() {
+            self.broken = true;
+            self.process.kill();
+        }
+        result
+    }
+
     fn run_chunk(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        self.exchange_work(tag::CHUNK, input)
+    }
+
+    fn exchange_work(&mut self, request: u8, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
         let deadline = deadline_after(self.limits.chunk_timeout);
-        match self.process.exchange(tag::CHUNK, input, deadline, &self.cancel) {
+        match self.process.exchange(request, input, deadline, &self.cancel) {
             Exchange::Reply(tag::OUTPUT, output) => Ok(output),
             Exchange::Reply(tag::CODE, body) => {
                 let code = i32_from_le(&body);

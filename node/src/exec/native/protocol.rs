@@ -26,7 +26,11 @@ pub(super) mod tag {
     pub(crate) const INIT: u8 = 0x01;
     /// Request: one chunk's input bytes.
     pub(crate) const CHUNK: u8 = 0x02;
-    /// Reply to `INIT`: loaded, checked (and set up, when serving); body: `has_setup` (one byte).
+    /// Request: two results to combine with `dispy_combine`, packed by
+    /// `wire::abi::combine_input`; answered like `CHUNK`.
+    pub(crate) const COMBINE: u8 = 0x03;
+    /// Reply to `INIT`: loaded, checked (and set up, when serving); body: `has_setup` and
+    /// `has_combine` (one byte each).
     pub(crate) const READY: u8 = 0x10;
     /// Reply to `CHUNK`: `dispy_run` returned 0; body: the output.
     pub(crate) const OUTPUT: u8 = 0x11;

@@ -4,7 +4,7 @@
 //! (see [`super::maybe_run_worker`]): it ties its life to the node, moves the protocol socket off
 //! stdin, reads its [`Init`], limits itself (address space, CPU time, no core dumps), opens the
 //! library and confines itself (`super::confine`: user, Landlock, `no_new_privs`) *before*
-//! loading it, loads and checks it, runs `dispy_setup` once, and then serves chunks
+//! loading it, loads and checks it, runs `dispy_setup` once, and then serves chunks (and combines)
 //! until the node hangs up. It never returns; the node kills it when done with it.
 
 use std::io::{self, Write};
@@ -81,7 +81,7 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
     if version != abi::ABI_VERSION {
         return write_frame(&mut conn, tag::ABI_VERSION, &version.to_le_bytes());
     }
-    let has_setup = [u8::from(library.has_setup())];
+    let has_setup = [u8::from(library.has_setup()), u8::from(library.has_combine())];
     if init.mode == Mode::Check {
         return write_frame(&mut conn, tag::READY, &has_setup);
     }
@@ -104,15 +104,27 @@ fn serve(parent: Option<u32>) -> io::Result<()> {
             }
             Err(e) => return Err(e),
         };
-        if request != tag::CHUNK {
-            let reason = format!("expected a chunk, got tag {request:#04x}");
-            return write_frame(&mut conn, tag::BAD_REQUEST, reason.as_bytes());
-        }
+        let combine = match request {
+            tag::CHUNK => None,
+            tag::COMBINE => match abi::split_combine_input(&body) {
+                Some(pair) if library.has_combine() => Some(pair),
+                Some(_) => return write_frame(&mut conn, tag::BAD_REQUEST, b"the library does not export dispy_combine"),
+                None => return write_frame(&mut conn, tag::BAD_REQUEST, b"malformed combine request"),
+            },
+            other => {
+                let reason = format!("expected a chunk, got tag {other:#04x}");
+                return write_frame(&mut conn, tag::BAD_REQUEST, reason.as_bytes());
+            }
+        };
         limit_cpu(init.cpu_seconds)?;
         chunks += 1;
         let attempt_dir = AttemptDir::enter(init.scratch.as_deref(), chunks)?;
         OUTPUT.begin(output_limit);
-        let code = library.run(&body, &init.args);
+        let code = match combine {
+            None => library.run(&body, &init.args),
+            // Checked just above: the library exports `dispy_combine`.
+            Some((a, b)) => library.combine(a, b).unwrap_or(-1),
+        };
         library.flush_stdio();
         drop(attempt_dir);
         match OUTPUT.finish() {

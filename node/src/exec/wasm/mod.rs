@@ -96,7 +96,7 @@ impl WasmEngine {
     /// Compiles a payload (binary WebAssembly or WAT text) and checks it against the dispy ABI v1.
     ///
     /// The check needs no job: required exports (`memory`, `dispy_alloc`, `dispy_run`) with the
-    /// right types, optional ones (`dispy_setup`, `dispy_abi_version`) with the right types when
+    /// right types, optional ones (`dispy_setup`, `dispy_abi_version`, `dispy_combine`) with the right types when
     /// present, and no import but `dispy.emit` and `dispy.log`. When `dispy_abi_version` is exported it is called
     /// in a throwaway store (with a memory limit and a deadline) and must return 1. Compiling is
     /// CPU-heavy: call it from a blocking thread.
@@ -119,6 +119,7 @@ impl WasmEngine {
         check_func(&module, abi::EXPORT_RUN, SIG_RUN, true)?;
         let has_setup = check_func(&module, abi::EXPORT_SETUP, SIG_SETUP, false)?;
         let has_version = check_func(&module, abi::EXPORT_ABI_VERSION, SIG_ABI_VERSION, false)?;
+        let has_combine = check_func(&module, abi::EXPORT_COMBINE, SIG_RUN, false)?;
 
         let mut linker = Linker::new(&self.engine);
         linker
@@ -129,7 +130,7 @@ impl WasmEngine {
         let pre = linker
             .instantiate_pre(&module)
             .map_err(|e| ExecError::InvalidWasm(one_line(&e)))?;
-        let payload = AbiPayload { pre, has_setup };
+        let payload = AbiPayload { pre, has_setup, has_combine };
         if has_version {
             let version = self.abi_version(&payload)?;
             if u32::try_from(version) != Ok(abi::ABI_VERSION) {
@@ -205,12 +206,19 @@ struct AbiPayload {
     pre: InstancePre<HostState>,
     /// Whether `dispy_setup` is exported, so workers know to call it.
     has_setup: bool,
+    /// Whether `dispy_combine` is exported, which reduce jobs need.
+    has_combine: bool,
 }
 
 impl WasmPayload {
     /// Bytes of linear memory the module starts with; a worker needs at least this much.
     pub fn initial_memory(&self) -> u64 {
         self.memory_min
+    }
+
+    /// Whether the module exports `dispy_combine` (a WASI filter never does).
+    pub fn has_combine(&self) -> bool {
+        matches!(&self.inner, PayloadInner::Abi(abi) if abi.has_combine)
     }
 
     /// Whether the module is an ABI payload or a WASI filter.
@@ -227,7 +235,7 @@ impl fmt::Debug for WasmPayload {
         let mut f = f.debug_struct("WasmPayload");
         f.field("flavour", &self.flavour());
         if let PayloadInner::Abi(abi) = &self.inner {
-            f.field("has_setup", &abi.has_setup);
+            f.field("has_setup", &abi.has_setup).field("has_combine", &abi.has_combine);
         }
         f.field("initial_memory", &self.memory_min).finish_non_exhaustive()
     }

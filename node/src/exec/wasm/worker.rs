@@ -2,7 +2,8 @@
 //!
 //! For an ABI payload the worker instantiates the module in its own store, copies the job's
 //! arguments in with `dispy_alloc`, runs `dispy_setup` once, then per chunk copies the input in,
-//! arms the deadline and calls `dispy_run`; any failure marks the worker broken. A WASI filter is
+//! arms the deadline and calls `dispy_run` (or, for a reduce job's combine, copies both results in
+//! and calls `dispy_combine`); any failure marks the worker broken. A WASI filter is
 //! carried by the same type and delegated to [`crate::exec::wasi`].
 
 use std::fmt;
@@ -89,6 +90,20 @@ impl WasmWorker {
         }
     }
 
+    /// Combines two results with the module's `dispy_combine` and returns what it emitted. Both
+    /// are copied in with one `dispy_alloc` call (`b` right after `a`), so a bump allocator that
+    /// resets on every call still holds both.
+    ///
+    /// # Errors
+    /// As for [`WasmWorker::run`]; a module without `dispy_combine` (or a WASI filter) fails with
+    /// [`FailureKind::Setup`].
+    pub fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        match &mut self.inner {
+            WorkerInner::Abi(worker) => worker.combine(a, b),
+            WorkerInner::Filter(_) => Err(no_combine()),
+        }
+    }
+
     /// What the payload logged since the last call: its `dispy.log` lines, or a filter's stderr.
     pub fn take_log(&mut self) -> Vec<u8> {
         match &mut self.inner {
@@ -164,26 +179,43 @@ impl AbiWorker {
         result
     }
 
+    fn combine(&mut self, a: &[u8], b: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        let result = self.call_guarded(a.len() + b.len(), |worker| worker.call_combine(a, b));
+        if result.is_err() {
+            self.broken = true;
+        }
+        result
+    }
+
     fn run_inner(&mut self, input: &[u8]) -> Result<Vec<u8>, ChunkFailure> {
+        self.call_guarded(input.len(), |worker| worker.call_run(input))
+    }
+
+    /// Checks the worker may run `len` input bytes, arms the deadline, makes the call and turns
+    /// its code and output into the outcome.
+    fn call_guarded(
+        &mut self,
+        len: usize,
+        call: impl FnOnce(&mut Self) -> Result<i32, Stop>,
+    ) -> Result<Vec<u8>, ChunkFailure> {
         if self.broken {
             return Err(reused());
         }
         if self.store.data().cancel.is_cancelled() {
             return Err(cancelled());
         }
-        if i32::try_from(input.len()).is_err() {
+        if i32::try_from(len).is_err() {
             return Err(failure(
                 FailureKind::MemoryLimit,
                 format!(
                     "chunk input of {} does not fit a 32-bit WebAssembly memory",
-                    format_size(input.len() as u64)
+                    format_size(len as u64)
                 ),
             ));
         }
         arm(&mut self.store, self.chunk_timeout);
         self.store.data_mut().output.clear();
-        let code = self
-            .call_run(input)
+        let code = call(self)
             .map_err(|stop| stop.into_failure(&self.store, self.chunk_timeout))?;
         let output = std::mem::take(&mut self.store.data_mut().output);
         if code != 0 {
@@ -203,6 +235,22 @@ impl AbiWorker {
         let params = (in_ptr, len_i32(input.len()), args_ptr, args_len);
         Ok(guest.run.call(&mut self.store, params)?)
     }
+
+    /// Copies both results in with one allocation and calls `dispy_combine`, returning its code.
+    fn call_combine(&mut self, a: &[u8], b: &[u8]) -> Result<i32, Stop> {
+        let guest = &self.guest;
+        let combine = guest.combine.clone().ok_or_else(|| Stop::Failed(no_combine()))?;
+        let both = [a, b].concat();
+        let a_ptr = copy_in(&mut self.store, guest.memory, &guest.alloc, &both, "results to combine")?;
+        let b_ptr = a_ptr.wrapping_add(len_i32(a.len()));
+        let params = (a_ptr, len_i32(a.len()), b_ptr, len_i32(b.len()));
+        Ok(combine.call(&mut self.store, params)?)
+    }
+}
+
+/// The failure of a combine asked of a payload without `dispy_combine`.
+fn no_combine() -> ChunkFailure {
+    failure(FailureKind::Setup, format!("payload does not export `{}`", abi::EXPORT_COMBINE))
 }
 
 /// The instance's ABI entry points, looked up once per worker.
@@ -210,6 +258,7 @@ struct Guest {
     memory: Memory,
     alloc: TypedFunc<i32, i32>,
     run: TypedFunc<(i32, i32, i32, i32), i32>,
+    combine: Option<TypedFunc<(i32, i32, i32, i32), i32>>,
     /// Where the job's arguments live in guest memory (pointer, length), for every `dispy_run`.
     args: (i32, i32),
 }
@@ -251,6 +300,7 @@ fn instantiate(
     store.data_mut().memory = Some(memory);
     let alloc = instance.get_typed_func(&mut *store, abi::EXPORT_ALLOC)?;
     let run = instance.get_typed_func(&mut *store, abi::EXPORT_RUN)?;
+    let combine = if payload.has_combine { Some(instance.get_typed_func(&mut *store, abi::EXPORT_COMBINE)?) } else { None };
     let args = (
         copy_in(store, memory, &alloc, args, "arguments")?,
         len_i32(args.len()),
@@ -269,6 +319,7 @@ fn instantiate(
         memory,
         alloc,
         run,
+        combine,
         args,
     })
 }
