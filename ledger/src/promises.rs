@@ -39,20 +39,34 @@ pub struct Promises<A> {
     pub answers: Vec<A>,
     /// Forgotten jobs whose spooled data may go once the journal no longer points at it.
     pub removals: Vec<JobId>,
+    /// Released jobs (their output fetched) whose input and results may go once the journal
+    /// records the release: before that, a restart would find the job without its files.
+    pub releases: Vec<JobId>,
     /// Reports in `acks`, all nodes together.
     held_acks: usize,
 }
 
 impl<A> Default for Promises<A> {
     fn default() -> Self {
-        Self { acks: HashMap::new(), stored: Vec::new(), answers: Vec::new(), removals: Vec::new(), held_acks: 0 }
+        Self {
+            acks: HashMap::new(),
+            stored: Vec::new(),
+            answers: Vec::new(),
+            removals: Vec::new(),
+            releases: Vec::new(),
+            held_acks: 0,
+        }
     }
 }
 
 impl<A> Promises<A> {
     /// Whether nothing is promised.
     pub fn is_empty(&self) -> bool {
-        self.acks.is_empty() && self.stored.is_empty() && self.answers.is_empty() && self.removals.is_empty()
+        self.acks.is_empty()
+            && self.stored.is_empty()
+            && self.answers.is_empty()
+            && self.removals.is_empty()
+            && self.releases.is_empty()
     }
 
     /// Whether a client is waiting on them. Nodes' acknowledgements can wait, until a fast
@@ -63,7 +77,7 @@ impl<A> Promises<A> {
 
     /// Takes over the promises of a batch that failed to commit: acknowledgements, `InputStored`
     /// and answers wait for the next batch instead (which records the failed jobs' end). Spool
-    /// removals are dropped: the journal may still point at those files.
+    /// removals and releases are dropped: the journal may still point at those files.
     pub fn absorb(&mut self, failed: Promises<A>) {
         for (node, attempts) in failed.acks {
             self.acks.entry(node).or_default().extend(attempts);

@@ -367,6 +367,9 @@ impl Ledger {
         for job in promises.removals {
             self.effects.push_back(Effect::ForgetSpool(job));
         }
+        for job in promises.releases {
+            self.effects.push_back(Effect::RemoveSpool(job));
+        }
         for (request, question) in promises.answers {
             self.effects.push_back(Effect::Answer { request, answer: question.into_answer() });
         }

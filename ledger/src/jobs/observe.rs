@@ -171,6 +171,6 @@ impl Ledger {
         entry.inputs = Vec::new();
         self.discharge_spool(job);
         self.batch.released.push(job);
-        self.effects.push_back(Effect::RemoveSpool(job));
+        self.promises.releases.push(job);
     }
 }

@@ -348,7 +348,7 @@ impl World {
             matches!(self.ledger.attachable(&owner(), job), Err(Refusal::OutputFetched(_))),
             "released job {job} can still be followed"
         );
-        assert!(self.spool.get(&job).is_none_or(|f| f.results.is_empty()), "released job {job} kept its results");
+        // Its input and results go once the journal records the release (`finish_commit`).
         self.released.insert(job);
     }
 
@@ -410,6 +410,10 @@ impl World {
             self.durable.apply(&batch);
             self.check_extents_synced();
             self.ledger.handle_committed();
+            self.turn();
+            for job in &batch.released {
+                assert!(self.spool.get(job).is_none_or(|f| f.results.is_empty()), "released job {job} kept its results");
+            }
         } else {
             let jobs = batch.touched_jobs();
             self.ledger.handle_commit_failed(self.now, &"disk on fire");
@@ -421,9 +425,7 @@ impl World {
                     "job {job} outlived the failed commit that carried it: {summary:?}"
                 );
             }
-            return;
         }
-        self.turn();
     }
 
     /// Time passes; nodes heartbeat and the ledger's timers fire.
