@@ -173,12 +173,19 @@ pub(super) struct Partials {
     /// Results of reduce jobs made durable since the last turn ended: each may release its
     /// parent combine.
     durable: Vec<(JobId, ChunkIndex)>,
+    /// How many of the gathering batch's results [`Ledger::partials_waiting`] has looked at, and
+    /// whether one of them lets a combine wait for it: each result is looked at once, not at
+    /// every turn (a batch of a fast job holds thousands).
+    checked: usize,
+    waiting: bool,
 }
 
 impl Ledger {
     /// The batch about to be committed: its results of reduce jobs are remembered, to release
     /// combines once it is durable.
     pub(super) fn partials_sent(&mut self, batch: &Batch) {
+        self.partials.checked = 0;
+        self.partials.waiting = false;
         let jobs = &self.jobs;
         self.partials.in_flight = batch
             .results
@@ -204,14 +211,19 @@ impl Ledger {
     /// Whether a combine waits for the gathering batch: it holds a result of a reduce job whose
     /// tree is planted and whose sibling is stored too (the job's results before the input is
     /// complete, or whose sibling is still running, can wait for the usual spacing).
-    pub(super) fn partials_waiting(&self) -> bool {
-        self.batch.results.iter().any(|(job, task, _)| {
-            let Some(entry) = self.jobs.get(job) else { return false };
+    pub(super) fn partials_waiting(&mut self) -> bool {
+        let fresh = self.batch.results.get(self.partials.checked..).unwrap_or_default();
+        let jobs = &self.jobs;
+        let waits = fresh.iter().any(|(job, task, _)| {
+            let Some(entry) = jobs.get(job) else { return false };
             let Some(tree) = &entry.tree else { return false };
             let Some((left, right)) = tree.parent(*task).and_then(|p| tree.children(p)) else { return false };
             let sibling = if left == *task { right } else { left };
             entry.results.get(sibling as usize).is_some_and(Option::is_some)
-        })
+        });
+        self.partials.checked = self.batch.results.len();
+        self.partials.waiting |= waits;
+        self.partials.waiting
     }
 
     /// Releases the combines whose inputs became durable.
