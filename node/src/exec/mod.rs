@@ -259,8 +259,7 @@ impl Executor {
         args: &[u8],
         inputs: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<Vec<u8>, ExecError> {
-        let limits = Limits { memory: 1 << 32, chunk_timeout: Duration::from_secs(24 * 60 * 60) };
-        let mut worker = self.worker(payload, args, limits, CancelFlag::default()).map_err(ExecError::Worker)?;
+        let mut worker = self.serial_worker(payload, args)?;
         let mut output = Vec::new();
         for (index, input) in (0u64..).zip(inputs) {
             let chunk = worker.run(&input).map_err(|failure| ExecError::Chunk { index, failure })?;
@@ -282,8 +281,7 @@ impl Executor {
         args: &[u8],
         inputs: impl IntoIterator<Item = Vec<u8>>,
     ) -> Result<Vec<u8>, ExecError> {
-        let limits = Limits { memory: 1 << 32, chunk_timeout: Duration::from_secs(24 * 60 * 60) };
-        let mut worker = self.worker(payload, args, limits, CancelFlag::default()).map_err(ExecError::Worker)?;
+        let mut worker = self.serial_worker(payload, args)?;
         let mut acc: Option<Vec<u8>> = None;
         for (index, input) in (0u64..).zip(inputs) {
             let result = worker.run(&input).map_err(|failure| ExecError::Chunk { index, failure })?;
@@ -293,6 +291,12 @@ impl Executor {
             });
         }
         Ok(acc.unwrap_or_default())
+    }
+
+    /// The worker of the serial references: 4 GiB of memory and a one-day chunk timeout.
+    fn serial_worker(&self, payload: &Payload, args: &[u8]) -> Result<Worker, ExecError> {
+        let limits = Limits { memory: 1 << 32, chunk_timeout: Duration::from_secs(24 * 60 * 60) };
+        self.worker(payload, args, limits, CancelFlag::default()).map_err(ExecError::Worker)
     }
 
     /// Makes a worker for one slot of one job; runs the payload's setup.
