@@ -21,6 +21,7 @@ use ledger::record::{Batch, Extent, JobRecord, NodeHold};
 use wire::proto::{ChunkIndex, JobId};
 
 pub mod maintenance;
+mod migrate;
 mod row;
 
 /// Jobs forgotten between two compactions while the dispatcher runs.
@@ -171,6 +172,7 @@ impl Journal {
                 // Every row is rewritten in the current version with the same transaction, so a
                 // journal is never half migrated.
                 let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+                let mut results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
                 let mut rows = Vec::new();
                 for entry in jobs.iter().map_err(|e| err(e.into()))? {
                     let (key, value) = entry.map_err(|e| err(e.into()))?;
@@ -179,10 +181,11 @@ impl Journal {
                         job: key.value(),
                         reason,
                     })?;
-                    rows.push((key.value(), row::encode(&record)));
+                    rows.push((key.value(), record));
                 }
-                for (key, bytes) in rows {
-                    jobs.insert(key, bytes.as_slice()).map_err(|e| err(e.into()))?;
+                for (key, record) in rows {
+                    migrate::results_to_current(&mut results, version, key, &record).map_err(|e| err(e.into()))?;
+                    jobs.insert(key, row::encode(&record).as_slice()).map_err(|e| err(e.into()))?;
                 }
             }
             meta.insert(ROW_VERSION, row::CURRENT_VERSION).map_err(|e| err(e.into()))?;
@@ -434,8 +437,8 @@ mod tests {
         assert_eq!(attempts[0].failure.kind, FailureKind::PayloadError(-3));
         assert_eq!(record.finished_unix_ms, Some(12));
         assert_eq!(record.owner, "", "a job from before owners belongs to nobody");
-        let newer = row::decode(4, &bytes).expect_err("an unknown version is refused");
-        assert!(newer.contains("row version 4"), "{newer}");
+        let newer = row::decode(5, &bytes).expect_err("an unknown version is refused");
+        assert!(newer.contains("row version 5"), "{newer}");
     }
 
     #[test]
@@ -463,6 +466,48 @@ mod tests {
         assert_eq!(row::decode(2, &row::encode(&expected)).expect("round trip"), expected);
         expected.submission.results = ResultMode::Reduce;
         assert_eq!(row::decode(3, &row::encode(&expected)).expect("a reduce job round-trips"), expected);
+    }
+
+    #[test]
+    fn a_version_3_journal_moves_reduce_outputs_to_their_forest_keys() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        let extent = |offset| Extent { offset, len: 8 };
+        let reduce = |chunks, state| {
+            let mut record = record(chunks);
+            record.submission.results = ResultMode::Reduce;
+            record.state = state;
+            record
+        };
+        {
+            let (mut journal, _) = Journal::open(&path).expect("open");
+            let mut batch = Batch::default();
+            // Job 1 succeeded: 5 chunks, old tree combines 5..=8, its output at 8 (2n - 2).
+            // Job 2 runs: 4 chunks, old combines 4 and 5 stored. Job 3 concatenates 9 chunks.
+            batch.put_job(JobId(1), reduce(5, JobState::Succeeded));
+            batch.put_job(JobId(2), reduce(4, JobState::Running));
+            batch.put_job(JobId(3), record(9));
+            for chunk in 0..9 {
+                batch.put_result(JobId(1), chunk, extent(chunk));
+                batch.put_result(JobId(3), chunk, extent(chunk));
+            }
+            for chunk in 0..6 {
+                batch.put_result(JobId(2), chunk, extent(chunk));
+            }
+            journal.commit(&mut batch).expect("commit");
+            let txn = journal.db.begin_write().expect("txn");
+            txn.open_table(META).expect("meta").insert(ROW_VERSION, 3).expect("version");
+            txn.commit().expect("commit");
+        }
+        let (journal, recovered) = Journal::open(&path).expect("migrated");
+        assert_eq!(recovered.jobs.len(), 3);
+        let output = ledger::jobs::reduce_output_task(5).expect("an output");
+        let mut expected: Vec<_> = (0..5).map(|c| (c, extent(c))).collect();
+        expected.push((output, extent(8)));
+        assert_eq!(journal.results(JobId(1)).expect("results"), expected, "the output moved, the old partials went");
+        let chunks: Vec<_> = (0..4).map(|c| (c, extent(c))).collect();
+        assert_eq!(journal.results(JobId(2)).expect("results"), chunks, "a running job combines again");
+        assert_eq!(journal.results(JobId(3)).expect("results").len(), 9, "other jobs keep every result");
     }
 
     #[test]

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError};
 use wire::proto::{JobFailure, JobState};
 
-use super::{open_database, panic_message, row, JournalError, HOLDS, INCARNATION, INPUTS, JOBS, META, NEXT_JOB, RESULTS, ROW_VERSION};
+use super::{migrate, open_database, panic_message, row, JournalError, HOLDS, INCARNATION, INPUTS, JOBS, META, NEXT_JOB, RESULTS, ROW_VERSION};
 
 /// The journal's file name in the state directory.
 pub const JOURNAL_FILE: &str = "journal.redb";
@@ -379,11 +379,12 @@ fn fix_rows(db: &Database, state_dir: &Path, now_unix_ms: u64, changes: &mut Vec
             for entry in jobs.iter()? {
                 let (key, value) = entry?;
                 if let Ok(record) = row::decode(version, value.value()) {
-                    migrated.push((key.value(), row::encode(&record)));
+                    migrated.push((key.value(), record));
                 }
             }
-            for (job, bytes) in migrated {
-                jobs.insert(job, bytes.as_slice())?;
+            for (job, record) in migrated {
+                migrate::results_to_current(&mut results, version, job, &record)?;
+                jobs.insert(job, row::encode(&record).as_slice())?;
             }
             meta.insert(ROW_VERSION, row::CURRENT_VERSION)?;
             changes.push(format!("rewrote the job rows from version {version} to {}", row::CURRENT_VERSION));

@@ -26,7 +26,7 @@ impl Ledger {
         match stored {
             Ok(extent) => {
                 let input_chunk = (chunk as usize) < entry.inputs.len();
-                if let Some(slot) = entry.results.get_mut(chunk as usize) {
+                if let Some(slot) = entry.result_slot(chunk) {
                     *slot = Some(extent);
                     // A reduce job's combines are not chunks of its progress, of the run time
                     // that sizes `auto` chunks, or of the chunks its metrics count.
@@ -267,7 +267,7 @@ impl Ledger {
             // Its files go at once, even before its end is durable: when they filled the disk,
             // that is what lets the end be recorded. A restart before then resumes the job only
             // to fail it again, reading its input.
-            entry.results.iter_mut().for_each(|r| *r = None);
+            entry.results.iter_mut().chain(&mut entry.partials).for_each(|r| *r = None);
             self.effects.push_back(Effect::RemoveSpool(job));
         }
         let files_go = state != JobState::Succeeded;

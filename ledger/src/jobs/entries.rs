@@ -90,9 +90,10 @@ pub(super) struct JobEntry {
     pub(super) last_blocked: Option<String>,
     /// Its output was fetched: input and results are gone, record and logs stay until it expires.
     pub(super) released: bool,
-    /// A reduce job's combine tree, once its input is complete (see `super::reduce`); its
-    /// combines' results follow the chunks' in `results`.
-    pub(super) tree: Option<super::reduce::Tree>,
+    /// A reduce job's combines (see `super::reduce`), growing as its chunks arrive.
+    pub(super) forest: Option<super::reduce::Forest>,
+    /// Where each of a reduce job's combines' results is spooled, by combine number.
+    pub(super) partials: Vec<Option<Extent>>,
     /// A reduce job's chunks and combines whose result is journaled: a combine runs once both
     /// its inputs are (see `super::reduce`).
     pub(super) durable: HashSet<ChunkIndex>,
@@ -100,7 +101,10 @@ pub(super) struct JobEntry {
 
 impl JobEntry {
     pub(super) fn new(record: JobRecord) -> Self {
+        let reduces = record.submission.results == wire::proto::ResultMode::Reduce;
         Self {
+            forest: reduces.then(super::reduce::Forest::default),
+            partials: Vec::new(),
             record,
             inputs: Vec::new(),
             results: Vec::new(),
@@ -121,7 +125,6 @@ impl JobEntry {
             last_progress: None,
             last_blocked: None,
             released: false,
-            tree: None,
             durable: HashSet::new(),
             queued_at: HashMap::new(),
         }

@@ -46,6 +46,7 @@ mod tests;
 use entries::{requirements, JobEntry, NodeEntry};
 pub use observations::{FailedAttempt, JobView, Observation};
 pub use observe::{LogQuery, LogRecord};
+pub use reduce::{reduce_output_task, COMBINE_BASE};
 pub use refusal::Refusal;
 pub use restore::{ReadError, Recovered, RestoredJob, Resumed};
 pub use tenants::{Caller, Exceeded, Quota, Quotas};
@@ -605,6 +606,7 @@ impl Ledger {
             entry.record.chunks += 1;
             self.batch.inputs.push((job, chunk, extent));
             self.scheduler.handle_chunks_added(now.at, job, 1);
+            self.reduce_input(now, job);
             self.observe_queued(job, chunk, now.at);
             self.observe(Observation::InputStored { bytes: extent.len });
         }

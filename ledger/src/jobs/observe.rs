@@ -168,6 +168,7 @@ impl Ledger {
         entry.released = true;
         // Kept until the job expires, so it keeps only what `status`, `logs` and `explain` need.
         entry.results = Vec::new();
+        entry.partials = Vec::new();
         entry.inputs = Vec::new();
         self.discharge_spool(job);
         self.batch.released.push(job);

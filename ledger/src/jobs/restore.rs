@@ -7,6 +7,7 @@ use tracing::{info, warn};
 use wire::proto::{ChunkIndex, JobFailure, JobId, JobState};
 
 use super::entries::JobEntry;
+use super::reduce::COMBINE_BASE;
 use super::{requirements, Ledger, Time, LOG_TARGET};
 use crate::record::{Extent, JobRecord};
 
@@ -76,16 +77,16 @@ impl Ledger {
                         if !entry.released {
                             entry.results = vec![None; entry.record.chunks as usize];
                             if entry.reduces() {
-                                entry.plant_tree();
+                                entry.regrow_forest();
                             }
-                            fill(&mut entry.results, results);
+                            fill(&mut entry, results);
                         }
                         entry.done = entry.record.chunks;
                     }
                     Err(e) => warn!(target: LOG_TARGET, %job, error = %e, "cannot read a finished job's results"),
                 }
             }
-            let bytes = entry.results.iter().flatten().map(|r| r.len).sum();
+            let bytes = entry.stored_results().map(|r| r.len).sum();
             self.jobs.insert(job, entry);
             self.charge_spool_anyway(job, bytes);
             return;
@@ -102,14 +103,15 @@ impl Ledger {
         entry.results = vec![None; entry.inputs.len()];
         entry.record.chunks = entry.inputs.len() as u64;
         let complete = entry.record.input_complete;
-        if complete && entry.reduces() {
-            // Its combines' results (partials) follow the chunks' (see `super::reduce`).
-            entry.plant_tree();
+        if entry.reduces() {
+            // Its combines' results (partials) are keyed beyond its chunks (see `super::reduce`).
+            entry.regrow_forest();
         }
-        fill(&mut entry.results, results);
-        entry.done = entry.results.iter().take(entry.inputs.len()).flatten().count() as u64;
+        fill(&mut entry, results);
+        entry.done = entry.results.iter().flatten().count() as u64;
         // Everything restored is journaled: durable, for a reduce job's combines.
-        entry.durable = (0..).zip(&entry.results).filter(|(_, r)| r.is_some()).map(|(c, _)| c).collect();
+        let stored_tasks = (0..).zip(&entry.results).chain((COMBINE_BASE..).zip(&entry.partials));
+        entry.durable = stored_tasks.filter(|(_, r)| r.is_some()).map(|(c, _)| c).collect();
         entry.stored = entry.record.chunks;
         // The attempts of earlier lifetimes are not journaled: each chunk done counts as one.
         entry.attempts_base = entry.done;
@@ -117,18 +119,18 @@ impl Ledger {
         let requirements = requirements(&entry.record.owner, &entry.record.submission);
         // An incomplete input waits for its submitter to resume the upload.
         info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, input_complete = complete, "resuming job");
-        if entry.tree.is_some() {
+        if entry.forest.is_some() {
             // Combines whose inputs are not both stored wait for them; the rest run (or are
-            // claimed by the node still running them: a chunk index means the same combine in
+            // claimed by the node still running them: a task index means the same combine in
             // every lifetime).
-            let held = entry.unready_combines();
-            self.scheduler.handle_job_restored_held(now.at, job, requirements, &done, &held);
+            let combines = entry.restored_combines();
+            self.scheduler.handle_job_restored_held(now.at, job, requirements, &done, &combines, complete);
         } else if complete {
             self.scheduler.handle_job_restored(now.at, job, requirements, &done);
         } else {
             self.scheduler.handle_job_restored_incomplete(now.at, job, requirements, &done);
         }
-        let bytes = entry.inputs.iter().chain(entry.results.iter().flatten()).map(|e| e.len).sum();
+        let bytes = entry.inputs.iter().chain(entry.stored_results()).map(|e| e.len).sum();
         self.jobs.insert(job, entry);
         self.charge_spool_anyway(job, bytes);
         self.touched.insert(job);
@@ -138,14 +140,11 @@ impl Ledger {
     }
 }
 
-/// Puts each stored result in its chunk's slot; returns how many found one.
-fn fill(slots: &mut [Option<Extent>], results: Vec<(ChunkIndex, Extent)>) -> u64 {
-    let mut filled = 0;
-    for (chunk, extent) in results {
-        if let Some(slot) = slots.get_mut(chunk as usize) {
+/// Puts each stored result in its task's slot (a result the job has no task for is ignored).
+fn fill(entry: &mut JobEntry, results: Vec<(ChunkIndex, Extent)>) {
+    for (task, extent) in results {
+        if let Some(slot) = entry.result_slot(task) {
             *slot = Some(extent);
-            filled += 1;
         }
     }
-    filled
 }

@@ -3,52 +3,62 @@
 //! not over before they are done, but nothing places them until they are released; a released
 //! chunk is placed like a requeued one.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use wire::proto::{ChunkIndex, JobId};
 
 use super::{JobRequirements, Scheduler};
 
+/// Where a restored job's chunk beyond its input chunks (a reduce job's combine) stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExtraChunk {
+    /// Its result is stored.
+    Done,
+    /// Its inputs are not ready: it waits for [`Scheduler::handle_chunk_released`].
+    Held,
+    /// Its inputs are ready: it runs (or is claimed by the node still running it).
+    Ready,
+}
+
 impl Scheduler {
-    /// Like [`Scheduler::handle_job_restored`] for a job with all its chunks known, of which
-    /// those in `held` (not done) are not ready to run: they wait, as after
-    /// [`Scheduler::handle_chunks_held`], for [`Scheduler::handle_chunk_released`]. A reduce
-    /// job's combines whose inputs are not both stored are restored so.
+    /// Like [`Scheduler::handle_job_restored`] (or, if `input_complete` is false,
+    /// [`Scheduler::handle_job_restored_incomplete`]) for a job that also has the chunks
+    /// `extra` beyond its input chunks, a reduce job's combines: those held wait, as after
+    /// [`Scheduler::handle_chunks_held`], for [`Scheduler::handle_chunk_released`].
     pub fn handle_job_restored_held(
         &mut self,
         now: Instant,
         job: JobId,
         req: JobRequirements,
         done: &[bool],
-        held: &BTreeSet<ChunkIndex>,
+        extra: &BTreeMap<ChunkIndex, ExtraChunk>,
+        input_complete: bool,
     ) {
-        if self.restore_job(now, job, req, done, held) {
+        if !self.restore_job(now, job, req, done, extra) {
+            return;
+        }
+        if input_complete {
             self.handle_input_complete(now, job);
+        } else {
+            self.settle(now);
         }
     }
 
-    /// `count` more chunks whose inputs are not ready yet (a reduce job's combines): known, so
-    /// the job is not over before they are done, but placed only once each is released with
-    /// [`Scheduler::handle_chunk_released`]. Their indices continue from the chunks so far.
-    /// Ignored for unknown jobs and after input completion.
-    pub fn handle_chunks_held(&mut self, _now: Instant, job: JobId, count: u64) {
-        let Some(j) = self.jobs.get_mut(&job) else { return };
-        if j.input_complete || count == 0 {
+    /// More chunks whose inputs are not ready yet (a reduce job's combines), with indices of
+    /// the caller's choosing beyond the input chunks': known, so the job is not over before
+    /// they are done, but placed only once each is released with
+    /// [`Scheduler::handle_chunk_released`]. Ignored for unknown jobs and after input completion.
+    pub fn handle_chunks_held(&mut self, _now: Instant, job: JobId, chunks: &[ChunkIndex]) {
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return;
+        };
+        if j.input_complete {
             return;
         }
-        // Only fresh chunks come after `next_fresh`: held ones are taken out of that range.
-        let first = j.total;
-        if j.next_fresh < first {
-            // Fresh chunks remain: held chunks must not look fresh, so they stay out of `total`
-            // until the fresh ones are out of the way; simplest is to move the fresh ones to the
-            // requeued queue first, in order.
-            let fresh: Vec<ChunkIndex> = (j.next_fresh..first).collect();
-            j.requeued.extend(fresh);
-        }
-        j.total = first.saturating_add(count);
-        j.next_fresh = j.total;
-        j.held.extend(first..j.total);
+        let before = j.held.len();
+        j.held.extend(chunks.iter().copied().filter(|&c| c >= j.fresh_end));
+        j.total += (j.held.len() - before) as u64;
         self.sync_pending(job);
     }
 

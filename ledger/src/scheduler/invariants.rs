@@ -105,10 +105,10 @@ impl Scheduler {
             let listed = self.tenants[&j.tenant].pending.get(&j.key) == Some(id);
             assert_eq!(listed, j.in_pending, "job {id} pending");
             assert_eq!(self.tenant_ids.get(&j.req.tenant), Some(&j.tenant), "job {id} tenant");
-            assert!(j.next_fresh <= j.total);
+            assert!(j.next_fresh <= j.fresh_end && j.fresh_end <= j.total);
             let placed = j.in_flight - j.pairs;
             assert!(
-                j.done + placed + j.requeued.len() as u64 + j.held.len() as u64 + (j.total - j.next_fresh) == j.total,
+                j.done + placed + j.requeued.len() as u64 + j.held.len() as u64 + (j.fresh_end - j.next_fresh) == j.total,
                 "job {id}: chunks lost or duplicated"
             );
             let rejected = self.nodes.values().filter(|n| n.rejected(*id)).count();

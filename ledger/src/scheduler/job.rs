@@ -36,9 +36,12 @@ pub(super) struct Job {
     pub(super) tenant: TenantId,
     /// Its key in its tenant's `pending`; renewed at every placement for round-robin.
     pub(super) key: JobKey,
-    /// Chunks known so far; fresh chunks are `next_fresh..total`.
+    /// Chunks known so far, held ones included.
     pub(super) total: u64,
+    /// Fresh chunks (input chunks never placed) are `next_fresh..fresh_end`; held chunks may
+    /// have indices beyond them.
     pub(super) next_fresh: ChunkIndex,
+    pub(super) fresh_end: ChunkIndex,
     pub(super) input_complete: bool,
     /// Chunks with an accepted result.
     pub(super) done: u64,
@@ -102,6 +105,7 @@ impl Job {
             key,
             total: 0,
             next_fresh: 0,
+            fresh_end: 0,
             input_complete: false,
             done: 0,
             requeued: VecDeque::new(),
@@ -130,7 +134,7 @@ impl Job {
     }
 
     pub(super) fn has_pending(&self) -> bool {
-        !self.requeued.is_empty() || self.next_fresh < self.total
+        !self.requeued.is_empty() || self.next_fresh < self.fresh_end
     }
 
     pub(super) fn is_finished(&self) -> bool {

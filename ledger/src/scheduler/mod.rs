@@ -97,11 +97,12 @@
 //! turn into a straggler.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, Claim, JobId};
 
+pub use held::ExtraChunk;
 use job::{Attempt, Job, LostAttempt};
 use node::{Blame, Node, NodeJob};
 use outcome::Verdict;
@@ -422,7 +423,7 @@ impl Scheduler {
         req: JobRequirements,
         done: &[bool],
     ) {
-        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
+        if self.restore_job(now, job, req, done, &BTreeMap::new()) {
             self.handle_input_complete(now, job);
         }
     }
@@ -431,30 +432,34 @@ impl Scheduler {
     /// chunks known so far run, and more follow with [`Scheduler::handle_chunks_added`] once its
     /// submitter resumes the upload.
     pub fn handle_job_restored_incomplete(&mut self, now: Instant, job: JobId, req: JobRequirements, done: &[bool]) {
-        if self.restore_job(now, job, req, done, &BTreeSet::new()) {
+        if self.restore_job(now, job, req, done, &BTreeMap::new()) {
             self.settle(now);
         }
     }
 
-    /// Registers a restored job with `done` chunks, `held` ones among the rest not ready;
-    /// returns false for a known `job`.
+    /// Registers a restored job with `done` chunks (indices `0..done.len()`) and the `extra`
+    /// chunks beyond them (a reduce job's combines); returns false for a known `job`.
     fn restore_job(
         &mut self,
         now: Instant,
         job: JobId,
         req: JobRequirements,
         done: &[bool],
-        held: &BTreeSet<ChunkIndex>,
+        extra: &BTreeMap<ChunkIndex, ExtraChunk>,
     ) -> bool {
         if self.jobs.contains_key(&job) {
             return false;
         }
         self.handle_job_submitted(now, job, req);
-        let Some(j) = self.jobs.get_mut(&job) else { return false };
-        j.total = done.len() as u64;
-        j.next_fresh = j.total;
-        j.held = done.iter().zip(0..).filter(|(done, c)| !**done && held.contains(c)).map(|(_, c)| c).collect();
-        let missing = done.iter().zip(0..).filter(|(done, c)| !**done && !held.contains(c)).map(|(_, c)| c);
+        let Some(j) = self.jobs.get_mut(&job) else {
+            return false;
+        };
+        j.fresh_end = done.len() as u64;
+        j.next_fresh = j.fresh_end;
+        j.total = j.fresh_end + extra.len() as u64;
+        let in_state = |state: ExtraChunk| extra.iter().filter(move |(_, s)| **s == state).map(|(c, _)| *c);
+        j.held = in_state(ExtraChunk::Held).collect();
+        let missing = done.iter().zip(0..).filter(|(done, _)| !**done).map(|(_, c)| c).chain(in_state(ExtraChunk::Ready));
         if !self.grace_started && !self.config.reattach_grace.is_zero() {
             self.grace_started = true;
             let until = now + self.config.reattach_grace;
@@ -482,6 +487,7 @@ impl Scheduler {
             return;
         }
         j.total = j.total.saturating_add(count);
+        j.fresh_end = j.fresh_end.saturating_add(count);
         self.sync_pending(job);
         self.fill_job(now, job);
         self.refresh_clock(now, job);

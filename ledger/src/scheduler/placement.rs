@@ -169,7 +169,7 @@ impl Scheduler {
                 return Some(Pick::Requeued(i));
             }
         }
-        (j.next_fresh < j.total).then_some(Pick::Fresh)
+        (j.next_fresh < j.fresh_end).then_some(Pick::Fresh)
     }
 
     /// Creates an attempt for a chosen pending chunk, moves the job to the back of its priority

@@ -1,13 +1,13 @@
 //! Held chunks (a reduce job's combines): known, so the job is not over without them, but placed
 //! only once released, in release order; restored held after a restart.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 use std::time::Instant;
 
 use wire::proto::AttemptId;
 
 use super::super::sim::req;
-use super::super::{Scheduler, SchedulerConfig};
+use super::super::{ExtraChunk, Scheduler, SchedulerConfig};
 use super::{check_actions, config, resources, J1, N1};
 
 #[test]
@@ -18,8 +18,8 @@ fn held_chunks_wait_for_their_release_and_the_job_for_them() {
     s.handle_job_submitted(now, J1, req());
     s.handle_chunks_added(now, J1, 2);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
-    // Chunk 1 is still fresh: the held chunk (2) goes after it.
-    s.handle_chunks_held(now, J1, 1);
+    // A held chunk's index is the caller's: beyond the fresh ones, which it does not disturb.
+    s.handle_chunks_held(now, J1, &[100]);
     s.handle_input_complete(now, J1);
     check_actions(&mut s, "");
     s.handle_chunk_succeeded(now, N1, AttemptId(1));
@@ -28,10 +28,10 @@ fn held_chunks_wait_for_their_release_and_the_job_for_them() {
     // Both inputs done, the held chunk not released: nothing to place, and the job goes on.
     check_actions(&mut s, "");
     assert!(s.progress(J1).is_some(), "the job ended with a held chunk");
-    s.handle_chunk_released(now, J1, 2);
-    check_actions(&mut s, "assign n1 j1 c2 a3");
+    s.handle_chunk_released(now, J1, 100);
+    check_actions(&mut s, "assign n1 j1 c100 a3");
     // Releasing it again, or a chunk never held, changes nothing.
-    s.handle_chunk_released(now, J1, 2);
+    s.handle_chunk_released(now, J1, 100);
     s.handle_chunk_released(now, J1, 0);
     check_actions(&mut s, "");
     s.handle_chunk_succeeded(now, N1, AttemptId(3));
@@ -44,14 +44,18 @@ fn a_restored_job_keeps_its_held_chunks_held() {
     // No reattach grace: chunks not done and not held are placed at once.
     let config = SchedulerConfig { reattach_grace: std::time::Duration::ZERO, ..super::no_speculation(0) };
     let mut s = Scheduler::new(config);
-    s.handle_node_joined(now, N1, resources("n1", 2));
-    // Chunks 0 and 1 done, 2 to run, 3 held (it needs 2); 4 held (it needs 3).
-    let held: BTreeSet<u64> = [3, 4].into();
-    s.handle_job_restored_held(now, J1, req(), &[true, true, false, false, false], &held);
+    s.handle_node_joined(now, N1, resources("n1", 3));
+    // Chunks 0 and 1 done, 2 to run; beyond them 10 done, 11 held (it needs 2), 12 ready (its
+    // inputs are stored) and 13 held (it needs 11).
+    let extra: BTreeMap<u64, ExtraChunk> =
+        [(10, ExtraChunk::Done), (11, ExtraChunk::Held), (12, ExtraChunk::Ready), (13, ExtraChunk::Held)].into();
+    s.handle_job_restored_held(now, J1, req(), &[true, true, false], &extra, true);
     let got: Vec<String> = std::iter::from_fn(|| s.poll_output()).map(|o| super::super::sim::render(&o)).collect();
-    assert!(got.iter().any(|l| l.contains("assign n1 j1 c2")), "{got:?}");
-    assert!(!got.iter().any(|l| l.contains("c3") || l.contains("c4")), "a held chunk was placed: {got:?}");
-    s.handle_chunk_released(now, J1, 3);
+    assert!(got.iter().any(|l| l.contains("assign n1 j1 c2 ")), "{got:?}");
+    assert!(got.iter().any(|l| l.contains("assign n1 j1 c12 ")), "{got:?}");
+    assert!(!got.iter().any(|l| l.contains("c11 ") || l.contains("c13 ")), "a held chunk was placed: {got:?}");
+    s.handle_chunk_released(now, J1, 11);
     let got: Vec<String> = std::iter::from_fn(|| s.poll_output()).map(|o| super::super::sim::render(&o)).collect();
-    assert!(got.iter().any(|l| l.contains("assign n1 j1 c3")), "{got:?}");
+    assert!(got.iter().any(|l| l.contains("assign n1 j1 c11 ")), "{got:?}");
+    assert_eq!(s.progress(J1).map(|p| (p.done, p.total)), Some((3, 7)), "chunks 0, 1 and 10 are done of 7");
 }
