@@ -20,6 +20,8 @@ use super::super::{
 use crate::record::{Batch, Extent, JobRecord, NodeHold};
 use crate::scheduler::{NodeId, SchedulerConfig};
 
+mod uploads;
+
 /// A small xorshift generator: histories come from a seed, so a failure replays.
 pub(super) struct Rng(u64);
 
@@ -167,11 +169,19 @@ pub(super) struct World {
     reduce: HashSet<JobId>,
     /// Every combine fails with a trap (a payload whose `dispy_combine` is broken).
     pub(super) combine_traps: bool,
+    /// One attempt in ten traps, as if by chance (on unless a test needs a quiet world).
+    pub(super) random_traps: bool,
     /// Combines run to success, by `(job, chunk)`.
     pub(super) combines_run: HashMap<(JobId, ChunkIndex), u32>,
     /// Combines assigned, by `(job, chunk)`: more than once for a retry, a speculative copy or
     /// a rerun after a lost node.
     pub(super) combines_assigned: HashMap<(JobId, ChunkIndex), u32>,
+    /// Combines assigned while their job's input was still arriving.
+    pub(super) early_combines: u32,
+    /// Uploads under way (see `uploads`): the next chunk each sends.
+    uploading: BTreeMap<JobId, usize>,
+    /// Results stored in this lifetime of the ledger: each `(job, task)` once.
+    stored: HashSet<(JobId, ChunkIndex)>,
 }
 
 pub(super) const SLOTS: u32 = 2;
@@ -206,8 +216,12 @@ impl World {
             released: HashSet::new(),
             reduce: HashSet::new(),
             combine_traps: false,
+            random_traps: true,
             combines_run: HashMap::new(),
             combines_assigned: HashMap::new(),
+            early_combines: 0,
+            uploading: BTreeMap::new(),
+            stored: HashSet::new(),
         };
         for n in 0..nodes {
             let name = format!("node-{n}");
@@ -261,55 +275,6 @@ impl World {
         }
         self.turn();
         job
-    }
-
-    /// A client submits a job whose input is `inputs`, and follows it; the input is sent with
-    /// [`World::upload`].
-    pub(super) fn begin_upload(&mut self, inputs: Vec<Vec<u8>>) -> (JobId, ClientId) {
-        let client = ClientId(self.fresh());
-        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission()) else {
-            panic!("a wasm job is always accepted");
-        };
-        self.spool.entry(job).or_default();
-        self.submitted.insert(job, inputs);
-        self.follow(job, client);
-        self.turn();
-        (job, client)
-    }
-
-    /// The submitter sends chunks `range` of its job's input, and ends it if `end`.
-    pub(super) fn upload(&mut self, job: JobId, range: std::ops::Range<usize>, end: bool) {
-        for c in range {
-            let input = self.submitted[&job][c].clone();
-            let Some(files) = self.spool.get_mut(&job) else { return };
-            let extent = Extent { offset: files.input.len() as u64, len: input.len() as u64 };
-            files.input.extend_from_slice(&input);
-            self.ledger.handle_input(self.now, job, extent);
-        }
-        if end {
-            self.ledger.handle_input_end(self.now, job);
-        }
-        self.turn();
-    }
-
-    /// The connection uploading `job`'s input is lost.
-    pub(super) fn cut_upload(&mut self, job: JobId) {
-        self.ledger.handle_input_interrupted(self.now, job);
-        self.turn();
-    }
-
-    /// `caller` on `client` resumes `job`'s upload (and follows the job); the answer, once given.
-    pub(super) fn resume(&mut self, job: JobId, client: ClientId, caller: &Caller) -> Option<Result<Resumed, String>> {
-        let request = RequestId(self.fresh());
-        self.questions.insert(request, job);
-        self.ledger.handle_resume_input(request, client, caller, job);
-        self.turn();
-        self.resume_answer(request)
-    }
-
-    /// The answer to the last resume question still unanswered, if it has come.
-    pub(super) fn resume_answer(&mut self, request: RequestId) -> Option<Result<Resumed, String>> {
-        self.resumed.remove(&request)
     }
 
     /// The latest resume question, for [`World::resume_answer`] once its answer is held.
@@ -371,6 +336,19 @@ impl World {
     pub(super) fn run_one(&mut self, rng: &mut Rng) {
         let busy: Vec<usize> = (0..self.nodes.len()).filter(|n| !self.nodes[*n].queue.is_empty()).collect();
         let Some(&n) = busy.get(rng.below(busy.len() as u64) as usize) else { return };
+        self.run_on(n, rng);
+    }
+
+    /// What node `n` holds, in order: `(job, task)`.
+    pub(super) fn queued(&self, n: usize) -> Vec<(JobId, ChunkIndex)> {
+        self.nodes[n].queue.iter().map(|(_, job, task, _)| (*job, *task)).collect()
+    }
+
+    /// Node `n` runs the first chunk it holds and reports (failing it now and then).
+    pub(super) fn run_on(&mut self, n: usize, rng: &mut Rng) {
+        if self.nodes[n].queue.is_empty() {
+            return;
+        }
         let (attempt, job, _chunk, work) = self.nodes[n].queue.remove(0);
         let input = match &work {
             Work::Run(extent) => self
@@ -386,7 +364,7 @@ impl World {
             // The dispatcher cannot read the input back (a failed job's files are deleted before
             // its end is durable, and a restart may resume it): the node hears of it as a failure.
             None => Err(ChunkFailure { kind: FailureKind::Node, message: "cannot read the chunk's input".into() }),
-            Some(_) if rng.chance(10) || (combine && self.combine_traps) => {
+            Some(_) if (rng.chance(10) && self.random_traps) || (combine && self.combine_traps) => {
                 Err(ChunkFailure { kind: FailureKind::Trap, message: "trapped".into() })
             }
             Some(combined) if combine => {
@@ -454,6 +432,9 @@ impl World {
         }
         self.durable.incarnation += 1;
         self.stored_at_restart = self.durable.results.keys().copied().collect();
+        self.stored.clear();
+        // The uploads' connections are lost with the dispatcher.
+        self.uploading.clear();
         self.ledger = Ledger::new(ledger_config(self.grace), self.recovered(), self.now);
         self.questions.clear();
         self.accepted.clear();
@@ -592,6 +573,8 @@ impl World {
                     let extent = Extent { offset: files.results.len() as u64, len: output.len() as u64 };
                     files.results.extend_from_slice(&output);
                     self.accepted.insert(ticket.attempt, (ticket.job, ticket.chunk));
+                    let first = self.stored.insert((ticket.job, ticket.chunk));
+                    assert!(first, "task {} of job {} accepted twice", ticket.chunk, ticket.job);
                     self.ledger.handle_result_stored(self.now, ticket, Ok(extent));
                 }
                 Effect::Commit { batch, sync_inputs, sync_results } => {
@@ -649,6 +632,7 @@ impl World {
                 let read = |e: Extent| files?.results.get(e.offset as usize..(e.offset + e.len) as usize).map(<[u8]>::to_vec);
                 let inputs = read(left).zip(read(right));
                 *self.combines_assigned.entry((job, chunk)).or_default() += 1;
+                self.early_combines += u32::from(self.uploading.contains_key(&job));
                 node.queue.push((attempt, job, chunk, Work::Combine(inputs)));
             }
             NodeCommand::Send(DispatcherToNode::Ack { attempts }) => {

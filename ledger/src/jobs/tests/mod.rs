@@ -29,6 +29,10 @@ fn history(seed: u64, faults: bool) -> World {
     for _ in 0..1 + rng.below(3) {
         world.submit_as(1 + rng.below(6) as usize, rng.chance(70), rng.chance(30));
     }
+    // An upload that takes its time: a reduce job's combines start before its input is complete.
+    if rng.chance(50) {
+        world.submit_streaming(2 + rng.below(12) as usize, rng.chance(70));
+    }
     for _ in 0..300 {
         match rng.below(100) {
             0..=39 => world.run_one(&mut rng),
@@ -43,6 +47,7 @@ fn history(seed: u64, faults: bool) -> World {
             }
             92 if faults && world.restarts < 3 => world.restart(),
             93..=94 => world.release(rng.next()),
+            95..=97 => world.upload_some(&mut rng),
             _ => world.wait(Duration::from_millis(5)),
         }
     }
@@ -58,6 +63,7 @@ fn settle(world: &mut World, rng: &mut Rng) {
         if world.all_finished() && !world.committing() {
             break;
         }
+        world.upload_some(rng);
         world.finish_commit(true);
         world.run_one(rng);
         world.wait(Duration::from_millis(10));

@@ -1,7 +1,9 @@
 //! Reduce jobs in virtual time: the one output is every chunk's result combined in order (the
 //! harness's combine is concatenation, which notices any chunk combined twice, missed or out of
-//! order), combines run on the nodes as ranges complete and restart without redoing what was
-//! stored, and a combine that keeps failing fails the job with a report naming its chunks.
+//! order, and the harness fails a run that accepts any task's result twice), combines run on the
+//! nodes as ranges complete, while the input is still arriving, and restart without redoing what
+//! was stored, a straggling combine is copied and only one copy counts, and a combine that keeps
+//! failing fails the job with a report naming its chunks.
 
 use std::time::Duration;
 
@@ -9,6 +11,7 @@ use wire::proto::{JobFailure, JobState};
 
 use super::harness::{owner, Rng, World};
 use super::{history, settle};
+use crate::jobs::{Caller, ClientId, Resumed, COMBINE_BASE};
 
 /// Runs the world until nothing is left, with no faults.
 fn drain(world: &mut World, rng: &mut Rng) {
@@ -82,16 +85,128 @@ fn a_trapping_combine_fails_the_job_with_its_chunks_named() {
 
 #[test]
 fn random_histories_reach_reduce_jobs_with_restarts() {
-    let (mut combines, mut restarts, mut again) = (0, 0, 0);
+    let (mut combines, mut restarts, mut again, mut early) = (0, 0, 0, 0);
     for seed in 100..164 {
         let world = history(seed, true);
         combines += world.combines_run.len();
         restarts += world.restarts;
         again += world.combines_assigned.values().filter(|&&n| n > 1).count();
+        early += world.early_combines;
     }
     assert!(combines > 50, "only {combines} combines ran");
+    assert!(early > 20, "only {early} combines were assigned while their job's input was arriving");
     // Retried (traps), copied or rerun combines, each still combined once into the output.
     assert!(again > 10, "only {again} combines were assigned more than once");
     assert!(restarts > 10, "only {restarts} restarts");
 }
 
+
+#[test]
+fn combining_starts_before_the_input_is_complete() {
+    let mut rng = Rng::new(5);
+    let mut world = World::new(2);
+    let job = world.submit_streaming(16, true);
+    while world.summary(job).is_some_and(|s| !s.progress.input_complete) {
+        world.upload_some(&mut rng);
+        // Everything sent so far runs, and the blocks it completes combine.
+        for _ in 0..60 {
+            world.run_one(&mut rng);
+            world.wait(Duration::from_millis(20));
+            world.finish_commit(true);
+        }
+    }
+    drain(&mut world, &mut rng);
+    assert_eq!(world.summary(job).expect("known").state, JobState::Succeeded);
+    assert_eq!(world.combines_run.len(), 15, "a combine per block of 16 chunks");
+    // The last upload sends at most 3 chunks: the 10 block combines within the first 13 chunks
+    // at least were assigned before the input was complete.
+    assert!(world.early_combines >= 10, "only {} combines were assigned early", world.early_combines);
+}
+
+#[test]
+fn a_restart_during_a_reduce_upload_resumes_it_and_redoes_nothing() {
+    let (mut early_durable, mut resumed) = (0, 0);
+    for seed in 0..30 {
+        let mut rng = Rng::new(seed);
+        let mut world = World::with_grace(2, Duration::from_secs(60));
+        let inputs: Vec<Vec<u8>> = (0..11u8).map(|c| vec![c, 1, c ^ 0x33]).collect();
+        let (job, _) = world.begin_upload_as(inputs, true);
+        let cut = 3 + rng.below(8) as usize;
+        world.upload(job, 0..cut, false);
+        world.wait(Duration::from_millis(60));
+        world.finish_commit(true);
+        for _ in 0..rng.below(40) {
+            world.run_one(&mut rng);
+            if rng.chance(50) {
+                world.wait(Duration::from_millis(60));
+                world.finish_commit(true);
+            }
+        }
+        // The harness fails the run if anything in `stored_at_restart` is assigned again.
+        world.restart();
+        early_durable += world.stored_at_restart.iter().filter(|(j, c)| *j == job && *c >= COMBINE_BASE).count();
+        let caller = Caller { name: owner().name, operator: false };
+        let Some(Ok(Resumed { stored, complete: false })) = resume_upload(&mut world, job, &caller) else {
+            panic!("the upload of job {job} did not resume (seed {seed})");
+        };
+        resumed += 1;
+        // The resumed upload grows the same forest: the combines already known keep their work.
+        world.upload(job, stored as usize..11, true);
+        drain(&mut world, &mut rng);
+        assert_eq!(world.summary(job).expect("known").state, JobState::Succeeded, "seed {seed}");
+    }
+    assert_eq!(resumed, 30);
+    assert!(early_durable > 10, "only {early_durable} combines were durable at a restart mid-upload");
+}
+
+/// Resumes `job`'s upload, letting the journal commit until the answer comes.
+fn resume_upload(world: &mut World, job: wire::proto::JobId, caller: &Caller) -> Option<Result<Resumed, String>> {
+    let early = world.resume(job, ClientId(9_999), caller);
+    let request = world.last_request();
+    early.or_else(|| {
+        for _ in 0..3 {
+            world.wait(Duration::from_millis(60));
+            world.finish_commit(true);
+        }
+        world.resume_answer(request)
+    })
+}
+
+#[test]
+fn a_straggling_combine_is_copied_and_only_one_copy_counts() {
+    let mut copied = 0;
+    for seed in 0..10 {
+        let mut rng = Rng::new(seed);
+        let mut world = World::new(2);
+        // No chance traps: a copy that failed would not be copied again on the only other node.
+        world.random_traps = false;
+        let job = world.submit_as(8, true, true);
+        // Both nodes run until node 0 holds a combine; then node 0 stalls (it still beats).
+        let mut straggler = None;
+        for _ in 0..2_000 {
+            straggler = world.queued(0).into_iter().find(|&(j, task)| j == job && task >= COMBINE_BASE);
+            if straggler.is_some() {
+                break;
+            }
+            world.run_one(&mut rng);
+            world.wait(Duration::from_millis(10));
+            world.finish_commit(true);
+        }
+        let (_, combine) = straggler.expect("node 0 was assigned a combine");
+        for _ in 0..400 {
+            if world.all_finished() && !world.committing() {
+                break;
+            }
+            world.run_on(1, &mut rng);
+            world.wait(Duration::from_millis(50));
+            world.finish_commit(true);
+        }
+        assert_eq!(world.summary(job).expect("known").state, JobState::Succeeded, "seed {seed}");
+        assert!(world.queued(0).is_empty(), "node 0's straggling attempts were cancelled once the copies won");
+        copied += usize::from(world.combines_assigned[&(job, combine)] >= 2);
+        // The harness checked the output against the serial reference and that no task's
+        // result was accepted twice.
+        assert_eq!(world.verdicts, 1);
+    }
+    assert_eq!(copied, 10, "the straggling combine was copied on node 1 every time");
+}
