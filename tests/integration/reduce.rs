@@ -7,7 +7,9 @@
 //! `stream` refuses reduce; a combine that traps fails the job naming its chunks; a node killed
 //! while chunks are being combined costs nothing but time; and a dispatcher SIGKILLed in the
 //! middle of a reduce resumes it with no chunk and no combine run twice (counted, as in
-//! `durability.rs`, from the nodes' cumulative `chunks_done`, which counts combines too).
+//! `durability.rs`, from the nodes' cumulative `chunks_done`, which counts combines too); a
+//! combine that straggles gets a speculative copy and the output is still every chunk's result
+//! once.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -251,4 +253,29 @@ fn a_dispatcher_killed_mid_reduce_resumes_with_no_chunk_or_combine_run_twice() {
          the restart cost work\n{}",
         cluster.logs()
     );
+}
+
+#[test]
+fn a_straggling_combine_gets_a_speculative_copy_and_counts_once() {
+    let cluster = Cluster::start(2);
+    let files = cluster.dir().join("straggle");
+    std::fs::create_dir_all(&files).expect("create the input directory");
+    // The first file's result is "SLOW": the combine of chunks 0 and 1 spins 30 times as long as
+    // any run or other combine, on every attempt, while the rest of the job finishes around it.
+    std::fs::write(files.join("a"), b"SLOW").expect("write the first file");
+    for (seed, name) in (1u64..).zip(["b", "c", "d", "e", "f", "g", "h"]) {
+        std::fs::write(files.join(name), pseudo_random_bytes(64, seed)).expect("write an input file");
+    }
+    let payload = fixture("concat_combine.wat");
+    let inputs = [files.clone()];
+    let want = serial_reduce(&payload, SPIN.as_bytes(), "files", &inputs);
+    let output = cluster.output_dir("straggle").join("reduced.bin");
+    let job = Job::new(&payload, "files", &output).input(&files).payload_args(SPIN).flag("--results", "reduce");
+    let run = cluster.run_job(&job);
+    run.check_success();
+    // Concatenation: a combine accepted twice, or a chunk combined twice, would show here.
+    check_same_bytes(&std::fs::read(&output).expect("output"), &want, &run);
+    let log = cluster.dispatcher_log();
+    let copied = log.lines().any(|l| l.contains("speculative copy of a straggling chunk") && l.contains("combine=true"));
+    assert!(copied, "the straggling combine got no speculative copy\n{run}\n{log}");
 }
