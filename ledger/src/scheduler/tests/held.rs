@@ -39,6 +39,30 @@ fn held_chunks_wait_for_their_release_and_the_job_for_them() {
 }
 
 #[test]
+fn chunks_keep_arriving_fresh_around_held_ones() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 2);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    // A reduce job's combine of chunks 0 and 1 is known while its input still arrives.
+    s.handle_chunks_held(now, J1, &[1_000]);
+    s.handle_chunks_added(now, J1, 1);
+    s.handle_chunk_succeeded(now, N1, AttemptId(1));
+    check_actions(&mut s, "assign n1 j1 c1 a2");
+    s.handle_chunk_succeeded(now, N1, AttemptId(2));
+    check_actions(&mut s, "assign n1 j1 c2 a3");
+    s.handle_chunk_released(now, J1, 1_000);
+    s.handle_input_complete(now, J1);
+    s.handle_chunk_succeeded(now, N1, AttemptId(3));
+    check_actions(&mut s, "assign n1 j1 c1000 a4");
+    assert_eq!(s.progress(J1).map(|p| (p.done, p.total)), Some((3, 4)));
+    s.handle_chunk_succeeded(now, N1, AttemptId(4));
+    check_actions(&mut s, "end-job n1 j1\nsucceeded j1");
+}
+
+#[test]
 fn a_restored_job_keeps_its_held_chunks_held() {
     let now = Instant::now();
     // No reattach grace: chunks not done and not held are placed at once.
