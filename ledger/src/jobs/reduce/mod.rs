@@ -28,14 +28,12 @@
 
 use std::collections::BTreeMap;
 
-use crate::record::Batch;
-use crate::scheduler::ExtraChunk;
-
 use wire::proto::{ChunkIndex, JobFailure, JobId, ResultMode};
 
 use super::entries::JobEntry;
 use super::{Ledger, Time};
-use crate::record::Extent;
+use crate::record::{Batch, Extent};
+use crate::scheduler::ExtraChunk;
 
 mod forest;
 
@@ -100,10 +98,14 @@ impl JobEntry {
     /// durable) or held.
     pub(super) fn restored_combines(&self) -> BTreeMap<ChunkIndex, ExtraChunk> {
         let Some(forest) = &self.forest else { return BTreeMap::new() };
-        let state = |task: ChunkIndex| match () {
-            () if self.result_of(task).is_some() => ExtraChunk::Done,
-            () if self.inputs_durable(task) => ExtraChunk::Ready,
-            () => ExtraChunk::Held,
+        let state = |task: ChunkIndex| {
+            if self.result_of(task).is_some() {
+                ExtraChunk::Done
+            } else if self.inputs_durable(task) {
+                ExtraChunk::Ready
+            } else {
+                ExtraChunk::Held
+            }
         };
         forest.combine_tasks().map(|t| (t, state(t))).collect()
     }
@@ -183,7 +185,7 @@ impl Ledger {
         let Some(entry) = self.jobs.get_mut(&job) else { return };
         let Some(forest) = entry.forest.as_mut() else { return };
         if entry.record.chunks > COMBINE_BASE {
-            // Its chunk indices would run into its combines' (not in this universe's disks).
+            // Its chunk indices would run into its combines' (10^15 chunks: never in practice).
             self.fail(now, job, format!("job input failed: a reduce job has at most {COMBINE_BASE} chunks"));
             return;
         }

@@ -28,10 +28,10 @@ fn check(chunks: usize) {
     let summary = world.summary(job).expect("the job is known");
     assert_eq!(summary.state, JobState::Succeeded, "{chunks} chunks");
     assert_eq!(world.verdicts, 1);
-    // One combine per inner node of the tree, each accepted once (the world's traps are retried).
+    // n - 1 combines, each accepted once (the world's traps are retried).
     let combines: u32 = world.combines_run.iter().filter(|((j, _), _)| *j == job).map(|(_, n)| *n).sum();
     assert!(combines as usize >= chunks.saturating_sub(1), "{combines} combines for {chunks} chunks");
-    assert_eq!(world.combines_run.len(), chunks.saturating_sub(1), "every combine of the tree ran");
+    assert_eq!(world.combines_run.len(), chunks.saturating_sub(1), "every combine of the forest ran");
 }
 
 #[test]
