@@ -11,8 +11,8 @@
 //! are stored ([`crate::scheduler::Scheduler::handle_chunks_held`]); a result made *durable*
 //! (journaled) releases its parent when its sibling is durable too, so combining proceeds
 //! tree-wise as ranges complete, while the input is still arriving, and the root's result, the
-//! job's output, is stored moments after the last chunk's (a batch holding a reduce job's
-//! results commits as promptly as one a client waits for). Waiting for durability costs a
+//! job's output, is stored moments after the last chunk's (once the input is complete, a batch
+//! holding a reduce job's results commits as promptly as one a client waits for). Waiting for durability costs a
 //! commit per level and buys simple restarts: a combine a node still runs after a dispatcher
 //! restart always has durable inputs, so the restarted dispatcher adopts it when the node claims
 //! it, and nothing is combined twice. Placement, retries, timeouts, speculation, node loss and
@@ -155,13 +155,15 @@ impl Ledger {
     }
 
     /// Whether a combine waits for the gathering batch: it holds a result of a reduce job whose
-    /// parent combine is known and whose sibling is stored too (a result whose sibling has not
-    /// arrived or still runs can wait for the usual spacing).
+    /// input is complete and whose sibling is stored too. A result whose sibling has not arrived
+    /// or still runs can wait for the usual spacing, and so can the results of a job whose input
+    /// still arrives: its early combines are not what its output waits for, and committing at
+    /// the short spacing all along its upload would cost many more syncs.
     pub(super) fn partials_waiting(&mut self) -> bool {
         let fresh = self.batch.results.get(self.partials.checked..).unwrap_or_default();
         let jobs = &self.jobs;
         let waits = fresh.iter().any(|(job, task, _)| {
-            let Some(entry) = jobs.get(job) else { return false };
+            let Some(entry) = jobs.get(job).filter(|e| e.record.input_complete) else { return false };
             let Some(forest) = &entry.forest else { return false };
             let Some((left, right)) = forest.parent(*task).and_then(|p| forest.children(p)) else { return false };
             let sibling = if left == *task { right } else { left };
@@ -202,6 +204,8 @@ impl Ledger {
         let Some(forest) = entry.forest.as_mut() else { return };
         let combines = forest.close();
         entry.partials.resize(forest.combine_count() as usize, None);
+        // Its results gathering now may be what a combine waits for: they are looked at again.
+        self.partials.checked = 0;
         self.scheduler.handle_chunks_held(now.at, job, &combines);
         for task in combines {
             if entry.inputs_durable(task) {
