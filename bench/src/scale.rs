@@ -459,6 +459,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
                             outcome: Ok(Bytes::copy_from_slice(&sum.to_le_bytes())),
                             run_nanos: u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX),
                             log: Bytes::new(),
+                            combined_with: None,
                         };
                         reports.queue_frame(&report)?;
                         ctx.stats.assigned.fetch_add(1, Ordering::Relaxed);

@@ -278,7 +278,7 @@ impl Core {
                     // Counted as a failed attempt, as for an unreadable chunk input.
                     let message = format!("dispatcher could not read the results to combine: {e}");
                     let failure = ChunkFailure { kind: FailureKind::Node, message };
-                    let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new() };
+                    let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new(), combined_with: None };
                     self.ledger.handle_report(now, node, report);
                 }
             },

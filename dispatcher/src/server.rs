@@ -454,7 +454,7 @@ async fn run_node_commands(
                     Err(e) => {
                         // Counted as a failed attempt, so it is retried and reported.
                         let failure = ChunkFailure { kind: FailureKind::Node, message: format!("dispatcher could not read the chunk's input: {e}") };
-                        let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new() };
+                        let report = ChunkReport { attempt, outcome: Err(failure), run_nanos: 0, log: Bytes::new(), combined_with: None };
                         events.send(Event::NodeReport { node, report }).await.map_err(|_| ConnError::CoreGone)?;
                     }
                 },

@@ -211,7 +211,7 @@ fn slot_loop(shared: &Shared) {
         }
         // A closed channel means the session ended; the dispatcher requeues the attempt.
         let run_nanos = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos, log });
+        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos, log, combined_with: None });
     }
 }
 

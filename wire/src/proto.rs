@@ -18,8 +18,9 @@ pub use ids::{AttemptId, ChunkIndex, JobId, PayloadHash};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 5
 /// added attempt logs ([`ChunkReport::log`], `Logs`, `Explain`; see [`crate::observe`]) and the
-/// nodes' platform, cores and version to [`NodeStatus`].
-pub const PROTOCOL_VERSION: u32 = 5;
+/// nodes' platform, cores and version to [`NodeStatus`]; version 6 a node's pre-combined
+/// reports ([`ChunkReport::combined_with`]).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -365,6 +366,11 @@ pub struct ChunkReport {
     /// What the attempt logged (`dispy.log`, WASI stderr, native stdout and stderr), at most
     /// [`crate::observe::ATTEMPT_LOG_MAX`] bytes plus a truncation marker; empty if nothing.
     pub log: Bytes,
+    /// A node's pre-combine of a reduce job: the attempt of chunk `2k + 1` when this one's is
+    /// chunk `2k`, both run here, and `outcome` is their results already combined with
+    /// `dispy_combine` (left first), the result of the block's combine; the report then covers
+    /// both attempts. `None` for a plain report.
+    pub combined_with: Option<AttemptId>,
 }
 
 /// How results are written on the submitter's side.

@@ -511,6 +511,9 @@ impl Ledger {
         let log_tail = self.store_log(node, report.attempt, report.outcome.is_err(), log);
         match report.outcome {
             Ok(output) => {
+                if let Some(right) = report.combined_with {
+                    return self.handle_precombined(now, node, (report.attempt, right), report.run_nanos, output);
+                }
                 self.scheduler.handle_run_time(now.at, node, report.attempt, Duration::from_nanos(report.run_nanos));
                 let Some((job, chunk)) = self.scheduler.handle_chunk_succeeded(now.at, node, report.attempt) else {
                     debug!(target: LOG_TARGET, attempt = %report.attempt, "late or duplicate result discarded");

@@ -108,14 +108,16 @@ impl Ledger {
             entry.regrow_forest();
         }
         fill(&mut entry, results);
-        entry.done = entry.results.iter().flatten().count() as u64;
+        // A chunk under a stored combine (a node's pre-combine) is done without a result.
+        let covered = entry.covered_tasks();
+        let done: Vec<bool> = (0..).zip(&entry.results).map(|(c, r)| r.is_some() || covered.contains(&c)).collect();
+        entry.done = done.iter().filter(|d| **d).count() as u64;
         // Everything restored is journaled: durable, for a reduce job's combines.
         let stored_tasks = (0..).zip(&entry.results).chain((COMBINE_BASE..).zip(&entry.partials));
         entry.durable = stored_tasks.filter(|(_, r)| r.is_some()).map(|(c, _)| c).collect();
         entry.stored = entry.record.chunks;
         // The attempts of earlier lifetimes are not journaled: each chunk done counts as one.
         entry.attempts_base = entry.done;
-        let done: Vec<bool> = entry.results.iter().map(Option::is_some).collect();
         let requirements = requirements(&entry.record.owner, &entry.record.submission);
         // An incomplete input waits for its submitter to resume the upload.
         info!(target: LOG_TARGET, %job, chunks = entry.record.chunks, done = entry.done, input_complete = complete, "resuming job");
@@ -123,7 +125,7 @@ impl Ledger {
             // Combines whose inputs are not both stored wait for them; the rest run (or are
             // claimed by the node still running them: a task index means the same combine in
             // every lifetime).
-            let combines = entry.restored_combines();
+            let combines = entry.restored_combines(&covered);
             self.scheduler.handle_job_restored_held(now.at, job, requirements, &done, &combines, complete);
         } else if complete {
             self.scheduler.handle_job_restored(now.at, job, requirements, &done);

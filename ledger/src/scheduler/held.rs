@@ -6,9 +6,11 @@
 use std::collections::BTreeMap;
 use std::time::Instant;
 
-use wire::proto::{ChunkIndex, JobId};
+use wire::proto::{AttemptId, ChunkIndex, JobId};
 
-use super::{JobRequirements, Scheduler};
+use super::job::Job;
+use super::outcome::Verdict;
+use super::{Action, JobRequirements, Scheduler};
 
 /// Where a restored job's chunk beyond its input chunks (a reduce job's combine) stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -60,6 +62,45 @@ impl Scheduler {
         j.held.extend(chunks.iter().copied().filter(|&c| c >= j.fresh_end));
         j.total += (j.held.len() - before) as u64;
         self.sync_pending(job);
+    }
+
+    /// A chunk's result arrived another way, a node's pre-combine of a reduce job's combine
+    /// from its two inputs (`wire::proto::ChunkReport::combined_with`): it counts as done
+    /// wherever it stood, held, pending, unclaimed or running (its attempts are cancelled).
+    /// Returns false, changing nothing, when it is done already or unknown: the caller then
+    /// drops the result.
+    pub fn handle_chunk_covered(&mut self, now: Instant, job: JobId, chunk: ChunkIndex) -> bool {
+        let Some(j) = self.jobs.get_mut(&job) else { return false };
+        let queued = j.requeued.len();
+        j.requeued.retain(|&c| c != chunk);
+        let waited = j.held.remove(&chunk) | j.unclaimed.remove(&chunk) | (j.requeued.len() != queued);
+        if j.requeued.len() != queued && j.requeued.len() >= super::placement::REQUEUE_SCAN {
+            self.window_moved.push(job);
+        }
+        let running: Vec<AttemptId> =
+            self.attempts.iter().filter(|(_, a)| a.job == job && a.chunk == chunk).map(|(&id, _)| id).collect();
+        if !waited && running.is_empty() {
+            return false;
+        }
+        for attempt in running {
+            if let Some(a) = self.release_attempt(now, attempt) {
+                self.out.act(Action::CancelAttempt { node: a.node, attempt });
+                self.fill_node(now, a.node);
+            }
+        }
+        let Some(j) = self.jobs.get_mut(&job) else { return false };
+        j.done += 1;
+        j.failures.remove(&chunk);
+        j.crashes.remove(&chunk);
+        self.sync_pending(job);
+        if self.jobs.get(&job).is_some_and(Job::is_finished) {
+            self.end_job(now, job, Some(Verdict::Succeeded));
+        } else {
+            self.mark_spec(job);
+            self.refresh_clock(now, job);
+        }
+        self.settle(now);
+        true
     }
 
     /// A held chunk's inputs are ready: it is placed like a requeued chunk. Ignored for unknown

@@ -31,12 +31,13 @@ fn messages_round_trip() {
         role: Role::Node,
         software: "dispy-node 0.0.0".into(),
     });
-    check_round_trip(ChunkReport { attempt: AttemptId(7), outcome: Ok(Bytes::from_static(b"out")), run_nanos: 1_234_567, log: Bytes::new() });
+    check_round_trip(ChunkReport { attempt: AttemptId(7), outcome: Ok(Bytes::from_static(b"out")), run_nanos: 1_234_567, log: Bytes::new(), combined_with: Some(AttemptId(9)) });
     check_round_trip(ChunkReport {
         attempt: AttemptId(8),
         outcome: Err(ChunkFailure { kind: FailureKind::PayloadError(-3), message: "x".into() }),
         run_nanos: 0,
         log: Bytes::from_static(b"line one\n[dispy: log truncated, 3 bytes dropped]\n"),
+        combined_with: None,
     });
 }
 

@@ -26,7 +26,7 @@
 //! adopts the right work. Partials a combine consumed stay in the spool until the job is
 //! released (they are small next to the inputs, and keeping them makes restarts trivially safe).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use wire::proto::{ChunkIndex, JobFailure, JobId, ResultMode};
 
@@ -36,6 +36,7 @@ use crate::record::{Batch, Extent};
 use crate::scheduler::ExtraChunk;
 
 mod forest;
+mod precombined;
 
 pub(crate) use forest::Forest;
 pub use forest::{reduce_output_task, COMBINE_BASE};
@@ -94,12 +95,27 @@ impl JobEntry {
         forest.children(task).is_some_and(|(l, r)| self.durable.contains(&l) && self.durable.contains(&r))
     }
 
-    /// Where each combine of a restored reduce job stands: stored, ready (its inputs are
-    /// durable) or held.
-    pub(super) fn restored_combines(&self) -> BTreeMap<ChunkIndex, ExtraChunk> {
+    /// The tasks under a stored combine of a reduce job: done, though a node's pre-combine
+    /// (see `precombined`) left the chunks it covered without a result of their own.
+    pub(super) fn covered_tasks(&self) -> HashSet<ChunkIndex> {
+        let Some(forest) = &self.forest else { return HashSet::new() };
+        let mut covered = HashSet::new();
+        // Children come before their parents: walking down from the last combine reaches every
+        // task under a stored one.
+        for task in forest.combine_tasks().rev() {
+            if self.result_of(task).is_some() || covered.contains(&task) {
+                covered.extend(forest.children(task).map(<[ChunkIndex; 2]>::from).into_iter().flatten());
+            }
+        }
+        covered
+    }
+
+    /// Where each combine of a restored reduce job stands: done (stored or covered), ready (its
+    /// inputs are durable) or held.
+    pub(super) fn restored_combines(&self, covered: &HashSet<ChunkIndex>) -> BTreeMap<ChunkIndex, ExtraChunk> {
         let Some(forest) = &self.forest else { return BTreeMap::new() };
         let state = |task: ChunkIndex| {
-            if self.result_of(task).is_some() {
+            if self.result_of(task).is_some() || covered.contains(&task) {
                 ExtraChunk::Done
             } else if self.inputs_durable(task) {
                 ExtraChunk::Ready

@@ -20,6 +20,7 @@ use super::super::{
 use crate::record::{Batch, Extent, JobRecord, NodeHold};
 use crate::scheduler::{NodeId, SchedulerConfig};
 
+mod covered;
 mod uploads;
 
 /// A small xorshift generator: histories come from a seed, so a failure replays.
@@ -153,7 +154,8 @@ pub(super) struct World {
     accepted: HashMap<AttemptId, (JobId, ChunkIndex)>,
     questions: HashMap<RequestId, JobId>,
     next_id: u64,
-    /// `(job, chunk)` that must not be assigned again: they had a durable result at a restart.
+    /// `(job, chunk)` that must not be assigned again: they had a durable result at a restart,
+    /// or were under a reduce job's durable combine.
     pub(super) stored_at_restart: HashSet<(JobId, ChunkIndex)>,
     pub(super) restarts: u32,
     pub(super) verdicts: u32,
@@ -178,6 +180,8 @@ pub(super) struct World {
     pub(super) combines_assigned: HashMap<(JobId, ChunkIndex), u32>,
     /// Combines assigned while their job's input was still arriving.
     pub(super) early_combines: u32,
+    /// Reports in which a fake node pre-combined chunks `2k` and `2k + 1` of a reduce job.
+    pub(super) precombined: u32,
     /// Uploads under way (see `uploads`): the next chunk each sends.
     uploading: BTreeMap<JobId, usize>,
     /// Results stored in this lifetime of the ledger: each `(job, task)` once.
@@ -220,6 +224,7 @@ impl World {
             combines_run: HashMap::new(),
             combines_assigned: HashMap::new(),
             early_combines: 0,
+            precombined: 0,
             uploading: BTreeMap::new(),
             stored: HashSet::new(),
         };
@@ -374,7 +379,18 @@ impl World {
             Some(input) => Ok(Bytes::from(run(&input))),
         };
         let log = Bytes::from(format!("attempt {attempt} of chunk {_chunk}\n"));
-        let report = ChunkReport { attempt, outcome, run_nanos: 1_000, log };
+        let mut report = ChunkReport { attempt, outcome, run_nanos: 1_000, log, combined_with: None };
+        // Mostly, a node holding chunks 2k and 2k + 1 of a reduce job pre-combines them.
+        let sibling = self.nodes[n].queue.iter().position(|(_, j, c, w)| *j == job && *c == _chunk + 1 && matches!(w, Work::Run(_)));
+        if let (Some(i), Ok(left), true) = (sibling, &report.outcome, self.reduce.contains(&job) && _chunk % 2 == 0 && rng.chance(80)) {
+            let (right, _, _, Work::Run(extent)) = self.nodes[n].queue.remove(i) else { unreachable!("matched just above") };
+            let input = self.spool.get(&job).and_then(|f| f.input.get(extent.offset as usize..(extent.offset + extent.len) as usize));
+            if let Some(input) = input {
+                report.outcome = Ok(Bytes::from([left.as_ref(), &run(input)].concat()));
+                report.combined_with = Some(right);
+                self.precombined += 1;
+            }
+        }
         self.nodes[n].unacked.insert(attempt, report.clone());
         let id = self.nodes[n].id;
         self.ledger.handle_report(self.now, id, report);
@@ -431,7 +447,7 @@ impl World {
             files.results.truncate(files.results_synced as usize);
         }
         self.durable.incarnation += 1;
-        self.stored_at_restart = self.durable.results.keys().copied().collect();
+        self.stored_at_restart = self.durable.results.keys().copied().chain(self.covered_by_durable_combines()).collect();
         self.stored.clear();
         // The uploads' connections are lost with the dispatcher.
         self.uploading.clear();

@@ -32,7 +32,7 @@ impl Desk {
     /// The node reports the job's latest attempt with `outcome` and `log`.
     fn report(&mut self, job: JobId, outcome: Result<Bytes, ChunkFailure>, log: &str) {
         let &(_, _, attempt) = self.assigned.iter().rev().find(|(j, _, _)| *j == job).expect("an attempt was assigned");
-        let report = ChunkReport { attempt, outcome, run_nanos: 1, log: Bytes::from(log.to_owned()) };
+        let report = ChunkReport { attempt, outcome, run_nanos: 1, log: Bytes::from(log.to_owned()), combined_with: None };
         self.ledger.handle_report(self.now, self.node, report);
         self.turn();
     }
