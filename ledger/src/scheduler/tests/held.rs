@@ -63,6 +63,32 @@ fn chunks_keep_arriving_fresh_around_held_ones() {
 }
 
 #[test]
+fn a_covered_chunk_is_done_wherever_it_stood_and_only_once() {
+    let now = Instant::now();
+    let mut s = Scheduler::new(config(0));
+    s.handle_node_joined(now, N1, resources("n1", 1));
+    s.handle_job_submitted(now, J1, req());
+    s.handle_chunks_added(now, J1, 1);
+    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    s.handle_chunks_held(now, J1, &[100, 101, 102]);
+    // Held: done at once.
+    assert!(s.handle_chunk_covered(now, J1, 100));
+    // Released behind the busy slot (pending): taken out of the queue.
+    s.handle_chunk_released(now, J1, 101);
+    assert!(s.handle_chunk_covered(now, J1, 101));
+    check_actions(&mut s, "");
+    // Running: its attempt is cancelled.
+    s.handle_chunk_succeeded(now, N1, AttemptId(1));
+    s.handle_chunk_released(now, J1, 102);
+    check_actions(&mut s, "assign n1 j1 c102 a2");
+    s.handle_input_complete(now, J1);
+    assert!(s.handle_chunk_covered(now, J1, 102));
+    check_actions(&mut s, "cancel n1 a2\nend-job n1 j1\nsucceeded j1");
+    // Done already (the job too): nothing changes.
+    assert!(!s.handle_chunk_covered(now, J1, 102));
+}
+
+#[test]
 fn a_restored_job_keeps_its_held_chunks_held() {
     let now = Instant::now();
     // No reattach grace: chunks not done and not held are placed at once.
