@@ -15,6 +15,8 @@ use tokio::sync::mpsc::UnboundedSender;
 
 use crate::exec::{CancelFlag, Executor, Limits, Payload, Worker};
 
+mod pairs;
+
 /// What every chunk of one job needs to run.
 #[derive(Debug)]
 pub(crate) struct JobContext {
@@ -40,6 +42,9 @@ pub(crate) struct JobContext {
     /// How this node reads object input (chunk references naming `s3://` or `https://` URLs);
     /// `None` when its `object_store_buckets` is empty.
     pub objects: Option<Arc<crate::object_input::NodeObjects>>,
+    /// Whether the job reduces its results: sibling chunks run here are pre-combined (see
+    /// `pairs`).
+    pub reduce: bool,
 }
 
 /// One chunk waiting for a slot.
@@ -64,6 +69,8 @@ struct Shared {
     queue: Mutex<Queue>,
     /// The workers' own cancel flags of the attempts running now, so cancelling one stops it.
     running: Mutex<HashMap<AttemptId, CancelFlag>>,
+    /// Reduce jobs' chunks here and their results waiting to be pre-combined.
+    pairs: Mutex<pairs::Pairs>,
     wake: Condvar,
     busy: AtomicU32,
     done: AtomicU64,
@@ -87,6 +94,7 @@ impl Pool {
         let shared = Arc::new(Shared {
             queue: Mutex::new(Queue::default()),
             running: Mutex::default(),
+            pairs: Mutex::default(),
             wake: Condvar::new(),
             busy: AtomicU32::new(0),
             done: AtomicU64::new(0),
@@ -107,6 +115,7 @@ impl Pool {
 
     /// Queues a chunk; a free slot picks it up at once.
     pub(crate) fn submit(&self, work: Work) {
+        lock(&self.shared.pairs).submitted(&work);
         self.lock().items.push_back(work);
         self.shared.wake.notify_one();
     }
@@ -115,6 +124,7 @@ impl Pool {
     /// slots drop its workers (the caller has set the flag).
     pub(crate) fn cancel_job(&self, job: JobId) {
         self.lock().items.retain(|w| w.job.job != job);
+        lock(&self.shared.pairs).cancelled(|j, _| j == job);
         self.shared.wake.notify_all();
     }
 
@@ -122,6 +132,7 @@ impl Pool {
     /// native worker is killed): its slot takes the next chunk at once, and no report is sent.
     pub(crate) fn cancel_attempt(&self, attempt: AttemptId) {
         self.lock().items.retain(|w| w.assignment.attempt != attempt);
+        lock(&self.shared.pairs).cancelled(|_, a| a == attempt);
         if let Some(flag) = lock(&self.shared.running).get(&attempt) {
             flag.cancel();
         }
@@ -198,6 +209,7 @@ fn slot_loop(shared: &Shared) {
         shared.metrics.finished(outcome_name, started.elapsed());
         if cancelled {
             // The job ended or the attempt was cancelled while it ran; nobody wants its result.
+            lock(&shared.pairs).cancelled(|_, a| a == work.assignment.attempt);
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, attempt = %work.assignment.attempt, "attempt cancelled while running; its slot is free");
             continue;
         }
@@ -209,9 +221,9 @@ fn slot_loop(shared: &Shared) {
         if let Err(failure) = &outcome {
             tracing::debug!(job = %work.job.job, chunk = work.assignment.chunk, kind = ?failure.kind, "chunk failed: {failure}");
         }
-        // A closed channel means the session ended; the dispatcher requeues the attempt.
         let run_nanos = u64::try_from(run_time.as_nanos()).unwrap_or(u64::MAX);
-        let _ = work.reports.send(ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos, log, combined_with: None });
+        let report = ChunkReport { attempt: work.assignment.attempt, outcome, run_nanos, log, combined_with: None };
+        pairs::deliver(shared, &mut current, &work, report);
     }
 }
 
@@ -320,12 +332,67 @@ mod tests {
             cancel: CancelFlag::default(),
             shared_input_roots: None,
             objects: None,
+            reduce: false,
         })
     }
 
     fn work(job: &Arc<JobContext>, attempt: u64, reports: &UnboundedSender<ChunkReport>) -> Work {
-        let assignment = Assignment { job: job.job, chunk: 0, attempt: AttemptId(attempt), input: bytes::Bytes::from_static(b"hi"), combine: false };
+        chunk(job, 0, attempt, b"hi", reports)
+    }
+
+    fn chunk(job: &Arc<JobContext>, chunk: u64, attempt: u64, input: &'static [u8], reports: &UnboundedSender<ChunkReport>) -> Work {
+        let input = bytes::Bytes::from_static(input);
+        let assignment = Assignment { job: job.job, chunk, attempt: AttemptId(attempt), input, combine: false };
         Work { job: Arc::clone(job), assignment, reports: reports.clone() }
+    }
+
+    /// The next report, within a bound so a regression fails instead of hanging.
+    fn next_report(received: &mut tokio::sync::mpsc::UnboundedReceiver<ChunkReport>) -> ChunkReport {
+        let started = std::time::Instant::now();
+        loop {
+            match received.try_recv() {
+                Ok(report) => return report,
+                Err(_) if started.elapsed() < Duration::from_secs(60) => std::thread::sleep(Duration::from_millis(5)),
+                Err(e) => panic!("no report came: {e}"),
+            }
+        }
+    }
+
+    #[test]
+    fn sibling_chunks_of_a_reduce_job_are_reported_pre_combined() {
+        let executor = Executor::new().expect("engine");
+        let dir = tempfile::tempdir().expect("a cache directory");
+        let cache = PayloadCache::open(dir.path(), 1 << 20).expect("cache");
+        let mut concat = job(&executor, &cache, 1, include_str!("../../tests/fixtures/concat_combine.wat"));
+        Arc::get_mut(&mut concat).expect("not shared yet").reduce = true;
+        let looping = job(&executor, &cache, 2, include_str!("../../tests/fixtures/loop.wat"));
+        let pool = Pool::new(executor, 1, crate::metrics::PoolMetrics::default()).expect("pool");
+        let (reports, mut received) = tokio::sync::mpsc::unbounded_channel();
+        // Behind a chunk that never ends, until it is cancelled: chunk 5 runs first and waits
+        // for chunk 4, queued behind it; one report, chunk 4's attempt first, their results
+        // combined left (chunk 4) before right.
+        pool.submit(work(&looping, 1, &reports));
+        pool.submit(chunk(&concat, 5, 15, b"right", &reports));
+        pool.submit(chunk(&concat, 4, 14, b"left-", &reports));
+        pool.cancel_attempt(AttemptId(1));
+        let report = next_report(&mut received);
+        assert_eq!((report.attempt, report.combined_with), (AttemptId(14), Some(AttemptId(15))), "{report:?}");
+        assert_eq!(report.outcome.as_deref().map(<[u8]>::to_vec), Ok(b"left-right".to_vec()));
+        // A chunk whose sibling is not here is reported alone at once.
+        pool.submit(chunk(&concat, 2, 12, b"alone", &reports));
+        let report = next_report(&mut received);
+        assert_eq!((report.attempt, report.combined_with), (AttemptId(12), None), "{report:?}");
+        // Chunk 7's result waits for chunk 6, queued behind a chunk that never ends; chunk 6 is
+        // cancelled, so chunk 7's result goes alone.
+        pool.submit(chunk(&concat, 7, 17, b"seven", &reports));
+        pool.submit(work(&looping, 2, &reports));
+        pool.submit(chunk(&concat, 6, 16, b"six", &reports));
+        pool.cancel_attempt(AttemptId(16));
+        let report = next_report(&mut received);
+        assert_eq!((report.attempt, report.combined_with), (AttemptId(17), None), "{report:?}");
+        pool.cancel_attempt(AttemptId(2));
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(received.try_recv().is_err(), "a cancelled attempt reported");
     }
 
     #[test]

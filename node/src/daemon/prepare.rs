@@ -97,6 +97,7 @@ pub(super) async fn prepare(session: &Session, pending: &PendingContext) -> Resu
             .shared_input
             .then(|| crate::shared_input::resolve_roots(&node.config.shared_input_roots)),
         objects: node.objects.clone(),
+        reduce: spec.reduce,
     }))
 }
 
