@@ -9,7 +9,7 @@
 //! middle of a reduce resumes it with no chunk and no combine run twice (counted, as in
 //! `durability.rs`, from the nodes' cumulative `chunks_done`, which counts combines too); a
 //! combine that straggles gets a speculative copy and the output is still every chunk's result
-//! once.
+//! once; and nodes pre-combine sibling chunks they ran, with the same output.
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -278,4 +278,21 @@ fn a_straggling_combine_gets_a_speculative_copy_and_counts_once() {
     let log = cluster.dispatcher_log();
     let copied = log.lines().any(|l| l.contains("speculative copy of a straggling chunk") && l.contains("combine=true"));
     assert!(copied, "the straggling combine got no speculative copy\n{run}\n{log}");
+}
+
+#[test]
+fn nodes_pre_combine_sibling_chunks_with_the_same_output() {
+    let mut cluster = Cluster::builder().nodes(2).env("RUST_LOG", "info,node::pool::pairs=debug").start();
+    let payload = fixture("concat_combine.wat");
+    let split = "range:0..64:1";
+    let want = serial_reduce(&payload, b"", split, &[]);
+    let output = cluster.output_dir("pairs").join("reduced.bin");
+    let run = cluster.run_job(&Job::new(&payload, split, &output).flag("--results", "reduce"));
+    run.check_success();
+    check_same_bytes(&std::fs::read(&output).expect("output"), &want, &run);
+    // Consecutive chunks mostly go to the same node, which combines pairs of them itself.
+    let logs = [cluster.node(0).log(), cluster.node(1).log()].concat();
+    let pairs = logs.lines().filter(|l| l.contains("results pre-combined")).count();
+    assert!(pairs > 0, "no node pre-combined two chunks\n{run}\n{logs}");
+    println!("{pairs} of 32 pairs pre-combined on the nodes");
 }

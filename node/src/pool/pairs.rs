@@ -99,7 +99,12 @@ pub(super) fn deliver(shared: &Shared, current: &mut Option<(Arc<JobContext>, Wo
         (Next::Park, _) => return,
         (Next::Combine(parked), Some(mine)) => {
             let (left, right) = if work.assignment.chunk.is_multiple_of(2) { (mine, parked) } else { (parked, mine) };
-            combine(current, &work.job, left, right)
+            let reports = combine(current, &work.job, left, right);
+            if reports.len() == 1 {
+                // A combine run like a dispatcher's combine task: counted with the slots' work.
+                shared.done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            reports
         }
         (Next::Combine(parked), None) => vec![parked],
     };

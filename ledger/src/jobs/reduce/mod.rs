@@ -25,6 +25,8 @@
 //! restart grows the same forest), and a node's claim of a combine attempt after a restart
 //! adopts the right work. Partials a combine consumed stay in the spool until the job is
 //! released (they are small next to the inputs, and keeping them makes restarts trivially safe).
+//! A node that ran both chunks of a smallest block may report them pre-combined, as the block
+//! combine's result (see `precombined`).
 
 use std::collections::{BTreeMap, HashSet};
 
