@@ -162,5 +162,6 @@ pub(super) fn requirements(owner: &str, submission: &JobSubmission) -> JobRequir
             PayloadKind::Native { os, arch } => Some((os.clone(), arch.clone())),
         },
         tenant: owner.to_owned(),
+        paired: submission.results == wire::proto::ResultMode::Reduce,
     }
 }

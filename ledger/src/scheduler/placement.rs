@@ -210,8 +210,17 @@ impl Scheduler {
                 t.pending.insert(new_key, job);
             }
         });
-        let crossed = self.place(now, job, chunk, node, None);
+        let mut crossed = self.place(now, job, chunk, node, None);
         self.sync_pending(job);
+        // A paired job's fresh chunks `2k` and `2k + 1` go to one node when it has room for
+        // both (a reduce job's node then pre-combines them).
+        let pair = matches!(pick, Pick::Fresh)
+            && chunk.is_multiple_of(2)
+            && self.jobs.get(&job).is_some_and(|j| j.req.paired && j.next_fresh < j.fresh_end)
+            && self.nodes.get(&node).is_some_and(|n| n.free_positions() > 0);
+        if pair && matches!(self.choose(job, node), Some(Pick::Fresh)) {
+            crossed |= self.assign(now, job, node, Pick::Fresh);
+        }
         crossed
     }
 

@@ -30,6 +30,7 @@ pub(super) fn req() -> JobRequirements {
         placement_timeout: Some(Duration::from_secs(30)),
         platform: None,
         tenant: "alice".to_owned(),
+        paired: false,
     }
 }
 

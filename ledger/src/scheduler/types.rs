@@ -76,6 +76,9 @@ pub struct JobRequirements {
     /// Who owns the job (the certificate name of the client that submitted it): slots are
     /// shared fairly between tenants, by [`SchedulerConfig::tenants`].
     pub tenant: String,
+    /// Fresh chunks go to nodes in pairs `2k`, `2k + 1` when a node has room for both: a reduce
+    /// job's node pre-combines such a pair.
+    pub paired: bool,
 }
 
 

@@ -32,6 +32,26 @@ fn two_nodes_share_work_and_every_slot_is_pipelined() {
 }
 
 #[test]
+fn a_paired_jobs_chunks_go_to_nodes_two_by_two() {
+    let mut sim = Sim::new();
+    let (a, b) = (sim.add_node(2), sim.add_node(2));
+    // A reduce job: each node gets both halves of the smallest blocks, to pre-combine them.
+    let job = sim.submit_chunks(JobRequirements { paired: true, ..req() }, 20);
+    let chunks = |sim: &Sim, node| sim.assigned(node).iter().map(|&(_, c)| c).collect::<Vec<_>>();
+    assert_eq!(chunks(&sim, a), [0, 1, 4, 5, 8, 9]);
+    assert_eq!(chunks(&sim, b), [2, 3, 6, 7, 10, 11]);
+    sim.drive();
+    assert_eq!(sim.outcome(job), Some(&Ok(())));
+    let mut pairs_apart = 0;
+    for k in 0..10 {
+        let on = |c| [a, b].into_iter().find(|&n| chunks(&sim, n).contains(&c));
+        pairs_apart += usize::from(on(2 * k) != on(2 * k + 1));
+    }
+    assert_eq!(pairs_apart, 0, "a pair of chunks was split between the nodes");
+    sim.check_final();
+}
+
+#[test]
 fn results_in_any_order_are_accepted_exactly_once() {
     let now = Instant::now();
     let mut s = four_chunks_on_n1(now, SchedulerConfig::default(), 4);

@@ -166,6 +166,8 @@ fn apply(sim: &mut Sim, op: &Op) {
                     (os.to_owned(), arch.to_owned())
                 }),
                 tenant: TENANTS[usize::from(tenant) % TENANTS.len()].to_owned(),
+                // Now and then a reduce job's, whose fresh chunks go to nodes in pairs.
+                paired: timeout_s % 2 == 0,
             };
             let job = sim.submit(req);
             sim.add_chunks(job, chunks);
