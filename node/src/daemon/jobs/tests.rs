@@ -63,6 +63,23 @@ fn start(table: &mut Table, job: u64) -> Context {
     }
 }
 
+/// A table in its first session holding job 1, still preparing, and the context its
+/// preparation got.
+fn table_preparing_job() -> (Table, Context) {
+    let mut table = Table::default();
+    table.begin_session();
+    let pending = start(&mut table, 1);
+    (table, pending)
+}
+
+/// A table in its first session holding job 1, ready, and that job's context.
+fn table_with_ready_job() -> (Table, Context) {
+    let (mut table, _) = table_preparing_job();
+    let ready = Context::new(JobId(1));
+    table.prepared(JobId(1), Ok(ready.clone()));
+    (table, ready)
+}
+
 fn runs(actions: &[Action<Context>]) -> Vec<u64> {
     actions
         .iter()
@@ -91,9 +108,7 @@ fn told(actions: &[Action<Context>]) -> Vec<&NodeToDispatcher> {
 
 #[test]
 fn chunks_assigned_while_preparing_run_once_the_job_is_ready() {
-    let mut table = Table::default();
-    table.begin_session();
-    let pending = start(&mut table, 1);
+    let (mut table, pending) = table_preparing_job();
     assert!(
         table.assign(assignment(1, 0, 10)).is_empty(),
         "nothing runs before the payload is ready"
@@ -117,9 +132,7 @@ fn chunks_assigned_while_preparing_run_once_the_job_is_ready() {
 
 #[test]
 fn a_failed_preparation_rejects_the_job_and_forgets_its_attempts() {
-    let mut table = Table::default();
-    table.begin_session();
-    start(&mut table, 1);
+    let (mut table, _) = table_preparing_job();
     table.assign(assignment(1, 0, 10));
     let actions = table.prepared(JobId(1), Err("bad module".into()));
     assert!(runs(&actions).is_empty());
@@ -136,9 +149,7 @@ fn a_failed_preparation_rejects_the_job_and_forgets_its_attempts() {
 
 #[test]
 fn a_job_ended_while_preparing_never_runs() {
-    let mut table = Table::default();
-    table.begin_session();
-    let pending = start(&mut table, 1);
+    let (mut table, pending) = table_preparing_job();
     table.assign(assignment(1, 0, 10));
     let actions = table.end_job(JobId(1));
     assert!(matches!(actions[..], [Action::StopJob(JobId(1))]));
@@ -154,9 +165,7 @@ fn a_job_ended_while_preparing_never_runs() {
 
 #[test]
 fn a_cancelled_queued_attempt_does_not_run_when_the_job_is_ready() {
-    let mut table = Table::default();
-    table.begin_session();
-    start(&mut table, 1);
+    let (mut table, _) = table_preparing_job();
     table.assign(assignment(1, 0, 10));
     table.assign(assignment(1, 1, 11));
     assert!(matches!(
@@ -172,11 +181,7 @@ fn a_cancelled_queued_attempt_does_not_run_when_the_job_is_ready() {
 
 #[test]
 fn ready_jobs_outlive_their_session_and_preparing_ones_do_not() {
-    let mut table = Table::default();
-    table.begin_session();
-    let ready = Context::new(JobId(1));
-    start(&mut table, 1);
-    table.prepared(JobId(1), Ok(ready.clone()));
+    let (mut table, ready) = table_with_ready_job();
     table.assign(assignment(1, 0, 10));
     let preparing = start(&mut table, 2);
     table.assign(assignment(2, 0, 20));
@@ -215,11 +220,7 @@ fn ready_jobs_outlive_their_session_and_preparing_ones_do_not() {
 
 #[test]
 fn a_job_the_next_session_does_not_confirm_goes_with_its_last_attempt() {
-    let mut table = Table::default();
-    table.begin_session();
-    let ready = Context::new(JobId(1));
-    start(&mut table, 1);
-    table.prepared(JobId(1), Ok(ready.clone()));
+    let (mut table, ready) = table_with_ready_job();
     table.assign(assignment(1, 0, 10));
     table.assign(assignment(1, 1, 11));
     table.end_session();
@@ -238,11 +239,7 @@ fn a_job_the_next_session_does_not_confirm_goes_with_its_last_attempt() {
 
 #[test]
 fn a_session_start_drops_jobs_without_attempts() {
-    let mut table = Table::default();
-    table.begin_session();
-    let ready = Context::new(JobId(1));
-    start(&mut table, 1);
-    table.prepared(JobId(1), Ok(ready.clone()));
+    let (mut table, ready) = table_with_ready_job();
     table.assign(assignment(1, 0, 10));
     table.failed(AttemptId(10));
     let (claims, actions) = table.begin_session();
@@ -253,11 +250,7 @@ fn a_session_start_drops_jobs_without_attempts() {
 
 #[test]
 fn a_rejected_job_stops_and_says_why() {
-    let mut table = Table::default();
-    table.begin_session();
-    let ready = Context::new(JobId(1));
-    start(&mut table, 1);
-    table.prepared(JobId(1), Ok(ready.clone()));
+    let (mut table, ready) = table_with_ready_job();
     table.assign(assignment(1, 0, 10));
     let actions = table.reject(JobId(1), "bucket not allowed".into());
     assert!(matches!(actions[0], Action::StopJob(JobId(1))));
@@ -271,11 +264,7 @@ fn a_rejected_job_stops_and_says_why() {
 
 #[test]
 fn cancel_all_stops_everything() {
-    let mut table = Table::default();
-    table.begin_session();
-    let ready = Context::new(JobId(1));
-    start(&mut table, 1);
-    table.prepared(JobId(1), Ok(ready.clone()));
+    let (mut table, ready) = table_with_ready_job();
     table.assign(assignment(1, 0, 10));
     let preparing = start(&mut table, 2);
     let actions = table.cancel_all();
@@ -423,29 +412,17 @@ fn random_histories_keep_the_node_rules() {
                     model.forget_job(job);
                     model.check(&actions, &step);
                 }
-                5 => {
-                    let Some(&attempt) = model
-                        .held
-                        .iter()
-                        .nth(rng.below(model.held.len() as u64 + 1) as usize)
-                    else {
+                choice @ (5 | 6) => {
+                    let Some(&attempt) = model.held.iter().nth(rng.below(model.held.len() as u64 + 1) as usize) else {
                         continue;
                     };
                     model.held.remove(&attempt);
-                    model.spent.insert(attempt);
-                    let actions = table.cancel_attempt(attempt);
-                    model.check(&actions, &step);
-                }
-                6 => {
-                    let Some(&attempt) = model
-                        .held
-                        .iter()
-                        .nth(rng.below(model.held.len() as u64 + 1) as usize)
-                    else {
-                        continue;
+                    let actions = if choice == 5 {
+                        model.spent.insert(attempt);
+                        table.cancel_attempt(attempt)
+                    } else {
+                        table.acknowledged(&[attempt])
                     };
-                    model.held.remove(&attempt);
-                    let actions = table.acknowledged(&[attempt]);
                     model.check(&actions, &step);
                 }
                 7 => {
