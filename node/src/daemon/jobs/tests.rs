@@ -1,3 +1,6 @@
+//! The node's job table without sockets, payloads or threads: scenarios of each rule, and random
+//! histories checked against a model of what the node must hold and may run.
+
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
