@@ -427,6 +427,8 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
             object_store_buckets: Vec::new(),
+            shared_input_roots: Vec::new(),
+            host_id: String::new(),
         }))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;

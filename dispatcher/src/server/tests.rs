@@ -75,6 +75,8 @@ fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
             object_store_buckets: Vec::new(),
+            shared_input_roots: Vec::new(),
+            host_id: String::new(),
         })),
         _ => framed(&ClientRequest::ListNodes),
     };

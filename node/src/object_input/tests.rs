@@ -52,7 +52,7 @@ fn the_allowlist_matches_buckets_and_url_prefixes_on_boundaries() {
     // A bucket entry never allows an https URL that happens to contain it.
     assert!(!Allowlist::new(vec!["h.org".into()]).allows(&http("https://h.org/a")));
 
-    let chunk = |path: &str| ChunkRef { segments: vec![Segment { path: path.into(), offset: 0, len: 1 }], align: None };
+    let chunk = |path: &str| ChunkRef { segments: vec![Segment { path: path.into(), offset: 0, len: 1, fingerprint: None }], align: None };
     assert!(allow.check(&chunk("s3://logs/a")).is_ok());
     let refused = allow.check(&chunk("s3://secret/a")).expect_err("not allowed").to_string();
     assert_eq!(refused, "object input s3://secret/a: secret is not in this node's object_store_buckets");
@@ -61,7 +61,7 @@ fn the_allowlist_matches_buckets_and_url_prefixes_on_boundaries() {
 #[test]
 fn a_chunk_over_the_limit_is_refused_before_any_request() {
     let stores = ObjectStores::new(None).expect("runtime");
-    let chunk = ChunkRef { segments: vec![Segment { path: "s3://logs/a".into(), offset: 0, len: 10 }], align: None };
+    let chunk = ChunkRef { segments: vec![Segment { path: "s3://logs/a".into(), offset: 0, len: 10, fingerprint: None }], align: None };
     let allow = Allowlist::new(vec!["logs".into()]);
     let error = stores.read_chunk(&chunk, &allow, 5).expect_err("too large");
     assert_eq!(error.to_string(), "object-input chunk of 10 bytes exceeds the 5-byte limit");
