@@ -73,6 +73,7 @@ impl LocalCluster {
                 object_store_buckets: object_store_buckets.clone(),
                 // The submitter's AWS_* environment is the nodes' too.
                 object_store_endpoint: None,
+                object_store_roots: Vec::new(),
                 // The submitter's own code on the submitter's own machine: confined where the
                 // machine allows (reading all of `/`, as above), and run anyway where it cannot.
                 allow_native: true,

@@ -255,7 +255,9 @@ impl Node {
         let objects = match config.object_store_buckets.as_slice() {
             [] => None,
             buckets => {
-                let stores = ObjectStores::new(config.object_store_endpoint.clone()).map_err(|e| StartError::Executor(e.to_string()))?;
+                let stores = ObjectStores::new(config.object_store_endpoint.clone())
+                    .map_err(|e| StartError::Executor(e.to_string()))?
+                    .trusting(config.object_store_roots.clone());
                 info!(buckets = %buckets.join(","), "object input readable");
                 Some(Arc::new(NodeObjects { stores, allow: Allowlist::new(buckets.to_vec()) }))
             }

@@ -114,6 +114,7 @@ fn a_full_node_file() {
         shared_input_roots = "/mnt/data:/srv/shared/"
         object_store_buckets = "logs, https://data.example.org/public/"
         object_store_endpoint = "http://127.0.0.1:9000"
+        object_store_ca_file = "store-ca.pem"
         heartbeat_interval = "250ms"
         dispatcher_timeout = "3s"
         health_log_interval = 60
@@ -130,6 +131,7 @@ fn a_full_node_file() {
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.object_store_buckets, ["logs", "https://data.example.org/public/"]);
     assert_eq!(settings.object_store_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(settings.object_store_ca_file, Some(PathBuf::from("/etc/dispy/store-ca.pem")), "relative to the file");
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.dispatcher_timeout, Duration::from_secs(3));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
