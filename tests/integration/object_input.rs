@@ -126,6 +126,14 @@ fn object_input_matches_a_local_copy_and_only_allowed_nodes_read_it() {
     cluster.check_all_alive();
 }
 
+/// Runs `job` on `cluster` with a submitter that trusts the CA in `ca`: it sizes the object with
+/// a HEAD request, and rustls-native-certs reads `SSL_CERT_FILE`.
+fn submit_trusting(cluster: &Cluster, ca: &str, job: &Job) -> Run {
+    let mut command = cluster.submit_command(cluster.client_dir(), job.to_args());
+    command.env("SSL_CERT_FILE", ca);
+    Run::capture(command, COMMAND_TIMEOUT)
+}
+
 #[test]
 fn https_input_is_read_from_a_live_server_the_node_trusts_through_its_ca_file() {
     let files = tempfile::tempdir().expect("a directory");
@@ -137,12 +145,7 @@ fn https_input_is_read_from_a_live_server_the_node_trusts_through_its_ca_file() 
         .nodes(1)
         .node_args(&["--object-store-buckets", &server.prefix(), "--object-store-ca-file", &ca])
         .start();
-    // The submitter sizes the object with a HEAD request; rustls-native-certs reads SSL_CERT_FILE.
-    let submit = |job: Job| {
-        let mut command = cluster.submit_command(cluster.client_dir(), job.to_args());
-        command.env("SSL_CERT_FILE", &ca);
-        Run::capture(command, COMMAND_TIMEOUT)
-    };
+    let submit = |job: Job| submit_trusting(&cluster, &ca, &job);
     let checksum = example("checksum.wat");
     let output = cluster.output_dir("https").join("sums.bin");
     let run = submit(Job::new(&checksum, "bytes:7KiB", &output).input(&url(&server.url("data.bin"))));
@@ -158,4 +161,13 @@ fn https_input_is_read_from_a_live_server_the_node_trusts_through_its_ca_file() 
     run.check_stderr_mentions(&[&format!("object input {}: no such object", server.url("missing.bin"))]);
     assert!(!output.exists(), "{run}");
     cluster.check_all_alive();
+
+    // Without the CA file the node does not trust the server: its chunk fails, and says why.
+    let untrusting = Cluster::builder().nodes(1).node_args(&["--object-store-buckets", &server.prefix()]).start();
+    let output = untrusting.output_dir("untrusted").join("sums.bin");
+    let job = Job::new(&checksum, "bytes:7KiB", &output).input(&url(&server.url("data.bin"))).flag("--max-attempts", "1");
+    let run = submit_trusting(&untrusting, &ca, &job);
+    run.check_code(1);
+    run.check_stderr_mentions(&["certificate"]);
+    assert!(!output.exists(), "{run}");
 }
