@@ -352,13 +352,15 @@ fn the_node_example_parses_and_documents_the_defaults() {
     assert_ne!(shipped.dispatcher, DEFAULT_DISPATCHER_ADDRESS, "the example names a real host");
     let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
     // `slots` defaults to the core count, `object_store_endpoint` to the environment's, and
-    // `metrics_listen` and `http_token_file` to none, so their commented lines show examples.
+    // `metrics_listen`, `http_token_file` and `object_store_ca_file` to none, so their
+    // commented lines show examples.
     assert!(documented.iter().any(|key| key == "slots"));
-    assert!(defaults.object_store_endpoint.is_some());
+    assert!(defaults.object_store_endpoint.is_some() && defaults.object_store_ca_file.is_some());
     assert!(defaults.metrics_listen.is_some() && defaults.http_token_file.is_some());
     let expect = NodeSettings {
         slots: defaults.slots,
         object_store_endpoint: defaults.object_store_endpoint.clone(),
+        object_store_ca_file: defaults.object_store_ca_file.clone(),
         metrics_listen: defaults.metrics_listen,
         http_token_file: defaults.http_token_file.clone(),
         ..NodeSettings::default()

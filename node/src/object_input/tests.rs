@@ -66,3 +66,15 @@ fn a_chunk_over_the_limit_is_refused_before_any_request() {
     let error = stores.read_chunk(&chunk, &allow, 5).expect_err("too large");
     assert_eq!(error.to_string(), "object-input chunk of 10 bytes exceeds the 5-byte limit");
 }
+
+#[test]
+fn a_ca_file_must_hold_pem_certificates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = common::pki::CertificateAuthority::generate("test").expect("a CA");
+    let (good, empty, missing) = (dir.path().join("ca.pem"), dir.path().join("empty.pem"), dir.path().join("none.pem"));
+    std::fs::write(&good, format!("{}{}", ca.cert_pem(), ca.cert_pem())).expect("write");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    assert_eq!(read_certificates(&good).map(|roots| roots.len()), Ok(2));
+    assert!(read_certificates(&empty).expect_err("no certificate").ends_with("holds no PEM certificate"));
+    assert!(read_certificates(&missing).expect_err("no file").starts_with("cannot read"));
+}
