@@ -413,7 +413,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
         HelloReply::Refused { reason } => bail!("refused: {reason}"),
     }
     control
-        .write_frame(&NodeToDispatcher::Register(NodeInfo {
+        .write_frame(&NodeToDispatcher::Register(Box::new(NodeInfo {
             name,
             hostname: "bench".into(),
             os: std::env::consts::OS.into(),
@@ -429,7 +429,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             object_store_buckets: Vec::new(),
             shared_input_roots: Vec::new(),
             host_id: String::new(),
-        }))
+        })))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;
     reports.flush().await?;

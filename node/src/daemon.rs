@@ -446,7 +446,7 @@ impl Node {
             info!(attempts = claims.len(), "claiming the attempts held from the last session");
         }
         control
-            .write_frame(&NodeToDispatcher::Register(NodeInfo {
+            .write_frame(&NodeToDispatcher::Register(Box::new(NodeInfo {
                 name: self.name.clone(),
                 hostname: sysinfo::System::host_name().unwrap_or_default(),
                 os: std::env::consts::OS.into(),
@@ -465,7 +465,7 @@ impl Node {
                     .map(|root| root.display().to_string())
                     .collect(),
                 host_id: shared_input::host_id(),
-            }))
+            })))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
         let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;

@@ -271,8 +271,8 @@ pub enum DispatcherToNode {
 /// Node to dispatcher, on the control stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeToDispatcher {
-    /// Sent once, right after the handshake.
-    Register(NodeInfo),
+    /// Sent once, right after the handshake (boxed: it is by far the largest message).
+    Register(Box<NodeInfo>),
     /// Sent every heartbeat interval.
     Heartbeat(Heartbeat),
     /// The job's payload is compiled and its chunks can run.

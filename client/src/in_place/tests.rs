@@ -15,8 +15,9 @@ fn node(name: &str, host_id: &str, roots: &[&Path]) -> NodeStatus {
 }
 
 #[track_caller]
-fn check(job: &JobDescription, nodes: &[NodeStatus], expect: Option<InputRoute>) {
-    assert_eq!(decide(job, Readers::Listed { nodes, host_id: "here" }), expect);
+fn check(job: &JobDescription, nodes: &[&NodeStatus], expect: Option<InputRoute>) {
+    let nodes: Vec<NodeStatus> = nodes.iter().map(|node| (*node).clone()).collect();
+    assert_eq!(decide(job, Readers::Listed { nodes: &nodes, host_id: "here" }), expect);
 }
 
 #[test]
@@ -40,38 +41,38 @@ fn reads_in_place_only_when_every_connected_node_can() {
         let names = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
         Some(InputRoute::InPlace { same_host: names(same_host), shared_storage: names(shared_storage) })
     };
-    check(&job, &[same.clone(), shared.clone()], in_place(&["n1"], &["n2"]));
-    check(&job, &[same.clone(), away], in_place(&["n1"], &[]));
+    check(&job, &[&same, &shared], in_place(&["n1"], &["n2"]));
+    check(&job, &[&same, &away], in_place(&["n1"], &[]));
     let unreadable = |nodes: &[&str]| Some(InputRoute::ShippedUnreadable { nodes: nodes.iter().map(|n| (*n).to_owned()).collect() });
-    check(&job, &[same.clone(), lacking.clone(), bare.clone()], unreadable(&["n3", "n4"]));
+    check(&job, &[&same, &lacking, &bare], unreadable(&["n3", "n4"]));
     check(&job, &[], Some(InputRoute::ShippedNoNodes));
 
     // Every file must be covered: n3 reads only the second.
     job.inputs.push(elsewhere.join("b.bin"));
-    check(&job, &[shared.clone()], in_place(&[], &["n2"]));
-    check(&job, &[shared.clone(), lacking.clone()], unreadable(&["n3"]));
+    check(&job, &[&shared], in_place(&[], &["n2"]));
+    check(&job, &[&shared, &lacking], unreadable(&["n3"]));
 
     // A path that leads below a root through `..` counts by where it lands.
     job.inputs = vec![elsewhere.join("../data/a.bin")];
-    check(&job, &[same.clone()], in_place(&["n1"], &[]));
+    check(&job, &[&same], in_place(&["n1"], &[]));
 
     // The job's own wishes come first; rules other than bytes, and non-files, are shipped.
     let mut asked = job.clone();
     asked.ship_input = true;
-    check(&asked, &[same.clone()], Some(InputRoute::ShippedAsked));
+    check(&asked, &[&same], Some(InputRoute::ShippedAsked));
     asked.ship_input = false;
     asked.shared_input = true;
-    check(&asked, &[bare.clone()], Some(InputRoute::InPlaceAsked));
+    check(&asked, &[&bare], Some(InputRoute::InPlaceAsked));
     let mut lines = job.clone();
     lines.split = SplitRule::Lines(2);
-    check(&lines, &[same.clone()], Some(InputRoute::ShippedNotByteRanges));
+    check(&lines, &[&same], Some(InputRoute::ShippedNotByteRanges));
     let mut missing = job.clone();
     missing.inputs = vec![data.join("missing.bin")];
-    check(&missing, &[same.clone()], Some(InputRoute::ShippedNotByteRanges));
+    check(&missing, &[&same], Some(InputRoute::ShippedNotByteRanges));
     let mut range = JobDescription::new("p.wasm".into(), SplitRule::Bytes(4), "out".into());
-    check(&range, &[same.clone()], None);
+    check(&range, &[&same], None);
     range.inputs = vec!["s3://logs/a".into()];
-    check(&range, &[same.clone()], None);
+    check(&range, &[&same], None);
     assert_eq!(decide(&job, Readers::Local), Some(InputRoute::InPlaceLocal));
 }
 
