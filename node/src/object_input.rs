@@ -457,9 +457,17 @@ impl ObjectStores {
         let trusted = |options: ClientOptions| self.roots.iter().cloned().fold(options, ClientOptions::with_root_certificate);
         Ok(match url {
             ObjectUrl::S3 { bucket, .. } => {
-                // Options first: the timeouts below are set in them.
-                let mut builder = AmazonS3Builder::from_env()
-                    .with_client_options(trusted(ClientOptions::new()))
+                // `from_env` over trusted client options: set after it, they would drop what it
+                // read into them (AWS_ALLOW_HTTP, proxies); the timeouts below go into them too.
+                let mut builder = AmazonS3Builder::new().with_client_options(trusted(ClientOptions::new()));
+                // `vars_os`, as `from_env`: `vars` panics on a variable that is not UTF-8.
+                for (name, value) in std::env::vars_os() {
+                    let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+                    if let Some(key) = name.starts_with("AWS_").then(|| name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>().ok()).flatten() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                builder = builder
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), seconds(REQUEST_TIMEOUT))
