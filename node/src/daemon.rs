@@ -44,6 +44,7 @@ use crate::object_input::{Allowlist, NodeObjects, ObjectStores};
 use crate::metrics::{NodeMetrics, PoolMetrics, Reading};
 use common::http::HttpServer;
 use crate::pool::{JobContext, Pool, Work};
+use crate::shared_input;
 
 mod jobs;
 mod prepare;
@@ -220,7 +221,9 @@ impl Node {
         let objects = match config.object_store_buckets.as_slice() {
             [] => None,
             buckets => {
-                let stores = ObjectStores::new(config.object_store_endpoint.clone()).map_err(|e| StartError::Executor(e.to_string()))?;
+                let stores = ObjectStores::new(config.object_store_endpoint.clone())
+                    .map_err(|e| StartError::Executor(e.to_string()))?
+                    .trusting(config.object_store_roots.clone());
                 info!(buckets = %buckets.join(","), "object input readable");
                 Some(Arc::new(NodeObjects { stores, allow: Allowlist::new(buckets.to_vec()) }))
             }
@@ -400,7 +403,7 @@ impl Node {
             info!(attempts = claims.len(), "claiming the attempts held from the last session");
         }
         control
-            .write_frame(&NodeToDispatcher::Register(NodeInfo {
+            .write_frame(&NodeToDispatcher::Register(Box::new(NodeInfo {
                 name: self.name.clone(),
                 hostname: sysinfo::System::host_name().unwrap_or_default(),
                 os: std::env::consts::OS.into(),
@@ -414,7 +417,12 @@ impl Node {
                 confinement: self.executor.native_policy().confinement(),
                 claims,
                 object_store_buckets: self.config.object_store_buckets.clone(),
-            }))
+                shared_input_roots: shared_input::resolve_roots(&self.config.shared_input_roots)
+                    .iter()
+                    .map(|root| root.display().to_string())
+                    .collect(),
+                host_id: shared_input::host_id(),
+            })))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
         let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;
@@ -558,7 +566,7 @@ impl Session {
                     });
                 }
                 DispatcherToNode::Assign(assignment) => {
-                    if let Some(error) = self.object_refusal(&assignment) {
+                    if let Some(error) = self.input_refusal(&assignment) {
                         warn!(job = %assignment.job, %error, "job rejected");
                         let actions = self.node.work().reject(assignment.job, error);
                         self.carry_out(actions).await;
@@ -592,16 +600,21 @@ impl Session {
     }
 
     /// For a chunk of a shared-input job naming objects this node may not read (a bucket
-    /// missing from its `object_store_buckets`), why; the job is then rejected here before
-    /// anything of it runs, and the dispatcher places its chunks on nodes that may.
-    fn object_refusal(&self, assignment: &Assignment) -> Option<String> {
+    /// missing from its `object_store_buckets`) or files it may not or will not read (outside
+    /// its `shared_input_roots`, or not the file the job was submitted with), why; the job is
+    /// then rejected here before anything of it runs, and the dispatcher places its chunks on
+    /// nodes that may.
+    fn input_refusal(&self, assignment: &Assignment) -> Option<String> {
         let shared = match self.node.work().job(assignment.job)? {
             JobState::Preparing { context, .. } => context.spec.shared_input,
             JobState::Ready(context) => context.shared_input_roots.is_some(),
         };
         // A malformed reference fails its chunk on the slot, with the decoder's message.
         let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok().filter(|_| shared)?;
-        NodeObjects::refusal(self.node.objects.as_deref(), &chunk)
+        NodeObjects::refusal(self.node.objects.as_deref(), &chunk).or_else(|| {
+            // A few `stat`s and 8 KiB read per file: cheap enough for the session task.
+            shared_input::refusal(&chunk, &shared_input::resolve_roots(&self.node.config.shared_input_roots))
+        })
     }
 
     /// Does what the job table decided, and tells the dispatcher what it should hear.
