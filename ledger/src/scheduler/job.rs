@@ -94,6 +94,9 @@ pub(super) struct Job {
     pub(super) spec_waiting: bool,
     /// Whether the job is in `Scheduler::spec_dirty`.
     pub(super) spec_dirty: bool,
+    /// For a paired job, the node that took fresh chunk `2k` before `2k + 1` arrived: that one
+    /// goes there too when the node has room.
+    pub(super) pair_node: Option<NodeId>,
 }
 
 impl Job {
@@ -130,6 +133,7 @@ impl Job {
             spec_deadline: None,
             spec_waiting: false,
             spec_dirty: false,
+            pair_node: None,
         }
     }
 

@@ -117,11 +117,9 @@ impl Scheduler {
     fn fill_job_once(&mut self, now: Instant, job: JobId) {
         let mut crossed = Vec::new();
         while self.jobs.get(&job).is_some_and(Job::has_pending) {
-            let chosen = self
-                .free
-                .iter()
-                .rev()
-                .find_map(|&(_, Reverse(node))| Some((node, self.choose(job, node)?)));
+            let chosen = self.pair_choice(job).or_else(|| {
+                self.free.iter().rev().find_map(|&(_, Reverse(node))| Some((node, self.choose(job, node)?)))
+            });
             let Some((node, pick)) = chosen else { break };
             if self.assign(now, job, node, pick) {
                 crossed.push(node);
@@ -212,6 +210,9 @@ impl Scheduler {
         });
         let mut crossed = self.place(now, job, chunk, node, None);
         self.sync_pending(job);
+        if let Some(j) = self.jobs.get_mut(&job).filter(|j| j.req.paired && matches!(pick, Pick::Fresh)) {
+            j.pair_node = chunk.is_multiple_of(2).then_some(node);
+        }
         // A paired job's fresh chunks `2k` and `2k + 1` go to one node when it has room for
         // both (a reduce job's node then pre-combines them).
         let pair = matches!(pick, Pick::Fresh)
@@ -222,6 +223,17 @@ impl Scheduler {
             crossed |= self.assign(now, job, node, Pick::Fresh);
         }
         crossed
+    }
+
+    /// For a paired job whose next fresh chunk is `2k + 1`: the node that took `2k`, if it has
+    /// room for it.
+    fn pair_choice(&self, job: JobId) -> Option<(NodeId, Pick)> {
+        let j = self.jobs.get(&job)?;
+        let node = j.pair_node.filter(|_| j.req.paired && !j.next_fresh.is_multiple_of(2))?;
+        if self.nodes.get(&node)?.free_positions() == 0 {
+            return None;
+        }
+        self.choose(job, node).filter(|pick| matches!(pick, Pick::Fresh)).map(|pick| (node, pick))
     }
 
     /// Creates an attempt of the chunk on the node, starting the job there first if needed; a

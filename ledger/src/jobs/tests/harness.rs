@@ -21,6 +21,7 @@ use crate::record::{Batch, Extent, JobRecord, NodeHold};
 use crate::scheduler::{NodeId, SchedulerConfig};
 
 mod covered;
+mod precombine;
 mod uploads;
 
 /// A small xorshift generator: histories come from a seed, so a failure replays.
@@ -173,12 +174,14 @@ pub(super) struct World {
     pub(super) combine_traps: bool,
     /// One attempt in ten traps, as if by chance (on unless a test needs a quiet world).
     pub(super) random_traps: bool,
+    /// Nodes pre-combine chunks `2k` and `2k + 1` of a reduce job they hold (on by default).
+    pub(super) node_precombines: bool,
     /// Combines run to success, by `(job, chunk)`.
     pub(super) combines_run: HashMap<(JobId, ChunkIndex), u32>,
     /// Combines assigned, by `(job, chunk)`: more than once for a retry, a speculative copy or
     /// a rerun after a lost node.
     pub(super) combines_assigned: HashMap<(JobId, ChunkIndex), u32>,
-    /// Combines assigned while their job's input was still arriving.
+    /// Combines assigned, or pre-combined by a node, while their job's input was still arriving.
     pub(super) early_combines: u32,
     /// Reports in which a fake node pre-combined chunks `2k` and `2k + 1` of a reduce job.
     pub(super) precombined: u32,
@@ -221,6 +224,7 @@ impl World {
             reduce: HashSet::new(),
             combine_traps: false,
             random_traps: true,
+            node_precombines: true,
             combines_run: HashMap::new(),
             combines_assigned: HashMap::new(),
             early_combines: 0,
@@ -344,9 +348,9 @@ impl World {
         self.run_on(n, rng);
     }
 
-    /// What node `n` holds, in order: `(job, task)`.
-    pub(super) fn queued(&self, n: usize) -> Vec<(JobId, ChunkIndex)> {
-        self.nodes[n].queue.iter().map(|(_, job, task, _)| (*job, *task)).collect()
+    /// What node `n` holds, in order: `(attempt, job, task)`.
+    pub(super) fn queued(&self, n: usize) -> Vec<(AttemptId, JobId, ChunkIndex)> {
+        self.nodes[n].queue.iter().map(|(attempt, job, task, _)| (*attempt, *job, *task)).collect()
     }
 
     /// Node `n` runs the first chunk it holds and reports (failing it now and then).
@@ -382,13 +386,14 @@ impl World {
         let mut report = ChunkReport { attempt, outcome, run_nanos: 1_000, log, combined_with: None };
         // Mostly, a node holding chunks 2k and 2k + 1 of a reduce job pre-combines them.
         let sibling = self.nodes[n].queue.iter().position(|(_, j, c, w)| *j == job && *c == _chunk + 1 && matches!(w, Work::Run(_)));
-        if let (Some(i), Ok(left), true) = (sibling, &report.outcome, self.reduce.contains(&job) && _chunk % 2 == 0 && rng.chance(80)) {
+        if let (Some(i), Ok(left), true) = (sibling, &report.outcome, self.node_precombines && self.reduce.contains(&job) && _chunk % 2 == 0 && rng.chance(80)) {
             let (right, _, _, Work::Run(extent)) = self.nodes[n].queue.remove(i) else { unreachable!("matched just above") };
             let input = self.spool.get(&job).and_then(|f| f.input.get(extent.offset as usize..(extent.offset + extent.len) as usize));
             if let Some(input) = input {
                 report.outcome = Ok(Bytes::from([left.as_ref(), &run(input)].concat()));
                 report.combined_with = Some(right);
                 self.precombined += 1;
+                self.early_combines += u32::from(self.uploading.contains_key(&job));
             }
         }
         self.nodes[n].unacked.insert(attempt, report.clone());

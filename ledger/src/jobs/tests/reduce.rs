@@ -189,7 +189,7 @@ fn a_straggling_combine_is_copied_and_only_one_copy_counts() {
         // Both nodes run until node 0 holds a combine; then node 0 stalls (it still beats).
         let mut straggler = None;
         for _ in 0..2_000 {
-            straggler = world.queued(0).into_iter().find(|&(j, task)| j == job && task >= COMBINE_BASE);
+            straggler = world.queued(0).into_iter().find(|&(_, j, task)| j == job && task >= COMBINE_BASE);
             if straggler.is_some() {
                 break;
             }
@@ -197,7 +197,7 @@ fn a_straggling_combine_is_copied_and_only_one_copy_counts() {
             world.wait(Duration::from_millis(10));
             world.finish_commit(true);
         }
-        let (_, combine) = straggler.expect("node 0 was assigned a combine");
+        let (_, _, combine) = straggler.expect("node 0 was assigned a combine");
         for _ in 0..400 {
             if world.all_finished() && !world.committing() {
                 break;
@@ -214,4 +214,60 @@ fn a_straggling_combine_is_copied_and_only_one_copy_counts() {
         assert_eq!(world.verdicts, 1);
     }
     assert_eq!(copied, 10, "the straggling combine was copied on node 1 every time");
+}
+
+#[test]
+fn a_pre_combined_report_counts_each_chunk_and_its_combine_once() {
+    let mut rng = Rng::new(2);
+    let mut world = World::new(2);
+    world.random_traps = false;
+    let job = world.submit_as(12, true, true);
+    // Pairs are placed together: node 0 holds chunks 0 and 1.
+    let attempt = |world: &World, chunk| world.queued(0).iter().find(|&&(_, j, c)| j == job && c == chunk).map(|&(a, ..)| a);
+    let (Some(a0), Some(a1)) = (attempt(&world, 0), attempt(&world, 1)) else {
+        panic!("chunks 0 and 1 are not both on node 0: {:?}", world.queued(0));
+    };
+    world.report_precombined(0, job, 0, (a0, a1));
+    assert_eq!(world.summary(job).expect("known").progress.done, 2, "both chunks are done");
+    // The same report again (its acknowledgement was lost): dropped, as the harness checks.
+    world.report_precombined(0, job, 0, (a0, a1));
+    assert_eq!(world.summary(job).expect("known").progress.done, 2);
+    drain(&mut world, &mut rng);
+    assert_eq!(world.summary(job).expect("known").state, JobState::Succeeded);
+    assert!(!world.combines_run.contains_key(&(job, COMBINE_BASE)), "the pre-combined block was combined again");
+}
+
+#[test]
+fn a_pre_combined_report_after_a_copy_won_counts_each_chunk_once() {
+    for seed in 0..6 {
+        let mut rng = Rng::new(seed);
+        let mut world = World::new(2);
+        // Node 1 reports each copy on its own, so chunk 0's copy can win alone.
+        (world.random_traps, world.node_precombines) = (false, false);
+        let job = world.submit_as(12, true, true);
+        let held = |world: &World, n: usize, chunk| world.queued(n).iter().find(|&&(_, j, c)| j == job && c == chunk).map(|&(a, ..)| a);
+        let (Some(left), Some(right)) = (held(&world, 0, 0), held(&world, 0, 1)) else {
+            panic!("chunks 0 and 1 are not both on node 0: {:?}", world.queued(0));
+        };
+        // Node 0 stalls (it still beats): its chunks are copied to node 1, which runs them,
+        // except a copy of chunk 1 left waiting, until its copy of chunk 0 has won.
+        for _ in 0..400 {
+            if held(&world, 0, 0).is_none() {
+                break;
+            }
+            if world.queued(1).first().map(|&(_, _, c)| c) != Some(1) {
+                world.run_on(1, &mut rng);
+            }
+            world.wait(Duration::from_millis(50));
+            world.finish_commit(true);
+        }
+        assert!(held(&world, 0, 0).is_none() && held(&world, 0, 1).is_some(), "seed {seed}: chunk 0's copy never won alone: node 0 {:?}, node 1 {:?}", world.queued(0), world.queued(1));
+        // Node 0 had run both before it heard of the cancel, and pre-combined them: chunk 1 is
+        // done once, by this report, and the block's combine is its result.
+        world.report_precombined(0, job, 0, (left, right));
+        drain(&mut world, &mut rng);
+        let summary = world.summary(job).expect("known");
+        assert_eq!((summary.state, summary.progress.done), (JobState::Succeeded, 12), "seed {seed}");
+        assert!(!world.combines_run.contains_key(&(job, COMBINE_BASE)), "seed {seed}: the pre-combined block was combined again");
+    }
 }
