@@ -3,8 +3,10 @@
 //! that tenant jobs are served by priority and round-robin within a priority (see `JobKey`). A
 //! node takes an attempt when it fits (free position, platform, memory, its share of the
 //! pipeline, the tenant's slot cap); a retry is held back from the nodes it failed on while
-//! another eligible node exists. The free-position indexes (`Scheduler::free` and
-//! `Scheduler::idle`) are kept in step with every change to a node here.
+//! another eligible node exists. A paired job's (a reduce job's) fresh chunks `2k` and `2k + 1`
+//! go to one node when it has room for both, so the node can pre-combine them. The
+//! free-position indexes (`Scheduler::free` and `Scheduler::idle`) are kept in step with every
+//! change to a node here.
 
 use std::cmp::Reverse;
 use std::collections::hash_map::Entry;
