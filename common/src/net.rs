@@ -29,6 +29,10 @@ pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// nodes by their heartbeats (`node_timeout`), not by this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The largest UDP payload this endpoint accepts (quinn's maximum; an IPv4 datagram's limit):
+/// MTU discovery finds what the path carries below it.
+const MAX_UDP_PAYLOAD: u16 = 65_527;
+
 /// Flow-control windows sized for multi-megabyte chunks on fast links.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
@@ -71,7 +75,13 @@ pub fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&bind.into())?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
+    let mut config = quinn::EndpointConfig::default();
+    // Each peer caps the other's MTU discovery at the `max_udp_payload_size` it announces, 1472
+    // by default, so without this the probes up to `u16::MAX` set in `transport_config` stopped
+    // at Ethernet size even on loopback. The cost is receive buffer address space (quinn sizes it
+    // by this times GRO segments times its batch, ~128 MiB, touched only as datagrams arrive).
+    config.max_udp_payload_size(MAX_UDP_PAYLOAD).map_err(std::io::Error::other)?;
+    quinn::Endpoint::new(config, server, socket.into(), runtime)
 }
 
 /// A stream-level failure.
@@ -202,17 +212,22 @@ impl FramedRecv {
 }
 
 /// The sending half of a framed stream. Frames are buffered until [`FramedSend::flush`] so a
-/// burst of small messages leaves in few QUIC writes.
+/// burst of small messages leaves in few QUIC writes; bulk bytes queued by
+/// [`FramedSend::queue_frame_around`] wait by reference beside them, never copied.
 #[derive(Debug)]
 pub struct FramedSend {
     stream: quinn::SendStream,
     buffer: BytesMut,
+    /// What is queued before `buffer`, in order: earlier buffered bytes and bulk bytes between.
+    chunks: Vec<Bytes>,
+    /// The length of `chunks`.
+    chunked: usize,
 }
 
 impl FramedSend {
     /// Wraps `stream`.
     pub fn new(stream: quinn::SendStream) -> Self {
-        Self { stream, buffer: BytesMut::with_capacity(8 * 1024) }
+        Self { stream, buffer: BytesMut::with_capacity(8 * 1024), chunks: Vec::new(), chunked: 0 }
     }
 
     /// Queues one message frame.
@@ -221,6 +236,22 @@ impl FramedSend {
     /// [`FrameError::Encode`] if the message cannot be serialized.
     pub fn queue_frame<T: Serialize>(&mut self, msg: &T) -> Result<(), StreamError> {
         Ok(frame::encode(msg, &mut self.buffer)?)
+    }
+
+    /// Queues one message frame whose byte field `bulk` (a clone of the `Bytes` in `msg`) goes
+    /// to the stream by reference instead of being copied into the buffer
+    /// ([`frame::encode_around`]).
+    ///
+    /// # Errors
+    /// [`FrameError::Encode`] if the message cannot be serialized.
+    pub fn queue_frame_around<T: Serialize>(&mut self, msg: &T, bulk: &Bytes) -> Result<(), StreamError> {
+        if let Some(at) = frame::encode_around(msg, bulk, &mut self.buffer)? {
+            let tail = self.buffer.split_off(at);
+            let head = std::mem::replace(&mut self.buffer, tail);
+            self.push_chunk(head.freeze());
+            self.push_chunk(bulk.clone());
+        }
+        Ok(())
     }
 
     /// Queues one raw frame.
@@ -233,7 +264,14 @@ impl FramedSend {
 
     /// Bytes queued and not yet flushed.
     pub fn queued(&self) -> usize {
-        self.buffer.len()
+        self.chunked + self.buffer.len()
+    }
+
+    fn push_chunk(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.chunked += chunk.len();
+            self.chunks.push(chunk);
+        }
     }
 
     /// Writes everything queued to the stream.
@@ -241,10 +279,21 @@ impl FramedSend {
     /// # Errors
     /// [`StreamError::Write`] when the stream or connection is gone.
     pub async fn flush(&mut self) -> Result<(), StreamError> {
-        if !self.buffer.is_empty() {
-            let bytes = self.buffer.split().freeze();
-            self.stream.write_chunk(bytes).await?;
+        if self.chunks.is_empty() {
+            if !self.buffer.is_empty() {
+                let bytes = self.buffer.split().freeze();
+                self.stream.write_chunk(bytes).await?;
+            }
+            return Ok(());
         }
+        let buffered = self.buffer.split().freeze();
+        self.push_chunk(buffered);
+        let mut chunks = std::mem::take(&mut self.chunks);
+        self.chunked = 0;
+        self.stream.write_all_chunks(&mut chunks).await?;
+        // Keep the vector's allocation for the next frames.
+        chunks.clear();
+        self.chunks = chunks;
         Ok(())
     }
 
