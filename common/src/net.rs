@@ -29,10 +29,6 @@ pub const DEFAULT_DISPATCHER_TIMEOUT: Duration = Duration::from_secs(2);
 /// nodes by their heartbeats (`node_timeout`), not by this.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The largest UDP payload this endpoint accepts (quinn's maximum; an IPv4 datagram's limit):
-/// MTU discovery finds what the path carries below it.
-const MAX_UDP_PAYLOAD: u16 = 65_527;
-
 /// Flow-control windows sized for multi-megabyte chunks on fast links.
 const STREAM_WINDOW: u32 = 16 << 20;
 const CONNECTION_WINDOW: u32 = 64 << 20;
@@ -54,9 +50,11 @@ pub fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(u64::from(CONNECTION_WINDOW));
-    // Probe for datagrams up to the largest UDP payload: loopback and jumbo-frame networks
-    // carry far more than the 1452-byte default, and each datagram costs a syscall and a
-    // decryption; on a 1500-byte path the probes simply fail and the MTU stays where it is.
+    // Probe for datagrams up to the largest UDP payload the peer announces: quinn's default
+    // `EndpointConfig::max_udp_payload_size`, 1472, which dispy keeps. Announcing 16 or 64 KiB
+    // (loopback carries them) was measured and not kept: bursts of large datagrams overflowed
+    // the receiver's socket buffer, and quinn's black-hole detection then fell back to 1200
+    // bytes for the connection (bench/RESULTS.md, issue 22 part 2).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(u16::MAX);
     t.mtu_discovery_config(Some(mtu));
@@ -75,13 +73,7 @@ pub fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&bind.into())?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    let mut config = quinn::EndpointConfig::default();
-    // Each peer caps the other's MTU discovery at the `max_udp_payload_size` it announces, 1472
-    // by default, so without this the probes up to `u16::MAX` set in `transport_config` stopped
-    // at Ethernet size even on loopback. The cost is receive buffer address space (quinn sizes it
-    // by this times GRO segments times its batch, ~128 MiB, touched only as datagrams arrive).
-    config.max_udp_payload_size(MAX_UDP_PAYLOAD).map_err(std::io::Error::other)?;
-    quinn::Endpoint::new(config, server, socket.into(), runtime)
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }
 
 /// A stream-level failure.
@@ -382,3 +374,6 @@ pub async fn open_uni<T: Serialize>(conn: &quinn::Connection, header: &T) -> Res
     send.queue_frame(header)?;
     Ok(send)
 }
+
+#[cfg(test)]
+mod tests;
