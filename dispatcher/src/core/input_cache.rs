@@ -1,18 +1,22 @@
 //! Write-through for chunk inputs: the bytes of chunks just uploaded (and already appended to the
 //! spool) stay in memory, up to a byte budget, so a chunk assigned while it is still here goes
-//! to its node without being read back from the spool. The oldest go first when the budget is
-//! full, and an entry goes once its chunk is assigned: a second attempt (a retry, a speculative
-//! copy) is rare and reads the spool as before. Nothing here says anything is durable: the
-//! ledger still sends `InputStored` only after the commit that syncs the spool file.
+//! to its node without being read back from the spool. An entry goes once its chunk is assigned
+//! (a second attempt, a retry or a speculative copy, is rare and reads the spool as before) or
+//! its job's spool is removed.
+//!
+//! A full cache keeps what it holds and lets the newest chunk go to the spool only: chunks are
+//! assigned about in upload order, so when the upload runs ahead of the nodes by more than the
+//! budget, the oldest entries are the next to be assigned, and evicting them for the newest
+//! would make every assignment miss. Nothing here says anything is durable: the ledger still
+//! sends `InputStored` only after the commit that syncs the spool file.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 
 use bytes::Bytes;
 use ledger::record::Extent;
 use wire::proto::JobId;
 
-/// What the cache holds at most by default: a few hundred 1 MiB chunks in flight between the
-/// upload and their assignment, enough for the nodes to keep up with a fast submitter.
+/// What the cache holds at most: 64 chunks of 1 MiB between their upload and their assignment.
 pub(crate) const INPUT_CACHE_BUDGET: usize = 64 << 20;
 
 /// Chunks smaller than this are copied into an allocation of their own when cached: a small
@@ -28,40 +32,28 @@ const ENTRY_OVERHEAD: usize = 128;
 pub(crate) struct InputCache {
     budget: usize,
     held: usize,
-    /// Each chunk's bytes and its insertion number, keyed by job and offset in its input file.
-    entries: HashMap<(JobId, u64), (u64, Bytes)>,
-    /// Insertion number to key: the oldest first, for eviction.
-    order: BTreeMap<u64, (JobId, u64)>,
-    next: u64,
+    /// Each chunk's bytes, keyed by job and offset in its input file.
+    entries: HashMap<(JobId, u64), Bytes>,
 }
 
 impl InputCache {
     /// An empty cache holding at most `budget` bytes (counting [`ENTRY_OVERHEAD`] per entry).
     pub(crate) fn new(budget: usize) -> Self {
-        Self { budget, held: 0, entries: HashMap::new(), order: BTreeMap::new(), next: 0 }
+        Self { budget, held: 0, entries: HashMap::new() }
     }
 
-    /// Keeps the bytes of `job`'s chunk at `extent`, already appended to its spool file,
-    /// evicting the oldest entries to make room. Bytes that do not match the extent's length,
-    /// or that alone exceed the budget, are not kept.
+    /// Keeps the bytes of `job`'s chunk at `extent`, already appended to its spool file, if
+    /// they fit in what is left of the budget. Bytes that do not match the extent's length are
+    /// not kept.
     pub(crate) fn insert(&mut self, job: JobId, extent: Extent, bytes: Bytes) {
+        // An extent is never appended twice, but a stale entry must not survive one that was.
+        self.remove((job, extent.offset));
         let cost = bytes.len() + ENTRY_OVERHEAD;
-        if extent.len != bytes.len() as u64 || cost > self.budget {
+        if extent.len != bytes.len() as u64 || self.held + cost > self.budget {
             return;
         }
         let bytes = if bytes.len() < OWN_ALLOCATION_BELOW { Bytes::copy_from_slice(&bytes) } else { bytes };
-        // An extent is never appended twice, but a stale entry must not survive one that was.
-        self.remove((job, extent.offset));
-        while self.held + cost > self.budget {
-            let Some((_, key)) = self.order.pop_first() else { break };
-            if let Some((_, evicted)) = self.entries.remove(&key) {
-                self.held -= evicted.len() + ENTRY_OVERHEAD;
-            }
-        }
-        let seq = self.next;
-        self.next += 1;
-        self.order.insert(seq, (job, extent.offset));
-        self.entries.insert((job, extent.offset), (seq, bytes));
+        self.entries.insert((job, extent.offset), bytes);
         self.held += cost;
     }
 
@@ -69,17 +61,20 @@ impl InputCache {
     /// that extent.
     pub(crate) fn take(&mut self, job: JobId, extent: Extent) -> Option<Bytes> {
         match self.entries.get(&(job, extent.offset)) {
-            Some((_, bytes)) if bytes.len() as u64 == extent.len => self.remove((job, extent.offset)),
+            Some(bytes) if bytes.len() as u64 == extent.len => self.remove((job, extent.offset)),
             _ => None,
         }
     }
 
     /// Drops everything held for `job` (its spool is removed).
     pub(crate) fn forget_job(&mut self, job: JobId) {
-        let keys: Vec<_> = self.entries.keys().filter(|(j, _)| *j == job).copied().collect();
-        for key in keys {
-            self.remove(key);
-        }
+        self.entries.retain(|(j, _), bytes| {
+            let keep = *j != job;
+            if !keep {
+                self.held -= bytes.len() + ENTRY_OVERHEAD;
+            }
+            keep
+        });
     }
 
     /// Bytes held, with each entry's overhead.
@@ -89,8 +84,7 @@ impl InputCache {
     }
 
     fn remove(&mut self, key: (JobId, u64)) -> Option<Bytes> {
-        let (seq, bytes) = self.entries.remove(&key)?;
-        self.order.remove(&seq);
+        let bytes = self.entries.remove(&key)?;
         self.held -= bytes.len() + ENTRY_OVERHEAD;
         Some(bytes)
     }

@@ -1,5 +1,5 @@
-//! The input cache: bounded, evicting the oldest first, and never handing out bytes of another
-//! chunk.
+//! The input cache: bounded, keeping the oldest entries when full, dropping a removed job's,
+//! and never handing out bytes of another chunk.
 
 use proptest::prelude::*;
 
@@ -42,19 +42,25 @@ fn serves_a_chunk_once_and_only_for_its_own_extent() {
 }
 
 #[test]
-fn evicts_the_oldest_to_stay_within_its_budget() {
+fn a_full_cache_keeps_the_chunks_assigned_next() {
     let chunk = 64 << 10;
     let budget = 4 * (chunk + ENTRY_OVERHEAD);
     let mut cache = InputCache::new(budget);
     let job = JobId(7);
-    for i in 0..6u64 {
-        cache.insert(job, extent(i * chunk as u64, chunk), content(job, i * chunk as u64, chunk));
+    let at = |i: u64| i * chunk as u64;
+    for i in 0..6 {
+        cache.insert(job, extent(at(i), chunk), content(job, at(i), chunk));
         assert!(cache.held() <= budget);
     }
     assert_eq!(cache.held(), budget);
-    for i in 0..6u64 {
-        check_taken(&mut cache, job, i * chunk as u64, chunk, i >= 2);
+    // The upload ran ahead: the first four wait here, the last two were left to the spool.
+    check_taken(&mut cache, job, at(0), chunk, true);
+    // Room again for the next upload.
+    cache.insert(job, extent(at(6), chunk), content(job, at(6), chunk));
+    for i in 1..7 {
+        check_taken(&mut cache, job, at(i), chunk, !matches!(i, 4 | 5));
     }
+    assert_eq!(cache.held(), 0);
 }
 
 #[test]
@@ -131,7 +137,7 @@ proptest! {
                 }
             }
             prop_assert!(cache.held() <= budget);
-            prop_assert_eq!(cache.entries.len(), cache.order.len());
+            prop_assert_eq!(cache.held(), cache.entries.values().map(|b| b.len() + ENTRY_OVERHEAD).sum::<usize>());
         }
     }
 }
