@@ -265,7 +265,8 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
         format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
     ];
     let engine = node::exec::wasm::WasmEngine::new()?;
-    let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes, w3_shipped_only: args.w3_shipped_only };
+    let w3_shipped_only = args.w3_shipped_only;
+    let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes, w3_shipped_only };
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for workload in workloads {

@@ -6,10 +6,10 @@
 //! Connection tasks never touch shared state: they turn what they read into events, and the core
 //! answers through each connection's unbounded command channel, so the core never waits on a slow
 //! peer. Bulk bytes stay out of the core's memory but for a bounded write-through cache: chunk
-//! inputs are spooled by the uploading connection task, and the core keeps the latest ones
-//! (`core::input_cache`, 64 MiB) so a chunk assigned soon after its upload goes from memory; others
-//! are read back by the node's connection task when assigned. Results are appended to the spool
-//! as they are accepted and read back by the attached client's task.
+//! inputs are spooled by the uploading connection task, and the core keeps up to 64 MiB of them
+//! (`core::input_cache`) so a chunk assigned soon after its upload goes from memory; others are
+//! read back by the node's connection task when assigned. Results are appended to the spool as
+//! they are accepted and read back by the attached client's task.
 //!
 //! Each turn (a burst of events, a timeout or a tick) ends with [`Ledger::end_turn`]. Disk work
 //! goes to the disk thread (`core::disk`) and its outcome comes back as input: a stored result,

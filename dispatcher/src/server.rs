@@ -730,7 +730,8 @@ async fn receive_input(
             Err(e) => return Err(format!("bad input stream: {e}").into()),
         };
         let extent = appender.append(&chunk).map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
-        events.send(Event::Input { job, extent, bytes: chunk }).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
+        let input = Event::Input { job, extent, bytes: chunk };
+        events.send(input).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
     }
     // Made durable by the core's next journal commit, which `InputStored` waits for.
     let sync = appender.sync_handle().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;

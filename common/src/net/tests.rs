@@ -15,17 +15,20 @@ async fn connected() -> (quinn::Connection, quinn::Connection, [quinn::Endpoint;
     let server_id = ca.issue_identity(Role::Dispatcher, "dispatcher").expect("issue");
     let client_id = ca.issue_identity(Role::Node, "node-1").expect("issue");
     let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
-    let server = endpoint(loopback, Some(crate::tls::server_config(&server_id).expect("server config"))).expect("server");
+    let server_config = crate::tls::server_config(&server_id).expect("server config");
+    let server = endpoint(loopback, Some(server_config)).expect("server");
     let mut client = endpoint(loopback, None).expect("client");
     client.set_default_client_config(crate::tls::client_config(&client_id).expect("client config"));
     let address = server.local_addr().expect("address");
     let connecting = client.connect(address, crate::tls::dispatcher_server_name()).expect("connect");
-    let (accepted, dialed) = tokio::join!(async { server.accept().await.expect("incoming").await.expect("accepted") }, connecting);
+    let accept = async { server.accept().await.expect("incoming").await.expect("accepted") };
+    let (accepted, dialed) = tokio::join!(accept, connecting);
     (accepted, dialed.expect("dialed"), [server, client])
 }
 
 fn assignment(chunk: u64, input: &Bytes) -> DispatcherToNode {
-    DispatcherToNode::Assign(Assignment { job: JobId(1), chunk, attempt: AttemptId(chunk), input: input.clone(), combine: false })
+    let attempt = AttemptId(chunk);
+    DispatcherToNode::Assign(Assignment { job: JobId(1), chunk, attempt, input: input.clone(), combine: false })
 }
 
 #[tokio::test]
@@ -34,7 +37,8 @@ async fn frames_around_bulk_bytes_arrive_whole() {
     let inputs: Vec<Bytes> = (0..48u64)
         .map(|chunk| Bytes::from((0..(1 << 20) + chunk as usize).map(|i| (i as u64 ^ chunk) as u8).collect::<Vec<_>>()))
         .collect();
-    let expected: Vec<DispatcherToNode> = inputs.iter().enumerate().map(|(i, input)| assignment(i as u64, input)).collect();
+    let expected: Vec<DispatcherToNode> =
+        inputs.iter().enumerate().map(|(i, input)| assignment(i as u64, input)).collect();
     let send = async {
         let mut work = open_uni(&sender, &StreamHeader::Work).await.expect("open");
         for (i, input) in inputs.iter().enumerate() {

@@ -99,7 +99,8 @@ fn check_around<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(m
 fn assignment_frames_leave_their_input_out() {
     use crate::proto::{Assignment, DispatcherToNode, JobId};
     let assign = |input: &Bytes, combine| {
-        DispatcherToNode::Assign(Assignment { job: JobId(3), chunk: 9, attempt: AttemptId(11), input: input.clone(), combine })
+        let attempt = AttemptId(11);
+        DispatcherToNode::Assign(Assignment { job: JobId(3), chunk: 9, attempt, input: input.clone(), combine })
     };
     // Sizes on both sides of MessagePack's bin8/bin16/bin32 length forms, and a field after the input.
     for len in [1usize, 255, 256, 65_535, 65_536, 1 << 20] {
@@ -117,7 +118,8 @@ fn bytes_the_message_does_not_hold_are_never_left_out() {
     let input = Bytes::from_static(b"the chunk's input");
     // Equal contents at another address: copied, not mistaken for the message's field.
     let lookalike = Bytes::copy_from_slice(&input);
-    let msg = DispatcherToNode::Assign(Assignment { job: JobId(1), chunk: 0, attempt: AttemptId(2), input, combine: false });
+    let assignment = Assignment { job: JobId(1), chunk: 0, attempt: AttemptId(2), input, combine: false };
+    let msg = DispatcherToNode::Assign(assignment);
     check_around(&msg, &lookalike, false);
     // A slice of the field is not the field either.
     let DispatcherToNode::Assign(assignment) = &msg else { unreachable!("built above") };
@@ -128,7 +130,9 @@ proptest! {
     #[test]
     fn around_round_trip(input in proptest::collection::vec(any::<u8>(), 1..2048), chunk in any::<u64>()) {
         let input = Bytes::from(input);
-        let msg = crate::proto::Assignment { job: crate::proto::JobId(chunk / 3), chunk, attempt: AttemptId(chunk), input: input.clone(), combine: chunk % 2 == 0 };
+        let job = crate::proto::JobId(chunk / 3);
+        let combine = chunk % 2 == 0;
+        let msg = crate::proto::Assignment { job, chunk, attempt: AttemptId(chunk), input: input.clone(), combine };
         check_around(&msg, &input, true);
     }
 
