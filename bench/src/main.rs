@@ -87,6 +87,10 @@ struct WorkloadArgs {
     /// the temporary directory, e.g. on tmpfs (`/dev/shm`) to see what fsync costs.
     #[arg(long)]
     state_parent: Option<PathBuf>,
+    /// W3 runs only its jobs with the bytes shipped through the dispatcher (throughput and the
+    /// dispatcher's CPU per byte), for profiling the data path.
+    #[arg(long)]
+    w3_shipped_only: bool,
     #[command(flatten)]
     common: Common,
     /// Workloads to run (default: all).
@@ -261,7 +265,8 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
         format!("runs: {runs} timed run(s) per workload after 1 untimed warm-up{}", if args.quick { " (--quick: smaller sizes)" } else { "" }),
     ];
     let engine = node::exec::wasm::WasmEngine::new()?;
-    let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes };
+    let w3_shipped_only = args.w3_shipped_only;
+    let mut bench = Bench { cluster: &mut cluster, dir: dir.path(), engine, runs, sizes, w3_shipped_only };
     let mut rows = Vec::new();
     let mut notes = Vec::new();
     for workload in workloads {

@@ -50,9 +50,11 @@ pub fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(u64::from(CONNECTION_WINDOW));
-    // Probe for datagrams up to the largest UDP payload: loopback and jumbo-frame networks
-    // carry far more than the 1452-byte default, and each datagram costs a syscall and a
-    // decryption; on a 1500-byte path the probes simply fail and the MTU stays where it is.
+    // Probe for datagrams up to the largest UDP payload the peer announces: quinn's default
+    // `EndpointConfig::max_udp_payload_size`, 1472, which dispy keeps. Announcing 16 or 64 KiB
+    // (loopback carries them) was measured and not kept: bursts of large datagrams overflowed
+    // the receiver's socket buffer, and quinn's black-hole detection then fell back to 1200
+    // bytes for the connection (bench/RESULTS.md, issue 22 part 2).
     let mut mtu = quinn::MtuDiscoveryConfig::default();
     mtu.upper_bound(u16::MAX);
     t.mtu_discovery_config(Some(mtu));
@@ -202,17 +204,22 @@ impl FramedRecv {
 }
 
 /// The sending half of a framed stream. Frames are buffered until [`FramedSend::flush`] so a
-/// burst of small messages leaves in few QUIC writes.
+/// burst of small messages leaves in few QUIC writes; bulk bytes queued by
+/// [`FramedSend::queue_frame_around`] wait by reference beside them, never copied.
 #[derive(Debug)]
 pub struct FramedSend {
     stream: quinn::SendStream,
     buffer: BytesMut,
+    /// What is queued before `buffer`, in order: earlier buffered bytes and bulk bytes between.
+    chunks: Vec<Bytes>,
+    /// The length of `chunks`.
+    chunked: usize,
 }
 
 impl FramedSend {
     /// Wraps `stream`.
     pub fn new(stream: quinn::SendStream) -> Self {
-        Self { stream, buffer: BytesMut::with_capacity(8 * 1024) }
+        Self { stream, buffer: BytesMut::with_capacity(8 * 1024), chunks: Vec::new(), chunked: 0 }
     }
 
     /// Queues one message frame.
@@ -221,6 +228,22 @@ impl FramedSend {
     /// [`FrameError::Encode`] if the message cannot be serialized.
     pub fn queue_frame<T: Serialize>(&mut self, msg: &T) -> Result<(), StreamError> {
         Ok(frame::encode(msg, &mut self.buffer)?)
+    }
+
+    /// Queues one message frame whose byte field `bulk` (a clone of the `Bytes` in `msg`) goes
+    /// to the stream by reference instead of being copied into the buffer
+    /// ([`frame::encode_around`]).
+    ///
+    /// # Errors
+    /// [`FrameError::Encode`] if the message cannot be serialized.
+    pub fn queue_frame_around<T: Serialize>(&mut self, msg: &T, bulk: &Bytes) -> Result<(), StreamError> {
+        if let Some(at) = frame::encode_around(msg, bulk, &mut self.buffer)? {
+            let tail = self.buffer.split_off(at);
+            let head = std::mem::replace(&mut self.buffer, tail);
+            self.push_chunk(head.freeze());
+            self.push_chunk(bulk.clone());
+        }
+        Ok(())
     }
 
     /// Queues one raw frame.
@@ -233,7 +256,14 @@ impl FramedSend {
 
     /// Bytes queued and not yet flushed.
     pub fn queued(&self) -> usize {
-        self.buffer.len()
+        self.chunked + self.buffer.len()
+    }
+
+    fn push_chunk(&mut self, chunk: Bytes) {
+        if !chunk.is_empty() {
+            self.chunked += chunk.len();
+            self.chunks.push(chunk);
+        }
     }
 
     /// Writes everything queued to the stream.
@@ -241,10 +271,21 @@ impl FramedSend {
     /// # Errors
     /// [`StreamError::Write`] when the stream or connection is gone.
     pub async fn flush(&mut self) -> Result<(), StreamError> {
-        if !self.buffer.is_empty() {
-            let bytes = self.buffer.split().freeze();
-            self.stream.write_chunk(bytes).await?;
+        if self.chunks.is_empty() {
+            if !self.buffer.is_empty() {
+                let bytes = self.buffer.split().freeze();
+                self.stream.write_chunk(bytes).await?;
+            }
+            return Ok(());
         }
+        let buffered = self.buffer.split().freeze();
+        self.push_chunk(buffered);
+        let mut chunks = std::mem::take(&mut self.chunks);
+        self.chunked = 0;
+        self.stream.write_all_chunks(&mut chunks).await?;
+        // Keep the vector's allocation for the next frames.
+        chunks.clear();
+        self.chunks = chunks;
         Ok(())
     }
 
@@ -333,3 +374,6 @@ pub async fn open_uni<T: Serialize>(conn: &quinn::Connection, header: &T) -> Res
     send.queue_frame(header)?;
     Ok(send)
 }
+
+#[cfg(test)]
+mod tests;

@@ -5,9 +5,11 @@
 //!
 //! Connection tasks never touch shared state: they turn what they read into events, and the core
 //! answers through each connection's unbounded command channel, so the core never waits on a slow
-//! peer. Bulk bytes stay out of the core's memory: chunk inputs are spooled by the uploading
-//! connection task and read back by the node's connection task when assigned; results are
-//! appended to the spool as they are accepted and read back by the attached client's task.
+//! peer. Bulk bytes stay out of the core's memory but for a bounded write-through cache: chunk
+//! inputs are spooled by the uploading connection task, and the core keeps up to 64 MiB of them
+//! (`core::input_cache`) so a chunk assigned soon after its upload goes from memory; others are
+//! read back by the node's connection task when assigned. Results are appended to the spool as
+//! they are accepted and read back by the attached client's task.
 //!
 //! Each turn (a burst of events, a timeout or a tick) ends with [`Ledger::end_turn`]. Disk work
 //! goes to the disk thread (`core::disk`) and its outcome comes back as input: a stored result,
@@ -40,9 +42,11 @@ use crate::spool::{Reader, Spool, SpoolFile};
 mod commit;
 mod disk;
 mod events;
+mod input_cache;
 mod observe;
 use commit::{journal_writer, Committed};
 use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
+use input_cache::{InputCache, INPUT_CACHE_BUDGET};
 pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand, Upload};
 pub(crate) use observe::Observer;
 pub(crate) use ledger::jobs::Refusal;
@@ -77,6 +81,8 @@ pub(crate) struct Core {
     next_id: u64,
     /// Each job's input file, for node connections to read chunks from.
     inputs: HashMap<JobId, Arc<Reader>>,
+    /// Chunk inputs just uploaded, sent from memory when assigned while still here.
+    input_cache: InputCache,
     /// Uploads in progress: dropping a job's sender stops its upload.
     uploads: HashMap<JobId, oneshot::Sender<()>>,
     disk: mpsc::UnboundedSender<DiskRequest>,
@@ -168,6 +174,7 @@ impl Core {
             requests: HashMap::new(),
             next_id: 1,
             inputs,
+            input_cache: InputCache::new(INPUT_CACHE_BUDGET),
             uploads: HashMap::new(),
             disk,
             disk_done,
@@ -364,11 +371,13 @@ impl Core {
             }
             Effect::RemoveSpool(job) => {
                 self.inputs.remove(&job);
+                self.input_cache.forget_job(job);
                 self.uploads.remove(&job);
                 return self.ask_disk(DiskRequest::Remove(job));
             }
             Effect::ForgetSpool(job) => {
                 self.inputs.remove(&job);
+                self.input_cache.forget_job(job);
                 self.uploads.remove(&job);
                 return self.ask_disk(DiskRequest::Forget(job));
             }
@@ -383,16 +392,19 @@ impl Core {
         }
         let command = match command {
             LedgerCommand::Send(msg) => NodeCommand::Send(msg),
-            LedgerCommand::Assign { job, chunk, attempt, input } => match self.inputs.get(&job) {
-                Some(reader) => {
-                    self.observer.sent("input", input.len);
-                    NodeCommand::Assign { job, chunk, attempt, input: InputRef { reader: Arc::clone(reader), extent: input } }
-                }
-                None => {
+            LedgerCommand::Assign { job, chunk, attempt, input: extent } => {
+                let input = match (self.input_cache.take(job, extent), self.inputs.get(&job)) {
+                    (Some(bytes), _) => Some(InputRef::Cached(bytes)),
+                    (None, Some(reader)) => Some(InputRef::Spooled { reader: Arc::clone(reader), extent }),
+                    (None, None) => None,
+                };
+                let Some(input) = input else {
                     self.ledger.handle_input_unreadable(now(), job, chunk, &"its input file is not open");
                     return true;
-                }
-            },
+                };
+                self.observer.sent("input", extent.len);
+                NodeCommand::Assign { job, chunk, attempt, input }
+            }
             LedgerCommand::Combine { job, chunk, attempt, inputs } => {
                 return self.ask_disk(DiskRequest::ReadCombine { node, job, chunk, attempt, inputs });
             }
@@ -439,7 +451,10 @@ impl Core {
                     Err(refusal) => drop(reply.send(Err(refusal))),
                 }
             }
-            Event::Input { job, extent } => self.ledger.handle_input(now, job, extent),
+            Event::Input { job, extent, bytes } => {
+                self.input_cache.insert(job, extent, bytes);
+                self.ledger.handle_input(now, job, extent);
+            }
             Event::InputEnd { job, sync } => {
                 self.uploads.remove(&job);
                 // Handed over before the commit that syncs it: the disk keeps order.

@@ -445,7 +445,9 @@ async fn run_node_commands(
                 NodeCommand::Send(msg) => work.queue_frame(&msg)?,
                 NodeCommand::Assign { job, chunk, attempt, input } => match input.read() {
                     Ok(input) => {
-                        work.queue_frame(&DispatcherToNode::Assign(Assignment { job, chunk, attempt, input, combine: false }))?;
+                        let bulk = input.clone();
+                        let assign = DispatcherToNode::Assign(Assignment { job, chunk, attempt, input, combine: false });
+                        work.queue_frame_around(&assign, &bulk)?;
                         // Big inputs go out one by one instead of piling up in the buffer.
                         if work.queued() >= 1 << 20 {
                             work.flush().await?;
@@ -728,7 +730,8 @@ async fn receive_input(
             Err(e) => return Err(format!("bad input stream: {e}").into()),
         };
         let extent = appender.append(&chunk).map_err(|e| format!("dispatcher cannot store the input: {e}"))?;
-        events.send(Event::Input { job, extent }).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
+        let input = Event::Input { job, extent, bytes: chunk };
+        events.send(input).await.map_err(|_| "the dispatcher is shutting down".to_string())?;
     }
     // Made durable by the core's next journal commit, which `InputStored` waits for.
     let sync = appender.sync_handle().map_err(|e| format!("dispatcher cannot store the input: {e}"))?;

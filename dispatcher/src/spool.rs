@@ -7,7 +7,7 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
 use bytes::Bytes;
@@ -56,9 +56,16 @@ impl Spool {
     pub(crate) fn appender(&self, job: JobId, file: SpoolFile) -> std::io::Result<Appender> {
         let dir = self.root.join(job.0.to_string());
         std::fs::create_dir_all(&dir)?;
-        let file = OpenOptions::new().create(true).append(true).read(true).open(dir.join(file.name()))?;
-        let len = file.metadata()?.len();
-        Ok(Appender { file, len })
+        let path = dir.join(file.name());
+        let handle = OpenOptions::new().create(true).append(true).read(true).open(&path)?;
+        let len = handle.metadata()?.len();
+        // Where the filesystem refuses `O_DIRECT` (tmpfs), every input chunk goes through the
+        // page cache, as results always do.
+        let direct = match file {
+            SpoolFile::Input => OpenOptions::new().write(true).custom_flags(libc::O_DIRECT).open(&path).ok(),
+            SpoolFile::Results => None,
+        };
+        Ok(Appender { file: handle, len, direct: direct.map(|file| Direct { file, scratch: Vec::new() }) })
     }
 
     /// Opens one of a job's files for reading extents.
@@ -126,20 +133,70 @@ impl Spool {
     }
 }
 
+/// Input chunks at least this long are written with `O_DIRECT`: the device reads them from our
+/// memory, where a write through the page cache copies every byte into freshly allocated cache
+/// pages, which cost ~2 ns a byte of CPU on the benchmark's VM, more than the dispatcher's whole
+/// budget per byte (bench/RESULTS.md, issue 22 part 2). Smaller ones would waste most of their
+/// aligned block.
+const DIRECT_MIN: usize = 256 << 10;
+
+/// What `O_DIRECT` asks offsets, lengths and buffers to be multiples of: 4 KiB covers every
+/// device's logical block.
+const DIRECT_ALIGN: usize = 4096;
+
 /// Appends to a spool file and says where each piece went.
 #[derive(Debug)]
 pub(crate) struct Appender {
     file: File,
+    /// The file's length: the next piece goes here (or at the next aligned offset, direct).
     len: u64,
+    /// The same file opened with `O_DIRECT`, for large input chunks.
+    direct: Option<Direct>,
+}
+
+/// A file opened with `O_DIRECT` and an aligned buffer to write from.
+#[derive(Debug)]
+struct Direct {
+    file: File,
+    scratch: Vec<u8>,
+}
+
+impl Direct {
+    /// Writes `bytes` at `offset` (aligned), padded with zeros to a whole block; returns the
+    /// padded length.
+    fn write_at(&mut self, bytes: &[u8], offset: u64) -> std::io::Result<u64> {
+        let padded = bytes.len().next_multiple_of(DIRECT_ALIGN);
+        self.scratch.resize(padded + DIRECT_ALIGN, 0);
+        let start = self.scratch.as_ptr().align_offset(DIRECT_ALIGN);
+        let block = &mut self.scratch[start..start + padded];
+        block[..bytes.len()].copy_from_slice(bytes);
+        block[bytes.len()..].fill(0);
+        self.file.write_all_at(block, offset)?;
+        Ok(padded as u64)
+    }
 }
 
 impl Appender {
-    /// Appends `bytes` and returns their extent.
+    /// Appends `bytes` and returns their extent. A large input chunk goes at the next multiple
+    /// of 4 KiB, written directly (the gap reads as zeros, and no extent points at it).
     ///
     /// # Errors
     /// If the write fails (for example the disk is full); the file may then hold a partial
     /// piece at its end, which no extent points at.
     pub(crate) fn append(&mut self, bytes: &[u8]) -> std::io::Result<Extent> {
+        if let Some(direct) = self.direct.as_mut().filter(|_| bytes.len() >= DIRECT_MIN) {
+            let offset = self.len.next_multiple_of(DIRECT_ALIGN as u64);
+            match direct.write_at(bytes, offset) {
+                Ok(padded) => {
+                    self.len = offset + padded;
+                    return Ok(Extent { offset, len: bytes.len() as u64 });
+                }
+                // The filesystem opened the file so but does not write it so: the page cache
+                // from now on.
+                Err(e) if e.raw_os_error() == Some(libc::EINVAL) => self.direct = None,
+                Err(e) => return Err(e),
+            }
+        }
         self.file.write_all(bytes)?;
         let extent = Extent { offset: self.len, len: bytes.len() as u64 };
         self.len += extent.len;
@@ -173,3 +230,6 @@ impl Reader {
         Ok(buf.into())
     }
 }
+
+#[cfg(test)]
+mod tests;

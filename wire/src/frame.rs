@@ -40,14 +40,55 @@ pub enum FrameError {
 /// [`FrameError::Encode`] if serialization fails, [`FrameError::TooLarge`] if the encoded message
 /// does not fit a `u32` length.
 pub fn encode<T: Serialize>(msg: &T, dst: &mut BytesMut) -> Result<(), FrameError> {
+    encode_around(msg, &[], dst).map(|_| ())
+}
+
+/// Appends `msg` as one MessagePack frame to `dst`, leaving out the bytes of `bulk`, a byte field
+/// of `msg` (an `Assignment`'s input), so they need not be copied: the frame is then the bytes
+/// added to `dst` before the returned index, `bulk` itself, and the bytes added after it; the
+/// length prefix counts all three, so the receiver sees exactly what [`encode`] writes.
+///
+/// Returns `None` when nothing was left out (`bulk` is empty or is not the slice `msg` holds;
+/// the frame is then whole in `dst`).
+///
+/// # Errors
+/// As [`encode`].
+pub fn encode_around<T: Serialize>(msg: &T, bulk: &[u8], dst: &mut BytesMut) -> Result<Option<usize>, FrameError> {
     let start = dst.len();
     dst.put_u32(0);
-    rmp_serde::encode::write(&mut (&mut *dst).writer(), msg)?;
-    let body_len = dst.len() - start - HEADER_LEN;
+    let mut writer = LeaveOut { dst: &mut *dst, bulk, at: None };
+    rmp_serde::encode::write(&mut writer, msg)?;
+    let at = writer.at;
+    let left_out = if at.is_some() { bulk.len() } else { 0 };
+    let body_len = dst.len() - start - HEADER_LEN + left_out;
     let len = u32::try_from(body_len)
         .map_err(|_| FrameError::TooLarge { len: body_len, max: u32::MAX as usize })?;
     dst[start..start + HEADER_LEN].copy_from_slice(&len.to_be_bytes());
-    Ok(())
+    Ok(at)
+}
+
+/// A writer into a `BytesMut` that notes where `bulk` would go instead of copying it. MessagePack
+/// writes a byte field's marker and length, then the field's slice in one `write_all`, which
+/// arrives here as that very slice (same address and length).
+struct LeaveOut<'a> {
+    dst: &'a mut BytesMut,
+    bulk: &'a [u8],
+    at: Option<usize>,
+}
+
+impl std::io::Write for LeaveOut<'_> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.at.is_none() && !buf.is_empty() && std::ptr::eq(buf, self.bulk) {
+            self.at = Some(self.dst.len());
+        } else {
+            self.dst.extend_from_slice(buf);
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
 }
 
 /// Appends `body` as one raw frame to `dst`.

@@ -19,18 +19,24 @@ use super::Refusal;
 use crate::liveness::LastHeard;
 use crate::spool::{Appender, Reader};
 
-/// A chunk's input in the spool, read by the node connection task just before it is sent, so
-/// inputs waiting for a slow link take no memory.
+/// A chunk's input: still in memory from its upload ([`super::input_cache`]), or in the spool,
+/// read by the node connection task just before it is sent, so inputs waiting for a slow link
+/// take no memory.
 #[derive(Debug, Clone)]
-pub(crate) struct InputRef {
-    pub(super) reader: Arc<Reader>,
-    pub(super) extent: Extent,
+pub(crate) enum InputRef {
+    /// The bytes, kept since the upload appended them to the spool.
+    Cached(Bytes),
+    /// Where they are in the job's input file.
+    Spooled { reader: Arc<Reader>, extent: Extent },
 }
 
 impl InputRef {
-    /// Reads the input's bytes.
+    /// The input's bytes.
     pub(crate) fn read(&self) -> std::io::Result<Bytes> {
-        self.reader.read(self.extent)
+        match self {
+            InputRef::Cached(bytes) => Ok(bytes.clone()),
+            InputRef::Spooled { reader, extent } => reader.read(*extent),
+        }
     }
 }
 
@@ -39,7 +45,7 @@ impl InputRef {
 pub(crate) enum NodeCommand {
     /// Send on the work stream.
     Send(DispatcherToNode),
-    /// Send a chunk on the work stream, reading its input from the spool first.
+    /// Send a chunk on the work stream, reading its input from the spool first unless cached.
     Assign { job: JobId, chunk: ChunkIndex, attempt: AttemptId, input: InputRef },
     /// Open a payload stream with these bytes.
     Payload(PayloadHash, Bytes),
@@ -93,8 +99,9 @@ pub(crate) enum Event {
         submitter: mpsc::UnboundedSender<ClientEvent>,
         reply: oneshot::Sender<Result<Upload, Refusal>>,
     },
-    /// The next chunk input of a job was spooled here.
-    Input { job: JobId, extent: Extent },
+    /// The next chunk input of a job was spooled here; `bytes` are what was appended, for
+    /// the core's write-through cache.
+    Input { job: JobId, extent: Extent, bytes: Bytes },
     /// A job's input ended; `sync` is its spool file, made durable by the journal writer with
     /// the commit that records the input complete (not on the job's path: chunks already run).
     InputEnd { job: JobId, sync: std::fs::File },

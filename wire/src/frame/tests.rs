@@ -74,7 +74,70 @@ fn raw_frames_back_to_back() {
     assert_eq!(out, vec![Bytes::new(), Bytes::from_static(b"a"), Bytes::from_static(b"hello world")]);
 }
 
+/// Encodes `msg` with `bulk` left out, reassembles the parts as a receiver sees them, and checks
+/// that they are byte for byte [`encode`]'s frame and that `bulk` went by reference when `left_out`.
+#[track_caller]
+fn check_around<T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug>(msg: &T, bulk: &Bytes, left_out: bool) {
+    let mut whole = BytesMut::new();
+    encode(msg, &mut whole).expect("encodes");
+    // Something queued before the frame stays as it was.
+    let mut parts = BytesMut::from(&b"queued"[..]);
+    let at = encode_around(msg, bulk, &mut parts).expect("encodes");
+    assert_eq!(at.is_some(), left_out, "left out: {at:?}");
+    let tail = parts.split_off(at.unwrap_or(parts.len()));
+    assert_eq!(&parts.split_to(6)[..], b"queued");
+    let mut wire = parts;
+    if at.is_some() {
+        wire.extend_from_slice(bulk);
+    }
+    wire.extend_from_slice(&tail);
+    assert_eq!(wire, whole, "the parts make the same frame");
+    let decoded: T = decode(&mut wire, usize::MAX).expect("decodes").expect("complete");
+    assert_eq!(&decoded, msg);
+}
+
+#[test]
+fn assignment_frames_leave_their_input_out() {
+    use crate::proto::{Assignment, DispatcherToNode, JobId};
+    let assign = |input: &Bytes, combine| {
+        let attempt = AttemptId(11);
+        DispatcherToNode::Assign(Assignment { job: JobId(3), chunk: 9, attempt, input: input.clone(), combine })
+    };
+    // Sizes on both sides of MessagePack's bin8/bin16/bin32 length forms, and a field after the input.
+    for len in [1usize, 255, 256, 65_535, 65_536, 1 << 20] {
+        let input = Bytes::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<_>>());
+        check_around(&assign(&input, false), &input, true);
+        check_around(&assign(&input, true), &input, true);
+    }
+    // An empty input is nothing to leave out.
+    check_around(&assign(&Bytes::new(), false), &Bytes::new(), false);
+}
+
+#[test]
+fn bytes_the_message_does_not_hold_are_never_left_out() {
+    use crate::proto::{Assignment, DispatcherToNode, JobId};
+    let input = Bytes::from_static(b"the chunk's input");
+    // Equal contents at another address: copied, not mistaken for the message's field.
+    let lookalike = Bytes::copy_from_slice(&input);
+    let assignment = Assignment { job: JobId(1), chunk: 0, attempt: AttemptId(2), input, combine: false };
+    let msg = DispatcherToNode::Assign(assignment);
+    check_around(&msg, &lookalike, false);
+    // A slice of the field is not the field either.
+    let DispatcherToNode::Assign(assignment) = &msg else { unreachable!("built above") };
+    check_around(&msg, &assignment.input.slice(1..), false);
+}
+
 proptest! {
+    #[test]
+    fn around_round_trip(input in proptest::collection::vec(any::<u8>(), 1..2048), chunk in any::<u64>()) {
+        let input = Bytes::from(input);
+        let job = crate::proto::JobId(chunk / 3);
+        let combine = chunk % 2 == 0;
+        let msg = crate::proto::Assignment { job, chunk, attempt: AttemptId(chunk), input: input.clone(), combine };
+        check_around(&msg, &input, true);
+    }
+
+
     #[test]
     fn arbitrary_bytes_never_panic(data in proptest::collection::vec(any::<u8>(), 0..256)) {
         let mut buf = BytesMut::from(&data[..]);
