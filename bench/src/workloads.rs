@@ -76,7 +76,7 @@ const TINY_CHUNK: u64 = 16;
 /// Clients closed to time `Client::close` in W2.
 const CLOSE_SAMPLES: usize = 20;
 /// W3 chunk size.
-const W3_CHUNK: u64 = 1 << 20;
+pub(crate) const W3_CHUNK: u64 = 1 << 20;
 /// W4 image: "WIDTH HEIGHT MAX_ITER" and rows per chunk.
 const W4_ARGS: &str = "1024 1024 256";
 const W4_HEIGHT: u64 = 1024;
@@ -360,7 +360,7 @@ impl Bench<'_> {
             auto_rows.push(Row::new("W3", format!("throughput with bytes:auto, {how}"), "MB/s", Summary::of(&rates), ">= 800"));
             auto_rows.push(Row::new("W3", format!("chunk size bytes:auto chose, {how}"), "MiB", Summary::of(&sizes), ""));
         }
-        let s3_rates = self.w3_from_s3(&input, &reference)?;
+        let s3_row = self.w3_from_s3(&input, &reference)?;
         let reduce_rows = self.w3_reduce(&input).await?;
         // The input is large; do not keep it for the next workload.
         let _ = std::fs::remove_file(&input);
@@ -389,11 +389,7 @@ impl Bench<'_> {
             ),
         ];
         rows.append(&mut auto_rows);
-        let s3_row = "throughput, same chunks read from a local S3-compatible server (moto; nodes fetch ranges; dispy-submit run)";
-        rows.push(match s3_rates {
-            Some(rates) => Row::new("W3", s3_row.into(), "MB/s", Summary::of(&rates), ""),
-            None => Row::new("W3", format!("{s3_row}: skipped, moto_server not installed"), "MB/s", Summary::of(&[f64::NAN]), ""),
-        });
+        rows.push(s3_row);
         rows.extend(reduce_rows);
         Ok(rows)
     }
@@ -426,42 +422,6 @@ impl Bench<'_> {
             rows.push(Row::new("W3", format!("throughput, {} MiB in 1 MiB chunks, {what}", bytes >> 20), "MB/s", Summary::of(&rates), ""));
         }
         Ok(rows)
-    }
-
-    /// W3's input uploaded to the local S3-compatible server and run from `s3://bench/w3.bin` by
-    /// a `dispy-submit run` process (its environment carries the AWS variables; the bench's own
-    /// cannot), timed from spawn to exit; `None` without moto.
-    fn w3_from_s3(&mut self, input: &Path, reference: &[u8]) -> anyhow::Result<Option<Vec<f64>>> {
-        let Some(s3) = &self.cluster.s3 else { return Ok(None) };
-        s3.create_bucket(crate::cluster::S3_BUCKET);
-        let bytes = std::fs::read(input)?;
-        s3.put(crate::cluster::S3_BUCKET, "w3.bin", &bytes);
-        let output = self.dir.join("w3-s3.out");
-        let mut rates = Vec::new();
-        for run in 0..=self.runs {
-            let mut command = std::process::Command::new(&self.cluster.submit);
-            command
-                .arg("--dispatcher")
-                .arg(&self.cluster.address)
-                .arg("--tls-dir")
-                .arg(&self.cluster.client_dir)
-                .args(["run", "--payload"])
-                .arg(workspace_root().join("examples/checksum.wat"))
-                .args(["--input", &format!("s3://{}/w3.bin", crate::cluster::S3_BUCKET), "--split", "bytes:1MiB", "--output"])
-                .arg(&output)
-                .envs(s3.env())
-                .stdin(std::process::Stdio::null());
-            let started = Instant::now();
-            let done = command.output()?;
-            let seconds = started.elapsed().as_secs_f64();
-            anyhow::ensure!(done.status.success(), "W3 from S3 failed: {}", String::from_utf8_lossy(&done.stderr));
-            anyhow::ensure!(std::fs::read(&output)? == reference, "W3 from S3: the output differs from the reference");
-            if run > 0 {
-                rates.push(bytes.len() as f64 / 1e6 / seconds);
-            }
-        }
-        let _ = std::fs::remove_file(&output);
-        Ok(Some(rates))
     }
 
     async fn w4(&mut self) -> anyhow::Result<Vec<Row>> {
