@@ -20,10 +20,10 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use ::tests::netns::{NetBed, DISPATCHER_PORT};
 use anyhow::{bail, ensure, Context};
 use client::split::SplitRule;
 use node::exec::wasm::{run_serial, WasmEngine};
-use tests::netns::{NetBed, DISPATCHER_PORT};
 
 use crate::cluster::{workspace_root, Binaries, Daemon, Pki};
 use crate::procfs::{self, UdpCounters};
@@ -385,5 +385,41 @@ impl Figures {
                 "",
             ),
         ]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(dispatcher: u64, nodes: &[u64], client: u64, machine: u64) -> CpuSample {
+        CpuSample {
+            dispatcher: Duration::from_millis(dispatcher),
+            nodes: nodes.iter().map(|&ms| Duration::from_millis(ms)).collect(),
+            client: Duration::from_millis(client),
+            machine: Duration::from_millis(machine),
+        }
+    }
+
+    #[test]
+    fn figures_divide_each_runs_cpu_by_the_bytes_and_the_wall_time() {
+        let mut figures = Figures::default();
+        // 1e9 bytes in 2 s: the dispatcher used 1 s (1 ns/B, half a core), the nodes 3 s together,
+        // the client 0.5 s, and the machine was busy 5 s, so 0.5 s was someone else's.
+        let before = sample(10_000, &[100, 200], 40, 90_000);
+        let after = sample(11_000, &[1_600, 1_700], 540, 95_000);
+        figures.add(1_000_000_000, Duration::from_secs(2), &before, &after);
+        let close = |values: &[f64], want: f64| {
+            assert_eq!(values.len(), 1);
+            assert!((values[0] - want).abs() < 1e-9, "{values:?} should be {want}");
+        };
+        close(&figures.rates, 500.0);
+        close(&figures.dispatcher_ns_per_byte, 1.0);
+        close(&figures.dispatcher_percent, 50.0);
+        close(&figures.nodes_ns_per_byte, 3.0);
+        close(&figures.nodes_percent, 150.0);
+        close(&figures.client_ns_per_byte, 0.5);
+        close(&figures.other_percent, 25.0);
+        assert_eq!(figures.rows("2 node(s)").len(), 7);
     }
 }
