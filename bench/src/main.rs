@@ -15,7 +15,6 @@ mod procfs;
 mod report;
 mod scale;
 mod stats;
-mod w3_s3;
 mod workloads;
 
 use std::future::Future;

@@ -413,7 +413,7 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
         HelloReply::Refused { reason } => bail!("refused: {reason}"),
     }
     control
-        .write_frame(&NodeToDispatcher::Register(NodeInfo {
+        .write_frame(&NodeToDispatcher::Register(Box::new(NodeInfo {
             name,
             hostname: "bench".into(),
             os: std::env::consts::OS.into(),
@@ -427,7 +427,9 @@ async fn sim_node(ctx: &SimContext, endpoint: quinn::Endpoint, index: usize, ide
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
             object_store_buckets: Vec::new(),
-        }))
+            shared_input_roots: Vec::new(),
+            host_id: String::new(),
+        })))
         .await?;
     let mut reports = open_uni(&conn, &StreamHeader::Reports).await?;
     reports.flush().await?;

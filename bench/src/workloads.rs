@@ -28,6 +28,8 @@ use crate::procfs::{CpuSplit, UdpCounters};
 use crate::report::Row;
 use crate::stats::{percentile, Summary};
 
+mod submit;
+
 /// Which workloads to run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, clap::ValueEnum)]
 pub(crate) enum Workload {
@@ -360,7 +362,8 @@ impl Bench<'_> {
             auto_rows.push(Row::new("W3", format!("throughput with bytes:auto, {how}"), "MB/s", Summary::of(&rates), ">= 800"));
             auto_rows.push(Row::new("W3", format!("chunk size bytes:auto chose, {how}"), "MiB", Summary::of(&sizes), ""));
         }
-        let s3_row = self.w3_from_s3(&input, &reference)?;
+        let s3_rates = self.w3_from_s3(&input, &reference)?;
+        let local_rates = self.w3_local(&input, &reference)?;
         let reduce_rows = self.w3_reduce(&input).await?;
         // The input is large; do not keep it for the next workload.
         let _ = std::fs::remove_file(&input);
@@ -389,7 +392,22 @@ impl Bench<'_> {
             ),
         ];
         rows.append(&mut auto_rows);
-        rows.push(s3_row);
+        let s3_row = "throughput, same chunks read from a local S3-compatible server (moto; nodes fetch ranges; dispy-submit run)";
+        rows.push(match s3_rates {
+            Some(rates) => Row::new("W3", s3_row.into(), "MB/s", Summary::of(&rates), ""),
+            None => {
+                let why = "skipped: moto_server not found (set DISPY_TEST_MOTO to its path or put it on PATH)";
+                eprintln!("bench: W3 from S3 {why}");
+                Row::new("W3", format!("{s3_row}: {why}"), "MB/s", None, "")
+            }
+        });
+        rows.push(Row::new(
+            "W3",
+            "throughput, same chunks with `dispy-submit run --local 2` (an embedded cluster on this machine; nodes read the file in place; incl. its start)".into(),
+            "MB/s",
+            Summary::of(&local_rates),
+            "",
+        ));
         rows.extend(reduce_rows);
         Ok(rows)
     }

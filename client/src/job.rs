@@ -2,7 +2,7 @@
 //!
 //! A job file has the same keys as the flags (`payload`, `input`, `split`, `output`, `results`,
 //! `args`, `max_attempts`, `chunk_timeout`, `chunk_target`, `memory_limit`, `priority`,
-//! `placement_timeout`, `shared_input`, `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
+//! `placement_timeout`, `shared_input`, `ship_input`, `name`). It is read into a private raw struct and validated into a [`JobDescription`]; every
 //! bad key is reported, each naming the file, the key and the reason. The defaults are public
 //! constants so the CLI flags share them.
 
@@ -70,6 +70,9 @@ pub struct JobDescription {
     /// The inputs are on storage every node mounts at the same path: chunks travel as
     /// references and nodes read their bytes (`bytes` rules only).
     pub shared_input: bool,
+    /// Ship the input's bytes even when every node could read the files in place (the
+    /// submitter otherwise decides, see [`crate::in_place`]).
+    pub ship_input: bool,
 }
 
 impl JobDescription {
@@ -91,6 +94,7 @@ impl JobDescription {
             priority: DEFAULT_PRIORITY,
             placement_timeout: DEFAULT_PLACEMENT_TIMEOUT,
             shared_input: false,
+            ship_input: false,
         }
     }
 
@@ -160,6 +164,9 @@ impl JobDescription {
         );
         check("chunk_timeout", check_chunk_timeout(self.chunk_timeout));
         check("shared_input", check_shared_input(self.shared_input, &self.split));
+        if self.shared_input && self.ship_input {
+            check("ship_input", Err(both_ways()));
+        }
         // The target matters only to an `auto` rule (and a zero timeout is reported already).
         if matches!(self.split, SplitRule::Auto(_)) && !self.chunk_timeout.is_zero() {
             check("chunk_target", check_chunk_target(self.chunk_target, self.chunk_timeout));
@@ -291,6 +298,7 @@ const KEYS: &[&str] = &[
     "priority",
     "placement_timeout",
     "shared_input",
+    "ship_input",
 ];
 
 /// A job file as written. Values stay TOML values so type errors can be reported per key with
@@ -313,6 +321,7 @@ struct RawJob {
     priority: Option<toml::Value>,
     placement_timeout: Option<toml::Value>,
     shared_input: Option<toml::Value>,
+    ship_input: Option<toml::Value>,
 }
 
 /// Parses and validates job TOML, collecting every key problem.
@@ -358,8 +367,12 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
     let placement_timeout =
         p.optional("placement_timeout", raw.placement_timeout, Parser::duration);
     let shared_input = p.optional("shared_input", raw.shared_input, Parser::boolean);
+    let ship_input = p.optional("ship_input", raw.ship_input, Parser::boolean);
     if let Some(Err(reason)) = inputs.as_deref().map(check_inputs) {
         p.problems.push(KeyProblem::Invalid { key: "input", reason });
+    }
+    if let (Some(true), Some(true)) = (shared_input, ship_input) {
+        p.problems.push(KeyProblem::Invalid { key: "ship_input", reason: both_ways() });
     }
     if let (Some(true), Some(split)) = (shared_input, &split) {
         if let Err(reason) = check_shared_input(true, split) {
@@ -403,6 +416,7 @@ fn parse(text: &str, base_dir: &Path, file: Option<&Path>) -> Result<JobDescript
             job.priority = priority.unwrap_or(job.priority);
             job.placement_timeout = placement_timeout.or(job.placement_timeout);
             job.shared_input = shared_input.unwrap_or(job.shared_input);
+            job.ship_input = ship_input.unwrap_or(job.ship_input);
             Ok(job)
         }
         _ => {
@@ -682,6 +696,11 @@ fn humantime_short(duration: Duration) -> String {
     } else {
         format!("{}ms", duration.as_millis())
     }
+}
+
+/// Why `shared_input` and `ship_input` cannot both be set.
+fn both_ways() -> String {
+    "cannot be combined with shared_input: one has the nodes read the input in place, the other ships it".to_owned()
 }
 
 fn check_shared_input(shared: bool, split: &SplitRule) -> Result<(), String> {

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod api;
+pub mod in_place;
 pub mod job;
 pub mod local;
 mod output;

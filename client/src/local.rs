@@ -14,6 +14,7 @@ use tokio::task::JoinSet;
 use dispatcher::config::DispatcherConfig;
 use dispatcher::server::Dispatcher;
 
+use crate::in_place::{self, InputRoute};
 use crate::job::JobDescription;
 
 /// A running embedded cluster; [`LocalCluster::shutdown`] stops it and removes its files.
@@ -72,6 +73,7 @@ impl LocalCluster {
                 object_store_buckets: object_store_buckets.clone(),
                 // The submitter's AWS_* environment is the nodes' too.
                 object_store_endpoint: None,
+                object_store_roots: Vec::new(),
                 // The submitter's own code on the submitter's own machine: confined where the
                 // machine allows (reading all of `/`, as above), and run anyway where it cannot.
                 allow_native: true,
@@ -91,18 +93,13 @@ impl LocalCluster {
     }
 
     /// Lets this cluster's nodes read `job`'s input files themselves, as `--shared-input` does,
-    /// when the job allows it ([`JobDescription::can_share_input`]): they run on this machine, so
-    /// the bytes need not cross two QUIC hops. The paths become absolute, so they mean the same
-    /// whatever directory a node resolves them from.
-    pub fn read_input_in_place(job: &mut JobDescription) {
-        if job.shared_input || !job.can_share_input() {
-            return;
-        }
-        let Ok(inputs) = job.inputs.iter().map(std::path::absolute).collect::<Result<Vec<_>, _>>() else {
-            return;
-        };
-        job.inputs = inputs;
-        job.shared_input = true;
+    /// when the job allows it ([`JobDescription::can_share_input`]) and does not ask to ship
+    /// them (`ship_input`): they run on this machine, so the bytes need not cross two QUIC hops.
+    /// Returns which way the input goes (`None`: the job has no input files).
+    pub fn read_input_in_place(job: &mut JobDescription) -> Option<InputRoute> {
+        let route = in_place::decide(job, in_place::Readers::Local)?;
+        in_place::apply(job, &route);
+        Some(route)
     }
 
     /// The dispatcher's address.

@@ -30,6 +30,7 @@ pub use chunks::Chunks;
 use chunks::{list_files, Source};
 pub use error::SplitError;
 use error::io_error;
+use shared::SharedFile;
 pub use splitter::{ByteSplitter, LineSplitter, Splitter};
 
 /// How a job's input is cut into chunks.
@@ -248,10 +249,10 @@ impl SplitRule {
         let mut files = Vec::with_capacity(inputs.len());
         for path in inputs {
             let canonical = fs::canonicalize(path).map_err(|error| io_error(path, error))?;
-            let len = fs::metadata(&canonical).map_err(|error| io_error(path, error))?.len();
-            files.push((canonical, len));
+            let fingerprint = node::shared_input::fingerprint(&canonical).map_err(|error| io_error(path, error))?;
+            files.push(SharedFile { path: canonical, len: fingerprint.len, fingerprint: Some(fingerprint) });
         }
-        let total_bytes: u64 = files.iter().map(|(_, len)| len).sum();
+        let total_bytes: u64 = files.iter().map(|file| file.len).sum();
         let auto = matches!(self, SplitRule::Auto(_)).then(|| AutoSize::new(Unit::Bytes, Some(total_bytes)));
         Ok(Chunks {
             total: (auto.is_none()).then(|| total_bytes.div_ceil(size)),
@@ -304,7 +305,11 @@ impl SplitRule {
         let total_bytes: u64 = objects.iter().map(|(_, len)| len).sum();
         let auto = matches!(self, SplitRule::Auto(_)).then(|| AutoSize::new(Unit::Bytes, Some(total_bytes)));
         let shared = |objects: Vec<(ObjectUrl, u64)>, size| Source::Shared {
-            files: objects.into_iter().map(|(url, len)| (PathBuf::from(url.to_string()), len)).collect::<Vec<_>>().into_iter(),
+            files: objects
+                .into_iter()
+                .map(|(url, len)| SharedFile { path: PathBuf::from(url.to_string()), len, fingerprint: None })
+                .collect::<Vec<_>>()
+                .into_iter(),
             current: None,
             size,
         };

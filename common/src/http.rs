@@ -23,8 +23,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use thiserror::Error;
 
+mod limit;
 #[cfg(test)]
 mod tests;
+
+use limit::LimitedListener;
+pub use limit::Limits;
 
 /// Why the HTTP address cannot be served.
 #[derive(Debug, Error)]
@@ -116,6 +120,7 @@ impl Access {
 pub struct HttpServer {
     listener: std::net::TcpListener,
     access: Access,
+    limits: Limits,
 }
 
 impl HttpServer {
@@ -128,7 +133,14 @@ impl HttpServer {
         let bind = |source| HttpError::Bind { addr, source };
         let listener = std::net::TcpListener::bind(addr).map_err(bind)?;
         listener.set_nonblocking(true).map_err(bind)?;
-        Ok(Self { listener, access })
+        Ok(Self { listener, access, limits: Limits::default() })
+    }
+
+    /// Serves under `limits` instead of the default ones.
+    #[must_use]
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limits = limits;
+        self
     }
 
     /// The address actually bound (useful with port 0).
@@ -140,7 +152,8 @@ impl HttpServer {
     }
 
     /// Serves `router` behind the access rule, and `public` (static files without data) to
-    /// anyone who reaches the address, until `shutdown` completes; errors are logged.
+    /// anyone who reaches the address, until `shutdown` completes, within [`Limits`]; errors are
+    /// logged.
     pub async fn serve(self, router: Router, public: Router, shutdown: impl Future<Output = ()> + Send + 'static) {
         let router = router.layer(axum::middleware::from_fn_with_state(self.access, check_access)).merge(public);
         let listener = match tokio::net::TcpListener::from_std(self.listener) {
@@ -150,6 +163,7 @@ impl HttpServer {
                 return;
             }
         };
+        let listener = LimitedListener::new(listener, self.limits);
         if let Err(e) = axum::serve(listener, router).with_graceful_shutdown(shutdown).await {
             tracing::warn!(error = %e, "the HTTP server stopped");
         }

@@ -381,7 +381,7 @@ async fn serve_node(
     let address = conn.remote_address().to_string();
     let heard = LastHeard::default();
     heard.stamp();
-    let registered = Event::NodeRegistered { info, address, commands, heard: heard.clone(), reply };
+    let registered = Event::NodeRegistered { info: *info, address, commands, heard: heard.clone(), reply };
     events.send(registered).await.map_err(|_| ConnError::CoreGone)?;
     let node = node.await.map_err(|_| ConnError::CoreGone)?;
     let result = tokio::select! {

@@ -41,6 +41,9 @@ pub struct NodeConfig {
     pub object_store_buckets: Vec<String>,
     /// The S3-compatible endpoint, overriding `AWS_ENDPOINT_URL`.
     pub object_store_endpoint: Option<String>,
+    /// CA certificates trusted for object input's HTTPS besides the system's, read from
+    /// `object_store_ca_file` at start.
+    pub object_store_roots: Vec<object_store::Certificate>,
     /// Whether native payloads run here at all.
     pub allow_native: bool,
     /// Whether native payloads run when this node cannot confine them.
@@ -76,6 +79,11 @@ impl TryFrom<NodeSettings> for NodeConfig {
         let identity = Identity::load(&settings.daemon.tls_dir).map_err(|e| {
             settings.daemon.invalid("tls_dir", format!("failed to load the node's TLS identity: {e}"))
         })?;
+        let object_store_roots = match &settings.object_store_ca_file {
+            Some(path) => crate::object_input::read_certificates(path)
+                .map_err(|e| settings.daemon.invalid("object_store_ca_file", e))?,
+            None => Vec::new(),
+        };
         let metrics = match settings.metrics_listen {
             Some(addr) => Some((
                 addr,
@@ -101,6 +109,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
             shared_input_roots: settings.shared_input_roots,
             object_store_buckets: settings.object_store_buckets,
             object_store_endpoint: settings.object_store_endpoint,
+            object_store_roots,
             allow_native: settings.allow_native,
             allow_unconfined_native: settings.allow_unconfined_native,
             payload_user: settings.payload_user,

@@ -19,19 +19,16 @@
 //! Whatever is left at that deadline or at `hurry` (a second SIGTERM) is cancelled, and the
 //! dispatcher requeues it the moment the connection closes.
 
-use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use wire::frame::DEFAULT_MAX_MESSAGE;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use wire::proto::{
-    AttemptId, Assignment, ChunkIndex, ChunkReport, Claim, Confinement, DispatcherToNode, Heartbeat, Hello,
-    HelloReply, JobId, JobSpec, NodeInfo, NodeToDispatcher, Role, StreamHeader,
-    PROTOCOL_VERSION,
+    Assignment, ChunkReport, Confinement, DispatcherToNode, Heartbeat, Hello, HelloReply, JobSpec, NodeInfo,
+    NodeToDispatcher, Role, StreamHeader, PROTOCOL_VERSION,
 };
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -47,9 +44,12 @@ use crate::object_input::{Allowlist, NodeObjects, ObjectStores};
 use crate::metrics::{NodeMetrics, PoolMetrics, Reading};
 use common::http::HttpServer;
 use crate::pool::{JobContext, Pool, Work};
+use crate::shared_input;
 
+mod jobs;
 mod prepare;
 mod reports;
+use jobs::{Action, Cancel, JobState, JobTable, Start};
 use prepare::{prepare, receive_payload};
 use reports::Outbox;
 
@@ -121,44 +121,11 @@ struct Node {
     /// Where slot threads send reports, for every session.
     reports: mpsc::UnboundedSender<ChunkReport>,
     /// Jobs and the attempts this node holds, across sessions.
-    work: Mutex<Held>,
-    /// Numbers sessions, so a job knows which session last confirmed it.
-    sessions: AtomicU64,
+    work: Mutex<JobTable<Arc<PendingContext>, Arc<JobContext>>>,
     /// Set once the node is stopping: every session, current or later, says `Leaving`.
     stopping: tokio::sync::watch::Sender<bool>,
     /// How object input is read; `None` when `object_store_buckets` is empty (none is).
     objects: Option<Arc<NodeObjects>>,
-}
-
-/// What this node runs for the dispatcher.
-#[derive(Default)]
-struct Held {
-    jobs: HashMap<JobId, HeldJob>,
-    /// Attempts assigned and neither acknowledged nor cancelled, with their job and chunk: the
-    /// claims of the next registration (a failed attempt leaves at once: there is nothing to
-    /// claim, its report is only resent to be acknowledged).
-    attempts: BTreeMap<AttemptId, (JobId, ChunkIndex)>,
-}
-
-/// A job on this node and the session that last started or confirmed it.
-struct HeldJob {
-    state: JobState,
-    session: u64,
-}
-
-impl Held {
-    /// Forgets an attempt; its job goes too if an earlier session started it, the current one
-    /// has not confirmed it, and it holds no other attempt.
-    fn release(&mut self, attempt: AttemptId, current: u64) {
-        let Some((job, _)) = self.attempts.remove(&attempt) else { return };
-        let stale = self.jobs.get(&job).is_some_and(|j| j.session != current);
-        if stale && !self.attempts.values().any(|(j, _)| *j == job) {
-            if let Some(held) = self.jobs.remove(&job) {
-                debug!(%job, "job not confirmed by the dispatcher and no attempt left; dropped");
-                held.state.cancel();
-            }
-        }
-    }
 }
 
 /// Runs the node until `shutdown` completes, then stops gracefully: it tells the dispatcher it is
@@ -254,7 +221,9 @@ impl Node {
         let objects = match config.object_store_buckets.as_slice() {
             [] => None,
             buckets => {
-                let stores = ObjectStores::new(config.object_store_endpoint.clone()).map_err(|e| StartError::Executor(e.to_string()))?;
+                let stores = ObjectStores::new(config.object_store_endpoint.clone())
+                    .map_err(|e| StartError::Executor(e.to_string()))?
+                    .trusting(config.object_store_roots.clone());
                 info!(buckets = %buckets.join(","), "object input readable");
                 Some(Arc::new(NodeObjects { stores, allow: Allowlist::new(buckets.to_vec()) }))
             }
@@ -272,7 +241,6 @@ impl Node {
             outbox: Mutex::default(),
             reports,
             work: Mutex::default(),
-            sessions: AtomicU64::new(0),
             stopping: tokio::sync::watch::Sender::new(false),
             objects,
         })
@@ -297,7 +265,7 @@ impl Node {
 
     /// Attempts this node holds: assigned and neither acknowledged nor cancelled.
     fn held(&self) -> usize {
-        self.work().attempts.len()
+        self.work().held()
     }
 
     /// Completes once every attempt this node held is finished and every report acknowledged.
@@ -314,36 +282,28 @@ impl Node {
 
     /// Stops every job and attempt this node holds, sending no report for them.
     fn cancel_all(&self) {
-        let mut work = self.work();
-        for (job, held) in work.jobs.drain() {
-            held.state.cancel();
-            self.pool.cancel_job(job);
-        }
-        for attempt in std::mem::take(&mut work.attempts).into_keys() {
-            self.pool.cancel_attempt(attempt);
-        }
+        let actions = self.work().cancel_all();
+        self.carry_out(actions);
     }
 
-    fn work(&self) -> std::sync::MutexGuard<'_, Held> {
+    fn work(&self) -> std::sync::MutexGuard<'_, JobTable<Arc<PendingContext>, Arc<JobContext>>> {
         // Only map operations happen under this lock; a poisoned map is still consistent.
         self.work.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// At the start of a session: drops jobs that hold no attempt (the dispatcher starts them
-    /// again if it wants them) and lists the attempts to claim.
-    fn claims(&self) -> Vec<Claim> {
-        let mut work = self.work();
-        let Held { jobs, attempts } = &mut *work;
-        attempts.retain(|_, (job, _)| jobs.contains_key(job));
-        jobs.retain(|job, held| {
-            let keep = attempts.values().any(|(j, _)| j == job);
-            if !keep {
-                held.state.cancel();
-                self.pool.cancel_job(*job);
+    /// Does on the pool what the job table decided, outside its lock; returns what to tell the
+    /// dispatcher.
+    fn carry_out(&self, actions: Vec<Action<Arc<JobContext>>>) -> Vec<NodeToDispatcher> {
+        let mut tell = Vec::new();
+        for action in actions {
+            match action {
+                Action::Run(job, assignment) => self.pool.submit(Work { job, assignment, reports: self.reports.clone() }),
+                Action::StopJob(job) => self.pool.cancel_job(job),
+                Action::StopAttempt(attempt) => self.pool.cancel_attempt(attempt),
+                Action::Tell(message) => tell.push(message),
             }
-            keep
-        });
-        attempts.iter().map(|(&attempt, &(job, chunk))| Claim { job, chunk, attempt }).collect()
+        }
+        tell
     }
 
     /// Logs this node's health at a steady interval, connected or not, for operators following
@@ -437,13 +397,13 @@ impl Node {
             HelloReply::Refused { reason } => return Err(SessionError::Refused(reason)),
         }
         let health = self.health.sample();
-        let number = self.sessions.fetch_add(1, Ordering::Relaxed) + 1;
-        let claims = self.claims();
+        let (claims, actions) = self.work().begin_session();
+        self.carry_out(actions);
         if !claims.is_empty() {
             info!(attempts = claims.len(), "claiming the attempts held from the last session");
         }
         control
-            .write_frame(&NodeToDispatcher::Register(NodeInfo {
+            .write_frame(&NodeToDispatcher::Register(Box::new(NodeInfo {
                 name: self.name.clone(),
                 hostname: sysinfo::System::host_name().unwrap_or_default(),
                 os: std::env::consts::OS.into(),
@@ -457,12 +417,17 @@ impl Node {
                 confinement: self.executor.native_policy().confinement(),
                 claims,
                 object_store_buckets: self.config.object_store_buckets.clone(),
-            }))
+                shared_input_roots: shared_input::resolve_roots(&self.config.shared_input_roots)
+                    .iter()
+                    .map(|root| root.display().to_string())
+                    .collect(),
+                host_id: shared_input::host_id(),
+            })))
             .await?;
         info!(remote = %conn.remote_address(), "registered with the dispatcher");
         let reports_stream = open_uni(&conn, &StreamHeader::Reports).await?;
         let (to_dispatcher, outbox) = mpsc::channel(256);
-        let session = Arc::new(Session { node: Arc::clone(&self), number, to_dispatcher });
+        let session = Arc::new(Session { node: Arc::clone(&self), to_dispatcher });
         let result = tokio::select! {
             r = write_control(control.send, outbox) => r,
             r = read_control(control.recv) => r,
@@ -483,14 +448,6 @@ impl Node {
     }
 }
 
-/// A job as this node knows it.
-enum JobState {
-    /// Waiting for the payload or the compiler; chunks queue here.
-    Preparing { context: Arc<PendingContext>, waiting: Vec<Assignment> },
-    /// Chunks go straight to the pool.
-    Ready(Arc<JobContext>),
-}
-
 /// What is known of a job before its payload is compiled.
 struct PendingContext {
     spec: JobSpec,
@@ -499,11 +456,21 @@ struct PendingContext {
     lease: PayloadLease,
 }
 
+impl Cancel for Arc<PendingContext> {
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
+impl Cancel for Arc<JobContext> {
+    fn cancel(&self) {
+        self.cancel.cancel();
+    }
+}
+
 /// Per-connection state.
 struct Session {
     node: Arc<Node>,
-    /// This session's number (see `Node::sessions`).
-    number: u64,
     to_dispatcher: mpsc::Sender<NodeToDispatcher>,
 }
 
@@ -575,93 +542,57 @@ impl Session {
             match msg {
                 DispatcherToNode::StartJob(spec) => {
                     let job = spec.job;
-                    // Kept from an earlier session (or started twice): the dispatcher confirms
-                    // it wants it; its payload is ready (`Some(true)`) or being prepared.
-                    let kept = self.node.work().jobs.get_mut(&job).map(|held| {
-                        held.session = self.number;
-                        matches!(held.state, JobState::Ready(_))
-                    });
-                    match kept {
-                        Some(true) => {
-                            debug!(%job, "job kept from the last session confirmed");
-                            let _ = self.to_dispatcher.send(NodeToDispatcher::JobReady { job }).await;
-                            continue;
-                        }
-                        Some(false) => continue,
-                        None => {}
-                    }
                     // Held from now, so the payload is not evicted between its arrival and the compile.
-                    let lease = self.node.cache.lease(spec.payload);
-                    let context = Arc::new(PendingContext { spec, cancel: CancelFlag::default(), lease });
+                    let pending = || {
+                        let lease = self.node.cache.lease(spec.payload);
+                        Arc::new(PendingContext { spec, cancel: CancelFlag::default(), lease })
+                    };
+                    let (start, actions) = self.node.work().start_job(job, pending);
+                    self.carry_out(actions).await;
+                    let Start::Prepare(context) = start else {
+                        debug!(%job, "job kept from the last session confirmed");
+                        continue;
+                    };
                     debug!(%job, payload = ?context.spec.payload, "job starting");
-                    let state = JobState::Preparing { context: Arc::clone(&context), waiting: Vec::new() };
-                    self.node.work().jobs.insert(job, HeldJob { state, session: self.number });
                     let session = Arc::clone(&self);
                     // Tracked by the JoinSet, which aborts what is left when the session ends.
                     preparations.spawn(async move {
                         let prepared = prepare(&session, &context).await;
-                        if let Some(reply) = session.finish_preparation(job, prepared) {
-                            let _ = session.to_dispatcher.send(reply).await;
+                        if let Err(error) = &prepared {
+                            warn!(%job, %error, "job rejected");
                         }
+                        let actions = session.node.work().prepared(job, prepared);
+                        session.carry_out(actions).await;
                     });
                 }
                 DispatcherToNode::Assign(assignment) => {
-                    if let Some(error) = self.object_refusal(&assignment) {
-                        self.reject(assignment.job, error).await;
+                    if let Some(error) = self.input_refusal(&assignment) {
+                        warn!(job = %assignment.job, %error, "job rejected");
+                        let actions = self.node.work().reject(assignment.job, error);
+                        self.carry_out(actions).await;
                         continue;
                     }
-                    let mut work = self.node.work();
-                    let Held { jobs, attempts } = &mut *work;
-                    let (job, chunk, attempt) = (assignment.job, assignment.chunk, assignment.attempt);
-                    match jobs.get_mut(&job).map(|held| &mut held.state) {
-                        Some(JobState::Ready(context)) => {
-                            attempts.insert(attempt, (job, chunk));
-                            self.node.pool.submit(Work {
-                                job: Arc::clone(context),
-                                assignment,
-                                reports: self.node.reports.clone(),
-                            });
-                        }
-                        Some(JobState::Preparing { waiting, .. }) => {
-                            attempts.insert(attempt, (job, chunk));
-                            waiting.push(assignment);
-                        }
-                        // The job was rejected here; the dispatcher already requeued the chunk.
-                        None => debug!(%job, %attempt, "assignment for an unknown job dropped"),
-                    }
+                    let actions = self.node.work().assign(assignment);
+                    self.carry_out(actions).await;
                 }
                 DispatcherToNode::EndJob { job } => {
                     debug!(%job, "job ended");
-                    let mut work = self.node.work();
-                    if let Some(held) = work.jobs.remove(&job) {
-                        held.state.cancel();
-                    }
-                    work.attempts.retain(|_, (j, _)| *j != job);
-                    drop(work);
-                    self.node.pool.cancel_job(job);
+                    let actions = self.node.work().end_job(job);
+                    self.carry_out(actions).await;
                 }
                 DispatcherToNode::CancelAttempt { attempt } => {
-                    // The attempt may still wait for its job's payload, or already be queued.
-                    let mut work = self.node.work();
-                    for held in work.jobs.values_mut() {
-                        if let JobState::Preparing { waiting, .. } = &mut held.state {
-                            waiting.retain(|a| a.attempt != attempt);
-                        }
-                    }
-                    work.release(attempt, self.number);
-                    drop(work);
-                    self.node.pool.cancel_attempt(attempt);
+                    let actions = self.node.work().cancel_attempt(attempt);
+                    self.carry_out(actions).await;
                 }
                 DispatcherToNode::Ack { attempts } => {
-                    let mut outbox = self.node.outbox();
-                    for attempt in &attempts {
-                        outbox.unacked.remove(attempt);
+                    {
+                        let mut outbox = self.node.outbox();
+                        for attempt in &attempts {
+                            outbox.unacked.remove(attempt);
+                        }
                     }
-                    drop(outbox);
-                    let mut work = self.node.work();
-                    for attempt in attempts {
-                        work.release(attempt, self.number);
-                    }
+                    let actions = self.node.work().acknowledged(&attempts);
+                    self.carry_out(actions).await;
                 }
             }
         }
@@ -669,80 +600,36 @@ impl Session {
     }
 
     /// For a chunk of a shared-input job naming objects this node may not read (a bucket
-    /// missing from its `object_store_buckets`), why; the job is then rejected here before
-    /// anything of it runs, and the dispatcher places its chunks on nodes that may.
-    fn object_refusal(&self, assignment: &Assignment) -> Option<String> {
-        let shared = match &self.node.work().jobs.get(&assignment.job)?.state {
+    /// missing from its `object_store_buckets`) or files it may not or will not read (outside
+    /// its `shared_input_roots`, or not the file the job was submitted with), why; the job is
+    /// then rejected here before anything of it runs, and the dispatcher places its chunks on
+    /// nodes that may.
+    fn input_refusal(&self, assignment: &Assignment) -> Option<String> {
+        let shared = match self.node.work().job(assignment.job)? {
             JobState::Preparing { context, .. } => context.spec.shared_input,
             JobState::Ready(context) => context.shared_input_roots.is_some(),
         };
         // A malformed reference fails its chunk on the slot, with the decoder's message.
         let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok().filter(|_| shared)?;
-        NodeObjects::refusal(self.node.objects.as_deref(), &chunk)
+        NodeObjects::refusal(self.node.objects.as_deref(), &chunk).or_else(|| {
+            // A few `stat`s and 8 KiB read per file: cheap enough for the session task.
+            shared_input::refusal(&chunk, &shared_input::resolve_roots(&self.node.config.shared_input_roots))
+        })
     }
 
-    /// Rejects a job this node holds: it stops here, its attempts are forgotten (the dispatcher
-    /// requeues them elsewhere without counting a failure), and later chunks of it are dropped.
-    async fn reject(&self, job: JobId, error: String) {
-        {
-            let mut work = self.node.work();
-            if let Some(held) = work.jobs.remove(&job) {
-                held.state.cancel();
-            }
-            work.attempts.retain(|_, (j, _)| *j != job);
-        }
-        self.node.pool.cancel_job(job);
-        warn!(%job, %error, "job rejected");
-        let _ = self.to_dispatcher.send(NodeToDispatcher::JobRejected { job, error }).await;
-    }
-
-    /// Moves a prepared job to `Ready` and releases its queued chunks, unless the job ended while
-    /// it was being prepared. Returns the answer for the dispatcher, if it still wants one.
-    fn finish_preparation(&self, job: JobId, prepared: Result<Arc<JobContext>, String>) -> Option<NodeToDispatcher> {
-        let mut work = self.node.work();
-        let Some(HeldJob { state: JobState::Preparing { waiting, .. }, session }) = work.jobs.remove(&job) else {
-            return None;
-        };
-        match prepared {
-            Ok(context) => {
-                for assignment in waiting {
-                    let reports = self.node.reports.clone();
-                    self.node.pool.submit(Work { job: Arc::clone(&context), assignment, reports });
-                }
-                work.jobs.insert(job, HeldJob { state: JobState::Ready(context), session });
-                Some(NodeToDispatcher::JobReady { job })
-            }
-            Err(error) => {
-                warn!(%job, %error, "job rejected");
-                work.attempts.retain(|_, (j, _)| *j != job);
-                Some(NodeToDispatcher::JobRejected { job, error })
+    /// Does what the job table decided, and tells the dispatcher what it should hear.
+    async fn carry_out(&self, actions: Vec<Action<Arc<JobContext>>>) {
+        for message in self.node.carry_out(actions) {
+            if self.to_dispatcher.send(message).await.is_err() {
+                return;
             }
         }
     }
 
-    /// The session ended: jobs still preparing end with it (their preparation stops, and the
-    /// dispatcher places their chunks again); ready jobs keep running.
+    /// The session ended: jobs still preparing end with it; ready jobs keep running.
     fn end(&self) {
-        let mut work = self.node.work();
-        let Held { jobs, attempts } = &mut *work;
-        jobs.retain(|job, held| {
-            if matches!(held.state, JobState::Ready(_)) {
-                return true;
-            }
-            held.state.cancel();
-            self.node.pool.cancel_job(*job);
-            attempts.retain(|_, (j, _)| j != job);
-            false
-        });
-    }
-}
-
-impl JobState {
-    fn cancel(&self) {
-        match self {
-            JobState::Preparing { context, .. } => context.cancel.cancel(),
-            JobState::Ready(context) => context.cancel.cancel(),
-        }
+        let actions = self.node.work().end_session();
+        self.node.carry_out(actions);
     }
 }
 

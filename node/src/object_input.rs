@@ -284,6 +284,8 @@ pub struct ObjectStores {
     runtime: Option<tokio::runtime::Runtime>,
     /// Overrides `AWS_ENDPOINT_URL` (the node's `object_store_endpoint`).
     endpoint: Option<String>,
+    /// CA certificates trusted besides the system's (the node's `object_store_ca_file`).
+    roots: Vec<object_store::Certificate>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
@@ -315,7 +317,13 @@ impl ObjectStores {
             .enable_all()
             .build()
             .map_err(ObjectError::Runtime)?;
-        Ok(Self { runtime: Some(runtime), endpoint, stores: Mutex::default() })
+        Ok(Self { runtime: Some(runtime), endpoint, roots: Vec::new(), stores: Mutex::default() })
+    }
+
+    /// These stores with `roots` trusted for HTTPS besides the system's certificates.
+    pub fn trusting(mut self, roots: Vec<object_store::Certificate>) -> Self {
+        self.roots = roots;
+        self
     }
 
     /// The object's size.
@@ -446,9 +454,20 @@ impl ObjectStores {
     fn build(&self, url: &ObjectUrl) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
         let retry = RetryConfig { max_retries: RETRIES, retry_timeout: REQUEST_TIMEOUT * 2, ..RetryConfig::default() };
         let seconds = |d: Duration| format!("{}s", d.as_secs());
+        let trusted = |options: ClientOptions| self.roots.iter().cloned().fold(options, ClientOptions::with_root_certificate);
         Ok(match url {
             ObjectUrl::S3 { bucket, .. } => {
-                let mut builder = AmazonS3Builder::from_env()
+                // `from_env` over trusted client options: set after it, they would drop what it
+                // read into them (AWS_ALLOW_HTTP, proxies); the timeouts below go into them too.
+                let mut builder = AmazonS3Builder::new().with_client_options(trusted(ClientOptions::new()));
+                // `vars_os`, as `from_env`: `vars` panics on a variable that is not UTF-8.
+                for (name, value) in std::env::vars_os() {
+                    let (Some(name), Some(value)) = (name.to_str(), value.to_str()) else { continue };
+                    if let Some(key) = name.starts_with("AWS_").then(|| name.to_ascii_lowercase().parse::<AmazonS3ConfigKey>().ok()).flatten() {
+                        builder = builder.with_config(key, value);
+                    }
+                }
+                builder = builder
                     .with_bucket_name(bucket)
                     .with_retry(retry)
                     .with_config(AmazonS3ConfigKey::Client(ClientConfigKey::Timeout), seconds(REQUEST_TIMEOUT))
@@ -460,13 +479,26 @@ impl ObjectStores {
             }
             ObjectUrl::Http { origin, .. } => {
                 let allow_http = std::env::var("AWS_ALLOW_HTTP").is_ok_and(|v| v.eq_ignore_ascii_case("true"));
-                let options = ClientOptions::new()
+                let options = trusted(ClientOptions::new())
                     .with_allow_http(allow_http)
                     .with_timeout(REQUEST_TIMEOUT)
                     .with_connect_timeout(CONNECT_TIMEOUT);
                 Arc::new(HttpBuilder::new().with_url(origin).with_client_options(options).with_retry(retry).build()?)
             }
         })
+    }
+}
+
+/// The CA certificates in the PEM file at `path` (a node's `object_store_ca_file`).
+///
+/// # Errors
+/// Text for the operator when the file cannot be read or holds no certificate.
+pub fn read_certificates(path: &std::path::Path) -> Result<Vec<object_store::Certificate>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    match object_store::Certificate::from_pem_bundle(&pem) {
+        Ok(roots) if !roots.is_empty() => Ok(roots),
+        Ok(_) => Err(format!("{} holds no PEM certificate", path.display())),
+        Err(e) => Err(format!("{} is not a PEM certificate bundle: {}", path.display(), compact(&e))),
     }
 }
 

@@ -32,6 +32,9 @@
 //!   HTTP access rule (loopback, or a bearer token), the status page in headless Chromium.
 //! - `load`: 100 submissions at once, the dispatcher's memory over 200 payloads, node cache
 //!   eviction.
+//! - `same_host`: input files every node can read are read in place, not shipped, unless
+//!   `--ship-input`; a node without the root makes the submitter ship, or rejects the job when
+//!   it joins later; a file changed after submission is refused, never read.
 //! - `observe`: attempt logs (`dispy.log`, native stdout and stderr) through `logs`, and
 //!   `explain` on a waiting and a failed job, with `--json` parsed.
 
@@ -50,6 +53,7 @@ mod operations;
 mod protocol;
 mod reconnect;
 mod reduce;
+mod same_host;
 mod revocation;
 mod security;
 mod stop;

@@ -2,12 +2,15 @@
 //! loopback (moto): every split rule's output equals the same job on a local copy, nodes read
 //! only their `object_store_buckets` (the submitter is told which can, and a node without the
 //! bucket rejects the job instead of running its chunks), and missing objects, unreadable
-//! buckets and a store lost mid-job fail clearly while the daemons stay up.
+//! buckets and a store lost mid-job fail clearly while the daemons stay up. And `https://` input
+//! read from a live HTTPS server on loopback whose private CA the node trusts through
+//! `object_store_ca_file` (the submitter, which sizes the object, through `SSL_CERT_FILE`).
 
 use std::path::{Path, PathBuf};
 
+use tests::https::HttpsFileServer;
 use tests::s3::S3Server;
-use tests::{check_same_bytes, example, serial_output, Cluster, Job};
+use tests::{check_same_bytes, example, pseudo_random_bytes, serial_output, Cluster, Job, Run, COMMAND_TIMEOUT};
 
 /// Text of lines of varying length (some long enough to cross several ranges), ending without
 /// a newline.
@@ -121,4 +124,50 @@ fn object_input_matches_a_local_copy_and_only_allowed_nodes_read_it() {
     wait.check_stderr_mentions(&["object input s3://data/text.txt"]);
     assert!(!output.exists(), "{wait}");
     cluster.check_all_alive();
+}
+
+/// Runs `job` on `cluster` with a submitter that trusts the CA in `ca`: it sizes the object with
+/// a HEAD request, and rustls-native-certs reads `SSL_CERT_FILE`.
+fn submit_trusting(cluster: &Cluster, ca: &str, job: &Job) -> Run {
+    let mut command = cluster.submit_command(cluster.client_dir(), job.to_args());
+    command.env("SSL_CERT_FILE", ca);
+    Run::capture(command, COMMAND_TIMEOUT)
+}
+
+#[test]
+fn https_input_is_read_from_a_live_server_the_node_trusts_through_its_ca_file() {
+    let files = tempfile::tempdir().expect("a directory");
+    let local = files.path().join("data.bin");
+    std::fs::write(&local, pseudo_random_bytes(100_000, 9)).expect("write the data");
+    let server = HttpsFileServer::start(files.path(), files.path());
+    let ca = server.ca_file().display().to_string();
+    let mut cluster = Cluster::builder()
+        .nodes(1)
+        .node_args(&["--object-store-buckets", &server.prefix(), "--object-store-ca-file", &ca])
+        .start();
+    let submit = |job: Job| submit_trusting(&cluster, &ca, &job);
+    let checksum = example("checksum.wat");
+    let output = cluster.output_dir("https").join("sums.bin");
+    let run = submit(Job::new(&checksum, "bytes:7KiB", &output).input(&url(&server.url("data.bin"))));
+    run.check_success();
+    let want = serial_output(&checksum, b"", "bytes:7KiB", &[local]);
+    check_same_bytes(&std::fs::read(&output).expect("output"), &want, &run);
+    // A HEAD from the submitter, then one ranged GET per chunk (14) from the node.
+    assert!(server.requests() >= 15, "{} requests\n{run}", server.requests());
+
+    let output = cluster.output_dir("missing").join("sums.bin");
+    let run = submit(Job::new(&checksum, "bytes:7KiB", &output).input(&url(&server.url("missing.bin"))));
+    run.check_code(64);
+    run.check_stderr_mentions(&[&format!("object input {}: no such object", server.url("missing.bin"))]);
+    assert!(!output.exists(), "{run}");
+    cluster.check_all_alive();
+
+    // Without the CA file the node does not trust the server: its chunk fails, and says why.
+    let untrusting = Cluster::builder().nodes(1).node_args(&["--object-store-buckets", &server.prefix()]).start();
+    let output = untrusting.output_dir("untrusted").join("sums.bin");
+    let job = Job::new(&checksum, "bytes:7KiB", &output).input(&url(&server.url("data.bin"))).flag("--max-attempts", "1");
+    let run = submit_trusting(&untrusting, &ca, &job);
+    run.check_code(1);
+    run.check_stderr_mentions(&["certificate"]);
+    assert!(!output.exists(), "{run}");
 }

@@ -26,6 +26,8 @@ pub struct ClusterBuilder {
     env: Vec<(String, String)>,
     /// Environment for one node, by name.
     node_env: Vec<(String, String, String)>,
+    /// `--shared-input-roots` for one node, by name, instead of [`Cluster::shared_dir`].
+    node_roots: Vec<(String, PathBuf)>,
 }
 
 impl ClusterBuilder {
@@ -74,6 +76,13 @@ impl ClusterBuilder {
         self
     }
 
+    /// Gives the node named `node` (started now or later by [`Cluster::start_node`]) `root` as
+    /// its only `--shared-input-roots` entry instead of [`Cluster::shared_dir`].
+    pub fn node_shared_root(mut self, node: &str, root: &Path) -> Self {
+        self.node_roots.push((node.to_owned(), root.to_owned()));
+        self
+    }
+
     /// Makes the certificates, starts the dispatcher and the nodes, and waits until the
     /// dispatcher answers and lists every node as ready.
     ///
@@ -100,6 +109,7 @@ impl ClusterBuilder {
             node_args: self.node_args,
             env: self.env,
             node_env: self.node_env,
+            node_roots: self.node_roots,
             temp,
         };
         cluster.start_dispatcher();
@@ -126,6 +136,7 @@ pub struct Cluster {
     node_args: Vec<String>,
     env: Vec<(String, String)>,
     node_env: Vec<(String, String, String)>,
+    node_roots: Vec<(String, PathBuf)>,
     temp: TempDir,
 }
 
@@ -140,6 +151,7 @@ impl Cluster {
             enrolment: false,
             env: Vec::new(),
             node_env: Vec::new(),
+            node_roots: Vec::new(),
         }
     }
 
@@ -273,6 +285,7 @@ impl Cluster {
     /// Starts a node named `name` (used for its log, cache and scratch directories) with the identity in
     /// `tls_dir`, and returns its index for [`Cluster::node`]. Does not wait for it to join.
     pub fn start_node(&mut self, name: &str, tls_dir: &Path) -> usize {
+        let roots = self.node_roots.iter().find(|(node, _)| node == name).map(|(_, root)| root.clone());
         let mut node = command("dispy-node");
         node.arg("--config")
             .arg(self.empty_config())
@@ -285,7 +298,7 @@ impl Cluster {
             .arg("--slots")
             .arg(self.slots.to_string())
             .arg("--shared-input-roots")
-            .arg(self.shared_dir())
+            .arg(roots.unwrap_or_else(|| self.shared_dir()))
             .arg("--scratch-dir")
             .arg(self.dir().join(format!("scratch-{name}")))
             .args(&self.node_args);

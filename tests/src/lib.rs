@@ -29,9 +29,11 @@
 //! log file), `cluster` ([`Cluster`] and its builder), `job` ([`Job`], `dispy-submit run` flags),
 //! `data` (serial references, byte comparisons, generated inputs), `http` ([`http_get`] for `/metrics`
 //! and the status page) and `raw_client` ([`RawClient`]).
-//! [`netns`] and [`durable`] hold the multi-host and durability scenario builders.
+//! [`netns`] and [`durable`] hold the multi-host and durability scenario builders; [`s3`] and
+//! [`https`] the object stores and web servers object input is read from.
 
 pub mod durable;
+pub mod https;
 pub mod netns;
 pub mod s3;
 

@@ -25,6 +25,34 @@ pub struct Segment {
     pub offset: u64,
     /// Number of bytes.
     pub len: u64,
+    /// What the submitter saw of the file when it cut the chunk, so a node reading a different
+    /// file at the same path (another host's, or the file rewritten since) refuses instead of
+    /// returning wrong output. `None` for objects, and from submitters that predate it.
+    #[serde(default)]
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// A cheap identity of a file's contents: its size, its modification time, and a hash of its
+/// first and last 4 KiB ([`FINGERPRINT_EDGE`]). Equal fingerprints do not prove equal bytes, but
+/// a file rewritten since (a new modification time) or another file at the same path (other
+/// size, time or edges) is told apart without reading it whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Fingerprint {
+    /// The file's size in bytes.
+    pub len: u64,
+    /// Its modification time, nanoseconds since the Unix epoch.
+    pub modified_ns: u64,
+    /// The first 8 bytes of the BLAKE3 hash of its first and last [`FINGERPRINT_EDGE`] bytes.
+    pub edges: u64,
+}
+
+/// How many bytes at each end of a file [`Fingerprint::edges`] hashes.
+pub const FINGERPRINT_EDGE: u64 = 4096;
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} bytes, modified at {} ns, edges {:016x}", self.len, self.modified_ns, self.edges)
+    }
 }
 
 /// A chunk of shared input: the concatenation of its segments (more than one when a chunk
@@ -85,8 +113,13 @@ mod tests {
     fn a_chunk_reference_round_trips_and_garbage_is_refused() {
         let chunk = ChunkRef {
             segments: vec![
-                Segment { path: "/data/a".into(), offset: 7, len: 3 },
-                Segment { path: "/data/b".into(), offset: 0, len: 2 },
+                Segment { path: "/data/a".into(), offset: 7, len: 3, fingerprint: None },
+                Segment {
+                    path: "/data/b".into(),
+                    offset: 0,
+                    len: 2,
+                    fingerprint: Some(Fingerprint { len: 2, modified_ns: 5, edges: 9 }),
+                },
             ],
             align: None,
         };

@@ -18,8 +18,11 @@ pub use ids::{AttemptId, ChunkIndex, JobId, PayloadHash};
 
 /// The protocol version carried in [`Hello`]; a peer with another version is refused. Version 5
 /// added attempt logs ([`ChunkReport::log`], `Logs`, `Explain`; see [`crate::observe`]) and the
-/// nodes' platform, cores and version to [`NodeStatus`].
-pub const PROTOCOL_VERSION: u32 = 5;
+/// nodes' platform, cores and version to [`NodeStatus`]. Version 6 added the nodes' resolved
+/// `shared_input_roots` and host identity to [`NodeInfo`] and [`NodeStatus`] (so submitters
+/// decide whether nodes read a job's input in place) and file fingerprints to shared-input
+/// chunk references ([`crate::chunk::Segment::fingerprint`]).
+pub const PROTOCOL_VERSION: u32 = 6;
 
 /// The TLS application protocol name negotiated by every dispy connection.
 pub const ALPN: &[u8] = b"dispy/1";
@@ -130,6 +133,14 @@ pub struct NodeInfo {
     /// object input.
     #[serde(default)]
     pub object_store_buckets: Vec<String>,
+    /// Its `shared_input_roots` as it resolved them (links and `..` resolved, missing ones left
+    /// out), so a submitter can tell whether the node reads an input file in place.
+    #[serde(default)]
+    pub shared_input_roots: Vec<String>,
+    /// Which machine (boot of a kernel) the node runs on, as `node::shared_input::host_id`
+    /// computes it; a submitter on the same host computes the same. Empty when unknown.
+    #[serde(default)]
+    pub host_id: String,
 }
 
 /// An attempt a reconnecting node holds, as [`NodeInfo::claims`] lists it.
@@ -260,8 +271,8 @@ pub enum DispatcherToNode {
 /// Node to dispatcher, on the control stream.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum NodeToDispatcher {
-    /// Sent once, right after the handshake.
-    Register(NodeInfo),
+    /// Sent once, right after the handshake (boxed: it is by far the largest message).
+    Register(Box<NodeInfo>),
     /// Sent every heartbeat interval.
     Heartbeat(Heartbeat),
     /// The job's payload is compiled and its chunks can run.
@@ -664,6 +675,12 @@ pub struct NodeStatus {
     /// The object-store buckets and URL prefixes the node may read ([`NodeInfo`]'s).
     #[serde(default)]
     pub object_store_buckets: Vec<String>,
+    /// The directories the node reads shared input below ([`NodeInfo`]'s, resolved).
+    #[serde(default)]
+    pub shared_input_roots: Vec<String>,
+    /// The node's host identity ([`NodeInfo::host_id`]).
+    #[serde(default)]
+    pub host_id: String,
 }
 
 /// Dispatcher to client, on the control stream.

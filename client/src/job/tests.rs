@@ -67,6 +67,7 @@ fn full_example() {
         priority = -3
         placement_timeout = "250ms"
         shared_input = false
+        ship_input = true
     "#;
     check(
         text,
@@ -88,6 +89,7 @@ fn full_example() {
             priority: -3,
             placement_timeout: Some(Duration::from_millis(250)),
             shared_input: false,
+            ship_input: true,
         }),
     );
 }
@@ -384,6 +386,11 @@ fn option_errors() {
          time out",
     );
     check_option("shared_input = 1", "key \"shared_input\": expected true or false, found integer 1");
+    check_error(
+        &format!("{MINIMAL}shared_input = true\nship_input = true"),
+        "key \"ship_input\": cannot be combined with shared_input: one has the nodes read the input in place, \
+         the other ships it",
+    );
     check_error(
         &format!("{}shared_input = true", MINIMAL.replace("bytes:4MiB", "lines:10")),
         "key \"shared_input\": shared input needs a bytes split rule (bytes:SIZE or bytes:auto), \

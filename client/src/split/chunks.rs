@@ -13,7 +13,7 @@ use wire::chunk::ChunkRef;
 use super::auto::AutoSize;
 use super::error::{io_error, SplitError};
 use super::object::{next_aligned_chunk, whole_object, ObjectLines};
-use super::shared::next_shared_chunk;
+use super::shared::{next_shared_chunk, SharedFile};
 use super::splitter::Splitter;
 
 /// Size of the read buffer for `bytes` and `lines` inputs.
@@ -117,8 +117,8 @@ pub(super) enum Source {
     /// `bytes` over shared input: the files still to describe, the one being described with the
     /// offset reached, and the chunk size.
     Shared {
-        files: std::vec::IntoIter<(PathBuf, u64)>,
-        current: Option<(PathBuf, u64, u64)>,
+        files: std::vec::IntoIter<SharedFile>,
+        current: Option<(SharedFile, u64)>,
         size: u64,
     },
     /// `lines:N` over objects: the scan for every N-th line end.

@@ -86,7 +86,7 @@ impl ObjectLines {
             let from = if index == self.start.0 { self.start.1 } else { 0 };
             let to = if index == end.0 { end.1 } else { *len };
             if to > from {
-                segments.push(Segment { path: url.to_string(), offset: from, len: to - from });
+                segments.push(Segment { path: url.to_string(), offset: from, len: to - from, fingerprint: None });
             }
         }
         ChunkRef { segments, align: None }
@@ -100,12 +100,12 @@ pub(super) fn next_aligned_chunk(url: &ObjectUrl, object_len: u64, next: &mut u6
         return None;
     }
     let len = size.max(1).min(object_len - *next);
-    let segment = Segment { path: url.to_string(), offset: *next, len };
+    let segment = Segment { path: url.to_string(), offset: *next, len, fingerprint: None };
     *next += len;
     Some(ChunkRef { segments: vec![segment], align: Some(LineAlign { object_len }) }.encode())
 }
 
 /// One object as one chunk (`files`).
 pub(super) fn whole_object(url: &ObjectUrl, len: u64) -> Vec<u8> {
-    ChunkRef { segments: vec![Segment { path: url.to_string(), offset: 0, len }], align: None }.encode()
+    ChunkRef { segments: vec![Segment { path: url.to_string(), offset: 0, len, fingerprint: None }], align: None }.encode()
 }

@@ -3,32 +3,45 @@
 
 use std::path::PathBuf;
 
-use wire::chunk::{ChunkRef, Segment};
+use wire::chunk::{ChunkRef, Fingerprint, Segment};
 
 use super::error::SplitError;
 
+/// One input a shared-input job's chunks are cut from.
+#[derive(Debug)]
+pub(super) struct SharedFile {
+    /// The canonical path, or an object's URL.
+    pub(super) path: PathBuf,
+    /// Its size in bytes.
+    pub(super) len: u64,
+    /// What the submitter saw of a file (`None` for an object), for nodes to check.
+    pub(super) fingerprint: Option<Fingerprint>,
+}
+
 /// Describes the next `size` bytes of the concatenated files (fewer at the end), or `None` when
-/// every byte is described. Empty files contribute nothing.
+/// every byte is described. Empty files contribute nothing. `current` is the file being
+/// described and the offset reached in it.
 pub(super) fn next_shared_chunk(
-    files: &mut std::vec::IntoIter<(PathBuf, u64)>,
-    current: &mut Option<(PathBuf, u64, u64)>,
+    files: &mut std::vec::IntoIter<SharedFile>,
+    current: &mut Option<(SharedFile, u64)>,
     size: u64,
 ) -> Option<Result<Vec<u8>, SplitError>> {
     let mut chunk = ChunkRef { segments: Vec::new(), align: None };
     let mut missing = size;
     while missing > 0 {
-        let Some((path, offset, len)) = current else {
-            let Some((path, len)) = files.next() else { break };
-            *current = Some((path, 0, len));
+        let Some((file, offset)) = current else {
+            let Some(file) = files.next() else { break };
+            *current = Some((file, 0));
             continue;
         };
-        let take = missing.min(*len - *offset);
+        let take = missing.min(file.len - *offset);
         if take > 0 {
-            chunk.segments.push(Segment { path: path.display().to_string(), offset: *offset, len: take });
+            let path = file.path.display().to_string();
+            chunk.segments.push(Segment { path, offset: *offset, len: take, fingerprint: file.fingerprint });
         }
         *offset += take;
         missing -= take;
-        if *offset == *len {
+        if *offset == file.len {
             *current = None;
         }
     }

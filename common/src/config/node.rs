@@ -77,6 +77,12 @@ pub const NODE_KEYS: &[Key] = &[
                come from the AWS_* environment [default: AWS_ENDPOINT_URL, else AWS itself]",
     },
     Key {
+        name: "object_store_ca_file",
+        value_name: "FILE",
+        help: "PEM file of CA certificates object input's HTTPS servers may also be signed by (an on-premises \
+               store's own CA), besides the system's [default: the system's only]",
+    },
+    Key {
         name: "allow_native",
         value_name: "BOOL",
         help: "Whether this node runs native (.so) payloads at all; false refuses them [default: true]",
@@ -167,6 +173,10 @@ pub struct NodeSettings {
     /// `AWS_ENDPOINT_URL`; `None` uses that variable, or AWS itself. Credentials never go in the
     /// config: they come from the `AWS_*` environment (the unit's `EnvironmentFile`).
     pub object_store_endpoint: Option<String>,
+    /// A PEM file of CA certificates trusted for object input's HTTPS connections besides the
+    /// system's (an on-premises store or web server with a private CA); `None` trusts only the
+    /// system's.
+    pub object_store_ca_file: Option<PathBuf>,
     /// Whether native payloads run here at all; `false` answers every native job with a
     /// rejection, for nodes that should only ever run sandboxed WebAssembly.
     pub allow_native: bool,
@@ -236,6 +246,7 @@ impl NodeSettings {
             shared_input_roots: v.check("shared_input_roots", Vec::new(), absolute_paths),
             object_store_buckets: v.check("object_store_buckets", Vec::new(), |_, s| bucket_list(s)),
             object_store_endpoint: v.check("object_store_endpoint", None, |_, s| endpoint(s).map(Some)),
+            object_store_ca_file: v.check("object_store_ca_file", None, |origin, s| Validator::path(origin, s).map(Some)),
             allow_native: v.check("allow_native", true, |_, s| boolean(s)),
             allow_unconfined_native: v.check("allow_unconfined_native", false, |_, s| boolean(s)),
             payload_user: v.check("payload_user", DEFAULT_PAYLOAD_USER.to_owned(), |_, s| user_name(s)),

@@ -114,6 +114,7 @@ fn a_full_node_file() {
         shared_input_roots = "/mnt/data:/srv/shared/"
         object_store_buckets = "logs, https://data.example.org/public/"
         object_store_endpoint = "http://127.0.0.1:9000"
+        object_store_ca_file = "store-ca.pem"
         heartbeat_interval = "250ms"
         dispatcher_timeout = "3s"
         health_log_interval = 60
@@ -130,6 +131,7 @@ fn a_full_node_file() {
     assert_eq!(settings.shared_input_roots, [PathBuf::from("/mnt/data"), PathBuf::from("/srv/shared/")]);
     assert_eq!(settings.object_store_buckets, ["logs", "https://data.example.org/public/"]);
     assert_eq!(settings.object_store_endpoint.as_deref(), Some("http://127.0.0.1:9000"));
+    assert_eq!(settings.object_store_ca_file, Some(PathBuf::from("/etc/dispy/store-ca.pem")), "relative to the file");
     assert_eq!(settings.heartbeat_interval, Duration::from_millis(250));
     assert_eq!(settings.dispatcher_timeout, Duration::from_secs(3));
     assert_eq!(settings.health_log_interval, Duration::from_secs(60));
@@ -350,13 +352,15 @@ fn the_node_example_parses_and_documents_the_defaults() {
     assert_ne!(shipped.dispatcher, DEFAULT_DISPATCHER_ADDRESS, "the example names a real host");
     let defaults = node(&defaults).unwrap_or_else(|e| panic!("{e}"));
     // `slots` defaults to the core count, `object_store_endpoint` to the environment's, and
-    // `metrics_listen` and `http_token_file` to none, so their commented lines show examples.
+    // `metrics_listen`, `http_token_file` and `object_store_ca_file` to none, so their
+    // commented lines show examples.
     assert!(documented.iter().any(|key| key == "slots"));
-    assert!(defaults.object_store_endpoint.is_some());
+    assert!(defaults.object_store_endpoint.is_some() && defaults.object_store_ca_file.is_some());
     assert!(defaults.metrics_listen.is_some() && defaults.http_token_file.is_some());
     let expect = NodeSettings {
         slots: defaults.slots,
         object_store_endpoint: defaults.object_store_endpoint.clone(),
+        object_store_ca_file: defaults.object_store_ca_file.clone(),
         metrics_listen: defaults.metrics_listen,
         http_token_file: defaults.http_token_file.clone(),
         ..NodeSettings::default()

@@ -61,7 +61,7 @@ fn hello(role: Role) -> Vec<u8> {
 /// What one hostile connection sends on its control stream.
 fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
     let valid_next = match role {
-        Role::Node => framed(&NodeToDispatcher::Register(NodeInfo {
+        Role::Node => framed(&NodeToDispatcher::Register(Box::new(NodeInfo {
             name: "x".into(),
             hostname: "h".into(),
             os: "linux".into(),
@@ -75,7 +75,9 @@ fn hostile_payload(noise: &mut Noise, role: Role) -> Vec<u8> {
             confinement: wire::proto::Confinement::Landlock,
             claims: Vec::new(),
             object_store_buckets: Vec::new(),
-        })),
+            shared_input_roots: Vec::new(),
+            host_id: String::new(),
+        }))),
         _ => framed(&ClientRequest::ListNodes),
     };
     match noise.next() % 5 {

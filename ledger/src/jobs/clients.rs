@@ -168,6 +168,8 @@ impl Ledger {
                 // The connection tasks know the certificates; they fill this in.
                 cert_expires_unix: 0,
                 object_store_buckets: n.info.object_store_buckets.clone(),
+                shared_input_roots: n.info.shared_input_roots.clone(),
+                host_id: n.info.host_id.clone(),
             })
             .collect();
         // Held names with no session connected, so an operator sees what `undrain` would release.

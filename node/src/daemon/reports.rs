@@ -29,7 +29,7 @@ impl Node {
     pub(super) async fn collect_reports(&self, mut reports: mpsc::UnboundedReceiver<ChunkReport>) {
         while let Some(report) = reports.recv().await {
             if report.outcome.is_err() {
-                self.work().attempts.remove(&report.attempt);
+                self.work().failed(report.attempt);
             }
             let mut outbox = self.outbox();
             if let Some(session) = &outbox.session {

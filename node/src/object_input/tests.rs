@@ -52,7 +52,7 @@ fn the_allowlist_matches_buckets_and_url_prefixes_on_boundaries() {
     // A bucket entry never allows an https URL that happens to contain it.
     assert!(!Allowlist::new(vec!["h.org".into()]).allows(&http("https://h.org/a")));
 
-    let chunk = |path: &str| ChunkRef { segments: vec![Segment { path: path.into(), offset: 0, len: 1 }], align: None };
+    let chunk = |path: &str| ChunkRef { segments: vec![Segment { path: path.into(), offset: 0, len: 1, fingerprint: None }], align: None };
     assert!(allow.check(&chunk("s3://logs/a")).is_ok());
     let refused = allow.check(&chunk("s3://secret/a")).expect_err("not allowed").to_string();
     assert_eq!(refused, "object input s3://secret/a: secret is not in this node's object_store_buckets");
@@ -61,8 +61,20 @@ fn the_allowlist_matches_buckets_and_url_prefixes_on_boundaries() {
 #[test]
 fn a_chunk_over_the_limit_is_refused_before_any_request() {
     let stores = ObjectStores::new(None).expect("runtime");
-    let chunk = ChunkRef { segments: vec![Segment { path: "s3://logs/a".into(), offset: 0, len: 10 }], align: None };
+    let chunk = ChunkRef { segments: vec![Segment { path: "s3://logs/a".into(), offset: 0, len: 10, fingerprint: None }], align: None };
     let allow = Allowlist::new(vec!["logs".into()]);
     let error = stores.read_chunk(&chunk, &allow, 5).expect_err("too large");
     assert_eq!(error.to_string(), "object-input chunk of 10 bytes exceeds the 5-byte limit");
+}
+
+#[test]
+fn a_ca_file_must_hold_pem_certificates() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let ca = common::pki::CertificateAuthority::generate("test").expect("a CA");
+    let (good, empty, missing) = (dir.path().join("ca.pem"), dir.path().join("empty.pem"), dir.path().join("none.pem"));
+    std::fs::write(&good, format!("{}{}", ca.cert_pem(), ca.cert_pem())).expect("write");
+    std::fs::write(&empty, "not a certificate\n").expect("write");
+    assert_eq!(read_certificates(&good).map(|roots| roots.len()), Ok(2));
+    assert!(read_certificates(&empty).expect_err("no certificate").ends_with("holds no PEM certificate"));
+    assert!(read_certificates(&missing).expect_err("no file").starts_with("cannot read"));
 }

@@ -61,6 +61,10 @@ pub(crate) struct RunArgs {
     /// shared_input_roots): send where each chunk lies, and let nodes read the bytes.
     #[arg(long)]
     pub(crate) shared_input: bool,
+    /// Ship the input's bytes through the dispatcher even when every node could read the files
+    /// in place (below their shared_input_roots: on this host or on shared storage).
+    #[arg(long, conflicts_with = "shared_input")]
+    pub(crate) ship_input: bool,
 }
 
 /// Builds the job from a job file and/or flags, flags winning.
@@ -125,6 +129,9 @@ pub(crate) fn job_with_io(args: &RunArgs, io: Option<(PathBuf, PathBuf)>) -> any
     }
     if args.shared_input {
         job.shared_input = true;
+    }
+    if args.ship_input {
+        job.ship_input = true;
     }
     if let Some(t) = &args.placement_timeout {
         job.placement_timeout = Some(wire::units::parse_duration(t).context("--placement-timeout")?);

@@ -225,6 +225,8 @@ fn nodes_json(nodes: &[NodeStatus]) -> serde_json::Value {
                 "confinement": n.confinement,
                 "cert_expires_unix": n.cert_expires_unix,
                 "object_store_buckets": n.object_store_buckets,
+                "shared_input_roots": n.shared_input_roots,
+                "host_id": n.host_id,
             })
         })
         .collect()

@@ -5,6 +5,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use client::in_place::InputRoute;
 use client::job::JobDescription;
 use client::local::LocalCluster;
 use client::split::SplitRule;
@@ -47,26 +48,27 @@ pub(crate) async fn run(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     let mut job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, args.local.is_some()).map_err(Failure::Usage)?;
     let local = start_local(args.local, job.object_buckets()).await?;
-    if local.is_some() {
-        LocalCluster::read_input_in_place(&mut job);
-    }
+    let is_local = local.is_some();
     let result = with_client(cli, local.as_ref(), async |client| {
         tell_readers(client, &job).await?;
+        let route = route_input(client, &mut job, is_local).await?;
         let mut display = ProgressDisplay::new();
         let report = interruptible(client.run(&job, |p| display.update(p)), INTERRUPTED_RUN).await;
         display.finish();
-        report
+        Ok((report?, route))
     })
     .await;
     if let Some(cluster) = local {
         cluster.shutdown().await;
     }
-    let report = result?;
+    let (report, route) = result?;
     let p = &report.progress;
     // Scripts parse this line as it always was; `--json` carries the attempts too.
     eprintln!("job {} done: {} chunks, {} retries; output written to {}", report.job, p.done, p.retries, report.output.display());
     if cli.json {
-        println!("{}", done_json(&report));
+        let mut done = done_json(&report);
+        done["input"] = input_json(route.as_ref());
+        println!("{done}");
     }
     Ok(())
 }
@@ -75,15 +77,16 @@ pub(crate) async fn submit(cli: &Cli, args: &RunArgs) -> Result<(), Failure> {
     if args.local.is_some() {
         return Err(Failure::Usage(anyhow::anyhow!("--local works with `run` only: an embedded cluster ends with the command")));
     }
-    let job = job_from(args).map_err(Failure::Usage)?;
+    let mut job = job_from(args).map_err(Failure::Usage)?;
     check_payload(&job, false).map_err(Failure::Usage)?;
-    let id = with_client(cli, None, async |client| {
+    let (id, route) = with_client(cli, None, async |client| {
         tell_readers(client, &job).await?;
-        Ok(client.submit(&job).await?)
+        let route = route_input(client, &mut job, false).await?;
+        Ok((client.submit(&job).await?, route))
     })
     .await?;
     if cli.json {
-        println!("{}", serde_json::json!({ "job": id.0 }));
+        println!("{}", serde_json::json!({ "job": id.0, "input": input_json(route.as_ref()) }));
     } else {
         println!("{id}");
     }
@@ -99,6 +102,22 @@ async fn tell_readers(client: &mut Client, job: &JobDescription) -> Result<(), C
         }
     }
     Ok(())
+}
+
+/// Decides whether the nodes read the job's input files in place or the bytes are shipped
+/// (`client::in_place`), and says which on one line.
+async fn route_input(client: &mut Client, job: &mut JobDescription, local: bool) -> Result<Option<InputRoute>, ClientError> {
+    let route = if local { LocalCluster::read_input_in_place(job) } else { client.route_input(job).await? };
+    if let Some(route) = &route {
+        eprintln!("{route}");
+    }
+    Ok(route)
+}
+
+/// The `input` field of `run --json` and `submit --json`: `"in place"`, `"shipped"`, or null for
+/// a job without input files (or with object input, which the nodes always read).
+fn input_json(route: Option<&InputRoute>) -> serde_json::Value {
+    route.map_or(serde_json::Value::Null, |route| route.name().into())
 }
 
 /// `stream`: standard input, cut by the job's rule as it arrives, through a [`JobStream`];

@@ -754,6 +754,8 @@ pub(super) fn info(name: &str) -> NodeInfo {
         confinement: wire::proto::Confinement::Landlock,
         claims: Vec::new(),
         object_store_buckets: Vec::new(),
+        shared_input_roots: Vec::new(),
+        host_id: String::new(),
     }
 }
 
