@@ -4,7 +4,7 @@
 //!
 //! The binaries are the ones next to the bench executable (`target/release/` for
 //! `cargo run --release -p bench`). When the bench runs under cargo (`$CARGO` is set) it first
-//! runs `cargo build -p dispatcher -p node --bins` with its own profile, so a benchmark never
+//! runs `cargo build -p dispatcher -p node -p client --bins` with its own profile, so a benchmark never
 //! measures stale binaries. Dropping a [`Cluster`] kills its processes.
 
 use std::fs::File;
@@ -38,7 +38,7 @@ impl Binaries {
         if build {
             if let Some(cargo) = std::env::var_os("CARGO") {
                 let mut command = Command::new(cargo);
-                command.args(["build", "-p", "dispatcher", "-p", "node", "--bins"]);
+                command.args(["build", "-p", "dispatcher", "-p", "node", "-p", "client", "--bins"]);
                 command.arg("--manifest-path").arg(workspace_root().join("Cargo.toml"));
                 match dir.file_name().and_then(|n| n.to_str()) {
                     Some("release") => {
@@ -57,11 +57,11 @@ impl Binaries {
             }
         }
         let binaries = Binaries { dir };
-        for name in ["dispy-dispatcher", "dispy-node"] {
+        for name in ["dispy-dispatcher", "dispy-node", "dispy-submit"] {
             let path = binaries.path(name);
             if !path.is_file() {
                 bail!(
-                    "{} is missing; build it with `cargo build --release -p bench -p dispatcher -p node`",
+                    "{} is missing; build it with `cargo build --release -p bench -p dispatcher -p node -p client`",
                     path.display()
                 );
             }
@@ -159,6 +159,52 @@ pub(crate) fn free_udp_port() -> anyhow::Result<u16> {
     Ok(socket.local_addr()?.port())
 }
 
+/// A CA made by the real `dispy-dispatcher pki` commands, with the dispatcher's identity and
+/// one client, `bench`.
+#[derive(Debug)]
+pub(crate) struct Pki {
+    binaries: Binaries,
+    dir: PathBuf,
+}
+
+impl Pki {
+    /// `pki init` and `pki issue-client bench` in `dir`.
+    ///
+    /// # Errors
+    /// When a command fails.
+    pub(crate) fn init(binaries: &Binaries, dir: &Path) -> anyhow::Result<Pki> {
+        let pki = Pki { binaries: binaries.clone(), dir: dir.to_path_buf() };
+        pki.run(&["init"])?;
+        pki.run(&["issue-client", "bench"])?;
+        Ok(pki)
+    }
+
+    /// `pki issue-node NAME`; returns the node's certificate directory.
+    ///
+    /// # Errors
+    /// When the command fails.
+    pub(crate) fn issue_node(&self, name: &str) -> anyhow::Result<PathBuf> {
+        self.run(&["issue-node", name])?;
+        Ok(self.dir.join("nodes").join(name))
+    }
+
+    /// The dispatcher's certificate directory.
+    pub(crate) fn dispatcher(&self) -> PathBuf {
+        self.dir.join("dispatcher")
+    }
+
+    /// The client's certificate directory.
+    pub(crate) fn client(&self) -> PathBuf {
+        self.dir.join("clients/bench")
+    }
+
+    fn run(&self, args: &[&str]) -> anyhow::Result<()> {
+        let mut command = self.binaries.command("dispy-dispatcher");
+        command.arg("pki").args(args).arg("--dir").arg(&self.dir);
+        self.binaries.run(command)
+    }
+}
+
 /// How the 2 slots of the workload cluster are spread over node processes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Topology {
@@ -222,24 +268,12 @@ impl Cluster {
         state_dir: &Path,
         topology: Topology,
     ) -> anyhow::Result<Cluster> {
-        let pki = dir.join("pki");
-        let mut init = binaries.command("dispy-dispatcher");
-        init.arg("pki").arg("init").arg("--dir").arg(&pki);
-        binaries.run(init)?;
-        let mut issue = binaries.command("dispy-dispatcher");
-        issue.arg("pki").arg("issue-client").arg("bench").arg("--dir").arg(&pki);
-        binaries.run(issue)?;
-        let client = Identity::load(&pki.join("clients/bench"))?;
+        let pki = Pki::init(binaries, &dir.join("pki"))?;
+        let client = Identity::load(&pki.client())?;
 
         let address = format!("127.0.0.1:{}", free_udp_port()?);
         let mut command = binaries.command("dispy-dispatcher");
-        command
-            .arg("--listen")
-            .arg(&address)
-            .arg("--tls-dir")
-            .arg(pki.join("dispatcher"))
-            .arg("--state-dir")
-            .arg(state_dir);
+        command.arg("--listen").arg(&address).arg("--tls-dir").arg(pki.dispatcher()).arg("--state-dir").arg(state_dir);
         if let Some(depth) = topology.pipeline_depth {
             command.arg("--pipeline-depth").arg(depth.to_string());
         }
@@ -252,15 +286,12 @@ impl Cluster {
         let mut nodes = Vec::new();
         for i in 1..=topology.nodes {
             let name = format!("node-{i}");
-            let mut issue = binaries.command("dispy-dispatcher");
-            issue.arg("pki").arg("issue-node").arg(&name).arg("--dir").arg(&pki);
-            binaries.run(issue)?;
             let mut command = binaries.command("dispy-node");
             command
                 .arg("--dispatcher")
                 .arg(&address)
                 .arg("--tls-dir")
-                .arg(pki.join("nodes").join(&name))
+                .arg(pki.issue_node(&name)?)
                 .arg("--slots")
                 .arg(topology.slots_per_node.to_string())
                 .arg("--cache-dir")
@@ -273,7 +304,7 @@ impl Cluster {
             }
             nodes.push(Daemon::spawn(command, &dir.join(format!("{name}.log")))?);
         }
-        let (client_dir, submit) = (pki.join("clients/bench"), binaries.path("dispy-submit"));
+        let (client_dir, submit) = (pki.client(), binaries.path("dispy-submit"));
         let mut cluster = Cluster { address, client, dispatcher, nodes, topology, client_dir, submit, s3 };
         cluster.wait_ready().await?;
         Ok(cluster)

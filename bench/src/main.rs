@@ -9,6 +9,7 @@
 
 mod cluster;
 mod echo;
+mod netns;
 mod probe;
 mod procfs;
 mod report;
@@ -16,11 +17,12 @@ mod scale;
 mod stats;
 mod workloads;
 
+use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{bail, Context};
 use clap::{Args as ClapArgs, Parser, Subcommand};
 
 use crate::cluster::{Binaries, Cluster, Topology};
@@ -41,6 +43,9 @@ struct Args {
 enum Command {
     /// One real dispatcher and thousands of simulated nodes: CPU, memory, scheduling time.
     Scale(ScaleArgs),
+    /// One dispatcher, several nodes and the client in network namespaces joined by veth links:
+    /// aggregate MB/s of a W3-style job and the dispatcher's CPU per shipped byte (needs root).
+    Netns(NetnsArgs),
     /// The QUIC echo server W2 measures the transport floor with (started by the bench itself).
     #[command(hide = true)]
     EchoServer {
@@ -125,6 +130,24 @@ struct ScaleArgs {
     common: Common,
 }
 
+#[derive(Debug, ClapArgs)]
+struct NetnsArgs {
+    /// Node counts to measure, comma-separated; each gets a fresh set of namespaces.
+    #[arg(long, value_delimiter = ',', default_values_t = [3])]
+    nodes: Vec<usize>,
+    /// Slots of each node (`dispy-node --slots`).
+    #[arg(long, default_value_t = 1)]
+    slots: u32,
+    /// MiB the job ships (in 1 MiB chunks).
+    #[arg(long, default_value_t = 512)]
+    mib: u64,
+    /// Timed runs per node count (after one untimed warm-up run).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    #[command(flatten)]
+    common: Common,
+}
+
 fn parse_topology(text: &str) -> Result<Topology, String> {
     let (nodes, slots) = text.split_once(['x', 'X']).ok_or("expected NODESxSLOTS, e.g. 1x2")?;
     let parse = |s: &str| s.parse::<u32>().ok().filter(|n| *n > 0).ok_or(format!("{s:?} is not a positive number"));
@@ -149,6 +172,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match args.command {
             Some(Command::Scale(scale)) => run_scale(scale).await,
+            Some(Command::Netns(netns)) => until_signalled(run_netns(netns)).await,
             Some(Command::EchoServer { tls_dir }) => echo::serve(&tls_dir).await,
             None => run_workloads(args.workloads).await,
         }
@@ -312,6 +336,48 @@ async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
             .into(),
     );
     setup.insert(1, provenance(&binaries));
+    let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
+    if args.common.json {
+        report.print_json()?;
+    } else {
+        report.print_table();
+    }
+    finish_scratch(dir, keep);
+    Ok(())
+}
+
+/// Runs `work` until it ends or this process gets SIGINT or SIGTERM; on a signal `work` is
+/// dropped, so its guards (processes, network namespaces) clean up before the process exits.
+async fn until_signalled(work: impl Future<Output = anyhow::Result<()>>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    // Registered before `work` first runs, so a signal during its set-up is caught too.
+    let mut interrupt = signal(SignalKind::interrupt()).context("failed to handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("failed to handle SIGTERM")?;
+    tokio::select! {
+        biased;
+        _ = interrupt.recv() => bail!("interrupted (SIGINT); its processes and network namespaces are gone"),
+        _ = terminate.recv() => bail!("terminated (SIGTERM); its processes and network namespaces are gone"),
+        result = work => result,
+    }
+}
+
+async fn run_netns(args: NetnsArgs) -> anyhow::Result<()> {
+    if let Some(why) = tests::netns::unavailable() {
+        println!("SKIPPED: bench netns: {why}");
+        return Ok(());
+    }
+    let binaries = Binaries::locate(!args.common.no_build)?;
+    let (dir, keep) = scratch(args.common.keep)?;
+    let date = date();
+    let opts = netns::NetnsOptions {
+        nodes: args.nodes.clone(),
+        slots: args.slots.max(1),
+        bytes: args.mib.max(1) << 20,
+        runs: args.runs.max(1),
+    };
+    warn_if_busy();
+    let (rows, mut setup, notes) = netns::run(&binaries, dir.path(), &opts).await?;
+    setup.push(provenance(&binaries));
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
     if args.common.json {
         report.print_json()?;

@@ -16,16 +16,30 @@ const USER_HZ: f64 = 100.0;
 /// # Errors
 /// When `/proc/PID/stat` cannot be read or parsed (the process is gone, or not Linux).
 pub(crate) fn cpu_time(pid: u32) -> anyhow::Result<Duration> {
+    stat_ticks(&pid.to_string(), [11, 12])
+}
+
+/// CPU time (user plus system) of this process's children that have exited and been waited for
+/// (`cutime + cstime` of `/proc/self/stat`): what a short-lived child used, read after it ends.
+///
+/// # Errors
+/// As [`cpu_time`].
+pub(crate) fn waited_children_cpu_time() -> anyhow::Result<Duration> {
+    stat_ticks("self", [13, 14])
+}
+
+/// The sum of two tick fields of `/proc/PID/stat`, counted from field 3 (the state) as index 0.
+fn stat_ticks(pid: &str, fields: [usize; 2]) -> anyhow::Result<Duration> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .with_context(|| format!("failed to read /proc/{pid}/stat"))?;
     // The command name (field 2) is in parentheses and may contain spaces: split after the last ')'.
     let rest = stat.rsplit_once(')').map(|(_, rest)| rest).context("malformed /proc/PID/stat")?;
-    // After the name: field 3 (state) is index 0, so utime (field 14) is 11 and stime (15) is 12.
-    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name, utime (field 14) is index 11, stime 12, cutime 13 and cstime 14.
+    let values: Vec<&str> = rest.split_whitespace().collect();
     let ticks = |i: usize| -> anyhow::Result<u64> {
-        fields.get(i).context("short /proc/PID/stat")?.parse::<u64>().context("bad tick count in /proc/PID/stat")
+        values.get(i).context("short /proc/PID/stat")?.parse::<u64>().context("bad tick count in /proc/PID/stat")
     };
-    let total = ticks(11)? + ticks(12)?;
+    let total = ticks(fields[0])? + ticks(fields[1])?;
     Ok(Duration::from_secs_f64(total as f64 / USER_HZ))
 }
 
@@ -152,9 +166,19 @@ pub(crate) struct UdpCounters {
 }
 
 impl UdpCounters {
-    /// Reads the counters now; zeros when they cannot be read.
+    /// Reads this network namespace's counters now; zeros when they cannot be read.
     pub(crate) fn read() -> UdpCounters {
-        let snmp = std::fs::read_to_string("/proc/net/snmp").unwrap_or_default();
+        UdpCounters::read_from("/proc/net/snmp")
+    }
+
+    /// Reads the counters of the network namespace process `pid` is in; zeros when they cannot
+    /// be read.
+    pub(crate) fn read_in_namespace_of(pid: u32) -> UdpCounters {
+        UdpCounters::read_from(&format!("/proc/{pid}/net/snmp"))
+    }
+
+    fn read_from(path: &str) -> UdpCounters {
+        let snmp = std::fs::read_to_string(path).unwrap_or_default();
         let mut lines = snmp.lines().filter(|l| l.starts_with("Udp:"));
         let (Some(names), Some(values)) = (lines.next(), lines.next()) else {
             return UdpCounters::default();
@@ -168,6 +192,11 @@ impl UdpCounters {
                 .unwrap_or(0)
         };
         UdpCounters { received: field("InDatagrams"), buffer_drops: field("RcvbufErrors") }
+    }
+
+    /// The sum of two readings (of different namespaces).
+    pub(crate) fn plus(&self, other: &UdpCounters) -> UdpCounters {
+        UdpCounters { received: self.received + other.received, buffer_drops: self.buffer_drops + other.buffer_drops }
     }
 
     /// The counts since `earlier`.
