@@ -332,8 +332,10 @@ impl Core {
                 let last = matches!(command, AttachCommand::Event(ClientEvent::JobSucceeded { .. } | ClientEvent::JobFailed { .. }));
                 let Some((job, commands)) = self.attachments.get(&attach) else { return false };
                 let job = *job;
-                if let AttachCommand::Output(extent) = &command {
-                    self.observer.sent("result", extent.len);
+                match &command {
+                    AttachCommand::Output(extent) => self.observer.sent("result", extent.len),
+                    AttachCommand::Result(bytes) => self.observer.sent("result", bytes.len() as u64),
+                    AttachCommand::OutputEnd | AttachCommand::Event(_) => {}
                 }
                 let sent = commands.send(command).is_ok();
                 if last || !sent {

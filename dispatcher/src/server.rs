@@ -14,7 +14,7 @@ use bytes::Bytes;
 use common::net::{open_uni, Connection, FramedRecv, FramedSend, StreamError};
 use wire::proto::{
     Assignment, ChunkFailure, ChunkReport, ClientEvent, ClientRequest, DispatcherToNode,
-    FailureKind, Hello, HelloReply, JobId, NodeToDispatcher, PayloadHash, Role, StreamHeader,
+    FailureKind, Hello, HelloReply, NodeToDispatcher, PayloadHash, Role, StreamHeader,
     PROTOCOL_VERSION,
 };
 use tokio::task::JoinSet;
@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::config::DispatcherConfig;
-use crate::core::{ClientCommand, Core, Event, NodeCommand, Upload};
+use crate::core::{Core, Event, NodeCommand, Upload};
 use crate::journal::{Journal, JournalError};
 use crate::liveness::LastHeard;
 use crate::payloads::PayloadStore;
@@ -581,7 +581,7 @@ async fn handle_request(
                     let conn = conn.clone();
                     let outbox = outbox.clone();
                     // Tracked by the connection's JoinSet, which aborts it with the connection.
-                    attachments.spawn(async move { stream_results(&conn, job, attachment.results, command_rx, &outbox).await });
+                    attachments.spawn(async move { output::stream_results(&conn, job, attachment.results, command_rx, &outbox).await });
                 }
                 Err(refusal) => {
                     let _ = outbox.send(ClientEvent::Error { message: refusal.to_string() });
@@ -738,46 +738,6 @@ async fn receive_input(
     events.send(Event::InputEnd { job, sync }).await.map_err(|_| "the dispatcher is shutting down".to_string().into())
 }
 
-/// Follows one job for one client: results in chunk order on an output stream, progress and the
-/// verdict on the control stream (through the outbox).
-async fn stream_results(
-    conn: &quinn::Connection,
-    job: JobId,
-    results: Option<crate::spool::Reader>,
-    mut commands: mpsc::UnboundedReceiver<ClientCommand>,
-    outbox: &mpsc::UnboundedSender<ClientEvent>,
-) -> Result<(), ConnError> {
-    let mut output = open_uni(conn, &StreamHeader::JobOutput { job }).await?;
-    output.flush().await?;
-    while let Some(first) = commands.recv().await {
-        let mut next = Some(first);
-        while let Some(command) = next.take() {
-            match command {
-                ClientCommand::Output(extent) => {
-                    let Some(reader) = &results else { continue };
-                    let bytes = reader.read(extent).map_err(|e| ConnError::Refused(format!("cannot read a stored result: {e}")))?;
-                    output.queue_raw(&bytes)?;
-                    if output.queued() >= 1 << 20 {
-                        output.flush().await?;
-                    }
-                }
-                ClientCommand::OutputEnd => output.finish().await?,
-                ClientCommand::Event(event) => {
-                    output.flush().await?;
-                    let last = matches!(event, ClientEvent::JobSucceeded { .. } | ClientEvent::JobFailed { .. });
-                    let _ = outbox.send(event);
-                    if last {
-                        return Ok(());
-                    }
-                }
-            }
-            next = commands.try_recv().ok();
-        }
-        output.flush().await?;
-    }
-    Ok(())
-}
-
 async fn write_client_events(
     mut send: FramedSend,
     mut outbox: mpsc::UnboundedReceiver<ClientEvent>,
@@ -795,6 +755,7 @@ async fn write_client_events(
 }
 
 mod observe;
+mod output;
 mod peers;
 #[cfg(test)]
 mod tests;

@@ -1,7 +1,8 @@
 //! Who follows a job, and what clients hear: results in chunk order and verdicts for every attachment, progress and
 //! why a job waits, and the summaries `status` and `jobs` show.
 
-use wire::proto::{ClientEvent, JobFailure, JobId, JobState, JobSummary, NodeStatus};
+use bytes::Bytes;
+use wire::proto::{ChunkIndex, ClientEvent, JobFailure, JobId, JobState, JobSummary, NodeStatus};
 
 use super::entries::Attacher;
 use super::{AttachCommand, AttachId, Caller, ClientId, Effect, Ledger, Refusal, Time};
@@ -34,6 +35,22 @@ impl Ledger {
     pub fn handle_attachment_closed(&mut self, job: JobId, attach: AttachId) {
         if let Some(entry) = self.jobs.get_mut(&job) {
             entry.attachers.retain(|a| a.attach != attach);
+        }
+    }
+
+    /// Streams a result just accepted to the attachments whose next result it is, before it is
+    /// stored: the spool keeps it for later attachments, and the disk thread's round trip stays
+    /// off the path of a client waiting for each result in turn. A reduce job's results are not
+    /// its output.
+    pub(super) fn stream_accepted(&mut self, job: JobId, chunk: ChunkIndex, output: &Bytes) {
+        let Some(entry) = self.jobs.get_mut(&job) else { return };
+        if entry.reduces() || entry.record.state != JobState::Running {
+            return;
+        }
+        for attacher in entry.attachers.iter_mut().filter(|a| a.next == chunk) {
+            let command = AttachCommand::Result(output.clone());
+            self.effects.push_back(Effect::Attachment { attach: attacher.attach, command });
+            attacher.next += 1;
         }
     }
 

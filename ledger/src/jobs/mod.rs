@@ -194,6 +194,8 @@ pub enum NodeCommand {
 pub enum AttachCommand {
     /// Send the next result, in chunk order; its bytes are at this extent of the results spool.
     Output(Extent),
+    /// Send the next result, in chunk order: these bytes, accepted and on their way to the spool.
+    Result(Bytes),
     /// Every result has been sent; finish the output stream.
     OutputEnd,
     /// Send on the control stream; a verdict ends the attachment.
@@ -525,6 +527,7 @@ impl Ledger {
                     return;
                 };
                 entry.unstored += 1;
+                self.stream_accepted(job, chunk, &output);
                 let ticket = StoreTicket { job, chunk, node, attempt: report.attempt, run_nanos: report.run_nanos };
                 self.effects.push_back(Effect::StoreResult { ticket, output });
             }

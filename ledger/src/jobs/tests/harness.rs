@@ -682,9 +682,13 @@ impl World {
         let reduce = self.reduce.contains(&follower.job);
         let outputs = if reduce { inputs.len().min(1) } else { inputs.len() };
         match command {
-            AttachCommand::Output(extent) => {
+            AttachCommand::Output(_) | AttachCommand::Result(_) => {
                 let files = &self.spool[&follower.job];
-                let bytes = &files.results[extent.offset as usize..(extent.offset + extent.len) as usize];
+                let bytes = match &command {
+                    AttachCommand::Output(extent) => &files.results[extent.offset as usize..(extent.offset + extent.len) as usize],
+                    AttachCommand::Result(bytes) => &bytes[..],
+                    _ => unreachable!("matched above"),
+                };
                 let expected = if reduce {
                     assert_eq!(follower.next, 0, "a reduce job sent more than one result");
                     inputs.iter().flat_map(|input| run(input)).collect()
