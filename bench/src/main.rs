@@ -186,6 +186,17 @@ fn main() -> ExitCode {
     }
 }
 
+/// Prints `report` as JSON or a table, then removes the scratch directory unless `--keep`.
+fn publish(report: &Report, json: bool, dir: tempfile::TempDir, keep: bool) -> anyhow::Result<()> {
+    if json {
+        report.print_json()?;
+    } else {
+        report.print_table();
+    }
+    finish_scratch(dir, keep);
+    Ok(())
+}
+
 /// A scratch directory, removed at the end unless `--keep`.
 fn scratch(keep: bool) -> anyhow::Result<(tempfile::TempDir, bool)> {
     let dir =
@@ -303,13 +314,7 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
     drop(cluster);
     drop(state_dir);
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
-    if args.common.json {
-        report.print_json()?;
-    } else {
-        report.print_table();
-    }
-    finish_scratch(dir, keep);
-    Ok(())
+    publish(&report, args.common.json, dir, keep)
 }
 
 async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
@@ -337,13 +342,7 @@ async fn run_scale(args: ScaleArgs) -> anyhow::Result<()> {
     );
     setup.insert(1, provenance(&binaries));
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
-    if args.common.json {
-        report.print_json()?;
-    } else {
-        report.print_table();
-    }
-    finish_scratch(dir, keep);
-    Ok(())
+    publish(&report, args.common.json, dir, keep)
 }
 
 /// Runs `work` until it ends or this process gets SIGINT or SIGTERM; on a signal `work` is
@@ -379,11 +378,5 @@ async fn run_netns(args: NetnsArgs) -> anyhow::Result<()> {
     let (rows, mut setup, notes) = netns::run(&binaries, dir.path(), &opts).await?;
     setup.push(provenance(&binaries));
     let report = Report { date, machine: procfs::Machine::describe(), setup, rows, notes };
-    if args.common.json {
-        report.print_json()?;
-    } else {
-        report.print_table();
-    }
-    finish_scratch(dir, keep);
-    Ok(())
+    publish(&report, args.common.json, dir, keep)
 }
