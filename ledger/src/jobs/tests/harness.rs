@@ -251,8 +251,8 @@ impl World {
         self.submit_as(chunks, follow, false);
     }
 
-    /// As [`World::submit`], of a reduce job if `reduce`; returns the job.
-    pub(super) fn submit_as(&mut self, chunks: usize, follow: bool, reduce: bool) -> JobId {
+    /// Submits a job (a reduce job if `reduce`) from a fresh client, which the ledger accepts.
+    pub(super) fn accepted_submission(&mut self, reduce: bool) -> (JobId, ClientId) {
         let client = ClientId(self.fresh());
         let mut submission = submission();
         if reduce {
@@ -267,6 +267,12 @@ impl World {
         } else {
             self.reduce.remove(&job);
         }
+        (job, client)
+    }
+
+    /// As [`World::submit`], of a reduce job if `reduce`; returns the job.
+    pub(super) fn submit_as(&mut self, chunks: usize, follow: bool, reduce: bool) -> JobId {
+        let (job, client) = self.accepted_submission(reduce);
         let inputs: Vec<Vec<u8>> = (0..chunks).map(|c| vec![job.0 as u8, c as u8, 7, 9]).collect();
         let files = self.spool.entry(job).or_default();
         let mut extents = Vec::new();

@@ -1,10 +1,10 @@
 //! Uploads that take their time: a job's input sent in pieces while its chunks (and a reduce
 //! job's combines) already run, cut off, and resumed.
 
-use wire::proto::{JobId, ResultMode};
+use wire::proto::JobId;
 
 use super::super::super::{Caller, ClientId, RequestId, Resumed};
-use super::{owner, submission, Rng, World};
+use super::{Rng, World};
 use crate::record::Extent;
 
 impl World {
@@ -39,20 +39,7 @@ impl World {
 
     /// As [`World::begin_upload`], of a reduce job if `reduce`.
     pub(in super::super) fn begin_upload_as(&mut self, inputs: Vec<Vec<u8>>, reduce: bool) -> (JobId, ClientId) {
-        let client = ClientId(self.fresh());
-        let mut submission = submission();
-        if reduce {
-            submission.results = ResultMode::Reduce;
-        }
-        let Ok(job) = self.ledger.handle_submit(self.now, client, &owner(), submission) else {
-            panic!("a wasm job is always accepted");
-        };
-        // A job id whose submission was not durable at a restart is handed out again.
-        if reduce {
-            self.reduce.insert(job);
-        } else {
-            self.reduce.remove(&job);
-        }
+        let (job, client) = self.accepted_submission(reduce);
         self.spool.entry(job).or_default();
         self.submitted.insert(job, inputs);
         self.follow(job, client);
