@@ -258,7 +258,9 @@ pub(crate) struct Cluster {
 
 impl Cluster {
     /// Makes a CA in `dir/pki`, starts the dispatcher (with its state in `state_dir`) and the
-    /// nodes, and waits until every node has registered.
+    /// nodes, and waits until every node has registered. With `s3`, also a local S3-compatible
+    /// server when one is installed; only W3 reads it, and its start-up (a second or two of a
+    /// core) would otherwise fall into the first workload's runs.
     ///
     /// # Errors
     /// When a command fails, a process dies or the nodes do not register in time.
@@ -267,6 +269,7 @@ impl Cluster {
         dir: &Path,
         state_dir: &Path,
         topology: Topology,
+        s3: bool,
     ) -> anyhow::Result<Cluster> {
         let pki = Pki::init(binaries, &dir.join("pki"))?;
         let client = Identity::load(&pki.client())?;
@@ -281,7 +284,7 @@ impl Cluster {
             command.arg("--async-threads").arg(threads.to_string());
         }
         let dispatcher = Daemon::spawn(command, &dir.join("dispatcher.log"))?;
-        let s3 = tests::s3::S3Server::start_if_installed();
+        let s3 = if s3 { tests::s3::S3Server::start_if_installed() } else { None };
 
         let mut nodes = Vec::new();
         for i in 1..=topology.nodes {

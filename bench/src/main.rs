@@ -286,7 +286,8 @@ async fn run_workloads(args: WorkloadArgs) -> anyhow::Result<()> {
         Some(parent) => tempfile::Builder::new().prefix("dispy-bench-state-").tempdir_in(parent)?,
         None => tempfile::Builder::new().prefix("state-").tempdir_in(dir.path())?,
     };
-    let mut cluster = Cluster::start(&binaries, dir.path(), state_dir.path(), topology).await?;
+    let s3 = workloads.contains(&Workload::W3) && !args.w3_shipped_only;
+    let mut cluster = Cluster::start(&binaries, dir.path(), state_dir.path(), topology, s3).await?;
     let setup = vec![
         format!(
             "cluster: 1 dispy-dispatcher + {} ({} slots in total), real processes on 127.0.0.1, certificates from `dispy-dispatcher pki`",

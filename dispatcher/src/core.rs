@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use ledger::jobs::{
     AttachCommand, AttachId, ClientId, Effect, Ledger, LedgerConfig, NodeCommand as LedgerCommand, RequestId,
-    RestoredJob, Time,
+    RestoredJob, StoreTicket, Time,
 };
 use ledger::scheduler::NodeId;
 use tokio::sync::{mpsc, oneshot};
@@ -86,6 +86,8 @@ pub(crate) struct Core {
     /// Uploads in progress: dropping a job's sender stops its upload.
     uploads: HashMap<JobId, oneshot::Sender<()>>,
     disk: mpsc::UnboundedSender<DiskRequest>,
+    /// Accepted results to append, sent to the disk together at the end of a turn.
+    results_to_store: Vec<(StoreTicket, Bytes)>,
     disk_done: mpsc::UnboundedReceiver<DiskDone>,
     committed: mpsc::Receiver<Committed>,
     commit_in_flight: bool,
@@ -177,6 +179,7 @@ impl Core {
             input_cache: InputCache::new(INPUT_CACHE_BUDGET),
             uploads: HashMap::new(),
             disk,
+            results_to_store: Vec::new(),
             disk_done,
             committed,
             commit_in_flight: false,
@@ -274,7 +277,11 @@ impl Core {
                 };
                 let _ = reply.send(attached);
             }
-            DiskDone::Stored { ticket, stored } => self.ledger.handle_result_stored(now, ticket, stored),
+            DiskDone::Stored(stored) => {
+                for (ticket, stored) in stored {
+                    self.ledger.handle_result_stored(now, ticket, stored);
+                }
+            }
             DiskDone::Combine { node, attempt, assignment } => match assignment {
                 Ok(assignment) => {
                     if let Some((commands, _)) = self.nodes.get(&node) {
@@ -317,7 +324,7 @@ impl Core {
         while let Some(effect) = self.ledger.poll_effect() {
             fed_back |= self.carry_out_one(effect);
         }
-        fed_back
+        fed_back | self.store_results()
     }
 
     fn carry_out_one(&mut self, effect: Effect) -> bool {
@@ -366,7 +373,7 @@ impl Core {
                 (Some(Pending::Explain(reply)), ledger::jobs::Answer::Explain(explained)) => drop(reply.send(explained)),
                 _ => warn!(request = request.0, "an answer for no such question"),
             },
-            Effect::StoreResult { ticket, output } => return self.ask_disk(DiskRequest::Store { ticket, output }),
+            Effect::StoreResult { ticket, output } => self.results_to_store.push((ticket, output)),
             Effect::Commit { batch, sync_inputs, sync_results } => {
                 self.commit_in_flight = true;
                 return self.ask_disk(DiskRequest::Commit { batch, sync_inputs, sync_results });
@@ -532,7 +539,20 @@ impl Core {
 
     /// Hands the disk thread a request; returns whether the ledger heard something instead
     /// (the disk thread is gone, which only happens when the process is going down).
+    /// Hands the results accepted since the last call to the disk in one request.
+    fn store_results(&mut self) -> bool {
+        if self.results_to_store.is_empty() {
+            return false;
+        }
+        let results = std::mem::take(&mut self.results_to_store);
+        self.ask_disk(DiskRequest::Store(results))
+    }
+
     fn ask_disk(&mut self, request: DiskRequest) -> bool {
+        // The disk keeps the order of requests: results accepted before this one go first.
+        if !matches!(request, DiskRequest::Store(_)) && self.store_results() {
+            return true;
+        }
         if self.disk.send(request).is_ok() {
             return false;
         }

@@ -6,7 +6,7 @@
 //! ([`Spool::remove_data`]) until the job is forgotten ([`Spool::remove`]).
 
 use std::fs::{File, OpenOptions};
-use std::io::Write;
+use std::io::{IoSlice, Write};
 use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::PathBuf;
 
@@ -201,6 +201,38 @@ impl Appender {
         let extent = Extent { offset: self.len, len: bytes.len() as u64 };
         self.len += extent.len;
         Ok(extent)
+    }
+
+    /// Appends `pieces` one after another with as few writes as the kernel allows (one
+    /// `writev` for a batch of small results) and returns their extents, in order. A file that
+    /// writes large input chunks directly appends them one by one.
+    ///
+    /// # Errors
+    /// As [`Appender::append`]: if a write fails, no extent is returned, and the pieces written
+    /// before the failure lie at the file's end where no extent points at them.
+    pub(crate) fn append_all(&mut self, pieces: &[Bytes]) -> std::io::Result<Vec<Extent>> {
+        if self.direct.is_some() {
+            return pieces.iter().map(|piece| self.append(piece)).collect();
+        }
+        let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|piece| IoSlice::new(piece)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            match self.file.write_vectored(rest) {
+                Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+                Ok(written) => IoSlice::advance_slices(&mut rest, written),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let extents = pieces
+            .iter()
+            .map(|piece| {
+                let extent = Extent { offset: self.len, len: piece.len() as u64 };
+                self.len += extent.len;
+                extent
+            })
+            .collect();
+        Ok(extents)
     }
 
     /// Another handle on the file, so a different thread can sync it.

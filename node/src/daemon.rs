@@ -609,8 +609,11 @@ impl Session {
             JobState::Preparing { context, .. } => context.spec.shared_input,
             JobState::Ready(context) => context.shared_input_roots.is_some(),
         };
+        if !shared {
+            return None;
+        }
         // A malformed reference fails its chunk on the slot, with the decoder's message.
-        let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok().filter(|_| shared)?;
+        let chunk = wire::chunk::ChunkRef::decode(&assignment.input).ok()?;
         NodeObjects::refusal(self.node.objects.as_deref(), &chunk).or_else(|| {
             // A few `stat`s and 8 KiB read per file: cheap enough for the session task.
             shared_input::refusal(&chunk, &shared_input::resolve_roots(&self.node.config.shared_input_roots))

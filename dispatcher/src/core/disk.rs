@@ -54,8 +54,9 @@ pub(super) enum DiskRequest {
     },
     /// Open (creating if need be) a job's results file for an attachment.
     OpenResults(PendingAttach),
-    /// Append an accepted result.
-    Store { ticket: StoreTicket, output: Bytes },
+    /// Append accepted results, in order (those of one turn of the core: one request, and one
+    /// write per job, for many small results).
+    Store(Vec<(StoreTicket, Bytes)>),
     /// A job's input file, to sync with the commit that records its input complete.
     InputEnded { job: JobId, sync: std::fs::File },
     /// Sync the named files and commit the batch (on the journal writer thread).
@@ -86,8 +87,8 @@ pub(super) enum DiskDone {
     InputFailed { job: JobId, error: String },
     /// An attachment's results file is open, or could not be.
     Attach { pending: PendingAttach, results: std::io::Result<Reader> },
-    /// A result was appended, or could not be.
-    Stored { ticket: StoreTicket, stored: std::io::Result<Extent> },
+    /// Results were appended, or could not be; in the order asked.
+    Stored(Vec<(StoreTicket, std::io::Result<Extent>)>),
     /// A payload to ship, or why it could not be read.
     Payload { node: NodeId, payload: PayloadHash, bytes: std::io::Result<Bytes> },
     /// A combine's assignment to send to `node`, or why its inputs could not be read.
@@ -170,13 +171,22 @@ pub(super) fn disk_thread(
                 });
                 done.send(DiskDone::Attach { pending, results })
             }
-            DiskRequest::Store { ticket, output } => {
-                let entry = files.entry(ticket.job).or_default();
-                let stored = match &mut entry.results {
-                    Some(appender) => appender.append(&output),
-                    slot => spool.appender(ticket.job, SpoolFile::Results).and_then(|a| slot.insert(a).append(&output)),
-                };
-                done.send(DiskDone::Stored { ticket, stored })
+            DiskRequest::Store(outputs) => {
+                let mut stored = Vec::with_capacity(outputs.len());
+                for run in outputs.chunk_by(|(a, _), (b, _)| a.job == b.job) {
+                    let job = run[0].0.job;
+                    let pieces: Vec<Bytes> = run.iter().map(|(_, output)| output.clone()).collect();
+                    let entry = files.entry(job).or_default();
+                    let appended = match &mut entry.results {
+                        Some(appender) => appender.append_all(&pieces),
+                        slot => spool.appender(job, SpoolFile::Results).and_then(|a| slot.insert(a).append_all(&pieces)),
+                    };
+                    match appended {
+                        Ok(extents) => stored.extend(run.iter().map(|(ticket, _)| *ticket).zip(extents.into_iter().map(Ok))),
+                        Err(e) => stored.extend(run.iter().map(|(ticket, _)| (*ticket, Err(std::io::Error::new(e.kind(), e.to_string()))))),
+                    }
+                }
+                done.send(DiskDone::Stored(stored))
             }
             DiskRequest::ReadCombine { node, job, chunk, attempt, inputs: (left, right) } => {
                 let assignment = spool.reader(job, SpoolFile::Results).and_then(|results| {

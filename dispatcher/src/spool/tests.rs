@@ -1,5 +1,6 @@
 //! The spool's appender: small and large (direct) input chunks mixed in one file, each read back
-//! as written, across a reopened appender (a resumed upload).
+//! as written, across a reopened appender (a resumed upload); batches of results appended with
+//! one call between single ones.
 
 use super::*;
 
@@ -32,5 +33,31 @@ fn input_chunks_of_every_size_read_back_as_written() {
     let reader = spool.reader(job, SpoolFile::Input).expect("reader");
     for (extent, bytes) in &written {
         assert_eq!(&reader.read(*extent).expect("read")[..], &bytes[..], "chunk at {extent:?}");
+    }
+}
+
+#[test]
+fn batches_of_results_read_back_as_written() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).expect("spool");
+    let job = JobId(6);
+    let mut appender = spool.appender(job, SpoolFile::Results).expect("appender");
+    let mut written = Vec::new();
+    let single = Bytes::from(chunk(100, 7));
+    written.push((appender.append(&single).expect("append"), single));
+    // More pieces than one `writev` takes (1,024), empty ones and a large one among them.
+    let batch: Vec<Bytes> = (0..1500u64).map(|i| Bytes::from(chunk(i, [0, 1, 16, 300, 64 << 10][i as usize % 5]))).collect();
+    let extents = appender.append_all(&batch).expect("append_all");
+    assert_eq!(extents.len(), batch.len());
+    written.extend(extents.into_iter().zip(batch));
+    let last = Bytes::from(chunk(101, 9));
+    written.push((appender.append(&last).expect("append"), last));
+    assert_eq!(appender.append_all(&[]).expect("an empty batch"), Vec::new());
+    for pair in written.windows(2) {
+        assert_eq!(pair[0].0.offset + pair[0].0.len, pair[1].0.offset, "results are packed: {:?}", (pair[0].0, pair[1].0));
+    }
+    let reader = spool.reader(job, SpoolFile::Results).expect("reader");
+    for (extent, bytes) in &written {
+        assert_eq!(reader.read(*extent).expect("read"), bytes, "result at {extent:?}");
     }
 }
