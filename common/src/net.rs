@@ -17,14 +17,6 @@ use wire::frame::{self, FrameError};
 /// at `net.core.rmem_max`/`wmem_max`, which operators of large clusters raise.
 const SOCKET_BUFFER: usize = 8 << 20;
 
-/// The largest UDP payload an endpoint announces and probes for. quinn hands the kernel up to
-/// 10 datagrams in one segmentation-offload send, and the kernel refuses a send over 64 KiB
-/// (65,507 bytes of UDP payload) with `EMSGSIZE`, which quinn takes for a failed MTU probe and
-/// drops silently. So 10 datagrams must fit: 6,550 bytes. (16 and 64 KiB were tried first: every
-/// full batch vanished, and quinn's black-hole detection fell back to 1,200 bytes.) Paths with a
-/// 1,500-byte MTU settle at quinn's usual 1,452 by discovery.
-const MAX_UDP_PAYLOAD: u16 = 6_550;
-
 /// How long a node or client waits without hearing from the dispatcher before it calls the
 /// connection dead and dials again (the node's `dispatcher_timeout`): a dispatcher killed or cut
 /// off is noticed this fast.
@@ -58,11 +50,15 @@ pub fn transport_config(idle_timeout: Duration) -> Arc<quinn::TransportConfig> {
     t.stream_receive_window(STREAM_WINDOW.into());
     t.receive_window(CONNECTION_WINDOW.into());
     t.send_window(u64::from(CONNECTION_WINDOW));
-    // Probe for datagrams up to the largest UDP payload the peer announces
-    // ([`MAX_UDP_PAYLOAD`]): on loopback and jumbo-frame links that is several times fewer
-    // packets to seal, send and acknowledge per byte.
+    // Probe for datagrams up to the largest UDP payload the peer announces: quinn's default
+    // `EndpointConfig::max_udp_payload_size`, 1472, which dispy keeps. Larger ones were measured
+    // and not kept (bench/RESULTS.md, issue 22 part 2): 16 or 64 KiB fail outright, since quinn
+    // hands the kernel 10 datagrams per segmentation-offload send and the kernel refuses more
+    // than 64 KiB with EMSGSIZE, which quinn drops silently as a failed probe; 6,550 bytes (10 fit)
+    // worked but gained nothing on loopback, where GSO/GRO already batch the 1,452-byte ones,
+    // and dropped more datagrams.
     let mut mtu = quinn::MtuDiscoveryConfig::default();
-    mtu.upper_bound(MAX_UDP_PAYLOAD);
+    mtu.upper_bound(u16::MAX);
     t.mtu_discovery_config(Some(mtu));
     Arc::new(t)
 }
@@ -79,9 +75,7 @@ pub fn endpoint(bind: SocketAddr, server: Option<quinn::ServerConfig>) -> std::i
     let _ = socket.set_send_buffer_size(SOCKET_BUFFER);
     socket.bind(&bind.into())?;
     let runtime = Arc::new(quinn::TokioRuntime);
-    let mut config = quinn::EndpointConfig::default();
-    config.max_udp_payload_size(MAX_UDP_PAYLOAD).expect("a valid UDP payload size");
-    quinn::Endpoint::new(config, server, socket.into(), runtime)
+    quinn::Endpoint::new(quinn::EndpointConfig::default(), server, socket.into(), runtime)
 }
 
 /// A stream-level failure.
