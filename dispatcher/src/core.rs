@@ -46,7 +46,7 @@ mod input_cache;
 mod observe;
 use commit::{journal_writer, Committed};
 use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
-use input_cache::{InputCache, INPUT_CACHE_BUDGET};
+use input_cache::{InputCache, INPUT_CACHE_BUDGET, SMALLEST_CACHED};
 pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand, Upload};
 pub(crate) use observe::Observer;
 pub(crate) use ledger::jobs::Refusal;
@@ -176,7 +176,7 @@ impl Core {
             requests: HashMap::new(),
             next_id: 1,
             inputs,
-            input_cache: InputCache::new(INPUT_CACHE_BUDGET),
+            input_cache: InputCache::new(INPUT_CACHE_BUDGET, SMALLEST_CACHED),
             uploads: HashMap::new(),
             disk,
             results_to_store: Vec::new(),
@@ -340,8 +340,8 @@ impl Core {
                 let Some((job, commands)) = self.attachments.get(&attach) else { return false };
                 let job = *job;
                 match &command {
-                    AttachCommand::Output(extent) => self.observer.sent("result", extent.len),
-                    AttachCommand::Result(bytes) => self.observer.sent("result", bytes.len() as u64),
+                    AttachCommand::Output(extent) => self.observer.sent_result(extent.len),
+                    AttachCommand::Result(bytes) => self.observer.sent_result(bytes.len() as u64),
                     AttachCommand::OutputEnd | AttachCommand::Event(_) => {}
                 }
                 let sent = commands.send(command).is_ok();
@@ -411,7 +411,7 @@ impl Core {
                     self.ledger.handle_input_unreadable(now(), job, chunk, &"its input file is not open");
                     return true;
                 };
-                self.observer.sent("input", extent.len);
+                self.observer.sent_input(extent.len);
                 NodeCommand::Assign { job, chunk, attempt, input }
             }
             LedgerCommand::Combine { job, chunk, attempt, inputs } => {

@@ -73,6 +73,11 @@ pub struct Metrics {
     queue_wait: Histogram,
     received: Family<Stream, Counter>,
     sent: Family<Stream, Counter>,
+    /// The four byte counters, looked up once: they count every chunk.
+    bytes: ByteCounters,
+    /// Each tenant's completed-chunk counter, looked up once per tenant rather than once per
+    /// chunk (a lookup allocates its label).
+    completed_by_tenant: std::sync::Mutex<std::collections::HashMap<String, Counter>>,
     commit_time: Histogram,
     connections: Family<Role, Gauge>,
     refused: Family<Reason, Counter>,
@@ -108,6 +113,8 @@ impl Metrics {
             queue_wait: seconds(),
             received: Family::default(),
             sent: Family::default(),
+            bytes: ByteCounters::default(),
+            completed_by_tenant: std::sync::Mutex::default(),
             // From 100 µs to about 6.5 s in factors of 4: an fsync on a slow disk.
             commit_time: Histogram::new(exponential_buckets(0.0001, 4.0, 9)),
             connections: Family::default(),
@@ -173,7 +180,15 @@ impl Metrics {
         for state in JOB_STATES {
             metrics.jobs.get_or_create(&State { state: (*state).to_owned() }).set(0);
         }
-        Self { registry, ..metrics }
+        // One statement each: a family's guard lives to the end of its statement, and a second
+        // `get_or_create` on the same family while it lives would wait for it forever.
+        let counter = |family: &Family<Stream, Counter>, name: &str| -> Counter { family.get_or_create(&stream(name)).clone() };
+        let received_input = counter(&metrics.received, "input");
+        let received_result = counter(&metrics.received, "result");
+        let sent_input = counter(&metrics.sent, "input");
+        let sent_result = counter(&metrics.sent, "result");
+        let bytes = ByteCounters { received_input, received_result, sent_input, sent_result };
+        Self { registry, bytes, ..metrics }
     }
 
     /// The metrics in the OpenMetrics text format ([`CONTENT_TYPE`]).
@@ -188,9 +203,19 @@ impl Metrics {
     pub(crate) fn observe(&self, observation: &Observation) {
         match observation {
             Observation::ChunkCompleted { tenant, run, bytes } => {
-                self.completed.get_or_create(&tenant_label(tenant)).inc();
+                let mut by_tenant = self.completed_by_tenant.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                match by_tenant.get(tenant.as_str()) {
+                    Some(counter) => {
+                        counter.inc();
+                    }
+                    None => {
+                        let counter = self.completed.get_or_create(&tenant_label(tenant)).clone();
+                        counter.inc();
+                        by_tenant.insert(tenant.clone(), counter);
+                    }
+                }
                 self.run_time.observe(run.as_secs_f64());
-                self.received.get_or_create(&stream("result")).inc_by(*bytes);
+                self.bytes.received_result.inc_by(*bytes);
             }
             Observation::AttemptFailed(failed) => {
                 self.failed.get_or_create(&tenant_label(&failed.tenant)).inc();
@@ -203,7 +228,7 @@ impl Metrics {
             }
             Observation::Placed { wait } => self.queue_wait.observe(wait.as_secs_f64()),
             Observation::InputStored { bytes } => {
-                self.received.get_or_create(&stream("input")).inc_by(*bytes);
+                self.bytes.received_input.inc_by(*bytes);
             }
             _ => {}
         }
@@ -260,10 +285,24 @@ impl Metrics {
         self.refused.get_or_create(&Reason { reason: reason.to_owned() }).inc();
     }
 
-    /// `bytes` of a `stream` (`input` or `result`) went to a peer.
-    pub(crate) fn sent(&self, stream_name: &'static str, bytes: u64) {
-        self.sent.get_or_create(&stream(stream_name)).inc_by(bytes);
+    /// `bytes` of chunk input went to a node.
+    pub(crate) fn sent_input(&self, bytes: u64) {
+        self.bytes.sent_input.inc_by(bytes);
     }
+
+    /// `bytes` of results went to a client.
+    pub(crate) fn sent_result(&self, bytes: u64) {
+        self.bytes.sent_result.inc_by(bytes);
+    }
+}
+
+/// The `received` and `sent` counters of both streams.
+#[derive(Debug, Default)]
+struct ByteCounters {
+    received_input: Counter,
+    received_result: Counter,
+    sent_input: Counter,
+    sent_result: Counter,
 }
 
 /// Counts one open connection until dropped.

@@ -4,6 +4,10 @@
 //! (a second attempt, a retry or a speculative copy, is rare and reads the spool as before) or
 //! its job's spool is removed.
 //!
+//! Chunks smaller than [`SMALLEST_CACHED`] are not kept: reading a few bytes back costs one
+//! `pread`, less than keeping them (a copy, an allocation and two map operations on the core's
+//! thread, per chunk), and their rate, not their bytes, is what limits a job of tiny chunks.
+//!
 //! A full cache keeps what it holds and lets the newest chunk go to the spool only: chunks are
 //! assigned about in upload order, so when the upload runs ahead of the nodes by more than the
 //! budget, the oldest entries are the next to be assigned, and evicting them for the newest
@@ -19,6 +23,9 @@ use wire::proto::JobId;
 /// What the cache holds at most: 64 chunks of 1 MiB between their upload and their assignment.
 pub(crate) const INPUT_CACHE_BUDGET: usize = 64 << 20;
 
+/// The smallest chunk kept.
+pub(crate) const SMALLEST_CACHED: u64 = 64 << 10;
+
 /// Chunks smaller than this are copied into an allocation of their own when cached: a small
 /// chunk is a slice of its connection's receive buffer, which it would otherwise keep whole.
 const OWN_ALLOCATION_BELOW: usize = 64 << 10;
@@ -31,21 +38,27 @@ const ENTRY_OVERHEAD: usize = 128;
 #[derive(Debug)]
 pub(crate) struct InputCache {
     budget: usize,
+    /// Chunks smaller than this are neither kept nor looked for.
+    smallest: u64,
     held: usize,
     /// Each chunk's bytes, keyed by job and offset in its input file.
     entries: HashMap<(JobId, u64), Bytes>,
 }
 
 impl InputCache {
-    /// An empty cache holding at most `budget` bytes (counting [`ENTRY_OVERHEAD`] per entry).
-    pub(crate) fn new(budget: usize) -> Self {
-        Self { budget, held: 0, entries: HashMap::new() }
+    /// An empty cache holding at most `budget` bytes (counting [`ENTRY_OVERHEAD`] per entry)
+    /// of chunks of at least `smallest` bytes.
+    pub(crate) fn new(budget: usize, smallest: u64) -> Self {
+        Self { budget, smallest, held: 0, entries: HashMap::new() }
     }
 
     /// Keeps the bytes of `job`'s chunk at `extent`, already appended to its spool file, if
     /// they fit in what is left of the budget. Bytes that do not match the extent's length are
     /// not kept.
     pub(crate) fn insert(&mut self, job: JobId, extent: Extent, bytes: Bytes) {
+        if extent.len < self.smallest {
+            return;
+        }
         // An extent is never appended twice, but a stale entry must not survive one that was.
         self.remove((job, extent.offset));
         let cost = bytes.len() + ENTRY_OVERHEAD;
@@ -60,6 +73,9 @@ impl InputCache {
     /// Takes the bytes of `job`'s chunk at `extent`, if they are still here and are exactly
     /// that extent.
     pub(crate) fn take(&mut self, job: JobId, extent: Extent) -> Option<Bytes> {
+        if extent.len < self.smallest {
+            return None;
+        }
         match self.entries.get(&(job, extent.offset)) {
             Some(bytes) if bytes.len() as u64 == extent.len => self.remove((job, extent.offset)),
             _ => None,

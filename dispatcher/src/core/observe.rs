@@ -47,9 +47,14 @@ impl Observer {
         self.metrics.observe_commit(took);
     }
 
-    /// `bytes` of a stream were handed to a peer's connection.
-    pub(crate) fn sent(&self, stream: &'static str, bytes: u64) {
-        self.metrics.sent(stream, bytes);
+    /// `bytes` of chunk input were handed to a node's connection.
+    pub(crate) fn sent_input(&self, bytes: u64) {
+        self.metrics.sent_input(bytes);
+    }
+
+    /// `bytes` of results were handed to a client's connection.
+    pub(crate) fn sent_result(&self, bytes: u64) {
+        self.metrics.sent_result(bytes);
     }
 
     /// The progress tick: now and then, gauges and a snapshot from the ledger's tables.

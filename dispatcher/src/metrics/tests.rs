@@ -51,7 +51,8 @@ fn observations_and_tables_become_conventional_metrics() {
     metrics.refresh(&[node("n1", "ready", 4, 1), node("n2", "quarantined: 3 failures", 2, 2), node("n3", "drained, not connected", 0, 0)], ["running", "failed", "running"].into_iter());
     let conn = metrics.connection("node");
     metrics.refused("hello");
-    metrics.sent("result", 5);
+    metrics.sent_result(5);
+    metrics.sent_input(4);
     let text = metrics.render_with_certificates(Some(1_900_000_000), &[("n1".into(), 1_800_000_000)]);
     check(&text, "# TYPE dispy_chunks_completed counter");
     check(&text, r#"dispy_chunks_completed_total{tenant="alice"} 3"#);
@@ -64,6 +65,7 @@ fn observations_and_tables_become_conventional_metrics() {
     check(&text, r#"dispy_received_bytes_total{stream="result"} 30"#);
     check(&text, r#"dispy_received_bytes_total{stream="input"} 7"#);
     check(&text, r#"dispy_sent_bytes_total{stream="result"} 5"#);
+    check(&text, r#"dispy_sent_bytes_total{stream="input"} 4"#);
     check(&text, r#"dispy_nodes{state="ready"} 1"#);
     check(&text, r#"dispy_nodes{state="quarantined"} 1"#);
     check(&text, r#"dispy_nodes{state="away"} 1"#);

@@ -1,6 +1,7 @@
 //! What the ledger keeps per node and per job.
 
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use wire::proto::{ChunkIndex, JobProgress, JobSubmission, NodeInfo, PayloadHash, PayloadKind};
@@ -51,7 +52,7 @@ pub(super) struct Attacher {
 #[derive(Debug)]
 pub(super) struct JobEntry {
     /// When each chunk not yet assigned got its input, for the queue-wait observation.
-    pub(super) queued_at: HashMap<ChunkIndex, Instant>,
+    pub(super) queued_at: FxHashMap<ChunkIndex, Instant>,
     pub(super) record: JobRecord,
     /// Where each chunk's input is spooled, by chunk index.
     pub(super) inputs: Vec<Extent>,
@@ -96,7 +97,7 @@ pub(super) struct JobEntry {
     pub(super) partials: Vec<Option<Extent>>,
     /// A reduce job's chunks and combines whose result is journaled: a combine runs once both
     /// its inputs are (see `super::reduce`).
-    pub(super) durable: HashSet<ChunkIndex>,
+    pub(super) durable: FxHashSet<ChunkIndex>,
 }
 
 impl JobEntry {
@@ -125,8 +126,8 @@ impl JobEntry {
             last_progress: None,
             last_blocked: None,
             released: false,
-            durable: HashSet::new(),
-            queued_at: HashMap::new(),
+            durable: FxHashSet::default(),
+            queued_at: FxHashMap::default(),
         }
     }
 

@@ -17,6 +17,7 @@
 //! maps to its channels: [`NodeId`] (assigned here), [`ClientId`] (a client connection),
 //! [`AttachId`] (one attachment) and [`RequestId`] (a question awaiting its answer).
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -253,8 +254,8 @@ pub struct LedgerConfig {
 #[derive(Debug)]
 pub struct Ledger {
     scheduler: Scheduler,
-    nodes: HashMap<NodeId, NodeEntry>,
-    jobs: HashMap<JobId, JobEntry>,
+    nodes: FxHashMap<NodeId, NodeEntry>,
+    jobs: FxHashMap<JobId, JobEntry>,
     /// The journal changes gathering.
     batch: Batch,
     /// Promises to keep once `batch` is durable.
@@ -269,11 +270,11 @@ pub struct Ledger {
     input_grace: Duration,
     policy: CommitPolicy,
     /// Jobs whose results file gained bytes that `batch` points at.
-    dirty_results: HashSet<JobId>,
+    dirty_results: FxHashSet<JobId>,
     /// Jobs whose input ended this turn: their input file is synced before `batch` commits.
     input_syncs: Vec<JobId>,
     /// Jobs whose results, input or state changed this turn: their clients hear of it.
-    touched: HashSet<JobId>,
+    touched: FxHashSet<JobId>,
     effects: VecDeque<Effect>,
     /// News for the driver's metrics (see `observe`).
     observations: observations::Observations,
@@ -287,7 +288,7 @@ pub struct Ledger {
     seen_nodes: HashSet<String>,
     /// Nodes whose connection was lost and whose attempts the scheduler holds for them, by
     /// name, until they register again or are dropped as silent.
-    away: HashMap<NodeId, String>,
+    away: FxHashMap<NodeId, String>,
     ticks: u32,
     /// Reduce jobs' results on their way to the journal, and those just made durable.
     partials: reduce::Partials,
@@ -299,8 +300,8 @@ impl Ledger {
     pub fn new(config: LedgerConfig, recovered: Recovered, now: Time) -> Self {
         let mut ledger = Self {
             scheduler: Scheduler::new(config.scheduler),
-            nodes: HashMap::new(),
-            jobs: HashMap::new(),
+            nodes: FxHashMap::default(),
+            jobs: FxHashMap::default(),
             batch: Batch::default(),
             promises: Promises::default(),
             in_flight: None,
@@ -308,9 +309,9 @@ impl Ledger {
             resume_deadlines: BTreeSet::new(),
             input_grace: config.input_grace,
             policy: CommitPolicy::default(),
-            dirty_results: HashSet::new(),
+            dirty_results: FxHashSet::default(),
             input_syncs: Vec::new(),
-            touched: HashSet::new(),
+            touched: FxHashSet::default(),
             effects: VecDeque::new(),
             observations: observations::Observations::default(),
             next_node: 1,
@@ -319,7 +320,7 @@ impl Ledger {
             quotas: config.quotas,
             spool_use: HashMap::new(),
             seen_nodes: HashSet::new(),
-            away: HashMap::new(),
+            away: FxHashMap::default(),
             ticks: 0,
             partials: reduce::Partials::default(),
         };

@@ -2,7 +2,8 @@
 //! chunks), live attempts and speculative pairs, failed attempts per chunk, and the statistics
 //! reported with the verdict ([`JobStats`]).
 
-use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
+use rustc_hash::{FxHashMap, FxHashSet};
+use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use wire::proto::{AttemptFailure, AttemptId, ChunkIndex, JobId};
@@ -66,12 +67,12 @@ pub(super) struct Job {
     pub(super) speculative: u64,
     pub(super) speculative_wins: u64,
     /// Failed attempts of chunks not yet done, oldest first; only chunks that failed appear.
-    pub(super) failures: HashMap<ChunkIndex, Vec<FailedAttempt>>,
+    pub(super) failures: FxHashMap<ChunkIndex, Vec<FailedAttempt>>,
     /// Nodes lost while running an attempt of a chunk not yet done, by chunk; only chunks that
     /// lost one appear.
-    pub(super) crashes: HashMap<ChunkIndex, Vec<String>>,
+    pub(super) crashes: FxHashMap<ChunkIndex, Vec<String>>,
     /// Connected nodes that got `StartJob`.
-    pub(super) started_on: HashSet<NodeId>,
+    pub(super) started_on: FxHashSet<NodeId>,
     /// Connected nodes that rejected the job.
     pub(super) rejected_live: usize,
     /// The rejections so far, one per node and `; `-separated (each error names its node, as
@@ -120,9 +121,9 @@ impl Job {
             attempts: 0,
             speculative: 0,
             speculative_wins: 0,
-            failures: HashMap::new(),
-            crashes: HashMap::new(),
-            started_on: HashSet::new(),
+            failures: FxHashMap::default(),
+            crashes: FxHashMap::default(),
+            started_on: FxHashSet::default(),
             rejected_live: 0,
             last_rejection: None,
             placement_deadline: None,

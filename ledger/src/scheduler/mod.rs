@@ -97,6 +97,7 @@
 //! turn into a straggler.
 
 use std::cmp::Reverse;
+use rustc_hash::{FxHashMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
@@ -139,13 +140,13 @@ mod types;
 #[derive(Debug)]
 pub struct Scheduler {
     config: SchedulerConfig,
-    nodes: HashMap<NodeId, Node>,
+    nodes: FxHashMap<NodeId, Node>,
     /// Holds by node name, applied to every session of that name (see [`NodeHold`]).
     holds: HashMap<String, NodeHold>,
-    jobs: HashMap<JobId, Job>,
+    jobs: FxHashMap<JobId, Job>,
     /// Every attempt placed on a node and not yet finished, cancelled or requeued. An attempt id
     /// missing here marks a report to discard.
-    attempts: HashMap<AttemptId, Attempt>,
+    attempts: FxHashMap<AttemptId, Attempt>,
     /// Attempts that were in flight on a node when it was lost, oldest first (bounded): a result
     /// the node sends again after reconnecting can still complete the chunk.
     lost: VecDeque<LostAttempt>,
@@ -163,7 +164,7 @@ pub struct Scheduler {
     /// copies go; kept apart so finding one never scans the busy nodes.
     idle: BTreeSet<(u32, Reverse<NodeId>)>,
     /// Tenants with live jobs; each holds its jobs with pending chunks in service order.
-    tenants: HashMap<TenantId, Tenant>,
+    tenants: FxHashMap<TenantId, Tenant>,
     tenant_ids: HashMap<String, TenantId>,
     /// Tenants with pending chunks, in fair-share order.
     tenant_order: BTreeSet<TenantKey>,
@@ -207,17 +208,17 @@ impl Scheduler {
     pub fn new(config: SchedulerConfig) -> Self {
         Self {
             config,
-            nodes: HashMap::new(),
+            nodes: FxHashMap::default(),
             holds: HashMap::new(),
-            jobs: HashMap::new(),
-            attempts: HashMap::new(),
+            jobs: FxHashMap::default(),
+            attempts: FxHashMap::default(),
             lost: VecDeque::new(),
             sessions: HashMap::new(),
             grace_until: None,
             grace_started: false,
             free: BTreeSet::new(),
             idle: BTreeSet::new(),
-            tenants: HashMap::new(),
+            tenants: FxHashMap::default(),
             tenant_ids: HashMap::new(),
             tenant_order: BTreeSet::new(),
             next_tenant: 0,

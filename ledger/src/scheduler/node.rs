@@ -2,7 +2,8 @@
 //! the attempts it holds and each job's share of its pipeline, and the predicates placement and
 //! eligibility ask of it (free positions, fit, whether a job could ever run there).
 
-use std::collections::{BTreeSet, HashMap};
+use rustc_hash::{FxHashMap};
+use std::collections::BTreeSet;
 use std::time::Instant;
 
 use wire::proto::{AttemptId, ChunkIndex, JobId};
@@ -54,11 +55,11 @@ pub(super) struct Node {
     /// queued behind them, as the node runs its attempts first come, first served.
     pub(super) attempts: BTreeSet<AttemptId>,
     /// Jobs the node got `StartJob` for, until they end.
-    pub(super) jobs: HashMap<JobId, NodeJob>,
+    pub(super) jobs: FxHashMap<JobId, NodeJob>,
     /// Each of those jobs' part of the node's pipeline.
-    pub(super) shares: HashMap<JobId, Share>,
+    pub(super) shares: FxHashMap<JobId, Share>,
     /// Attempts here by tenant; tenants with none are absent.
-    pub(super) tenants: HashMap<TenantId, u32>,
+    pub(super) tenants: FxHashMap<TenantId, u32>,
 }
 
 /// A job's part of one node's pipeline.
@@ -106,9 +107,9 @@ impl Node {
             in_flight: 0,
             in_flight_memory: 0,
             attempts: BTreeSet::new(),
-            jobs: HashMap::new(),
-            shares: HashMap::new(),
-            tenants: HashMap::new(),
+            jobs: FxHashMap::default(),
+            shares: FxHashMap::default(),
+            tenants: FxHashMap::default(),
         }
     }
 

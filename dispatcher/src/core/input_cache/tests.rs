@@ -1,5 +1,5 @@
 //! The input cache: bounded, keeping the oldest entries when full, dropping a removed job's,
-//! and never handing out bytes of another chunk.
+//! never handing out bytes of another chunk, and leaving small chunks to the spool.
 
 use proptest::prelude::*;
 
@@ -26,7 +26,7 @@ fn check_taken(cache: &mut InputCache, job: JobId, offset: u64, len: usize, expe
 
 #[test]
 fn serves_a_chunk_once_and_only_for_its_own_extent() {
-    let mut cache = InputCache::new(1 << 20);
+    let mut cache = InputCache::new(1 << 20, 0);
     let (a, b) = (JobId(1), JobId(2));
     cache.insert(a, extent(0, 100), content(a, 0, 100));
     cache.insert(a, extent(100, 100), content(a, 100, 100));
@@ -45,7 +45,7 @@ fn serves_a_chunk_once_and_only_for_its_own_extent() {
 fn a_full_cache_keeps_the_chunks_assigned_next() {
     let chunk = 64 << 10;
     let budget = 4 * (chunk + ENTRY_OVERHEAD);
-    let mut cache = InputCache::new(budget);
+    let mut cache = InputCache::new(budget, 0);
     let job = JobId(7);
     let at = |i: u64| i * chunk as u64;
     for i in 0..6 {
@@ -65,7 +65,7 @@ fn a_full_cache_keeps_the_chunks_assigned_next() {
 
 #[test]
 fn keeps_nothing_it_cannot_trust_or_hold() {
-    let mut cache = InputCache::new(1000);
+    let mut cache = InputCache::new(1000, 0);
     let job = JobId(3);
     // Bytes that are not the extent's length, and bytes larger than the whole budget.
     cache.insert(job, extent(0, 10), content(job, 0, 11));
@@ -76,7 +76,7 @@ fn keeps_nothing_it_cannot_trust_or_hold() {
 
 #[test]
 fn small_chunks_do_not_hold_their_receive_buffer() {
-    let mut cache = InputCache::new(1 << 20);
+    let mut cache = InputCache::new(1 << 20, 0);
     let job = JobId(4);
     let buffer = content(job, 0, 4096);
     cache.insert(job, extent(0, 16), buffer.slice(0..16));
@@ -91,7 +91,7 @@ fn small_chunks_do_not_hold_their_receive_buffer() {
 
 #[test]
 fn a_removed_job_leaves_nothing_behind() {
-    let mut cache = InputCache::new(1 << 20);
+    let mut cache = InputCache::new(1 << 20, 0);
     let (a, b) = (JobId(1), JobId(2));
     for offset in [0, 10, 20] {
         cache.insert(a, extent(offset, 10), content(a, offset, 10));
@@ -114,7 +114,7 @@ proptest! {
         steps in proptest::collection::vec((0u64..3, 0usize..3, 1usize..3000), 1..200),
         budget in 2_000usize..20_000,
     ) {
-        let mut cache = InputCache::new(budget);
+        let mut cache = InputCache::new(budget, 0);
         // Each job's file length and its chunks so far.
         let mut files: HashMap<JobId, (u64, Vec<Extent>)> = HashMap::new();
         for (job, action, size) in steps {
@@ -140,4 +140,15 @@ proptest! {
             prop_assert_eq!(cache.held(), cache.entries.values().map(|b| b.len() + ENTRY_OVERHEAD).sum::<usize>());
         }
     }
+}
+
+#[test]
+fn chunks_below_the_smallest_are_left_to_the_spool() {
+    let mut cache = InputCache::new(1 << 20, 100);
+    let job = JobId(3);
+    cache.insert(job, extent(0, 99), content(job, 0, 99));
+    cache.insert(job, extent(99, 100), content(job, 99, 100));
+    assert_eq!(cache.held(), 100 + ENTRY_OVERHEAD);
+    check_taken(&mut cache, job, 0, 99, false);
+    check_taken(&mut cache, job, 99, 100, true);
 }
