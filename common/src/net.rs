@@ -205,6 +205,11 @@ impl FramedRecv {
     }
 }
 
+/// Bulk bytes shorter than this are copied into the frame buffer after all: every piece queued
+/// by reference is one more segment for quinn to track and one more buffer split here, which
+/// for a job of tiny chunks costs more than copying them.
+const COPY_BULK_BELOW: usize = 16 << 10;
+
 /// The sending half of a framed stream. Frames are buffered until [`FramedSend::flush`] so a
 /// burst of small messages leaves in few QUIC writes; bulk bytes queued by
 /// [`FramedSend::queue_frame_around`] wait by reference beside them, never copied.
@@ -234,11 +239,14 @@ impl FramedSend {
 
     /// Queues one message frame whose byte field `bulk` (a clone of the `Bytes` in `msg`) goes
     /// to the stream by reference instead of being copied into the buffer
-    /// ([`frame::encode_around`]).
+    /// ([`frame::encode_around`]), unless it is small enough to copy ([`COPY_BULK_BELOW`]).
     ///
     /// # Errors
     /// [`FrameError::Encode`] if the message cannot be serialized.
     pub fn queue_frame_around<T: Serialize>(&mut self, msg: &T, bulk: &Bytes) -> Result<(), StreamError> {
+        if bulk.len() < COPY_BULK_BELOW {
+            return self.queue_frame(msg);
+        }
         if let Some(at) = frame::encode_around(msg, bulk, &mut self.buffer)? {
             let tail = self.buffer.split_off(at);
             let head = std::mem::replace(&mut self.buffer, tail);

@@ -1,5 +1,5 @@
-//! Framed streams over a real QUIC connection on loopback: frames queued around bulk bytes
-//! arrive exactly as whole frames would.
+//! Framed streams over a real QUIC connection on loopback: frames queued around bulk bytes (or
+//! with small ones copied) arrive exactly as whole frames would.
 
 use std::net::SocketAddr;
 
@@ -35,7 +35,11 @@ fn assignment(chunk: u64, input: &Bytes) -> DispatcherToNode {
 async fn frames_around_bulk_bytes_arrive_whole() {
     let (sender, receiver, _endpoints) = connected().await;
     let inputs: Vec<Bytes> = (0..48u64)
-        .map(|chunk| Bytes::from((0..(1 << 20) + chunk as usize).map(|i| (i as u64 ^ chunk) as u8).collect::<Vec<_>>()))
+        .map(|chunk| {
+            // Small inputs, copied into the frame buffer, between bulk ones queued by reference.
+            let len = if chunk % 4 == 1 { 16 + chunk as usize } else { (1 << 20) + chunk as usize };
+            Bytes::from((0..len).map(|i| (i as u64 ^ chunk) as u8).collect::<Vec<_>>())
+        })
         .collect();
     let expected: Vec<DispatcherToNode> =
         inputs.iter().enumerate().map(|(i, input)| assignment(i as u64, input)).collect();
