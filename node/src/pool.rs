@@ -115,7 +115,9 @@ impl Pool {
 
     /// Queues a chunk; a free slot picks it up at once.
     pub(crate) fn submit(&self, work: Work) {
-        lock(&self.shared.pairs).submitted(&work);
+        if pairs::may_pair(&work) {
+            lock(&self.shared.pairs).submitted(&work);
+        }
         self.lock().items.push_back(work);
         self.shared.wake.notify_one();
     }

@@ -49,7 +49,7 @@ enum Next {
 impl Pairs {
     /// A chunk of a reduce job joins the pool (call before it is queued).
     pub(super) fn submitted(&mut self, work: &Work) {
-        if work.job.reduce && !work.assignment.combine {
+        if may_pair(work) {
             self.in_pool.insert((work.job.job, work.assignment.chunk), work.assignment.attempt);
         }
     }
@@ -71,7 +71,7 @@ impl Pairs {
     /// What to do with `report`, the outcome of `work`, which leaves the pool.
     fn finished(&mut self, work: &Work, report: ChunkReport) -> (Next, Option<ChunkReport>) {
         let key = (work.job.job, work.assignment.chunk);
-        if !work.job.reduce || work.assignment.combine || self.in_pool.get(&key) != Some(&report.attempt) {
+        if !may_pair(work) || self.in_pool.get(&key) != Some(&report.attempt) {
             return (Next::Send(vec![report]), None);
         }
         self.in_pool.remove(&key);
@@ -90,9 +90,20 @@ impl Pairs {
     }
 }
 
+/// Whether `work` is a chunk of a reduce job, whose result may wait for its sibling's; any other
+/// report goes straight to the dispatcher without the pairs' lock.
+pub(super) fn may_pair(work: &Work) -> bool {
+    work.job.reduce && !work.assignment.combine
+}
+
 /// Sends the report of `work`, which just ran on this slot's worker (`current`), pre-combined
 /// with its sibling's when that is parked, or parks it when the sibling is still to come.
 pub(super) fn deliver(shared: &Shared, current: &mut Option<(Arc<JobContext>, Worker, CancelFlag)>, work: &Work, report: ChunkReport) {
+    if !may_pair(work) {
+        // A closed channel means the session ended; the dispatcher requeues the attempt.
+        let _ = work.reports.send(report);
+        return;
+    }
     let (next, mine) = lock(&shared.pairs).finished(work, report);
     let reports = match (next, mine) {
         (Next::Send(reports), _) => reports,
