@@ -48,6 +48,7 @@ impl LocalCluster {
         let identity = ca.issue_identity(Role::Dispatcher, "dispatcher")?;
         let mut config = DispatcherConfig::new(SocketAddr::from(([127, 0, 0, 1], 0)), identity, root.join("dispatcher"));
         config.node_timeout = Duration::from_secs(5);
+        config.drain_on_stop = false;
         let dispatcher = Dispatcher::bind(config)?;
         let address = dispatcher.local_addr()?;
         let (stop, stopped) = watch::channel(false);
@@ -81,6 +82,8 @@ impl LocalCluster {
                 payload_user: common::config::DEFAULT_PAYLOAD_USER.to_owned(),
                 scratch_dir: root.join(format!("scratch-{i}")),
                 metrics: None,
+                // Its peers stop with it, in this process: nobody waits for the close.
+                drain_on_stop: false,
             };
             let stopped = stopped.clone();
             tasks.spawn(async move {

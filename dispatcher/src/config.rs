@@ -61,6 +61,10 @@ pub struct DispatcherConfig {
     /// Where `/metrics` and the status page are served, and who may read them; `None` (the
     /// default) serves no HTTP.
     pub http: Option<(SocketAddr, Access)>,
+    /// Whether stopping waits out QUIC's draining period (three probe timeouts, about 80 ms on
+    /// a LAN) so every peer surely hears the close; `true` here. An embedded `--local` cluster,
+    /// whose peers all stop with it, does not wait.
+    pub drain_on_stop: bool,
 }
 
 /// The dispatcher's default port.
@@ -88,6 +92,7 @@ impl DispatcherConfig {
             enrolled_cert_validity: common::config::DEFAULT_ENROLLED_CERT_VALIDITY,
             tenants: TenantSettings::default(),
             http: None,
+            drain_on_stop: true,
         }
     }
 

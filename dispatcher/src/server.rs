@@ -235,7 +235,9 @@ impl Dispatcher {
                 warn!("HTTP connections did not finish within the grace period");
             }
         }
-        self.endpoint.wait_idle().await;
+        if self.config.drain_on_stop {
+            self.endpoint.wait_idle().await;
+        }
     }
 }
 

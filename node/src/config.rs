@@ -55,6 +55,10 @@ pub struct NodeConfig {
     /// Where this node's `/metrics` is served, and who may read it; `None` (the default) serves
     /// no HTTP.
     pub metrics: Option<(std::net::SocketAddr, common::http::Access)>,
+    /// Whether stopping waits out QUIC's draining period so the dispatcher surely hears the
+    /// close (a daemon does); an embedded `--local` node, which stops with its dispatcher,
+    /// does not.
+    pub drain_on_stop: bool,
 }
 
 impl NodeConfig {
@@ -96,6 +100,7 @@ impl TryFrom<NodeSettings> for NodeConfig {
         };
         Ok(Self {
             metrics,
+            drain_on_stop: true,
             dispatcher: settings.dispatcher,
             identity,
             slots: settings.slots,

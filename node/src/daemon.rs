@@ -186,7 +186,9 @@ pub async fn run(
     info!(chunks_done = done, chunks_failed = failed, drained = finished, "node stopped");
     // An application close: the dispatcher requeues at once whatever this node still held.
     node.endpoint.close(0u32.into(), b"node stopping");
-    node.endpoint.wait_idle().await;
+    if node.config.drain_on_stop {
+        node.endpoint.wait_idle().await;
+    }
     drop(stop_metrics);
     if let Some(task) = metrics_task {
         // Scrapes in flight finish; a stuck client does not hold the stop up.
