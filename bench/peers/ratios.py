@@ -22,6 +22,7 @@ FIGURES = [
     ("W2 p99 latency, sequential 1-chunk jobs", "W2", "p99 latency, ", "w2_p99_us", "us", False),
     ("W3 throughput, bytes shipped", "W3", "throughput, ", "w3_mb_per_s", "MB/s", True),
     ("W3 throughput, dispy with shared input", "W3", "throughput, same chunks with shared input", "w3_mb_per_s", "MB/s", True),
+    ("W3 throughput, dispy-submit run --local 2 (incl. the cluster's start)", "W3", "throughput, same chunks with `dispy-submit run --local 2`", "w3_mb_per_s", "MB/s", True),
     ("W4 parallel efficiency", "W4", "parallel efficiency, ", "w4_efficiency_percent", "%", True),
 ]
 
