@@ -168,9 +168,14 @@ pub async fn run(
     info!(attempts = held, stop_timeout = ?node.config.stop_timeout, "stopping: finishing the chunks this node holds, taking no new ones");
     node.stopping.send_replace(true);
     let finished = tokio::select! {
+        // A node holding nothing is drained at once, whatever the timeout.
+        biased;
         () = node.drained() => true,
         () = tokio::time::sleep(node.config.stop_timeout) => {
-            warn!(attempts = node.held(), "stop_timeout passed; cancelling the chunks left, which the dispatcher runs elsewhere");
+            // A zero timeout (`--local`) asked for no wait: nothing to warn about.
+            if !node.config.stop_timeout.is_zero() {
+                warn!(attempts = node.held(), "stop_timeout passed; cancelling the chunks left, which the dispatcher runs elsewhere");
+            }
             false
         }
         () = hurry => {
