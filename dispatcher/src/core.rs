@@ -537,9 +537,8 @@ impl Core {
         self.ledger.handle_attach(job, attach, client);
     }
 
-    /// Hands the disk thread a request; returns whether the ledger heard something instead
-    /// (the disk thread is gone, which only happens when the process is going down).
-    /// Hands the results accepted since the last call to the disk in one request.
+    /// Hands the results accepted since the last call to the disk in one request; returns
+    /// what [`Core::ask_disk`] does.
     fn store_results(&mut self) -> bool {
         if self.results_to_store.is_empty() {
             return false;
@@ -548,6 +547,8 @@ impl Core {
         self.ask_disk(DiskRequest::Store(results))
     }
 
+    /// Hands the disk thread a request; returns whether the ledger heard something instead
+    /// (the disk thread is gone, which only happens when the process is going down).
     fn ask_disk(&mut self, request: DiskRequest) -> bool {
         // The disk keeps the order of requests: results accepted before this one go first.
         if !matches!(request, DiskRequest::Store(_)) && self.store_results() {

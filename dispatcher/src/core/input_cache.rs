@@ -5,8 +5,8 @@
 //! its job's spool is removed.
 //!
 //! Chunks smaller than [`SMALLEST_CACHED`] are not kept: reading a few bytes back costs one
-//! `pread`, less than keeping them (a copy, an allocation and two map operations on the core's
-//! thread, per chunk), and their rate, not their bytes, is what limits a job of tiny chunks.
+//! `pread`, less than keeping them (an allocation and two map operations on the core's thread,
+//! per chunk), and their rate, not their bytes, is what limits a job of tiny chunks.
 //!
 //! A full cache keeps what it holds and lets the newest chunk go to the spool only: chunks are
 //! assigned about in upload order, so when the upload runs ahead of the nodes by more than the
@@ -23,12 +23,9 @@ use wire::proto::JobId;
 /// What the cache holds at most: 64 chunks of 1 MiB between their upload and their assignment.
 pub(crate) const INPUT_CACHE_BUDGET: usize = 64 << 20;
 
-/// The smallest chunk kept.
+/// The smallest chunk kept. Small chunks are slices of their connection's receive buffer, so
+/// keeping one would also keep that whole buffer; a kept chunk is kept as it came.
 pub(crate) const SMALLEST_CACHED: u64 = 64 << 10;
-
-/// Chunks smaller than this are copied into an allocation of their own when cached: a small
-/// chunk is a slice of its connection's receive buffer, which it would otherwise keep whole.
-const OWN_ALLOCATION_BELOW: usize = 64 << 10;
 
 /// What an entry costs beyond its bytes (map entries, the `Bytes` handle), so that a flood of
 /// tiny chunks is bounded by count as well.
@@ -53,8 +50,8 @@ impl InputCache {
     }
 
     /// Keeps the bytes of `job`'s chunk at `extent`, already appended to its spool file, if
-    /// they fit in what is left of the budget. Bytes that do not match the extent's length are
-    /// not kept.
+    /// they fit in what is left of the budget. Bytes that do not match the extent's length, and
+    /// chunks smaller than the cache's smallest, are not kept.
     pub(crate) fn insert(&mut self, job: JobId, extent: Extent, bytes: Bytes) {
         if extent.len < self.smallest {
             return;
@@ -65,7 +62,6 @@ impl InputCache {
         if extent.len != bytes.len() as u64 || self.held + cost > self.budget {
             return;
         }
-        let bytes = if bytes.len() < OWN_ALLOCATION_BELOW { Bytes::copy_from_slice(&bytes) } else { bytes };
         self.entries.insert((job, extent.offset), bytes);
         self.held += cost;
     }

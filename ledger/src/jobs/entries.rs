@@ -1,9 +1,9 @@
 //! What the ledger keeps per node and per job.
 
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use wire::proto::{ChunkIndex, JobProgress, JobSubmission, NodeInfo, PayloadHash, PayloadKind};
 
 use crate::scheduler::{JobRequirements, Progress};

@@ -17,11 +17,11 @@
 //! maps to its channels: [`NodeId`] (assigned here), [`ClientId`] (a client connection),
 //! [`AttachId`] (one attachment) and [`RequestId`] (a question awaiting its answer).
 
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use rustc_hash::{FxHashMap, FxHashSet};
 use tracing::{debug, info, warn};
 use wire::proto::{
     AttemptId, ChunkIndex, ChunkReport, ClientEvent, DispatcherToNode, JobFailure, JobId, JobState, JobSubmission,

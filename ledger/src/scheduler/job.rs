@@ -2,10 +2,10 @@
 //! chunks), live attempts and speculative pairs, failed attempts per chunk, and the statistics
 //! reported with the verdict ([`JobStats`]).
 
-use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{BTreeSet, VecDeque};
 use std::time::{Duration, Instant};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use wire::proto::{AttemptFailure, AttemptId, ChunkIndex, JobId};
 
 use super::model::Median;

@@ -97,10 +97,10 @@
 //! turn into a straggler.
 
 use std::cmp::Reverse;
-use rustc_hash::{FxHashMap};
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
+use rustc_hash::FxHashMap;
 use wire::proto::{AttemptId, ChunkFailure, ChunkIndex, Claim, JobId};
 
 pub use held::ExtraChunk;

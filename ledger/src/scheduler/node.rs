@@ -2,10 +2,10 @@
 //! the attempts it holds and each job's share of its pipeline, and the predicates placement and
 //! eligibility ask of it (free positions, fit, whether a job could ever run there).
 
-use rustc_hash::{FxHashMap};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
+use rustc_hash::FxHashMap;
 use wire::proto::{AttemptId, ChunkIndex, JobId};
 
 use super::tenant::TenantId;

@@ -10,14 +10,21 @@ use super::super::sim::req;
 use super::super::{ExtraChunk, Scheduler, SchedulerConfig};
 use super::{check_actions, config, resources, J1, N1};
 
-#[test]
-fn held_chunks_wait_for_their_release_and_the_job_for_them() {
-    let now = Instant::now();
+/// Node n1 with one slot and job J1 with `chunks` chunks so far, its input still arriving: the
+/// first chunk is assigned, and those actions are checked and drained.
+fn uploading_on_one_slot(now: Instant, chunks: u64) -> Scheduler {
     let mut s = Scheduler::new(config(0));
     s.handle_node_joined(now, N1, resources("n1", 1));
     s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 2);
+    s.handle_chunks_added(now, J1, chunks);
     check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    s
+}
+
+#[test]
+fn held_chunks_wait_for_their_release_and_the_job_for_them() {
+    let now = Instant::now();
+    let mut s = uploading_on_one_slot(now, 2);
     // A held chunk's index is the caller's: beyond the fresh ones, which it does not disturb.
     s.handle_chunks_held(now, J1, &[100]);
     s.handle_input_complete(now, J1);
@@ -41,11 +48,7 @@ fn held_chunks_wait_for_their_release_and_the_job_for_them() {
 #[test]
 fn chunks_keep_arriving_fresh_around_held_ones() {
     let now = Instant::now();
-    let mut s = Scheduler::new(config(0));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 2);
-    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    let mut s = uploading_on_one_slot(now, 2);
     // A reduce job's combine of chunks 0 and 1 is known while its input still arrives.
     s.handle_chunks_held(now, J1, &[1_000]);
     s.handle_chunks_added(now, J1, 1);
@@ -65,11 +68,7 @@ fn chunks_keep_arriving_fresh_around_held_ones() {
 #[test]
 fn a_covered_chunk_is_done_wherever_it_stood_and_only_once() {
     let now = Instant::now();
-    let mut s = Scheduler::new(config(0));
-    s.handle_node_joined(now, N1, resources("n1", 1));
-    s.handle_job_submitted(now, J1, req());
-    s.handle_chunks_added(now, J1, 1);
-    check_actions(&mut s, "start-job n1 j1\nassign n1 j1 c0 a1");
+    let mut s = uploading_on_one_slot(now, 1);
     s.handle_chunks_held(now, J1, &[100, 101, 102]);
     // Held: done at once.
     assert!(s.handle_chunk_covered(now, J1, 100));
