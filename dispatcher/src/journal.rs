@@ -20,6 +20,7 @@ use thiserror::Error;
 use ledger::record::{Batch, Extent, JobRecord, NodeHold};
 use wire::proto::{ChunkIndex, JobId};
 
+mod extents;
 pub mod maintenance;
 mod migrate;
 mod row;
@@ -29,8 +30,6 @@ pub(crate) const COMPACT_AFTER_DELETED: usize = 1024;
 
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("jobs");
-const INPUTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("inputs");
-const RESULTS: TableDefinition<(u64, u64), (u64, u64)> = TableDefinition::new("results");
 /// Operators' holds on node names (drain, quarantine), by name; rows are `row::encode_hold`.
 const HOLDS: TableDefinition<&str, &[u8]> = TableDefinition::new("node_holds");
 const NEXT_JOB: &str = "next_job";
@@ -171,29 +170,32 @@ impl Journal {
             if version < row::CURRENT_VERSION {
                 // Every row is rewritten in the current version with the same transaction, so a
                 // journal is never half migrated.
-                let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
-                let mut results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
-                let mut rows = Vec::new();
-                for entry in jobs.iter().map_err(|e| err(e.into()))? {
-                    let (key, value) = entry.map_err(|e| err(e.into()))?;
-                    let record = row::decode(version, value.value()).map_err(|reason| JournalError::Corrupt {
-                        path: self.path.clone(),
-                        job: key.value(),
-                        reason,
-                    })?;
-                    rows.push((key.value(), record));
+                {
+                    let mut jobs = txn.open_table(JOBS).map_err(|e| err(e.into()))?;
+                    let mut results = txn.open_table(extents::LEGACY_RESULTS).map_err(|e| err(e.into()))?;
+                    let mut rows = Vec::new();
+                    for entry in jobs.iter().map_err(|e| err(e.into()))? {
+                        let (key, value) = entry.map_err(|e| err(e.into()))?;
+                        let record = row::decode(version, value.value()).map_err(|reason| JournalError::Corrupt {
+                            path: self.path.clone(),
+                            job: key.value(),
+                            reason,
+                        })?;
+                        rows.push((key.value(), record));
+                    }
+                    for (key, record) in rows {
+                        migrate::results_to_current(&mut results, version, key, &record).map_err(|e| err(e.into()))?;
+                        jobs.insert(key, row::encode(&record).as_slice()).map_err(|e| err(e.into()))?;
+                    }
                 }
-                for (key, record) in rows {
-                    migrate::results_to_current(&mut results, version, key, &record).map_err(|e| err(e.into()))?;
-                    jobs.insert(key, row::encode(&record).as_slice()).map_err(|e| err(e.into()))?;
-                }
+                extents::convert_legacy(&txn).map_err(err)?;
             }
             meta.insert(ROW_VERSION, row::CURRENT_VERSION).map_err(|e| err(e.into()))?;
             incarnation
         };
         txn.open_table(JOBS).map_err(|e| err(e.into()))?;
-        txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
-        txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
+        txn.open_table(extents::INPUT_RUNS).map_err(|e| err(e.into()))?;
+        txn.open_table(extents::RESULT_RUNS).map_err(|e| err(e.into()))?;
         txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
         txn.commit().map_err(|e| err(e.into()))?;
 
@@ -230,7 +232,7 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Database`] on a read failure.
     pub(crate) fn inputs(&self, job: JobId) -> Result<Vec<Extent>, JournalError> {
-        Ok(self.extents(INPUTS, job)?.into_iter().map(|(_, e)| e).collect())
+        Ok(self.extents(extents::INPUT_RUNS, job)?.into_iter().map(|(_, e)| e).collect())
     }
 
     /// Reads the stored results of a job.
@@ -238,24 +240,16 @@ impl Journal {
     /// # Errors
     /// [`JournalError::Database`] on a read failure.
     pub(crate) fn results(&self, job: JobId) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
-        self.extents(RESULTS, job)
+        self.extents(extents::RESULT_RUNS, job)
     }
 
-    fn extents(
-        &self,
-        table: TableDefinition<(u64, u64), (u64, u64)>,
-        job: JobId,
-    ) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
+    fn extents(&self, table: TableDefinition<(u64, u64), &[u8]>, job: JobId) -> Result<Vec<(ChunkIndex, Extent)>, JournalError> {
         let err = |e: redb::Error| database_error(&self.path, e);
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
         let table = txn.open_table(table).map_err(|e| err(e.into()))?;
-        let mut out = Vec::new();
-        for entry in table.range((job.0, 0)..=(job.0, u64::MAX)).map_err(|e| err(e.into()))? {
-            let (key, value) = entry.map_err(|e| err(e.into()))?;
-            let (offset, len) = value.value();
-            out.push((key.value().1, Extent { offset, len }));
-        }
-        Ok(out)
+        extents::read_job(&table, job.0)
+            .map_err(|e| err(e.into()))?
+            .map_err(|reason| JournalError::Corrupt { path: self.path.clone(), job: job.0, reason })
     }
 
     /// Commits a batch durably and empties it.
@@ -273,22 +267,16 @@ impl Journal {
             for (job, record) in &batch.jobs {
                 jobs.insert(job.0, row::encode(record).as_slice()).map_err(|e| err(e.into()))?;
             }
-            let mut inputs = txn.open_table(INPUTS).map_err(|e| err(e.into()))?;
-            for (job, chunk, extent) in &batch.inputs {
-                inputs.insert((job.0, *chunk), (extent.offset, extent.len)).map_err(|e| err(e.into()))?;
-            }
-            let mut results = txn.open_table(RESULTS).map_err(|e| err(e.into()))?;
-            for (job, chunk, extent) in &batch.results {
-                results.insert((job.0, *chunk), (extent.offset, extent.len)).map_err(|e| err(e.into()))?;
-            }
-            for job in &batch.released {
-                inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
-                results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
-            }
+            let mut inputs = txn.open_table(extents::INPUT_RUNS).map_err(|e| err(e.into()))?;
+            extents::put_runs(&mut inputs, &batch.inputs).map_err(|e| err(e.into()))?;
+            let mut results = txn.open_table(extents::RESULT_RUNS).map_err(|e| err(e.into()))?;
+            extents::put_runs(&mut results, &batch.results).map_err(|e| err(e.into()))?;
             for job in &batch.deleted {
                 jobs.remove(job.0).map_err(|e| err(e.into()))?;
-                inputs.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
-                results.retain_in((job.0, 0)..=(job.0, u64::MAX), |_, _| false).map_err(|e| err(e.into()))?;
+            }
+            for job in batch.released.iter().chain(&batch.deleted) {
+                extents::remove_job(&mut inputs, job.0).map_err(|e| err(e.into()))?;
+                extents::remove_job(&mut results, job.0).map_err(|e| err(e.into()))?;
             }
             let mut holds = txn.open_table(HOLDS).map_err(|e| err(e.into()))?;
             for (name, hold) in &batch.holds {
@@ -437,8 +425,8 @@ mod tests {
         assert_eq!(attempts[0].failure.kind, FailureKind::PayloadError(-3));
         assert_eq!(record.finished_unix_ms, Some(12));
         assert_eq!(record.owner, "", "a job from before owners belongs to nobody");
-        let newer = row::decode(5, &bytes).expect_err("an unknown version is refused");
-        assert!(newer.contains("row version 5"), "{newer}");
+        let newer = row::decode(6, &bytes).expect_err("an unknown version is refused");
+        assert!(newer.contains("row version 6"), "{newer}");
     }
 
     #[test]
@@ -487,15 +475,17 @@ mod tests {
             batch.put_job(JobId(1), reduce(5, JobState::Succeeded));
             batch.put_job(JobId(2), reduce(4, JobState::Running));
             batch.put_job(JobId(3), record(9));
-            for chunk in 0..9 {
-                batch.put_result(JobId(1), chunk, extent(chunk));
-                batch.put_result(JobId(3), chunk, extent(chunk));
-            }
-            for chunk in 0..6 {
-                batch.put_result(JobId(2), chunk, extent(chunk));
-            }
             journal.commit(&mut batch).expect("commit");
+            // Version 3 kept one row per chunk.
             let txn = journal.db.begin_write().expect("txn");
+            {
+                let mut results = txn.open_table(extents::LEGACY_RESULTS).expect("per-chunk table");
+                for (job, chunks) in [(1, 9), (3, 9), (2, 6)] {
+                    for chunk in 0..chunks {
+                        results.insert((job, chunk), (chunk, 8)).expect("row");
+                    }
+                }
+            }
             txn.open_table(META).expect("meta").insert(ROW_VERSION, 3).expect("version");
             txn.commit().expect("commit");
         }
@@ -508,6 +498,43 @@ mod tests {
         let chunks: Vec<_> = (0..4).map(|c| (c, extent(c))).collect();
         assert_eq!(journal.results(JobId(2)).expect("results"), chunks, "a running job combines again");
         assert_eq!(journal.results(JobId(3)).expect("results").len(), 9, "other jobs keep every result");
+    }
+
+    #[test]
+    fn a_version_4_journal_keeps_its_extents_as_runs() {
+        let dir = tempfile::tempdir().expect("dir");
+        let path = dir.path().join("journal.redb");
+        let extent = |chunk: u64| Extent { offset: chunk * 10, len: 10 };
+        {
+            let (mut journal, _) = Journal::open(&path).expect("open");
+            let mut batch = Batch::default();
+            batch.put_job(JobId(1), record(3));
+            journal.commit(&mut batch).expect("commit");
+            let txn = journal.db.begin_write().expect("txn");
+            txn.delete_table(extents::INPUT_RUNS).expect("no runs in version 4");
+            txn.delete_table(extents::RESULT_RUNS).expect("no runs in version 4");
+            {
+                let mut inputs = txn.open_table(extents::LEGACY_INPUTS).expect("inputs");
+                let mut results = txn.open_table(extents::LEGACY_RESULTS).expect("results");
+                for chunk in 0..3 {
+                    inputs.insert((1, chunk), (chunk * 10, 10)).expect("input row");
+                }
+                results.insert((1, 1), (10, 10)).expect("result row");
+            }
+            txn.open_table(META).expect("meta").insert(ROW_VERSION, 4).expect("version");
+            txn.commit().expect("commit");
+        }
+        let (mut journal, recovered) = Journal::open(&path).expect("converted");
+        assert_eq!(recovered.jobs.len(), 1);
+        assert_eq!(journal.inputs(JobId(1)).expect("inputs"), (0..3).map(extent).collect::<Vec<_>>());
+        assert_eq!(journal.results(JobId(1)).expect("results"), vec![(1, extent(1))]);
+        let mut batch = Batch::default();
+        batch.put_result(JobId(1), 0, extent(0));
+        batch.put_result(JobId(1), 2, extent(2));
+        journal.commit(&mut batch).expect("a later commit adds a run");
+        assert_eq!(journal.results(JobId(1)).expect("results"), (0..3).map(|c| (c, extent(c))).collect::<Vec<_>>());
+        let txn = journal.db.begin_read().expect("txn");
+        assert!(txn.open_table(extents::LEGACY_INPUTS).is_err(), "the per-chunk tables are gone");
     }
 
     #[test]

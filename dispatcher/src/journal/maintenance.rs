@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableError};
 use wire::proto::{JobFailure, JobState};
 
-use super::{migrate, open_database, panic_message, row, JournalError, HOLDS, INCARNATION, INPUTS, JOBS, META, NEXT_JOB, RESULTS, ROW_VERSION};
+use super::{extents, migrate, open_database, panic_message, row, JournalError, HOLDS, INCARNATION, JOBS, META, NEXT_JOB, ROW_VERSION};
 
 /// The journal's file name in the state directory.
 pub const JOURNAL_FILE: &str = "journal.redb";
@@ -271,20 +271,28 @@ impl Rows {
         if self.max_job >= self.next_job && self.next_job > 0 {
             self.problems.push(format!("the next job id {} is not above job {}", self.next_job, self.max_job));
         }
-        for (table, file, name) in [(INPUTS, "input", "input"), (RESULTS, "results", "result")] {
-            let Some(table) = optional(txn.open_table(table))? else { continue };
+        for (inputs, file, name) in [(true, "input", "input"), (false, "results", "result")] {
             let mut sizes: BTreeMap<u64, Option<u64>> = BTreeMap::new();
-            let mut inputs_seen: BTreeMap<u64, u64> = BTreeMap::new();
-            for entry in table.iter()? {
-                let (key, value) = entry?;
-                let ((job, chunk), (offset, len)) = (key.value(), value.value());
+            let mut inputs_seen: BTreeMap<u64, BTreeSet<u64>> = BTreeMap::new();
+            for (job, entry) in extents::all_entries(&txn, inputs)? {
                 let Some(record) = jobs.get(&job) else {
                     if !self.unreadable_jobs.contains(&job) && self.orphans.insert(job) {
                         self.problems.push(format!("extents of job {job}, which the journal does not hold"));
                     }
                     continue;
                 };
-                *inputs_seen.entry(job).or_default() += 1;
+                let (chunk, offset, len) = match entry {
+                    Ok((chunk, extent)) => (chunk, extent.offset, extent.len),
+                    Err(reason) => {
+                        if !self.lost_jobs.contains_key(&job) {
+                            let why = format!("its {name} extents do not decode: {reason}");
+                            self.problems.push(format!("job {job}: {why}"));
+                            self.lost_jobs.insert(job, why);
+                        }
+                        continue;
+                    }
+                };
+                inputs_seen.entry(job).or_default().insert(chunk);
                 // Only live extents must point at bytes: a failed job's files go at once.
                 let (needs_inputs, needs_results) = ledger::jobs::RestoredJob::reads(record);
                 if !(if file == "input" { needs_inputs } else { needs_results }) {
@@ -310,7 +318,7 @@ impl Rows {
             }
             if file == "input" {
                 for (job, record) in jobs.iter().filter(|(_, r)| r.input_complete && r.state == JobState::Running) {
-                    let seen = inputs_seen.get(job).copied().unwrap_or(0);
+                    let seen = inputs_seen.get(job).map_or(0, |chunks| chunks.len() as u64);
                     if seen != record.chunks && !self.lost_jobs.contains_key(job) {
                         let why = format!("it has {seen} input extents for {} chunks", record.chunks);
                         self.problems.push(format!("job {job}: {why}"));
@@ -331,7 +339,7 @@ impl Rows {
                 }
             }
         }
-        if let Some(table) = optional(txn.open_table(INPUTS))? {
+        if let Some(table) = optional(txn.open_table(extents::INPUT_RUNS))? {
             // Reading the length walks the table's root, so a damaged root shows here too.
             table.len()?;
         }
@@ -340,7 +348,7 @@ impl Rows {
 }
 
 /// A table that does not exist yet (a journal no dispatcher finished opening) reads as empty.
-fn optional<T>(opened: Result<T, TableError>) -> Result<Option<T>, redb::Error> {
+pub(super) fn optional<T>(opened: Result<T, TableError>) -> Result<Option<T>, redb::Error> {
     match opened {
         Ok(table) => Ok(Some(table)),
         Err(TableError::TableDoesNotExist(_)) => Ok(None),
@@ -368,8 +376,6 @@ fn fix_rows(db: &Database, state_dir: &Path, now_unix_ms: u64, changes: &mut Vec
     let txn = db.begin_write()?;
     {
         let mut jobs = txn.open_table(JOBS)?;
-        let mut inputs = txn.open_table(INPUTS)?;
-        let mut results = txn.open_table(RESULTS)?;
         let mut meta = txn.open_table(META)?;
         let version = meta.get(ROW_VERSION)?.map_or(1, |v| v.value());
         if version < row::CURRENT_VERSION {
@@ -382,17 +388,22 @@ fn fix_rows(db: &Database, state_dir: &Path, now_unix_ms: u64, changes: &mut Vec
                     migrated.push((key.value(), record));
                 }
             }
+            let mut results = txn.open_table(extents::LEGACY_RESULTS)?;
             for (job, record) in migrated {
                 migrate::results_to_current(&mut results, version, job, &record)?;
                 jobs.insert(job, row::encode(&record).as_slice())?;
             }
+            drop(results);
+            extents::convert_legacy(&txn)?;
             meta.insert(ROW_VERSION, row::CURRENT_VERSION)?;
             changes.push(format!("rewrote the job rows from version {version} to {}", row::CURRENT_VERSION));
         }
+        let mut inputs = txn.open_table(extents::INPUT_RUNS)?;
+        let mut results = txn.open_table(extents::RESULT_RUNS)?;
         for &job in rows.unreadable_jobs.iter().chain(&rows.orphans) {
             jobs.remove(job)?;
-            inputs.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
-            results.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
+            extents::remove_job(&mut inputs, job)?;
+            extents::remove_job(&mut results, job)?;
         }
         for &job in &rows.unreadable_jobs {
             changes.push(format!("dropped job {job}, whose row does not decode (its spooled files are deleted when the dispatcher starts)"));
@@ -407,8 +418,8 @@ fn fix_rows(db: &Database, state_dir: &Path, now_unix_ms: u64, changes: &mut Vec
             record.state = JobState::Failed(JobFailure::Other { message });
             record.finished_unix_ms = Some(now_unix_ms);
             jobs.insert(job, row::encode(&record).as_slice())?;
-            inputs.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
-            results.retain_in((job, 0)..=(job, u64::MAX), |_, _| false)?;
+            extents::remove_job(&mut inputs, job)?;
+            extents::remove_job(&mut results, job)?;
             changes.push(format!("recorded job {job} as failed: {why}"));
         }
         if rows.max_job >= rows.next_job {

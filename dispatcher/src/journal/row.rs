@@ -11,7 +11,9 @@
 //! older journals are rewritten as version 3 when opened, unchanged but for the version.
 //! Version 4 keeps the layout and keys a reduce job's combines' results by its combine forest
 //! (`ledger::jobs::COMBINE_BASE + c`); older journals are rewritten as version 4 when opened,
-//! reduce jobs' results moved as `super::migrate` says.
+//! reduce jobs' results moved as `super::migrate` says. Version 5 keeps the layout and keeps
+//! chunks' extents in runs (`super::extents`); older journals' per-chunk extent rows are
+//! converted when opened.
 //!
 //! A job without a `placement_timeout` (it waits for a node as long as it takes) stores
 //! [`NO_PLACEMENT_TIMEOUT`] there, so the layout did not change; rows from before that existed
@@ -26,7 +28,7 @@ use wire::proto::{
 use super::{JobRecord, NodeHold};
 
 /// The row version this dispatcher writes.
-pub(super) const CURRENT_VERSION: u64 = 4;
+pub(super) const CURRENT_VERSION: u64 = 5;
 
 /// `placement_timeout_ms` of a job that waits for a node as long as it takes.
 pub(super) const NO_PLACEMENT_TIMEOUT: u64 = u64::MAX;
@@ -42,8 +44,8 @@ pub(super) fn encode(record: &JobRecord) -> Vec<u8> {
 pub(super) fn decode(version: u64, bytes: &[u8]) -> Result<JobRecord, String> {
     match version {
         1 => rmp_serde::from_slice::<JobRowV1>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
-        // Versions 3 and 4 have version 2's layout; only `results` may now say `Reduce`.
-        2..=4 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
+        // Versions 3 to 5 have version 2's layout; only `results` may now say `Reduce`.
+        2..=5 => rmp_serde::from_slice::<JobRowV2>(bytes).map(JobRecord::from).map_err(|e| e.to_string()),
         other => Err(format!("row version {other} is newer than this dispatcher understands ({CURRENT_VERSION})")),
     }
 }
