@@ -31,18 +31,34 @@ struct Certificate {
     certificate: String,
 }
 
+/// The outcomes `node_chunks` counts, in [`PoolMetrics::by_outcome`]'s order.
+const OUTCOMES: [&str; 3] = ["succeeded", "failed", "cancelled"];
+
 /// What the slot threads count: one clone per pool.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub(crate) struct PoolMetrics {
     chunks: Family<Outcome, Counter>,
+    /// The family's counters, looked up once: a slot counts each chunk without the family's lock
+    /// and hashing.
+    by_outcome: [Counter; 3],
     busy_seconds: Counter<f64, AtomicU64>,
+}
+
+impl Default for PoolMetrics {
+    fn default() -> Self {
+        let chunks: Family<Outcome, Counter> = Family::default();
+        let by_outcome = OUTCOMES.map(|outcome| chunks.get_or_create(&Outcome { outcome }).clone());
+        Self { chunks, by_outcome, busy_seconds: Counter::default() }
+    }
 }
 
 impl PoolMetrics {
     /// An attempt ended `outcome` (`succeeded`, `failed` or `cancelled`) after holding its slot
     /// for `busy`.
     pub(crate) fn finished(&self, outcome: &'static str, busy: std::time::Duration) {
-        self.chunks.get_or_create(&Outcome { outcome }).inc();
+        if let Some(at) = OUTCOMES.iter().position(|o| *o == outcome) {
+            self.by_outcome[at].inc();
+        }
         self.busy_seconds.inc_by(busy.as_secs_f64());
     }
 }
@@ -88,9 +104,6 @@ impl NodeMetrics {
             cert_expiry: Family::default(),
             scrape: std::sync::Mutex::new(()),
         };
-        for outcome in ["succeeded", "failed", "cancelled"] {
-            let _ = pool.chunks.get_or_create(&Outcome { outcome });
-        }
         let r = &mut registry;
         r.register("node_chunks", "Chunk attempts this node ran, by outcome", pool.chunks.clone());
         r.register_with_unit(

@@ -15,8 +15,9 @@
 //! - An attempt is held from its assignment until it is acknowledged, cancelled, failed or its
 //!   job ends.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 
+use rustc_hash::FxHashMap;
 use wire::proto::{Assignment, AttemptId, ChunkIndex, Claim, JobId, NodeToDispatcher};
 
 /// Stops a job's work in progress (its preparation or its running chunks): an atomic flag the
@@ -75,7 +76,8 @@ pub(super) enum Start<P> {
 
 /// The jobs and attempts this node holds.
 pub(super) struct JobTable<P, R> {
-    jobs: HashMap<JobId, HeldJob<P, R>>,
+    /// Keyed by ids the dispatcher assigns, so a fast hash will do.
+    jobs: FxHashMap<JobId, HeldJob<P, R>>,
     /// Attempts assigned and neither acknowledged nor cancelled, with their job and chunk: the
     /// claims of the next registration (a failed attempt leaves at once: there is nothing to
     /// claim, its report is only resent to be acknowledged).
@@ -87,7 +89,7 @@ pub(super) struct JobTable<P, R> {
 impl<P, R> Default for JobTable<P, R> {
     fn default() -> Self {
         Self {
-            jobs: HashMap::new(),
+            jobs: FxHashMap::default(),
             attempts: BTreeMap::new(),
             session: 0,
         }
