@@ -45,7 +45,7 @@ mod events;
 mod input_cache;
 mod observe;
 use commit::{journal_writer, Committed};
-use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach};
+use disk::{disk_thread, DiskDone, DiskRequest, PendingAttach, PreparedInput};
 use input_cache::{InputCache, INPUT_CACHE_BUDGET, SMALLEST_CACHED};
 pub(crate) use events::{Attachment, ClientCommand, Event, InputRef, NodeCommand, Upload};
 pub(crate) use observe::Observer;
@@ -85,6 +85,10 @@ pub(crate) struct Core {
     input_cache: InputCache,
     /// Uploads in progress: dropping a job's sender stops its upload.
     uploads: HashMap<JobId, oneshot::Sender<()>>,
+    /// The input file of the next job id, created ahead so a submission is accepted without a
+    /// round trip to the disk thread; `preparing` while the disk creates it.
+    prepared: Option<PreparedInput>,
+    preparing: bool,
     disk: mpsc::UnboundedSender<DiskRequest>,
     /// Accepted results to append, sent to the disk together at the end of a turn.
     results_to_store: Vec<(StoreTicket, Bytes)>,
@@ -178,6 +182,8 @@ impl Core {
             inputs,
             input_cache: InputCache::new(INPUT_CACHE_BUDGET, SMALLEST_CACHED),
             uploads: HashMap::new(),
+            prepared: None,
+            preparing: false,
             disk,
             results_to_store: Vec::new(),
             disk_done,
@@ -188,6 +194,7 @@ impl Core {
         };
         // Records what the restore decided (resumed and failed jobs).
         core.end_turn();
+        core.prepare_input();
         Ok(core)
     }
 
@@ -263,6 +270,16 @@ impl Core {
         match done {
             DiskDone::InputReady { job, reader } => {
                 self.inputs.insert(job, reader);
+            }
+            DiskDone::InputPrepared(prepared) => {
+                self.preparing = false;
+                match prepared {
+                    // Ids only grow: one taken meanwhile went through `CreateInput`.
+                    Ok(prepared) if prepared.job == self.ledger.next_job() => self.prepared = Some(prepared),
+                    Ok(_) => self.prepare_input(),
+                    // The next submission creates its file itself, and says why if it cannot.
+                    Err(e) => warn!(error = %e, "cannot create the next job's input file ahead"),
+                }
             }
             DiskDone::InputFailed { job, error } => self.ledger.handle_input_failed(now, job, &error),
             DiskDone::Attach { pending, results } => {
@@ -455,7 +472,17 @@ impl Core {
                     Ok(job) => {
                         let (stop, stopped) = oneshot::channel();
                         self.uploads.insert(job, stop);
-                        self.ask_disk(DiskRequest::CreateInput { job, payload, stopped, reply });
+                        match self.prepared.take() {
+                            Some(PreparedInput { job: ready, appender, reader }) if ready == job => {
+                                self.inputs.insert(job, reader);
+                                let _ = reply.send(Ok(Upload { job, appender, stopped }));
+                            }
+                            // Two submissions in one turn: the second waits for the disk.
+                            _ => {
+                                self.ask_disk(DiskRequest::CreateInput { job, payload, stopped, reply });
+                            }
+                        }
+                        self.prepare_input();
                     }
                     Err(refusal) => drop(reply.send(Err(refusal))),
                 }
@@ -549,6 +576,15 @@ impl Core {
 
     /// Hands the disk thread a request; returns whether the ledger heard something instead
     /// (the disk thread is gone, which only happens when the process is going down).
+    /// Asks the disk for the next job id's input file unless it is there or on its way.
+    fn prepare_input(&mut self) {
+        if self.prepared.is_none() && !self.preparing {
+            self.preparing = true;
+            let job = self.ledger.next_job();
+            self.ask_disk(DiskRequest::PrepareInput { job });
+        }
+    }
+
     fn ask_disk(&mut self, request: DiskRequest) -> bool {
         // The disk keeps the order of requests: results accepted before this one go first.
         if !matches!(request, DiskRequest::Store(_)) && self.store_results() {

@@ -52,6 +52,10 @@ pub(super) enum DiskRequest {
         stopped: oneshot::Receiver<()>,
         reply: oneshot::Sender<Result<(ledger::jobs::Resumed, Option<Upload>), Refusal>>,
     },
+    /// Create the input file of the job id the next submission gets, ahead of it, and hand it
+    /// to the core (`InputPrepared`): that submission is then accepted without waiting for the
+    /// disk. Its payload was found by the submitter's connection, which refreshed its time.
+    PrepareInput { job: JobId },
     /// Open (creating if need be) a job's results file for an attachment.
     OpenResults(PendingAttach),
     /// Append accepted results, in order (those of one turn of the core: one request, and one
@@ -83,6 +87,8 @@ pub(super) enum DiskRequest {
 pub(super) enum DiskDone {
     /// A job's input file exists; chunks are read back through this reader.
     InputReady { job: JobId, reader: Arc<Reader> },
+    /// The input file of the next job id, created ahead (or why it could not be).
+    InputPrepared(std::io::Result<PreparedInput>),
     /// A job's input file could not be created; the submitter was refused.
     InputFailed { job: JobId, error: String },
     /// An attachment's results file is open, or could not be.
@@ -93,6 +99,13 @@ pub(super) enum DiskDone {
     Payload { node: NodeId, payload: PayloadHash, bytes: std::io::Result<Bytes> },
     /// A combine's assignment to send to `node`, or why its inputs could not be read.
     Combine { node: NodeId, attempt: AttemptId, assignment: std::io::Result<Assignment> },
+}
+
+/// An input file created before its job was submitted.
+pub(crate) struct PreparedInput {
+    pub(super) job: JobId,
+    pub(super) appender: Appender,
+    pub(super) reader: Arc<Reader>,
 }
 
 /// A job's open spool files.
@@ -143,6 +156,14 @@ pub(super) fn disk_thread(
                         told
                     }
                 }
+            }
+            DiskRequest::PrepareInput { job } => {
+                let prepared = spool.appender(job, SpoolFile::Input).and_then(|appender| {
+                    let reader = Arc::new(spool.reader(job, SpoolFile::Input)?);
+                    files.entry(job).or_default().input_sync = appender.sync_handle().ok();
+                    Ok(PreparedInput { job, appender, reader })
+                });
+                done.send(DiskDone::InputPrepared(prepared))
             }
             DiskRequest::OpenInput { job, resumed, stopped, reply } => {
                 match spool.appender(job, SpoolFile::Input) {

@@ -336,6 +336,11 @@ impl Ledger {
         ledger
     }
 
+    /// The id the next accepted submission gets, so the driver may prepare its files ahead.
+    pub fn next_job(&self) -> JobId {
+        JobId(self.next_job)
+    }
+
     /// Whether the ledger knows `job` (a spool directory of any other job is stale).
     pub fn knows(&self, job: JobId) -> bool {
         self.jobs.contains_key(&job)
