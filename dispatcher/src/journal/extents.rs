@@ -107,13 +107,17 @@ pub(super) fn convert_legacy(txn: &WriteTransaction) -> Result<(), redb::Error> 
     Ok(())
 }
 
+/// One extent as `journal check` reads it: the job, and its chunk and extent or why its run
+/// does not decode.
+pub(super) type CheckedEntry = (u64, Result<(ChunkIndex, Extent), String>);
+
 /// Every input (or result) extent the journal holds, by job, from version 4's per-chunk table
 /// and from runs, whichever exist (`journal check` reads journals of either); a run that does
 /// not decode stands as one `Err` entry of its job.
 pub(super) fn all_entries(
     txn: &ReadTransaction,
     inputs: bool,
-) -> Result<Vec<(u64, Result<(ChunkIndex, Extent), String>)>, redb::Error> {
+) -> Result<Vec<CheckedEntry>, redb::Error> {
     let (legacy, runs) = if inputs { (LEGACY_INPUTS, INPUT_RUNS) } else { (LEGACY_RESULTS, RESULT_RUNS) };
     let mut entries = Vec::new();
     if let Some(table) = optional(txn.open_table(legacy))? {
