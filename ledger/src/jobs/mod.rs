@@ -37,6 +37,7 @@ mod durability;
 mod entries;
 mod observations;
 mod observe;
+mod payloads;
 mod reduce;
 mod refusal;
 mod restore;
@@ -344,17 +345,6 @@ impl Ledger {
     /// Whether the ledger knows `job` (a spool directory of any other job is stale).
     pub fn knows(&self, job: JobId) -> bool {
         self.jobs.contains_key(&job)
-    }
-
-    /// Whether a running job uses `payload`, so the driver keeps its bytes at hand for shipping
-    /// to nodes; a finished job's payload is needed no more.
-    pub fn payload_needed(&self, payload: &PayloadHash) -> bool {
-        self.jobs.values().any(|e| e.record.state == JobState::Running && e.record.submission.payload == *payload)
-    }
-
-    /// Every payload an unfinished job uses: the files the driver must keep.
-    pub fn payloads_in_use(&self) -> std::collections::HashSet<PayloadHash> {
-        self.jobs.values().filter(|e| e.record.state == JobState::Running).map(|e| e.record.submission.payload).collect()
     }
 
     /// The next thing the driver must do.
@@ -768,31 +758,6 @@ impl Ledger {
     fn fail(&mut self, now: Time, job: JobId, message: String) {
         self.scheduler.handle_cancel(now.at, job);
         self.finish(now, job, JobState::Failed(JobFailure::Other { message }));
-    }
-
-    /// A node's cache deleted payloads no job of its used: later jobs get them shipped again, and
-    /// so do jobs already started there that use one (the node evicted before it heard of them).
-    fn handle_payloads_evicted(&mut self, node: NodeId, payloads: &[PayloadHash]) {
-        let Some(entry) = self.nodes.get_mut(&node) else { return };
-        for payload in payloads {
-            entry.payloads.remove(payload);
-        }
-        let mut ship: Vec<PayloadHash> = self
-            .scheduler
-            .jobs_started_on(node)
-            .filter_map(|job| self.jobs.get(&job))
-            .map(|e| e.record.submission.payload)
-            .filter(|payload| payloads.contains(payload))
-            .collect();
-        ship.sort_unstable_by_key(|p| p.0);
-        ship.dedup();
-        for payload in ship {
-            if let Some(entry) = self.nodes.get_mut(&node) {
-                entry.payloads.insert(payload);
-            }
-            debug!(target: LOG_TARGET, node = %self.node_name(node), ?payload, "shipping an evicted payload again");
-            self.send_node(node, NodeCommand::Payload(payload));
-        }
     }
 
     fn send_node(&mut self, node: NodeId, command: NodeCommand) {
