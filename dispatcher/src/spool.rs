@@ -82,7 +82,16 @@ impl Spool {
         for entry in entries.flatten() {
             let Some(job) = entry.file_name().to_str().and_then(|name| name.parse().ok()).map(JobId) else { continue };
             if !known(job) {
-                tracing::info!(%job, "deleting the spooled data of a job the journal does not know");
+                // The next job's input file, created ahead of a submission that never came, holds
+                // nothing: not worth an operator's attention.
+                let holds_data = std::fs::read_dir(entry.path())
+                    .map(|files| files.flatten().any(|f| f.metadata().is_ok_and(|m| m.len() > 0)))
+                    .unwrap_or(true);
+                if holds_data {
+                    tracing::info!(%job, "deleting the spooled data of a job the journal does not know");
+                } else {
+                    tracing::debug!(%job, "deleting the empty spool directory of a job the journal does not know");
+                }
                 self.remove(job);
             }
         }

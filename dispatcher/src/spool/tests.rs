@@ -1,6 +1,6 @@
 //! The spool's appender: small and large (direct) input chunks mixed in one file, each read back
 //! as written, across a reopened appender (a resumed upload); batches of results appended with
-//! one call between single ones.
+//! one call between single ones; the files of jobs the journal does not know deleted.
 
 use super::*;
 
@@ -59,5 +59,21 @@ fn batches_of_results_read_back_as_written() {
     let reader = spool.reader(job, SpoolFile::Results).expect("reader");
     for (extent, bytes) in &written {
         assert_eq!(reader.read(*extent).expect("read"), bytes, "result at {extent:?}");
+    }
+}
+
+#[test]
+fn unknown_jobs_spool_files_go_whether_they_hold_data_or_were_only_prepared() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).expect("spool");
+    let (known, stored, prepared) = (JobId(1), JobId(2), JobId(3));
+    for job in [known, stored, prepared] {
+        spool.appender(job, SpoolFile::Input).expect("input file");
+    }
+    spool.appender(stored, SpoolFile::Input).expect("appender").append(&chunk(1, 10)).expect("append");
+    spool.remove_unknown(|job| job == known);
+    assert!(spool.has_data(known), "a job the journal knows keeps its files");
+    for gone in [stored, prepared] {
+        assert!(!spool.has_data(gone), "job {gone}'s files are deleted");
     }
 }
