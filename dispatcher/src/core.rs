@@ -574,8 +574,6 @@ impl Core {
         self.ask_disk(DiskRequest::Store(results))
     }
 
-    /// Hands the disk thread a request; returns whether the ledger heard something instead
-    /// (the disk thread is gone, which only happens when the process is going down).
     /// Asks the disk for the next job id's input file unless it is there or on its way.
     fn prepare_input(&mut self) {
         if self.prepared.is_none() && !self.preparing {
@@ -585,6 +583,8 @@ impl Core {
         }
     }
 
+    /// Hands the disk thread a request; returns whether the ledger heard something instead
+    /// (the disk thread is gone, which only happens when the process is going down).
     fn ask_disk(&mut self, request: DiskRequest) -> bool {
         // The disk keeps the order of requests: results accepted before this one go first.
         if !matches!(request, DiskRequest::Store(_)) && self.store_results() {

@@ -101,7 +101,8 @@ pub(super) enum DiskDone {
     Combine { node: NodeId, attempt: AttemptId, assignment: std::io::Result<Assignment> },
 }
 
-/// An input file created before its job was submitted.
+/// A new input file with its appender and the reader chunks are read back through: created
+/// for a submission, or ahead of the next one.
 pub(crate) struct PreparedInput {
     pub(super) job: JobId,
     pub(super) appender: Appender,
@@ -121,6 +122,14 @@ struct JobFiles {
     logs_dirty: bool,
 }
 
+/// Creates `job`'s input file with its appender and reader, keeping a handle to sync it.
+fn create_input(spool: &Spool, files: &mut HashMap<JobId, JobFiles>, job: JobId) -> std::io::Result<PreparedInput> {
+    let appender = spool.appender(job, SpoolFile::Input)?;
+    let reader = Arc::new(spool.reader(job, SpoolFile::Input)?);
+    files.entry(job).or_default().input_sync = appender.sync_handle().ok();
+    Ok(PreparedInput { job, appender, reader })
+}
+
 /// Runs on its own thread until the core drops its request channel.
 pub(super) fn disk_thread(
     spool: Spool,
@@ -135,18 +144,14 @@ pub(super) fn disk_thread(
         let _ = match request {
             DiskRequest::CreateInput { job, payload, stopped, reply } => {
                 let created = if payloads.contains(&payload) {
-                    spool.appender(job, SpoolFile::Input).map_err(Refusal::InputStorage).and_then(|appender| {
-                        let reader = spool.reader(job, SpoolFile::Input).map_err(Refusal::InputStorage)?;
-                        Ok((appender, reader))
-                    })
+                    create_input(&spool, &mut files, job).map_err(Refusal::InputStorage)
                 } else {
                     Err(Refusal::PayloadNotUploaded)
                 };
                 // The core hears first: only once it has the reader may the submitter send input.
                 match created {
-                    Ok((appender, reader)) => {
-                        files.entry(job).or_default().input_sync = appender.sync_handle().ok();
-                        let told = done.send(DiskDone::InputReady { job, reader: Arc::new(reader) });
+                    Ok(PreparedInput { job, appender, reader }) => {
+                        let told = done.send(DiskDone::InputReady { job, reader });
                         let _ = reply.send(Ok(Upload { job, appender, stopped }));
                         told
                     }
@@ -157,14 +162,7 @@ pub(super) fn disk_thread(
                     }
                 }
             }
-            DiskRequest::PrepareInput { job } => {
-                let prepared = spool.appender(job, SpoolFile::Input).and_then(|appender| {
-                    let reader = Arc::new(spool.reader(job, SpoolFile::Input)?);
-                    files.entry(job).or_default().input_sync = appender.sync_handle().ok();
-                    Ok(PreparedInput { job, appender, reader })
-                });
-                done.send(DiskDone::InputPrepared(prepared))
-            }
+            DiskRequest::PrepareInput { job } => done.send(DiskDone::InputPrepared(create_input(&spool, &mut files, job))),
             DiskRequest::OpenInput { job, resumed, stopped, reply } => {
                 match spool.appender(job, SpoolFile::Input) {
                     Ok(appender) => {

@@ -47,11 +47,9 @@ enum Next {
 }
 
 impl Pairs {
-    /// A chunk of a reduce job joins the pool (call before it is queued).
+    /// A chunk of a reduce job ([`may_pair`]) joins the pool (call before it is queued).
     pub(super) fn submitted(&mut self, work: &Work) {
-        if may_pair(work) {
-            self.in_pool.insert((work.job.job, work.assignment.chunk), work.assignment.attempt);
-        }
+        self.in_pool.insert((work.job.job, work.assignment.chunk), work.assignment.attempt);
     }
 
     /// Attempts leave the pool without a report (cancelled, or their job ended): their parked
@@ -68,10 +66,11 @@ impl Pairs {
         }
     }
 
-    /// What to do with `report`, the outcome of `work`, which leaves the pool.
+    /// What to do with `report`, the outcome of `work` (a chunk that may pair), which leaves the
+    /// pool.
     fn finished(&mut self, work: &Work, report: ChunkReport) -> (Next, Option<ChunkReport>) {
         let key = (work.job.job, work.assignment.chunk);
-        if !may_pair(work) || self.in_pool.get(&key) != Some(&report.attempt) {
+        if self.in_pool.get(&key) != Some(&report.attempt) {
             return (Next::Send(vec![report]), None);
         }
         self.in_pool.remove(&key);
